@@ -1,0 +1,219 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Health is the probe verdict per uplink name: false means "link up but
+// failed" and keeps the uplink out of the main default route. A missing name
+// means no verdict, which counts as healthy (uplinks without probes).
+type Health map[string]bool
+
+// UserMarkMask is the part of the packet mark that [[rule]] marks live in;
+// the upper bits are left to the firewall's per-uplink connection marks.
+const UserMarkMask = 0x0000ffff
+
+var defaultRoute = netip.MustParsePrefix("0.0.0.0/0")
+
+// Compute is the pure heart of uplinkd: from the configuration, the kernel
+// snapshot and the probe verdicts it derives the whole routing state uplinkd
+// wants. It never looks at what uplinkd already installed, so the same inputs
+// always give the same output (adoption after a restart falls out of that).
+func Compute(cfg *Config, obs Observed, health Health) Desired {
+	var d Desired
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		st := uplinkState(u, obs)
+		if st.Usable {
+			if ok, known := health[u.Name]; known && !ok {
+				st.Usable, st.Reason = false, "probes failing"
+			}
+		}
+		d.Uplinks = append(d.Uplinks, st)
+		if !st.Present || !st.Addr.IsValid() {
+			continue
+		}
+		d.Rules = append(d.Rules, Rule{
+			Priority: u.RulePriority,
+			Table:    u.TableID,
+			Src:      netip.PrefixFrom(st.Addr, 32),
+			Protocol: Protocol,
+		})
+		d.Routes = append(d.Routes, tableRoutes(u, st)...)
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/" + u.Interface + "/rp_filter", Value: rpFilterValue(u.RPFilter)})
+	}
+
+	for _, r := range cfg.Rules {
+		u := cfg.UplinkByName(r.Uplink)
+		if u == nil {
+			continue // the loader rejects this; stay total for hand-built configs
+		}
+		d.Rules = append(d.Rules, Rule{
+			Priority: r.Priority,
+			Table:    u.TableID,
+			Mark:     r.Mark,
+			Mask:     UserMarkMask,
+			Protocol: Protocol,
+		})
+	}
+
+	if main, ok := mainDefault(cfg, d.Uplinks); ok {
+		d.Routes = append(d.Routes, main)
+	}
+
+	if Bool(cfg.LAN.Forwarding, cfg.LAN.Interface != "") {
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
+	}
+	if slices.ContainsFunc(cfg.Uplinks, func(u Uplink) bool { return u.RPFilter == "off" }) {
+		// The kernel uses max(all, iface): "off" on one interface only works
+		// when "all" is off too.
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/all/rp_filter", Value: "0"})
+	}
+
+	if lan := cfg.LAN.Interface; lan != "" && Bool(cfg.LAN.RemoveDefaultRoute, true) {
+		for _, r := range obs.Routes {
+			if r.Table == MainTable && r.Dst.Bits() == 0 && r.Protocol != Protocol &&
+				slices.ContainsFunc(r.Nexthops, func(nh Nexthop) bool { return nh.Dev == lan }) {
+				d.Unwanted = append(d.Unwanted, r)
+			}
+		}
+	}
+	return d
+}
+
+func uplinkState(u *Uplink, obs Observed) UplinkState {
+	st := UplinkState{Name: u.Name, Iface: u.Interface, Table: u.TableID}
+	link, ok := obs.Links[u.Interface]
+	if !ok {
+		st.Reason = "interface absent"
+		return st
+	}
+	st.Present, st.Carrier = true, link.Up && link.Carrier
+	addrs := obs.Addrs[u.Interface]
+	if len(addrs) == 0 {
+		st.Reason = "no address"
+		return st
+	}
+	st.Addr, st.Peer = addrs[0].Prefix.Addr(), addrs[0].Peer
+	p2p := u.PointToPoint() || link.PointToPoint || st.Peer.IsValid()
+	if !p2p {
+		st.Gateway = gatewayFor(u, obs, addrs[0].Prefix)
+	}
+	switch {
+	case !link.Up:
+		st.Reason = "interface down"
+	case !link.Carrier:
+		st.Reason = "no carrier"
+	case !p2p && !st.Gateway.IsValid():
+		st.Reason = "no gateway"
+	default:
+		st.Usable, st.Reason = true, "up"
+	}
+	return st
+}
+
+// gatewayFor picks the uplink's next hop: the configured gateway, else the
+// one a DHCP client (or the admin) put on a foreign default route via the
+// interface, else the one uplinkd itself installed earlier if it still lies
+// on the interface's subnet (so a restart keeps a gateway whose source route
+// is gone).
+func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
+	if u.Gateway != "" {
+		gw, _ := netip.ParseAddr(u.Gateway)
+		return gw
+	}
+	var own netip.Addr
+	for _, r := range obs.Routes {
+		if r.Dst.Bits() != 0 || len(r.Nexthops) != 1 {
+			continue
+		}
+		nh := r.Nexthops[0]
+		if nh.Dev != u.Interface || !nh.Gateway.IsValid() {
+			continue
+		}
+		if r.Protocol != Protocol {
+			return nh.Gateway
+		}
+		if r.Table == u.TableID && onLink.Masked().Contains(nh.Gateway) {
+			own = nh.Gateway
+		}
+	}
+	return own
+}
+
+func tableRoutes(u *Uplink, st UplinkState) []Route {
+	if !st.Gateway.IsValid() {
+		if st.Peer.IsValid() || u.PointToPoint() {
+			return []Route{{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol,
+				Nexthops: []Nexthop{{Dev: u.Interface}}}}
+		}
+		return nil
+	}
+	return []Route{
+		{Table: u.TableID, Dst: netip.PrefixFrom(st.Gateway, 32), Protocol: Protocol, ScopeLink: true,
+			Nexthops: []Nexthop{{Dev: u.Interface}}},
+		{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol,
+			Nexthops: []Nexthop{{Gateway: st.Gateway, Dev: u.Interface}}},
+	}
+}
+
+// mainDefault is the main table's default route over the usable uplinks of
+// the best (lowest) tier, weighted. Marks st.Active on the chosen uplinks.
+func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
+	best := 0
+	for i, st := range states {
+		if t := cfg.Uplinks[i].TierOf(); st.Usable && (best == 0 || t < best) {
+			best = t
+		}
+	}
+	if best == 0 {
+		return Route{}, false
+	}
+	r := Route{Table: MainTable, Dst: defaultRoute, Protocol: Protocol,
+		Metric: Int(cfg.Daemon.DefaultMetric, DefaultMetric)}
+	for i := range states {
+		u := &cfg.Uplinks[i]
+		if !states[i].Usable || u.TierOf() != best {
+			continue
+		}
+		states[i].Active = true
+		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].Gateway, Dev: u.Interface, Weight: u.WeightOf()})
+	}
+	return r, true
+}
+
+func rpFilterValue(mode string) string {
+	switch mode {
+	case "off":
+		return "0"
+	case "strict":
+		return "1"
+	}
+	return "2"
+}
+
+// SysctlKeys lists the sysctls d sets, for the snapshot to read.
+func (d Desired) SysctlKeys() []string {
+	keys := make([]string, len(d.Sysctls))
+	for i, s := range d.Sysctls {
+		keys[i] = s.Key
+	}
+	return keys
+}
+
+// String renders the per-uplink verdicts on one line (sd_notify STATUS=, logs).
+func (s UplinkState) String() string {
+	state := "down"
+	switch {
+	case s.Active:
+		state = "active"
+	case s.Usable:
+		state = "standby"
+	}
+	if s.Addr.IsValid() {
+		return fmt.Sprintf("%s=%s(%s)", s.Name, state, s.Addr)
+	}
+	return fmt.Sprintf("%s=%s", s.Name, state)
+}

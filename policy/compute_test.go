@@ -1,0 +1,278 @@
+package policy
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func ptr[T any](v T) *T { return &v }
+
+// dualPPP is the seed set-up: ppp0 (table 200, pri 200), ppp1 (table 201,
+// pri 300), uid-108 traffic via ppp1, a LAN on eth2.
+func dualPPP() *Config {
+	return &Config{
+		LAN: LAN{Interface: "eth2", Networks: []string{"10.0.0.0/24"}},
+		Uplinks: []Uplink{
+			{Name: "ppp0", Interface: "ppp0", Kind: KindPPP, TableID: 200, RulePriority: 200, RPFilter: "off"},
+			{Name: "ppp1", Interface: "ppp1", Kind: KindPPP, TableID: 201, RulePriority: 300, RPFilter: "off"},
+		},
+		Rules: []MarkRule{{Name: "p2p", UID: ptr(108), Uplink: "ppp1", Mark: 1, Priority: 100}},
+	}
+}
+
+func p2pLink(name string, idx int, carrier bool) Link {
+	return Link{Index: idx, Name: name, Up: true, Carrier: carrier, PointToPoint: true}
+}
+
+func p2pAddr(local, peer string) []Addr {
+	return []Addr{{Prefix: netip.PrefixFrom(netip.MustParseAddr(local), 32), Peer: netip.MustParseAddr(peer)}}
+}
+
+func ethConfig() *Config {
+	return &Config{
+		LAN: LAN{Interface: "lan0"},
+		Uplinks: []Uplink{
+			{Name: "wan", Interface: "eth1", Kind: KindEthernet, TableID: 100, RulePriority: 1000, Tier: ptr(1)},
+			{Name: "backup", Interface: "wlan0", Kind: KindWLAN, TableID: 101, RulePriority: 1001, Tier: ptr(2), Gateway: "192.168.50.1"},
+		},
+	}
+}
+
+func ethObserved() Observed {
+	return Observed{
+		Links: map[string]Link{
+			"lan0":  {Index: 2, Name: "lan0", Up: true, Carrier: true},
+			"eth1":  {Index: 3, Name: "eth1", Up: true, Carrier: true},
+			"wlan0": {Index: 4, Name: "wlan0", Up: true, Carrier: true},
+		},
+		Addrs: map[string][]Addr{
+			"lan0":  {{Prefix: netip.MustParsePrefix("10.0.0.1/24")}},
+			"eth1":  {{Prefix: netip.MustParsePrefix("100.64.0.10/24")}},
+			"wlan0": {{Prefix: netip.MustParsePrefix("192.168.50.7/24")}},
+		},
+		Routes: []Route{
+			// dhclient's default route: the gateway uplinkd learns.
+			{Table: MainTable, Dst: defaultRoute, Metric: 100, Protocol: 16, Nexthops: []Nexthop{{Gateway: netip.MustParseAddr("100.64.0.1"), Dev: "eth1"}}},
+			// The Pi-cluster trouble: a default route via the LAN.
+			{Table: MainTable, Dst: defaultRoute, Metric: 0, Protocol: 3, Nexthops: []Nexthop{{Gateway: netip.MustParseAddr("10.0.0.1"), Dev: "lan0"}}},
+		},
+	}
+}
+
+func TestCompute(t *testing.T) {
+	both := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true), "ppp1": p2pLink("ppp1", 6, true)},
+		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1"), "ppp1": p2pAddr("100.64.1.10", "100.64.1.1")},
+	}
+	onlyPPP0 := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true)},
+		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1")},
+	}
+	noCarrier := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)},
+		Addrs: both.Addrs,
+	}
+	weighted := dualPPP()
+	weighted.Uplinks[0].Weight = ptr(3)
+	eth := ethObserved()
+	ethDown := ethObserved()
+	ethDown.Links["eth1"] = Link{Index: 3, Name: "eth1", Up: true}
+	keepLAN := ethConfig()
+	keepLAN.LAN.RemoveDefaultRoute = ptr(false)
+	keepLAN.LAN.Forwarding = ptr(false)
+
+	tests := []struct {
+		name   string
+		cfg    *Config
+		obs    Observed
+		health Health
+	}{
+		{"dual-ppp-both-up", dualPPP(), both, nil},
+		{"dual-ppp-weighted", weighted, both, nil},
+		{"dual-ppp-ppp1-absent", dualPPP(), onlyPPP0, nil},
+		{"dual-ppp-ppp0-no-carrier", dualPPP(), noCarrier, nil},
+		{"dual-ppp-ppp0-probes-failed", dualPPP(), both, Health{"ppp0": false, "ppp1": true}},
+		{"dual-ppp-nothing-yet", dualPPP(), Observed{}, nil},
+		{"eth-learned-gateway-and-lan-fix", ethConfig(), eth, nil},
+		{"eth-tier1-down-tier2-takes-over", ethConfig(), ethDown, nil},
+		{"eth-lan-route-kept-when-asked", keepLAN, eth, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Compute(tt.cfg, tt.obs, tt.health).String()
+			golden(t, filepath.Join("testdata", "desired", tt.name+".txt"), got)
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./policy -run %s -update)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("%s differs:\n--- want\n%s--- got\n%s", path, want, got)
+	}
+}
+
+// kernelAfter simulates applying changes to a snapshot, to test that the
+// diff converges (a second pass changes nothing) without a kernel.
+func kernelAfter(obs Observed, changes []Change) Observed {
+	out := obs
+	out.Rules = append([]Rule(nil), obs.Rules...)
+	out.Routes = append([]Route(nil), obs.Routes...)
+	out.Sysctls = map[string]string{}
+	for k, v := range obs.Sysctls {
+		out.Sysctls[k] = v
+	}
+	for _, c := range changes {
+		switch c.Op {
+		case OpSetSysctl:
+			out.Sysctls[c.Sysctl.Key] = c.Sysctl.Value
+		case OpAddRoute:
+			out.Routes = append(out.Routes, c.Route)
+		case OpReplaceRoute:
+			for i := range out.Routes {
+				if out.Routes[i].Key() == c.Route.Key() && out.Routes[i].Protocol == Protocol {
+					out.Routes[i] = c.Route
+				}
+			}
+		case OpAddRule:
+			out.Rules = append(out.Rules, c.Rule)
+		case OpDelRule:
+			for i := range out.Rules {
+				if out.Rules[i].Key() == c.Rule.Key() && out.Rules[i].Protocol == c.Rule.Protocol {
+					out.Rules = append(out.Rules[:i], out.Rules[i+1:]...)
+					break
+				}
+			}
+		case OpDelRoute, OpDelForeignRoute:
+			for i := range out.Routes {
+				if out.Routes[i].Equal(c.Route) && out.Routes[i].Protocol == c.Route.Protocol {
+					out.Routes = append(out.Routes[:i], out.Routes[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+func commands(changes []Change) string {
+	var b strings.Builder
+	for _, c := range changes {
+		b.WriteString(c.Command() + "\n")
+	}
+	return b.String()
+}
+
+func TestDiff(t *testing.T) {
+	cfg := dualPPP()
+	base := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true), "ppp1": p2pLink("ppp1", 6, true)},
+		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1"), "ppp1": p2pAddr("100.64.1.10", "100.64.1.1")},
+	}
+	// Converge the base once: that is "the daemon has run".
+	first := Compute(cfg, base, nil)
+	base.Sysctls = map[string]string{}
+	applied := kernelAfter(base, Diff(first, base))
+
+	redialed := applied
+	redialed.Addrs = map[string][]Addr{"ppp0": base.Addrs["ppp0"], "ppp1": p2pAddr("100.64.1.11", "100.64.1.1")}
+
+	foreignCopy := base
+	foreignCopy.Rules = []Rule{{Priority: 200, Table: 200, Src: netip.MustParsePrefix("100.64.0.10/32"), Protocol: 3}}
+
+	dup := applied
+	dup.Rules = append(append([]Rule(nil), applied.Rules...), applied.Rules[0])
+
+	stray := applied
+	stray.Routes = append(append([]Route(nil), applied.Routes...),
+		Route{Table: 300, Dst: defaultRoute, Protocol: Protocol, Nexthops: []Nexthop{{Dev: "ppp9"}}})
+
+	conflict := base
+	conflict.Routes = []Route{{Table: MainTable, Dst: defaultRoute, Protocol: 3, Nexthops: []Nexthop{{Dev: "ppp0"}}}}
+
+	tests := []struct {
+		name string
+		obs  Observed
+	}{
+		{"fresh", base},
+		{"adopt-restart", applied},
+		{"redial-new-address", redialed},
+		{"foreign-identical-rule", foreignCopy},
+		{"duplicate-owned-rule", dup},
+		{"stray-owned-route", stray},
+		{"foreign-route-holds-main-default", conflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Compute(cfg, tt.obs, nil)
+			changes := Diff(d, tt.obs)
+			golden(t, filepath.Join("testdata", "diff", tt.name+".txt"), commands(changes))
+			// Whatever the start, one pass converges: the next diff is empty
+			// (conflicts excepted: those are reported, never forced).
+			again := Diff(Compute(cfg, kernelAfter(tt.obs, changes), nil), kernelAfter(tt.obs, changes))
+			for _, c := range again {
+				if c.Op != OpConflict {
+					t.Errorf("second pass not empty: %s", c.Command())
+				}
+			}
+		})
+	}
+}
+
+func TestDiffMakeBeforeBreak(t *testing.T) {
+	cfg := dualPPP()
+	obs := Observed{
+		Links:   map[string]Link{"ppp1": p2pLink("ppp1", 6, true)},
+		Addrs:   map[string][]Addr{"ppp1": p2pAddr("100.64.1.11", "100.64.1.1")},
+		Rules:   []Rule{{Priority: 300, Table: 201, Src: netip.MustParsePrefix("100.64.1.10/32"), Protocol: Protocol}},
+		Sysctls: map[string]string{},
+	}
+	changes := Diff(Compute(cfg, obs, nil), obs)
+	add, del := -1, -1
+	for i, c := range changes {
+		if c.Op == OpAddRule && c.Rule.Priority == 300 {
+			add = i
+		}
+		if c.Op == OpDelRule && c.Rule.Priority == 300 {
+			del = i
+		}
+	}
+	if add < 0 || del < 0 || add > del {
+		t.Fatalf("want add of the new from-rule before delete of the old one, got:\n%s", commands(changes))
+	}
+}
+
+func TestRepairs(t *testing.T) {
+	cfg := dualPPP()
+	obs := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true)},
+		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1")},
+	}
+	d := Compute(cfg, obs, nil)
+	changes := Diff(d, obs)
+	if n := Repairs(changes, nil); n != 0 {
+		t.Errorf("first pass counted %d repairs", n)
+	}
+	if n := Repairs(changes, d.AppliedKeys()); n == 0 {
+		t.Errorf("re-adding applied objects must count as repairs")
+	}
+}

@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Op is what one Change does.
+type Op int
+
+// Change operations, in the order Diff emits them.
+const (
+	OpSetSysctl    Op = iota
+	OpAddRoute        // new key: add with NLM_F_EXCL so a foreign route is never overwritten
+	OpReplaceRoute    // our own route whose content changed: atomic replace
+	OpAddRule
+	OpDelRule
+	OpDelRoute
+	OpDelForeignRoute // an Unwanted route (the LAN default), removed last
+	OpConflict        // a desired route whose slot a foreign route holds: reported, not applied
+)
+
+func (o Op) String() string {
+	return [...]string{"set-sysctl", "add-route", "replace-route", "add-rule", "del-rule", "del-route", "del-foreign-route", "conflict"}[o]
+}
+
+// Change is one kernel operation.
+type Change struct {
+	Op     Op
+	Rule   Rule
+	Route  Route
+	Sysctl Sysctl
+	// Old is the route being replaced or the conflicting foreign route.
+	Old Route
+}
+
+// Diff compares the desired state with the kernel snapshot and returns the
+// operations that make the kernel match, make-before-break: sysctls, then
+// route adds/replaces (a table's routes before the rules that point at it),
+// then rule adds, and only then the deletions of what is no longer wanted.
+// Only objects carrying uplinkd's protocol are deleted or replaced; a foreign
+// object that already equals a desired one satisfies it.
+func Diff(d Desired, obs Observed) []Change {
+	var adds, dels []Change
+
+	for _, s := range d.Sysctls {
+		if cur, ok := obs.Sysctls[s.Key]; !ok || strings.TrimSpace(cur) != s.Value {
+			adds = append(adds, Change{Op: OpSetSysctl, Sysctl: s})
+		}
+	}
+
+	have := make(map[string][]Route, len(obs.Routes))
+	for _, r := range obs.Routes {
+		have[r.Key()] = append(have[r.Key()], r)
+	}
+	want := make(map[string]bool, len(d.Routes))
+	for _, r := range d.Routes {
+		want[r.Key()] = true
+		adds = append(adds, routeChange(r, have[r.Key()])...)
+	}
+
+	haveRules := make(map[string]bool, len(obs.Rules))
+	for _, r := range obs.Rules {
+		haveRules[r.Key()] = true
+	}
+	wantRules := make(map[string]bool, len(d.Rules))
+	for _, r := range d.Rules {
+		wantRules[r.Key()] = true
+		if !haveRules[r.Key()] {
+			adds = append(adds, Change{Op: OpAddRule, Rule: r})
+		}
+	}
+
+	// Every owned rule that is not wanted goes, and so does every extra copy
+	// of a wanted one (the kernel accepts duplicates from other tools).
+	kept := make(map[string]bool, len(obs.Rules))
+	for _, r := range obs.Rules {
+		k := r.Key()
+		if wantRules[k] && !kept[k] {
+			kept[k] = true
+			continue
+		}
+		if r.Protocol == Protocol {
+			dels = append(dels, Change{Op: OpDelRule, Rule: r})
+		}
+	}
+	for _, r := range obs.Routes {
+		if r.Protocol == Protocol && !want[r.Key()] {
+			dels = append(dels, Change{Op: OpDelRoute, Route: r})
+		}
+	}
+	for _, r := range d.Unwanted {
+		dels = append(dels, Change{Op: OpDelForeignRoute, Route: r})
+	}
+	return append(adds, dels...)
+}
+
+func routeChange(r Route, slot []Route) []Change {
+	for _, h := range slot {
+		if h.Equal(r) {
+			return nil
+		}
+	}
+	for _, h := range slot {
+		if h.Protocol == Protocol {
+			return []Change{{Op: OpReplaceRoute, Route: r, Old: h}}
+		}
+	}
+	if len(slot) > 0 {
+		return []Change{{Op: OpConflict, Route: r, Old: slot[0]}}
+	}
+	return []Change{{Op: OpAddRoute, Route: r}}
+}
+
+// Command renders the change as the shell command an admin would type.
+func (c Change) Command() string {
+	switch c.Op {
+	case OpSetSysctl:
+		return fmt.Sprintf("sysctl -w %s=%s", strings.ReplaceAll(c.Sysctl.Key, "/", "."), c.Sysctl.Value)
+	case OpAddRoute:
+		return "ip route add " + c.Route.IPRoute()
+	case OpReplaceRoute:
+		return "ip route replace " + c.Route.IPRoute()
+	case OpAddRule:
+		return "ip rule add " + c.Rule.IPRule()
+	case OpDelRule:
+		return "ip rule del " + c.Rule.IPRule()
+	case OpDelRoute, OpDelForeignRoute:
+		return "ip route del " + c.Route.IPRoute()
+	case OpConflict:
+		return fmt.Sprintf("# conflict: wanted %q but a foreign route holds the slot: %q", c.Route.IPRoute(), c.Old.IPRoute())
+	}
+	return "# unknown change"
+}
+
+// Repairs counts changes that re-create something another actor removed:
+// an add of an object the previous pass had already applied.
+func Repairs(changes []Change, applied map[string]bool) int {
+	n := 0
+	for _, c := range changes {
+		switch c.Op {
+		case OpAddRoute:
+			if applied["route:"+c.Route.Key()] {
+				n++
+			}
+		case OpAddRule:
+			if applied["rule:"+c.Rule.Key()] {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// AppliedKeys records what a desired state puts in the kernel, for Repairs.
+func (d Desired) AppliedKeys() map[string]bool {
+	m := make(map[string]bool, len(d.Routes)+len(d.Rules))
+	for _, r := range d.Routes {
+		m["route:"+r.Key()] = true
+	}
+	for _, r := range d.Rules {
+		m["rule:"+r.Key()] = true
+	}
+	return m
+}

@@ -1,0 +1,270 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Protocol is uplinkd's rtnetlink protocol number. Every rule and route
+// uplinkd writes carries it, so `ip rule`/`ip route` show "proto uplinkd"
+// (packaging registers the name in /etc/iproute2/rt_protos.d/uplinkd.conf) and
+// flush/adoption find exactly what is owned.
+const Protocol = 157
+
+// MainTable is the kernel's main routing table.
+const MainTable = 254
+
+// Link is one network interface as the kernel reports it.
+type Link struct {
+	Index int
+	Name  string
+	// Up: administratively up. Carrier: IFF_LOWER_UP (the far end is there).
+	Up      bool
+	Carrier bool
+	// PointToPoint: IFF_POINTOPOINT or an address with a peer.
+	PointToPoint bool
+}
+
+// Addr is one IPv4 address on an interface.
+type Addr struct {
+	Prefix netip.Prefix
+	// Peer is the remote end of a point-to-point address (`peer B`), if any.
+	Peer netip.Addr
+}
+
+// Observed is a snapshot of the kernel state that policy decisions depend on.
+type Observed struct {
+	Links map[string]Link
+	// Addrs are the global-scope IPv4 addresses per interface name, primary first.
+	Addrs map[string][]Addr
+	// Routes are all IPv4 unicast routes in all tables (owned and foreign).
+	Routes []Route
+	// Rules are all IPv4 policy rules (owned and foreign).
+	Rules []Rule
+	// Sysctls holds the current values of the keys Desired names.
+	Sysctls map[string]string
+}
+
+// Nexthop is one path of a route.
+type Nexthop struct {
+	Gateway netip.Addr // invalid: directly connected / point-to-point
+	Dev     string
+	Weight  int // 1..256; 0 means 1
+}
+
+// Route is one IPv4 route.
+type Route struct {
+	Table    int
+	Dst      netip.Prefix
+	Metric   int
+	Protocol int
+	// ScopeLink marks a `scope link` route (the gateway host route).
+	ScopeLink bool
+	Nexthops  []Nexthop
+}
+
+// Rule is one IPv4 policy-routing rule.
+type Rule struct {
+	Priority int
+	Table    int
+	Src      netip.Prefix // invalid: from all
+	Mark     uint32
+	Mask     uint32 // 0 with Mark != 0: 0xffffffff
+	Protocol int
+	// Extra describes selectors uplinkd never writes (iif, uidrange, ports,
+	// other actions...), so a foreign rule that has them never matches ours.
+	Extra string
+}
+
+// Sysctl is one kernel setting under /proc/sys, with dots as separators
+// (net.ipv4.ip_forward).
+type Sysctl struct {
+	Key   string
+	Value string
+}
+
+// Desired is the whole state uplinkd wants, computed from config and Observed.
+type Desired struct {
+	Rules   []Rule
+	Routes  []Route
+	Sysctls []Sysctl
+	// Unwanted are foreign routes that must go (a default route via the LAN
+	// interface when remove_default_route is set).
+	Unwanted []Route
+	// Uplinks is the per-uplink verdict that led here (for status and logs).
+	Uplinks []UplinkState
+}
+
+// UplinkState is what policy concluded about one uplink.
+type UplinkState struct {
+	Name    string
+	Iface   string
+	Table   int
+	Present bool // interface exists
+	Carrier bool
+	Addr    netip.Addr
+	Gateway netip.Addr // invalid on point-to-point links
+	Peer    netip.Addr
+	Usable  bool // can carry the main default route
+	Active  bool // is in the main default route now
+	Reason  string
+}
+
+// RuleKey identifies a rule: two rules with the same key are the same rule.
+func (r Rule) Key() string {
+	return fmt.Sprintf("%d/%d/%s/%x/%x/%s", r.Priority, r.Table, r.Src, r.Mark, r.effectiveMask(), r.Extra)
+}
+
+func (r Rule) effectiveMask() uint32 {
+	if r.Mark != 0 && r.Mask == 0 {
+		return 0xffffffff
+	}
+	return r.Mask
+}
+
+// Key identifies a route slot in the kernel: table, destination and metric
+// (IPv4 routes are keyed by table/prefix/tos/priority).
+func (r Route) Key() string {
+	return fmt.Sprintf("%d/%s/%d", r.Table, r.Dst, r.Metric)
+}
+
+// Equal reports whether two routes would be the same kernel object.
+func (r Route) Equal(o Route) bool {
+	if r.Key() != o.Key() || r.ScopeLink != o.ScopeLink || len(r.Nexthops) != len(o.Nexthops) {
+		return false
+	}
+	a, b := normNexthops(r.Nexthops), normNexthops(o.Nexthops)
+	return slices.Equal(a, b)
+}
+
+func normNexthops(in []Nexthop) []Nexthop {
+	out := slices.Clone(in)
+	for i := range out {
+		if out[i].Weight == 0 {
+			out[i].Weight = 1
+		}
+	}
+	// A single-path route has no weight in the kernel.
+	if len(out) == 1 {
+		out[0].Weight = 1
+	}
+	slices.SortFunc(out, func(a, b Nexthop) int {
+		if c := strings.Compare(a.Dev, b.Dev); c != 0 {
+			return c
+		}
+		return a.Gateway.Compare(b.Gateway)
+	})
+	return out
+}
+
+// tableName renders a table number the way `ip` accepts it.
+func tableName(t int) string {
+	switch t {
+	case MainTable:
+		return "main"
+	case 253:
+		return "default"
+	case 255:
+		return "local"
+	}
+	return fmt.Sprint(t)
+}
+
+// IPRule renders the rule as `ip rule` arguments (after "ip rule add|del").
+func (r Rule) IPRule() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "priority %d", r.Priority)
+	if r.Src.IsValid() {
+		if r.Src.Bits() == 32 {
+			fmt.Fprintf(&b, " from %s", r.Src.Addr())
+		} else {
+			fmt.Fprintf(&b, " from %s", r.Src)
+		}
+	}
+	if r.Mark != 0 {
+		fmt.Fprintf(&b, " fwmark %#x", r.Mark)
+		if m := r.effectiveMask(); m != 0xffffffff {
+			fmt.Fprintf(&b, "/%#x", m)
+		}
+	}
+	fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	if r.Protocol != 0 {
+		fmt.Fprintf(&b, " proto %s", protoName(r.Protocol))
+	}
+	return b.String()
+}
+
+// IPRoute renders the route as `ip route` arguments (after "ip route replace|del").
+func (r Route) IPRoute() string {
+	var b strings.Builder
+	if r.Dst.Bits() == 0 {
+		b.WriteString("default")
+	} else if r.Dst.Bits() == 32 {
+		b.WriteString(r.Dst.Addr().String())
+	} else {
+		b.WriteString(r.Dst.String())
+	}
+	if len(r.Nexthops) == 1 {
+		nh := r.Nexthops[0]
+		if nh.Gateway.IsValid() {
+			fmt.Fprintf(&b, " via %s", nh.Gateway)
+		}
+		fmt.Fprintf(&b, " dev %s", nh.Dev)
+	}
+	fmt.Fprintf(&b, " table %s", tableName(r.Table))
+	if r.Protocol != 0 {
+		fmt.Fprintf(&b, " proto %s", protoName(r.Protocol))
+	}
+	if r.ScopeLink {
+		b.WriteString(" scope link")
+	}
+	fmt.Fprintf(&b, " metric %d", r.Metric)
+	if len(r.Nexthops) > 1 {
+		for _, nh := range normNexthops(r.Nexthops) {
+			b.WriteString(" nexthop")
+			if nh.Gateway.IsValid() {
+				fmt.Fprintf(&b, " via %s", nh.Gateway)
+			}
+			fmt.Fprintf(&b, " dev %s weight %d", nh.Dev, nh.Weight)
+		}
+	}
+	return b.String()
+}
+
+// protoName prints the number: `ip` only knows the name "uplinkd" once the
+// package has installed rt_protos.d/uplinkd.conf, and plan output must run anywhere.
+func protoName(p int) string { return fmt.Sprint(p) }
+
+// String renders the desired state as text, one object per line, in a stable
+// order: the golden files of the policy tests and `plan --verbose` use it.
+func (d Desired) String() string {
+	var b strings.Builder
+	for _, u := range d.Uplinks {
+		fmt.Fprintf(&b, "uplink %s iface %s table %d: %s", u.Name, u.Iface, u.Table, u.Reason)
+		if u.Addr.IsValid() {
+			fmt.Fprintf(&b, " addr %s", u.Addr)
+		}
+		if u.Gateway.IsValid() {
+			fmt.Fprintf(&b, " gw %s", u.Gateway)
+		}
+		if u.Active {
+			b.WriteString(" active")
+		}
+		b.WriteString("\n")
+	}
+	for _, r := range d.Rules {
+		fmt.Fprintf(&b, "rule %s\n", r.IPRule())
+	}
+	for _, r := range d.Routes {
+		fmt.Fprintf(&b, "route %s\n", r.IPRoute())
+	}
+	for _, s := range d.Sysctls {
+		fmt.Fprintf(&b, "sysctl %s=%s\n", s.Key, s.Value)
+	}
+	for _, r := range d.Unwanted {
+		fmt.Fprintf(&b, "remove %s\n", r.IPRoute())
+	}
+	return b.String()
+}
