@@ -1,0 +1,355 @@
+// Package watcher observes the kernel's networking state through rtnetlink
+// change notifications and turns them into typed trigger events.
+//
+// The model follows tailscale's netmon: one rtnetlink socket subscribed to the
+// link, IPv4 address, IPv4 route and IPv4 rule multicast groups. Every
+// notification becomes an [Event] that tells the consumer "something of this
+// kind changed"; the consumer re-reads what it needs and reconciles. The
+// watcher never polls and never writes kernel state.
+//
+// Notifications can be lost: when the socket's receive buffer overflows the
+// kernel drops them and reports ENOBUFS. The watcher then emits an event of
+// kind [KindResync], which tells the consumer to re-read everything. The same
+// event is sent right after every (re)subscription, so the consumer's initial
+// full read happens on the first event it receives and no change between that
+// read and the subscription can be missed.
+//
+// Events are triggers, not a change log. In particular the kernel does not
+// send RTM_DELROUTE for IPv4 routes it flushes when their device goes down,
+// loses its address or is deleted: a link or address event must make the
+// consumer re-read routes and rules, not only a route event.
+//
+// Rules are observed here (rather than with vishvananda/netlink's
+// subscriptions, which have none for rules) so that all four kinds share one
+// socket and therefore one ordering and one overflow signal.
+package watcher
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Kind says what kind of kernel object an Event is about.
+type Kind int
+
+// The kinds of Event.
+const (
+	KindLink   Kind = iota // RTM_NEWLINK / RTM_DELLINK
+	KindAddr               // RTM_NEWADDR / RTM_DELADDR (IPv4)
+	KindRoute              // RTM_NEWROUTE / RTM_DELROUTE (IPv4)
+	KindRule               // RTM_NEWRULE / RTM_DELRULE (IPv4)
+	KindResync             // notifications may have been lost: re-read everything
+)
+
+// String returns "link", "addr", "route", "rule" or "resync".
+func (k Kind) String() string {
+	switch k {
+	case KindLink:
+		return "link"
+	case KindAddr:
+		return "addr"
+	case KindRoute:
+		return "route"
+	case KindRule:
+		return "rule"
+	case KindResync:
+		return "resync"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Event is one change notification. It is a trigger: it carries only what is
+// needed to log it and to decide whether it is relevant, not the full object.
+type Event struct {
+	Kind     Kind
+	Deleted  bool      // RTM_DEL*
+	Index    int       // ifindex (link, addr, route's output dev if single path)
+	Iface    string    // link name (link events only; "" otherwise)
+	Table    int       // route/rule table (RTA_TABLE/FRA_TABLE when present, else header)
+	Protocol int       // route/rule protocol byte
+	At       time.Time // when the message was read from the socket
+}
+
+// Options configure Run.
+type Options struct {
+	NetNS      int          // netns fd to subscribe in; 0 = the caller's namespace
+	Logger     *slog.Logger // nil = slog.Default()
+	ReadBuffer int          // SO_RCVBUF bytes; 0 = 4 MiB (SO_RCVBUFFORCE is tried first, so root may exceed rmem_max)
+}
+
+const (
+	// Groups is the multicast group bitmask Run subscribes to.
+	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE
+
+	defaultReadBuffer = 4 << 20
+	minBackoff        = 10 * time.Millisecond
+	maxBackoff        = time.Second
+)
+
+// Run subscribes and sends events to out until ctx is done. It never polls
+// kernel state.
+//
+// The first event is always KindResync, sent once the subscription is in
+// place: the consumer does its initial full read on it. When the kernel
+// reports ENOBUFS (notifications were dropped because the receive buffer was
+// full), Run sends KindResync and keeps reading. Any other receive error
+// means the socket is unusable: Run logs it, closes the socket, re-dials with
+// backoff (10ms doubling to 1s) until it succeeds, and then sends KindResync.
+//
+// Sends to out block (the consumer is expected to coalesce), but Run returns
+// promptly when ctx is done, also while blocked in a send or a receive.
+//
+// Run returns nil when ctx is done. It returns an error only if out is nil or
+// the very first subscription fails (bad NetNS fd, missing privileges...);
+// later failures are retried forever.
+func Run(ctx context.Context, opts Options, out chan<- Event) error {
+	if out == nil {
+		return errors.New("watcher: nil event channel")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return run(ctx, opts, out, log, dialNetlink)
+}
+
+// conn is the part of *netlink.Conn that Run uses; tests substitute it.
+type conn interface {
+	Receive() ([]netlink.Message, error)
+	SetReadDeadline(time.Time) error
+	Close() error
+}
+
+type dialFunc func(opts Options, log *slog.Logger) (conn, error)
+
+func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: opts.NetNS})
+	if err != nil {
+		return nil, err
+	}
+	size := opts.ReadBuffer
+	if size <= 0 {
+		size = defaultReadBuffer
+	}
+	// netlink.Conn.SetReadBuffer tries SO_RCVBUFFORCE (root may exceed
+	// net.core.rmem_max) and falls back to SO_RCVBUF. A failure here is not
+	// fatal: we still get notifications, and overflow is still reported.
+	if err := c.SetReadBuffer(size); err != nil {
+		log.Warn("watcher: cannot set netlink receive buffer", "bytes", size, "err", err)
+	} else if log.Enabled(context.Background(), slog.LevelDebug) {
+		got, _ := c.ReadBuffer()
+		log.Debug("watcher: netlink receive buffer", "requested", size, "effective", got)
+	}
+	// NETLINK_NO_ENOBUFS is deliberately left off: overflow must be reported.
+	return c, nil
+}
+
+func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, dial dialFunc) error {
+	c, err := dial(opts, log)
+	if err != nil {
+		return fmt.Errorf("watcher: subscribe to rtnetlink: %w", err)
+	}
+	log.Debug("watcher: subscribed", "netns_fd", opts.NetNS)
+
+	backoff := minBackoff
+	for {
+		received, err := serve(ctx, c, out, log)
+		_ = c.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if received {
+			// The socket worked for a while: start the backoff over.
+			backoff = minBackoff
+		}
+		log.Warn("watcher: netlink socket failed, resubscribing", "err", err, "backoff", backoff)
+		for {
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(2*backoff, maxBackoff)
+			c, err = dial(opts, log)
+			if err == nil {
+				break
+			}
+			log.Warn("watcher: resubscribe failed", "err", err, "retry_in", backoff)
+		}
+		log.Info("watcher: resubscribed to rtnetlink")
+	}
+}
+
+// serve sends the KindResync that follows a subscription and then forwards
+// notifications from c until ctx is done (it returns a nil error) or c fails.
+// received reports whether any message was read.
+func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (received bool, err error) {
+	// Unblock a pending Receive when ctx is done. A read deadline rather than
+	// Close keeps the socket's lifetime with this goroutine.
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	if !send(ctx, out, Event{Kind: KindResync, At: time.Now()}) {
+		return false, nil
+	}
+	debug := log.Enabled(ctx, slog.LevelDebug)
+	for {
+		msgs, err := c.Receive()
+		now := time.Now()
+		if err != nil {
+			if ctx.Err() != nil {
+				return received, nil
+			}
+			if errors.Is(err, unix.ENOBUFS) {
+				log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resync")
+				if !send(ctx, out, Event{Kind: KindResync, At: now}) {
+					return received, nil
+				}
+				continue
+			}
+			return received, err
+		}
+		received = true
+		for _, m := range msgs {
+			ev, ok, derr := decode(m.Header.Type, m.Data)
+			if !ok {
+				continue
+			}
+			ev.At = now
+			if debug {
+				log.Debug("watcher: event", "kind", ev.Kind.String(), "deleted", ev.Deleted,
+					"index", ev.Index, "iface", ev.Iface, "table", ev.Table, "protocol", ev.Protocol)
+			}
+			if derr != nil {
+				// Still a valid trigger; only the details are missing.
+				log.Debug("watcher: cannot decode notification", "kind", ev.Kind.String(), "err", derr)
+			}
+			if !send(ctx, out, ev) {
+				return received, nil
+			}
+		}
+	}
+}
+
+func send(ctx context.Context, out chan<- Event, ev Event) bool {
+	select {
+	case out <- ev:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Fixed header sizes of the rtnetlink message families we decode.
+const (
+	sizeofIfInfomsg   = 16 // struct ifinfomsg
+	sizeofIfAddrmsg   = 8  // struct ifaddrmsg
+	sizeofRtMsg       = 12 // struct rtmsg
+	sizeofFibRuleHdr  = 12 // struct fib_rule_hdr
+	rtmsgTableOffset  = 4  // rtmsg.rtm_table, fib_rule_hdr.table
+	rtmsgProtoOffset  = 5  // rtmsg.rtm_protocol
+	ifinfoIndexOffset = 4  // ifinfomsg.ifi_index
+	ifaddrIndexOffset = 4  // ifaddrmsg.ifa_index
+)
+
+var errShort = errors.New("message shorter than its fixed header")
+
+// decode turns one rtnetlink message (type and payload after the nlmsghdr)
+// into an Event without At. ok is false for message types that are not
+// notifications of interest. A non-nil err with ok true means the payload was
+// malformed: ev still has Kind and Deleted, which is enough for a trigger.
+func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
+	switch typ {
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+		ev = Event{Kind: KindLink, Deleted: typ == unix.RTM_DELLINK}
+		if len(b) < sizeofIfInfomsg {
+			return ev, true, errShort
+		}
+		ev.Index = int(int32(binary.NativeEndian.Uint32(b[ifinfoIndexOffset:])))
+		err = walkAttrs(b[sizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+			if ad.Type() == unix.IFLA_IFNAME {
+				ev.Iface = ad.String()
+			}
+		})
+		return ev, true, err
+
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		ev = Event{Kind: KindAddr, Deleted: typ == unix.RTM_DELADDR}
+		if len(b) < sizeofIfAddrmsg {
+			return ev, true, errShort
+		}
+		ev.Index = int(binary.NativeEndian.Uint32(b[ifaddrIndexOffset:]))
+		return ev, true, nil
+
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		ev = Event{Kind: KindRoute, Deleted: typ == unix.RTM_DELROUTE}
+		if len(b) < sizeofRtMsg {
+			return ev, true, errShort
+		}
+		ev.Table = int(b[rtmsgTableOffset])
+		ev.Protocol = int(b[rtmsgProtoOffset])
+		multipath := false
+		err = walkAttrs(b[sizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+			switch ad.Type() {
+			case unix.RTA_TABLE:
+				ev.Table = int(ad.Uint32())
+			case unix.RTA_OIF:
+				ev.Index = int(ad.Uint32())
+			case unix.RTA_MULTIPATH:
+				multipath = true
+			}
+		})
+		if multipath {
+			ev.Index = 0 // several output devices: none is "the" device
+		}
+		return ev, true, err
+
+	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
+		ev = Event{Kind: KindRule, Deleted: typ == unix.RTM_DELRULE}
+		if len(b) < sizeofFibRuleHdr {
+			return ev, true, errShort
+		}
+		ev.Table = int(b[rtmsgTableOffset])
+		err = walkAttrs(b[sizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
+			switch ad.Type() {
+			case unix.FRA_TABLE:
+				ev.Table = int(ad.Uint32())
+			case unix.FRA_PROTOCOL:
+				ev.Protocol = int(ad.Uint8())
+			}
+		})
+		return ev, true, err
+	}
+	return Event{}, false, nil
+}
+
+// walkAttrs calls fn for each top-level attribute in b.
+func walkAttrs(b []byte, fn func(*netlink.AttributeDecoder)) error {
+	if len(b) == 0 {
+		return nil
+	}
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return err
+	}
+	for ad.Next() {
+		fn(ad)
+	}
+	return ad.Err()
+}
