@@ -134,17 +134,20 @@ func (c Change) Command() string {
 }
 
 // Repairs counts changes that re-create something another actor removed:
-// an add of an object the previous pass had already applied.
-func Repairs(changes []Change, applied map[string]bool) int {
+// an add of exactly the object (same key and content) that the previous
+// pass had applied. A route the kernel dropped with its device, and that now
+// comes back different (a multipath default with one path less), is a
+// change, not a repair.
+func Repairs(changes []Change, applied map[string]string) int {
 	n := 0
 	for _, c := range changes {
 		switch c.Op {
 		case OpAddRoute:
-			if applied["route:"+c.Route.Key()] {
+			if s, ok := applied["route:"+c.Route.Key()]; ok && s == c.Route.IPRoute() {
 				n++
 			}
 		case OpAddRule:
-			if applied["rule:"+c.Rule.Key()] {
+			if _, ok := applied["rule:"+c.Rule.Key()]; ok {
 				n++
 			}
 		}
@@ -153,13 +156,13 @@ func Repairs(changes []Change, applied map[string]bool) int {
 }
 
 // AppliedKeys records what a desired state puts in the kernel, for Repairs.
-func (d Desired) AppliedKeys() map[string]bool {
-	m := make(map[string]bool, len(d.Routes)+len(d.Rules))
+func (d Desired) AppliedKeys() map[string]string {
+	m := make(map[string]string, len(d.Routes)+len(d.Rules))
 	for _, r := range d.Routes {
-		m["route:"+r.Key()] = true
+		m["route:"+r.Key()] = r.IPRoute()
 	}
 	for _, r := range d.Rules {
-		m["rule:"+r.Key()] = true
+		m["rule:"+r.Key()] = r.IPRule()
 	}
 	return m
 }

@@ -293,9 +293,9 @@ func toNetlinkRoute(r Route, obs Observed) *netlink.Route {
 	if r.ScopeLink {
 		nr.Scope = netlink.SCOPE_LINK
 	}
-	if r.Dst.Bits() > 0 {
-		nr.Dst = &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)}
-	}
+	// Always explicit, also for the default route: netlink wants a
+	// destination (0.0.0.0/0) when the route has no gateway.
+	nr.Dst = &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)}
 	if len(r.Nexthops) == 1 {
 		nh := r.Nexthops[0]
 		nr.LinkIndex = obs.Links[nh.Dev].Index

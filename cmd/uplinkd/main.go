@@ -1,0 +1,164 @@
+// Command uplinkd keeps a Linux gateway's uplinks working: one binary with
+// the daemon (run) and its tools (check, plan, flush). See DESIGN.md §3.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+const usage = `usage: uplinkd COMMAND [flags]
+
+commands:
+  run   --config PATH   run the daemon (systemd Type=notify)
+  check --config PATH   validate the config; PATH:LINE:COL: message per problem
+  plan  --config PATH   print what run would change now, as ip/sysctl commands
+  flush --config PATH   remove every rule and route uplinkd owns
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
+	logFormat := fs.String("log-format", "text", "log format: text | json")
+	switch cmd {
+	case "run", "check", "plan", "flush":
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "uplinkd: unknown command %q\n%s", cmd, usage)
+		return 2
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+
+	cfg, err := policy.Load(*configPath)
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	log := newLogger(stderr, *logFormat, cfg.Daemon.LogLevel)
+
+	switch cmd {
+	case "check":
+		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
+		return 0
+	case "plan":
+		return plan(cfg, stdout, stderr)
+	case "flush":
+		return flush(stdout, stderr)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := daemon.New(daemon.Options{ConfigPath: *configPath, NetNS: -1, Logger: log, Signals: true})
+	if err != nil {
+		printConfigError(stderr, err)
+		return 1
+	}
+	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks))
+	if err := d.Run(ctx); err != nil {
+		log.Error("uplinkd stopped", "reason", err.Error())
+		return 1
+	}
+	log.Info("uplinkd stopped", "event", "stop")
+	return 0
+}
+
+func printConfigError(w io.Writer, err error) {
+	var probs policy.Problems
+	if errors.As(err, &probs) {
+		for _, p := range probs {
+			fmt.Fprintln(w, p.String())
+		}
+		return
+	}
+	fmt.Fprintf(w, "uplinkd: %v\n", err)
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// plan prints the diff the daemon would apply now, reading but never writing.
+func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
+	k, err := policy.OpenKernel(-1)
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
+		return 1
+	}
+	defer k.Close()
+	obs, err := k.Snapshot()
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
+		return 1
+	}
+	desired := policy.Compute(cfg, obs, nil)
+	if obs.Sysctls, err = k.ReadSysctls(desired.SysctlKeys()); err != nil {
+		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
+		return 1
+	}
+	changes := policy.Diff(desired, obs)
+	for _, st := range desired.Uplinks {
+		fmt.Fprintf(stdout, "# uplink %s\n", st)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(stdout, "# routing: nothing to change")
+	}
+	for _, c := range changes {
+		fmt.Fprintln(stdout, c.Command())
+	}
+	return 0
+}
+
+// flush removes every owned rule and route, whatever the config says: an
+// uplink deleted from the config must not leave rules behind.
+func flush(stdout, stderr io.Writer) int {
+	k, err := policy.OpenKernel(-1)
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
+		return 1
+	}
+	defer k.Close()
+	obs, err := k.Snapshot()
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
+		return 1
+	}
+	changes := policy.FlushChanges(obs)
+	for _, c := range changes {
+		fmt.Fprintln(stdout, c.Command())
+	}
+	if err := k.Apply(changes, obs); err != nil {
+		fmt.Fprintf(stderr, "uplinkd: flush: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,39 @@
+package hooks
+
+import (
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// ReconnectSpecFor builds an uplink's ReconnectSpec from its config, applying
+// DefaultCommands (peer defaults to the uplink name). ok is false when there
+// is nothing to run (ethernet without a command): the daemon then creates no
+// Reconnector. A missing [uplink.reconnect] table means all defaults.
+func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
+	rc := u.Reconnect
+	if rc == nil {
+		rc = &policy.Reconnect{}
+	}
+	peer := rc.Peer
+	if peer == "" {
+		peer = u.Name
+	}
+	spec = ReconnectSpec{
+		Uplink:     u.Name,
+		Iface:      u.Interface,
+		Kind:       u.Kind,
+		Backoff:    rc.Backoff.Duration,
+		MaxBackoff: rc.MaxBackoff.Duration,
+		Timeout:    rc.Timeout.Duration,
+	}
+	spec.Command, spec.StopCommand = DefaultCommands(u.Kind, u.Interface, peer, rc.Command, rc.StopCommand)
+	return spec, len(spec.Command) > 0
+}
+
+// HookSpecsFor converts an uplink's [[uplink.hook]] tables.
+func HookSpecsFor(u *policy.Uplink) []HookSpec {
+	out := make([]HookSpec, 0, len(u.Hooks))
+	for _, h := range u.Hooks {
+		out = append(out, HookSpec{On: h.On, Command: h.Command, Timeout: h.Timeout.Duration})
+	}
+	return out
+}

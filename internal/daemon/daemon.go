@@ -1,0 +1,370 @@
+// Package daemon wires uplinkd together: the watcher's netlink triggers feed
+// one reconcile loop that snapshots the kernel, computes the whole desired
+// state (policy.Compute), diffs it and applies only the difference — the
+// kube-proxy proxier shape, driven by events instead of a sync period.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/vishvananda/netns"
+
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
+)
+
+// Options configure one daemon instance.
+type Options struct {
+	ConfigPath string
+	// NetNS is the namespace to manage; -1 (or zero Options via New) means
+	// the process's own. Tests run the daemon in-process in a lab namespace.
+	NetNS  netns.NsHandle
+	Logger *slog.Logger
+	// OnSync, if set, is called after every reconcile pass (tests, benchmarks).
+	OnSync func(SyncResult)
+	// Signals enables SIGHUP reload (the real daemon; tests call Reload).
+	Signals bool
+}
+
+// SyncResult describes one reconcile pass.
+type SyncResult struct {
+	// Trigger is when the first event of the coalesced batch was read.
+	Trigger time.Time
+	Start   time.Time
+	End     time.Time
+	Changes []policy.Change
+	Desired policy.Desired
+	Err     error
+	// Deferred is set when the pass found repairs but the repair rate limit
+	// held them back; a later pass applies them.
+	Deferred bool
+}
+
+// Daemon is the running reconcile loop.
+type Daemon struct {
+	opts   Options
+	log    *slog.Logger
+	kernel policy.Kernel
+	cfg    *policy.Config
+
+	reload chan chan error
+
+	// lastApplied holds the keys of what the previous successful pass made
+	// true, to tell a repair (someone removed our object) from a change.
+	lastApplied map[string]string
+	lastStates  map[string]policy.UplinkState
+	repairs     *tokenBucket
+	conflicts   map[string]bool
+}
+
+// Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
+// then one per second, so uplinkd never fights another daemon in a tight loop.
+const (
+	repairBurst  = 5
+	repairRefill = time.Second
+	retryAfter   = time.Second
+)
+
+// New loads the configuration and opens the kernel handle; a bad config
+// returns policy.Problems and touches nothing.
+func New(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	cfg, err := policy.Load(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	k, err := policy.OpenKernel(opts.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	return &Daemon{
+		opts:       opts,
+		log:        opts.Logger,
+		kernel:     k,
+		cfg:        cfg,
+		reload:     make(chan chan error),
+		lastStates: map[string]policy.UplinkState{},
+		repairs:    newTokenBucket(repairBurst, repairRefill),
+		conflicts:  map[string]bool{},
+	}, nil
+}
+
+// Reload re-reads the config file in the running loop; on error the old
+// config stays in force and the problems are returned.
+func (d *Daemon) Reload(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case d.reload <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run is the reconcile loop; it returns when ctx is done.
+func (d *Daemon) Run(ctx context.Context) error {
+	defer d.kernel.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	events := make(chan watcher.Event, 256)
+	werr := make(chan error, 1)
+	go func() {
+		fd := int(d.opts.NetNS)
+		if fd < 0 {
+			fd = 0 // the watcher's "own namespace"
+		}
+		werr <- watcher.Run(ctx, watcher.Options{NetNS: fd, Logger: d.log}, events)
+	}()
+
+	var hup chan os.Signal
+	if d.opts.Signals {
+		hup = make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
+
+	var (
+		pending  bool
+		trigger  time.Time
+		lastSync time.Time
+		ready    bool
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	schedule := func(at time.Time) {
+		timer.Stop()
+		timer.Reset(time.Until(at))
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-werr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("watcher: %w", err)
+		case ev := <-events:
+			if !pending {
+				trigger = ev.At
+			}
+			pending = true
+			// Coalesce: everything already queued belongs to this pass.
+			for drained := false; !drained; {
+				select {
+				case <-events:
+				default:
+					drained = true
+				}
+			}
+		case done := <-d.reload:
+			err := d.doReload()
+			done <- err
+			if err == nil {
+				pending, trigger = true, time.Now()
+			}
+		case <-hup:
+			_ = d.doReload()
+			pending, trigger = true, time.Now()
+		case <-timer.C:
+			pending = true
+			if trigger.IsZero() {
+				trigger = time.Now()
+			}
+		}
+		if !pending {
+			continue
+		}
+		if wait := time.Until(lastSync.Add(d.cfg.Daemon.MinSyncInterval.Duration)); wait > 0 {
+			schedule(time.Now().Add(wait))
+			continue
+		}
+		res := d.sync(trigger)
+		lastSync = res.End
+		pending, trigger = false, time.Time{}
+		switch {
+		case res.Deferred:
+			schedule(d.repairs.next())
+		case res.Err != nil:
+			schedule(time.Now().Add(retryAfter))
+		}
+		if !ready && res.Err == nil {
+			ready = true
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+		}
+		if d.opts.OnSync != nil {
+			d.opts.OnSync(res)
+		}
+	}
+}
+
+func (d *Daemon) doReload() error {
+	cfg, err := policy.Load(d.opts.ConfigPath)
+	if err != nil {
+		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
+		return err
+	}
+	d.cfg = cfg
+	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
+	return nil
+}
+
+// sync is one reconcile pass: observe → compute → diff → apply.
+func (d *Daemon) sync(trigger time.Time) SyncResult {
+	res := SyncResult{Trigger: trigger, Start: time.Now()}
+	obs, err := d.kernel.Snapshot()
+	if err != nil {
+		res.Err, res.End = err, time.Now()
+		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
+		return res
+	}
+	desired := policy.Compute(d.cfg, obs, nil)
+	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
+		d.log.Warn("reading sysctls", "reason", err.Error())
+	}
+	res.Desired = desired
+	changes := policy.Diff(desired, obs)
+	d.logTransitions(desired.Uplinks)
+
+	changes = d.dropConflicts(changes)
+	if n := policy.Repairs(changes, d.lastApplied); n > 0 {
+		if !d.repairs.take() {
+			res.Deferred, res.End = true, time.Now()
+			d.log.Warn("owned rules or routes keep disappearing; holding off the repair",
+				"event", "apply", "reason", "repair rate limit", "repairs", n)
+			return res
+		}
+		d.log.Warn("restoring owned rules or routes removed by someone else", "event", "apply", "reason", "repair", "repairs", n)
+	}
+	if len(changes) > 0 {
+		res.Err = d.kernel.Apply(changes, obs)
+	}
+	res.End = time.Now()
+	res.Changes = changes
+	if res.Err == nil {
+		d.lastApplied = desired.AppliedKeys()
+	}
+	if len(changes) > 0 {
+		cmds := make([]string, len(changes))
+		for i, c := range changes {
+			cmds[i] = c.Command()
+		}
+		attrs := []any{"event", "apply", "changes", len(changes), "duration", res.End.Sub(res.Start),
+			"latency", res.End.Sub(trigger), "commands", cmds}
+		if res.Err != nil {
+			d.log.Error("apply failed (will retry)", append(attrs, "reason", res.Err.Error())...)
+		} else {
+			d.log.Info("applied", attrs...)
+		}
+		_, _ = daemon.SdNotify(false, "STATUS="+statusLine(desired.Uplinks))
+	}
+	return res
+}
+
+// dropConflicts removes (and reports once) desired routes whose slot a
+// foreign route holds: uplinkd never overwrites state it does not own.
+func (d *Daemon) dropConflicts(changes []policy.Change) []policy.Change {
+	out := changes[:0]
+	for _, c := range changes {
+		if c.Op != policy.OpConflict {
+			out = append(out, c)
+			continue
+		}
+		if k := c.Route.Key(); !d.conflicts[k] {
+			d.conflicts[k] = true
+			d.log.Warn("a foreign route holds a slot uplinkd wants; leaving it alone",
+				"event", "apply", "reason", "conflict", "wanted", c.Route.IPRoute(), "foreign", c.Old.IPRoute())
+		}
+	}
+	return out
+}
+
+// logTransitions emits one structured record per uplink state change.
+func (d *Daemon) logTransitions(states []policy.UplinkState) {
+	for _, st := range states {
+		old, seen := d.lastStates[st.Name]
+		d.lastStates[st.Name] = st
+		attrs := []any{"uplink", st.Name, "iface", st.Iface}
+		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
+			d.log.Info("address changed", append(attrs, "event", "addr-change", "old_ip", addrString(old.Addr), "new_ip", addrString(st.Addr))...)
+		}
+		if linkUp(st) != linkUp(old) || !seen {
+			ev := "link-down"
+			if linkUp(st) {
+				ev = "link-up"
+			}
+			d.log.Info("link "+strings.TrimPrefix(ev, "link-"), append(attrs, "event", ev, "reason", st.Reason)...)
+		}
+		if st.Active != old.Active && seen {
+			d.log.Info("default route membership changed", append(attrs, "event", "route", "active", st.Active, "reason", st.Reason)...)
+		}
+	}
+}
+
+func linkUp(st policy.UplinkState) bool { return st.Present && st.Carrier }
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func statusLine(states []policy.UplinkState) string {
+	parts := make([]string, len(states))
+	for i, s := range states {
+		parts[i] = s.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+// tokenBucket is a tiny limiter: burst tokens, one back every refill.
+type tokenBucket struct {
+	tokens float64
+	burst  float64
+	refill time.Duration
+	last   time.Time
+}
+
+func newTokenBucket(burst int, refill time.Duration) *tokenBucket {
+	return &tokenBucket{tokens: float64(burst), burst: float64(burst), refill: refill, last: time.Now()}
+}
+
+func (b *tokenBucket) fill() {
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.last))/float64(b.refill))
+	b.last = now
+}
+
+func (b *tokenBucket) take() bool {
+	b.fill()
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
+// next is when the next token will be available.
+func (b *tokenBucket) next() time.Time {
+	b.fill()
+	return b.last.Add(time.Duration((1 - b.tokens) * float64(b.refill)))
+}

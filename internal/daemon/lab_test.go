@@ -1,0 +1,341 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
+
+const labConfig = `
+[lan]
+interface = "lan0"
+networks  = ["10.0.0.0/24"]
+
+[[uplink]]
+name = "ppp0"
+kind = "ppp"
+table = 200
+rule_priority = 200
+
+[[uplink]]
+name = "ppp1"
+kind = "ppp"
+table = 201
+rule_priority = 300
+
+[[rule]]
+name = "p2p"
+uid = 108
+uplink = "ppp1"
+mark = 1
+priority = 100
+`
+
+// running is a daemon started in-process inside a lab's router namespace.
+type running struct {
+	t      *testing.T
+	lab    *lab.Lab
+	d      *Daemon
+	syncs  chan SyncResult
+	first  SyncResult // the pass start() waited for
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func dualLab(t *testing.T) *lab.Lab {
+	return lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: "ppp"}, {Name: "ppp1", Kind: "ppp"}}})
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "uplinkd.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t *testing.T, l *lab.Lab, configPath string) *running {
+	t.Helper()
+	ns, err := l.NsHandle(l.Router)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1)}
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	r.d, err = New(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+		select {
+		case r.syncs <- s:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- r.d.Run(ctx) }()
+	t.Cleanup(r.stop)
+	r.first = r.waitSync()
+	return r
+}
+
+func (r *running) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Errorf("daemon: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		r.t.Error("daemon did not stop")
+	}
+}
+
+// waitSync waits for the next reconcile pass and returns it.
+func (r *running) waitSync() SyncResult {
+	r.t.Helper()
+	select {
+	case s := <-r.syncs:
+		return s
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("no reconcile pass within 5s")
+	}
+	return SyncResult{}
+}
+
+// eventually re-checks cond after every reconcile pass (and at most every
+// 50 ms) until it holds or 5 s pass. Reading kernel state in a test is fine:
+// it is the daemon that must not poll.
+func (r *running) eventually(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out waiting for: %s\nrouter rules:\n%s\nroutes:\n%s", what,
+				r.ip("rule"), r.ip("route", "show", "table", "all"))
+		}
+		select {
+		case <-r.syncs:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (r *running) ip(args ...string) string {
+	r.t.Helper()
+	out, err := r.lab.Exec(r.lab.Router, append([]string{"ip"}, args...)...)
+	if err != nil {
+		r.t.Fatalf("ip %v: %v", args, err)
+	}
+	return out
+}
+
+func (r *running) has(text string, args ...string) func() bool {
+	return func() bool { return strings.Contains(r.ip(args...), text) }
+}
+
+func (r *running) lacks(text string, args ...string) func() bool {
+	return func() bool { return !strings.Contains(r.ip(args...), text) }
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = testWriter{}
+
+func TestLabStartRulesAndRoutes(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	a0, a1 := l.UplinkAddr("ppp0"), l.UplinkAddr("ppp1")
+	r.eventually("from-rules, fwmark rule, tables and main default", func() bool {
+		rules := r.ip("rule")
+		return strings.Contains(rules, fmt.Sprintf("200:\tfrom %s lookup 200 proto 157", a0)) &&
+			strings.Contains(rules, fmt.Sprintf("300:\tfrom %s lookup 201 proto 157", a1)) &&
+			strings.Contains(rules, "100:\tfrom all fwmark 0x1/0xffff lookup 201 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "200"), "default dev ppp0 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp0 weight 1")
+	})
+	if got := strings.TrimSpace(mustExec(t, l, l.Router, "sysctl", "-n", "net.ipv4.ip_forward")); got != "1" {
+		t.Errorf("ip_forward = %q, want 1", got)
+	}
+	// Real traffic: from each uplink's address, through its own table.
+	for _, a := range []string{a0.String(), a1.String()} {
+		mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", a, "192.0.2.1")
+	}
+}
+
+func TestLabRedialMovesRule(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	old := l.UplinkAddr("ppp1")
+	r.eventually("rule for the first address", r.has("from "+old.String()+" lookup 201", "rule"))
+	res, err := l.Redial("ppp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.New == old {
+		t.Fatalf("redial kept the address %s", old)
+	}
+	r.eventually("new rule present, old gone, table default back", func() bool {
+		rules := r.ip("rule")
+		return strings.Contains(rules, "from "+res.New.String()+" lookup 201") &&
+			!strings.Contains(rules, "from "+old.String()+" ") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp1")
+	})
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", res.New.String(), "192.0.2.1")
+}
+
+func TestLabCarrierLossMovesDefault(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	r.eventually("multipath default", r.has("nexthop dev ppp1", "route", "show", "table", "main"))
+	if _, err := l.SetCarrier("ppp0", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157", "route", "show", "table", "main"))
+	// The main default now carries traffic via ppp1 alone.
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "192.0.2.1")
+	if _, err := l.SetCarrier("ppp0", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("multipath default back", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+}
+
+func TestLabRemovesLANDefaultRoute(t *testing.T) {
+	l := dualLab(t)
+	mustExec(t, l, l.Router, "ip", "route", "add", "default", "via", "10.0.0.2", "dev", "lan0", "metric", "50")
+	r := start(t, l, writeConfig(t, labConfig))
+	r.eventually("no default via lan0", r.lacks("dev lan0", "route", "show", "default"))
+	// Added again later (dhclient on the LAN side, an admin): removed again.
+	mustExec(t, l, l.Router, "ip", "route", "add", "default", "via", "10.0.0.2", "dev", "lan0", "metric", "60")
+	r.eventually("no default via lan0 again", r.lacks("dev lan0", "route", "show", "default"))
+}
+
+func TestLabRepairsDeletedRule(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	a0 := l.UplinkAddr("ppp0").String()
+	r.eventually("rule present", r.has("from "+a0+" lookup 200", "rule"))
+	r.ip("rule", "del", "from", a0, "lookup", "200", "priority", "200")
+	r.eventually("rule restored", r.has("from "+a0+" lookup 200", "rule"))
+	r.ip("route", "del", "default", "table", "200")
+	r.eventually("table route restored", r.has("default dev ppp0", "route", "show", "table", "200"))
+}
+
+func TestLabForeignStateSurvivesRunAndFlush(t *testing.T) {
+	l := dualLab(t)
+	mustExec(t, l, l.Router, "ip", "rule", "add", "from", "10.0.0.99", "lookup", "200", "priority", "250")
+	mustExec(t, l, l.Router, "ip", "route", "add", "198.51.100.0/24", "dev", "ppp0", "table", "200")
+	cfg := writeConfig(t, labConfig)
+	r := start(t, l, cfg)
+	r.eventually("owned rule present", r.has("lookup 201 proto 157", "rule"))
+	if !strings.Contains(r.ip("rule"), "250:\tfrom 10.0.0.99 lookup 200") {
+		t.Errorf("foreign rule gone after run:\n%s", r.ip("rule"))
+	}
+	r.stop()
+	out := mustExec(t, l, l.Router, uplinkdBinary(t), "flush", "--config", cfg)
+	t.Logf("flush:\n%s", out)
+	if s := r.ip("rule"); strings.Contains(s, "proto 157") || !strings.Contains(s, "250:\tfrom 10.0.0.99 lookup 200") {
+		t.Errorf("after flush want no owned and the foreign rule, got:\n%s", s)
+	}
+	if s := r.ip("route", "show", "table", "all"); strings.Contains(s, "proto 157") || !strings.Contains(s, "198.51.100.0/24 dev ppp0 table 200") {
+		t.Errorf("after flush want no owned and the foreign route, got:\n%s", s)
+	}
+}
+
+func TestLabRestartAdopts(t *testing.T) {
+	l := dualLab(t)
+	cfg := writeConfig(t, labConfig)
+	r := start(t, l, cfg)
+	r.eventually("converged", r.has("nexthop dev ppp1", "route", "show", "table", "main"))
+	r.stop()
+	rulesBefore, routesBefore := r.ip("rule"), r.ip("route", "show", "table", "all")
+
+	r2 := start(t, l, cfg)
+	// The first pass of the new daemon must find nothing to do.
+	if len(r2.first.Changes) != 0 {
+		t.Errorf("restart changed things: %v", r2.first.Changes)
+	}
+	if got := r2.ip("rule"); got != rulesBefore {
+		t.Errorf("ip rule differs after restart:\n--- before\n%s--- after\n%s", rulesBefore, got)
+	}
+	if got := r2.ip("route", "show", "table", "all"); got != routesBefore {
+		t.Errorf("routes differ after restart:\n--- before\n%s--- after\n%s", routesBefore, got)
+	}
+}
+
+func TestLabBadReloadKeepsConfig(t *testing.T) {
+	l := dualLab(t)
+	cfg := writeConfig(t, labConfig)
+	r := start(t, l, cfg)
+	r.eventually("converged", r.has("lookup 201 proto 157", "rule"))
+	if err := os.WriteFile(cfg, []byte(labConfig+"\n[[uplink]]\nname = \"ppp2\"\ntable = \"nope\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Reload(context.Background()); err == nil {
+		t.Fatal("reload of a bad config succeeded")
+	}
+	// Still in force: a deleted owned rule is repaired from the old config.
+	r.ip("rule", "del", "priority", "100")
+	r.eventually("fwmark rule restored from the old config", r.has("fwmark 0x1/0xffff lookup 201", "rule"))
+}
+
+func mustExec(t *testing.T, l *lab.Lab, ns string, argv ...string) string {
+	t.Helper()
+	out, err := l.Exec(ns, argv...)
+	if err != nil {
+		t.Fatalf("%v: %v", argv, err)
+	}
+	return out
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// uplinkdBinary builds the real binary once, for the tests that drive the CLI.
+func uplinkdBinary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "uplinkd-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "uplinkd")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/uplinkd/uplinkd/cmd/uplinkd").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests and the lab need on a fresh Debian 12 machine:
+# the real tools uplinkd drives or tests against, and the Go linters.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
+            dnsmasq:dnsmasq conntrack:conntrack ping:iputils-ping nc:netcat-openbsd \
+            tcpdump:tcpdump sysctl:procps; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  if [[ $(id -u) != 0 ]]; then
+    echo "deps: missing packages ${need[*]}; run as root (apt-get install)" >&2
+    exit 1
+  fi
+  echo "deps: apt-get install ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
+if ! command -v staticcheck >/dev/null 2>&1; then
+  echo "deps: go install staticcheck"
+  go install honnef.co/go/tools/cmd/staticcheck@latest
+fi
+go mod download
