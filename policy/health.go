@@ -1,0 +1,399 @@
+package policy
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// HealthState is where an uplink stands in its health state machine.
+type HealthState int
+
+// Health states. Only HealthUp carries traffic.
+const (
+	// HealthDown: the link layer is not usable (no interface, no carrier or
+	// no address). Probes are not judged.
+	HealthDown HealthState = iota
+	// HealthChecking: the link is usable but probes have not (yet) shown
+	// that it works, or a recovered uplink is sitting out its hold-down.
+	HealthChecking
+	// HealthUp: the uplink carries traffic.
+	HealthUp
+	// HealthFailed: the link is usable but probes fail.
+	HealthFailed
+)
+
+func (s HealthState) String() string {
+	switch s {
+	case HealthDown:
+		return "down"
+	case HealthChecking:
+		return "checking"
+	case HealthUp:
+		return "up"
+	case HealthFailed:
+		return "failed"
+	}
+	return "HealthState(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Transition is a state change and its human-readable reason (for the one log
+// record per change, DESIGN §7). The zero value, like any value with
+// From == To, means "no change".
+type Transition struct {
+	From, To HealthState
+	Reason   string
+}
+
+// Changed reports whether t is a state change.
+func (t Transition) Changed() bool { return t.From != t.To }
+
+// Health machine defaults, as the config loader applies them.
+const (
+	DefaultCheckInterval    = time.Second
+	DefaultCheckTimeout     = 800 * time.Millisecond
+	DefaultCheckReliability = 1
+	DefaultCheckDown        = 3
+	DefaultCheckUp          = 3
+	DefaultCheckHoldDown    = 30 * time.Second
+	// minHealthWindow is the least number of rounds the loss and latency
+	// statistics cover (more when down+up is larger, so that one window
+	// always spans a whole failure and recovery).
+	minHealthWindow = 10
+)
+
+// HealthMachine is the health state machine of one uplink (issue 4): the
+// link layer and probe rounds go in, state changes with reasons come out.
+//
+// It is pure: no goroutines, no clock; every input carries the time, and
+// the caller arranges to call Tick at NextDeadline. Every method first
+// applies what was due by then (hold-down expiry, silent failure), so a late
+// Tick only delays a change, never loses or reorders one.
+//
+// Rules:
+//
+//   - Link loss is immediate: Link(false) moves any state to HealthDown and
+//     forgets counters, hold-down and statistics.
+//   - A round succeeds when at least reliability targets answered, and the
+//     sliding-window loss is at most max_loss and the window's average RTT
+//     at most max_latency (each when configured). down failed rounds in a
+//     row make an Up or Checking uplink HealthFailed.
+//   - When no round arrives at all for interval × down (+ timeout, the time
+//     a lost probe takes to be reported), the prober is taken to be stuck
+//     and the uplink HealthFailed: silence is not health.
+//   - Recovery (from HealthFailed, or HealthChecking after the link came
+//     back) takes up successful rounds in a row and then hold_down with no
+//     failed round; a failed round restarts both. A failed uplink enters
+//     HealthChecking when the hold-down starts. So an uplink that flaps
+//     faster than up × interval + hold_down never carries traffic again
+//     while it flaps.
+//   - At daemon start the machine is HealthChecking, and the first
+//     Link(true) of a machine that was never Up or Failed goes straight to
+//     HealthUp ("assumed up at start"): a restarted daemon must not take
+//     the traffic off a working uplink for up × interval + hold_down. Should
+//     probes succeed before any link report, up of them suffice (no
+//     hold-down: nothing has failed yet).
+//
+// State and Usable are one fact: Usable() == (State() == HealthUp).
+type HealthMachine struct {
+	interval, timeout, holdDown time.Duration
+	reliability, down, up       int
+	targets                     int
+	maxLoss                     float64 // < 0: not set
+	maxLatency                  time.Duration
+
+	state HealthState
+	// fresh: never Up or Failed yet, so the first Link(true) assumes Up.
+	fresh bool
+	// oks and fails count successful and failed rounds in a row.
+	oks, fails int
+	// holdUntil is when the running hold-down ends; zero when none runs.
+	holdUntil time.Time
+	// lastRound is the time of the latest round, or of entering a state
+	// that expects rounds; the silent-failure deadline counts from it.
+	lastRound time.Time
+
+	window []roundSample // ring buffer of the latest rounds
+	next   int           // ring position of the next sample
+	filled int           // samples in window
+}
+
+// roundSample is one probe round in the statistics window.
+type roundSample struct {
+	sent, answered int
+	rttSum         time.Duration
+	rttN           int
+}
+
+// NewHealthMachine returns the machine of an uplink with check c, in state
+// HealthChecking. Zero fields of c get the loader's defaults (interval 1s,
+// timeout 800ms, reliability 1, down 3, up 3, hold_down 30s; see the
+// comment inside on hold_down), so a hand-built Check behaves like a loaded
+// one.
+func NewHealthMachine(c Check, now time.Time) *HealthMachine {
+	h := &HealthMachine{
+		interval:    durationOr(c.Interval.Duration, DefaultCheckInterval),
+		timeout:     durationOr(c.Timeout.Duration, DefaultCheckTimeout),
+		holdDown:    max(c.HoldDown.Duration, 0), // 0s is valid: fail back at once
+		reliability: intOr(c.Reliability, DefaultCheckReliability),
+		down:        intOr(c.Down, DefaultCheckDown),
+		up:          intOr(c.Up, DefaultCheckUp),
+		targets:     len(c.Targets),
+		maxLoss:     -1,
+		maxLatency:  c.MaxLatency.Duration,
+		state:       HealthChecking,
+		fresh:       true,
+		lastRound:   now,
+	}
+	// hold_down = "0s" is valid (fail back at once), so zero cannot mean
+	// "unset" by itself. The loader always sets interval, though: a Check
+	// without one has not been through the loader, and all its zero
+	// fields, hold_down included, mean "unset".
+	if c.Interval.Duration == 0 && c.HoldDown.Duration == 0 {
+		h.holdDown = DefaultCheckHoldDown
+	}
+	if c.MaxLoss != nil {
+		h.maxLoss = *c.MaxLoss
+	}
+	h.window = make([]roundSample, max(minHealthWindow, h.down+h.up))
+	return h
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func intOr(i, def int) int {
+	if i <= 0 {
+		return def
+	}
+	return i
+}
+
+// State is the current state.
+func (h *HealthMachine) State() HealthState { return h.state }
+
+// Usable reports whether the uplink may carry traffic: exactly when the
+// state is HealthUp.
+func (h *HealthMachine) Usable() bool { return h.state == HealthUp }
+
+// Link reports the link layer: usable means the interface is present, has
+// carrier and an address. Reporting the same value again changes nothing.
+func (h *HealthMachine) Link(usable bool, now time.Time) Transition {
+	due := h.Tick(now)
+	if !usable {
+		if h.state == HealthDown {
+			return due
+		}
+		h.resetProbes()
+		return mergeTransitions(due, h.set(HealthDown, "link down: interface, carrier or address missing", now))
+	}
+	switch {
+	case h.fresh && (h.state == HealthChecking || h.state == HealthDown):
+		return mergeTransitions(due, h.set(HealthUp, "assumed up at start", now))
+	case h.state == HealthDown:
+		return mergeTransitions(due, h.set(HealthChecking, fmt.Sprintf(
+			"link usable again; waiting for %d good probe rounds in a row and %s hold-down", h.up, h.holdDown), now))
+	}
+	return due
+}
+
+// Round reports one probe round: how many targets answered and the RTTs of
+// the answers. Rounds while the link is down are ignored (they can only have
+// failed, and say nothing the link state does not).
+func (h *HealthMachine) Round(answered int, rtts []time.Duration, now time.Time) Transition {
+	due := h.Tick(now)
+	if h.state == HealthDown {
+		return due
+	}
+	h.lastRound = now
+	answered = max(answered, 0)
+	s := roundSample{sent: max(h.targets, answered, 1), answered: answered}
+	for _, r := range rtts {
+		s.rttSum += r
+		s.rttN++
+	}
+	h.window[h.next] = s
+	h.next = (h.next + 1) % len(h.window)
+	h.filled = min(h.filled+1, len(h.window))
+
+	if reason, failed := h.judge(answered); failed {
+		return mergeTransitions(due, h.failed(reason, now))
+	}
+	return mergeTransitions(due, h.succeeded(now))
+}
+
+// judge applies the success criteria to the round just recorded. A failed
+// round's reason is a function of how many rounds in a row have failed.
+func (h *HealthMachine) judge(answered int) (reason func(inARow int) string, failed bool) {
+	if answered < h.reliability {
+		if h.targets <= 1 && h.reliability == 1 {
+			return func(n int) string { return fmt.Sprintf("%d probes lost in a row", n) }, true
+		}
+		return func(n int) string {
+			return fmt.Sprintf("%d rounds in a row with fewer than %d of %d targets answering (last: %d)",
+				n, h.reliability, max(h.targets, h.reliability), answered)
+		}, true
+	}
+	loss, avg := h.Stats()
+	if h.maxLoss >= 0 && loss > h.maxLoss {
+		r := fmt.Sprintf("loss %s > %s", lossPercent(loss), lossPercent(h.maxLoss))
+		return func(int) string { return r }, true
+	}
+	if h.maxLatency > 0 && avg > h.maxLatency {
+		r := fmt.Sprintf("latency %s > %s", avg.Round(time.Millisecond), h.maxLatency)
+		return func(int) string { return r }, true
+	}
+	return nil, false
+}
+
+// failed handles a failed round.
+func (h *HealthMachine) failed(reason func(int) string, now time.Time) Transition {
+	h.oks = 0
+	h.holdUntil = time.Time{} // a failure during hold-down restarts recovery
+	h.fails++
+	if h.state == HealthFailed || h.fails < h.down {
+		return Transition{}
+	}
+	return h.set(HealthFailed, reason(h.fails), now)
+}
+
+// succeeded handles a successful round.
+func (h *HealthMachine) succeeded(now time.Time) Transition {
+	h.fails = 0
+	if h.state == HealthUp {
+		return Transition{}
+	}
+	h.oks++
+	if h.oks < h.up {
+		return Transition{}
+	}
+	if h.fresh {
+		return h.set(HealthUp, fmt.Sprintf("%d probe rounds answered in a row at start", h.oks), now)
+	}
+	if h.holdUntil.IsZero() {
+		if h.holdDown == 0 {
+			return h.set(HealthUp, fmt.Sprintf("%d probe rounds answered in a row", h.oks), now)
+		}
+		h.holdUntil = now.Add(h.holdDown)
+		if h.state == HealthFailed {
+			return h.set(HealthChecking, fmt.Sprintf(
+				"%d probe rounds answered in a row; %s hold-down before taking traffic again", h.oks, h.holdDown), now)
+		}
+		return Transition{}
+	}
+	return h.holdExpired(now)
+}
+
+// holdExpired moves a Checking uplink whose hold-down has passed to Up.
+func (h *HealthMachine) holdExpired(now time.Time) Transition {
+	if h.state != HealthChecking || h.holdUntil.IsZero() || now.Before(h.holdUntil) {
+		return Transition{}
+	}
+	h.holdUntil = time.Time{}
+	return h.set(HealthUp, fmt.Sprintf("probes answered with no failure during %s hold-down", h.holdDown), now)
+}
+
+// Tick applies what is due at now: the silent-failure deadline and the end
+// of a hold-down. Call it at NextDeadline (calling it at any other time is
+// harmless).
+func (h *HealthMachine) Tick(now time.Time) Transition {
+	if d := h.silenceDeadline(); !d.IsZero() && !now.Before(d) {
+		h.oks, h.fails, h.holdUntil = 0, h.down, time.Time{}
+		return h.set(HealthFailed, fmt.Sprintf("no probe results for %s", now.Sub(h.lastRound).Round(time.Millisecond)), now)
+	}
+	return h.holdExpired(now)
+}
+
+// silenceDeadline is when missing rounds count as a failure: a lost probe
+// is reported timeout after its round starts, so down lost rounds in a row
+// are all reported by interval × down + timeout after the last report.
+func (h *HealthMachine) silenceDeadline() time.Time {
+	if h.state != HealthUp && h.state != HealthChecking {
+		return time.Time{}
+	}
+	return h.lastRound.Add(time.Duration(h.down)*h.interval + h.timeout)
+}
+
+// NextDeadline is when Tick must be called next; zero when nothing is
+// pending (HealthDown, HealthFailed).
+func (h *HealthMachine) NextDeadline() time.Time {
+	d := h.silenceDeadline()
+	if h.state == HealthChecking && !h.holdUntil.IsZero() && (d.IsZero() || h.holdUntil.Before(d)) {
+		d = h.holdUntil
+	}
+	return d
+}
+
+// Stats is the loss (0..1, over probes) and the average RTT of the answered
+// probes in the sliding window of the last max(10, down+up) rounds. Link
+// loss empties the window.
+func (h *HealthMachine) Stats() (loss float64, avgRTT time.Duration) {
+	var sent, answered, n int
+	var sum time.Duration
+	for i := range h.filled {
+		s := h.window[i]
+		sent += s.sent
+		answered += s.answered
+		sum += s.rttSum
+		n += s.rttN
+	}
+	if sent > 0 {
+		loss = float64(sent-min(answered, sent)) / float64(sent)
+	}
+	if n > 0 {
+		avgRTT = sum / time.Duration(n)
+	}
+	return loss, avgRTT
+}
+
+// set changes the state. Any state change restarts the silent-failure clock
+// (a state that expects rounds waits for them from now on).
+func (h *HealthMachine) set(to HealthState, reason string, now time.Time) Transition {
+	t := Transition{From: h.state, To: to, Reason: reason}
+	h.state = to
+	h.lastRound = now
+	if to == HealthUp || to == HealthFailed {
+		h.fresh = false
+	}
+	if to != HealthChecking {
+		h.holdUntil = time.Time{}
+	}
+	if to == HealthUp {
+		h.oks, h.fails = 0, 0
+	}
+	return t
+}
+
+// resetProbes forgets everything learned from probes over the old link.
+func (h *HealthMachine) resetProbes() {
+	h.oks, h.fails, h.holdUntil = 0, 0, time.Time{}
+	clear(h.window)
+	h.next, h.filled = 0, 0
+}
+
+// mergeTransitions combines a change due before an input with the change the input
+// caused, so that the caller still sees one Transition (and one log
+// record) per call.
+func mergeTransitions(a, b Transition) Transition {
+	switch {
+	case !b.Changed():
+		return a
+	case !a.Changed():
+		return b
+	case a.From == b.To:
+		// Back where it started (not reachable with today's rules): a
+		// From == To value would read as "no change", so report the last
+		// step alone.
+		return b
+	}
+	return Transition{From: a.From, To: b.To, Reason: a.Reason + "; then " + b.Reason}
+}
+
+func lossPercent(f float64) string {
+	return strconv.FormatFloat(math.Round(f*1000)/10, 'f', -1, 64) + "%"
+}

@@ -1,0 +1,315 @@
+// Package probe sends health probes out of one uplink and reports every
+// answer (or its absence) as a [Result].
+//
+// A probe must test the uplink it belongs to, not whatever the main routing
+// table currently prefers: the failed uplink is usually not the default route
+// any more, and a standby uplink never is. Every probe socket is therefore
+// bound to the uplink's current address ([Spec.Source]), so the source rule
+// "from <address> lookup <table>" that uplinkd installs sends it through the
+// uplink's own table, and to the uplink's device ([Spec.Iface],
+// SO_BINDTODEVICE), so that it can never leave through another interface even
+// while that rule or table is still missing.
+//
+// Methods:
+//
+//   - icmp: echo requests over one long-lived raw ICMP socket per prober
+//     (falling back to an unprivileged "ping" socket when raw sockets are not
+//     permitted). Replies are matched by echo identifier, sequence number,
+//     payload cookie and source address; a kernel socket filter drops other
+//     probers' replies before they wake this one up.
+//   - tcp: a TCP handshake. Connection refused (an RST) counts as success:
+//     it can only come back if the packet crossed the uplink and the target
+//     host answered, which is all an uplink check asks. Choose dns or http to
+//     check a service rather than a path.
+//   - dns: a recursive query for ". IN A" over UDP. Any DNS response with the
+//     query's ID, whatever its rcode (REFUSED, SERVFAIL...), is a success: it
+//     crossed the uplink both ways. An ICMP port unreachable is a failure,
+//     since the configured target is meant to be a DNS server.
+//   - http: GET without following redirects; 2xx and 3xx are successes.
+//
+// A prober follows no address changes by itself: its sockets are bound to
+// the address it was started with. When the uplink's address changes the
+// caller cancels [Run] and starts it again with the new Source (a ppp redial
+// gives a new address; probes from the old one would fail or, worse, leave
+// through a different table).
+package probe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Probe methods (the values of [Spec.Method], as in the config's
+// uplink.check.method).
+const (
+	MethodICMP = "icmp"
+	MethodTCP  = "tcp"
+	MethodDNS  = "dns"
+	MethodHTTP = "http"
+)
+
+// Spec says what one prober sends, where from and how often.
+type Spec struct {
+	// Uplink names the uplink; it is copied into every Result.
+	Uplink string
+	// Method is icmp, tcp, dns or http.
+	Method string
+	// Targets as the config loader validates them: icmp an IPv4 address; tcp
+	// HOST:PORT; dns IP or IP:PORT (default port 53); http an http:// or
+	// https:// URL. Host names are resolved by the system resolver before
+	// every probe, not through the uplink (the local resolver may well sit
+	// on the LAN or on 127.0.0.53, which a socket bound to the uplink cannot
+	// reach).
+	Targets []string
+	// Interval between rounds; each round probes every target once.
+	Interval time.Duration
+	// Timeout of one probe. It is capped at Interval so that rounds never
+	// overlap: a consumer can then treat a round as complete once it has
+	// one result per target.
+	Timeout time.Duration
+	// Source is the uplink's current address; every probe socket is bound
+	// to it. The zero Addr leaves the choice to the kernel (only the device
+	// binding applies).
+	Source netip.Addr
+	// Iface is the uplink's device (SO_BINDTODEVICE); empty: no device
+	// binding.
+	Iface string
+	// NetNS is a network namespace file descriptor to open the sockets in;
+	// 0 means the caller's namespace. Only socket creation happens there.
+	NetNS int
+}
+
+// Result is the outcome of one probe to one target.
+type Result struct {
+	Uplink string
+	Target string
+	OK     bool
+	// RTT is the round-trip time of a successful probe: echo to reply for
+	// icmp, the handshake for tcp, query to response for dns, request to
+	// response headers for http. Zero when !OK.
+	RTT time.Duration
+	// Err says why the probe failed ("timeout after 800ms", "connect:
+	// network is unreachable", "HTTP 503"...); empty when OK.
+	Err string
+	// At is when the round this probe belongs to started.
+	At time.Time
+	// Round numbers the rounds of one Run from 1. All results of a round
+	// share Round and At, and a round has exactly one result per target.
+	Round uint64
+}
+
+// prober sends one probe of its method to one target.
+type prober interface {
+	probe(ctx context.Context, t *target, timeout time.Duration) (time.Duration, error)
+	close() error
+}
+
+// target is a Spec target parsed once.
+type target struct {
+	raw  string
+	addr netip.Addr // icmp, dns
+	port uint16     // dns
+	host string     // tcp: host part of host:port
+	hp   string     // tcp: host:port
+	url  *url.URL   // http
+}
+
+// Run probes s.Targets once per s.Interval, starting at once, every target of
+// a round concurrently, and sends each result to out until ctx is done.
+//
+// Sends to out block (give it room for a few rounds); a result is never
+// dropped, but a slow consumer delays the prober. Probes cut short by ctx are
+// not reported, and nothing is sent to out after Run returns.
+//
+// Run returns nil when ctx is done. It returns an error, without sending
+// anything, when s is invalid or the probe socket cannot be opened (no
+// privilege for ICMP, a bad NetNS fd, a Source that is not local...).
+func Run(ctx context.Context, s Spec, out chan<- Result) error {
+	if out == nil {
+		return errors.New("probe: nil result channel")
+	}
+	targets, err := s.parse()
+	if err != nil {
+		return fmt.Errorf("probe %s: %w", s.Uplink, err)
+	}
+	p, err := newProber(s)
+	if err != nil {
+		return fmt.Errorf("probe %s: %s: %w", s.Uplink, s.Method, err)
+	}
+	defer p.close()
+	timeout := min(s.Timeout, s.Interval)
+
+	var wg sync.WaitGroup
+	// Runs before p.close (defers are LIFO): the icmp reader must outlive
+	// every probe waiting for it.
+	defer wg.Wait()
+	tick := time.NewTicker(s.Interval)
+	defer tick.Stop()
+	for round := uint64(1); ; round++ {
+		at := time.Now()
+		for _, t := range targets {
+			wg.Go(func() {
+				rtt, err := p.probe(ctx, t, timeout)
+				if ctx.Err() != nil {
+					return // cut short by shutdown: says nothing about the uplink
+				}
+				r := Result{Uplink: s.Uplink, Target: t.raw, OK: err == nil, RTT: rtt, At: at, Round: round}
+				if err != nil {
+					r.RTT, r.Err = 0, err.Error()
+				}
+				select {
+				case out <- r:
+				case <-ctx.Done():
+				}
+			})
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+func newProber(s Spec) (prober, error) {
+	switch s.Method {
+	case MethodICMP:
+		return newICMP(s)
+	case MethodTCP:
+		return &tcpProber{d: newDialer(s)}, nil
+	case MethodDNS:
+		return &dnsProber{d: newDialer(s)}, nil
+	case MethodHTTP:
+		return newHTTP(s), nil
+	}
+	return nil, fmt.Errorf("unknown method %q", s.Method)
+}
+
+// parse validates s and its targets.
+func (s *Spec) parse() ([]*target, error) {
+	if s.Interval <= 0 {
+		return nil, fmt.Errorf("interval must be positive (got %s)", s.Interval)
+	}
+	if s.Timeout <= 0 {
+		return nil, fmt.Errorf("timeout must be positive (got %s)", s.Timeout)
+	}
+	if len(s.Targets) == 0 {
+		return nil, errors.New("no targets")
+	}
+	if s.Source.IsValid() && s.Source.Zone() != "" {
+		return nil, fmt.Errorf("source %s: zones are not supported", s.Source)
+	}
+	out := make([]*target, 0, len(s.Targets))
+	for _, raw := range s.Targets {
+		t, err := parseTarget(s.Method, raw)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", raw, err)
+		}
+		if t.addr.IsValid() && s.Source.IsValid() && t.addr.Is4() != s.Source.Is4() {
+			return nil, fmt.Errorf("target %q: address family differs from source %s", raw, s.Source)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func parseTarget(method, raw string) (*target, error) {
+	t := &target{raw: raw}
+	switch method {
+	case MethodICMP:
+		a, err := netip.ParseAddr(raw)
+		if err != nil || !a.Is4() {
+			return nil, errors.New("icmp needs an IPv4 address")
+		}
+		t.addr = a
+	case MethodTCP:
+		host, port, err := net.SplitHostPort(raw)
+		if err != nil {
+			return nil, fmt.Errorf("tcp needs HOST:PORT: %w", err)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			return nil, fmt.Errorf("bad port %q", port)
+		}
+		t.host, t.hp = host, raw
+		if a, err := netip.ParseAddr(host); err == nil {
+			t.addr = a
+		}
+	case MethodDNS:
+		if ap, err := netip.ParseAddrPort(raw); err == nil {
+			t.addr, t.port = ap.Addr(), ap.Port()
+		} else if a, err := netip.ParseAddr(raw); err == nil {
+			t.addr, t.port = a, 53
+		} else {
+			return nil, errors.New("dns needs IP or IP:PORT")
+		}
+		if t.port == 0 {
+			return nil, errors.New("port 0")
+		}
+	case MethodHTTP:
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("http needs a URL: %w", err)
+		}
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, errors.New("http needs an http:// or https:// URL")
+		}
+		t.url = u
+	default:
+		return nil, fmt.Errorf("unknown method %q", method)
+	}
+	return t, nil
+}
+
+// errTimeout is what a probe without an answer in time reports.
+func errTimeout(d time.Duration) error { return fmt.Errorf("timeout after %s", d) }
+
+// isTimeout reports whether err is the probe's own deadline expiring. The
+// deadline a net.Dialer derives from ctx can fire an instant before ctx's
+// own timer, so an i/o timeout counts as well.
+func isTimeout(ctx context.Context, err error) bool {
+	var ne net.Error
+	return errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// bindDevice is a net.Dialer/ListenConfig Control hook that binds the socket
+// to iface before bind(2) and connect(2), so that the kernel's route lookup
+// for it is restricted to that device.
+func bindDevice(iface string, noPort bool) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if iface != "" {
+				if err := unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface); err != nil {
+					serr = fmt.Errorf("bind to device %s: %w", iface, err)
+					return
+				}
+			}
+			if noPort {
+				// Binding to Source with port 0 would reserve an ephemeral
+				// port at bind(2) time, for any destination; one probe per
+				// second per target would then eat into the port range.
+				// With this option the port is picked at connect(2), per
+				// destination, like an unbound socket's.
+				if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1); err != nil {
+					serr = fmt.Errorf("set IP_BIND_ADDRESS_NO_PORT: %w", err)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}
