@@ -146,7 +146,7 @@ func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
 func tableRoutes(u *Uplink, st UplinkState) []Route {
 	if !st.Gateway.IsValid() {
 		if st.Peer.IsValid() || u.PointToPoint() {
-			return []Route{{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol,
+			return []Route{{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol, ScopeLink: true,
 				Nexthops: []Nexthop{{Dev: u.Interface}}}}
 		}
 		return nil
@@ -181,6 +181,9 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 		states[i].Active = true
 		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].Gateway, Dev: u.Interface, Weight: u.WeightOf()})
 	}
+	// Same scope as `ip route add default dev ppp0` gives a gateway-less
+	// single path, so an admin's hand-made route and ours compare equal.
+	r.ScopeLink = len(r.Nexthops) == 1 && !r.Nexthops[0].Gateway.IsValid()
 	return r, true
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -224,6 +225,11 @@ func (k *NetlinkKernel) inNS(fn func() error) error {
 	return fn()
 }
 
+// ErrStale marks an apply that raced with the kernel: a device in the
+// snapshot vanished before the change reached it. Not a failure: the event
+// that removed the device triggers the next pass.
+var ErrStale = errors.New("kernel changed during the pass")
+
 // Apply carries out the changes in order. It goes on after a failed change
 // (one bad route must not keep the others out) and returns all errors joined.
 // Races with other actors are not errors: an add that finds the object there
@@ -240,7 +246,11 @@ func (k *NetlinkKernel) Apply(changes []Change, obs Observed) error {
 		if err := k.inNS(func() error {
 			var errs []error
 			for _, s := range sysctls {
-				if err := os.WriteFile(filepath.Join("/proc/sys", s.Key), []byte(s.Value), 0o644); err != nil {
+				err := os.WriteFile(filepath.Join("/proc/sys", s.Key), []byte(s.Value), 0o644)
+				if errors.Is(err, fs.ErrNotExist) {
+					err = ErrStale // the interface went away after the snapshot
+				}
+				if err != nil {
 					errs = append(errs, fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, err))
 				}
 			}
@@ -264,6 +274,9 @@ func (k *NetlinkKernel) Apply(changes []Change, obs Observed) error {
 			err = ignore(k.h.RouteDel(toNetlinkRoute(c.Route, obs)), unix.ESRCH, unix.ENOENT)
 		default:
 			continue
+		}
+		if errors.Is(err, unix.ENODEV) {
+			err = ErrStale
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.Command(), err))
