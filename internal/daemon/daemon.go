@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -203,6 +204,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		switch {
 		case res.Deferred:
 			schedule(d.repairs.next())
+		case errors.Is(res.Err, policy.ErrStale):
+			schedule(time.Now()) // the snapshot is outdated: resync at once
 		case res.Err != nil:
 			schedule(time.Now().Add(retryAfter))
 		}
@@ -269,9 +272,12 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		}
 		attrs := []any{"event", "apply", "changes", len(changes), "duration", res.End.Sub(res.Start),
 			"latency", res.End.Sub(trigger), "commands", cmds}
-		if res.Err != nil {
+		switch {
+		case errors.Is(res.Err, policy.ErrStale):
+			d.log.Info("kernel changed during the pass; resyncing", append(attrs, "reason", res.Err.Error())...)
+		case res.Err != nil:
 			d.log.Error("apply failed (will retry)", append(attrs, "reason", res.Err.Error())...)
-		} else {
+		default:
 			d.log.Info("applied", attrs...)
 		}
 		_, _ = daemon.SdNotify(false, "STATUS="+statusLine(desired.Uplinks))

@@ -339,3 +339,39 @@ func uplinkdBinary(t testing.TB) string {
 	}
 	return binPath
 }
+
+func TestLabPlanChangesNothing(t *testing.T) {
+	l := dualLab(t)
+	cfg := writeConfig(t, labConfig)
+	before := mustExec(t, l, l.Router, "ip", "rule")
+	routesBefore := mustExec(t, l, l.Router, "ip", "route", "show", "table", "all")
+	out := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", cfg)
+	a0 := l.UplinkAddr("ppp0").String()
+	for _, want := range []string{
+		"ip rule add priority 200 from " + a0 + " lookup 200 proto 157",
+		"ip route add default dev ppp0 table 200 proto 157 scope link metric 0",
+		"ip route add default table main proto 157 metric 0 nexthop dev ppp0 weight 1 nexthop dev ppp1 weight 1",
+		"sysctl -w net.ipv4.ip_forward=1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	if got := mustExec(t, l, l.Router, "ip", "rule"); got != before {
+		t.Errorf("plan changed rules:\n%s", got)
+	}
+	if got := mustExec(t, l, l.Router, "ip", "route", "show", "table", "all"); got != routesBefore {
+		t.Errorf("plan changed routes:\n%s", got)
+	}
+	// The printed commands are runnable: applying them by hand converges,
+	// after which plan has nothing left to do.
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		mustExec(t, l, l.Router, strings.Fields(line)...)
+	}
+	if again := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", cfg); !strings.Contains(again, "# routing: nothing to change") {
+		t.Errorf("plan after applying its own output:\n%s", again)
+	}
+}
