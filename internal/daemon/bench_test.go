@@ -253,15 +253,6 @@ func waitFor(b *testing.B, syncs <-chan SyncResult, cond func(SyncResult) bool) 
 	}
 }
 
-func present(s SyncResult, name string) bool {
-	for _, u := range s.Desired.Uplinks {
-		if u.Name == name {
-			return u.Present
-		}
-	}
-	return false
-}
-
 func hasActive(s SyncResult, name string) bool {
 	for _, u := range s.Desired.Uplinks {
 		if u.Name == name {
