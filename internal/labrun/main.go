@@ -214,7 +214,6 @@ func printBanner(l *lab.Lab, bin, cfg string, demo bool, every time.Duration) {
 	w("  ip netns exec %s ip rule", l.Router)
 	w("  ip netns exec %s ip route show table all", l.Router)
 	w("  ip netns exec %s nft list ruleset", l.Router)
-	w("  ip netns exec %s %s status", l.Router, bin)
 	w("  ip netns exec %s ping 192.0.2.1                # LAN client through the router", l.LAN)
 	if len(l.ISPs) > 0 {
 		u := l.Uplinks()[0]
