@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/netip"
@@ -29,8 +30,9 @@ type Kernel interface {
 // NetlinkKernel talks rtnetlink over one long-lived handle, in one network
 // namespace (the daemon's own, or a lab namespace in tests).
 type NetlinkKernel struct {
-	h  *netlink.Handle
-	ns netns.NsHandle // -1: the caller's namespace
+	h       *netlink.Handle
+	ns      netns.NsHandle // -1: the caller's namespace
+	sysctls map[string]*os.File
 }
 
 // OpenKernel opens a netlink handle in ns; ns < 0 means the current namespace.
@@ -53,6 +55,9 @@ func OpenKernel(ns netns.NsHandle) (*NetlinkKernel, error) {
 // Close releases the netlink handle.
 func (k *NetlinkKernel) Close() error {
 	k.h.Close()
+	for key := range k.sysctls {
+		k.dropSysctl(key)
+	}
 	return nil
 }
 
@@ -187,16 +192,72 @@ func ruleFromNetlink(r netlink.Rule) Rule {
 // file does not exist (an interface that is gone) is left out.
 func (k *NetlinkKernel) ReadSysctls(keys []string) (map[string]string, error) {
 	out := make(map[string]string, len(keys))
-	err := k.inNS(func() error {
-		for _, key := range keys {
-			b, err := os.ReadFile(filepath.Join("/proc/sys", key))
-			if err == nil {
-				out[key] = strings.TrimSpace(string(b))
+	buf := make([]byte, 64)
+	for _, key := range keys {
+		f, err := k.sysctlFile(key)
+		if err != nil {
+			continue
+		}
+		n, err := f.ReadAt(buf, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			// The file belonged to a device that is gone (a redial re-creates
+			// ppp1 under the same name): reopen once.
+			k.dropSysctl(key)
+			if f, err = k.sysctlFile(key); err != nil {
+				continue
+			}
+			if n, err = f.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
+				continue
 			}
 		}
-		return nil
+		out[key] = strings.TrimSpace(string(buf[:n]))
+	}
+	return out, nil
+}
+
+// sysctlFile returns an open file for a /proc/sys key. Files are kept open:
+// a sysctl file stays bound to the namespace it was opened in, so later
+// reads and writes need neither a path lookup nor a namespace switch.
+func (k *NetlinkKernel) sysctlFile(key string) (*os.File, error) {
+	if f, ok := k.sysctls[key]; ok {
+		return f, nil
+	}
+	var f *os.File
+	err := k.inNS(func() (err error) {
+		f, err = os.OpenFile(filepath.Join("/proc/sys", key), os.O_RDWR, 0)
+		return err
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	if k.sysctls == nil {
+		k.sysctls = map[string]*os.File{}
+	}
+	k.sysctls[key] = f
+	return f, nil
+}
+
+func (k *NetlinkKernel) dropSysctl(key string) {
+	if f, ok := k.sysctls[key]; ok {
+		f.Close()
+		delete(k.sysctls, key)
+	}
+}
+
+func (k *NetlinkKernel) writeSysctl(s Sysctl) error {
+	for try := 0; ; try++ {
+		f, err := k.sysctlFile(s.Key)
+		if errors.Is(err, fs.ErrNotExist) {
+			return ErrStale // the interface went away after the snapshot
+		}
+		if err != nil {
+			return err
+		}
+		if _, err = f.WriteAt([]byte(s.Value), 0); err == nil || try > 0 {
+			return err
+		}
+		k.dropSysctl(s.Key) // stale file of a re-created device: reopen once
+	}
 }
 
 // inNS runs fn on a thread inside the kernel's namespace: /proc/sys/net
@@ -236,27 +297,12 @@ var ErrStale = errors.New("kernel changed during the pass")
 // and a delete that finds it gone both count as done.
 func (k *NetlinkKernel) Apply(changes []Change, obs Observed) error {
 	var errs []error
-	var sysctls []Sysctl
 	for _, c := range changes {
-		if c.Op == OpSetSysctl {
-			sysctls = append(sysctls, c.Sysctl)
+		if c.Op != OpSetSysctl {
+			continue
 		}
-	}
-	if len(sysctls) > 0 {
-		if err := k.inNS(func() error {
-			var errs []error
-			for _, s := range sysctls {
-				err := os.WriteFile(filepath.Join("/proc/sys", s.Key), []byte(s.Value), 0o644)
-				if errors.Is(err, fs.ErrNotExist) {
-					err = ErrStale // the interface went away after the snapshot
-				}
-				if err != nil {
-					errs = append(errs, fmt.Errorf("sysctl %s=%s: %w", s.Key, s.Value, err))
-				}
-			}
-			return errors.Join(errs...)
-		}); err != nil {
-			errs = append(errs, err)
+		if err := k.writeSysctl(c.Sysctl); err != nil {
+			errs = append(errs, fmt.Errorf("sysctl %s=%s: %w", c.Sysctl.Key, c.Sysctl.Value, err))
 		}
 	}
 	for _, c := range changes {

@@ -192,6 +192,9 @@ func TestLabRedialMovesRule(t *testing.T) {
 	r := start(t, l, writeConfig(t, labConfig))
 	old := l.UplinkAddr("ppp1")
 	r.eventually("rule for the first address", r.has("from "+old.String()+" lookup 201", "rule"))
+	// A re-created ppp1 starts from the default; uplinkd must set it again
+	// (through a fresh sysctl file, not the one of the deleted device).
+	mustExec(t, l, l.Router, "sysctl", "-qw", "net.ipv4.conf.default.rp_filter=0")
 	res, err := l.Redial("ppp1")
 	if err != nil {
 		t.Fatal(err)
@@ -207,6 +210,9 @@ func TestLabRedialMovesRule(t *testing.T) {
 			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp1")
 	})
 	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", res.New.String(), "192.0.2.1")
+	r.eventually("rp_filter of the new ppp1 is loose", func() bool {
+		return strings.TrimSpace(mustExec(t, l, l.Router, "sysctl", "-n", "net.ipv4.conf.ppp1.rp_filter")) == "2"
+	})
 }
 
 func TestLabCarrierLossMovesDefault(t *testing.T) {
