@@ -39,7 +39,7 @@ func BenchmarkRedialToApplied(b *testing.B) {
 	defer stop()
 	waitFor(b, syncs, func(s SyncResult) bool { return hasActive(s, "ppp1") })
 
-	var drop, dial, event []time.Duration
+	var drop, dial, event, queue, pass []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		for range redials {
@@ -53,6 +53,7 @@ func BenchmarkRedialToApplied(b *testing.B) {
 			s := waitFor(b, syncs, func(s SyncResult) bool { return !hasActive(s, "ppp1") && len(s.Changes) > 0 })
 			drop = append(drop, s.End.Sub(before))
 			event = append(event, s.End.Sub(s.Trigger))
+			queue, pass = append(queue, s.Start.Sub(s.Trigger)), append(pass, s.End.Sub(s.Start))
 
 			res, err := l.Dial("ppp1")
 			if err != nil {
@@ -61,12 +62,15 @@ func BenchmarkRedialToApplied(b *testing.B) {
 			s = waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) })
 			dial = append(dial, s.End.Sub(res.AddrAdded))
 			event = append(event, s.End.Sub(s.Trigger))
+			queue, pass = append(queue, s.Start.Sub(s.Trigger)), append(pass, s.End.Sub(s.Start))
 		}
 	}
 	b.StopTimer()
 	report(b, "drop", drop)
 	report(b, "dial", dial)
 	report(b, "event", event)
+	report(b, "queue", queue) // event read → pass start
+	report(b, "pass", pass)   // pass start → applied
 }
 
 // BenchmarkFullResync measures one complete pass (snapshot, compute, diff,
