@@ -6,12 +6,14 @@ import (
 
 // ReconnectSpecFor builds an uplink's ReconnectSpec from its config, applying
 // DefaultCommands (peer defaults to the uplink name). ok is false when there
-// is nothing to run (ethernet without a command): the daemon then creates no
-// Reconnector. A missing [uplink.reconnect] table means all defaults.
+// is nothing to run: no [uplink.reconnect] table (reconnecting is opt-in, so
+// installing uplinkd never starts running `pon` behind a working pppd set-up),
+// or an ethernet uplink without a command. The daemon then creates no
+// Reconnector. An empty [uplink.reconnect] table means all defaults.
 func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 	rc := u.Reconnect
 	if rc == nil {
-		rc = &policy.Reconnect{}
+		return ReconnectSpec{Uplink: u.Name, Iface: u.Interface, Kind: u.Kind}, false
 	}
 	peer := rc.Peer
 	if peer == "" {

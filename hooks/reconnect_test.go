@@ -59,7 +59,8 @@ func TestReconnectSpecFor(t *testing.T) {
 		wantOK  bool
 		wantCmd []string
 	}{
-		{"ppp without section uses the uplink name", policy.Uplink{Name: "dsl", Interface: "ppp0", Kind: "ppp"}, true, []string{"pon", "dsl"}},
+		{"ppp without section: no reconnect", policy.Uplink{Name: "dsl", Interface: "ppp0", Kind: "ppp"}, false, nil},
+		{"ppp with empty section uses the uplink name", policy.Uplink{Name: "dsl", Interface: "ppp0", Kind: "ppp", Reconnect: &policy.Reconnect{}}, true, []string{"pon", "dsl"}},
 		{"ppp peer", policy.Uplink{Name: "dsl", Interface: "ppp0", Kind: "ppp", Reconnect: &policy.Reconnect{Peer: "prov", Backoff: d("2s")}}, true, []string{"pon", "prov"}},
 		{"ethernet", policy.Uplink{Name: "wan", Interface: "eth1", Kind: "ethernet"}, false, nil},
 	}

@@ -83,6 +83,16 @@ func Compute(cfg *Config, obs Observed, health Health) Desired {
 	return d
 }
 
+// LinkStates is the link-layer verdict per uplink, in config order, without
+// probe verdicts: what the health machines are fed before Compute.
+func LinkStates(cfg *Config, obs Observed) []UplinkState {
+	out := make([]UplinkState, len(cfg.Uplinks))
+	for i := range cfg.Uplinks {
+		out[i] = uplinkState(&cfg.Uplinks[i], obs)
+	}
+	return out
+}
+
 func uplinkState(u *Uplink, obs Observed) UplinkState {
 	st := UplinkState{Name: u.Name, Iface: u.Interface, Table: u.TableID}
 	link, ok := obs.Links[u.Interface]

@@ -24,6 +24,9 @@ type Kernel interface {
 	Snapshot() (Observed, error)
 	ReadSysctls(keys []string) (map[string]string, error)
 	Apply(changes []Change, obs Observed) error
+	// ForgetNeighbor deletes the neighbour entry of ip on dev, so a gateway
+	// that comes back is resolved afresh instead of through a stale entry.
+	ForgetNeighbor(dev string, ip netip.Addr, obs Observed) error
 	Close() error
 }
 
@@ -284,6 +287,16 @@ func (k *NetlinkKernel) inNS(fn func() error) error {
 		}
 	}()
 	return fn()
+}
+
+// ForgetNeighbor deletes the neighbour entry of ip on dev; none there is fine.
+func (k *NetlinkKernel) ForgetNeighbor(dev string, ip netip.Addr, obs Observed) error {
+	link, ok := obs.Links[dev]
+	if !ok || !ip.IsValid() {
+		return nil
+	}
+	err := k.h.NeighDel(&netlink.Neigh{LinkIndex: link.Index, Family: unix.AF_INET, IP: ip.AsSlice()})
+	return ignore(err, unix.ENOENT, unix.ENODEV)
 }
 
 // ErrStale marks an apply that raced with the kernel: a device in the

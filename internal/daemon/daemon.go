@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netns"
 
+	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 )
@@ -65,6 +66,13 @@ type Daemon struct {
 	lastStates  map[string]policy.UplinkState
 	repairs     *tokenBucket
 	conflicts   map[string]bool
+
+	wasActive    map[string]bool
+	runtimes     map[string]*uplinkRuntime
+	probes       chan probeMsg
+	runCtx       context.Context
+	hookRunner   *hooks.Runner
+	pendingHooks []pendingHook
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -98,6 +106,8 @@ func New(opts Options) (*Daemon, error) {
 		lastStates: map[string]policy.UplinkState{},
 		repairs:    newTokenBucket(repairBurst, repairRefill),
 		conflicts:  map[string]bool{},
+		probes:     make(chan probeMsg, 256),
+		wasActive:  map[string]bool{},
 	}, nil
 }
 
@@ -123,6 +133,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.kernel.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.runCtx = ctx
+	d.hookRunner = hooks.NewRunner(d.log)
+	defer d.hookRunner.Close()
+	d.syncRuntimes(d.cfg)
+	defer func() {
+		for _, rt := range d.runtimes {
+			rt.close()
+		}
+	}()
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
@@ -147,8 +166,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		lastSync time.Time
 		ready    bool
 		timer    = time.NewTimer(time.Hour)
+		deadline = time.NewTimer(time.Hour)
 	)
 	timer.Stop()
+	deadline.Stop()
 	schedule := func(at time.Time) {
 		timer.Stop()
 		timer.Reset(time.Until(at))
@@ -190,6 +211,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if trigger.IsZero() {
 				trigger = time.Now()
 			}
+		case m := <-d.probes:
+			if d.onProbe(m, time.Now()) && !pending {
+				pending, trigger = true, m.r.At
+			}
+		case <-deadline.C:
+			// Hold-downs and silence deadlines expire; reconnect_after may
+			// have passed: a pass re-evaluates all of it.
+			d.tick(time.Now())
+			if !pending {
+				pending, trigger = true, time.Now()
+			}
+		}
+		if next := d.nextDeadline(); !next.IsZero() {
+			deadline.Stop()
+			deadline.Reset(time.Until(next))
 		}
 		if !pending {
 			continue
@@ -226,6 +262,7 @@ func (d *Daemon) doReload() error {
 		return err
 	}
 	d.cfg = cfg
+	d.syncRuntimes(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
@@ -239,7 +276,9 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
 		return res
 	}
-	desired := policy.Compute(d.cfg, obs, nil)
+	now := time.Now()
+	links := policy.LinkStates(d.cfg, obs)
+	desired := policy.Compute(d.cfg, obs, d.feedLinks(links, now))
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
 	}
@@ -257,10 +296,13 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		}
 		d.log.Warn("restoring owned rules or routes removed by someone else", "event", "apply", "reason", "repair", "repairs", n)
 	}
+	d.forgetStaleGateways(desired.Uplinks, obs)
 	if len(changes) > 0 {
 		res.Err = d.kernel.Apply(changes, obs)
 	}
 	res.End = time.Now()
+	d.afterApply(links, now)
+	d.fireHooks()
 	res.Changes = changes
 	if res.Err == nil {
 		d.lastApplied = desired.AppliedKeys()
@@ -304,13 +346,17 @@ func (d *Daemon) dropConflicts(changes []policy.Change) []policy.Change {
 }
 
 // logTransitions emits one structured record per uplink state change.
+// Hook events it finds run after the pass has applied its changes.
 func (d *Daemon) logTransitions(states []policy.UplinkState) {
 	for _, st := range states {
 		old, seen := d.lastStates[st.Name]
 		d.lastStates[st.Name] = st
+		rt := d.runtimes[st.Name]
 		attrs := []any{"uplink", st.Name, "iface", st.Iface}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
 			d.log.Info("address changed", append(attrs, "event", "addr-change", "old_ip", addrString(old.Addr), "new_ip", addrString(st.Addr))...)
+			d.queueHook(rt, hooks.HookEvent{Event: "addr-change", Uplink: st.Name, Iface: st.Iface,
+				OldIP: addrString(old.Addr), NewIP: addrString(st.Addr), Reason: st.Reason})
 		}
 		if linkUp(st) != linkUp(old) || !seen {
 			ev := "link-down"
@@ -318,10 +364,37 @@ func (d *Daemon) logTransitions(states []policy.UplinkState) {
 				ev = "link-up"
 			}
 			d.log.Info("link "+strings.TrimPrefix(ev, "link-"), append(attrs, "event", ev, "reason", st.Reason)...)
+			if seen {
+				d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
+			}
+		}
+		if st.Usable != old.Usable && seen {
+			ev := "down"
+			if st.Usable {
+				ev = "up"
+			}
+			d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 		}
 		if st.Active != old.Active && seen {
 			d.log.Info("default route membership changed", append(attrs, "event", "route", "active", st.Active, "reason", st.Reason)...)
 		}
+	}
+}
+
+// forgetStaleGateways deletes the neighbour entry of the gateway of every
+// uplink about to rejoin the default route: an entry left from before the
+// failure may point at a MAC that is gone, blackholing the fail-back.
+func (d *Daemon) forgetStaleGateways(states []policy.UplinkState, obs policy.Observed) {
+	for _, st := range states {
+		if st.Active && !d.wasActive[st.Name] && st.Gateway.IsValid() {
+			if err := d.kernel.ForgetNeighbor(st.Iface, st.Gateway, obs); err != nil {
+				d.log.Warn("deleting the gateway's neighbour entry", "uplink", st.Name, "iface", st.Iface, "reason", err.Error())
+			}
+		}
+	}
+	clear(d.wasActive)
+	for _, st := range states {
+		d.wasActive[st.Name] = st.Active
 	}
 }
 

@@ -1,0 +1,252 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+// checkedConfig: two ppp uplinks probed every 200 ms towards the inet host,
+// failing after 3 lost rounds, back after 3 good ones plus holdDown.
+func checkedConfig(holdDown time.Duration, extra string) string {
+	var b strings.Builder
+	b.WriteString("[lan]\ninterface = \"lan0\"\n")
+	for i, name := range []string{"ppp0", "ppp1"} {
+		fmt.Fprintf(&b, `
+[[uplink]]
+name = %q
+kind = "ppp"
+table = %d
+rule_priority = %d
+  [uplink.check]
+  targets = ["192.0.2.1"]
+  interval = "200ms"
+  timeout = "150ms"
+  down = 3
+  up = 3
+  hold_down = %q
+`, name, 200+i, 200+100*i, holdDown.String())
+	}
+	return b.String() + extra
+}
+
+// activeSince watches passes and returns when the named uplink became (and
+// stayed) a member of the main default route, or zero.
+func (r *running) waitActive(name string, want bool, within time.Duration) (SyncResult, bool) {
+	r.t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case s := <-r.syncs:
+			for _, u := range s.Desired.Uplinks {
+				if u.Name == name && u.Active == want && s.Err == nil {
+					return s, true
+				}
+			}
+		case <-deadline:
+			return SyncResult{}, false
+		}
+	}
+}
+
+func TestLabBlackholeDetectedAndHoldDown(t *testing.T) {
+	const holdDown = 2 * time.Second
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, checkedConfig(holdDown, "")))
+	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+
+	// Silent failure: carrier stays, the ISP drops everything.
+	if err := l.Blackhole("ppp0", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.waitActive("ppp0", false, 5*time.Second); !ok {
+		t.Fatal("blackholed ppp0 never left the default route")
+	}
+	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157 scope link", "route", "show", "table", "main"))
+	if up, _ := l.Carrier("ppp0"); !up {
+		t.Fatal("the blackhole must keep carrier: this test is about probes")
+	}
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "192.0.2.1")
+
+	// Recovery: probes answer again, but traffic returns only after up
+	// rounds plus the hold-down.
+	healed := time.Now()
+	if err := l.Blackhole("ppp0", false); err != nil {
+		t.Fatal(err)
+	}
+	s, ok := r.waitActive("ppp0", true, 10*time.Second)
+	if !ok {
+		t.Fatal("ppp0 never came back")
+	}
+	if back := s.End.Sub(healed); back < holdDown {
+		t.Errorf("ppp0 back after %v, before its hold-down of %v", back, holdDown)
+	}
+	r.eventually("multipath default again", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+}
+
+func TestLabFlappingUplinkStaysOut(t *testing.T) {
+	const holdDown = 2 * time.Second
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, checkedConfig(holdDown, "")))
+	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+
+	if _, err := l.SetCarrier("ppp0", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.waitActive("ppp0", false, 5*time.Second); !ok {
+		t.Fatal("ppp0 did not leave the default route on carrier loss")
+	}
+	// Flap every 500 ms for 4 s: shorter than the hold-down each time, so
+	// ppp0 must never carry traffic meanwhile.
+	flapDone := make(chan struct{})
+	go func() {
+		defer close(flapDone)
+		for i := range 8 {
+			if _, err := l.SetCarrier("ppp0", i%2 == 0); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
+	flapping := true
+	for flapping {
+		select {
+		case s := <-r.syncs:
+			for _, u := range s.Desired.Uplinks {
+				if u.Name == "ppp0" && u.Active {
+					t.Errorf("flapping ppp0 took traffic at %v: %s", s.End, u.Reason)
+				}
+			}
+		case <-flapDone:
+			flapping = false
+		}
+	}
+	// Stable again (the loop ended with carrier down): bring it up for good.
+	if _, err := l.SetCarrier("ppp0", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.waitActive("ppp0", true, 10*time.Second); !ok {
+		t.Fatal("ppp0 never came back after the flapping stopped")
+	}
+}
+
+func TestLabTierTwoOnlyWhenTierOneIsDown(t *testing.T) {
+	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: "ppp"}, {Name: "ppp1", Kind: "ppp"}, {Name: "ppp2", Kind: "ppp"}}})
+	cfg := `
+[lan]
+interface = "lan0"
+[[uplink]]
+name = "ppp0"
+table = 200
+rule_priority = 200
+[[uplink]]
+name = "ppp1"
+table = 201
+rule_priority = 201
+[[uplink]]
+name = "ppp2"
+table = 202
+rule_priority = 202
+tier = 2
+`
+	r := start(t, l, writeConfig(t, cfg))
+	main := func() string { return r.ip("route", "show", "default") }
+	r.eventually("tier 1 multipath, no ppp2", func() bool {
+		m := main()
+		return strings.Contains(m, "nexthop dev ppp0") && strings.Contains(m, "nexthop dev ppp1") && !strings.Contains(m, "ppp2")
+	})
+	if _, err := l.SetCarrier("ppp0", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("ppp1 alone (tier 2 still out)", func() bool { return strings.Contains(main(), "default dev ppp1 proto 157") })
+	if _, err := l.SetCarrier("ppp1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("tier 2 takes over", func() bool { return strings.Contains(main(), "default dev ppp2 proto 157") })
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "192.0.2.1")
+	if _, err := l.SetCarrier("ppp1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("tier 1 back, tier 2 out", func() bool {
+		m := main()
+		return strings.Contains(m, "default dev ppp1 proto 157") && !strings.Contains(m, "ppp2")
+	})
+}
+
+// TestLabReconnectWithBackoff: ppp1 goes away (pppd died); the configured
+// reconnect command runs with growing gaps while it stays down; on the third
+// attempt the test "dials" (the lab re-creates ppp1 with a new address, as
+// pon would) and uplinkd rewrites everything for it.
+func TestLabReconnectWithBackoff(t *testing.T) {
+	l := dualLab(t)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "attempts")
+	script := filepath.Join(dir, "pon")
+	// argv and env come from uplinkd; the script only records the attempt.
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$UPLINKD_UPLINK $UPLINKD_ATTEMPT $1\" >> "+log+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(labConfig, `name = "ppp1"
+kind = "ppp"
+table = 201
+rule_priority = 300
+`, fmt.Sprintf(`name = "ppp1"
+kind = "ppp"
+table = 201
+rule_priority = 300
+  [uplink.reconnect]
+  command = [%q, "dsl-provider2"]
+  backoff = "300ms"
+  max_backoff = "2s"
+`, script), 1)
+	r := start(t, l, writeConfig(t, cfg))
+	old := l.UplinkAddr("ppp1")
+	r.eventually("ppp1 rule", r.has("from "+old.String()+" lookup 201", "rule"))
+	if _, err := l.DropLink("ppp1"); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for three attempts, remembering when each was seen.
+	attempts := func() []string {
+		data, _ := os.ReadFile(log)
+		return strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", "_"))
+	}
+	var seen []time.Time
+	for deadline := time.Now().Add(10 * time.Second); len(seen) < 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for n := len(attempts()); len(seen) < n; {
+			seen = append(seen, time.Now())
+		}
+	}
+	if len(seen) < 3 {
+		t.Fatalf("want 3 reconnect attempts while ppp1 is down, saw %d", len(seen))
+	}
+	lines := attempts()
+	for i, line := range lines[:3] {
+		if want := "ppp1_" + strconv.Itoa(i+1) + "_dsl-provider2"; line != want {
+			t.Errorf("attempt %d: got %q, want %q", i+1, line, want)
+		}
+	}
+	// Backoff grows: 300ms then 600ms (±20% jitter; polling adds ≤20ms).
+	if g1, g2 := seen[1].Sub(seen[0]), seen[2].Sub(seen[1]); g2 <= g1 {
+		t.Errorf("backoff did not grow: gaps %v then %v", g1, g2)
+	}
+	res, err := l.Dial("ppp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("new address rewritten", func() bool {
+		return strings.Contains(r.ip("rule"), "from "+res.New.String()+" lookup 201") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1")
+	})
+	// Back up: no more attempts.
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(attempts()); n > len(lines)+1 {
+		t.Errorf("attempts went on after ppp1 came back: %d then %d", len(lines), n)
+	}
+}

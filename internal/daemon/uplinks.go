@@ -1,0 +1,315 @@
+package daemon
+
+import (
+	"context"
+	"net/netip"
+	"reflect"
+	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher/probe"
+)
+
+// uplinkRuntime is what lives across passes (and reloads) for one uplink:
+// its health machine, its prober and its reconnector.
+type uplinkRuntime struct {
+	name   string
+	check  *policy.Check
+	health *policy.HealthMachine // nil without [uplink.check]: link state alone decides
+
+	proberGen    int
+	proberCancel context.CancelFunc
+	proberSource netip.Addr
+	proberIface  string
+	rounds       map[uint64]*probeRound
+
+	reconnSpec     hooks.ReconnectSpec
+	reconn         *hooks.Reconnector // nil: reconnecting not configured
+	reconnectAfter time.Duration
+	troubleSince   time.Time // link present but unusable, or probes failed
+
+	hooks []hooks.HookSpec
+}
+
+type probeRound struct {
+	results, ok int
+	rtts        []time.Duration
+}
+
+// probeMsg tags a result with the prober generation, so results of a prober
+// that was restarted for a new source address are not mixed into new rounds.
+type probeMsg struct {
+	rt  *uplinkRuntime
+	gen int
+	r   probe.Result
+}
+
+// syncRuntimes creates, keeps or retires the runtimes to match cfg. A health
+// machine survives a reload when its check is unchanged, so a reload never
+// resets an uplink's verdict.
+func (d *Daemon) syncRuntimes(cfg *policy.Config) {
+	if d.runtimes == nil {
+		d.runtimes = map[string]*uplinkRuntime{}
+	}
+	keep := map[string]bool{}
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		keep[u.Name] = true
+		rt := d.runtimes[u.Name]
+		if rt == nil {
+			rt = &uplinkRuntime{name: u.Name}
+			d.runtimes[u.Name] = rt
+		}
+		if !reflect.DeepEqual(rt.check, u.Check) {
+			rt.stopProber()
+			rt.check, rt.health = u.Check, nil
+			if u.Check != nil {
+				rt.health = policy.NewHealthMachine(*u.Check, time.Now())
+			}
+		}
+		spec, ok := hooks.ReconnectSpecFor(u)
+		if !reflect.DeepEqual(spec, rt.reconnSpec) || (ok != (rt.reconn != nil)) {
+			if rt.reconn != nil {
+				rt.reconn.Close()
+				rt.reconn = nil
+			}
+			rt.reconnSpec = spec
+			if ok {
+				rt.reconn = hooks.NewReconnector(spec, d.log, hooks.RealClock(), nil)
+			}
+		}
+		rt.reconnectAfter = 0
+		if u.Reconnect != nil {
+			rt.reconnectAfter = u.Reconnect.ReconnectAfter.Duration
+		}
+		rt.hooks = hooks.HookSpecsFor(u)
+	}
+	for name, rt := range d.runtimes {
+		if !keep[name] {
+			rt.close()
+			delete(d.runtimes, name)
+		}
+	}
+}
+
+func (rt *uplinkRuntime) stopProber() {
+	if rt.proberCancel != nil {
+		rt.proberCancel()
+		rt.proberCancel = nil
+	}
+	rt.proberSource, rt.proberIface = netip.Addr{}, ""
+	rt.rounds = nil
+}
+
+func (rt *uplinkRuntime) close() {
+	rt.stopProber()
+	if rt.reconn != nil {
+		rt.reconn.Close()
+		rt.reconn = nil
+	}
+}
+
+// feedLinks gives every health machine the pass's link-layer verdict and
+// returns the probe verdicts for Compute.
+func (d *Daemon) feedLinks(links []policy.UplinkState, now time.Time) policy.Health {
+	health := policy.Health{}
+	for _, st := range links {
+		rt := d.runtimes[st.Name]
+		if rt == nil || rt.health == nil {
+			continue
+		}
+		d.logHealth(rt, st.Iface, rt.health.Link(st.Usable, now))
+		health[st.Name] = rt.health.Usable()
+	}
+	return health
+}
+
+// afterApply starts/stops probers and drives reconnects once the kernel
+// state of the pass is in place.
+func (d *Daemon) afterApply(links []policy.UplinkState, now time.Time) {
+	for _, st := range links {
+		rt := d.runtimes[st.Name]
+		if rt == nil {
+			continue
+		}
+		d.manageProber(rt, st)
+		d.manageReconnect(rt, st, now)
+	}
+}
+
+// manageProber keeps one prober per uplink that has a check and a usable
+// link, sending from the uplink's current address: a new address restarts
+// it at once.
+func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
+	if rt.check == nil || !st.Usable {
+		rt.stopProber()
+		return
+	}
+	if rt.proberCancel != nil && rt.proberSource == st.Addr && rt.proberIface == st.Iface {
+		return
+	}
+	rt.stopProber()
+	rt.proberGen++
+	ctx, cancel := context.WithCancel(d.runCtx)
+	rt.proberCancel, rt.proberSource, rt.proberIface = cancel, st.Addr, st.Iface
+	rt.rounds = map[uint64]*probeRound{}
+	spec := probe.Spec{
+		Uplink: rt.name, Method: rt.check.Method, Targets: rt.check.Targets,
+		Interval: rt.check.Interval.Duration, Timeout: rt.check.Timeout.Duration,
+		Source: st.Addr, Iface: st.Iface, NetNS: d.netnsFD(),
+	}
+	gen := rt.proberGen
+	results := make(chan probe.Result, 4*len(spec.Targets))
+	go func() {
+		for r := range results {
+			select {
+			case d.probes <- probeMsg{rt: rt, gen: gen, r: r}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() {
+		defer close(results)
+		if err := probe.Run(ctx, spec, results); err != nil {
+			d.log.Warn("prober stopped", "event", "probe", "uplink", rt.name, "iface", st.Iface, "reason", err.Error())
+		}
+	}()
+}
+
+// onProbe folds one result into its round; a complete round goes to the
+// health machine. It reports whether the verdict changed (a pass is due).
+func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
+	rt := m.rt
+	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || rt.rounds == nil {
+		return false // a retired prober's late result
+	}
+	rd := rt.rounds[m.r.Round]
+	if rd == nil {
+		rd = &probeRound{}
+		rt.rounds[m.r.Round] = rd
+		delete(rt.rounds, m.r.Round-4) // a round that never completed
+	}
+	rd.results++
+	if m.r.OK {
+		rd.ok++
+		rd.rtts = append(rd.rtts, m.r.RTT)
+	}
+	if rd.results < len(rt.check.Targets) {
+		return false
+	}
+	delete(rt.rounds, m.r.Round)
+	before := rt.health.Usable()
+	d.logHealth(rt, rt.proberIface, rt.health.Round(rd.ok, rd.rtts, now))
+	return rt.health.Usable() != before
+}
+
+// tick lets hold-downs and silence deadlines expire; true when a verdict
+// changed.
+func (d *Daemon) tick(now time.Time) bool {
+	changed := false
+	for _, rt := range d.runtimes {
+		if rt.health == nil {
+			continue
+		}
+		before := rt.health.Usable()
+		d.logHealth(rt, rt.proberIface, rt.health.Tick(now))
+		changed = changed || rt.health.Usable() != before
+	}
+	return changed
+}
+
+// manageReconnect: an interface that is gone or has no carrier needs a
+// reconnect at once; one that is there but unusable (no address) or whose
+// probes fail gets reconnect_after to recover by itself first.
+func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now time.Time) {
+	troubled := st.Present && st.Carrier && (!st.Usable || (rt.health != nil && rt.health.State() == policy.HealthFailed))
+	switch {
+	case troubled && rt.troubleSince.IsZero():
+		rt.troubleSince = now
+	case !troubled:
+		rt.troubleSince = time.Time{}
+	}
+	if rt.reconn == nil {
+		return
+	}
+	switch {
+	case !st.Present || !st.Carrier:
+		rt.reconn.Down(true)
+	case troubled:
+		if !now.Before(rt.troubleSince.Add(rt.reconnectAfter)) {
+			rt.reconn.Down(true)
+		}
+	default:
+		rt.reconn.Down(false)
+	}
+}
+
+// nextDeadline is the earliest time a health machine or a reconnect_after
+// needs the loop's attention; zero when none.
+func (d *Daemon) nextDeadline() time.Time {
+	var next time.Time
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, rt := range d.runtimes {
+		if rt.health != nil {
+			earlier(rt.health.NextDeadline())
+		}
+		if rt.reconn != nil && !rt.troubleSince.IsZero() {
+			if at := rt.troubleSince.Add(rt.reconnectAfter); at.After(time.Now()) {
+				earlier(at)
+			}
+		}
+	}
+	return next
+}
+
+// logHealth writes one record per health transition (DESIGN §7).
+func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition) {
+	if !tr.Changed() {
+		return
+	}
+	event := "health"
+	switch tr.To {
+	case policy.HealthFailed:
+		event = "probe-down"
+	case policy.HealthUp:
+		event = "probe-up"
+	}
+	loss, rtt := rt.health.Stats()
+	d.log.Info("uplink "+tr.To.String(), "event", event, "uplink", rt.name, "iface", iface,
+		"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
+	d.queueHook(rt, hooks.HookEvent{Event: event, Uplink: rt.name, Iface: iface, Reason: tr.Reason})
+}
+
+// queueHook collects hook events of a pass; they run after the kernel state
+// is set (DESIGN §6), in fireHooks.
+func (d *Daemon) queueHook(rt *uplinkRuntime, ev hooks.HookEvent) {
+	if rt == nil || len(rt.hooks) == 0 {
+		return
+	}
+	d.pendingHooks = append(d.pendingHooks, pendingHook{rt.hooks, ev})
+}
+
+type pendingHook struct {
+	specs []hooks.HookSpec
+	ev    hooks.HookEvent
+}
+
+func (d *Daemon) fireHooks() {
+	for _, h := range d.pendingHooks {
+		d.hookRunner.Fire(h.specs, h.ev)
+	}
+	d.pendingHooks = d.pendingHooks[:0]
+}
+
+func (d *Daemon) netnsFD() int {
+	if d.opts.NetNS < 0 {
+		return 0
+	}
+	return int(d.opts.NetNS)
+}
