@@ -1,0 +1,61 @@
+package firewall
+
+import (
+	"errors"
+	"log/slog"
+	"os/exec"
+	"strings"
+)
+
+// Backend makes the kernel hold a Ruleset. Methods are safe for concurrent
+// use; a Backend is meant to live as long as the daemon.
+type Backend interface {
+	// Sync makes the kernel match rs in one atomic batch. It writes nothing
+	// (changed == false) when rs renders to what the last successful Sync
+	// wrote and no Check has since found the kernel state damaged.
+	Sync(rs Ruleset) (changed bool, err error)
+	// Flush removes everything uplinkd owns (the table, or the UPLINKD-*
+	// chains and their jumps) and nothing else.
+	Flush() error
+	// Plan returns the text Sync would load: `nft -f` input for nftables,
+	// iptables-restore input (one *table section each) for iptables.
+	Plan(rs Ruleset) string
+	// Check reports whether the owned state is still present and equal to
+	// the last Sync. It is cheap enough to call every second. When it
+	// reports false, the next Sync rewrites everything.
+	Check() (intact bool, err error)
+	// DeleteConntrackByMark deletes, inside the kernel, the conntrack
+	// entries whose mark satisfies (ct mark & mask) == mark, and returns how
+	// many went. mask must not be 0.
+	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// Close releases the backend's sockets; kernel state is left in place so
+	// a restarted daemon adopts it.
+	Close() error
+}
+
+// New returns the backend the configuration names: "nftables" (the default)
+// or "iptables", which drives whichever iptables variant `iptables` is on
+// this host (legacy on the hosts this backend exists for; the nf_tables
+// variant otherwise, so the rules show up where the administrator looks).
+func New(backend string, netnsFd int, log *slog.Logger) (Backend, error) {
+	if backend == "iptables" {
+		return NewIPTables(netnsFd, log, !iptablesIsNFT())
+	}
+	return NewNFTables(netnsFd, log)
+}
+
+// iptablesIsNFT reports whether `iptables` is the nf_tables variant
+// ("iptables v1.8.9 (nf_tables)").
+func iptablesIsNFT() bool {
+	out, err := exec.Command("iptables", "--version").Output()
+	return err == nil && strings.Contains(string(out), "nf_tables")
+}
+
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
+}
+
+var errClosed = errors.New("firewall backend closed")

@@ -1,0 +1,384 @@
+package firewall
+
+import (
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// iptables rendering of a Ruleset. The structure mirrors buildNFT rule for
+// rule; the differences are forced by iptables: an "accept" is a RETURN (the
+// packet goes on through the built-in chain and the administrator's rules, as
+// it goes on to other tables in nftables), a target cannot be followed by a
+// second action (the connection mark is saved once at the end of the mark
+// chain), and there are no sets (deny entries are one rule each, in a chain
+// jumped to once).
+
+// Tables in the order they are restored: marks before NAT before filter, so
+// a half-applied pass (tables commit one by one) never filters by state the
+// earlier tables have not set up.
+var iptTables = []string{"mangle", "nat", "filter"}
+
+// Chain names.
+const (
+	iptPrerouting      = ChainPrefix + "PREROUTING"
+	iptOutput          = ChainPrefix + "OUTPUT"
+	iptPostrouting     = ChainPrefix + "POSTROUTING"
+	iptMarkPre         = ChainPrefix + "MARK-PRE"
+	iptMarkOut         = ChainPrefix + "MARK-OUT"
+	iptInput           = ChainPrefix + "INPUT"
+	iptForward         = ChainPrefix + "FORWARD"
+	iptDeny            = ChainPrefix + "DENY"
+	iptInPrefix        = ChainPrefix + "IN-"
+	iptMultiportMax    = 15 // ports per -m multiport
+	iptHashlimitPrefix = "ul"
+)
+
+// iptJump is one jump from a built-in chain into ours: the only rules
+// uplinkd puts into chains it does not own.
+type iptJump struct{ table, chain, target string }
+
+var iptJumps = []iptJump{
+	{"mangle", "PREROUTING", iptPrerouting},
+	{"mangle", "OUTPUT", iptOutput},
+	{"mangle", "POSTROUTING", iptPostrouting},
+	{"nat", "POSTROUTING", iptPostrouting},
+	{"filter", "INPUT", iptInput},
+	{"filter", "FORWARD", iptForward},
+}
+
+func (j iptJump) rulespec() []string { return []string{"-j", j.target} }
+
+// iptTable is the content of our chains in one table.
+type iptTable struct {
+	name   string
+	chains []string
+	rules  map[string][]string // chain -> rule args
+}
+
+func (t *iptTable) chain(name string) {
+	if !slices.Contains(t.chains, name) {
+		t.chains = append(t.chains, name)
+	}
+}
+
+func (t *iptTable) add(chain string, args ...string) {
+	if t.rules == nil {
+		t.rules = map[string][]string{}
+	}
+	t.rules[chain] = append(t.rules[chain], strings.Join(args, " "))
+}
+
+// text renders the table for iptables-restore --noflush. Declaring a chain
+// flushes it (or creates it), and only declared chains are touched; stale
+// chains are declared and then deleted with -X.
+func (t *iptTable) text(stale []string) string {
+	var b strings.Builder
+	b.WriteString("*" + t.name + "\n")
+	for _, c := range t.chains {
+		b.WriteString(":" + c + " - [0:0]\n")
+	}
+	for _, c := range stale {
+		b.WriteString(":" + c + " - [0:0]\n")
+	}
+	for _, c := range t.chains {
+		for _, r := range t.rules[c] {
+			b.WriteString("-A " + c + " " + r + "\n")
+		}
+	}
+	for _, c := range stale {
+		b.WriteString("-X " + c + "\n")
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+type iptProgram struct {
+	tables map[string]*iptTable
+}
+
+func (p *iptProgram) text() string {
+	var b strings.Builder
+	for _, name := range iptTables {
+		b.WriteString(p.tables[name].text(nil))
+	}
+	return b.String()
+}
+
+func iptProto(p uint8) string {
+	switch p {
+	case protoTCP, protoUDP, protoICMP, protoSCTP:
+		return protoName(p)
+	}
+	return fmt.Sprint(p)
+}
+
+func iptPrefix(p netip.Prefix) string { return p.String() }
+
+func hexMark(v uint32) string { return fmt.Sprintf("%#x", v) }
+
+// iptPorts renders destination port matches, split into groups multiport
+// accepts.
+func iptPorts(proto uint8, ports []uint16) [][]string {
+	if len(ports) == 1 {
+		return [][]string{{"-p", iptProto(proto), "-m", iptProto(proto), "--dport", fmt.Sprint(ports[0])}}
+	}
+	var out [][]string
+	for chunk := range slices.Chunk(ports, iptMultiportMax) {
+		var s []string
+		for _, p := range chunk {
+			s = append(s, fmt.Sprint(p))
+		}
+		out = append(out, []string{"-p", iptProto(proto), "-m", "multiport", "--dports", strings.Join(s, ",")})
+	}
+	return out
+}
+
+// hashlimitName names a limit's per-source table (at most 15 characters).
+// The parameters are part of the hash: the kernel shares a hashlimit table by
+// name and keeps the first rule's parameters, so a changed limit needs a new
+// name; an unchanged one keeps its table, and its buckets, across syncs.
+func hashlimitName(l RateLimit) string {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s/%d/%d/%d/%s", l.Name, l.Burst, l.Rate, l.Unit, l.Expire)
+	return fmt.Sprintf("%s%08x", iptHashlimitPrefix, h.Sum32())
+}
+
+func buildIPT(rs Ruleset) *iptProgram {
+	mangle := &iptTable{name: "mangle"}
+	nat := &iptTable{name: "nat"}
+	filter := &iptTable{name: "filter"}
+	p := &iptProgram{tables: map[string]*iptTable{"mangle": mangle, "nat": nat, "filter": filter}}
+	for _, j := range iptJumps {
+		p.tables[j.table].chain(j.target)
+	}
+
+	// mangle: marks.
+	var marks []uint32
+	var markPre, markOut [][]string
+	for _, m := range rs.Marks {
+		if !slices.Contains(marks, m.Mark) {
+			marks = append(marks, m.Mark)
+		}
+		for _, args := range iptMarkRules(m) {
+			if m.Prerouting {
+				markPre = append(markPre, args)
+			}
+			if m.Output {
+				markOut = append(markOut, args)
+			}
+		}
+	}
+	slices.Sort(marks)
+	restore := func(chain string) {
+		for _, m := range marks {
+			mangle.add(chain, "-m", "conntrack", "--ctdir", "ORIGINAL",
+				"-m", "mark", "--mark", "0x0/"+hexMark(UserMarkMask),
+				"-m", "connmark", "--mark", hexMark(m)+"/"+hexMark(UserMarkMask),
+				"-j", "MARK", "--set-xmark", hexMark(m)+"/"+hexMark(UserMarkMask))
+		}
+	}
+	exclusions := func(chain string, pre bool) {
+		for _, x := range neverMark {
+			mangle.add(chain, "-d", iptPrefix(x), "-j", "RETURN")
+		}
+		mangle.add(chain, "-s", iptPrefix(linkLocal), "-j", "RETURN")
+		mangle.add(chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN")
+		mangle.add(chain, "-m", "addrtype", "--dst-type", "BROADCAST", "-j", "RETURN")
+		if pre {
+			for _, u := range rs.Uplinks {
+				mangle.add(chain, "-i", u.Iface, "-j", "RETURN")
+			}
+		}
+		mangle.add(chain, "-m", "mark", "!", "--mark", "0x0/"+hexMark(UserMarkMask), "-j", "RETURN")
+	}
+	save := []string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
+		"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}
+
+	if len(markPre) > 0 {
+		restore(iptPrerouting)
+	}
+	if len(markOut) > 0 {
+		restore(iptOutput)
+	}
+	for _, u := range rs.Uplinks {
+		if u.ConnMark == 0 {
+			continue
+		}
+		set := []string{"-j", "CONNMARK", "--set-xmark", hexMark(u.ConnMark) + "/" + hexMark(UplinkMarkMask)}
+		mangle.add(iptPrerouting, append([]string{"-i", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
+		mangle.add(iptPostrouting, append([]string{"-o", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
+	}
+	if len(markPre) > 0 {
+		mangle.chain(iptMarkPre)
+		mangle.add(iptPrerouting, "-m", "conntrack", "--ctstate", "NEW", "-j", iptMarkPre)
+		exclusions(iptMarkPre, true)
+		for _, args := range markPre {
+			mangle.add(iptMarkPre, args...)
+		}
+		mangle.add(iptMarkPre, save...)
+	}
+	if len(markOut) > 0 {
+		mangle.chain(iptMarkOut)
+		mangle.add(iptOutput, "-m", "conntrack", "--ctstate", "NEW", "-j", iptMarkOut)
+		exclusions(iptMarkOut, false)
+		for _, args := range markOut {
+			mangle.add(iptMarkOut, args...)
+		}
+		mangle.add(iptMarkOut, save...)
+	}
+
+	// nat.
+	for _, u := range rs.Uplinks {
+		if u.NAT == NATOff || u.NAT == NATSNAT && !u.Addr.IsValid() {
+			continue
+		}
+		for _, n := range u.NoNAT {
+			nat.add(iptPostrouting, "-s", iptPrefix(n), "-o", u.Iface, "-j", "RETURN")
+		}
+		switch u.NAT {
+		case NATSNAT:
+			nat.add(iptPostrouting, "!", "-s", u.Addr.String()+"/32", "-o", u.Iface, "-j", "SNAT", "--to-source", u.Addr.String())
+		case NATMasquerade:
+			nat.add(iptPostrouting, "-o", u.Iface, "-j", "MASQUERADE")
+		}
+	}
+
+	// filter.
+	if !rs.Deny.Empty() {
+		filter.chain(iptDeny)
+		for _, a := range rs.Deny.DropAddrs {
+			filter.add(iptDeny, "-s", iptPrefix(a), "-j", "DROP")
+		}
+		for _, m := range rs.Deny.DropMACs {
+			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-j", "DROP")
+		}
+		for _, a := range rs.Deny.RejectAddrs {
+			filter.add(iptDeny, "-s", iptPrefix(a), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+			filter.add(iptDeny, "-s", iptPrefix(a), "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+		}
+		for _, m := range rs.Deny.RejectMACs {
+			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
+		}
+		filter.add(iptInput, "-j", iptDeny)
+		filter.add(iptForward, "-j", iptDeny)
+	}
+	for _, u := range rs.Uplinks {
+		if u.Filter == nil {
+			continue
+		}
+		c := iptInPrefix + sanitize(u.Iface)
+		filter.chain(c)
+		filter.add(iptInput, "-i", u.Iface, "-j", c)
+		if rs.InputPolicy == Drop {
+			// Back from the uplink's chain means allowed.
+			filter.add(iptInput, "-i", u.Iface, "-j", "RETURN")
+		}
+		filter.add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
+		filter.add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+		for _, l := range u.Filter.Limits {
+			args := iptPorts(l.Proto, []uint16{l.Port})[0]
+			args = append(args, "-m", "conntrack", "--ctstate", "NEW",
+				"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
+				"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
+				"--hashlimit-name", hashlimitName(l),
+				"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP")
+			filter.add(c, args...)
+		}
+		for _, a := range u.Filter.Allow {
+			if len(a.Ports) == 0 {
+				filter.add(c, "-p", iptProto(a.Proto), "-j", "RETURN")
+				continue
+			}
+			for _, args := range iptPorts(a.Proto, a.Ports) {
+				filter.add(c, append(args, "-j", "RETURN")...)
+			}
+		}
+		for _, t := range u.Filter.ICMPTypes {
+			filter.add(c, "-p", "icmp", "-m", "icmp", "--icmp-type", fmt.Sprint(t), "-j", "RETURN")
+		}
+		filter.add(c, "-j", "DROP")
+	}
+	keep := func(chain string, extra ...[]string) {
+		filter.add(chain, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
+		for _, e := range extra {
+			filter.add(chain, e...)
+		}
+		if rs.LANInterface != "" {
+			filter.add(chain, "-i", rs.LANInterface, "-j", "RETURN")
+		}
+		filter.add(chain, "-j", "DROP")
+	}
+	if rs.InputPolicy == Drop {
+		keep(iptInput, []string{"-i", "lo", "-j", "RETURN"})
+	}
+	if rs.ForwardPolicy == Drop {
+		keep(iptForward, []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"})
+	}
+	return p
+}
+
+// iptMarkRules expands one [[rule]] into rule arguments: iptables has no
+// sets, so it is the cross product of sources, destinations and port groups.
+// Each rule only marks packets not marked yet, so the first [[rule]] wins as
+// in nftables.
+func iptMarkRules(m MarkRule) [][]string {
+	srcs := [][]string{nil}
+	if len(m.Sources) > 0 {
+		srcs = nil
+		for _, s := range m.Sources {
+			srcs = append(srcs, []string{"-s", iptPrefix(s)})
+		}
+	}
+	dsts := [][]string{nil}
+	if len(m.Dests) > 0 {
+		dsts = nil
+		for _, d := range m.Dests {
+			dsts = append(dsts, []string{"-d", iptPrefix(d)})
+		}
+	}
+	var protos [][]string
+	switch {
+	case len(m.Ports) > 0:
+		ps := []uint8{m.Proto}
+		if m.Proto == 0 {
+			ps = []uint8{protoTCP, protoUDP}
+		}
+		for _, p := range ps {
+			protos = append(protos, iptPorts(p, m.Ports)...)
+		}
+	case m.Proto != 0:
+		protos = [][]string{{"-p", iptProto(m.Proto)}}
+	default:
+		protos = [][]string{nil}
+	}
+	var owner []string
+	if m.UID != nil || m.GID != nil {
+		owner = []string{"-m", "owner"}
+		if m.UID != nil {
+			owner = append(owner, "--uid-owner", fmt.Sprint(*m.UID))
+		}
+		if m.GID != nil {
+			owner = append(owner, "--gid-owner", fmt.Sprint(*m.GID))
+		}
+	}
+	var out [][]string
+	for _, s := range srcs {
+		for _, d := range dsts {
+			for _, p := range protos {
+				var args []string
+				if m.InIface != "" {
+					args = append(args, "-i", m.InIface)
+				}
+				args = append(append(append(append(args, s...), d...), p...), owner...)
+				args = append(args, "-m", "mark", "--mark", "0x0/"+hexMark(UserMarkMask),
+					"-j", "MARK", "--set-xmark", hexMark(m.Mark)+"/"+hexMark(UserMarkMask))
+				out = append(out, args)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,183 @@
+package firewall
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Every kernel-touching test works in network namespaces of its own, named
+// fw-<pid>-<n>, and deletes them on every exit path (t.Cleanup runs after
+// failures and panics). Nothing here touches the host's namespace.
+
+const nsPrefix = "fw-"
+
+var nsCounter atomic.Int64
+
+func TestMain(m *testing.M) {
+	removeStaleNamespaces()
+	code := m.Run()
+	removeStaleNamespaces()
+	os.Exit(code)
+}
+
+// removeStaleNamespaces deletes namespaces left by test processes that no
+// longer run (killed by a timeout) and, at exit, our own.
+func removeStaleNamespaces() {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil {
+			continue
+		}
+		if pid == os.Getpid() || syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+		}
+	}
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s", tool)
+		}
+	}
+}
+
+type netNS struct {
+	name string
+	fd   int
+}
+
+// newNS creates a fresh namespace with lo up.
+func newNS(t testing.TB) *netNS {
+	t.Helper()
+	needRoot(t)
+	name := fmt.Sprintf("%s%d-%d", nsPrefix, os.Getpid(), nsCounter.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	t.Cleanup(func() { f.Close() }) // runs before the delete above
+	ns := &netNS{name: name, fd: int(f.Fd())}
+	ns.mustRun(t, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// run executes a command inside the namespace.
+func (n *netNS) run(args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (n *netNS) mustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.run(args...)
+	if err != nil {
+		t.Fatalf("%s: %s: %v\n%s", n.name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runStdin executes a command inside the namespace with stdin.
+func (n *netNS) runStdin(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %s: %v\n%s", n.name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// do runs f on a thread inside the namespace (sockets f creates live there).
+// The thread is never unlocked, so it dies with the goroutine.
+func (n *netNS) do(t testing.TB, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var setErr error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		if setErr = unix.Setns(n.fd, unix.CLONE_NEWNET); setErr != nil {
+			return
+		}
+		f()
+	}()
+	<-done
+	if setErr != nil {
+		t.Fatalf("setns %s: %v", n.name, setErr)
+	}
+}
+
+// veth connects a in namespace na with b in namespace nb.
+func veth(t testing.TB, na *netNS, a string, nb *netNS, b string) {
+	t.Helper()
+	na.mustRun(t, "ip", "link", "add", a, "type", "veth", "peer", "name", b, "netns", nb.name)
+	na.mustRun(t, "ip", "link", "set", a, "up")
+	nb.mustRun(t, "ip", "link", "set", b, "up")
+}
+
+// backendKind is one backend under test.
+type backendKind struct {
+	name string
+	make func(t testing.TB, ns *netNS) Backend
+	// iptables is the admin's iptables command of the same flavour.
+	iptables string
+}
+
+var backendKinds = []backendKind{
+	{name: "nftables", iptables: "iptables", make: func(t testing.TB, ns *netNS) Backend {
+		b, err := NewNFTables(ns.fd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}},
+	{name: "iptables-legacy", iptables: "iptables-legacy", make: func(t testing.TB, ns *netNS) Backend {
+		b, err := NewIPTables(ns.fd, nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}},
+	{name: "iptables-nft", iptables: "iptables", make: func(t testing.TB, ns *netNS) Backend {
+		b, err := NewIPTables(ns.fd, nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}},
+}

@@ -1,0 +1,440 @@
+package firewall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nftBackend owns table ip uplinkd.
+type nftBackend struct {
+	mu      sync.Mutex
+	log     *slog.Logger
+	netnsFd int
+	conn    *nftables.Conn // lasting: a new nfnetlink socket per batch costs 12-40 ms
+	nf      *nfConn
+
+	// last is the Ruleset of the last successful Sync and cur its program;
+	// nil when the kernel state is unknown or damaged (the next Sync then
+	// replaces the table). sig is cur's signature, computed by the first
+	// Check after a Sync.
+	last *Ruleset
+	cur  *nftProgram
+	sig  *nftSignature
+	// verifiedGen is a ruleset generation at which the table was verified
+	// equal to sig; while the generation stays there, Check is one request.
+	verifiedGen uint32
+	genValid    bool
+	closed      bool
+}
+
+var nftTable = &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+
+// NewNFTables returns the nftables backend working in the network namespace
+// netnsFd refers to (netnsFd <= 0: the current one). It keeps two netlink
+// sockets open for its lifetime: the nftables connection for batches and a raw
+// one for generation checks and conntrack.
+func NewNFTables(netnsFd int, log *slog.Logger) (Backend, error) {
+	b := &nftBackend{log: orDiscard(log), netnsFd: netnsFd}
+	if err := b.dial(); err != nil {
+		return nil, err
+	}
+	nf, err := dialNF(netnsFd)
+	if err != nil {
+		b.conn.CloseLasting()
+		return nil, fmt.Errorf("nftables backend: %w", err)
+	}
+	b.nf = nf
+	return b, nil
+}
+
+// bigBuffers lets one batch carry thousands of set elements and rules: a
+// netlink message larger than the socket's send buffer fails with EMSGSIZE,
+// and the per-message acks must fit the receive buffer. The FORCE variants
+// pass wmem_max/rmem_max (we have CAP_NET_ADMIN); the plain ones are the
+// fallback.
+func bigBuffers(c *netlink.Conn) error {
+	const size = 8 << 20
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}, {unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}} {
+			if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], size); e != nil {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], size); e != nil {
+					serr = e
+				}
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+func (b *nftBackend) dial() error {
+	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers)}
+	if b.netnsFd > 0 {
+		opts = append(opts, nftables.WithNetNSFd(b.netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("nftables backend: open netlink: %w", err)
+	}
+	b.conn = c
+	return nil
+}
+
+// redial replaces the lasting connection after a failed batch: google/nftables
+// keeps a serialization error and a half-built batch on the Conn, and a
+// receive error can leave unread acks behind.
+func (b *nftBackend) redial() {
+	b.conn.CloseLasting()
+	if err := b.dial(); err != nil {
+		b.log.Warn("nftables reconnect failed", "err", err)
+	}
+}
+
+func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() }
+
+// Sync compares rs with the last Ruleset it applied (rs must not be modified
+// afterwards), then sends only the chains and set contents that differ, or
+// the whole table the first time and after damage.
+func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false, errClosed
+	}
+	if b.last != nil && rulesetEqual(*b.last, rs) {
+		return false, nil
+	}
+	start := time.Now()
+	prog := buildNFT(rs)
+	cur := b.cur
+	b.forget()
+	full := cur == nil
+	if !full {
+		ok, err := prog.queueDiff(b.conn, cur)
+		if err != nil {
+			b.redial()
+			return false, fmt.Errorf("nftables sync: build changes to table ip %s: %w", TableName, err)
+		}
+		full = !ok // nothing was queued
+	}
+	if !full {
+		err := b.conn.Flush()
+		if err == nil {
+			b.last, b.cur = &rs, prog
+			b.log.Debug("nftables sync", "event", "apply", "full", false, "duration", time.Since(start))
+			return true, nil
+		}
+		// The table is not what we thought (someone changed it since the
+		// last Check): the transaction was rolled back as a whole; replace
+		// the table instead.
+		b.log.Info("nftables incremental sync failed, replacing the table", "err", err)
+		b.redial()
+	}
+	if err := prog.queue(b.conn); err != nil {
+		b.redial()
+		return false, fmt.Errorf("nftables sync: build table ip %s: %w", TableName, err)
+	}
+	if err := b.conn.Flush(); err != nil {
+		b.redial()
+		return false, fmt.Errorf("nftables sync: commit table ip %s: %w", TableName, err)
+	}
+	b.last, b.cur = &rs, prog
+	b.log.Debug("nftables sync", "event", "apply", "full", true, "chains", len(prog.chains), "sets", len(prog.sets),
+		"duration", time.Since(start))
+	return true, nil
+}
+
+func (b *nftBackend) Flush() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	b.forget()
+	// Adding the table first makes the delete valid when it is already gone.
+	b.conn.AddTable(nftTable)
+	b.conn.DelTable(nftTable)
+	if err := b.conn.Flush(); err != nil {
+		b.redial()
+		return fmt.Errorf("nftables flush: delete table ip %s: %w", TableName, err)
+	}
+	return nil
+}
+
+func (b *nftBackend) Check() (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false, errClosed
+	}
+	if b.cur == nil {
+		return false, nil
+	}
+	gen, err := b.nf.nftGeneration()
+	if err != nil {
+		return false, fmt.Errorf("nftables check: %w", err)
+	}
+	if b.genValid && gen == b.verifiedGen {
+		return true, nil
+	}
+	ok, why, err := b.verify()
+	if err != nil {
+		return false, fmt.Errorf("nftables check: %w", err)
+	}
+	if !ok {
+		b.log.Info("nftables table damaged", "table", TableName, "reason", why)
+		b.forget()
+		return false, nil
+	}
+	// Only trust the generation if nothing committed during verification.
+	if gen2, err := b.nf.nftGeneration(); err == nil && gen2 == gen {
+		b.verifiedGen, b.genValid = gen, true
+	}
+	return true, nil
+}
+
+// forget drops what we believe the kernel holds.
+func (b *nftBackend) forget() {
+	b.last, b.cur, b.sig, b.genValid = nil, nil, nil, false
+}
+
+// rulesetEqual compares what is rendered (not the warnings).
+func rulesetEqual(a, b Ruleset) bool {
+	a.Warnings, b.Warnings = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// verify compares the kernel's table with the signature of the last Sync.
+func (b *nftBackend) verify() (bool, string, error) {
+	if b.sig == nil {
+		sig := b.cur.signature()
+		b.sig = &sig
+	}
+	chains, err := b.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, "", fmt.Errorf("list chains: %w", err)
+	}
+	seen := 0
+	for _, c := range chains {
+		if c.Table == nil || c.Table.Name != TableName {
+			continue
+		}
+		want, ok := b.sig.chains[c.Name]
+		if !ok {
+			return false, "unexpected chain " + c.Name, nil
+		}
+		seen++
+		if want.base != (c.Hooknum != nil) {
+			return false, "chain " + c.Name + " changed kind", nil
+		}
+		if want.base && (uint32(*c.Hooknum) != want.hook || c.Policy == nil || uint32(*c.Policy) != want.policy) {
+			return false, "chain " + c.Name + " changed hook or policy", nil
+		}
+	}
+	if seen != len(b.sig.chains) {
+		return false, "chains missing", nil
+	}
+	rules, err := b.nf.nftRuleComments(unix.NFPROTO_IPV4, TableName)
+	if err != nil {
+		return false, "", err
+	}
+	for name, want := range b.sig.chains {
+		if !equalStrings(rules[name], want.comments) {
+			return false, "rules of chain " + name + " changed", nil
+		}
+	}
+	if len(b.sig.sets) > 0 {
+		sets, err := b.conn.GetSets(nftTable)
+		if err != nil {
+			return false, "", fmt.Errorf("list sets: %w", err)
+		}
+		found := 0
+		for _, s := range sets {
+			if strings.HasPrefix(s.Name, "__") {
+				continue // anonymous sets belong to their rules
+			}
+			n, ok := b.sig.sets[s.Name]
+			if !ok {
+				return false, "unexpected set " + s.Name, nil
+			}
+			found++
+			if n < 0 {
+				continue
+			}
+			elems, err := b.conn.GetSetElements(s)
+			if err != nil {
+				return false, "", fmt.Errorf("list set %s: %w", s.Name, err)
+			}
+			if len(elems) != n {
+				return false, fmt.Sprintf("set %s has %d elements, want %d", s.Name, len(elems), n), nil
+			}
+		}
+		if found != len(b.sig.sets) {
+			return false, "sets missing", nil
+		}
+	}
+	return true, "", nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *nftBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errClosed
+	}
+	return b.nf.deleteConntrackByMark(mark, mask)
+}
+
+func (b *nftBackend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	return errors.Join(b.conn.CloseLasting(), b.nf.Close())
+}
+
+// WatchNFTables subscribes to nftables events in the namespace netnsFd refers
+// to (<= 0: the current one) and sends on out, without blocking, whenever a
+// transaction by another process touched table ip uplinkd: its table, chains,
+// rules or sets, including its deletion by `nft flush ruleset`. The caller
+// then runs Check and Sync, which restores the table within milliseconds. Our
+// own transactions are recognized by the originating thread's id in the
+// generation message and are not reported. When events were lost (socket
+// overrun) it reports too, since anything may have happened. It returns when
+// ctx is done, or with an error if the subscription cannot be set up at all.
+// Give out a buffer of 1: a pending signal already covers later ones.
+func WatchNFTables(ctx context.Context, netnsFd int, out chan<- struct{}) error {
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	first := true
+	for {
+		err := watchOnce(ctx, netnsFd, signal)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if first && err != nil {
+			return fmt.Errorf("watch nftables: %w", err)
+		}
+		first = false
+		// The subscription broke (events lost): state is unknown.
+		signal()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
+	var opts []nftables.ConnOption
+	if netnsFd > 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return err
+	}
+	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+	events, err := conn.AddGenerationalMonitor(mon)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	defer func() {
+		mon.Close()
+		for range events { // let the monitor goroutine finish
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("monitor closed")
+			}
+			if ev.GeneratedBy != nil && ev.GeneratedBy.Type == nftables.MonitorEventTypeOOB {
+				return fmt.Errorf("monitor: %w", ev.GeneratedBy.Error)
+			}
+			if ownTransaction(ev.GeneratedBy) {
+				continue
+			}
+			for _, c := range ev.Changes {
+				if touchesUplinkd(c) {
+					signal()
+					break
+				}
+			}
+		}
+	}
+}
+
+// ownTransaction: NFTA_GEN_PROC_PID is the id of the thread that committed,
+// which for a Go program is any of its threads.
+func ownTransaction(gen *nftables.MonitorEvent) bool {
+	if gen == nil {
+		return false
+	}
+	g, ok := gen.Data.(*nftables.GenMsg)
+	if !ok || g.ProcPID == 0 {
+		return false
+	}
+	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(g.ProcPID), 10))
+	return err == nil
+}
+
+func touchesUplinkd(ev *nftables.MonitorEvent) bool {
+	ours := func(t *nftables.Table) bool {
+		return t != nil && t.Name == TableName && t.Family == nftables.TableFamilyIPv4
+	}
+	switch d := ev.Data.(type) {
+	case *nftables.Table:
+		return ours(d)
+	case *nftables.Chain:
+		return ours(d.Table)
+	case *nftables.Rule:
+		return ours(d.Table)
+	case *nftables.Set:
+		// google/nftables does not decode a set event's table.
+		return d.Table == nil || ours(d.Table)
+	}
+	// Set element events carry no table either; a spurious Check is cheap.
+	return ev.Type == nftables.MonitorEventTypeNewSetElem || ev.Type == nftables.MonitorEventTypeDelSetElem
+}

@@ -1,0 +1,1174 @@
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// This file turns a Ruleset into an nftables program: a small intermediate
+// form in which every rule part renders both as `nft -f` text (Plan) and as
+// the kernel expressions google/nftables sends (Sync). Keeping the two
+// renderings next to each other is what keeps them equivalent; the tests load
+// the text with `nft -f` and the expressions with Sync into two namespaces and
+// compare `nft list table`.
+
+type nftProgram struct {
+	sets   []*nftSet
+	chains []*nftChain
+}
+
+type nftSet struct {
+	name     string
+	keyType  nftables.SetDatatype
+	interval bool
+	// dynamic sets are meters filled from the packet path.
+	dynamic bool
+	timeout time.Duration
+	size    uint32
+	addrs   []netip.Prefix
+	macs    []net.HardwareAddr
+	txt     string // text, rendered once
+}
+
+type nftChain struct {
+	name string
+	// base chains only:
+	typ      nftables.ChainType
+	hook     string
+	priority string // nft's symbolic name
+	policy   Policy
+	rules    []nftRule
+	txt      string // rulesText, rendered once
+}
+
+func (c *nftChain) base() bool { return c.hook != "" }
+
+type nftRule struct {
+	parts   []nftPart
+	comment string
+}
+
+// nftPart is one match or statement of a rule.
+type nftPart interface {
+	text() string
+	exprs(b *exprBuilder) []expr.Any
+}
+
+// exprBuilder collects what rule expressions need beyond themselves: named
+// sets to refer to and anonymous sets to create before the rule.
+type exprBuilder struct {
+	conn   *nftables.Conn
+	table  *nftables.Table
+	named  map[string]*nftables.Set
+	nextID uint32
+	err    error
+}
+
+func (b *exprBuilder) setErr(err error) {
+	if b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *exprBuilder) id() uint32 {
+	b.nextID++
+	return b.nextID
+}
+
+// anonSet adds a constant anonymous set to the batch and returns a lookup on it.
+func (b *exprBuilder) anonSet(keyType nftables.SetDatatype, interval bool, elems []nftables.SetElement, invert bool) *expr.Lookup {
+	id := b.id()
+	s := &nftables.Set{
+		Table: b.table, ID: id, Name: "__set%d", Anonymous: true, Constant: true,
+		Interval: interval, KeyType: keyType,
+	}
+	if err := b.conn.AddSet(s, elems); err != nil {
+		b.setErr(fmt.Errorf("anonymous set: %w", err))
+	}
+	return &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: id, Invert: invert}
+}
+
+func (b *exprBuilder) lookupNamed(name string) *expr.Lookup {
+	s, ok := b.named[name]
+	if !ok {
+		b.setErr(fmt.Errorf("set %s not declared", name))
+		return &expr.Lookup{SourceRegister: 1, SetName: name}
+	}
+	return &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID}
+}
+
+// ---- byte helpers ----
+
+func native32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+func ifnameBytes(name string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	return b
+}
+
+// intervalElems encodes merged prefixes the way nft does for an interval set:
+// each range is a start element and an "interval end" element one past its
+// last address, plus a leading end element at 0.0.0.0 when the first range
+// does not start there.
+func intervalElems(ps []netip.Prefix) []nftables.SetElement {
+	var rs []ipRange
+	for _, p := range ps {
+		rs = append(rs, prefixRange(p))
+	}
+	rs = mergeRanges(rs)
+	var out []nftables.SetElement
+	if len(rs) > 0 && rs[0].lo != 0 {
+		out = append(out, nftables.SetElement{Key: make([]byte, 4), IntervalEnd: true})
+	}
+	for _, r := range rs {
+		lo := u32Addr(r.lo).As4()
+		out = append(out, nftables.SetElement{Key: lo[:]})
+		if r.hi != ^uint32(0) {
+			hi := u32Addr(r.hi + 1).As4()
+			out = append(out, nftables.SetElement{Key: hi[:], IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+func prefixText(p netip.Prefix) string {
+	if p.Bits() == 32 {
+		return p.Addr().String()
+	}
+	return p.String()
+}
+
+func listText(items []string) string {
+	if len(items) == 1 {
+		return items[0]
+	}
+	return "{ " + strings.Join(items, ", ") + " }"
+}
+
+// ---- parts ----
+
+type ifnamePart struct {
+	out  bool
+	name string
+}
+
+func (p ifnamePart) text() string {
+	if p.out {
+		return fmt.Sprintf("oifname %q", p.name)
+	}
+	return fmt.Sprintf("iifname %q", p.name)
+}
+
+func (p ifnamePart) exprs(*exprBuilder) []expr.Any {
+	key := expr.MetaKeyIIFNAME
+	if p.out {
+		key = expr.MetaKeyOIFNAME
+	}
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifnameBytes(p.name)},
+	}
+}
+
+type addrPart struct {
+	dst bool
+	neg bool
+	ps  []netip.Prefix
+}
+
+func (p addrPart) text() string {
+	var items []string
+	for _, x := range p.ps {
+		items = append(items, prefixText(x))
+	}
+	s := "ip saddr "
+	if p.dst {
+		s = "ip daddr "
+	}
+	if p.neg {
+		s += "!= "
+	}
+	return s + listText(items)
+}
+
+func (p addrPart) exprs(b *exprBuilder) []expr.Any {
+	off := uint32(12)
+	if p.dst {
+		off = 16
+	}
+	op := expr.CmpOpEq
+	if p.neg {
+		op = expr.CmpOpNeq
+	}
+	if len(p.ps) > 1 {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+			b.anonSet(nftables.TypeIPAddr, true, intervalElems(p.ps), p.neg),
+		}
+	}
+	// A single prefix compares only the bytes it covers, masking the last
+	// one when the length is not a multiple of 8 (what nft generates).
+	x := p.ps[0]
+	n := uint32((x.Bits() + 7) / 8)
+	a := x.Addr().As4()
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n}}
+	if x.Bits()%8 != 0 {
+		mask := make([]byte, n)
+		for i := range mask {
+			mask[i] = 0xff
+		}
+		mask[n-1] = byte(0xff << (8 - x.Bits()%8))
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(out, &expr.Cmp{Op: op, Register: 1, Data: a[:n]})
+}
+
+type l4protoPart struct{ proto uint8 }
+
+func (p l4protoPart) text() string { return "meta l4proto " + protoName(p.proto) }
+
+func (p l4protoPart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.proto}},
+	}
+}
+
+// dportPart matches a transport protocol and destination ports.
+type dportPart struct {
+	proto uint8
+	ports []uint16
+}
+
+func (p dportPart) text() string {
+	var items []string
+	for _, x := range p.ports {
+		items = append(items, fmt.Sprint(x))
+	}
+	return protoName(p.proto) + " dport " + listText(items)
+}
+
+func (p dportPart) exprs(b *exprBuilder) []expr.Any {
+	out := append(l4protoPart{p.proto}.exprs(b),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	if len(p.ports) == 1 {
+		return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.ports[0])})
+	}
+	var elems []nftables.SetElement
+	for _, x := range p.ports {
+		elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(x)})
+	}
+	return append(out, b.anonSet(nftables.TypeInetService, false, elems, false))
+}
+
+// Conntrack states as the ct expression reports them (NF_CT_STATE_BIT).
+const (
+	ctInvalid     = 1
+	ctEstablished = 2
+	ctRelated     = 4
+	ctNew         = 8
+	ctStatusDNAT  = 0x20
+)
+
+type ctStatePart struct{ bits uint32 }
+
+func (p ctStatePart) text() string {
+	var names []string
+	for _, s := range []struct {
+		bit  uint32
+		name string
+	}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}} {
+		if p.bits&s.bit != 0 {
+			names = append(names, s.name)
+		}
+	}
+	return "ct state " + strings.Join(names, ",")
+}
+
+func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(p.bits), Xor: native32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)},
+	}
+}
+
+type ctOriginalPart struct{}
+
+func (ctOriginalPart) text() string { return "ct direction original" }
+
+func (ctOriginalPart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+	}
+}
+
+type ctDNATPart struct{}
+
+func (ctDNATPart) text() string { return "ct status dnat" }
+
+func (ctDNATPart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeySTATUS, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(ctStatusDNAT), Xor: native32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)},
+	}
+}
+
+func markLoad(ct bool) expr.Any {
+	if ct {
+		return &expr.Ct{Key: expr.CtKeyMARK, Register: 1}
+	}
+	return &expr.Meta{Key: expr.MetaKeyMARK, Register: 1}
+}
+
+func markName(ct bool) string {
+	if ct {
+		return "ct mark"
+	}
+	return "meta mark"
+}
+
+// markCmpPart: (mark & mask) == value, or != with neg.
+type markCmpPart struct {
+	ct          bool
+	mask, value uint32
+	neg         bool
+}
+
+func (p markCmpPart) text() string {
+	op := "=="
+	if p.neg {
+		op = "!="
+	}
+	return fmt.Sprintf("%s & 0x%08x %s 0x%08x", markName(p.ct), p.mask, op, p.value)
+}
+
+func (p markCmpPart) exprs(*exprBuilder) []expr.Any {
+	op := expr.CmpOpEq
+	if p.neg {
+		op = expr.CmpOpNeq
+	}
+	return []expr.Any{
+		markLoad(p.ct),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(p.mask), Xor: native32(0)},
+		&expr.Cmp{Op: op, Register: 1, Data: native32(p.value)},
+	}
+}
+
+// markSetPart: mark = (mark & keep) | value, leaving bits other software
+// uses alone (value must lie outside keep).
+type markSetPart struct {
+	ct          bool
+	keep, value uint32
+}
+
+func (p markSetPart) text() string {
+	n := markName(p.ct)
+	return fmt.Sprintf("%s set %s & 0x%08x | 0x%08x", n, n, p.keep, p.value)
+}
+
+func (p markSetPart) exprs(*exprBuilder) []expr.Any {
+	var set expr.Any = &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}
+	if p.ct {
+		set = &expr.Ct{Key: expr.CtKeyMARK, SourceRegister: true, Register: 1}
+	}
+	return []expr.Any{
+		markLoad(p.ct),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(p.keep), Xor: native32(p.value)},
+		set,
+	}
+}
+
+// Address types (RTN_*) the fib expression reports.
+const (
+	rtnLocal     = unix.RTN_LOCAL
+	rtnBroadcast = unix.RTN_BROADCAST
+)
+
+type fibTypePart struct {
+	typ  uint32
+	name string
+}
+
+func (p fibTypePart) text() string { return "fib daddr type " + p.name }
+
+func (p fibTypePart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagDADDR: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(p.typ)},
+	}
+}
+
+type skPart struct {
+	gid bool
+	id  uint32
+}
+
+func (p skPart) text() string {
+	if p.gid {
+		return fmt.Sprintf("meta skgid %d", p.id)
+	}
+	return fmt.Sprintf("meta skuid %d", p.id)
+}
+
+func (p skPart) exprs(*exprBuilder) []expr.Any {
+	key := expr.MetaKeySKUID
+	if p.gid {
+		key = expr.MetaKeySKGID
+	}
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(p.id)},
+	}
+}
+
+type icmpTypePart struct{ typ uint8 }
+
+func (p icmpTypePart) text() string { return fmt.Sprintf("icmp type %d", p.typ) }
+
+func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
+	return append(l4protoPart{protoICMP}.exprs(b),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.typ}})
+}
+
+// setPart matches the source address or source MAC against a named set.
+type setPart struct {
+	mac bool
+	set string
+}
+
+func (p setPart) text() string {
+	if p.mac {
+		return "ether saddr @" + p.set
+	}
+	return "ip saddr @" + p.set
+}
+
+func (p setPart) exprs(b *exprBuilder) []expr.Any {
+	if p.mac {
+		// The link-layer header is only an Ethernet header on Ethernet
+		// devices; nft adds the same dependency.
+		return []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFTYPE, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint16(unix.ARPHRD_ETHER)},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
+			b.lookupNamed(p.set),
+		}
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		b.lookupNamed(p.set),
+	}
+}
+
+// meterPart charges the packet to its source's token bucket in a dynamic
+// set; it matches (so the rule's verdict applies) only when the bucket is
+// empty.
+type meterPart struct{ l RateLimit }
+
+func unitName(u time.Duration) string {
+	switch u {
+	case time.Second:
+		return "second"
+	case time.Minute:
+		return "minute"
+	case time.Hour:
+		return "hour"
+	}
+	return "day"
+}
+
+func (p meterPart) text() string {
+	return fmt.Sprintf("update @%s { ip saddr limit rate over %d/%s burst %d packets }",
+		p.l.Name, p.l.Rate, unitName(p.l.Unit), p.l.Burst)
+}
+
+func (p meterPart) exprs(b *exprBuilder) []expr.Any {
+	s := b.named[p.l.Name]
+	if s == nil {
+		b.setErr(fmt.Errorf("meter %s not declared", p.l.Name))
+		return nil
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Dynset{
+			SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_UPDATE,
+			Exprs: []expr.Any{&expr.Limit{
+				Type: expr.LimitTypePkts, Rate: p.l.Rate, Over: true,
+				Unit: expr.LimitTime(p.l.Unit / time.Second), Burst: p.l.Burst,
+			}},
+		},
+	}
+}
+
+type verdictPart struct {
+	kind  expr.VerdictKind
+	chain string
+}
+
+func (p verdictPart) text() string {
+	switch p.kind {
+	case expr.VerdictAccept:
+		return "accept"
+	case expr.VerdictDrop:
+		return "drop"
+	case expr.VerdictReturn:
+		return "return"
+	case expr.VerdictJump:
+		return "jump " + p.chain
+	}
+	return "continue"
+}
+
+func (p verdictPart) exprs(*exprBuilder) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: p.kind, Chain: p.chain}}
+}
+
+var (
+	vAccept = verdictPart{kind: expr.VerdictAccept}
+	vDrop   = verdictPart{kind: expr.VerdictDrop}
+	vReturn = verdictPart{kind: expr.VerdictReturn}
+)
+
+func vJump(chain string) verdictPart { return verdictPart{kind: expr.VerdictJump, chain: chain} }
+
+type snatPart struct{ addr netip.Addr }
+
+func (p snatPart) text() string { return "snat to " + p.addr.String() }
+
+func (p snatPart) exprs(*exprBuilder) []expr.Any {
+	a := p.addr.As4()
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: a[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+	}
+}
+
+type masqPart struct{}
+
+func (masqPart) text() string                  { return "masquerade" }
+func (masqPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Masq{}} }
+
+type rejectPart struct{ tcpReset bool }
+
+func (p rejectPart) text() string {
+	if p.tcpReset {
+		return "reject with tcp reset"
+	}
+	return "reject"
+}
+
+func (p rejectPart) exprs(*exprBuilder) []expr.Any {
+	if p.tcpReset {
+		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}
+	}
+	// ICMP port unreachable, like iptables' REJECT default.
+	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}}
+}
+
+// ---- program ----
+
+const (
+	nftChainDeny    = "deny"
+	nftChainMarkPre = "mark_pre"
+	nftChainMarkOut = "mark_out"
+)
+
+func nftInChain(iface string) string { return "in_" + sanitize(iface) }
+
+func nftNATChain(iface string) string { return "nat_" + sanitize(iface) }
+
+// Sets of the deny list.
+const (
+	setDenyDrop      = "deny_drop"
+	setDenyReject    = "deny_reject"
+	setDenyMACDrop   = "deny_mac_drop"
+	setDenyMACReject = "deny_mac_reject"
+)
+
+// neverMark are destinations that must never carry a [[rule]] mark:
+// link-local, multicast and the limited broadcast address. Subnet-directed
+// broadcasts are caught by the fib address type.
+var neverMark = []netip.Prefix{
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("255.255.255.255/32"),
+}
+
+var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
+
+func r(comment string, parts ...nftPart) nftRule { return nftRule{parts: parts, comment: comment} }
+
+// buildNFT renders a Ruleset as the content of table ip uplinkd.
+func buildNFT(rs Ruleset) *nftProgram {
+	p := &nftProgram{}
+
+	// Deny list: sets keep the per-packet cost flat for thousands of entries.
+	deny := &nftChain{name: nftChainDeny}
+	if len(rs.Deny.DropAddrs) > 0 {
+		p.sets = append(p.sets, &nftSet{name: setDenyDrop, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.DropAddrs})
+		deny.rules = append(deny.rules, r("deny drop", setPart{set: setDenyDrop}, vDrop))
+	}
+	if len(rs.Deny.DropMACs) > 0 {
+		p.sets = append(p.sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: rs.Deny.DropMACs})
+		deny.rules = append(deny.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
+	}
+	if len(rs.Deny.RejectAddrs) > 0 {
+		p.sets = append(p.sets, &nftSet{name: setDenyReject, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.RejectAddrs})
+		deny.rules = append(deny.rules,
+			r("deny reject", setPart{set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny reject", setPart{set: setDenyReject}, rejectPart{}))
+	}
+	if len(rs.Deny.RejectMACs) > 0 {
+		p.sets = append(p.sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: rs.Deny.RejectMACs})
+		deny.rules = append(deny.rules,
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{}))
+	}
+
+	// Marks.
+	var marks []uint32
+	var markPre, markOut []nftRule
+	for _, m := range rs.Marks {
+		if !slices.Contains(marks, m.Mark) {
+			marks = append(marks, m.Mark)
+		}
+		for _, rule := range nftMarkRules(m) {
+			if m.Prerouting {
+				markPre = append(markPre, rule)
+			}
+			if m.Output {
+				markOut = append(markOut, rule)
+			}
+		}
+	}
+	slices.Sort(marks)
+	var restore []nftRule
+	for _, m := range marks {
+		// Later packets of a connection (original direction only, see the
+		// package doc) get the mark its first packet got.
+		restore = append(restore, r(fmt.Sprintf("restore mark %#x", m),
+			ctOriginalPart{},
+			markCmpPart{mask: UserMarkMask, value: 0},
+			markCmpPart{ct: true, mask: UserMarkMask, value: m},
+			markSetPart{keep: ^UserMarkMask, value: m}))
+	}
+	exclusions := func(pre bool) []nftRule {
+		out := []nftRule{
+			r("never mark link-local, multicast, broadcast", addrPart{dst: true, ps: neverMark}, vReturn),
+			r("never mark link-local", addrPart{ps: []netip.Prefix{linkLocal}}, vReturn),
+			r("never mark local delivery", fibTypePart{rtnLocal, "local"}, vReturn),
+			r("never mark broadcast", fibTypePart{rtnBroadcast, "broadcast"}, vReturn),
+		}
+		if pre {
+			// Connections coming in from an uplink are never marked.
+			for _, u := range rs.Uplinks {
+				out = append(out, r("from uplink "+u.Name, ifnamePart{name: u.Iface}, vReturn))
+			}
+		}
+		return append(out, r("already marked", markCmpPart{mask: UserMarkMask, neg: true}, vReturn))
+	}
+
+	pre := &nftChain{name: "prerouting", typ: nftables.ChainTypeFilter, hook: "prerouting", priority: "mangle", policy: Accept}
+	out := &nftChain{name: "output", typ: nftables.ChainTypeRoute, hook: "output", priority: "mangle", policy: Accept}
+	post := &nftChain{name: "postrouting", typ: nftables.ChainTypeFilter, hook: "postrouting", priority: "mangle", policy: Accept}
+	nat := &nftChain{name: "nat_postrouting", typ: nftables.ChainTypeNAT, hook: "postrouting", priority: "srcnat", policy: Accept}
+	input := &nftChain{name: "input", typ: nftables.ChainTypeFilter, hook: "input", priority: "filter", policy: rs.InputPolicy}
+	fwd := &nftChain{name: "forward", typ: nftables.ChainTypeFilter, hook: "forward", priority: "filter", policy: rs.ForwardPolicy}
+
+	if len(markPre) > 0 {
+		pre.rules = append(pre.rules, restore...)
+	}
+	if len(markOut) > 0 {
+		out.rules = append(out.rules, restore...)
+	}
+	var natChains []*nftChain
+	for _, u := range rs.Uplinks {
+		if u.ConnMark != 0 {
+			set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: u.ConnMark}
+			pre.rules = append(pre.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{name: u.Iface}, set))
+			post.rules = append(post.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{out: true, name: u.Iface}, set))
+		}
+		// One chain per NATed uplink, entered by a jump that does not
+		// depend on the address: an address change rewrites only that
+		// small chain.
+		if u.NAT == NATOff {
+			continue
+		}
+		nc := &nftChain{name: nftNATChain(u.Iface)}
+		nat.rules = append(nat.rules, r("uplink "+u.Name, ifnamePart{out: true, name: u.Iface}, vJump(nc.name)))
+		natChains = append(natChains, nc)
+		if len(u.NoNAT) > 0 && (u.NAT == NATMasquerade || u.Addr.IsValid()) {
+			nc.rules = append(nc.rules, r("lan not masqueraded", addrPart{ps: u.NoNAT}, vReturn))
+		}
+		switch {
+		case u.NAT == NATSNAT && u.Addr.IsValid():
+			nc.rules = append(nc.rules, r("snat "+u.Name,
+				addrPart{neg: true, ps: []netip.Prefix{netip.PrefixFrom(u.Addr, 32)}}, snatPart{u.Addr}))
+		case u.NAT == NATMasquerade:
+			nc.rules = append(nc.rules, r("masquerade "+u.Name, masqPart{}))
+		}
+	}
+	var markPreChain, markOutChain *nftChain
+	if len(markPre) > 0 {
+		markPreChain = &nftChain{name: nftChainMarkPre, rules: append(exclusions(true), markPre...)}
+		pre.rules = append(pre.rules, r("mark new connections", ctStatePart{ctNew}, vJump(nftChainMarkPre)))
+	}
+	if len(markOut) > 0 {
+		markOutChain = &nftChain{name: nftChainMarkOut, rules: append(exclusions(false), markOut...)}
+		out.rules = append(out.rules, r("mark new connections", ctStatePart{ctNew}, vJump(nftChainMarkOut)))
+	}
+
+	// Input and forward.
+	if len(deny.rules) > 0 {
+		input.rules = append(input.rules, r("deny list", vJump(nftChainDeny)))
+		fwd.rules = append(fwd.rules, r("deny list", vJump(nftChainDeny)))
+	}
+	var inChains []*nftChain
+	for _, u := range rs.Uplinks {
+		if u.Filter == nil {
+			continue
+		}
+		c := &nftChain{name: nftInChain(u.Iface)}
+		c.rules = append(c.rules,
+			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
+			r("invalid", ctStatePart{ctInvalid}, vDrop))
+		for _, l := range u.Filter.Limits {
+			p.sets = append(p.sets, &nftSet{
+				name: l.Name, keyType: nftables.TypeIPAddr, dynamic: true, timeout: l.Expire, size: 65535,
+			})
+			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
+				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l}, vDrop))
+		}
+		for _, a := range u.Filter.Allow {
+			if len(a.Ports) > 0 {
+				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
+			} else {
+				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
+			}
+		}
+		for _, t := range u.Filter.ICMPTypes {
+			c.rules = append(c.rules, r("allow icmp", icmpTypePart{t}, vAccept))
+		}
+		c.rules = append(c.rules, r("not allowed on "+u.Name, vDrop))
+		inChains = append(inChains, c)
+		input.rules = append(input.rules, r("uplink "+u.Name, ifnamePart{name: u.Iface}, vJump(c.name)))
+	}
+	keep := func(c *nftChain, extra ...nftRule) {
+		c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
+		c.rules = append(c.rules, extra...)
+		if rs.LANInterface != "" {
+			c.rules = append(c.rules, r("lan", ifnamePart{name: rs.LANInterface}, vAccept))
+		}
+	}
+	if rs.InputPolicy == Drop {
+		keep(input, r("loopback", ifnamePart{name: "lo"}, vAccept))
+	}
+	if rs.ForwardPolicy == Drop {
+		keep(fwd, r("port forwards", ctDNATPart{}, vAccept))
+	}
+
+	for _, c := range []*nftChain{pre, markPreChain, out, markOutChain, post, nat, input, fwd} {
+		if c != nil && (len(c.rules) > 0 || c.policy == Drop) {
+			p.chains = append(p.chains, c)
+		}
+	}
+	p.chains = append(p.chains, natChains...)
+	p.chains = append(p.chains, inChains...)
+	if len(deny.rules) > 0 {
+		p.chains = append(p.chains, deny)
+	}
+	return p
+}
+
+// nftMarkRules expands one [[rule]] into nft rules: one per protocol when
+// ports are given without a protocol (tcp and udp).
+func nftMarkRules(m MarkRule) []nftRule {
+	protos := []uint8{m.Proto}
+	if m.Proto == 0 && len(m.Ports) > 0 {
+		protos = []uint8{protoTCP, protoUDP}
+	}
+	var out []nftRule
+	for _, proto := range protos {
+		var parts []nftPart
+		if m.InIface != "" {
+			parts = append(parts, ifnamePart{name: m.InIface})
+		}
+		if len(m.Sources) > 0 {
+			parts = append(parts, addrPart{ps: m.Sources})
+		}
+		if len(m.Dests) > 0 {
+			parts = append(parts, addrPart{dst: true, ps: m.Dests})
+		}
+		switch {
+		case len(m.Ports) > 0:
+			parts = append(parts, dportPart{proto, m.Ports})
+		case proto != 0:
+			parts = append(parts, l4protoPart{proto})
+		}
+		if m.UID != nil {
+			parts = append(parts, skPart{id: *m.UID})
+		}
+		if m.GID != nil {
+			parts = append(parts, skPart{gid: true, id: *m.GID})
+		}
+		parts = append(parts,
+			markSetPart{keep: ^UserMarkMask, value: m.Mark},
+			markSetPart{ct: true, keep: ^UserMarkMask, value: m.Mark},
+			vReturn)
+		out = append(out, r("rule "+m.Name, parts...))
+	}
+	return out
+}
+
+// ---- text ----
+
+func (p *nftProgram) text() string {
+	var b strings.Builder
+	// Declaring the table first makes the delete valid when it does not
+	// exist yet; the three statements are one transaction under `nft -f`.
+	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", TableName, TableName, TableName)
+	for _, s := range p.sets {
+		b.WriteString(s.text())
+	}
+	for _, c := range p.chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+		if c.base() {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy %s;\n", c.typ, c.hook, c.priority, c.policy)
+		}
+		b.WriteString(c.rulesText())
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func (rule nftRule) text() string {
+	var parts []string
+	for _, p := range rule.parts {
+		parts = append(parts, p.text())
+	}
+	s := strings.Join(parts, " ")
+	if rule.comment != "" {
+		s += fmt.Sprintf(" comment %q", rule.comment)
+	}
+	return s
+}
+
+func (s *nftSet) writeText(b *strings.Builder) {
+	fmt.Fprintf(b, "\tset %s {\n\t\ttype %s\n", s.name, s.keyType.Name)
+	if s.size > 0 {
+		fmt.Fprintf(b, "\t\tsize %d\n", s.size)
+	}
+	var flags []string
+	if s.interval {
+		flags = append(flags, "interval")
+	}
+	if s.dynamic {
+		flags = append(flags, "dynamic", "timeout")
+	}
+	if len(flags) > 0 {
+		fmt.Fprintf(b, "\t\tflags %s\n", strings.Join(flags, ","))
+	}
+	if s.timeout > 0 {
+		fmt.Fprintf(b, "\t\ttimeout %ds\n", int64(s.timeout/time.Second))
+	}
+	var elems []string
+	for _, p := range s.addrs {
+		elems = append(elems, prefixText(p))
+	}
+	for _, m := range s.macs {
+		elems = append(elems, m.String())
+	}
+	if len(elems) > 0 {
+		b.WriteString("\t\telements = {")
+		for i, e := range elems {
+			if i%8 == 0 {
+				b.WriteString("\n\t\t\t")
+			} else {
+				b.WriteString(" ")
+			}
+			b.WriteString(e)
+			if i < len(elems)-1 {
+				b.WriteString(",")
+			}
+		}
+		b.WriteString("\n\t\t}\n")
+	}
+	b.WriteString("\t}\n")
+}
+
+// ---- kernel ----
+
+var nftHooks = map[string]*nftables.ChainHook{
+	"prerouting": nftables.ChainHookPrerouting, "input": nftables.ChainHookInput,
+	"forward": nftables.ChainHookForward, "output": nftables.ChainHookOutput,
+	"postrouting": nftables.ChainHookPostrouting,
+}
+
+var nftPriorities = map[string]*nftables.ChainPriority{
+	"mangle": nftables.ChainPriorityMangle, "filter": nftables.ChainPriorityFilter,
+	"srcnat": nftables.ChainPriorityNATSource,
+}
+
+func (s *nftSet) kernelSet(t *nftables.Table) *nftables.Set {
+	ns := &nftables.Set{Table: t, Name: s.name, KeyType: s.keyType, Interval: s.interval}
+	if s.dynamic {
+		ns.Dynamic, ns.HasTimeout, ns.Timeout, ns.Size = true, true, s.timeout, s.size
+	}
+	return ns
+}
+
+func (s *nftSet) elements() []nftables.SetElement {
+	var elems []nftables.SetElement
+	if len(s.addrs) > 0 {
+		elems = intervalElems(s.addrs)
+	}
+	for _, m := range s.macs {
+		elems = append(elems, nftables.SetElement{Key: slices.Clone([]byte(m))})
+	}
+	return elems
+}
+
+func (s *nftSet) sameElements(o *nftSet) bool {
+	return slices.Equal(s.addrs, o.addrs) &&
+		slices.EqualFunc(s.macs, o.macs, func(a, b net.HardwareAddr) bool { return string(a) == string(b) })
+}
+
+// elementCount is len(s.elements()) without building them.
+func (s *nftSet) elementCount() int {
+	if len(s.addrs) == 0 {
+		return len(s.macs)
+	}
+	var rs []ipRange
+	for _, p := range s.addrs {
+		rs = append(rs, prefixRange(p))
+	}
+	rs = mergeRanges(rs)
+	n := 2 * len(rs)
+	if rs[0].lo != 0 {
+		n++
+	}
+	if rs[len(rs)-1].hi == ^uint32(0) {
+		n--
+	}
+	return n + len(s.macs)
+}
+
+// definition is the set without its elements.
+func (s *nftSet) definition() string {
+	return fmt.Sprintf("%s %s %v %v %s %d", s.name, s.keyType.Name, s.interval, s.dynamic, s.timeout, s.size)
+}
+
+func (s *nftSet) text() string {
+	if s.txt == "" {
+		var b strings.Builder
+		s.writeText(&b)
+		s.txt = b.String()
+	}
+	return s.txt
+}
+
+func (c *nftChain) kernelChain(t *nftables.Table) *nftables.Chain {
+	nc := &nftables.Chain{Name: c.name, Table: t}
+	if c.base() {
+		pol := nftables.ChainPolicyAccept
+		if c.policy == Drop {
+			pol = nftables.ChainPolicyDrop
+		}
+		nc.Type, nc.Hooknum, nc.Priority, nc.Policy = c.typ, nftHooks[c.hook], nftPriorities[c.priority], &pol
+	}
+	return nc
+}
+
+func (c *nftChain) header() string {
+	return fmt.Sprintf("%s %s %s %s %s", c.name, c.typ, c.hook, c.priority, c.policy)
+}
+
+func (c *nftChain) rulesText() string {
+	if c.txt == "" && len(c.rules) > 0 {
+		var b strings.Builder
+		for _, rule := range c.rules {
+			b.WriteString("\t\t" + rule.text() + "\n")
+		}
+		c.txt = b.String()
+	}
+	return c.txt
+}
+
+func (c *nftChain) queueRules(conn *nftables.Conn, b *exprBuilder, kc *nftables.Chain) {
+	for _, rule := range c.rules {
+		var ex []expr.Any
+		for _, part := range rule.parts {
+			ex = append(ex, part.exprs(b)...)
+		}
+		nr := &nftables.Rule{Table: b.table, Chain: kc, Exprs: ex}
+		if rule.comment != "" {
+			nr.UserData = userdata.AppendString(nil, userdata.TypeComment, rule.comment)
+		}
+		conn.AddRule(nr)
+	}
+}
+
+// queue adds the whole table, replacing the old one, to conn's batch. This
+// is the path for the first Sync and after damage: it re-registers the base
+// chains' hooks and resets the meters, which costs milliseconds.
+func (p *nftProgram) queue(conn *nftables.Conn) error {
+	t := nftTable
+	conn.AddTable(t)
+	conn.DelTable(t)
+	conn.AddTable(t)
+	b := &exprBuilder{conn: conn, table: t, named: map[string]*nftables.Set{}}
+	for _, s := range p.sets {
+		ns := s.kernelSet(t)
+		ns.ID = b.id()
+		if err := conn.AddSet(ns, s.elements()); err != nil {
+			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+		b.named[s.name] = ns
+	}
+	chains := map[string]*nftables.Chain{}
+	for _, c := range p.chains {
+		chains[c.name] = conn.AddChain(c.kernelChain(t))
+	}
+	for _, c := range p.chains {
+		c.queueRules(conn, b, chains[c.name])
+	}
+	return b.err
+}
+
+// queueDiff adds to conn's batch what turns old (the table as the last Sync
+// left it) into p, touching only what differs: the chains whose rules
+// changed are flushed and refilled, chains and sets that stay are kept, so
+// an address change rewrites one NAT chain (about 0.1 ms) and the rate-limit
+// meters keep their state. ok is false when the difference involves a set
+// definition; the caller then replaces the table.
+func (p *nftProgram) queueDiff(conn *nftables.Conn, old *nftProgram) (ok bool, err error) {
+	t := nftTable
+	oldSets := map[string]*nftSet{}
+	for _, s := range old.sets {
+		oldSets[s.name] = s
+	}
+	if len(old.sets) != len(p.sets) {
+		return false, nil
+	}
+	b := &exprBuilder{conn: conn, table: t, named: map[string]*nftables.Set{}}
+	var refill []*nftSet
+	for _, s := range p.sets {
+		o := oldSets[s.name]
+		if o == nil || o.definition() != s.definition() {
+			return false, nil
+		}
+		b.named[s.name] = s.kernelSet(t) // ID 0: referred to by name
+		if !s.dynamic && !s.sameElements(o) {
+			refill = append(refill, s)
+		}
+	}
+	oldChains := map[string]*nftChain{}
+	for _, c := range old.chains {
+		oldChains[c.name] = c
+	}
+	// Hooks cannot change in place; check before queueing anything.
+	for _, c := range p.chains {
+		if o := oldChains[c.name]; o != nil && (o.typ != c.typ || o.hook != c.hook || o.priority != c.priority) {
+			return false, nil
+		}
+	}
+	newChains := map[string]bool{}
+	var fill []*nftChain
+	for _, c := range p.chains {
+		newChains[c.name] = true
+		o := oldChains[c.name]
+		switch {
+		case o == nil:
+			conn.AddChain(c.kernelChain(t))
+			fill = append(fill, c)
+			continue
+		case o.header() != c.header():
+			conn.AddChain(c.kernelChain(t)) // updates the policy
+		}
+		if o.rulesText() != c.rulesText() {
+			conn.FlushChain(c.kernelChain(t))
+			fill = append(fill, c)
+		}
+	}
+	var gone []*nftChain
+	for _, o := range old.chains {
+		if !newChains[o.name] {
+			conn.FlushChain(o.kernelChain(t))
+			gone = append(gone, o)
+		}
+	}
+	for _, s := range refill {
+		ks := b.named[s.name]
+		conn.FlushSet(ks)
+		if elems := s.elements(); len(elems) > 0 {
+			if err := conn.SetAddElements(ks, elems); err != nil {
+				return true, fmt.Errorf("set %s: %w", s.name, err)
+			}
+		}
+	}
+	// Deleted last: the jumps into them went with the flushes above.
+	for _, o := range gone {
+		conn.DelChain(o.kernelChain(t))
+	}
+	for _, c := range fill {
+		c.queueRules(conn, b, c.kernelChain(t))
+	}
+	return true, b.err
+}
+
+// signature is what Check compares with the kernel: chains (with hook and
+// policy) and the comment of every rule in order, and the sets with their
+// element counts.
+type nftSignature struct {
+	chains map[string]chainSig
+	sets   map[string]int
+}
+
+type chainSig struct {
+	hook     uint32
+	base     bool
+	policy   uint32
+	comments []string
+}
+
+func (p *nftProgram) signature() nftSignature {
+	sig := nftSignature{chains: map[string]chainSig{}, sets: map[string]int{}}
+	for _, c := range p.chains {
+		cs := chainSig{base: c.base()}
+		if c.base() {
+			cs.hook = uint32(*nftHooks[c.hook])
+			cs.policy = uint32(nftables.ChainPolicyAccept)
+			if c.policy == Drop {
+				cs.policy = uint32(nftables.ChainPolicyDrop)
+			}
+		}
+		for _, rule := range c.rules {
+			cs.comments = append(cs.comments, rule.comment)
+		}
+		sig.chains[c.name] = cs
+	}
+	for _, s := range p.sets {
+		if s.dynamic {
+			sig.sets[s.name] = -1 // filled from the packet path
+			continue
+		}
+		sig.sets[s.name] = s.elementCount()
+	}
+	return sig
+}

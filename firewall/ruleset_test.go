@@ -1,0 +1,268 @@
+package firewall
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden")
+
+func ptr[T any](v T) *T { return &v }
+
+// seedConfig is the seed set-up: "only 22 and 80 on ppp0; 4662 tcp/udp and
+// 4001 on ppp1", ssh rate limit, uid 108 via ppp1, a LAN rule, deny lists.
+func seedConfig() *policy.Config {
+	return &policy.Config{
+		LAN: policy.LAN{Interface: "eth0", Networks: []string{"10.0.0.0/24"}},
+		Uplinks: []policy.Uplink{
+			{Name: "ppp0", Interface: "ppp0", Kind: "ppp", SNAT: "snat", Firewall: &policy.UplinkFirewall{
+				Allow:     []policy.Allow{{Proto: "tcp", Ports: []int{80, 22}}},
+				Limit:     []policy.Limit{{Proto: "tcp", Port: 22, Hits: 3, Seconds: 60}},
+				ICMPTypes: []int{8, 0},
+			}},
+			{Name: "ppp1", Interface: "ppp1", Kind: "ppp", SNAT: "masquerade", Firewall: &policy.UplinkFirewall{
+				Allow: []policy.Allow{{Proto: "tcp", Ports: []int{4662}}, {Proto: "udp", Ports: []int{4662, 4001}}, {Proto: "esp"}},
+			}},
+			{Name: "wlan0", Interface: "wlan0", Kind: "wlan", SNAT: "off"},
+		},
+		Rules: []policy.MarkRule{
+			{Name: "p2p", UID: ptr(108), Uplink: "ppp1", Mark: 1, Priority: 100},
+			{Name: "lan-mail", InIface: "eth0", Proto: "tcp", Ports: []int{587, 25},
+				Dest: []string{"192.0.2.0/25", "192.0.2.128/25", "198.51.100.7"}, Uplink: "ppp1", Mark: 2, Priority: 101},
+			{Name: "dns", Ports: []int{53}, Source: []string{"10.0.0.0/24"}, Uplink: "ppp0", Mark: 3, Priority: 102},
+		},
+		Firewall: policy.Firewall{Deny: []policy.DenyRule{
+			{Source: "203.0.113.0/24", Action: "drop"},
+			{Source: "203.0.113.7", Action: "reject"},
+			{Source: "198.51.100.0/28", Action: "reject"},
+			{MAC: "02:00:00:00:00:01", Action: "reject"},
+			{MAC: "02:00:00:00:00:02"},
+		}},
+	}
+}
+
+func seedState(ppp0, ppp1 string) []policy.UplinkState {
+	st := []policy.UplinkState{{Name: "ppp0", Iface: "ppp0"}, {Name: "ppp1", Iface: "ppp1"}, {Name: "wlan0", Iface: "wlan0"}}
+	if ppp0 != "" {
+		st[0].Addr = netip.MustParseAddr(ppp0)
+	}
+	if ppp1 != "" {
+		st[1].Addr = netip.MustParseAddr(ppp1)
+	}
+	return st
+}
+
+type goldenCase struct {
+	name string
+	in   Input
+}
+
+func goldenCases() []goldenCase {
+	minimal := &policy.Config{Uplinks: []policy.Uplink{{Name: "wan", Interface: "wan0"}}}
+	drop := seedConfig()
+	drop.Firewall.InputPolicy, drop.Firewall.ForwardPolicy = "drop", "drop"
+	drop.LAN.Masquerade = ptr(false)
+	return []goldenCase{
+		{"empty", Input{Config: &policy.Config{}}},
+		{"minimal", Input{Config: minimal, Uplinks: []policy.UplinkState{{Name: "wan", Iface: "wan0", Addr: netip.MustParseAddr("192.0.2.10")}}}},
+		{"seed", Input{Config: seedConfig(), Uplinks: seedState("192.0.2.1", "198.51.100.1")}},
+		{"seed-noaddr", Input{Config: seedConfig(), Uplinks: seedState("", "")}},
+		{"policy-drop", Input{Config: drop, Uplinks: seedState("192.0.2.1", "198.51.100.1")}},
+	}
+}
+
+func TestComputeGolden(t *testing.T) {
+	for _, c := range goldenCases() {
+		rs := Compute(c.in)
+		check := func(kind, got string) {
+			path := filepath.Join("testdata", c.name+"."+kind+".golden")
+			if *update {
+				if err := os.MkdirAll("testdata", 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("%s: plan differs from %s (run go test -update and review the diff)\n--- got\n%s", c.name, path, got)
+			}
+		}
+		check("nft", buildNFT(rs).text())
+		check("iptables", buildIPT(rs).text())
+	}
+}
+
+func TestComputeNAT(t *testing.T) {
+	rs := Compute(Input{Config: seedConfig(), Uplinks: seedState("192.0.2.1", "")})
+	got := map[string]UplinkRules{}
+	for _, u := range rs.Uplinks {
+		got[u.Name] = u
+	}
+	if u := got["ppp0"]; u.NAT != NATSNAT || u.Addr != netip.MustParseAddr("192.0.2.1") || u.ConnMark != 0x10000 {
+		t.Errorf("ppp0 = %+v, want snat to 192.0.2.1 with conn mark 0x10000", u)
+	}
+	if u := got["ppp1"]; u.NAT != NATMasquerade || u.ConnMark != 0x20000 {
+		t.Errorf("ppp1 = %+v, want masquerade (no address needed), conn mark 0x20000", u)
+	}
+	if u := got["wlan0"]; u.NAT != NATOff || u.ConnMark != 0x30000 {
+		t.Errorf("wlan0 = %+v, want no NAT, conn mark 0x30000", u)
+	}
+	// snat without an address: no rule until the address comes.
+	rs = Compute(Input{Config: seedConfig(), Uplinks: seedState("", "")})
+	if u := rs.Uplinks[0]; u.NAT != NATSNAT || u.Addr.IsValid() {
+		t.Errorf("ppp0 without address: %+v, want snat without address", u)
+	}
+	if strings.Contains(buildNFT(rs).text(), "snat to") || strings.Contains(buildIPT(rs).text(), "SNAT") {
+		t.Error("snat rule without an address")
+	}
+	// [lan] masquerade = false excludes the LAN networks.
+	cfg := seedConfig()
+	cfg.LAN.Masquerade = ptr(false)
+	rs = Compute(Input{Config: cfg, Uplinks: seedState("192.0.2.1", "")})
+	if !slices.Equal(rs.Uplinks[0].NoNAT, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}) {
+		t.Errorf("NoNAT = %v, want the LAN network", rs.Uplinks[0].NoNAT)
+	}
+	if rs.Uplinks[2].NoNAT != nil {
+		t.Errorf("uplink without NAT has NoNAT %v", rs.Uplinks[2].NoNAT)
+	}
+}
+
+func TestComputeLimit(t *testing.T) {
+	for _, c := range []struct {
+		seconds    int
+		rate       uint64
+		unit       time.Duration
+		period     time.Duration
+		roundedMsg bool
+	}{
+		{60, 1, time.Minute, time.Minute, false},
+		{1, 1, time.Second, time.Second, false},
+		{30, 2, time.Minute, 30 * time.Second, false},
+		{45, 80, time.Hour, 45 * time.Second, false},
+		{7, 450, time.Hour, 8 * time.Second, true},
+		{3600, 1, time.Hour, time.Hour, false},
+		{100000, 1, 24 * time.Hour, 24 * time.Hour, true},
+	} {
+		cfg := &policy.Config{Uplinks: []policy.Uplink{{Name: "u", Interface: "u0", Firewall: &policy.UplinkFirewall{
+			Limit: []policy.Limit{{Proto: "tcp", Port: 22, Hits: 3, Seconds: c.seconds}}}}}}
+		rs := Compute(Input{Config: cfg})
+		l := rs.Uplinks[0].Filter.Limits[0]
+		if l.Rate != c.rate || l.Unit != c.unit || l.Period != c.period || l.Burst != 3 || l.Expire != 3*c.period {
+			t.Errorf("seconds=%d: got %d/%s period %s burst %d expire %s", c.seconds, l.Rate, l.Unit, l.Period, l.Burst, l.Expire)
+		}
+		if (len(rs.Warnings) > 0) != c.roundedMsg {
+			t.Errorf("seconds=%d: warnings %q", c.seconds, rs.Warnings)
+		}
+	}
+}
+
+func TestComputeMarks(t *testing.T) {
+	cfg := seedConfig()
+	cfg.Rules = append(cfg.Rules,
+		policy.MarkRule{Name: "byname", User: "nobody", Mark: 4},
+		policy.MarkRule{Name: "both", UID: ptr(1), InIface: "eth0", Mark: 5},
+		policy.MarkRule{Name: "toobig", Mark: 0x10000},
+		policy.MarkRule{Name: "fromuplink", InIface: "ppp0", Mark: 6},
+	)
+	rs := Compute(Input{Config: cfg})
+	var names []string
+	for _, m := range rs.Marks {
+		names = append(names, m.Name)
+	}
+	if !slices.Equal(names, []string{"p2p", "lan-mail", "dns"}) {
+		t.Errorf("marks = %v", names)
+	}
+	if len(rs.Warnings) != 4 {
+		t.Errorf("warnings = %q, want 4", rs.Warnings)
+	}
+	p2p, mail, dns := rs.Marks[0], rs.Marks[1], rs.Marks[2]
+	if p2p.Prerouting || !p2p.Output || *p2p.UID != 108 {
+		t.Errorf("uid rule = %+v, want output only", p2p)
+	}
+	if !mail.Prerouting || mail.Output {
+		t.Errorf("in_interface rule = %+v, want prerouting only", mail)
+	}
+	if !slices.Equal(mail.Dests, []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.7/32")}) {
+		t.Errorf("destinations not merged: %v", mail.Dests)
+	}
+	if !slices.Equal(mail.Ports, []uint16{25, 587}) {
+		t.Errorf("ports = %v", mail.Ports)
+	}
+	if !dns.Prerouting || !dns.Output {
+		t.Errorf("address rule = %+v, want both hooks", dns)
+	}
+	// Resolution of user names is the caller's, and then the rule applies.
+	resolved, err := ResolveUsers([]policy.MarkRule{{Name: "r", User: "root", Mark: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resolved[0].UID == nil || *resolved[0].UID != 0 {
+		t.Errorf("ResolveUsers(root) = %+v", resolved[0])
+	}
+}
+
+func TestComputeDeny(t *testing.T) {
+	rs := Compute(Input{Config: seedConfig()})
+	d := rs.Deny
+	if !slices.Equal(d.DropAddrs, []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}) {
+		t.Errorf("drop = %v", d.DropAddrs)
+	}
+	// 203.0.113.7 is inside the dropped /24: drop wins, it is not rejected.
+	if !slices.Equal(d.RejectAddrs, []netip.Prefix{netip.MustParsePrefix("198.51.100.0/28")}) {
+		t.Errorf("reject = %v", d.RejectAddrs)
+	}
+	if len(d.DropMACs) != 1 || d.DropMACs[0].String() != "02:00:00:00:00:02" || len(d.RejectMACs) != 1 {
+		t.Errorf("macs = %v %v", d.DropMACs, d.RejectMACs)
+	}
+}
+
+func TestPrefixes(t *testing.T) {
+	pp := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, c := range []struct{ in, merged []netip.Prefix }{
+		{pp("10.0.0.0/25", "10.0.0.128/25"), pp("10.0.0.0/24")},
+		{pp("10.0.0.5/32", "10.0.0.0/24"), pp("10.0.0.0/24")},
+		{pp("10.0.0.1/32", "10.0.0.2/32"), pp("10.0.0.1/32", "10.0.0.2/32")},
+		{pp("0.0.0.0/0", "1.2.3.4/32"), pp("0.0.0.0/0")},
+		{pp("255.255.255.255/32", "255.255.255.254/32"), pp("255.255.255.254/31")},
+	} {
+		if got := mergePrefixes(c.in); !slices.Equal(got, c.merged) {
+			t.Errorf("merge %v = %v, want %v", c.in, got, c.merged)
+		}
+	}
+	if got := subtractPrefixes(pp("10.0.0.0/24"), pp("10.0.0.0/25", "10.0.0.200/32")); !slices.Equal(got,
+		pp("10.0.0.128/26", "10.0.0.192/29", "10.0.0.201/32", "10.0.0.202/31", "10.0.0.204/30", "10.0.0.208/28", "10.0.0.224/27")) {
+		t.Errorf("subtract = %v", got)
+	}
+	elems := intervalElems(pp("10.0.0.0/24", "255.255.255.255/32"))
+	var got []string
+	for _, e := range elems {
+		s := netip.AddrFrom4([4]byte(e.Key)).String()
+		if e.IntervalEnd {
+			s += "/end"
+		}
+		got = append(got, s)
+	}
+	if strings.Join(got, " ") != "0.0.0.0/end 10.0.0.0 10.0.1.0/end 255.255.255.255" {
+		t.Errorf("interval elements = %v", got)
+	}
+}
