@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -22,8 +23,8 @@ const usage = `usage: uplinkd COMMAND [flags]
 commands:
   run   --config PATH   run the daemon (systemd Type=notify)
   check --config PATH   validate the config; PATH:LINE:COL: message per problem
-  plan  --config PATH   print what run would change now, as ip/sysctl commands
-  flush --config PATH   remove every rule and route uplinkd owns
+  plan  --config PATH   print what run would change now: ip/sysctl commands, then the firewall batch
+  flush --config PATH   remove every rule, route and firewall table/chain uplinkd owns
 `
 
 func main() {
@@ -65,9 +66,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
 		return 0
 	case "plan":
+		if cfg, err = daemon.LoadConfig(*configPath); err != nil {
+			printConfigError(stderr, err)
+			return 1
+		}
 		return plan(cfg, stdout, stderr)
 	case "flush":
-		return flush(stdout, stderr)
+		return flush(cfg, stdout, stderr)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -135,12 +140,26 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 	for _, c := range changes {
 		fmt.Fprintln(stdout, c.Command())
 	}
+
+	fw, err := firewall.New(cfg.Firewall.Backend, 0, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: firewall: %v\n", err)
+		return 1
+	}
+	defer fw.Close()
+	rs := firewall.Compute(firewall.Input{Config: cfg, Uplinks: desired.Uplinks})
+	for _, w := range rs.Warnings {
+		fmt.Fprintf(stdout, "# firewall warning: %s\n", w)
+	}
+	fmt.Fprintf(stdout, "# firewall (%s): the whole state uplinkd keeps, loaded in one batch\n", cfg.Firewall.Backend)
+	fmt.Fprint(stdout, fw.Plan(rs))
 	return 0
 }
 
-// flush removes every owned rule and route, whatever the config says: an
-// uplink deleted from the config must not leave rules behind.
-func flush(stdout, stderr io.Writer) int {
+// flush removes every owned rule and route, whatever the config says (an
+// uplink deleted from the config must not leave rules behind), and the
+// firewall state of the configured backend.
+func flush(cfg *policy.Config, stdout, stderr io.Writer) int {
 	k, err := policy.OpenKernel(-1)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
@@ -160,5 +179,16 @@ func flush(stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "uplinkd: flush: %v\n", err)
 		return 1
 	}
+	fw, err := firewall.New(cfg.Firewall.Backend, 0, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd: firewall: %v\n", err)
+		return 1
+	}
+	defer fw.Close()
+	if err := fw.Flush(); err != nil {
+		fmt.Fprintf(stderr, "uplinkd: flush firewall: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "# firewall (%s): owned state removed\n", cfg.Firewall.Backend)
 	return 0
 }

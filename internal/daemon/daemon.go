@@ -19,6 +19,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netns"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
@@ -49,6 +50,8 @@ type SyncResult struct {
 	// Deferred is set when the pass found repairs but the repair rate limit
 	// held them back; a later pass applies them.
 	Deferred bool
+	// FirewallChanged: the pass rewrote (part of) the netfilter state.
+	FirewallChanged bool
 }
 
 // Daemon is the running reconcile loop.
@@ -68,6 +71,9 @@ type Daemon struct {
 	conflicts   map[string]bool
 
 	wasActive    map[string]bool
+	fw           firewall.Backend
+	fwDamaged    chan struct{}
+	ctFlush      []int // indexes of uplinks whose connections must go this pass
 	runtimes     map[string]*uplinkRuntime
 	probes       chan probeMsg
 	runCtx       context.Context
@@ -89,7 +95,7 @@ func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cfg, err := policy.Load(opts.ConfigPath)
+	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +103,15 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	fd := int(opts.NetNS)
+	fw, err := firewall.New(cfg.Firewall.Backend, fd, opts.Logger)
+	if err != nil {
+		k.Close()
+		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
+	}
 	return &Daemon{
+		fw:         fw,
+		fwDamaged:  make(chan struct{}, 1),
 		opts:       opts,
 		log:        opts.Logger,
 		kernel:     k,
@@ -109,6 +123,19 @@ func New(opts Options) (*Daemon, error) {
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
 	}, nil
+}
+
+// LoadConfig reads and validates the config and resolves `user` names of
+// [[rule]]s to uids (the one impure step the firewall's Compute leaves out).
+func LoadConfig(path string) (*policy.Config, error) {
+	cfg, err := policy.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Rules, err = firewall.ResolveUsers(cfg.Rules); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // Reload re-reads the config file in the running loop; on error the old
@@ -152,6 +179,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		werr <- watcher.Run(ctx, watcher.Options{NetNS: fd, Logger: d.log}, events)
 	}()
+
+	defer d.fw.Close()
+	// Repair of netfilter state: nftables tells us (its monitor); iptables
+	// has no events, so it gets the cheap Check once a second.
+	var fwCheck <-chan time.Time
+	if d.cfg.Firewall.Backend == "iptables" {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		fwCheck = t.C
+	} else {
+		go func() {
+			if err := firewall.WatchNFTables(ctx, d.netnsFD(), d.fwDamaged); err != nil {
+				d.log.Warn("nftables monitor unavailable; firewall repair only on the next pass", "reason", err.Error())
+			}
+		}()
+	}
 
 	var hup chan os.Signal
 	if d.opts.Signals {
@@ -211,6 +254,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if trigger.IsZero() {
 				trigger = time.Now()
 			}
+		case <-d.fwDamaged:
+			d.firewallRepair(&pending, &trigger, schedule)
+		case <-fwCheck:
+			d.firewallRepair(&pending, &trigger, schedule)
 		case m := <-d.probes:
 			if d.onProbe(m, time.Now()) && !pending {
 				pending, trigger = true, m.r.At
@@ -256,7 +303,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 }
 
 func (d *Daemon) doReload() error {
-	cfg, err := policy.Load(d.opts.ConfigPath)
+	cfg, err := LoadConfig(d.opts.ConfigPath)
+	if err == nil && cfg.Firewall.Backend != d.cfg.Firewall.Backend {
+		err = fmt.Errorf("%s: [firewall] backend cannot change on reload (%s → %s); restart uplinkd",
+			cfg.Path, d.cfg.Firewall.Backend, cfg.Firewall.Backend)
+	}
 	if err != nil {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
 		return err
@@ -300,12 +351,25 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	if len(changes) > 0 {
 		res.Err = d.kernel.Apply(changes, obs)
 	}
+	// NAT follows the addresses of this very pass, then the connections
+	// bound to an old address or a dead uplink go, so LAN hosts reconnect
+	// through what is there now instead of hanging.
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks})
+	fwChanged, err := d.fw.Sync(rs)
+	if err != nil {
+		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))
+	}
+	res.FirewallChanged = fwChanged
+	d.flushConntrack()
 	res.End = time.Now()
 	d.afterApply(links, now)
 	d.fireHooks()
 	res.Changes = changes
 	if res.Err == nil {
 		d.lastApplied = desired.AppliedKeys()
+	}
+	if fwChanged {
+		d.log.Info("firewall applied", "event", "apply", "backend", d.cfg.Firewall.Backend)
 	}
 	if len(changes) > 0 {
 		cmds := make([]string, len(changes))
@@ -353,6 +417,9 @@ func (d *Daemon) logTransitions(states []policy.UplinkState) {
 		d.lastStates[st.Name] = st
 		rt := d.runtimes[st.Name]
 		attrs := []any{"uplink", st.Name, "iface", st.Iface}
+		if seen && old.Addr.IsValid() && (st.Addr != old.Addr || (old.Usable && !st.Usable)) {
+			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
+		}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
 			d.log.Info("address changed", append(attrs, "event", "addr-change", "old_ip", addrString(old.Addr), "new_ip", addrString(st.Addr))...)
 			d.queueHook(rt, hooks.HookEvent{Event: "addr-change", Uplink: st.Name, Iface: st.Iface,
@@ -379,6 +446,55 @@ func (d *Daemon) logTransitions(states []policy.UplinkState) {
 			d.log.Info("default route membership changed", append(attrs, "event", "route", "active", st.Active, "reason", st.Reason)...)
 		}
 	}
+}
+
+// flushConntrack deletes, inside the kernel and by the uplink's connection
+// mark, the conntrack entries of uplinks whose address changed or that
+// failed this pass.
+func (d *Daemon) flushConntrack() {
+	for _, i := range d.ctFlush {
+		if i < 0 {
+			continue
+		}
+		u := d.cfg.Uplinks[i]
+		n, err := d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
+		if err != nil {
+			d.log.Warn("deleting conntrack entries", "event", "conntrack", "uplink", u.Name, "iface", u.Interface, "reason", err.Error())
+			continue
+		}
+		d.log.Info("conntrack entries of the uplink deleted", "event", "conntrack", "uplink", u.Name, "iface", u.Interface, "entries", n)
+	}
+	d.ctFlush = d.ctFlush[:0]
+}
+
+func (d *Daemon) uplinkIndex(name string) int {
+	for i := range d.cfg.Uplinks {
+		if d.cfg.Uplinks[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// firewallRepair runs the backend's cheap Check; damage (someone flushed
+// our table or chains) makes the next pass's Sync rewrite it all. Repairs
+// share the routing repairs' rate limit, so uplinkd never fights a firewall
+// manager in a tight loop.
+func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func(time.Time)) {
+	intact, err := d.fw.Check()
+	if err != nil {
+		d.log.Warn("firewall check failed", "reason", err.Error())
+	}
+	if intact || *pending {
+		return
+	}
+	if !d.repairs.take() {
+		d.log.Warn("owned firewall state keeps changing; holding off the repair", "event", "apply", "reason", "repair rate limit")
+		schedule(d.repairs.next())
+		return
+	}
+	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
+	*pending, *trigger = true, time.Now()
 }
 
 // forgetStaleGateways deletes the neighbour entry of the gateway of every

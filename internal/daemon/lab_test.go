@@ -371,7 +371,14 @@ func TestLabPlanChangesNothing(t *testing.T) {
 	}
 	// The printed commands are runnable: applying them by hand converges,
 	// after which plan has nothing left to do.
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	if !strings.Contains(out, "# firewall (nftables)") || !strings.Contains(out, "table ip uplinkd") {
+		t.Errorf("plan lacks the firewall batch:\n%s", out)
+	}
+	if rs := mustExec(t, l, l.Router, "nft", "list", "ruleset"); strings.Contains(rs, "uplinkd") {
+		t.Errorf("plan created the firewall table:\n%s", rs)
+	}
+	routing, _, _ := strings.Cut(out, "# firewall")
+	for _, line := range strings.Split(strings.TrimSpace(routing), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
