@@ -1,0 +1,244 @@
+package daemon
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+// tiered: ppp0 carries the main default; ppp1 is tier 2 (usable, standby)
+// and takes uid 108's traffic. The firewall backend is a parameter.
+func tieredConfig(backend string) string {
+	return `
+[lan]
+interface = "lan0"
+networks  = ["10.0.0.0/24"]
+
+[firewall]
+backend = "` + backend + `"
+
+[[uplink]]
+name = "ppp0"
+kind = "ppp"
+table = 200
+rule_priority = 200
+
+[[uplink]]
+name = "ppp1"
+kind = "ppp"
+table = 201
+rule_priority = 300
+tier = 2
+
+[[rule]]
+name = "p2p"
+uid = 108
+uplink = "ppp1"
+mark = 1
+priority = 100
+`
+}
+
+// inetServer is a TCP server on an inet host that records the source
+// address of every connection and echoes what it reads.
+type inetServer struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	peers []string
+}
+
+func newInetServer(t *testing.T, l *lab.Lab, addr string) *inetServer {
+	t.Helper()
+	ln, err := l.ListenIn(l.Inet, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &inetServer{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.peers = append(s.peers, c.RemoteAddr().(*net.TCPAddr).IP.String())
+			s.mu.Unlock()
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	return s
+}
+
+func (s *inetServer) lastPeer() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.peers) == 0 {
+		return ""
+	}
+	return s.peers[len(s.peers)-1]
+}
+
+// lanDial connects from the LAN client and checks an echo round trip.
+func lanDial(t *testing.T, l *lab.Lab, addr string) net.Conn {
+	t.Helper()
+	c, err := l.DialIn(l.LAN, "tcp", "", addr, 3*time.Second)
+	if err != nil {
+		t.Fatalf("LAN dial %s: %v", addr, err)
+	}
+	echo(t, c)
+	return c
+}
+
+func echo(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+}
+
+func forBackends(t *testing.T, fn func(t *testing.T, backend string)) {
+	for _, b := range []string{"nftables", "iptables"} {
+		t.Run(b, func(t *testing.T) { fn(t, b) })
+	}
+}
+
+func TestLabLANThroughEachUplinkWithSNAT(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		l := dualLab(t)
+		srv := newInetServer(t, l, "192.0.2.1:8080")
+		r := start(t, l, writeConfig(t, tieredConfig(backend)))
+		r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+
+		mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
+		lanDial(t, l, "192.0.2.1:8080").Close()
+		if got, want := srv.lastPeer(), l.UplinkAddr("ppp0").String(); got != want {
+			t.Errorf("via ppp0 the server saw %s, want the uplink address %s", got, want)
+		}
+
+		if _, err := l.SetCarrier("ppp0", false); err != nil {
+			t.Fatal(err)
+		}
+		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+		mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
+		lanDial(t, l, "192.0.2.1:8080").Close()
+		if got, want := srv.lastPeer(), l.UplinkAddr("ppp1").String(); got != want {
+			t.Errorf("via ppp1 the server saw %s, want the uplink address %s", got, want)
+		}
+	})
+}
+
+func TestLabRedialRewritesSNATAndResetsOldConnections(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		l := dualLab(t)
+		srv := newInetServer(t, l, "192.0.2.1:8080")
+		cfg := strings.Replace(tieredConfig(backend), "tier = 2\n", "", 1)
+		cfg = strings.Replace(cfg, "name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\n",
+			"name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\ntier = 2\n", 1)
+		r := start(t, l, writeConfig(t, cfg))
+		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+
+		long := lanDial(t, l, "192.0.2.1:8080")
+		defer long.Close()
+		old := l.UplinkAddr("ppp1")
+		if srv.lastPeer() != old.String() {
+			t.Fatalf("server saw %s, want %s", srv.lastPeer(), old)
+		}
+		res, err := l.Redial("ppp1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.eventually("rule for the new address", r.has("from "+res.New.String()+" lookup 201", "rule"))
+
+		// No NAT state for the old address is left.
+		r.eventually("no conntrack entry of the old address", func() bool {
+			out, _ := l.Exec(l.Router, "conntrack", "-L")
+			return !strings.Contains(out, old.String())
+		})
+		// The long-lived connection is reset, not left hanging: its next
+		// segment leaves with the new address and the server answers RST.
+		_ = long.SetDeadline(time.Now().Add(5 * time.Second))
+		_, werr := long.Write([]byte("again\n"))
+		_, rerr := long.Read(make([]byte, 6))
+		if werr == nil && rerr == nil {
+			t.Fatal("the old connection still works across an address change (NAT should have broken it)")
+		}
+		var ne net.Error
+		if err := errors.Join(werr, rerr); errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("the old connection hangs instead of being reset: %v", err)
+		}
+		// A new connection goes out with the new address at once.
+		lanDial(t, l, "192.0.2.1:8080").Close()
+		if got := srv.lastPeer(); got != res.New.String() {
+			t.Errorf("after the redial the server saw %s, want %s", got, res.New)
+		}
+	})
+}
+
+func TestLabUID108LeavesViaPPP1(t *testing.T) {
+	l := dualLab(t)
+	srv := newInetServer(t, l, "192.0.2.1:8080")
+	r := start(t, l, writeConfig(t, tieredConfig("nftables")))
+	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+
+	mustExec(t, l, l.Router, "nc", "-z", "-w", "3", "192.0.2.1", "8080")
+	if got, want := srv.lastPeer(), l.UplinkAddr("ppp0").String(); got != want {
+		t.Errorf("root's connection came from %s, want ppp0's %s", got, want)
+	}
+	mustExec(t, l, l.Router, "setpriv", "--reuid=108", "--regid=108", "--clear-groups", "nc", "-z", "-w", "3", "192.0.2.1", "8080")
+	if got, want := srv.lastPeer(), l.UplinkAddr("ppp1").String(); got != want {
+		t.Errorf("uid 108's connection came from %s, want ppp1's %s", got, want)
+	}
+}
+
+func TestLabFirewallRepaired(t *testing.T) {
+	for _, tc := range []struct {
+		backend, present string
+		damage           []string
+	}{
+		{"nftables", "nft list table ip uplinkd", []string{"nft", "flush", "ruleset"}},
+		{"iptables", "iptables -t nat -S UPLINKD-POSTROUTING", []string{"iptables", "-t", "nat", "-F"}},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			l := dualLab(t)
+			// An admin's own rule must survive start, repair and flush.
+			mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+			cfg := writeConfig(t, tieredConfig(tc.backend))
+			r := start(t, l, cfg)
+			snat := "snat to " + l.UplinkAddr("ppp0").String()
+			check := func() bool {
+				out, err := l.Exec(l.Router, strings.Fields(tc.present)...)
+				return err == nil && (strings.Contains(out, snat) || strings.Contains(out, "--to-source "+l.UplinkAddr("ppp0").String()))
+			}
+			r.eventually("firewall in place", check)
+			if out := mustExec(t, l, l.Router, "iptables-save"); !strings.Contains(out, "192.168.77.0/24") {
+				t.Errorf("the admin's rule did not survive start:\n%s", out)
+			}
+			mustExec(t, l, l.Router, tc.damage...)
+			r.eventually("firewall restored", check)
+			mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
+			// The damage wiped the admin's rule too: restoring that one is
+			// theirs. Put it back to check that flush leaves it alone.
+			mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+			r.stop()
+			mustExec(t, l, l.Router, uplinkdBinary(t), "flush", "--config", cfg)
+			if out := mustExec(t, l, l.Router, "iptables-save"); !strings.Contains(out, "192.168.77.0/24") || strings.Contains(out, "UPLINKD") {
+				t.Errorf("after flush want the admin's rule and none of ours:\n%s", out)
+			}
+			if out, _ := l.Exec(l.Router, "nft", "list", "tables"); strings.Contains(out, "uplinkd") {
+				t.Errorf("after flush the uplinkd table is still there:\n%s", out)
+			}
+		})
+	}
+}
