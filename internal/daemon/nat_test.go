@@ -178,7 +178,9 @@ func TestLabRedialRewritesSNATAndResetsOldConnections(t *testing.T) {
 		if err := errors.Join(werr, rerr); errors.As(err, &ne) && ne.Timeout() {
 			t.Fatalf("the old connection hangs instead of being reset: %v", err)
 		}
-		// A new connection goes out with the new address at once.
+		// Once ppp1 is back in the default route, a new connection goes out
+		// with the new address.
+		r.eventually("default via ppp1 again", r.has("default dev ppp1 proto 157", "route", "show", "default"))
 		lanDial(t, l, "192.0.2.1:8080").Close()
 		if got := srv.lastPeer(); got != res.New.String() {
 			t.Errorf("after the redial the server saw %s, want %s", got, res.New)
