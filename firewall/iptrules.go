@@ -203,6 +203,15 @@ func buildIPT(rs Ruleset) *iptProgram {
 	if len(markOut) > 0 {
 		restore(iptOutput)
 	}
+	// Sticky balancing (see the nftables backend): restore the uplink's
+	// mark on later LAN packets of its connections.
+	for _, u := range rs.Uplinks {
+		if u.ConnMark != 0 && rs.LANInterface != "" {
+			mangle.add(iptPrerouting, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", "ORIGINAL",
+				"-m", "connmark", "--mark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask),
+				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
+		}
+	}
 	for _, u := range rs.Uplinks {
 		if u.ConnMark == 0 {
 			continue

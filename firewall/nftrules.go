@@ -696,6 +696,22 @@ func buildNFT(rs Ruleset) *nftProgram {
 	if len(markOut) > 0 {
 		out.rules = append(out.rules, restore...)
 	}
+	// Sticky balancing: later LAN packets of a connection carry the mark of
+	// the uplink it started on, and policy routes that mark by the uplink's
+	// table, so a change of the multipath default never moves (and so breaks)
+	// a NATed connection. Only LAN-originated traffic: a connection that came
+	// in through an uplink must be routed to its LAN host by the main table.
+	if rs.LANInterface != "" {
+		for _, u := range rs.Uplinks {
+			if u.ConnMark != 0 {
+				pre.rules = append(pre.rules, r("sticky "+u.Name,
+					ifnamePart{name: rs.LANInterface},
+					ctOriginalPart{},
+					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
+					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+			}
+		}
+	}
 	var natChains []*nftChain
 	for _, u := range rs.Uplinks {
 		if u.ConnMark != 0 {

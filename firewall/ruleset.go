@@ -24,22 +24,17 @@ const (
 
 	// UserMarkMask holds the [[rule]] mark; policy emits `fwmark M/0xffff`.
 	UserMarkMask uint32 = policy.UserMarkMask
-	// UplinkMarkMask holds the uplink a connection belongs to, in the
-	// conntrack mark only.
-	UplinkMarkMask uint32 = 0x00ff0000
+	// UplinkMarkMask holds the uplink a connection belongs to: in the
+	// conntrack mark, and restored into the packet mark of later LAN packets.
+	UplinkMarkMask uint32 = policy.UplinkMarkMask
 	// MaxUplinkMarks is how many uplinks fit in UplinkMarkMask (value 0 means
 	// "no uplink").
-	MaxUplinkMarks = 255
+	MaxUplinkMarks = policy.MaxUplinks
 )
 
 // UplinkMark is the conntrack mark value of the uplink at index i of
 // Config.Uplinks (use with UplinkMarkMask), or 0 when i is out of range.
-func UplinkMark(i int) uint32 {
-	if i < 0 || i >= MaxUplinkMarks {
-		return 0
-	}
-	return uint32(i+1) << 16
-}
+func UplinkMark(i int) uint32 { return policy.UplinkMark(i) }
 
 // Input is what the firewall needs from one reconcile pass.
 type Input struct {

@@ -15,6 +15,22 @@ type Health map[string]bool
 // the upper bits are left to the firewall's per-uplink connection marks.
 const UserMarkMask = 0x0000ffff
 
+// UplinkMarkMask holds the uplink a connection started on: (i+1)<<16 for
+// the i-th [[uplink]], in the conntrack mark (set by the firewall) and, for
+// later LAN packets of the connection, in the packet mark.
+const UplinkMarkMask = 0x00ff0000
+
+// MaxUplinks is how many uplinks fit in UplinkMarkMask.
+const MaxUplinks = 255
+
+// UplinkMark is the mark of the uplink at index i of Config.Uplinks.
+func UplinkMark(i int) uint32 {
+	if i < 0 || i >= MaxUplinks {
+		return 0
+	}
+	return uint32(i+1) << 16
+}
+
 var defaultRoute = netip.MustParsePrefix("0.0.0.0/0")
 
 // Compute is the pure heart of uplinkd: from the configuration, the kernel
@@ -61,6 +77,22 @@ func Compute(cfg *Config, obs Observed, health Health) Desired {
 
 	if main, ok := mainDefault(cfg, d.Uplinks); ok {
 		d.Routes = append(d.Routes, main)
+	}
+	// A balanced connection stays on the uplink it started on: the firewall
+	// restores the uplink's connection mark on its later packets, and these
+	// rules route them by it, whatever the multipath hash says after the
+	// default route changed. Only usable uplinks keep theirs: a failed
+	// uplink's connections are deleted and start over elsewhere.
+	sticky := Int(cfg.Daemon.StickyPriority, DefaultStickyPriority)
+	for i, st := range d.Uplinks {
+		if st.Usable {
+			d.Rules = append(d.Rules, Rule{Priority: sticky + i, Table: st.Table,
+				Mark: UplinkMark(i), Mask: UplinkMarkMask, Protocol: Protocol})
+		}
+	}
+	if len(cfg.Uplinks) > 1 {
+		// Hash on the 5-tuple, so weights split connections, not hosts.
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/fib_multipath_hash_policy", Value: "1"})
 	}
 
 	if Bool(cfg.LAN.Forwarding, cfg.LAN.Interface != "") {

@@ -37,6 +37,10 @@ type Daemon struct {
 	// MinSyncInterval bounds how often a full reconcile may run (kube-proxy's
 	// minSyncPeriod); events inside it are coalesced into the next pass.
 	MinSyncInterval Duration `toml:"min_sync_interval"`
+	// StickyPriority is the first of the priorities (one per uplink) of the
+	// `fwmark <uplink mark> lookup <table>` rules that keep a balanced
+	// connection on the uplink it started on.
+	StickyPriority *int `toml:"sticky_priority"`
 }
 
 // LAN describes the inside of the gateway.
@@ -222,11 +226,12 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 
 // Defaults applied by the loader (documented in contrib/uplinkd.toml).
 const (
-	DefaultControlSocket = "/run/uplinkd/uplinkd.sock"
-	DefaultStateDir      = "/var/lib/uplinkd"
-	DefaultConfigPath    = "/etc/uplinkd/uplinkd.toml"
-	DefaultMetric        = 0
-	DefaultMinSync       = time.Duration(0)
+	DefaultControlSocket  = "/run/uplinkd/uplinkd.sock"
+	DefaultStateDir       = "/var/lib/uplinkd"
+	DefaultConfigPath     = "/etc/uplinkd/uplinkd.toml"
+	DefaultMetric         = 0
+	DefaultStickyPriority = 32000
+	DefaultMinSync        = time.Duration(0)
 )
 
 // Bool returns *b, or def when the key was not set.

@@ -800,8 +800,29 @@ func (l *loader) validate(c *Config) {
 	priorities := map[string]string{}
 	l.uplinks(c, priorities)
 	l.rules(c, priorities)
+	l.stickyPriorities(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
+}
+
+// stickyPriorities checks that the per-uplink sticky rules (one priority per
+// uplink from sticky_priority on) clash with no configured rule priority.
+func (l *loader) stickyPriorities(c *Config, priorities map[string]string) {
+	if len(c.Uplinks) > MaxUplinks {
+		l.errorf(fmt.Sprintf("uplink[%d]", MaxUplinks), "at most %d uplinks fit in the connection mark (got %d)", MaxUplinks, len(c.Uplinks))
+	}
+	first := Int(c.Daemon.StickyPriority, DefaultStickyPriority)
+	last := first + max(len(c.Uplinks), 1) - 1
+	if !l.inRange("daemon.sticky_priority", first, 1, 32765-max(len(c.Uplinks), 1)+1) {
+		return
+	}
+	for p := first; p <= last; p++ {
+		if at, ok := priorities[strconv.Itoa(p)]; ok {
+			l.errorf("daemon.sticky_priority", "the sticky connection rules use priorities %d..%d (sticky_priority), which clashes with rule priority %d at line %d",
+				first, last, p, l.line(at))
+			return
+		}
+	}
 }
 
 func (l *loader) daemon(d *Daemon) {

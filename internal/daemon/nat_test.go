@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -243,4 +246,73 @@ func TestLabFirewallRepaired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLabWeightedSplitIsPerConnectionAndSticky: weights 3:1 split new LAN
+// connections about 3:1 over the two uplinks; then the weights change (the
+// multipath hash now maps many flows elsewhere) and every open connection
+// must stay on the uplink it started on. The ISPs drop packets whose source
+// is not their customer's (BCP 38, strict rp_filter), as real ones do, so a
+// connection that moved would break.
+func TestLabWeightedSplitIsPerConnectionAndSticky(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		l := dualLab(t)
+		for _, isp := range l.ISPs {
+			for _, key := range []string{"net.ipv4.conf.all.rp_filter", "net.ipv4.conf.cust0.rp_filter"} {
+				if err := l.Sysctl(isp, key, "1"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		srv := newInetServer(t, l, "192.0.2.1:8080")
+		weights := func(w0, w1 int) string {
+			cfg := strings.Replace(labConfig, "rule_priority = 200\n", fmt.Sprintf("rule_priority = 200\nweight = %d\n", w0), 1)
+			cfg = strings.Replace(cfg, "rule_priority = 300\n", fmt.Sprintf("rule_priority = 300\nweight = %d\n", w1), 1)
+			return cfg + "\n[firewall]\nbackend = \"" + backend + "\"\n"
+		}
+		path := writeConfig(t, weights(3, 1))
+		r := start(t, l, path)
+		r.eventually("3:1 multipath", r.has("nexthop dev ppp0 weight 3", "route", "show", "default"))
+
+		const n = 120
+		conns := make([]net.Conn, 0, n)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		count := map[string]int{}
+		for range n {
+			conns = append(conns, lanDial(t, l, "192.0.2.1:8080"))
+			count[srv.lastPeer()]++
+		}
+		a0, a1 := l.UplinkAddr("ppp0").String(), l.UplinkAddr("ppp1").String()
+		t.Logf("split over %d connections: ppp0 %d, ppp1 %d", n, count[a0], count[a1])
+		// 3:1 of 120 is 90:30; binomial sd ≈ 4.7, so 70..110 is > 4 sd.
+		if count[a0]+count[a1] != n || count[a0] < 70 || count[a0] > 110 {
+			t.Errorf("want about 90:30 split, got ppp0 %d, ppp1 %d (others %v)", count[a0], count[a1], count)
+		}
+
+		if err := os.WriteFile(path, []byte(weights(1, 3)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.d.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r.eventually("1:3 multipath", r.has("nexthop dev ppp1 weight 3", "route", "show", "default"))
+		broken := 0
+		for _, c := range conns {
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.Write([]byte("ping\n")); err != nil {
+				broken++
+				continue
+			}
+			if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+				broken++
+			}
+		}
+		if broken > 0 {
+			t.Errorf("%d of %d open connections broke when the weights changed", broken, n)
+		}
+	})
 }
