@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"os/exec"
 	"strings"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // Backend makes the kernel hold a Ruleset. Methods are safe for concurrent
@@ -42,6 +44,15 @@ func New(backend string, netnsFd int, log *slog.Logger) (Backend, error) {
 		return NewIPTables(netnsFd, log, !iptablesIsNFT())
 	}
 	return NewNFTables(netnsFd, log)
+}
+
+// FromConfig returns the backend [firewall] names, honouring
+// iptables_variant for the iptables backend.
+func FromConfig(f policy.Firewall, netnsFd int, log *slog.Logger) (Backend, error) {
+	if f.Backend == "iptables" && (f.IPTablesVariant == "legacy" || f.IPTablesVariant == "nft") {
+		return NewIPTables(netnsFd, log, f.IPTablesVariant == "legacy")
+	}
+	return New(f.Backend, netnsFd, log)
 }
 
 // iptablesIsNFT reports whether `iptables` is the nf_tables variant

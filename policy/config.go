@@ -185,10 +185,13 @@ type MarkRule struct {
 
 // Firewall holds global netfilter settings.
 type Firewall struct {
-	Backend       string     `toml:"backend"`
-	InputPolicy   string     `toml:"input_policy"`
-	ForwardPolicy string     `toml:"forward_policy"`
-	Deny          []DenyRule `toml:"deny"`
+	Backend string `toml:"backend"`
+	// IPTablesVariant picks the iptables flavour of the iptables backend:
+	// auto (whatever `iptables` is), legacy or nft.
+	IPTablesVariant string     `toml:"iptables_variant"`
+	InputPolicy     string     `toml:"input_policy"`
+	ForwardPolicy   string     `toml:"forward_policy"`
+	Deny            []DenyRule `toml:"deny"`
 }
 
 // DenyRule refuses traffic from a source address or MAC.

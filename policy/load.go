@@ -1157,6 +1157,7 @@ func (l *loader) rules(c *Config, priorities map[string]string) {
 
 func (l *loader) firewall(f *Firewall) {
 	l.choice("firewall.backend", &f.Backend, "nftables", "nftables", "iptables")
+	l.choice("firewall.iptables_variant", &f.IPTablesVariant, "auto", "auto", "legacy", "nft")
 	l.choice("firewall.input_policy", &f.InputPolicy, "accept", "accept", "drop")
 	l.choice("firewall.forward_policy", &f.ForwardPolicy, "accept", "accept", "drop")
 	for i := range f.Deny {

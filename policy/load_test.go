@@ -81,7 +81,7 @@ func TestParseGood(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Rules, wantRules) {
 		t.Errorf("Rules = %+v, want %+v", cfg.Rules, wantRules)
 	}
-	wantFW := Firewall{Backend: "nftables", InputPolicy: "accept", ForwardPolicy: "accept"}
+	wantFW := Firewall{Backend: "nftables", IPTablesVariant: "auto", InputPolicy: "accept", ForwardPolicy: "accept"}
 	if !reflect.DeepEqual(cfg.Firewall, wantFW) {
 		t.Errorf("Firewall = %+v, want %+v", cfg.Firewall, wantFW)
 	}

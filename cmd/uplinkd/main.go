@@ -141,7 +141,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, c.Command())
 	}
 
-	fw, err := firewall.New(cfg.Firewall.Backend, 0, nil)
+	fw, err := firewall.FromConfig(cfg.Firewall, 0, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: firewall: %v\n", err)
 		return 1
@@ -179,7 +179,7 @@ func flush(cfg *policy.Config, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "uplinkd: flush: %v\n", err)
 		return 1
 	}
-	fw, err := firewall.New(cfg.Firewall.Backend, 0, nil)
+	fw, err := firewall.FromConfig(cfg.Firewall, 0, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: firewall: %v\n", err)
 		return 1

@@ -28,14 +28,22 @@ const redials = 200
 //   - drop: just before the ppp1 delete syscall → end of the pass that took
 //     ppp1 out of the main default and removed its rule;
 //   - dial: new address added (syscall returned) → end of the pass that
-//     installed the new from-rule;
+//     installed the new from-rule and rewrote the SNAT rule (and deleted the
+//     uplink's conntrack entries);
 //   - event: netlink event read → end of that pass, for both of the above.
 //
 // Run: go test -run '^$' -bench RedialToApplied -benchtime 1x ./internal/daemon
+// (one sub-benchmark per firewall backend)
 func BenchmarkRedialToApplied(b *testing.B) {
+	for _, backend := range []string{"nftables", "iptables-legacy", "iptables-nft"} {
+		b.Run("firewall="+backend, func(b *testing.B) { benchRedial(b, backend) })
+	}
+}
+
+func benchRedial(b *testing.B, backend string) {
 	l := benchLab(b, 2)
 	syncs := make(chan SyncResult, 4096)
-	stop := benchDaemon(b, l, writeBenchConfig(b, 2), func(s SyncResult) { syncs <- s })
+	stop := benchDaemon(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { syncs <- s })
 	defer stop()
 	waitFor(b, syncs, func(s SyncResult) bool { return hasActive(s, "ppp1") })
 
@@ -59,7 +67,7 @@ func BenchmarkRedialToApplied(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s = waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) })
+			s = waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) && s.FirewallChanged })
 			dial = append(dial, s.End.Sub(res.AddrAdded))
 			event = append(event, s.End.Sub(s.Trigger))
 			queue, pass = append(queue, s.Start.Sub(s.Trigger)), append(pass, s.End.Sub(s.Start))
@@ -87,7 +95,7 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer ns.Close()
-			d, err := New(Options{ConfigPath: writeBenchConfig(b, n), NetNS: ns, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := New(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -132,7 +140,7 @@ func BenchmarkIdle(b *testing.B) {
 	const window = 10 * time.Second
 	l := benchLab(b, 2)
 	bin := uplinkdBinary(b)
-	cmd, err := l.Start(l.Router, bin, "run", "--config", writeBenchConfig(b, 2))
+	cmd, err := l.Start(l.Router, bin, "run", "--config", writeBenchConfig(b, 2, "nftables"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -207,9 +215,14 @@ func benchLab(b *testing.B, n int) *lab.Lab {
 	return lab.NewT(b, spec)
 }
 
-func writeBenchConfig(b *testing.B, n int) string {
+func writeBenchConfig(b *testing.B, n int, backend string) string {
 	var sb strings.Builder
 	sb.WriteString("[daemon]\nlog_level = \"warn\"\n[lan]\ninterface = \"lan0\"\n")
+	name, variant, _ := strings.Cut(backend, "-")
+	if variant == "" {
+		variant = "auto"
+	}
+	fmt.Fprintf(&sb, "[firewall]\nbackend = %q\niptables_variant = %q\n", name, variant)
 	for i := range n {
 		fmt.Fprintf(&sb, "[[uplink]]\nname = \"ppp%d\"\nkind = \"ppp\"\ntable = %d\nrule_priority = %d\n", i, 1000+i, 1000+i)
 	}
@@ -241,7 +254,12 @@ func benchDaemon(b *testing.B, l *lab.Lab, cfg string, onSync func(SyncResult)) 
 
 func waitFor(b *testing.B, syncs <-chan SyncResult, cond func(SyncResult) bool) SyncResult {
 	b.Helper()
-	timeout := time.After(5 * time.Second)
+	return waitForWithin(b, syncs, 5*time.Second, cond)
+}
+
+func waitForWithin(b *testing.B, syncs <-chan SyncResult, within time.Duration, cond func(SyncResult) bool) SyncResult {
+	b.Helper()
+	timeout := time.After(within)
 	for {
 		select {
 		case s := <-syncs:
@@ -252,7 +270,7 @@ func waitFor(b *testing.B, syncs <-chan SyncResult, cond func(SyncResult) bool) 
 				return s
 			}
 		case <-timeout:
-			b.Fatal("no matching reconcile pass within 5s")
+			b.Fatalf("no matching reconcile pass within %v", within)
 		}
 	}
 }
@@ -276,13 +294,22 @@ func addsRuleFrom(s SyncResult, addr string) bool {
 }
 
 func report(b *testing.B, name string, ds []time.Duration) {
-	if len(ds) == 0 {
+	vals := make([]float64, len(ds))
+	for i, d := range ds {
+		vals[i] = float64(d.Microseconds())
+	}
+	quantiles(b, name, "µs", vals)
+}
+
+// quantiles reports p50, p99, max and the sample count of vals.
+func quantiles(b *testing.B, name, unit string, vals []float64) {
+	if len(vals) == 0 {
 		return
 	}
-	slices.Sort(ds)
-	q := func(p float64) float64 { return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) }
-	b.ReportMetric(q(0.5), name+"-p50-µs")
-	b.ReportMetric(q(0.99), name+"-p99-µs")
-	b.ReportMetric(float64(ds[len(ds)-1].Microseconds()), name+"-max-µs")
-	b.ReportMetric(float64(len(ds)), name+"-samples")
+	slices.Sort(vals)
+	q := func(p float64) float64 { return vals[int(p*float64(len(vals)-1))] }
+	b.ReportMetric(q(0.5), name+"-p50-"+unit)
+	b.ReportMetric(q(0.99), name+"-p99-"+unit)
+	b.ReportMetric(vals[len(vals)-1], name+"-max-"+unit)
+	b.ReportMetric(float64(len(vals)), name+"-samples")
 }

@@ -104,7 +104,7 @@ func New(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	fd := int(opts.NetNS)
-	fw, err := firewall.New(cfg.Firewall.Backend, fd, opts.Logger)
+	fw, err := firewall.FromConfig(cfg.Firewall, fd, opts.Logger)
 	if err != nil {
 		k.Close()
 		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
@@ -304,9 +304,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 func (d *Daemon) doReload() error {
 	cfg, err := LoadConfig(d.opts.ConfigPath)
-	if err == nil && cfg.Firewall.Backend != d.cfg.Firewall.Backend {
-		err = fmt.Errorf("%s: [firewall] backend cannot change on reload (%s → %s); restart uplinkd",
-			cfg.Path, d.cfg.Firewall.Backend, cfg.Firewall.Backend)
+	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
+		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}
 	if err != nil {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
