@@ -22,7 +22,7 @@ type udpStream struct {
 	done sync.WaitGroup
 }
 
-func startStream(b *testing.B, l *lab.Lab) *udpStream {
+func startStream(b testing.TB, l *lab.Lab) *udpStream {
 	pc, err := l.ListenPacketIn(l.Inet, "udp", "192.0.2.1:9000")
 	if err != nil {
 		b.Fatal(err)

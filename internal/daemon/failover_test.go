@@ -250,3 +250,45 @@ rule_priority = 300
 		t.Errorf("attempts went on after ppp1 came back: %d then %d", len(lines), n)
 	}
 }
+
+// TestLabCarrierLossKeepsLANStream: a LAN client streams UDP every
+// millisecond to an inet host through ppp0; the far end of ppp0 drops
+// carrier; the stream goes on through ppp1 (a new NAT binding) and, when
+// ppp0 is back, stays where it is (sticky) without a gap.
+func TestLabCarrierLossKeepsLANStream(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, tieredConfig("nftables")))
+	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+	s := startStream(t, l)
+	defer s.close()
+	settle := func() uint32 {
+		time.Sleep(300 * time.Millisecond)
+		return s.now() - 10 // the last few may be in flight
+	}
+	if lost := s.lost(1, settle()); lost > 0 {
+		t.Fatalf("stream loses %d packets before any failure", lost)
+	}
+
+	at := s.now()
+	if _, err := l.SetCarrier("ppp0", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+	end := settle()
+	// A failover costs at most a few packets; the stream must then flow
+	// through ppp1: every one of the last 100 arrived.
+	if lost := s.lost(end-100, end); lost > 0 {
+		t.Errorf("after the failover the stream still loses %d of 100 packets", lost)
+	}
+	t.Logf("carrier loss cost %d packets", s.lost(at, end))
+
+	at = s.now()
+	if _, err := l.SetCarrier("ppp0", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("default via ppp0 again", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+	end = settle()
+	if lost := s.lost(at, end); lost > 0 {
+		t.Errorf("fail-back lost %d packets of a stream that should have stayed on ppp1", lost)
+	}
+}
