@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	labguard "github.com/uplinkd/uplinkd/internal/lab"
 )
 
 // Every kernel-touching test works in network namespaces of its own, named
@@ -22,9 +24,11 @@ const nsPrefix = "fw-"
 
 var nsCounter atomic.Int64
 
+// TestMain also guards the host: GuardMain fails the run if the host
+// namespace's rules, routes, links or netfilter state changed.
 func TestMain(m *testing.M) {
 	removeStaleNamespaces()
-	code := m.Run()
+	code := labguard.GuardMain(m)
 	removeStaleNamespaces()
 	os.Exit(code)
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Health is the probe verdict per uplink name: false means "link up but
@@ -33,6 +34,8 @@ func UplinkMark(i int) uint32 {
 
 var defaultRoute = netip.MustParsePrefix("0.0.0.0/0")
 
+const reasonProbesFailing = "probes failing"
+
 // Compute is the pure heart of uplinkd: from the configuration, the kernel
 // snapshot and the probe verdicts it derives the whole routing state uplinkd
 // wants. It never looks at what uplinkd already installed, so the same inputs
@@ -44,7 +47,7 @@ func Compute(cfg *Config, obs Observed, health Health) Desired {
 		st := uplinkState(u, obs)
 		if st.Usable {
 			if ok, known := health[u.Name]; known && !ok {
-				st.Usable, st.Reason = false, "probes failing"
+				st.Usable, st.Reason = false, reasonProbesFailing
 			}
 		}
 		d.Uplinks = append(d.Uplinks, st)
@@ -203,11 +206,21 @@ func tableRoutes(u *Uplink, st UplinkState) []Route {
 
 // mainDefault is the main table's default route over the usable uplinks of
 // the best (lowest) tier, weighted. Marks st.Active on the chosen uplinks.
+// When no uplink is usable and last_resort is "link", the uplinks whose only
+// fault is failing probes carry it: probes can be wrong (a probe target
+// down), and a doubtful route beats none.
 func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
-	best := 0
-	for i, st := range states {
-		if t := cfg.Uplinks[i].TierOf(); st.Usable && (best == 0 || t < best) {
-			best = t
+	pick := func(st UplinkState) bool { return st.Usable }
+	best := bestTier(cfg, states, pick)
+	if best == 0 && cfg.Daemon.LastResort != "none" {
+		pick = func(st UplinkState) bool { return st.Reason == reasonProbesFailing }
+		if best = bestTier(cfg, states, pick); best != 0 {
+			for i := range states {
+				if pick(states[i]) && cfg.Uplinks[i].TierOf() == best {
+					states[i].Reason = "last resort: probes fail on every uplink"
+				}
+			}
+			pick = func(st UplinkState) bool { return strings.HasPrefix(st.Reason, "last resort") }
 		}
 	}
 	if best == 0 {
@@ -217,7 +230,7 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 		Metric: Int(cfg.Daemon.DefaultMetric, DefaultMetric)}
 	for i := range states {
 		u := &cfg.Uplinks[i]
-		if !states[i].Usable || u.TierOf() != best {
+		if !pick(states[i]) || u.TierOf() != best {
 			continue
 		}
 		states[i].Active = true
@@ -227,6 +240,17 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 	// single path, so an admin's hand-made route and ours compare equal.
 	r.ScopeLink = len(r.Nexthops) == 1 && !r.Nexthops[0].Gateway.IsValid()
 	return r, true
+}
+
+// bestTier is the lowest tier among the picked uplinks, 0 when none.
+func bestTier(cfg *Config, states []UplinkState, pick func(UplinkState) bool) int {
+	best := 0
+	for i, st := range states {
+		if t := cfg.Uplinks[i].TierOf(); pick(st) && (best == 0 || t < best) {
+			best = t
+		}
+	}
+	return best
 }
 
 func rpFilterValue(mode string) string {

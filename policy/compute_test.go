@@ -78,6 +78,8 @@ func TestCompute(t *testing.T) {
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)},
 		Addrs: both.Addrs,
 	}
+	noLastResort := dualPPP()
+	noLastResort.Daemon.LastResort = "none"
 	weighted := dualPPP()
 	weighted.Uplinks[0].Weight = ptr(3)
 	eth := ethObserved()
@@ -99,6 +101,8 @@ func TestCompute(t *testing.T) {
 		{"dual-ppp-ppp0-no-carrier", dualPPP(), noCarrier, nil},
 		{"dual-ppp-ppp0-probes-failed", dualPPP(), both, Health{"ppp0": false, "ppp1": true}},
 		{"dual-ppp-nothing-yet", dualPPP(), Observed{}, nil},
+		{"dual-ppp-all-probes-failed-last-resort", dualPPP(), both, Health{"ppp0": false, "ppp1": false}},
+		{"dual-ppp-all-probes-failed-no-last-resort", noLastResort, both, Health{"ppp0": false, "ppp1": false}},
 		{"eth-learned-gateway-and-lan-fix", ethConfig(), eth, nil},
 		{"eth-tier1-down-tier2-takes-over", ethConfig(), ethDown, nil},
 		{"eth-lan-route-kept-when-asked", keepLAN, eth, nil},

@@ -41,6 +41,10 @@ type Daemon struct {
 	// `fwmark <uplink mark> lookup <table>` rules that keep a balanced
 	// connection on the uplink it started on.
 	StickyPriority *int `toml:"sticky_priority"`
+	// LastResort says what carries the main default route when no uplink is
+	// healthy: "link" (the uplinks whose link works although their probes
+	// fail) or "none" (no default route owned by uplinkd).
+	LastResort string `toml:"last_resort"`
 }
 
 // LAN describes the inside of the gateway.

@@ -834,6 +834,7 @@ func (l *loader) daemon(d *Daemon) {
 		l.atLeast("daemon.default_metric", *d.DefaultMetric, 0)
 	}
 	l.choice("daemon.log_level", &d.LogLevel, "info", "debug", "info", "warn", "error")
+	l.choice("daemon.last_resort", &d.LastResort, "link", "link", "none")
 	if d.MinSyncInterval.Duration < 0 {
 		l.errorf("daemon.min_sync_interval", "min_sync_interval must not be negative (got %s)", d.MinSyncInterval)
 	}

@@ -34,6 +34,7 @@ func TestParseGood(t *testing.T) {
 		DefaultMetric:   pointerTo(16),
 		LogLevel:        "debug",
 		MinSyncInterval: Duration{DefaultMinSync},
+		LastResort:      "link",
 	}
 	if !reflect.DeepEqual(cfg.Daemon, want) {
 		t.Errorf("Daemon = %+v, want %+v", cfg.Daemon, want)

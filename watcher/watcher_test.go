@@ -19,6 +19,8 @@ import (
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
 )
 
 // ---- lab helpers: every kernel-touching test works in its own namespace ----
@@ -30,7 +32,8 @@ func nsPrefix() string { return fmt.Sprintf("wt-%d-", os.Getpid()) }
 // TestMain removes any namespace this process created that a failed test
 // left behind (t.Cleanup already deletes them on every normal exit path).
 func TestMain(m *testing.M) {
-	code := m.Run()
+	// lab.GuardMain fails the run if the host namespace changed.
+	code := lab.GuardMain(m)
 	if matches, _ := filepath.Glob("/run/netns/" + nsPrefix() + "*"); len(matches) > 0 {
 		for _, p := range matches {
 			_ = exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
