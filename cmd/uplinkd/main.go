@@ -112,19 +112,29 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// openAndSnapshot opens netlink in this process's namespace and reads the
+// kernel state; the caller closes the kernel.
+func openAndSnapshot() (*policy.NetlinkKernel, policy.Observed, error) {
+	k, err := policy.OpenKernel(-1)
+	if err != nil {
+		return nil, policy.Observed{}, err
+	}
+	obs, err := k.Snapshot()
+	if err != nil {
+		k.Close()
+		return nil, policy.Observed{}, err
+	}
+	return k, obs, nil
+}
+
 // plan prints the diff the daemon would apply now, reading but never writing.
 func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, err := policy.OpenKernel(-1)
+	k, obs, err := openAndSnapshot()
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1
 	}
 	defer k.Close()
-	obs, err := k.Snapshot()
-	if err != nil {
-		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
-		return 1
-	}
 	desired := policy.Compute(cfg, obs, nil)
 	if obs.Sysctls, err = k.ReadSysctls(desired.SysctlKeys()); err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
@@ -160,17 +170,12 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 // uplink deleted from the config must not leave rules behind), and the
 // firewall state of the configured backend.
 func flush(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, err := policy.OpenKernel(-1)
+	k, obs, err := openAndSnapshot()
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1
 	}
 	defer k.Close()
-	obs, err := k.Snapshot()
-	if err != nil {
-		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
-		return 1
-	}
 	changes := policy.FlushChanges(obs)
 	for _, c := range changes {
 		fmt.Fprintln(stdout, c.Command())
