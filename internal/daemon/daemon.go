@@ -173,11 +173,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
 	go func() {
-		fd := int(d.opts.NetNS)
-		if fd < 0 {
-			fd = 0 // the watcher's "own namespace"
-		}
-		werr <- watcher.Run(ctx, watcher.Options{NetNS: fd, Logger: d.log}, events)
+		werr <- watcher.Run(ctx, watcher.Options{NetNS: d.netnsFD(), Logger: d.log}, events)
 	}()
 
 	defer d.fw.Close()
@@ -219,6 +215,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	for {
+		// Health hold-downs, silence deadlines and reconnect_after all wait
+		// on this one timer; it is re-armed from what the last step changed.
+		if next := d.nextDeadline(); !next.IsZero() {
+			deadline.Stop()
+			deadline.Reset(time.Until(next))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -269,10 +271,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if !pending {
 				pending, trigger = true, time.Now()
 			}
-		}
-		if next := d.nextDeadline(); !next.IsZero() {
-			deadline.Stop()
-			deadline.Reset(time.Until(next))
 		}
 		if !pending {
 			continue
