@@ -217,8 +217,18 @@ func TestLabFirewallRepaired(t *testing.T) {
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
 			l := dualLab(t)
-			// An admin's own rule must survive start, repair and flush.
-			mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+			// An admin's own rules must survive start, reload, repair and flush.
+			adminRules := func() {
+				mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+				mustExec(t, l, l.Router, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "2222", "-j", "ACCEPT")
+			}
+			adminIntact := func(when string) {
+				out := mustExec(t, l, l.Router, "iptables-save")
+				if !strings.Contains(out, "192.168.77.0/24") || !strings.Contains(out, "--dport 2222") {
+					t.Errorf("the admin's rules did not survive %s:\n%s", when, out)
+				}
+			}
+			adminRules()
 			cfg := writeConfig(t, tieredConfig(tc.backend))
 			r := start(t, l, cfg)
 			snat := "snat to " + l.UplinkAddr("ppp0").String()
@@ -227,19 +237,34 @@ func TestLabFirewallRepaired(t *testing.T) {
 				return err == nil && (strings.Contains(out, snat) || strings.Contains(out, "--to-source "+l.UplinkAddr("ppp0").String()))
 			}
 			r.eventually("firewall in place", check)
-			if out := mustExec(t, l, l.Router, "iptables-save"); !strings.Contains(out, "192.168.77.0/24") {
-				t.Errorf("the admin's rule did not survive start:\n%s", out)
+			adminIntact("start")
+			if err := r.d.Reload(context.Background()); err != nil {
+				t.Fatal(err)
 			}
+			r.waitSync()
+			adminIntact("reload")
 			mustExec(t, l, l.Router, tc.damage...)
 			r.eventually("firewall restored", check)
 			mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
-			// The damage wiped the admin's rule too: restoring that one is
-			// theirs. Put it back to check that flush leaves it alone.
-			mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+			if tc.backend == "nftables" {
+				// nft flush ruleset wiped the admin's rules too: restoring
+				// those is theirs. Put them back to check that flush leaves
+				// them alone.
+				adminRules()
+			} else {
+				// iptables -t nat -F took the admin's nat rule; the filter
+				// rule must have survived our repair.
+				out := mustExec(t, l, l.Router, "iptables-save")
+				if !strings.Contains(out, "--dport 2222") {
+					t.Errorf("the repair lost the admin's filter rule:\n%s", out)
+				}
+				mustExec(t, l, l.Router, "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "192.168.77.0/24", "-j", "MASQUERADE")
+			}
 			r.stop()
 			mustExec(t, l, l.Router, uplinkdBinary(t), "flush", "--config", cfg)
-			if out := mustExec(t, l, l.Router, "iptables-save"); !strings.Contains(out, "192.168.77.0/24") || strings.Contains(out, "UPLINKD") {
-				t.Errorf("after flush want the admin's rule and none of ours:\n%s", out)
+			adminIntact("flush")
+			if out := mustExec(t, l, l.Router, "iptables-save"); strings.Contains(out, "UPLINKD") {
+				t.Errorf("after flush our chains are still there:\n%s", out)
 			}
 			if out, _ := l.Exec(l.Router, "nft", "list", "tables"); strings.Contains(out, "uplinkd") {
 				t.Errorf("after flush the uplinkd table is still there:\n%s", out)
