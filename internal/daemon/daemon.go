@@ -414,7 +414,11 @@ func (d *Daemon) logTransitions(states []policy.UplinkState) {
 		d.lastStates[st.Name] = st
 		rt := d.runtimes[st.Name]
 		attrs := []any{"uplink", st.Name, "iface", st.Iface}
-		if seen && old.Addr.IsValid() && (st.Addr != old.Addr || (old.Usable && !st.Usable)) {
+		// Any address change (lost, gained, replaced) or a failure clears the
+		// uplink's conntrack entries after this pass's firewall sync: an entry
+		// made in the instant between the route change and the SNAT rewrite
+		// would otherwise keep a NAT binding to an address that is gone.
+		if seen && (st.Addr != old.Addr || (old.Usable && !st.Usable)) {
 			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
 		}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {

@@ -199,7 +199,14 @@ func TestDNS(t *testing.T) {
 	s53.Close()
 	s5353.Close()
 	rs, _ = r.roundAfter(t, time.Now())
-	checkFailed(t, rs, "port unreachable")
+	// Usually the ICMP port unreachable ends the probe early; the kernel
+	// rate-limits those per peer, and on a loaded machine one can come later
+	// than the timeout, so a timeout is the same verdict.
+	for _, res := range rs {
+		if res.OK || (!strings.Contains(res.Err, "port unreachable") && !strings.Contains(res.Err, "timeout")) {
+			t.Fatalf("want a failure (port unreachable or timeout), got %+v", res)
+		}
+	}
 
 	tp.drop(t, `udp dport 53`)
 	rs, _ = r.roundAfter(t, time.Now())
