@@ -79,6 +79,24 @@ func newInetServer(t *testing.T, l *lab.Lab, addr string) *inetServer {
 	return s
 }
 
+// peer waits until the server has accepted its n-th connection (1-based)
+// and returns that connection's source address: a client that connects and
+// closes (nc -z) returns before the server's accept goroutine has run.
+func (s *inetServer) peer(t *testing.T, n int) string {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s.mu.Lock()
+		if len(s.peers) >= n {
+			p := s.peers[n-1]
+			s.mu.Unlock()
+			return p
+		}
+		s.mu.Unlock()
+	}
+	t.Fatalf("the server never saw connection %d", n)
+	return ""
+}
+
 func (s *inetServer) lastPeer() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -198,11 +216,11 @@ func TestLabUID108LeavesViaPPP1(t *testing.T) {
 	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
 
 	mustExec(t, l, l.Router, "nc", "-z", "-w", "3", "192.0.2.1", "8080")
-	if got, want := srv.lastPeer(), l.UplinkAddr("ppp0").String(); got != want {
+	if got, want := srv.peer(t, 1), l.UplinkAddr("ppp0").String(); got != want {
 		t.Errorf("root's connection came from %s, want ppp0's %s", got, want)
 	}
 	mustExec(t, l, l.Router, "setpriv", "--reuid=108", "--regid=108", "--clear-groups", "nc", "-z", "-w", "3", "192.0.2.1", "8080")
-	if got, want := srv.lastPeer(), l.UplinkAddr("ppp1").String(); got != want {
+	if got, want := srv.peer(t, 2), l.UplinkAddr("ppp1").String(); got != want {
 		t.Errorf("uid 108's connection came from %s, want ppp1's %s", got, want)
 	}
 }
@@ -245,7 +263,12 @@ func TestLabFirewallRepaired(t *testing.T) {
 			adminIntact("reload")
 			mustExec(t, l, l.Router, tc.damage...)
 			r.eventually("firewall restored", check)
-			mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
+			// The SNAT text is back; with the iptables backend the jump from
+			// POSTROUTING is restored by the same Sync a moment later.
+			r.eventually("LAN traffic flows again", func() bool {
+				_, err := l.Exec(l.LAN, "ping", "-c1", "-W1", "192.0.2.1")
+				return err == nil
+			})
 			if tc.backend == "nftables" {
 				// nft flush ruleset wiped the admin's rules too: restoring
 				// those is theirs. Put them back to check that flush leaves
