@@ -292,3 +292,37 @@ func TestLabCarrierLossKeepsLANStream(t *testing.T) {
 		t.Errorf("fail-back lost %d packets of a stream that should have stayed on ppp1", lost)
 	}
 }
+
+// TestLabAddrChangeHook: a redial runs the uplink's addr-change hook once
+// the new address is in the kernel state, with the data in UPLINKD_*
+// variables and the configured argv untouched by any shell.
+func TestLabAddrChangeHook(t *testing.T) {
+	l := dualLab(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "events")
+	script := filepath.Join(dir, "hook")
+	body := "#!/bin/sh\necho \"$UPLINKD_EVENT $UPLINKD_UPLINK $UPLINKD_OLD_IP $UPLINKD_NEW_IP $1\" >> " + out + "\n"
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(labConfig, "rule_priority = 300\n", fmt.Sprintf(`rule_priority = 300
+  [[uplink.hook]]
+  on = ["addr-change"]
+  command = [%q, "$(touch %s/pwned)"]
+`, script, dir), 1)
+	r := start(t, l, writeConfig(t, cfg))
+	old := l.UplinkAddr("ppp1")
+	r.eventually("ppp1 rule", r.has("from "+old.String()+" lookup 201", "rule"))
+	res, err := l.Redial("ppp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("addr-change ppp1  %s $(touch %s/pwned)", res.New, dir)
+	r.eventually("hook ran for the new address", func() bool {
+		data, _ := os.ReadFile(out)
+		return strings.Contains(string(data), want)
+	})
+	if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+		t.Error("an argument was run through a shell")
+	}
+}
