@@ -36,7 +36,8 @@ unit:
 # Builds, starts the lab (namespaces only), runs the daemon in it with the
 # lab config and prints its events until Ctrl-C, then removes the lab.
 run: deps build
-	$(GO) run ./internal/labrun -uplinkd $(BIN) -config contrib/lab.toml -demo
+	$(GO) build -o bin/labrun ./internal/labrun
+	bin/labrun -uplinkd $(BIN) -config contrib/lab.toml -demo
 
 # Benchmarks that print the figures docs/performance.md records.
 bench: deps build

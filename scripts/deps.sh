@@ -25,6 +25,7 @@ fi
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then
   echo "deps: go install staticcheck"
-  go install honnef.co/go/tools/cmd/staticcheck@latest
+  # Pinned: a new staticcheck release must not break CI unannounced.
+  go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 go mod download
