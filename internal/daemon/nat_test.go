@@ -15,37 +15,12 @@ import (
 	"github.com/uplinkd/uplinkd/internal/lab"
 )
 
-// tiered: ppp0 carries the main default; ppp1 is tier 2 (usable, standby)
-// and takes uid 108's traffic. The firewall backend is a parameter.
+// tiered: labConfig with ppp1 in tier 2, so ppp0 carries the main default
+// while ppp1 stands by and takes uid 108's traffic; the firewall backend is a
+// parameter.
 func tieredConfig(backend string) string {
-	return `
-[lan]
-interface = "lan0"
-networks  = ["10.0.0.0/24"]
-
-[firewall]
-backend = "` + backend + `"
-
-[[uplink]]
-name = "ppp0"
-kind = "ppp"
-table = 200
-rule_priority = 200
-
-[[uplink]]
-name = "ppp1"
-kind = "ppp"
-table = 201
-rule_priority = 300
-tier = 2
-
-[[rule]]
-name = "p2p"
-uid = 108
-uplink = "ppp1"
-mark = 1
-priority = 100
-`
+	cfg := strings.Replace(labConfig, "rule_priority = 300\n", "rule_priority = 300\ntier = 2\n", 1)
+	return cfg + "\n[firewall]\nbackend = \"" + backend + "\"\n"
 }
 
 // inetServer is a TCP server on an inet host that records the source
