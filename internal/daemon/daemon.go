@@ -309,6 +309,7 @@ func (d *Daemon) doReload() error {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
 		return err
 	}
+	d.forgetMovedMarks(d.cfg, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
@@ -466,6 +467,21 @@ func (d *Daemon) flushConntrack() {
 		d.log.Info("conntrack entries of the uplink deleted", "event", "conntrack", "uplink", u.Name, "iface", u.Interface, "entries", n)
 	}
 	d.ctFlush = d.ctFlush[:0]
+}
+
+// forgetMovedMarks: connection marks are per uplink position, so an uplink
+// removed or moved by a reload would hand its connections' mark to another
+// uplink (and its sticky rule would route them there). Those connections are
+// deleted instead and start over.
+func (d *Daemon) forgetMovedMarks(old, cfg *policy.Config) {
+	for i, u := range old.Uplinks {
+		if i < len(cfg.Uplinks) && cfg.Uplinks[i].Name == u.Name {
+			continue
+		}
+		if _, err := d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
+			d.log.Warn("deleting conntrack entries of a moved uplink", "event", "conntrack", "uplink", u.Name, "reason", err.Error())
+		}
+	}
 }
 
 func (d *Daemon) uplinkIndex(name string) int {
