@@ -279,4 +279,8 @@ func TestRepairs(t *testing.T) {
 	if n := Repairs(changes, d.AppliedKeys()); n == 0 {
 		t.Errorf("re-adding applied objects must count as repairs")
 	}
+	lan := Diff(Compute(ethConfig(), ethObserved(), nil), ethObserved())
+	if n := Repairs(lan, nil); n != 1 {
+		t.Errorf("removing the LAN default route counts %d repairs, want 1", n)
+	}
 }

@@ -133,11 +133,13 @@ func (c Change) Command() string {
 	return "# unknown change"
 }
 
-// Repairs counts changes that re-create something another actor removed:
-// an add of exactly the object (same key and content) that the previous
-// pass had applied. A route the kernel dropped with its device, and that now
-// comes back different (a multipath default with one path less), is a
-// change, not a repair.
+// Repairs counts changes that undo another actor: an add of exactly the
+// object (same key and content) that the previous pass had applied, and the
+// removal of a foreign route uplinkd must not leave (a default route via the
+// LAN). A route the kernel dropped with its device, and that now comes back
+// different (a multipath default with one path less), is a change, not a
+// repair. The daemon rate-limits passes with repairs, so it never fights
+// another daemon in a tight loop.
 func Repairs(changes []Change, applied map[string]string) int {
 	n := 0
 	for _, c := range changes {
@@ -150,6 +152,8 @@ func Repairs(changes []Change, applied map[string]string) int {
 			if _, ok := applied["rule:"+c.Rule.Key()]; ok {
 				n++
 			}
+		case OpDelForeignRoute:
+			n++
 		}
 	}
 	return n

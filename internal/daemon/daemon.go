@@ -339,11 +339,11 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	if n := policy.Repairs(changes, d.lastApplied); n > 0 {
 		if !d.repairs.take() {
 			res.Deferred, res.End = true, time.Now()
-			d.log.Warn("owned rules or routes keep disappearing; holding off the repair",
+			d.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
 				"event", "apply", "reason", "repair rate limit", "repairs", n)
 			return res
 		}
-		d.log.Warn("restoring owned rules or routes removed by someone else", "event", "apply", "reason", "repair", "repairs", n)
+		d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 	}
 	d.forgetStaleGateways(desired.Uplinks, obs)
 	if len(changes) > 0 {
