@@ -143,20 +143,26 @@ func (c Change) Command() string {
 func Repairs(changes []Change, applied map[string]string) int {
 	n := 0
 	for _, c := range changes {
-		switch c.Op {
-		case OpAddRoute:
-			if s, ok := applied["route:"+c.Route.Key()]; ok && s == c.Route.IPRoute() {
-				n++
-			}
-		case OpAddRule:
-			if _, ok := applied["rule:"+c.Rule.Key()]; ok {
-				n++
-			}
-		case OpDelForeignRoute:
+		if IsRepair(c, applied) {
 			n++
 		}
 	}
 	return n
+}
+
+// IsRepair tells whether one change undoes another actor (see Repairs).
+func IsRepair(c Change, applied map[string]string) bool {
+	switch c.Op {
+	case OpAddRoute:
+		s, ok := applied["route:"+c.Route.Key()]
+		return ok && s == c.Route.IPRoute()
+	case OpAddRule:
+		_, ok := applied["rule:"+c.Rule.Key()]
+		return ok
+	case OpDelForeignRoute:
+		return true
+	}
+	return false
 }
 
 // AppliedKeys records what a desired state puts in the kernel, for Repairs.

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -337,13 +338,17 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 
 	changes = d.dropConflicts(changes)
 	if n := policy.Repairs(changes, d.lastApplied); n > 0 {
-		if !d.repairs.take() {
-			res.Deferred, res.End = true, time.Now()
+		if d.repairs.take() {
+			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
+		} else {
+			// Out of repair tokens: hold the repairs back, but never the
+			// rest of the pass (a failover must not wait for a fight).
+			res.Deferred = true
+			applied := d.lastApplied
+			changes = slices.DeleteFunc(changes, func(c policy.Change) bool { return policy.IsRepair(c, applied) })
 			d.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
 				"event", "apply", "reason", "repair rate limit", "repairs", n)
-			return res
 		}
-		d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 	}
 	d.forgetStaleGateways(desired.Uplinks, obs)
 	if len(changes) > 0 {
@@ -363,7 +368,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	d.afterApply(links, now)
 	d.fireHooks()
 	res.Changes = changes
-	if res.Err == nil {
+	if res.Err == nil && !res.Deferred {
 		d.lastApplied = desired.AppliedKeys()
 	}
 	if fwChanged {

@@ -388,3 +388,62 @@ func TestLabPlanChangesNothing(t *testing.T) {
 		t.Errorf("plan after applying its own output:\n%s", again)
 	}
 }
+
+// TestLabRepairRateLimited: another actor deletes an owned rule again and
+// again; uplinkd restores it at once a few times (the burst), then at most
+// about once a second, and meanwhile still applies other changes.
+func TestLabRepairRateLimited(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	a0 := l.UplinkAddr("ppp0").String()
+	r.eventually("rule present", r.has("from "+a0+" lookup 200", "rule"))
+
+	const fight = 2 * time.Second
+	stop := time.Now().Add(fight)
+	go func() {
+		for time.Now().Before(stop) {
+			_, _ = l.Exec(l.Router, "ip", "rule", "del", "priority", "200")
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	restores, deferred := 0, 0
+	failedOver := false
+	carrierDropped := false
+	for time.Now().Before(stop.Add(200 * time.Millisecond)) {
+		if !carrierDropped && time.Since(stop.Add(-fight)) > fight/2 {
+			// A failover in the middle of the fight must not wait for it.
+			if _, err := l.SetCarrier("ppp1", false); err != nil {
+				t.Fatal(err)
+			}
+			carrierDropped = true
+		}
+		select {
+		case s := <-r.syncs:
+			if s.Deferred {
+				deferred++
+			}
+			for _, c := range s.Changes {
+				if c.Rule.Priority == 200 && c.Rule.Src.IsValid() {
+					restores++
+				}
+				if carrierDropped && c.Route.Table == 254 && len(c.Route.Nexthops) == 1 && c.Route.Nexthops[0].Dev == "ppp0" {
+					failedOver = true
+				}
+			}
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Logf("restores %d, deferred passes %d", restores, deferred)
+	// Burst of 5, then one per second over a 2 s fight: at most 5 + 2, plus
+	// one for timer slack.
+	if restores < repairBurst || restores > repairBurst+3 {
+		t.Errorf("restored the rule %d times during a %v fight, want %d..%d", restores, fight, repairBurst, repairBurst+3)
+	}
+	if deferred == 0 {
+		t.Error("no pass held a repair back")
+	}
+	if !failedOver {
+		t.Error("the failover to ppp0 did not happen during the fight")
+	}
+	r.eventually("rule restored after the fight", r.has("from "+a0+" lookup 200", "rule"))
+}
