@@ -15,6 +15,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/internal/journald"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -40,7 +41,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
-	logFormat := fs.String("log-format", "text", "log format: text | json")
+	logFormat := fs.String("log-format", "auto", "log format: auto (journal under systemd, else text) | text | json | journal")
 	switch cmd {
 	case "run", "check", "plan", "flush":
 	case "-h", "--help", "help":
@@ -102,10 +103,15 @@ func printConfigError(w io.Writer, err error) {
 	fmt.Fprintf(w, "uplinkd: %v\n", err)
 }
 
+// newLogger: journald entries with the same fields when the daemon runs
+// under systemd (stderr is the journal), else text or JSON on stderr.
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
 	opts := &slog.HandlerOptions{Level: lv}
+	if format == "journal" || (format == "auto" && journald.Available()) {
+		return slog.New(journald.New(lv, nil))
+	}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -193,6 +193,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 
+	// Under systemd with WatchdogSec, the loop itself pings: a pass that
+	// hangs stops the pings and systemd restarts the daemon.
+	var watchdog <-chan time.Time
+	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		watchdog = t.C
+	}
+
 	var hup chan os.Signal
 	if d.opts.Signals {
 		hup = make(chan os.Signal, 1)
@@ -257,6 +266,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if trigger.IsZero() {
 				trigger = time.Now()
 			}
+		case <-watchdog:
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			continue
 		case <-d.fwDamaged:
 			d.firewallRepair(&pending, &trigger, schedule)
 		case <-fwCheck:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -446,4 +447,38 @@ func TestLabRepairRateLimited(t *testing.T) {
 		t.Error("the failover to ppp0 did not happen during the fight")
 	}
 	r.eventually("rule restored after the fight", r.has("from "+a0+" lookup 200", "rule"))
+}
+
+// TestLabSystemdNotify: under systemd (NOTIFY_SOCKET, WATCHDOG_USEC) the
+// daemon says READY=1 after its first pass, a STATUS= line with the uplinks,
+// and pings the watchdog from its loop.
+func TestLabSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "200000")
+
+	l := dualLab(t)
+	start(t, l, writeConfig(t, labConfig))
+	seen := map[string]string{}
+	buf := make([]byte, 4096)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for seen["READY"] == "" || seen["STATUS"] == "" || seen["WATCHDOG"] == "" {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notify messages so far %v: %v", seen, err)
+		}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				seen[k] = v
+			}
+		}
+	}
+	if seen["READY"] != "1" || seen["WATCHDOG"] != "1" || !strings.Contains(seen["STATUS"], "ppp0=active(") {
+		t.Errorf("notify messages: %v", seen)
+	}
 }
