@@ -6,8 +6,8 @@ set -euo pipefail
 
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
-            dnsmasq:dnsmasq conntrack:conntrack ping:iputils-ping nc:netcat-openbsd \
-            tcpdump:tcpdump sysctl:procps; do
+            conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
+            sysctl:procps; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
