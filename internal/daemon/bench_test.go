@@ -151,7 +151,11 @@ func BenchmarkIdle(b *testing.B) {
 		time.Sleep(window)
 		after := ctxSwitches(b, pid)
 		b.ReportMetric(float64(after-before)/window.Seconds(), "wakeups/s")
-		b.ReportMetric(float64(rssKB(b, pid))/1024, "RSS-MB")
+		b.ReportMetric(float64(statusKB(b, pid, "VmRSS"))/1024, "RSS-MB")
+		// Anonymous memory is uplinkd's heap and stacks; file pages are the
+		// mapped binary, shared with every other process running it.
+		b.ReportMetric(float64(statusKB(b, pid, "RssAnon"))/1024, "RSS-anon-MB")
+		b.ReportMetric(float64(statusKB(b, pid, "RssFile"))/1024, "RSS-file-MB")
 	}
 }
 
@@ -193,13 +197,14 @@ func ctxSwitches(b *testing.B, pid int) int {
 	return n
 }
 
-func rssKB(b *testing.B, pid int) int {
+// statusKB reads one "Key:   N kB" line of /proc/PID/status.
+func statusKB(b *testing.B, pid int, key string) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, key+":") {
 			v, _ := strconv.Atoi(strings.Fields(line)[1])
 			return v
 		}
