@@ -240,6 +240,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("watcher: %w", err)
 		case ev := <-events:
+			if ownEcho(ev) {
+				continue
+			}
 			if !pending {
 				trigger = ev.At
 			}
@@ -311,6 +314,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			d.opts.OnSync(res)
 		}
 	}
+}
+
+// ownEcho tells the notification of a rule or route uplinkd itself just
+// added: it needs no pass. Deletions of our objects still do (someone may
+// have removed them), and so does everything else.
+func ownEcho(ev watcher.Event) bool {
+	return (ev.Kind == watcher.KindRoute || ev.Kind == watcher.KindRule) && !ev.Deleted && ev.Protocol == policy.Protocol
 }
 
 func (d *Daemon) doReload() error {
