@@ -281,6 +281,7 @@ func TestLabRestartAdopts(t *testing.T) {
 	r.eventually("converged", r.has("nexthop dev ppp1", "route", "show", "table", "main"))
 	r.stop()
 	rulesBefore, routesBefore := r.ip("rule"), r.ip("route", "show", "table", "all")
+	nftBefore := mustExec(t, l, l.Router, "nft", "list", "ruleset")
 
 	r2 := start(t, l, cfg)
 	// The first pass of the new daemon must find nothing to do.
@@ -292,6 +293,11 @@ func TestLabRestartAdopts(t *testing.T) {
 	}
 	if got := r2.ip("route", "show", "table", "all"); got != routesBefore {
 		t.Errorf("routes differ after restart:\n--- before\n%s--- after\n%s", routesBefore, got)
+	}
+	// The nftables table is loaded again in one atomic transaction (no gap,
+	// no duplicate): the ruleset must come out byte-identical.
+	if got := mustExec(t, l, l.Router, "nft", "list", "ruleset"); got != nftBefore {
+		t.Errorf("nft ruleset differs after restart:\n--- before\n%s--- after\n%s", nftBefore, got)
 	}
 }
 
