@@ -41,10 +41,17 @@ const reasonProbesFailing = "probes failing"
 // wants. It never looks at what uplinkd already installed, so the same inputs
 // always give the same output (adoption after a restart falls out of that).
 func Compute(cfg *Config, obs Observed, health Health) Desired {
+	return ComputeFrom(cfg, obs, LinkStates(cfg, obs), health)
+}
+
+// ComputeFrom is Compute for a caller that already has LinkStates(cfg, obs)
+// (the daemon feeds them to the health machines first); links is not
+// modified.
+func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) Desired {
 	var d Desired
 	for i := range cfg.Uplinks {
 		u := &cfg.Uplinks[i]
-		st := uplinkState(u, obs)
+		st := links[i]
 		if st.Usable {
 			if ok, known := health[u.Name]; known && !ok {
 				st.Usable, st.Reason = false, reasonProbesFailing

@@ -350,7 +350,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	now := time.Now()
 	links := policy.LinkStates(d.cfg, obs)
-	desired := policy.Compute(d.cfg, obs, d.feedLinks(links, now))
+	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now))
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
 	}
