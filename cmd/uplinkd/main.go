@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	cfg, err := policy.Load(*configPath)
+	cfg, err := daemon.LoadConfig(*configPath)
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1
@@ -67,10 +67,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
 		return 0
 	case "plan":
-		if cfg, err = daemon.LoadConfig(*configPath); err != nil {
-			printConfigError(stderr, err)
-			return 1
-		}
 		return plan(cfg, stdout, stderr)
 	case "flush":
 		return flush(cfg, stdout, stderr)
