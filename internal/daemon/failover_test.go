@@ -181,16 +181,32 @@ tier = 2
 }
 
 // TestLabReconnectWithBackoff: ppp1 goes away (pppd died); the configured
-// reconnect command runs with growing gaps while it stays down; on the third
-// attempt the test "dials" (the lab re-creates ppp1 with a new address, as
-// pon would) and uplinkd rewrites everything for it.
+// reconnect command — a script standing in for `pon`, with `ip` doing what
+// pppd does — runs with growing gaps while ppp1 stays down; its third
+// attempt "connects": it re-creates the ppp-like link with a new address,
+// and uplinkd rewrites everything for it.
 func TestLabReconnectWithBackoff(t *testing.T) {
 	l := dualLab(t)
 	dir := t.TempDir()
 	log := filepath.Join(dir, "attempts")
 	script := filepath.Join(dir, "pon")
-	// argv and env come from uplinkd; the script only records the attempt.
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$UPLINKD_UPLINK $UPLINKD_ATTEMPT $1\" >> "+log+"\n"), 0o755); err != nil {
+	const newAddr = "100.64.1.77"
+	isp, peer := l.ISP("ppp1"), l.ISPAddr("ppp1").String()
+	// argv and env come from uplinkd; the first two attempts fail (the
+	// line stays dead), the third brings ppp1 up like pppd: a point-to-point
+	// link without ARP, the same MAC on both ends, a new local address.
+	body := fmt.Sprintf(`#!/bin/sh
+set -e
+echo "$UPLINKD_UPLINK $UPLINKD_ATTEMPT $1" >> %[1]s
+[ "$UPLINKD_ATTEMPT" -ge 3 ] || exit 1
+ip -n %[2]s link add %[3]s type veth peer name ppp1 netns %[4]s
+for end in "-n %[2]s link set %[3]s" "-n %[4]s link set ppp1"; do
+	ip $end address 02:00:5e:00:53:77 arp off up
+done
+ip -n %[2]s addr add %[5]s/32 peer %[6]s/32 dev %[3]s
+ip -n %[4]s addr add %[6]s/32 peer %[5]s/32 dev ppp1
+`, log, isp, lab.CustIface, l.Router, peer, newAddr)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(labConfig, `name = "ppp1"
@@ -212,7 +228,7 @@ rule_priority = 300
 	if _, err := l.DropLink("ppp1"); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for three attempts, remembering when each was seen.
+	// Watch the attempts, remembering when each was seen.
 	attempts := func() []string {
 		data, _ := os.ReadFile(log)
 		return strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(data)), " ", "_"))
@@ -236,14 +252,12 @@ rule_priority = 300
 	if g1, g2 := seen[1].Sub(seen[0]), seen[2].Sub(seen[1]); g2 <= g1 {
 		t.Errorf("backoff did not grow: gaps %v then %v", g1, g2)
 	}
-	res, err := l.Dial("ppp1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.eventually("new address rewritten", func() bool {
-		return strings.Contains(r.ip("rule"), "from "+res.New.String()+" lookup 201") &&
-			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1")
+	r.eventually("the reconnected ppp1 rewritten", func() bool {
+		return strings.Contains(r.ip("rule"), "from "+newAddr+" lookup 201") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1") &&
+			strings.Contains(r.ip("route", "show", "default"), "nexthop dev ppp1")
 	})
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", newAddr, "192.0.2.1")
 	// Back up: no more attempts.
 	time.Sleep(1500 * time.Millisecond)
 	if n := len(attempts()); n > len(lines)+1 {
