@@ -220,24 +220,22 @@ func buildIPT(rs Ruleset) *iptProgram {
 		mangle.add(iptPrerouting, append([]string{"-i", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
 		mangle.add(iptPostrouting, append([]string{"-o", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
 	}
-	if len(markPre) > 0 {
-		mangle.chain(iptMarkPre)
-		mangle.add(iptPrerouting, "-m", "conntrack", "--ctstate", "NEW", "-j", iptMarkPre)
-		exclusions(iptMarkPre, true)
-		for _, args := range markPre {
-			mangle.add(iptMarkPre, args...)
+	// New connections enter a chain of their own: exclusions, the marks,
+	// then the save into the connection mark.
+	markChain := func(from, chain string, pre bool, rules [][]string) {
+		if len(rules) == 0 {
+			return
 		}
-		mangle.add(iptMarkPre, save...)
-	}
-	if len(markOut) > 0 {
-		mangle.chain(iptMarkOut)
-		mangle.add(iptOutput, "-m", "conntrack", "--ctstate", "NEW", "-j", iptMarkOut)
-		exclusions(iptMarkOut, false)
-		for _, args := range markOut {
-			mangle.add(iptMarkOut, args...)
+		mangle.chain(chain)
+		mangle.add(from, "-m", "conntrack", "--ctstate", "NEW", "-j", chain)
+		exclusions(chain, pre)
+		for _, args := range rules {
+			mangle.add(chain, args...)
 		}
-		mangle.add(iptMarkOut, save...)
+		mangle.add(chain, save...)
 	}
+	markChain(iptPrerouting, iptMarkPre, true, markPre)
+	markChain(iptOutput, iptMarkOut, false, markOut)
 
 	// nat.
 	for _, u := range rs.Uplinks {
