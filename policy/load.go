@@ -72,34 +72,43 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data, tables)
 }
 
-// readAttempts bounds how often ReadStable reads a file that keeps changing.
-const readAttempts = 5
+// readAttempts bounds how often ReadStable reads a file that keeps changing;
+// readSettle is the pause between two reads that must agree.
+const (
+	readAttempts = 5
+	readSettle   = 10 * time.Millisecond
+)
+
+// beforeRead is called before every read of ReadStable; tests change the
+// file from it.
+var beforeRead = func(attempt int) {}
 
 // ReadStable reads a file that someone may be writing at the same moment (an
-// editor saving in place, a config-management run): it reads until two
-// consecutive reads give the same bytes with the same size, mtime and inode
-// before and after, so a half-written file is never parsed. After
-// readAttempts reads that all differ it gives up with an error.
+// editor saving in place, a config-management run): it stats the file before
+// and after each read and reads again until two consecutive reads, readSettle
+// apart, agree in size, mtime, inode and content. So a file that is being
+// written is not parsed half-written. After readAttempts reads without two
+// that agree it gives up with an error.
 func ReadStable(path string) ([]byte, error) {
-	var prev []byte
-	for i := 0; i < readAttempts; i++ {
-		data, ok, err := readOnce(path)
+	var prev *snapshot
+	for i := range readAttempts {
+		if i > 0 {
+			time.Sleep(readSettle)
+		}
+		beforeRead(i)
+		cur, err := readOnce(path)
 		if err != nil {
 			return nil, err
 		}
-		if ok && prev != nil && bytes.Equal(prev, data) {
-			return data, nil
+		if cur.consistent && prev != nil && prev.stamp == cur.stamp && bytes.Equal(prev.data, cur.data) {
+			return cur.data, nil
 		}
-		if ok {
-			prev = data
-		} else {
-			prev = nil
-		}
-		if i > 0 {
-			time.Sleep(time.Duration(i) * 20 * time.Millisecond)
+		prev = nil
+		if cur.consistent {
+			prev = &cur
 		}
 	}
-	return nil, fmt.Errorf("%s: the file kept changing while it was read (%d attempts); try again once it is written", path, readAttempts)
+	return nil, fmt.Errorf("%s: the file kept changing while it was read (%d reads); try again once it is written", path, readAttempts)
 }
 
 // fileStamp is what changes when a file is rewritten.
@@ -121,21 +130,27 @@ func stamp(path string) (fileStamp, error) {
 	return s, nil
 }
 
-// readOnce reads the file once; ok is false when it changed during the read.
-func readOnce(path string) (data []byte, ok bool, err error) {
+// snapshot is one read; consistent is false when the file changed during it.
+type snapshot struct {
+	data       []byte
+	stamp      fileStamp
+	consistent bool
+}
+
+func readOnce(path string) (snapshot, error) {
 	before, err := stamp(path)
 	if err != nil {
-		return nil, false, err
+		return snapshot{}, err
 	}
-	data, err = os.ReadFile(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, false, err
+		return snapshot{}, err
 	}
 	after, err := stamp(path)
 	if err != nil {
-		return nil, false, err
+		return snapshot{}, err
 	}
-	return data, before == after && int64(len(data)) == after.size, nil
+	return snapshot{data: data, stamp: after, consistent: before == after && int64(len(data)) == after.size}, nil
 }
 
 // utf8BOM is what some Windows editors put at the start of a UTF-8 file.
