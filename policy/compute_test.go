@@ -11,8 +11,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func ptr[T any](v T) *T { return &v }
-
 // mustParse loads a config the way the daemon does, so that tests see the
 // defaults the loader applies.
 func mustParse(t testing.TB, src string) *Config {

@@ -67,14 +67,6 @@ func (l *loader) required(path string, ok bool) bool {
 	return ok
 }
 
-func (l *loader) oneOf(path, v string, allowed ...string) bool {
-	if slices.Contains(allowed, v) {
-		return true
-	}
-	l.errorf(path, "%s must be one of %s (got %q)", pathKey(path), strings.Join(allowed, ", "), v)
-	return false
-}
-
 func (l *loader) inRange(path string, v, lo, hi int) bool {
 	if v < lo || v > hi {
 		l.errorf(path, "%s must be %d..%d (got %d)", pathKey(path), lo, hi, v)
