@@ -12,6 +12,10 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
+// Layer 2 of the loader: decoding the tree into the typed Config by the
+// exact toml tags, parsing addresses, prefixes, durations and table names
+// on the way and recording where every key is written.
+
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	addrType     = reflect.TypeFor[netip.Addr]()

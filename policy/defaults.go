@@ -6,6 +6,8 @@ import (
 	"time"
 )
 
+// Layer 3 of the loader: defaults.
+
 // Defaults of the keys a file may leave out (documented in
 // contrib/uplinkd.toml). applyDefaults is the one place they are applied;
 // nothing that uses a Config applies a default of its own.

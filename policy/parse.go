@@ -8,6 +8,11 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
+// Layer 1 of the loader: the positioned document tree. go-toml's unstable
+// parser gives every key and value with its byte offset; this file merges
+// the expressions into tables as TOML defines and reports syntax and
+// redefinition errors.
+
 // tomlNode is one value of the document. Tables and arrays of tables are merged
 // from all the expressions that contribute to them, as TOML defines.
 type tomlNode struct {

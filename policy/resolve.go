@@ -9,9 +9,11 @@ import (
 	"strings"
 )
 
+// Layer 5 of the loader: names resolved to numbers.
+
 // Name lookups of the loader. They read the system's databases (NSS), which
 // is why they happen here, once, and not in the pure functions that use the
-// Config. Tests replace them.
+// Config.
 var (
 	lookupUser  = func(name string) (string, error) { u, err := user.Lookup(name); return idOf(u, err) }
 	lookupGroup = func(name string) (string, error) { g, err := user.LookupGroup(name); return gidOf(g, err) }

@@ -9,6 +9,9 @@ import (
 	"strings"
 )
 
+// Layer 4 of the loader (after defaults.go): the semantic checks, each
+// reported at the key that is wrong.
+
 // probeTargetForms says, per probe method, what a target must look like.
 var probeTargetForms = map[ProbeMethod]struct {
 	valid func(string) bool
@@ -37,7 +40,7 @@ func (l *loader) validate(c *Config) {
 	l.stickyPriorities(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
-	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks && !l.set("uplink") {
+	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
 		l.warnf("", "%s", NoUplinksWarning)
 	}
 }

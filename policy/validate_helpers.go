@@ -12,6 +12,9 @@ import (
 	"time"
 )
 
+// Helpers of the semantic checks: positions of keys, and the checks that
+// many keys share.
+
 // off is where path, or the nearest enclosing table present in the file, is
 // written; a key left at its default has no position of its own.
 func (l *loader) off(path string) int {
