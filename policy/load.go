@@ -207,6 +207,8 @@ type loader struct {
 	bad map[string]bool
 	// bare holds the paths of prefixes written as a plain address.
 	bare map[string]bool
+	// lineStarts are the offsets at which lines start, for lineCol.
+	lineStarts []int
 }
 
 func (l *loader) problemAt(off int, format string, args ...any) {
@@ -217,6 +219,19 @@ func (l *loader) problemAt(off int, format string, args ...any) {
 // lineCol turns a byte offset into a 1-based line and byte column, as
 // go-toml and the Go tools count them.
 func (l *loader) lineCol(off int) (int, int) {
-	before := l.data[:off]
-	return bytes.Count(before, []byte{'\n'}) + 1, off - bytes.LastIndexByte(before, '\n')
+	if l.lineStarts == nil {
+		// Built once: a file of garbage has a problem on every line, and
+		// counting newlines from the start for each would be quadratic.
+		l.lineStarts = []int{0}
+		for i, c := range l.data {
+			if c == '\n' {
+				l.lineStarts = append(l.lineStarts, i+1)
+			}
+		}
+	}
+	line, found := slices.BinarySearch(l.lineStarts, off)
+	if !found {
+		line-- // off is inside the line that starts before it
+	}
+	return line + 1, off - l.lineStarts[line] + 1
 }

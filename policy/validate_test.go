@@ -534,3 +534,19 @@ networks = ["10.0.0.1/24"]
 		t.Errorf("daemon defaults: %+v", d)
 	}
 }
+
+// BenchmarkParseGarbage is a 10 MB file with a problem on every line: the
+// loader must stay linear (it reports 50 and counts the rest).
+func BenchmarkParseGarbage(b *testing.B) {
+	var sb strings.Builder
+	for i := 0; sb.Len() < 10<<20; i++ {
+		fmt.Fprintf(&sb, "[[uplink]]\nname = %d\ntable = \"no-such-table\"\n", i)
+	}
+	data := []byte(sb.String())
+	for b.Loop() {
+		_, err := Parse("big.toml", data, nil)
+		if err == nil || !strings.Contains(err.Error(), "more problems") {
+			b.Fatalf("Parse = %.200v", err)
+		}
+	}
+}
