@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint unit run bench clean
+.PHONY: all build deps test lint examples unit run bench clean
 
 all: build
 
@@ -28,6 +28,13 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
+	@$(MAKE) --no-print-directory examples
+
+# Every shipped example must load without a warning or an error (`plan` needs
+# root and a kernel: the Compute tests in policy/ and firewall/ cover that).
+examples:
+	@$(GO) build -o bin/uplinkd-check ./cmd/uplinkd
+	@set -e; for f in contrib/*.toml; do bin/uplinkd-check check --strict "$$f"; done
 
 # Fast tests without root or kernel changes.
 unit:

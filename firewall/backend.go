@@ -49,10 +49,10 @@ func New(backend string, netnsFd int, log *slog.Logger) (Backend, error) {
 // FromConfig returns the backend [firewall] names, honouring
 // iptables_variant for the iptables backend.
 func FromConfig(f policy.Firewall, netnsFd int, log *slog.Logger) (Backend, error) {
-	if f.Backend == "iptables" && (f.IPTablesVariant == "legacy" || f.IPTablesVariant == "nft") {
-		return NewIPTables(netnsFd, log, f.IPTablesVariant == "legacy")
+	if f.Backend == policy.BackendIPTables && (f.IPTablesVariant == policy.IPTablesLegacy || f.IPTablesVariant == policy.IPTablesNFT) {
+		return NewIPTables(netnsFd, log, f.IPTablesVariant == policy.IPTablesLegacy)
 	}
-	return New(f.Backend, netnsFd, log)
+	return New(string(f.Backend), netnsFd, log)
 }
 
 // iptablesIsNFT reports whether `iptables` is the nf_tables variant

@@ -377,7 +377,7 @@ func TestNFTIncremental(t *testing.T) {
 		{"address change", func() {}, seedState("192.0.2.2", "198.51.100.1")},
 		{"address lost", func() {}, seedState("", "198.51.100.1")},
 		{"policy drop", func() { cfg.Firewall.InputPolicy = "drop" }, seedState("192.0.2.2", "198.51.100.1")},
-		{"deny list changed", func() { cfg.Firewall.Deny[0].Source = "203.0.113.128/25" }, nil},
+		{"deny list changed", func() { cfg.Firewall.Deny[0].Source = prefix("203.0.113.128/25") }, nil},
 		{"marks removed", func() { cfg.Rules = nil }, nil},
 		{"uplink filter removed", func() { cfg.Uplinks[1].Firewall = nil }, nil},
 		{"limit changed", func() { cfg.Uplinks[0].Firewall.Limit[0].Hits = 5 }, nil},

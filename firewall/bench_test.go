@@ -17,15 +17,15 @@ import (
 // (distinct /32s that do not merge). addr varies the first uplink's address,
 // so consecutive Syncs are real rewrites, as on a redial.
 func benchInput(n, deny, addr int) Input {
-	cfg := &policy.Config{LAN: policy.LAN{Interface: "lan0", Networks: []string{"10.0.0.0/24"}}}
+	cfg := &policy.Config{LAN: policy.LAN{Interface: "lan0", Networks: prefixes("10.0.0.0/24"), Masquerade: true}}
 	var st []policy.UplinkState
 	for i := range n {
 		name := fmt.Sprintf("ppp%d", i)
 		cfg.Uplinks = append(cfg.Uplinks, policy.Uplink{Name: name, Interface: name, SNAT: "snat",
 			Firewall: &policy.UplinkFirewall{
-				Allow:     []policy.Allow{{Proto: "tcp", Ports: []int{22, 80, 443}}, {Proto: "udp", Ports: []int{4662}}},
+				Allow:     []policy.Allow{{Proto: "tcp", Ports: []uint16{22, 80, 443}}, {Proto: "udp", Ports: []uint16{4662}}},
 				Limit:     []policy.Limit{{Proto: "tcp", Port: 22, Hits: 3, Seconds: 60}},
-				ICMPTypes: []int{8},
+				ICMPTypes: []uint8{8},
 			}})
 		a := netip.AddrFrom4([4]byte{100, 64, byte(i), 1})
 		if i == 0 {
@@ -34,12 +34,12 @@ func benchInput(n, deny, addr int) Input {
 		st = append(st, policy.UplinkState{Name: name, Iface: name, Addr: a})
 	}
 	cfg.Rules = []policy.MarkRule{
-		{Name: "p2p", UID: ptr(108), Uplink: "ppp0", Mark: 1},
-		{Name: "mail", InIface: "lan0", Proto: "tcp", Ports: []int{25, 587}, Uplink: "ppp0", Mark: 2},
+		{Name: "p2p", UID: ptr[uint32](108), Uplink: "ppp0", Mark: 1},
+		{Name: "mail", InIface: "lan0", Proto: "tcp", Ports: []uint16{25, 587}, Uplink: "ppp0", Mark: 2},
 	}
 	for i := range deny {
 		cfg.Firewall.Deny = append(cfg.Firewall.Deny, policy.DenyRule{
-			Source: netip.AddrFrom4([4]byte{198, 18, byte(i / 100), byte(2 * (i % 100))}).String(),
+			Source: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i / 100), byte(2 * (i % 100))}), 32),
 		})
 	}
 	return Input{Config: cfg, Uplinks: st}

@@ -217,9 +217,8 @@ func (b *nftBackend) forget() {
 	b.last, b.cur, b.sig, b.genValid = nil, nil, nil, false
 }
 
-// rulesetEqual compares what is rendered (not the warnings).
+// rulesetEqual compares what is rendered.
 func rulesetEqual(a, b Ruleset) bool {
-	a.Warnings, b.Warnings = nil, nil
 	return reflect.DeepEqual(a, b)
 }
 

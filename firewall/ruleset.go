@@ -6,7 +6,6 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -80,10 +79,6 @@ type Ruleset struct {
 	Uplinks []UplinkRules
 	Marks   []MarkRule
 	Deny    Deny
-
-	// Warnings lists what Compute skipped (invalid or unsupported values);
-	// the caller logs them. They are not part of the kernel state.
-	Warnings []string
 }
 
 // UplinkRules is everything that is per uplink.
@@ -124,9 +119,9 @@ type Allow struct {
 // {hits=3, seconds=60} the 4th new connection within a minute is dropped.
 // (-m recent's sliding window lets a full new burst through one Period after
 // the last one; the bucket lets one through per Period, which is stricter and
-// has the same guarantee.) Period is Seconds rounded up to a value that both
-// nftables and iptables hashlimit can express as Rate/Unit (a divisor of a
-// day), which only ever makes the limit stricter.
+// has the same guarantee.) Period is the configured window, which the loader
+// only accepts when both nftables and iptables hashlimit can express it
+// exactly as Rate/Unit (a divisor of a day).
 type RateLimit struct {
 	Proto  uint8
 	Port   uint16
@@ -187,16 +182,9 @@ var protoNames = map[string]uint8{
 	"esp": 50, "ah": 51, "sctp": protoSCTP, "udplite": 136,
 }
 
-func protoNumber(s string) (uint8, bool) {
-	if p, ok := protoNames[strings.ToLower(s)]; ok {
-		return p, true
-	}
-	n, err := strconv.ParseUint(s, 10, 8)
-	if err != nil || n == 0 {
-		return 0, false
-	}
-	return uint8(n), true
-}
+// protoNumber is the number of a protocol by name, 0 for "" (any). The
+// loader admits only tcp, udp and sctp; the others serve hand-built rules.
+func protoNumber(p policy.Proto) uint8 { return protoNames[strings.ToLower(string(p))] }
 
 func protoName(p uint8) string {
 	for n, v := range protoNames {
@@ -207,23 +195,20 @@ func protoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-func hasPorts(p uint8) bool { return p == protoTCP || p == protoUDP || p == protoSCTP }
-
-// Compute derives the desired netfilter state. It is pure: [[rule]] user
-// names are not resolved here (that reads /etc/passwd); a rule with `user`
-// but no `uid` is skipped with a warning unless the caller resolved it first
-// (see ResolveUsers).
+// Compute derives the desired netfilter state. It is a pure function of the
+// loaded config (which has already rejected everything a backend cannot
+// install, resolved user names and applied defaults) and policy's verdicts:
+// nothing is skipped or rounded here.
 func Compute(in Input) Ruleset {
 	cfg := in.Config
 	if cfg == nil {
 		cfg = &policy.Config{}
 	}
-	var rs Ruleset
-	warn := func(format string, a ...any) { rs.Warnings = append(rs.Warnings, fmt.Sprintf(format, a...)) }
-
-	rs.InputPolicy = computePolicy(cfg.Firewall.InputPolicy, "input_policy", warn)
-	rs.ForwardPolicy = computePolicy(cfg.Firewall.ForwardPolicy, "forward_policy", warn)
-	rs.LANInterface = cfg.LAN.Interface
+	rs := Ruleset{
+		InputPolicy:   chainPolicy(cfg.Firewall.InputPolicy),
+		ForwardPolicy: chainPolicy(cfg.Firewall.ForwardPolicy),
+		LANInterface:  cfg.LAN.Interface,
+	}
 
 	state := map[string]policy.UplinkState{}
 	for _, u := range in.Uplinks {
@@ -236,92 +221,49 @@ func Compute(in Input) Ruleset {
 	// traffic that a mark re-routed after the source address was chosen.
 	// masquerade = false therefore has to exclude the LAN networks.
 	var noNAT []netip.Prefix
-	if !policy.Bool(cfg.LAN.Masquerade, cfg.LAN.Interface != "") {
-		for _, n := range cfg.LAN.Networks {
-			p, err := parsePrefix(n)
-			if err != nil {
-				warn("lan.networks: %v", err)
-				continue
-			}
-			noNAT = append(noNAT, p)
+	if !cfg.LAN.Masquerade {
+		for _, p := range cfg.LAN.Networks {
+			noNAT = append(noNAT, p.Masked())
 		}
 		noNAT = mergePrefixes(noNAT)
-		if len(noNAT) == 0 && cfg.LAN.Interface != "" {
-			warn("lan.masquerade = false without lan.networks: LAN traffic is NATed like any other")
-		}
 	}
 
-	uplinkIfaces := map[string]bool{}
 	for i, cu := range cfg.Uplinks {
 		st := state[cu.Name]
-		iface := cu.Interface
-		if iface == "" {
-			iface = st.Iface
-		}
-		if iface == "" {
-			warn("uplink %q: no interface", cu.Name)
-			continue
-		}
-		uplinkIfaces[iface] = true
-		ur := UplinkRules{Name: cu.Name, Iface: iface, ConnMark: UplinkMark(i)}
-		if ur.ConnMark == 0 {
-			warn("uplink %q: more than %d uplinks, its connections are not marked", cu.Name, MaxUplinkMarks)
-		}
-		addr := st.Addr
-		if addr.IsValid() && !addr.Is4() {
-			addr = netip.Addr{}
-		}
-		switch mode := NATMode(cmp.Or(cu.SNAT, string(NATSNAT))); mode {
-		case NATSNAT:
-			ur.NAT, ur.Addr = NATSNAT, addr
-		case NATMasquerade:
-			ur.NAT = NATMasquerade
-		case NATOff:
-			ur.NAT = NATOff
-		default:
-			warn("uplink %q: unknown snat %q, not NATed", cu.Name, cu.SNAT)
-			ur.NAT = NATOff
+		ur := UplinkRules{Name: cu.Name, Iface: cu.Interface, ConnMark: UplinkMark(i), NAT: NATMode(cu.SNAT)}
+		if ur.NAT == NATSNAT {
+			if addr := st.Addr; addr.Is4() {
+				ur.Addr = addr
+			}
 		}
 		if ur.NAT != NATOff {
 			ur.NoNAT = noNAT
 		}
 		if cu.Firewall != nil {
-			ur.Filter = computeFilter(cu.Name, iface, cu.Firewall, warn)
+			ur.Filter = computeFilter(cu.Interface, cu.Firewall)
 		}
 		rs.Uplinks = append(rs.Uplinks, ur)
 	}
 
 	for _, r := range cfg.Rules {
-		if m, ok := computeMark(r, uplinkIfaces, warn); ok {
-			rs.Marks = append(rs.Marks, m)
-		}
+		rs.Marks = append(rs.Marks, computeMark(r))
 	}
 
-	for i, d := range cfg.Firewall.Deny {
-		drop := true
-		switch d.Action {
-		case "", "drop":
-		case "reject":
-			drop = false
-		default:
-			warn("firewall.deny[%d]: unknown action %q, using drop", i, d.Action)
-		}
-		if d.Source != "" {
-			p, err := parsePrefix(d.Source)
-			switch {
-			case err != nil:
-				warn("firewall.deny[%d]: %v", i, err)
-			case drop:
-				rs.Deny.DropAddrs = append(rs.Deny.DropAddrs, p)
-			default:
-				rs.Deny.RejectAddrs = append(rs.Deny.RejectAddrs, p)
+	for _, d := range cfg.Firewall.Deny {
+		drop := d.Action != policy.DenyReject
+		if d.Source.IsValid() {
+			if drop {
+				rs.Deny.DropAddrs = append(rs.Deny.DropAddrs, d.Source.Masked())
+			} else {
+				rs.Deny.RejectAddrs = append(rs.Deny.RejectAddrs, d.Source.Masked())
 			}
 		}
 		if d.MAC != "" {
 			mac, err := net.ParseMAC(d.MAC)
 			switch {
-			case err != nil || len(mac) != 6:
-				warn("firewall.deny[%d]: bad mac %q", i, d.MAC)
+			case err != nil:
+				// The loader stores canonical MACs; a hand-built config
+				// with a bad one denies nothing rather than everything.
 			case drop:
 				rs.Deny.DropMACs = append(rs.Deny.DropMACs, mac)
 			default:
@@ -336,44 +278,24 @@ func Compute(in Input) Ruleset {
 	return rs
 }
 
-func computePolicy(s, key string, warn func(string, ...any)) Policy {
-	switch s {
-	case "", "accept":
-		return Accept
-	case "drop":
+func chainPolicy(p policy.Policy) Policy {
+	if p == policy.PolicyDrop {
 		return Drop
 	}
-	warn("firewall.%s: unknown policy %q, using accept", key, s)
 	return Accept
 }
 
-func computeFilter(name, iface string, fw *policy.UplinkFirewall, warn func(string, ...any)) *InputFilter {
+func computeFilter(iface string, fw *policy.UplinkFirewall) *InputFilter {
 	f := &InputFilter{}
 	for _, a := range fw.Allow {
-		p, ok := protoNumber(a.Proto)
-		if !ok {
-			warn("uplink %q: firewall allow: unknown proto %q", name, a.Proto)
-			continue
-		}
-		ports, ok := normPorts(a.Ports)
-		if !ok || (len(ports) > 0 && !hasPorts(p)) {
-			warn("uplink %q: firewall allow %s: bad ports %v", name, a.Proto, a.Ports)
-			continue
-		}
-		f.Allow = append(f.Allow, Allow{Proto: p, Ports: ports})
+		f.Allow = append(f.Allow, Allow{Proto: protoNumber(a.Proto), Ports: normPorts(a.Ports)})
 	}
 	for _, l := range fw.Limit {
-		p, ok := protoNumber(l.Proto)
-		if !ok || !hasPorts(p) || l.Port < 1 || l.Port > 65535 || l.Hits < 1 || l.Seconds < 1 {
-			warn("uplink %q: firewall limit %+v: needs tcp/udp/sctp, a port, hits >= 1 and seconds >= 1", name, l)
-			continue
-		}
-		rate, unit, period := limitRate(l.Seconds)
-		if period != time.Duration(l.Seconds)*time.Second {
-			warn("uplink %q: firewall limit %s/%d: %ds rounded up to %s", name, l.Proto, l.Port, l.Seconds, period)
-		}
+		p := protoNumber(l.Proto)
+		rate, unit := limitRate(l.Seconds)
+		period := time.Duration(l.Seconds) * time.Second
 		rl := RateLimit{
-			Proto: p, Port: uint16(l.Port), Burst: uint32(min(l.Hits, math.MaxInt32)),
+			Proto: p, Port: l.Port, Burst: uint32(min(l.Hits, math.MaxInt32)),
 			Rate: rate, Unit: unit, Period: period,
 		}
 		rl.Expire = time.Duration(rl.Burst) * period
@@ -381,12 +303,8 @@ func computeFilter(name, iface string, fw *policy.UplinkFirewall, warn func(stri
 		f.Limits = append(f.Limits, rl)
 	}
 	for _, t := range fw.ICMPTypes {
-		if t < 0 || t > 255 {
-			warn("uplink %q: firewall icmp type %d out of range", name, t)
-			continue
-		}
-		if !slices.Contains(f.ICMPTypes, uint8(t)) {
-			f.ICMPTypes = append(f.ICMPTypes, uint8(t))
+		if !slices.Contains(f.ICMPTypes, t) {
+			f.ICMPTypes = append(f.ICMPTypes, t)
 		}
 	}
 	return f
@@ -395,145 +313,41 @@ func computeFilter(name, iface string, fw *policy.UplinkFirewall, warn func(stri
 // limitUnits are the units both nftables and iptables hashlimit accept.
 var limitUnits = []time.Duration{time.Second, time.Minute, time.Hour, 24 * time.Hour}
 
-// limitRate expresses "one token per seconds" as rate/unit, rounding seconds
-// up to the next value that divides a unit.
-func limitRate(seconds int) (rate uint64, unit, period time.Duration) {
-	for d := max(seconds, 1); ; d++ {
-		p := time.Duration(d) * time.Second
-		for _, u := range limitUnits {
-			if u >= p && u%p == 0 {
-				return uint64(u / p), u, p
-			}
-		}
-		if p >= limitUnits[len(limitUnits)-1] {
-			return 1, limitUnits[len(limitUnits)-1], limitUnits[len(limitUnits)-1]
+// limitRate expresses "one token per seconds" as rate/unit: the smallest
+// unit that the window divides. The loader accepts only windows that divide
+// a day, so there always is one; anything else gets one token a day.
+func limitRate(seconds int) (rate uint64, unit time.Duration) {
+	p := time.Duration(max(seconds, 1)) * time.Second
+	for _, u := range limitUnits {
+		if u >= p && u%p == 0 {
+			return uint64(u / p), u
 		}
 	}
+	return 1, limitUnits[len(limitUnits)-1]
 }
 
-func computeMark(r policy.MarkRule, uplinkIfaces map[string]bool, warn func(string, ...any)) (MarkRule, bool) {
-	m := MarkRule{Name: r.Name, Mark: r.Mark, InIface: r.InIface}
-	if r.Mark == 0 || r.Mark&^UserMarkMask != 0 {
-		warn("rule %q: mark %#x must be 1..0xffff", r.Name, r.Mark)
-		return m, false
-	}
-	if r.UID != nil {
-		if *r.UID < 0 {
-			warn("rule %q: negative uid", r.Name)
-			return m, false
-		}
-		u := uint32(*r.UID)
-		m.UID = &u
-	} else if r.User != "" {
-		// Resolving a user name reads the passwd database, which Compute
-		// must not do (it would not be pure); ResolveUsers does it.
-		warn("rule %q: user %q is not resolved to a uid, rule skipped", r.Name, r.User)
-		return m, false
-	}
-	if r.GID != nil {
-		if *r.GID < 0 {
-			warn("rule %q: negative gid", r.Name)
-			return m, false
-		}
-		g := uint32(*r.GID)
-		m.GID = &g
-	}
+func computeMark(r policy.MarkRule) MarkRule {
+	m := MarkRule{Name: r.Name, Mark: r.Mark, InIface: r.InIface, UID: r.UID, GID: r.GID, Proto: protoNumber(r.Proto)}
+	// The loader rejects uid/gid together with in_interface: local traffic
+	// has no input interface.
 	local := m.UID != nil || m.GID != nil
-	if local && r.InIface != "" {
-		warn("rule %q: uid/gid (local traffic) and in_interface (forwarded traffic) never match together, rule skipped", r.Name)
-		return m, false
-	}
-	if uplinkIfaces[r.InIface] {
-		// Traffic arriving from an uplink is never marked: its replies would
-		// be routed by an uplink table.
-		warn("rule %q: in_interface %q is an uplink, rule skipped", r.Name, r.InIface)
-		return m, false
-	}
 	m.Prerouting = !local
 	m.Output = r.InIface == ""
-	for _, s := range r.Source {
-		p, err := parsePrefix(s)
-		if err != nil {
-			warn("rule %q: source: %v", r.Name, err)
-			return m, false
-		}
-		m.Sources = append(m.Sources, p)
+	for _, p := range r.Source {
+		m.Sources = append(m.Sources, p.Masked())
 	}
-	for _, s := range r.Dest {
-		p, err := parsePrefix(s)
-		if err != nil {
-			warn("rule %q: destination: %v", r.Name, err)
-			return m, false
-		}
-		m.Dests = append(m.Dests, p)
+	for _, p := range r.Dest {
+		m.Dests = append(m.Dests, p.Masked())
 	}
 	m.Sources, m.Dests = mergePrefixes(m.Sources), mergePrefixes(m.Dests)
-	if r.Proto != "" {
-		p, ok := protoNumber(r.Proto)
-		if !ok {
-			warn("rule %q: unknown proto %q", r.Name, r.Proto)
-			return m, false
-		}
-		m.Proto = p
-	}
-	ports, ok := normPorts(r.Ports)
-	if !ok || (len(ports) > 0 && m.Proto != 0 && !hasPorts(m.Proto)) {
-		warn("rule %q: bad ports %v", r.Name, r.Ports)
-		return m, false
-	}
-	m.Ports = ports
-	return m, true
+	m.Ports = normPorts(r.Ports)
+	return m
 }
 
-// ResolveUsers returns a copy of rules in which every rule with `user` and no
-// `uid` has the user's uid filled in (os/user lookup). It is the impure step
-// Compute leaves to its caller.
-func ResolveUsers(rules []policy.MarkRule) ([]policy.MarkRule, error) {
-	out := slices.Clone(rules)
-	for i := range out {
-		r := &out[i]
-		if r.UID != nil || r.User == "" {
-			continue
-		}
-		u, err := user.Lookup(r.User)
-		if err != nil {
-			return nil, fmt.Errorf("rule %q: user %q: %w", r.Name, r.User, err)
-		}
-		uid, err := strconv.Atoi(u.Uid)
-		if err != nil {
-			return nil, fmt.Errorf("rule %q: user %q: uid %q: %w", r.Name, r.User, u.Uid, err)
-		}
-		r.UID = &uid
-	}
-	return out, nil
-}
-
-func normPorts(in []int) ([]uint16, bool) {
-	var out []uint16
-	for _, p := range in {
-		if p < 1 || p > 65535 {
-			return nil, false
-		}
-		out = append(out, uint16(p))
-	}
+func normPorts(in []uint16) []uint16 {
+	out := slices.Clone(in)
 	slices.Sort(out)
-	return slices.Compact(out), true
-}
-
-// parsePrefix accepts an IPv4 address or prefix and returns the masked prefix.
-func parsePrefix(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or prefix", s)
-		}
-		return netip.PrefixFrom(a, 32), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address or prefix", s)
-	}
-	return p.Masked(), nil
+	return slices.Compact(out)
 }
 
 // ipRange is an inclusive IPv4 range.

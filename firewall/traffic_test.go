@@ -54,18 +54,18 @@ func newLab(t *testing.T) *lab {
 
 func labConfig() *policy.Config {
 	return &policy.Config{
-		LAN: policy.LAN{Interface: "lan0", Networks: []string{"10.0.0.0/24"}},
+		LAN: policy.LAN{Interface: "lan0", Networks: prefixes("10.0.0.0/24"), Masquerade: true},
 		Uplinks: []policy.Uplink{
 			{Name: "wan0", Interface: "wan0", SNAT: "snat", Firewall: &policy.UplinkFirewall{
-				Allow:     []policy.Allow{{Proto: "tcp", Ports: []int{2222, 2225}}},
+				Allow:     []policy.Allow{{Proto: "tcp", Ports: []uint16{2222, 2225}}},
 				Limit:     []policy.Limit{{Proto: "tcp", Port: 2222, Hits: 3, Seconds: 60}},
-				ICMPTypes: []int{8},
+				ICMPTypes: []uint8{8},
 			}},
 			{Name: "wan1", Interface: "wan1", SNAT: "masquerade"},
 		},
 		Rules: []policy.MarkRule{
-			{Name: "uid108", UID: ptr(108), Uplink: "wan1", Mark: 1},
-			{Name: "lan-8081", InIface: "lan0", Dest: []string{"203.0.113.0/24"}, Proto: "tcp", Ports: []int{8081}, Uplink: "wan1", Mark: 1},
+			{Name: "uid108", UID: ptr[uint32](108), Uplink: "wan1", Mark: 1},
+			{Name: "lan-8081", InIface: "lan0", Dest: prefixes("203.0.113.0/24"), Proto: "tcp", Ports: []uint16{8081}, Uplink: "wan1", Mark: 1},
 		},
 	}
 }
@@ -202,7 +202,7 @@ func TestTraffic(t *testing.T) {
 			}
 
 			// Deny list: a source address (reject) and a MAC (drop).
-			cfg.Firewall.Deny = []policy.DenyRule{{Source: "198.51.100.2", Action: "reject"}, {MAC: l.s0MAC, Action: "drop"}}
+			cfg.Firewall.Deny = []policy.DenyRule{{Source: prefix("198.51.100.2"), Action: "reject"}, {MAC: l.s0MAC, Action: "drop"}}
 			if _, err := b.Sync(Compute(Input{Config: cfg, Uplinks: labState("192.0.2.1")})); err != nil {
 				t.Fatal(err)
 			}

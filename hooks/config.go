@@ -13,7 +13,7 @@ import (
 func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 	rc := u.Reconnect
 	if rc == nil {
-		return ReconnectSpec{Uplink: u.Name, Iface: u.Interface, Kind: u.Kind}, false
+		return ReconnectSpec{Uplink: u.Name, Iface: u.Interface, Kind: string(u.Kind)}, false
 	}
 	peer := rc.Peer
 	if peer == "" {
@@ -22,12 +22,12 @@ func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 	spec = ReconnectSpec{
 		Uplink:     u.Name,
 		Iface:      u.Interface,
-		Kind:       u.Kind,
-		Backoff:    rc.Backoff.Duration,
-		MaxBackoff: rc.MaxBackoff.Duration,
-		Timeout:    rc.Timeout.Duration,
+		Kind:       string(u.Kind),
+		Backoff:    rc.Backoff,
+		MaxBackoff: rc.MaxBackoff,
+		Timeout:    rc.Timeout,
 	}
-	spec.Command, spec.StopCommand = DefaultCommands(u.Kind, u.Interface, peer, rc.Command, rc.StopCommand)
+	spec.Command, spec.StopCommand = DefaultCommands(string(u.Kind), u.Interface, peer, rc.Command, rc.StopCommand)
 	return spec, len(spec.Command) > 0
 }
 
@@ -35,7 +35,11 @@ func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 func HookSpecsFor(u *policy.Uplink) []HookSpec {
 	out := make([]HookSpec, 0, len(u.Hooks))
 	for _, h := range u.Hooks {
-		out = append(out, HookSpec{On: h.On, Command: h.Command, Timeout: h.Timeout.Duration})
+		on := make([]string, len(h.On))
+		for i, ev := range h.On {
+			on[i] = string(ev)
+		}
+		out = append(out, HookSpec{On: on, Command: h.Command, Timeout: h.Timeout})
 	}
 	return out
 }

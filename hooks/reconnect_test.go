@@ -52,7 +52,7 @@ func TestDefaultCommands(t *testing.T) {
 }
 
 func TestReconnectSpecFor(t *testing.T) {
-	d := func(s string) policy.Duration { v, _ := time.ParseDuration(s); return policy.Duration{Duration: v} }
+	d := func(s string) time.Duration { v, _ := time.ParseDuration(s); return v }
 	tests := []struct {
 		name    string
 		u       policy.Uplink

@@ -63,12 +63,12 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) 
 		}
 		d.Rules = append(d.Rules, Rule{
 			Priority: u.RulePriority,
-			Table:    u.TableID,
+			Table:    u.Table,
 			Src:      netip.PrefixFrom(st.Addr, 32),
 			Protocol: Protocol,
 		})
 		d.Routes = append(d.Routes, tableRoutes(u, st)...)
-		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/" + u.Interface + "/rp_filter", Value: rpFilterValue(u.RPFilter)})
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/" + u.Interface + "/rp_filter", Value: u.RPFilter.Sysctl()})
 	}
 
 	for _, r := range cfg.Rules {
@@ -78,7 +78,7 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) 
 		}
 		d.Rules = append(d.Rules, Rule{
 			Priority: r.Priority,
-			Table:    u.TableID,
+			Table:    u.Table,
 			Mark:     r.Mark,
 			Mask:     UserMarkMask,
 			Protocol: Protocol,
@@ -93,7 +93,7 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) 
 	// rules route them by it, whatever the multipath hash says after the
 	// default route changed. Only usable uplinks keep theirs: a failed
 	// uplink's connections are deleted and start over elsewhere.
-	sticky := Int(cfg.Daemon.StickyPriority, DefaultStickyPriority)
+	sticky := cfg.Daemon.StickyPriority
 	for i, st := range d.Uplinks {
 		if st.Usable {
 			d.Rules = append(d.Rules, Rule{Priority: sticky + i, Table: st.Table,
@@ -105,16 +105,16 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) 
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/fib_multipath_hash_policy", Value: "1"})
 	}
 
-	if Bool(cfg.LAN.Forwarding, cfg.LAN.Interface != "") {
+	if cfg.LAN.Forwarding {
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/ip_forward", Value: "1"})
 	}
-	if slices.ContainsFunc(cfg.Uplinks, func(u Uplink) bool { return u.RPFilter == "off" }) {
+	if slices.ContainsFunc(cfg.Uplinks, func(u Uplink) bool { return u.RPFilter == RPFilterOff }) {
 		// The kernel uses max(all, iface): "off" on one interface only works
 		// when "all" is off too.
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/all/rp_filter", Value: "0"})
 	}
 
-	if lan := cfg.LAN.Interface; lan != "" && Bool(cfg.LAN.RemoveDefaultRoute, true) {
+	if lan := cfg.LAN.Interface; lan != "" && cfg.LAN.RemoveDefaultRoute {
 		for _, r := range obs.Routes {
 			if r.Table == MainTable && r.Dst.Bits() == 0 && r.Protocol != Protocol &&
 				slices.ContainsFunc(r.Nexthops, func(nh Nexthop) bool { return nh.Dev == lan }) {
@@ -136,7 +136,7 @@ func LinkStates(cfg *Config, obs Observed) []UplinkState {
 }
 
 func uplinkState(u *Uplink, obs Observed) UplinkState {
-	st := UplinkState{Name: u.Name, Iface: u.Interface, Table: u.TableID}
+	st := UplinkState{Name: u.Name, Iface: u.Interface, Table: u.Table}
 	link, ok := obs.Links[u.Interface]
 	if !ok {
 		st.Reason = "interface absent"
@@ -172,9 +172,8 @@ func uplinkState(u *Uplink, obs Observed) UplinkState {
 // on the interface's subnet (so a restart keeps a gateway whose source route
 // is gone).
 func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
-	if u.Gateway != "" {
-		gw, _ := netip.ParseAddr(u.Gateway)
-		return gw
+	if u.Gateway.IsValid() {
+		return u.Gateway
 	}
 	var own netip.Addr
 	for _, r := range obs.Routes {
@@ -188,7 +187,7 @@ func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
 		if r.Protocol != Protocol {
 			return nh.Gateway
 		}
-		if r.Table == u.TableID && onLink.Masked().Contains(nh.Gateway) {
+		if r.Table == u.Table && onLink.Masked().Contains(nh.Gateway) {
 			own = nh.Gateway
 		}
 	}
@@ -198,15 +197,15 @@ func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
 func tableRoutes(u *Uplink, st UplinkState) []Route {
 	if !st.Gateway.IsValid() {
 		if st.Peer.IsValid() || u.PointToPoint() {
-			return []Route{{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol, ScopeLink: true,
+			return []Route{{Table: u.Table, Dst: defaultRoute, Protocol: Protocol, ScopeLink: true,
 				Nexthops: []Nexthop{{Dev: u.Interface}}}}
 		}
 		return nil
 	}
 	return []Route{
-		{Table: u.TableID, Dst: netip.PrefixFrom(st.Gateway, 32), Protocol: Protocol, ScopeLink: true,
+		{Table: u.Table, Dst: netip.PrefixFrom(st.Gateway, 32), Protocol: Protocol, ScopeLink: true,
 			Nexthops: []Nexthop{{Dev: u.Interface}}},
-		{Table: u.TableID, Dst: defaultRoute, Protocol: Protocol,
+		{Table: u.Table, Dst: defaultRoute, Protocol: Protocol,
 			Nexthops: []Nexthop{{Gateway: st.Gateway, Dev: u.Interface}}},
 	}
 }
@@ -219,11 +218,11 @@ func tableRoutes(u *Uplink, st UplinkState) []Route {
 func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 	pick := func(st UplinkState) bool { return st.Usable }
 	best := bestTier(cfg, states, pick)
-	if best == 0 && cfg.Daemon.LastResort != "none" {
+	if best == 0 && cfg.Daemon.LastResort != LastResortNone {
 		pick = func(st UplinkState) bool { return st.Reason == reasonProbesFailing }
 		if best = bestTier(cfg, states, pick); best != 0 {
 			for i := range states {
-				if pick(states[i]) && cfg.Uplinks[i].TierOf() == best {
+				if pick(states[i]) && cfg.Uplinks[i].Tier == best {
 					states[i].Reason = "last resort: probes fail on every uplink"
 				}
 			}
@@ -234,14 +233,14 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 		return Route{}, false
 	}
 	r := Route{Table: MainTable, Dst: defaultRoute, Protocol: Protocol,
-		Metric: Int(cfg.Daemon.DefaultMetric, DefaultMetric)}
+		Metric: cfg.Daemon.DefaultMetric}
 	for i := range states {
 		u := &cfg.Uplinks[i]
-		if !pick(states[i]) || u.TierOf() != best {
+		if !pick(states[i]) || u.Tier != best {
 			continue
 		}
 		states[i].Active = true
-		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].Gateway, Dev: u.Interface, Weight: u.WeightOf()})
+		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].Gateway, Dev: u.Interface, Weight: u.Weight})
 	}
 	// Same scope as `ip route add default dev ppp0` gives a gateway-less
 	// single path, so an admin's hand-made route and ours compare equal.
@@ -253,21 +252,11 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 func bestTier(cfg *Config, states []UplinkState, pick func(UplinkState) bool) int {
 	best := 0
 	for i, st := range states {
-		if t := cfg.Uplinks[i].TierOf(); pick(st) && (best == 0 || t < best) {
+		if t := cfg.Uplinks[i].Tier; pick(st) && (best == 0 || t < best) {
 			best = t
 		}
 	}
 	return best
-}
-
-func rpFilterValue(mode string) string {
-	switch mode {
-	case "off":
-		return "0"
-	case "strict":
-		return "1"
-	}
-	return "2"
 }
 
 // SysctlKeys lists the sysctls d sets, for the snapshot to read.

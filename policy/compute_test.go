@@ -11,19 +11,41 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func ptr[T any](v T) *T { return &v }
-
-// dualPPP is the seed set-up: ppp0 (table 200, pri 200), ppp1 (table 201,
-// pri 300), uid-108 traffic via ppp1, a LAN on eth2.
-func dualPPP() *Config {
-	return &Config{
-		LAN: LAN{Interface: "eth2", Networks: []string{"10.0.0.0/24"}},
-		Uplinks: []Uplink{
-			{Name: "ppp0", Interface: "ppp0", Kind: KindPPP, TableID: 200, RulePriority: 200, RPFilter: "off"},
-			{Name: "ppp1", Interface: "ppp1", Kind: KindPPP, TableID: 201, RulePriority: 300, RPFilter: "off"},
-		},
-		Rules: []MarkRule{{Name: "p2p", UID: ptr(108), Uplink: "ppp1", Mark: 1, Priority: 100}},
+// mustParse loads a config the way the daemon does, so that tests see the
+// defaults the loader applies.
+func mustParse(t testing.TB, src string) *Config {
+	t.Helper()
+	cfg, err := Parse("test.toml", []byte(src), nil)
+	if err != nil {
+		t.Fatalf("Parse:\n%v", err)
 	}
+	return cfg
+}
+
+// dualPPP is the seed set-up with both lines in one tier: ppp0 (table 200,
+// pri 200), ppp1 (table 201, pri 300), uid-108 traffic via ppp1, a LAN on eth2.
+func dualPPP(t testing.TB) *Config {
+	return mustParse(t, `
+[lan]
+interface = "eth2"
+networks = ["10.0.0.0/24"]
+[[uplink]]
+name = "ppp0"
+table = 200
+rule_priority = 200
+rp_filter = "off"
+[[uplink]]
+name = "ppp1"
+table = 201
+rule_priority = 300
+rp_filter = "off"
+[[rule]]
+name = "p2p"
+uid = 108
+uplink = "ppp1"
+mark = 1
+priority = 100
+`)
 }
 
 func p2pLink(name string, idx int, carrier bool) Link {
@@ -34,14 +56,24 @@ func p2pAddr(local, peer string) []Addr {
 	return []Addr{{Prefix: netip.PrefixFrom(netip.MustParseAddr(local), 32), Peer: netip.MustParseAddr(peer)}}
 }
 
-func ethConfig() *Config {
-	return &Config{
-		LAN: LAN{Interface: "lan0"},
-		Uplinks: []Uplink{
-			{Name: "wan", Interface: "eth1", Kind: KindEthernet, TableID: 100, RulePriority: 1000, Tier: ptr(1)},
-			{Name: "backup", Interface: "wlan0", Kind: KindWLAN, TableID: 101, RulePriority: 1001, Tier: ptr(2), Gateway: "192.168.50.1"},
-		},
-	}
+func ethConfig(t testing.TB) *Config {
+	return mustParse(t, `
+[lan]
+interface = "lan0"
+[[uplink]]
+name = "wan"
+interface = "eth1"
+table = 100
+rule_priority = 1000
+tier = 1
+[[uplink]]
+name = "backup"
+interface = "wlan0"
+table = 101
+rule_priority = 1001
+tier = 2
+gateway = "192.168.50.1"
+`)
 }
 
 func ethObserved() Observed {
@@ -78,16 +110,16 @@ func TestCompute(t *testing.T) {
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)},
 		Addrs: both.Addrs,
 	}
-	noLastResort := dualPPP()
+	noLastResort := dualPPP(t)
 	noLastResort.Daemon.LastResort = "none"
-	weighted := dualPPP()
-	weighted.Uplinks[0].Weight = ptr(3)
+	weighted := dualPPP(t)
+	weighted.Uplinks[0].Weight = 3
 	eth := ethObserved()
 	ethDown := ethObserved()
 	ethDown.Links["eth1"] = Link{Index: 3, Name: "eth1", Up: true}
-	keepLAN := ethConfig()
-	keepLAN.LAN.RemoveDefaultRoute = ptr(false)
-	keepLAN.LAN.Forwarding = ptr(false)
+	keepLAN := ethConfig(t)
+	keepLAN.LAN.RemoveDefaultRoute = false
+	keepLAN.LAN.Forwarding = false
 
 	tests := []struct {
 		name   string
@@ -95,16 +127,16 @@ func TestCompute(t *testing.T) {
 		obs    Observed
 		health Health
 	}{
-		{"dual-ppp-both-up", dualPPP(), both, nil},
+		{"dual-ppp-both-up", dualPPP(t), both, nil},
 		{"dual-ppp-weighted", weighted, both, nil},
-		{"dual-ppp-ppp1-absent", dualPPP(), onlyPPP0, nil},
-		{"dual-ppp-ppp0-no-carrier", dualPPP(), noCarrier, nil},
-		{"dual-ppp-ppp0-probes-failed", dualPPP(), both, Health{"ppp0": false, "ppp1": true}},
-		{"dual-ppp-nothing-yet", dualPPP(), Observed{}, nil},
-		{"dual-ppp-all-probes-failed-last-resort", dualPPP(), both, Health{"ppp0": false, "ppp1": false}},
+		{"dual-ppp-ppp1-absent", dualPPP(t), onlyPPP0, nil},
+		{"dual-ppp-ppp0-no-carrier", dualPPP(t), noCarrier, nil},
+		{"dual-ppp-ppp0-probes-failed", dualPPP(t), both, Health{"ppp0": false, "ppp1": true}},
+		{"dual-ppp-nothing-yet", dualPPP(t), Observed{}, nil},
+		{"dual-ppp-all-probes-failed-last-resort", dualPPP(t), both, Health{"ppp0": false, "ppp1": false}},
 		{"dual-ppp-all-probes-failed-no-last-resort", noLastResort, both, Health{"ppp0": false, "ppp1": false}},
-		{"eth-learned-gateway-and-lan-fix", ethConfig(), eth, nil},
-		{"eth-tier1-down-tier2-takes-over", ethConfig(), ethDown, nil},
+		{"eth-learned-gateway-and-lan-fix", ethConfig(t), eth, nil},
+		{"eth-tier1-down-tier2-takes-over", ethConfig(t), ethDown, nil},
 		{"eth-lan-route-kept-when-asked", keepLAN, eth, nil},
 	}
 	for _, tt := range tests {
@@ -187,7 +219,7 @@ func commands(changes []Change) string {
 }
 
 func TestDiff(t *testing.T) {
-	cfg := dualPPP()
+	cfg := dualPPP(t)
 	base := Observed{
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true), "ppp1": p2pLink("ppp1", 6, true)},
 		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1"), "ppp1": p2pAddr("100.64.1.10", "100.64.1.1")},
@@ -243,7 +275,7 @@ func TestDiff(t *testing.T) {
 }
 
 func TestDiffMakeBeforeBreak(t *testing.T) {
-	cfg := dualPPP()
+	cfg := dualPPP(t)
 	obs := Observed{
 		Links:   map[string]Link{"ppp1": p2pLink("ppp1", 6, true)},
 		Addrs:   map[string][]Addr{"ppp1": p2pAddr("100.64.1.11", "100.64.1.1")},
@@ -266,7 +298,7 @@ func TestDiffMakeBeforeBreak(t *testing.T) {
 }
 
 func TestRepairs(t *testing.T) {
-	cfg := dualPPP()
+	cfg := dualPPP(t)
 	obs := Observed{
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true)},
 		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1")},
@@ -279,7 +311,7 @@ func TestRepairs(t *testing.T) {
 	if n := Repairs(changes, d.AppliedKeys()); n == 0 {
 		t.Errorf("re-adding applied objects must count as repairs")
 	}
-	lan := Diff(Compute(ethConfig(), ethObserved(), nil), ethObserved())
+	lan := Diff(Compute(ethConfig(t), ethObserved(), nil), ethObserved())
 	if n := Repairs(lan, nil); n != 1 {
 		t.Errorf("removing the LAN default route counts %d repairs, want 1", n)
 	}

@@ -5,11 +5,19 @@
 package policy
 
 import (
+	"errors"
+	"net/netip"
+	"net/url"
 	"time"
 )
 
-// Config is the whole uplinkd configuration file (DESIGN §4). Field tags are
-// the exact, case-sensitive TOML keys; the loader rejects every other key.
+// Config is the whole uplinkd configuration file (DESIGN §4), as the loader
+// returns it: typed, with every default applied (see defaults.go), table
+// names and user and group names resolved, and every semantic check done.
+// Code that uses a Config never re-validates it and never applies a default.
+//
+// Field tags are the exact, case-sensitive TOML keys; the loader rejects
+// every other key. Fields tagged "-" are filled in by the loader.
 type Config struct {
 	Daemon   Daemon     `toml:"daemon"`
 	LAN      LAN        `toml:"lan"`
@@ -18,244 +26,430 @@ type Config struct {
 	Firewall Firewall   `toml:"firewall"`
 	Services []Service  `toml:"service"`
 
-	// Path is the file the config was read from (not a TOML key).
+	// Path is the file the config was read from.
 	Path string `toml:"-"`
-	// Tables maps table names from /etc/iproute2/rt_tables to numbers; set by
-	// the loader so that `table = "PPP1"` resolves (not a TOML key).
-	Tables map[string]int `toml:"-"`
+	// Warnings are the harmless problems the loader found, in file order;
+	// `uplinkd check` prints them and fails on them with --strict.
+	Warnings Problems `toml:"-"`
 }
 
 // Daemon holds process-wide settings.
 type Daemon struct {
+	// ControlSocket is the absolute path of the control socket.
 	ControlSocket string `toml:"control_socket"`
-	ControlGroup  string `toml:"control_group"`
-	StateDir      string `toml:"state_dir"`
+	// ControlGroup is a group allowed to use the control socket ("" means
+	// root only); ControlGID is its resolved gid.
+	ControlGroup string `toml:"control_group"`
+	ControlGID   uint32 `toml:"-"`
+	StateDir     string `toml:"state_dir"`
+	// HookDir is where drop-in hook scripts live.
+	HookDir string `toml:"hook_dir"`
+	// MetricsListen is the host:port of the metrics endpoint; "" disables it.
+	MetricsListen string `toml:"metrics_listen"`
+	// AllowNoUplinks lets `uplinkd run` start (and a reload succeed) with no
+	// [[uplink]]: uplinkd then owns nothing. See CheckRunnable.
+	AllowNoUplinks bool `toml:"allow_no_uplinks"`
 	// DefaultMetric is the metric of the main-table default route uplinkd owns.
-	DefaultMetric *int `toml:"default_metric"`
-	// LogLevel is debug | info | warn | error.
-	LogLevel string `toml:"log_level"`
+	DefaultMetric int      `toml:"default_metric"`
+	LogLevel      LogLevel `toml:"log_level"`
 	// MinSyncInterval bounds how often a full reconcile may run (kube-proxy's
 	// minSyncPeriod); events inside it are coalesced into the next pass.
-	MinSyncInterval Duration `toml:"min_sync_interval"`
+	MinSyncInterval time.Duration `toml:"min_sync_interval"`
 	// StickyPriority is the first of the priorities (one per uplink) of the
 	// `fwmark <uplink mark> lookup <table>` rules that keep a balanced
 	// connection on the uplink it started on.
-	StickyPriority *int `toml:"sticky_priority"`
+	StickyPriority int `toml:"sticky_priority"`
 	// LastResort says what carries the main default route when no uplink is
-	// healthy: "link" (the uplinks whose link works although their probes
-	// fail) or "none" (no default route owned by uplinkd).
-	LastResort string `toml:"last_resort"`
+	// healthy.
+	LastResort LastResort `toml:"last_resort"`
 }
+
+// LogLevel is [daemon] log_level.
+type LogLevel string
+
+// Log levels.
+const (
+	LogDebug LogLevel = "debug"
+	LogInfo  LogLevel = "info"
+	LogWarn  LogLevel = "warn"
+	LogError LogLevel = "error"
+)
+
+// LastResort is [daemon] last_resort.
+type LastResort string
+
+// Last resorts: LastResortLink lets the uplinks whose link works although
+// their probes fail carry the default route when no uplink is healthy;
+// LastResortNone leaves no default route owned by uplinkd.
+const (
+	LastResortLink LastResort = "link"
+	LastResortNone LastResort = "none"
+)
 
 // LAN describes the inside of the gateway.
 type LAN struct {
-	Interface          string   `toml:"interface"`
-	Networks           []string `toml:"networks"`
-	Masquerade         *bool    `toml:"masquerade"`
-	Forwarding         *bool    `toml:"forwarding"`
-	RemoveDefaultRoute *bool    `toml:"remove_default_route"`
-	DHCP               *DHCP    `toml:"dhcp"`
+	Interface string `toml:"interface"`
+	// Networks are the LAN prefixes as written (host bits may be set).
+	Networks           []netip.Prefix `toml:"networks"`
+	Masquerade         bool           `toml:"masquerade"`
+	Forwarding         bool           `toml:"forwarding"`
+	RemoveDefaultRoute bool           `toml:"remove_default_route"`
+	// DHCP is parsed and validated but not acted on yet; nil when absent.
+	DHCP *DHCP `toml:"dhcp"`
 }
 
-// DHCP configures the LAN DHCP server.
+// DHCP configures the LAN DHCP server (not built yet).
 type DHCP struct {
-	Mode  string     `toml:"mode"`
-	Range []string   `toml:"range"`
-	Hosts []DHCPHost `toml:"hosts"`
-	Lease Duration   `toml:"lease"`
-	DNS   []string   `toml:"dns"`
+	Mode DHCPMode `toml:"mode"`
+	// Range is empty or exactly [first, last].
+	Range []netip.Addr  `toml:"range"`
+	Hosts []DHCPHost    `toml:"hosts"`
+	Lease time.Duration `toml:"lease"`
+	DNS   []netip.Addr  `toml:"dns"`
 }
+
+// DHCPMode is [lan.dhcp] mode.
+type DHCPMode string
+
+// DHCP modes.
+const (
+	DHCPEmbedded DHCPMode = "embedded"
+	DHCPService  DHCPMode = "service"
+	DHCPOff      DHCPMode = "off"
+)
 
 // DHCPHost is a fixed address for one MAC.
 type DHCPHost struct {
 	Name string `toml:"name"`
-	MAC  string `toml:"mac"`
-	IP   string `toml:"ip"`
+	// MAC is in canonical form ("dc:a6:32:90:31:cc").
+	MAC string     `toml:"mac"`
+	IP  netip.Addr `toml:"ip"`
 }
+
+// Kind is an uplink's link type.
+type Kind string
 
 // Uplink kinds.
 const (
-	KindPPP      = "ppp"
-	KindWLAN     = "wlan"
-	KindEthernet = "ethernet"
+	KindPPP      Kind = "ppp"
+	KindWLAN     Kind = "wlan"
+	KindEthernet Kind = "ethernet"
 )
+
+// SNATMode is how traffic leaving an uplink is source-NATed.
+type SNATMode string
+
+// SNAT modes ([[uplink]] snat).
+const (
+	SNATOff        SNATMode = "off"
+	SNATSNAT       SNATMode = "snat"
+	SNATMasquerade SNATMode = "masquerade"
+)
+
+// RPFilter is an uplink's reverse-path filter mode.
+type RPFilter string
+
+// Reverse-path filter modes.
+const (
+	RPFilterOff    RPFilter = "off"
+	RPFilterLoose  RPFilter = "loose"
+	RPFilterStrict RPFilter = "strict"
+)
+
+// Sysctl is the value of net.ipv4.conf.IFACE.rp_filter for the mode.
+func (r RPFilter) Sysctl() string {
+	switch r {
+	case RPFilterOff:
+		return "0"
+	case RPFilterStrict:
+		return "1"
+	}
+	return "2"
+}
 
 // Uplink is one [[uplink]] table.
 type Uplink struct {
 	Name      string `toml:"name"`
 	Interface string `toml:"interface"`
-	Kind      string `toml:"kind"`
-	// Table is a number or a name from /etc/iproute2/rt_tables; the loader
-	// resolves it into TableID.
-	Table        any    `toml:"table"`
-	RulePriority int    `toml:"rule_priority"`
-	Gateway      string `toml:"gateway"`
-	SNAT         string `toml:"snat"`
-	Tier         *int   `toml:"tier"`
-	Weight       *int   `toml:"weight"`
-	RPFilter     string `toml:"rp_filter"`
+	Kind      Kind   `toml:"kind"`
+	// Table is the routing table number; the file may name it by a name
+	// from /etc/iproute2/rt_tables, which the loader resolves.
+	Table        int        `toml:"table,rt_tables"`
+	RulePriority int        `toml:"rule_priority"`
+	Gateway      netip.Addr `toml:"gateway"` // invalid: learned from the link
+	SNAT         SNATMode   `toml:"snat"`
+	Tier         int        `toml:"tier"`
+	Weight       int        `toml:"weight"`
+	RPFilter     RPFilter   `toml:"rp_filter"`
 
-	Check     *Check          `toml:"check"`
-	Reconnect *Reconnect      `toml:"reconnect"`
-	Firewall  *UplinkFirewall `toml:"firewall"`
+	Check     *Check          `toml:"check"`     // nil: link state alone decides
+	Reconnect *Reconnect      `toml:"reconnect"` // nil: never reconnect
+	Firewall  *UplinkFirewall `toml:"firewall"`  // nil: input not filtered
 	Publish   []Publish       `toml:"publish"`
 	Hooks     []Hook          `toml:"hook"`
-
-	// TableID is the resolved routing table number (not a TOML key).
-	TableID int `toml:"-"`
 }
+
+// ProbeMethod is [uplink.check] method.
+type ProbeMethod string
+
+// Probe methods.
+const (
+	ProbeICMP ProbeMethod = "icmp"
+	ProbeTCP  ProbeMethod = "tcp"
+	ProbeDNS  ProbeMethod = "dns"
+	ProbeHTTP ProbeMethod = "http"
+)
 
 // Check configures health probes sent out of an uplink.
 type Check struct {
-	Method      string   `toml:"method"`
-	Targets     []string `toml:"targets"`
-	Interval    Duration `toml:"interval"`
-	Timeout     Duration `toml:"timeout"`
-	Reliability int      `toml:"reliability"`
-	Down        int      `toml:"down"`
-	Up          int      `toml:"up"`
-	HoldDown    Duration `toml:"hold_down"`
-	MaxLoss     *float64 `toml:"max_loss"`
-	MaxLatency  Duration `toml:"max_latency"`
+	Method ProbeMethod `toml:"method"`
+	// Targets are validated for Method: icmp an IPv4 address, tcp HOST:PORT,
+	// dns IPv4 or IPv4:PORT, http an http(s) URL.
+	Targets     []string      `toml:"targets"`
+	Interval    time.Duration `toml:"interval"`
+	Timeout     time.Duration `toml:"timeout"`
+	Reliability int           `toml:"reliability"`
+	Down        int           `toml:"down"`
+	Up          int           `toml:"up"`
+	HoldDown    time.Duration `toml:"hold_down"`
+	// MaxLoss is 0..1; 1 (the default) never fails a round for loss.
+	MaxLoss float64 `toml:"max_loss"`
+	// MaxLatency is 0 (the default) when latency is not judged.
+	MaxLatency time.Duration `toml:"max_latency"`
 }
 
-// Reconnect configures how a downed uplink is brought back.
+// Reconnect configures how a downed uplink is brought back. Empty commands
+// mean the kind's defaults (hooks.DefaultCommands).
 type Reconnect struct {
-	Peer           string   `toml:"peer"`
-	Command        []string `toml:"command"`
-	StopCommand    []string `toml:"stop_command"`
-	ReconnectAfter Duration `toml:"reconnect_after"`
-	Backoff        Duration `toml:"backoff"`
-	MaxBackoff     Duration `toml:"max_backoff"`
-	Timeout        Duration `toml:"timeout"`
+	Peer           string        `toml:"peer"`
+	Command        []string      `toml:"command"`
+	StopCommand    []string      `toml:"stop_command"`
+	ReconnectAfter time.Duration `toml:"reconnect_after"`
+	Backoff        time.Duration `toml:"backoff"`
+	MaxBackoff     time.Duration `toml:"max_backoff"`
+	Timeout        time.Duration `toml:"timeout"`
+	// DialTimeout is how long a reconnect may take to bring the link back
+	// with an address before it counts as failed.
+	DialTimeout time.Duration `toml:"dial_timeout"`
+}
+
+// Proto is a transport protocol of a firewall or mark rule.
+type Proto string
+
+// Protocols.
+const (
+	ProtoTCP  Proto = "tcp"
+	ProtoUDP  Proto = "udp"
+	ProtoSCTP Proto = "sctp"
+)
+
+// Number is the IP protocol number.
+func (p Proto) Number() uint8 {
+	switch p {
+	case ProtoTCP:
+		return 6
+	case ProtoUDP:
+		return 17
+	case ProtoSCTP:
+		return 132
+	}
+	return 0
 }
 
 // UplinkFirewall is what may enter through one uplink.
 type UplinkFirewall struct {
 	Allow     []Allow `toml:"allow"`
 	Limit     []Limit `toml:"limit"`
-	ICMPTypes []int   `toml:"icmp_types"`
+	ICMPTypes []uint8 `toml:"icmp_types"`
 }
 
 // Allow opens ports of one protocol.
 type Allow struct {
-	Proto string `toml:"proto"`
-	Ports []int  `toml:"ports"`
+	Proto Proto    `toml:"proto"`
+	Ports []uint16 `toml:"ports"`
 }
 
-// Limit rate-limits new connections per source address.
+// Limit rate-limits new connections per source address: Hits per Seconds.
+// The loader accepts only windows that divide a day, which both firewall
+// backends express exactly as a rate per second, minute, hour or day.
 type Limit struct {
-	Proto   string `toml:"proto"`
-	Port    int    `toml:"port"`
+	Proto   Proto  `toml:"proto"`
+	Port    uint16 `toml:"port"`
 	Hits    int    `toml:"hits"`
 	Seconds int    `toml:"seconds"`
 }
 
-// Publish tells the world an uplink's new address.
+// PublishKind is [[uplink.publish]] kind.
+type PublishKind string
+
+// Publish kinds.
+const (
+	PublishCommand PublishKind = "command"
+	PublishDynDNS2 PublishKind = "dyndns2"
+	PublishRFC2136 PublishKind = "rfc2136"
+)
+
+// Publish tells the world an uplink's new address (not built yet: the
+// publisher is fed from this). Keys that do not apply to Kind are rejected
+// by the loader, so they are zero here.
 type Publish struct {
-	Kind         string   `toml:"kind"`
-	Command      []string `toml:"command"`
-	Server       string   `toml:"server"`
-	Hostname     string   `toml:"hostname"`
-	Username     string   `toml:"username"`
-	PasswordFile string   `toml:"password_file"`
-	Zone         string   `toml:"zone"`
-	KeyFile      string   `toml:"key_file"`
+	// Name is unique per uplink; default "<kind>-<n>", n counting the
+	// uplink's publishers from 1.
+	Name string      `toml:"name"`
+	Kind PublishKind `toml:"kind"`
+	// Command is the argv of kind command; Command[0] is absolute.
+	Command []string `toml:"command"`
+	// Server as written; see URL and ServerAddr for the resolved forms.
+	Server string `toml:"server"`
+	// URL is the dyndns2 server (http or https).
+	URL *url.URL `toml:"-"`
+	// ServerAddr is the rfc2136 server as host:port (port 53 by default).
+	ServerAddr string `toml:"-"`
+	// Hostname is the FQDN to update, without a trailing dot.
+	Hostname     string `toml:"hostname"`
+	Username     string `toml:"username"`      // dyndns2
+	PasswordFile string `toml:"password_file"` // dyndns2, absolute
+	CAFile       string `toml:"ca_file"`       // dyndns2, absolute, optional
+	Zone         string `toml:"zone"`          // rfc2136, FQDN without trailing dot
+	KeyFile      string `toml:"key_file"`      // rfc2136, absolute (TSIG key)
+	// TTL of the record (rfc2136 only; 0 for other kinds).
+	TTL time.Duration `toml:"ttl"`
+	// Settle is how long a new address must stay before it is published.
+	Settle time.Duration `toml:"settle"`
+	// MinInterval is the least time between two updates.
+	MinInterval time.Duration `toml:"min_interval"`
+	// Refresh re-publishes an unchanged address this often; 0 never.
+	Refresh time.Duration `toml:"refresh"`
+	// Timeout bounds one update.
+	Timeout time.Duration `toml:"timeout"`
 }
+
+// HookEvent is an event a [[uplink.hook]] runs on.
+type HookEvent string
+
+// HookEvents are every event name hooks may name.
+var HookEvents = []HookEvent{"link-down", "link-up", "addr-change", "probe-down", "probe-up", "down", "up", "reconnect", "publish"}
 
 // Hook runs a user command on uplink events.
 type Hook struct {
-	On      []string `toml:"on"`
-	Command []string `toml:"command"`
-	Timeout Duration `toml:"timeout"`
+	On      []HookEvent `toml:"on"`
+	Command []string    `toml:"command"` // Command[0] is absolute
+	// Timeout is 0 when not set: the hook runner's default applies.
+	Timeout time.Duration `toml:"timeout"`
 }
 
 // MarkRule is one [[rule]]: traffic matching it carries Mark and is routed by
 // `fwmark Mark lookup <table of Uplink>` at Priority.
 type MarkRule struct {
-	Name     string   `toml:"name"`
-	UID      *int     `toml:"uid"`
-	User     string   `toml:"user"`
-	GID      *int     `toml:"gid"`
-	Source   []string `toml:"source"`
-	Dest     []string `toml:"destination"`
-	Proto    string   `toml:"proto"`
-	Ports    []int    `toml:"ports"`
-	InIface  string   `toml:"in_interface"`
-	Uplink   string   `toml:"uplink"`
-	Mark     uint32   `toml:"mark"`
-	Priority int      `toml:"priority"`
+	Name string `toml:"name"`
+	// UID is the socket owner to match, nil for any; `user` is resolved
+	// into it by the loader.
+	UID  *uint32 `toml:"uid"`
+	User string  `toml:"user"`
+	GID  *uint32 `toml:"gid"`
+	// Source and Dest are as written (an address is a /32).
+	Source   []netip.Prefix `toml:"source"`
+	Dest     []netip.Prefix `toml:"destination"`
+	Proto    Proto          `toml:"proto"` // "" for any
+	Ports    []uint16       `toml:"ports"`
+	InIface  string         `toml:"in_interface"`
+	Uplink   string         `toml:"uplink"`
+	Mark     uint32         `toml:"mark"` // 1..UserMarkMask
+	Priority int            `toml:"priority"`
 }
+
+// Backend is the firewall backend.
+type Backend string
+
+// Firewall backends.
+const (
+	BackendNFTables Backend = "nftables"
+	BackendIPTables Backend = "iptables"
+)
+
+// IPTablesVariant picks the iptables flavour of the iptables backend.
+type IPTablesVariant string
+
+// iptables variants: auto is whatever `iptables` is on the host.
+const (
+	IPTablesAuto   IPTablesVariant = "auto"
+	IPTablesLegacy IPTablesVariant = "legacy"
+	IPTablesNFT    IPTablesVariant = "nft"
+)
+
+// Policy is a chain's verdict for packets no rule decided on.
+type Policy string
+
+// Chain policies.
+const (
+	PolicyAccept Policy = "accept"
+	PolicyDrop   Policy = "drop"
+)
 
 // Firewall holds global netfilter settings.
 type Firewall struct {
-	Backend string `toml:"backend"`
-	// IPTablesVariant picks the iptables flavour of the iptables backend:
-	// auto (whatever `iptables` is), legacy or nft.
-	IPTablesVariant string     `toml:"iptables_variant"`
-	InputPolicy     string     `toml:"input_policy"`
-	ForwardPolicy   string     `toml:"forward_policy"`
-	Deny            []DenyRule `toml:"deny"`
+	Backend         Backend         `toml:"backend"`
+	IPTablesVariant IPTablesVariant `toml:"iptables_variant"`
+	InputPolicy     Policy          `toml:"input_policy"`
+	ForwardPolicy   Policy          `toml:"forward_policy"`
+	Deny            []DenyRule      `toml:"deny"`
 }
 
-// DenyRule refuses traffic from a source address or MAC.
+// DenyAction is what a [[firewall.deny]] does.
+type DenyAction string
+
+// Deny actions.
+const (
+	DenyDrop   DenyAction = "drop"
+	DenyReject DenyAction = "reject"
+)
+
+// DenyRule refuses traffic from a source prefix or MAC (at least one is set).
 type DenyRule struct {
-	Source string `toml:"source"`
-	MAC    string `toml:"mac"`
-	Action string `toml:"action"`
+	Source netip.Prefix `toml:"source"` // invalid when not set
+	MAC    string       `toml:"mac"`    // canonical form, "" when not set
+	Action DenyAction   `toml:"action"`
 }
 
-// Service is an inbound, load-balanced service.
+// Balance is how a [[service]] spreads connections.
+type Balance string
+
+// Balancing modes.
+const (
+	BalanceWeighted   Balance = "weighted"
+	BalanceSourceHash Balance = "source-hash"
+)
+
+// Service is an inbound, load-balanced service (parsed and validated, not
+// acted on yet).
 type Service struct {
-	Name     string   `toml:"name"`
-	Uplinks  []string `toml:"uplinks"`
-	Proto    string   `toml:"proto"`
-	Port     int      `toml:"port"`
-	Backends []string `toml:"backends"`
-	Balance  string   `toml:"balance"`
+	Name     string           `toml:"name"`
+	Uplinks  []string         `toml:"uplinks"`
+	Proto    Proto            `toml:"proto"`
+	Port     uint16           `toml:"port"`
+	Backends []netip.AddrPort `toml:"backends"`
+	Balance  Balance          `toml:"balance"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("800ms").
-type Duration struct{ time.Duration }
+// ErrNoUplinks is CheckRunnable's verdict on a config without [[uplink]].
+var ErrNoUplinks = errors.New("no [[uplink]]: `uplinkd run` refuses to start until one is configured (or set [daemon] allow_no_uplinks = true)")
 
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
+// CheckRunnable reports whether the daemon may run with c: a config with no
+// uplink is refused (ErrNoUplinks, wrapped with the file name) unless it sets
+// [daemon] allow_no_uplinks, because an empty or truncated file would
+// otherwise delete every route and rule uplinkd owns. `uplinkd run` calls it
+// before starting and the daemon before taking a reloaded config.
+func (c *Config) CheckRunnable() error {
+	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
+		return &runnableError{path: c.Path}
 	}
-	d.Duration = v
 	return nil
 }
 
-// MarshalText writes the duration back as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+type runnableError struct{ path string }
 
-// Defaults applied by the loader (documented in contrib/uplinkd.toml).
-const (
-	DefaultControlSocket  = "/run/uplinkd/uplinkd.sock"
-	DefaultStateDir       = "/var/lib/uplinkd"
-	DefaultConfigPath     = "/etc/uplinkd/uplinkd.toml"
-	DefaultMetric         = 0
-	DefaultStickyPriority = 32000
-	DefaultMinSync        = time.Duration(0)
-)
-
-// Bool returns *b, or def when the key was not set.
-func Bool(b *bool, def bool) bool {
-	if b == nil {
-		return def
-	}
-	return *b
-}
-
-// Int returns *i, or def when the key was not set.
-func Int(i *int, def int) int {
-	if i == nil {
-		return def
-	}
-	return *i
-}
+func (e *runnableError) Error() string { return e.path + ": " + ErrNoUplinks.Error() }
+func (e *runnableError) Unwrap() error { return ErrNoUplinks }
 
 // UplinkByName returns the uplink with that name, or nil.
 func (c *Config) UplinkByName(name string) *Uplink {
@@ -266,12 +460,6 @@ func (c *Config) UplinkByName(name string) *Uplink {
 	}
 	return nil
 }
-
-// TierOf is the uplink's failover tier (default 1).
-func (u *Uplink) TierOf() int { return Int(u.Tier, 1) }
-
-// WeightOf is the uplink's balancing weight (default 1).
-func (u *Uplink) WeightOf() int { return Int(u.Weight, 1) }
 
 // PointToPoint reports whether the uplink is configured as a ppp link.
 func (u *Uplink) PointToPoint() bool { return u.Kind == KindPPP }

@@ -49,14 +49,7 @@ type Transition struct {
 // Changed reports whether t is a state change.
 func (t Transition) Changed() bool { return t.From != t.To }
 
-// Health machine defaults, as the config loader applies them.
 const (
-	DefaultCheckInterval    = time.Second
-	DefaultCheckTimeout     = 800 * time.Millisecond
-	DefaultCheckReliability = 1
-	DefaultCheckDown        = 3
-	DefaultCheckUp          = 3
-	DefaultCheckHoldDown    = 30 * time.Second
 	// minHealthWindow is the least number of rounds the loss and latency
 	// statistics cover (more when down+up is larger, so that one window
 	// always spans a whole failure and recovery).
@@ -133,15 +126,15 @@ type roundSample struct {
 // one.
 func NewHealthMachine(c Check, now time.Time) *HealthMachine {
 	h := &HealthMachine{
-		interval:    durationOr(c.Interval.Duration, DefaultCheckInterval),
-		timeout:     durationOr(c.Timeout.Duration, DefaultCheckTimeout),
-		holdDown:    max(c.HoldDown.Duration, 0), // 0s is valid: fail back at once
+		interval:    durationOr(c.Interval, DefaultCheckInterval),
+		timeout:     durationOr(c.Timeout, DefaultCheckTimeout),
+		holdDown:    max(c.HoldDown, 0), // 0s is valid: fail back at once
 		reliability: intOr(c.Reliability, DefaultCheckReliability),
 		down:        intOr(c.Down, DefaultCheckDown),
 		up:          intOr(c.Up, DefaultCheckUp),
 		targets:     len(c.Targets),
 		maxLoss:     -1,
-		maxLatency:  c.MaxLatency.Duration,
+		maxLatency:  c.MaxLatency,
 		state:       HealthChecking,
 		fresh:       true,
 		lastRound:   now,
@@ -150,11 +143,13 @@ func NewHealthMachine(c Check, now time.Time) *HealthMachine {
 	// "unset" by itself. The loader always sets interval, though: a Check
 	// without one has not been through the loader, and all its zero
 	// fields, hold_down included, mean "unset".
-	if c.Interval.Duration == 0 && c.HoldDown.Duration == 0 {
+	if c.Interval == 0 && c.HoldDown == 0 {
 		h.holdDown = DefaultCheckHoldDown
 	}
-	if c.MaxLoss != nil {
-		h.maxLoss = *c.MaxLoss
+	// Likewise max_loss = 0 is valid (no loss at all), but a hand-built
+	// Check's zero means "not set"; 1 or more never fails a round.
+	if (c.Interval != 0 || c.MaxLoss > 0) && c.MaxLoss < 1 {
+		h.maxLoss = c.MaxLoss
 	}
 	h.window = make([]roundSample, max(minHealthWindow, h.down+h.up))
 	return h

@@ -135,13 +135,11 @@ func (d *hdriver) last() Transition {
 
 const hms = time.Millisecond
 
-func lossPtr(f float64) *float64 { return &f }
-
 // checkDefaults is the loader's check with one target.
 func checkDefaults() Check {
 	return Check{Method: "icmp", Targets: []string{"192.0.2.1"},
-		Interval: Duration{time.Second}, Timeout: Duration{800 * hms},
-		Reliability: 1, Down: 3, Up: 3, HoldDown: Duration{30 * time.Second}}
+		Interval: time.Second, Timeout: 800 * hms,
+		Reliability: 1, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 1}
 }
 
 func TestHealthStateString(t *testing.T) {
@@ -214,7 +212,7 @@ func TestHealthSilentFailure(t *testing.T) {
 	}{
 		{"defaults", func(*Check) {}, "3 probes lost in a row"},
 		{"down 5", func(c *Check) { c.Down = 5 }, "5 probes lost in a row"},
-		{"fast", func(c *Check) { c.Interval, c.Timeout, c.Down = Duration{200 * hms}, Duration{150 * hms}, 2 }, "2 probes lost in a row"},
+		{"fast", func(c *Check) { c.Interval, c.Timeout, c.Down = 200*hms, 150*hms, 2 }, "2 probes lost in a row"},
 		{"three targets", func(c *Check) {
 			c.Targets = []string{"192.0.2.1", "192.0.2.2", "192.0.2.3"}
 		}, "3 rounds in a row with fewer than 1 of 3 targets answering (last: 0)"},
@@ -238,7 +236,7 @@ func TestHealthSilentFailure(t *testing.T) {
 			if tr.From != HealthUp || tr.To != HealthFailed || tr.Reason != tc.reason {
 				t.Fatalf("round %d lost: %+v, want up -> failed %q", c.Down, tr, tc.reason)
 			}
-			if took, limit := d.now.Sub(firstLostSent), time.Duration(c.Down)*c.Interval.Duration; took > limit {
+			if took, limit := d.now.Sub(firstLostSent), time.Duration(c.Down)*c.Interval; took > limit {
 				t.Fatalf("declared %s after the first lost probe, want <= interval × down = %s", took, limit)
 			}
 			if d.h.NextDeadline() != (time.Time{}) {
@@ -331,7 +329,7 @@ func TestHealthRecovery(t *testing.T) {
 
 	t.Run("hold_down 0 fails back at once", func(t *testing.T) {
 		c := checkDefaults()
-		c.HoldDown = Duration{0}
+		c.HoldDown = 0
 		d := failedDriver(t, c)
 		d.probe(1, 20*hms)
 		d.probe(1, 20*hms)
@@ -478,7 +476,7 @@ func TestHealthReliability(t *testing.T) {
 func TestHealthMaxLoss(t *testing.T) {
 	c := checkDefaults()
 	c.Targets = []string{"192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"}
-	c.MaxLoss = lossPtr(0.2)
+	c.MaxLoss = 0.2
 	d := newHealthDriver(t, c)
 	d.link(true)
 	for range 10 {
@@ -524,7 +522,7 @@ func TestHealthMaxLoss(t *testing.T) {
 
 func TestHealthMaxLatency(t *testing.T) {
 	c := checkDefaults()
-	c.MaxLatency = Duration{500 * hms}
+	c.MaxLatency = 500 * hms
 	d := newHealthDriver(t, c)
 	d.link(true)
 	for range 10 {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,64 +26,69 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse:\n%v", err)
 	}
-	if cfg.Path != "good.toml" || !reflect.DeepEqual(cfg.Tables, testTables) {
-		t.Errorf("Path, Tables = %q, %v", cfg.Path, cfg.Tables)
+	if cfg.Path != "good.toml" || len(cfg.Warnings) != 0 {
+		t.Errorf("Path, Warnings = %q, %v", cfg.Path, cfg.Warnings)
 	}
 	want := Daemon{
 		ControlSocket:   DefaultControlSocket,
 		StateDir:        DefaultStateDir,
-		DefaultMetric:   pointerTo(16),
-		LogLevel:        "debug",
-		MinSyncInterval: Duration{DefaultMinSync},
-		LastResort:      "link",
+		HookDir:         DefaultHookDir,
+		DefaultMetric:   16,
+		LogLevel:        LogDebug,
+		MinSyncInterval: DefaultMinSync,
+		StickyPriority:  DefaultStickyPriority,
+		LastResort:      LastResortLink,
 	}
 	if !reflect.DeepEqual(cfg.Daemon, want) {
 		t.Errorf("Daemon = %+v, want %+v", cfg.Daemon, want)
 	}
 	wantLAN := LAN{
-		Interface: "eth0",
-		Networks:  []string{"10.0.0.0/24", "10.1.0.0/16"},
+		Interface:          "eth0",
+		Networks:           []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24"), netip.MustParsePrefix("10.1.0.0/16")},
+		Masquerade:         true,
+		Forwarding:         true,
+		RemoveDefaultRoute: true,
 		DHCP: &DHCP{
-			Mode:  "embedded",
-			Range: []string{"10.0.0.100", "10.0.0.199"},
-			Hosts: []DHCPHost{{Name: "node-2", MAC: "DC:A6:32:90:31:CC", IP: "10.0.0.2"}},
-			Lease: Duration{time.Hour},
+			Mode:  DHCPEmbedded,
+			Range: []netip.Addr{netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.199")},
+			Hosts: []DHCPHost{{Name: "node-2", MAC: "dc:a6:32:90:31:cc", IP: netip.MustParseAddr("10.0.0.2")}},
+			Lease: time.Hour,
 		},
 	}
 	if !reflect.DeepEqual(cfg.LAN, wantLAN) {
 		t.Errorf("LAN = %+v, want %+v", cfg.LAN, wantLAN)
 	}
 	wantUplinks := []Uplink{{
-		Name: "ppp0", Interface: "ppp0", Kind: KindPPP, Table: "PPP0", TableID: 200, RulePriority: 200,
-		SNAT: "snat", RPFilter: "loose",
+		Name: "ppp0", Interface: "ppp0", Kind: KindPPP, Table: 200, RulePriority: 200,
+		SNAT: SNATSNAT, RPFilter: RPFilterLoose, Tier: 1, Weight: 1,
 		Check: &Check{
-			Method: "icmp", Targets: []string{"192.0.2.1", "192.0.2.2"},
-			Interval: Duration{time.Second}, Timeout: Duration{800 * time.Millisecond},
-			Reliability: 2, Down: 3, Up: 3, HoldDown: Duration{30 * time.Second}, MaxLoss: pointerTo(0.0),
+			Method: ProbeICMP, Targets: []string{"192.0.2.1", "192.0.2.2"},
+			Interval: time.Second, Timeout: 800 * time.Millisecond,
+			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0,
 		},
 		Reconnect: &Reconnect{
 			Peer:           "dsl-provider",
-			ReconnectAfter: Duration{10 * time.Second}, Backoff: Duration{5 * time.Second},
-			MaxBackoff: Duration{5 * time.Minute}, Timeout: Duration{30 * time.Second},
+			ReconnectAfter: 10 * time.Second, Backoff: 5 * time.Second,
+			MaxBackoff: 5 * time.Minute, Timeout: 30 * time.Second, DialTimeout: 30 * time.Second,
 		},
 	}, {
-		Name: "wlan0", Interface: "wlan0", Kind: KindWLAN, Table: 100, TableID: 100, RulePriority: 1000,
-		SNAT: "snat", RPFilter: "loose", Tier: pointerTo(2),
+		Name: "wlan0", Interface: "wlan0", Kind: KindWLAN, Table: 100, RulePriority: 1000,
+		SNAT: SNATSNAT, RPFilter: RPFilterLoose, Tier: 2, Weight: 1,
 		Check: &Check{
-			Method: "http", Targets: []string{"http://192.0.2.80/generate_204"},
-			Interval: Duration{time.Second}, Timeout: Duration{800 * time.Millisecond},
-			Reliability: 1, Down: 3, Up: 3,
+			Method: ProbeHTTP, Targets: []string{"http://192.0.2.80/generate_204"},
+			Interval: time.Second, Timeout: 800 * time.Millisecond,
+			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1,
 		},
-		Hooks: []Hook{{On: []string{"down", "up"}, Command: []string{"/usr/local/bin/notify", "--quiet"}}},
+		Hooks: []Hook{{On: []HookEvent{"down", "up"}, Command: []string{"/usr/local/bin/notify", "--quiet"}}},
 	}}
 	if !reflect.DeepEqual(cfg.Uplinks, wantUplinks) {
 		t.Errorf("Uplinks =\n%+v\nwant\n%+v", cfg.Uplinks, wantUplinks)
 	}
-	wantRules := []MarkRule{{Name: "p2p", UID: pointerTo(108), Uplink: "ppp0", Mark: 1, Priority: 100}}
+	wantRules := []MarkRule{{Name: "p2p", UID: pointerTo[uint32](108), Uplink: "ppp0", Mark: 1, Priority: 100}}
 	if !reflect.DeepEqual(cfg.Rules, wantRules) {
 		t.Errorf("Rules = %+v, want %+v", cfg.Rules, wantRules)
 	}
-	wantFW := Firewall{Backend: "nftables", IPTablesVariant: "auto", InputPolicy: "accept", ForwardPolicy: "accept"}
+	wantFW := Firewall{Backend: BackendNFTables, IPTablesVariant: IPTablesAuto, InputPolicy: PolicyAccept, ForwardPolicy: PolicyAccept}
 	if !reflect.DeepEqual(cfg.Firewall, wantFW) {
 		t.Errorf("Firewall = %+v, want %+v", cfg.Firewall, wantFW)
 	}
@@ -105,7 +111,7 @@ deny = [{ mac = "00:11:22:33:44:55" }]
 	if err != nil {
 		t.Fatalf("Parse:\n%v", err)
 	}
-	if u := cfg.Uplinks[0]; u.Kind != KindEthernet || u.Interface != "eth1" || u.TableID != 300 {
+	if u := cfg.Uplinks[0]; u.Kind != KindEthernet || u.Interface != "eth1" || u.Table != 300 {
 		t.Errorf("uplink = %+v", u)
 	}
 	if s := cfg.Services[0]; s.Proto != "tcp" || s.Balance != "source-hash" {
@@ -179,6 +185,7 @@ kind = "command"
 			`t.toml:9:3: missing "targets" in [uplink.check]`,
 			`t.toml:10:3: unknown key "x" in [uplink.check]`,
 			`t.toml:13:1: unknown key "port" in [[uplink.firewall.allow]] (did you mean "ports"?)`,
+			`t.toml:16:14: command[0] must be an absolute path (got "x")`,
 			`t.toml:18:3: unknown key "Zone" in [[uplink.publish]] (did you mean "zone"?)`,
 			`t.toml:19:2: service must be an array of tables, not a table`,
 		},
@@ -373,7 +380,7 @@ rule_priority = 101
 `,
 		want: []string{
 			`t.toml:4:8: kind must be one of ppp, wlan, ethernet (got "dsl")`,
-			`t.toml:7:11: gateway must be empty or an IPv4 address (got "fe80::1")`,
+			`t.toml:7:11: gateway must be an IPv4 address (got "fe80::1")`,
 			`t.toml:8:8: snat must be one of snat, masquerade, off (got "nat")`,
 			`t.toml:9:8: tier must be at least 1 (got 0)`,
 			`t.toml:10:10: weight must be 1..256 (got 257)`,
@@ -436,6 +443,7 @@ rule_priority = 100
 `,
 		want: []string{
 			`t.toml:6:10: peer is only used by kind "ppp"; set command instead`,
+			`t.toml:7:19: stop_command[0] must be an absolute path (got "wpa_cli")`,
 			`t.toml:7:30: stop_command[1] must not be empty`,
 			`t.toml:9:17: max_backoff 30s must not be less than backoff 1m0s`,
 			`t.toml:11:22: proto must be one of tcp, udp, sctp (got "icmp")`,
@@ -469,6 +477,7 @@ rule_priority = 200
 `,
 		want: []string{
 			`t.toml:5:3: missing "hostname" in [[uplink.publish]]`,
+			`t.toml:5:3: missing "username" in [[uplink.publish]]`,
 			`t.toml:7:12: server must be an http:// or https:// URL (got "ftp://dyn.example.net")`,
 			`t.toml:8:19: password_file must be an absolute path (got "dyn.secret")`,
 			`t.toml:9:3: missing "command" in [[uplink.publish]]`,
@@ -506,10 +515,10 @@ proto = "icmp"
 `,
 		want: []string{
 			`t.toml:13:12: priority must be 1..32765 (got 40000)`,
-			`t.toml:14:11: source[0] must be an IPv4 address or prefix (got "10.0.0.0/33")`,
-			`t.toml:15:16: destination[0] must be an IPv4 address or prefix (got "::/0")`,
+			`t.toml:14:11: source[0] must be an IPv4 address or prefix such as "10.0.0.0/24" (got "10.0.0.0/33")`,
+			`t.toml:15:16: destination[0] must be an IPv4 address or prefix such as "10.0.0.0/24" (got "::/0")`,
 			`t.toml:16:9: ports need proto = "tcp" or "udp"`,
-			`t.toml:17:7: uid must be at least 0 (got -1)`,
+			`t.toml:17:7: uid must be 0..4294967295 (got -1)`,
 			`t.toml:21:8: mark 1 already sends traffic via uplink "ppp0" (rule "a")`,
 			`t.toml:23:9: proto must be one of tcp, udp (got "icmp")`,
 		},
@@ -547,6 +556,7 @@ balance = "rr"
 			`t.toml:3:18: default_metric must be at least 0 (got -1)`,
 			`t.toml:4:13: log_level must be one of debug, info, warn, error (got "verbose")`,
 			`t.toml:5:21: min_sync_interval must not be negative (got -1s)`,
+			`t.toml:6:1: [lan] without any [[uplink]]: there is nothing to route the LAN to`,
 			`t.toml:7:28: networks[1] must be an IPv4 prefix such as "10.0.0.0/24" (got "10.0.0.0")`,
 			`t.toml:9:10: mode must be one of embedded, service, off (got "dhcpd")`,
 			`t.toml:10:11: range starts after it ends (10.0.0.199 > 10.0.0.100)`,

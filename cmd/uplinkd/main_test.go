@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/coreos/go-systemd/v22/journal"
 )
 
 func TestCheckAndRunRejectBadConfigAlike(t *testing.T) {
@@ -32,10 +36,11 @@ func TestCheckAndRunRejectBadConfigAlike(t *testing.T) {
 		t.Errorf("wrong-case key not reported at 3:1:\n%s", checkErr.String())
 	}
 
-	// run must refuse with the same lines, before touching anything.
+	// run must refuse with the same lines, before touching anything, and
+	// with EX_CONFIG so that systemd does not restart it.
 	var runOut, runErr bytes.Buffer
-	if code := run([]string{"run", "--config", bad}, &runOut, &runErr); code != 1 {
-		t.Fatalf("run exit %d, want 1", code)
+	if code := run([]string{"run", "--config", bad}, &runOut, &runErr); code != exitConfig {
+		t.Fatalf("run exit %d, want %d", code, exitConfig)
 	}
 	if runErr.String() != checkErr.String() {
 		t.Errorf("run and check differ:\n--- check\n%s--- run\n%s", checkErr.String(), runErr.String())
@@ -62,5 +67,118 @@ func TestUsage(t *testing.T) {
 	}
 	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
 		t.Errorf("unknown command: exit %d", code)
+	}
+}
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "uplinkd.toml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+const goodConfig = "[[uplink]]\nname = \"ppp0\"\ntable = 200\nrule_priority = 200\n"
+
+func TestCommandLine(t *testing.T) {
+	good := writeConfig(t, goodConfig)
+	empty := writeConfig(t, "")
+	bad := writeConfig(t, goodConfig+"[[rule]]\nname = \"x\"\nuid = 1\nuplink = \"ppp0\"\nmark = 65536\npriority = 100\n")
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string // substring
+		stderr   string // substring
+		noStderr bool
+	}{
+		{"positional path", []string{"check", good}, 0, good + ": ok (1 uplinks, 0 rules)", "", true},
+		{"--config path", []string{"check", "--config", good}, 0, good + ": ok", "", true},
+		{"both agree", []string{"check", "--config", good, good}, 0, good + ": ok", "", true},
+		{"both differ", []string{"check", "--config", good, empty}, exitUsage, "", "two config files given", false},
+		{"two paths", []string{"check", good, empty}, exitUsage, "", "one config file at most", false},
+		{"flag after path", []string{"check", empty, "--strict"}, exitFailure, "", empty + ":1:1: warning: no [[uplink]]", false},
+		{"warning without --strict", []string{"check", empty}, 0, empty + ": ok (0 uplinks", empty + ":1:1: warning: no [[uplink]]: `uplinkd run` refuses to start until one is configured", false},
+		{"--strict on a clean file", []string{"check", "--strict", good}, 0, ": ok", "", true},
+		{"error", []string{"check", bad}, exitFailure, "", bad + ":9:8: mark must be 1..65535", false},
+		{"plan on a bad file", []string{"plan", bad}, exitFailure, "", bad + ":9:8:", false},
+		{"run on a bad file", []string{"run", bad}, exitConfig, "", bad + ":9:8:", false},
+		{"run without uplinks", []string{"run", empty}, exitConfig, "", "no [[uplink]]: `uplinkd run` refuses to start", false},
+		{"run on a missing file", []string{"run", empty + ".missing"}, exitConfig, "", "no such file", false},
+		{"bad log format", []string{"check", "--log-format", "bogus", good}, exitUsage, "", `--log-format must be one of auto, text, json, journal (got "bogus")`, false},
+		{"--strict is check's", []string{"plan", "--strict", good}, exitUsage, "", "flag provided but not defined: -strict", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out.String(), errb.String())
+			}
+			if !strings.Contains(out.String(), tt.stdout) {
+				t.Errorf("stdout %q, want %q in it", out.String(), tt.stdout)
+			}
+			if !strings.Contains(errb.String(), tt.stderr) || (tt.noStderr && errb.Len() > 0) {
+				t.Errorf("stderr %q, want %q in it", errb.String(), tt.stderr)
+			}
+		})
+	}
+}
+
+func TestLogFormatJournalNeedsJournald(t *testing.T) {
+	if journal.Enabled() {
+		t.Skip("journald is running here")
+	}
+	var out, errb bytes.Buffer
+	good := writeConfig(t, goodConfig)
+	if code := run([]string{"check", "--log-format", "journal", good}, &out, &errb); code != exitUsage ||
+		!strings.Contains(errb.String(), "journald is not available") {
+		t.Errorf("exit %d, stderr %q", code, errb.String())
+	}
+}
+
+func TestRunNeedsNetAdmin(t *testing.T) {
+	if os.Getuid() == 0 {
+		// Drop CAP_NET_ADMIN in a child, which is what an unprivileged
+		// user has: run the test binary again as nobody.
+		if os.Getenv("UPLINKD_TEST_AS_NOBODY") != "" {
+			t.Fatal("still root")
+		}
+		// The test binary lives in a directory only root may enter.
+		dir, err := os.MkdirTemp("", "uplinkd-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		self, err := os.ReadFile(os.Args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		bin := filepath.Join(dir, "uplinkd.test")
+		if err := os.WriteFile(bin, self, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "-test.run", "^TestRunNeedsNetAdmin$", "-test.count=1", "-test.v")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "UPLINKD_TEST_AS_NOBODY=1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestRunNeedsNetAdmin") {
+			t.Fatalf("as nobody: %v\n%s", err, out)
+		}
+		return
+	}
+	if err := needNetAdmin(); err == nil {
+		t.Skip("this user has CAP_NET_ADMIN")
+	}
+	good := writeConfig(t, goodConfig)
+	var out, errb bytes.Buffer
+	if code := run([]string{"run", good}, &out, &errb); code != exitFailure ||
+		!strings.Contains(errb.String(), "uplinkd run needs root (CAP_NET_ADMIN)") {
+		t.Errorf("exit %d, stderr %q", code, errb.String())
 	}
 }

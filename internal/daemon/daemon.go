@@ -100,6 +100,10 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.CheckRunnable(); err != nil {
+		return nil, err
+	}
+	logConfigWarnings(opts.Logger, cfg)
 	k, err := policy.OpenKernel(opts.NetNS)
 	if err != nil {
 		return nil, err
@@ -126,17 +130,18 @@ func New(opts Options) (*Daemon, error) {
 	}, nil
 }
 
-// LoadConfig reads and validates the config and resolves `user` names of
-// [[rule]]s to uids (the one impure step the firewall's Compute leaves out).
+// LoadConfig reads, resolves and validates the config (policy.Load). It does
+// not refuse a config without uplinks: New and reloads do, through
+// Config.CheckRunnable.
 func LoadConfig(path string) (*policy.Config, error) {
-	cfg, err := policy.Load(path)
-	if err != nil {
-		return nil, err
+	return policy.Load(path)
+}
+
+// logConfigWarnings logs the loader's warnings, which `uplinkd check` prints.
+func logConfigWarnings(log *slog.Logger, cfg *policy.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("config warning", "event", "config-load", "path", cfg.Path, "reason", w.String())
 	}
-	if cfg.Rules, err = firewall.ResolveUsers(cfg.Rules); err != nil {
-		return nil, err
-	}
-	return cfg, nil
 }
 
 // Reload re-reads the config file in the running loop; on error the old
@@ -291,7 +296,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if !pending {
 			continue
 		}
-		if wait := time.Until(lastSync.Add(d.cfg.Daemon.MinSyncInterval.Duration)); wait > 0 {
+		if wait := time.Until(lastSync.Add(d.cfg.Daemon.MinSyncInterval)); wait > 0 {
 			schedule(time.Now().Add(wait))
 			continue
 		}
@@ -325,6 +330,10 @@ func ownEcho(ev watcher.Event) bool {
 
 func (d *Daemon) doReload() error {
 	cfg, err := LoadConfig(d.opts.ConfigPath)
+	if err == nil {
+		// An empty or truncated file must not take the gateway offline.
+		err = cfg.CheckRunnable()
+	}
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
 		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}
@@ -332,6 +341,7 @@ func (d *Daemon) doReload() error {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
 		return err
 	}
+	logConfigWarnings(d.log, cfg)
 	d.forgetMovedMarks(d.cfg, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)

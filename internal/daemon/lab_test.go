@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
@@ -315,6 +317,34 @@ func TestLabBadReloadKeepsConfig(t *testing.T) {
 	// Still in force: a deleted owned rule is repaired from the old config.
 	r.ip("rule", "del", "priority", "100")
 	r.eventually("fwmark rule restored from the old config", r.has("fwmark 0x1/0xffff lookup 201", "rule"))
+}
+
+// An editor that truncates the file in place and a SIGHUP at the wrong
+// moment: a reload to zero uplinks is refused, and the gateway keeps its
+// routes, unless the file says allow_no_uplinks.
+func TestLabReloadToNoUplinksRefused(t *testing.T) {
+	l := dualLab(t)
+	cfg := writeConfig(t, labConfig)
+	r := start(t, l, cfg)
+	r.eventually("converged", r.has("lookup 201 proto 157", "rule"))
+	for _, text := range []string{"", "# being rewritten\n", "[daemon]\nlog_level = \"debug\"\n"} {
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.d.Reload(context.Background()); !errors.Is(err, policy.ErrNoUplinks) {
+			t.Fatalf("reload to %q: %v, want ErrNoUplinks", text, err)
+		}
+	}
+	r.ip("rule", "del", "priority", "100")
+	r.eventually("fwmark rule restored from the old config", r.has("fwmark 0x1/0xffff lookup 201", "rule"))
+
+	if err := os.WriteFile(cfg, []byte("[daemon]\nallow_no_uplinks = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Reload(context.Background()); err != nil {
+		t.Fatalf("reload with allow_no_uplinks: %v", err)
+	}
+	r.eventually("owned rules gone", func() bool { return !r.has("lookup 201 proto 157", "rule")() })
 }
 
 func mustExec(t *testing.T, l *lab.Lab, ns string, argv ...string) string {

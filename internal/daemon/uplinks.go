@@ -81,7 +81,7 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 		}
 		rt.reconnectAfter = 0
 		if u.Reconnect != nil {
-			rt.reconnectAfter = u.Reconnect.ReconnectAfter.Duration
+			rt.reconnectAfter = u.Reconnect.ReconnectAfter
 		}
 		rt.hooks = hooks.HookSpecsFor(u)
 	}
@@ -155,8 +155,8 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 	rt.proberCancel, rt.proberSource, rt.proberIface = cancel, st.Addr, st.Iface
 	rt.rounds = map[uint64]*probeRound{}
 	spec := probe.Spec{
-		Uplink: rt.name, Method: rt.check.Method, Targets: rt.check.Targets,
-		Interval: rt.check.Interval.Duration, Timeout: rt.check.Timeout.Duration,
+		Uplink: rt.name, Method: string(rt.check.Method), Targets: rt.check.Targets,
+		Interval: rt.check.Interval, Timeout: rt.check.Timeout,
 		Source: st.Addr, Iface: st.Iface, NetNS: d.netnsFD(),
 	}
 	gen := rt.proberGen

@@ -1,0 +1,97 @@
+package policy
+
+import (
+	"os"
+	"testing"
+)
+
+// loadContrib parses a shipped example the way `uplinkd check` does, with
+// the rt_tables names the examples mention.
+func loadContrib(t *testing.T, name string) *Config {
+	t.Helper()
+	data, err := os.ReadFile("../contrib/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(name, data, testTables)
+	if err != nil {
+		t.Fatalf("%s:\n%v", name, err)
+	}
+	if len(cfg.Warnings) > 0 {
+		t.Errorf("%s: warnings:\n%v", name, cfg.Warnings)
+	}
+	return cfg
+}
+
+// TestDualPPPoEIsTheSeed: contrib/dual-pppoe.toml does what the seed set-up
+// did. With both lines up, the host's own traffic leaves via ppp0 only (the
+// main default route), and uid 108's, marked by the [[rule]], is looked up in
+// ppp1's table. With ppp0 down, ppp1 carries everything.
+func TestDualPPPoEIsTheSeed(t *testing.T) {
+	cfg := loadContrib(t, "dual-pppoe.toml")
+	both := Observed{
+		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true), "ppp1": p2pLink("ppp1", 6, true)},
+		Addrs: map[string][]Addr{
+			"ppp0": p2pAddr("100.64.0.10", "100.64.0.1"),
+			"ppp1": p2pAddr("100.64.1.10", "100.64.1.1"),
+		},
+	}
+	ppp0, ppp1 := cfg.UplinkByName("ppp0"), cfg.UplinkByName("ppp1")
+	if ppp0 == nil || ppp1 == nil {
+		t.Fatalf("uplinks %+v", cfg.Uplinks)
+	}
+
+	d := Compute(cfg, both, nil)
+	main := mainDefaults(d)
+	if len(main) != 1 || len(main[0].Nexthops) != 1 || main[0].Nexthops[0].Dev != "ppp0" {
+		t.Fatalf("main default routes %+v, want one via ppp0 only", main)
+	}
+	var uidRule *Rule
+	for i, r := range d.Rules {
+		if r.Mark != 0 && r.Mask == UserMarkMask {
+			uidRule = &d.Rules[i]
+		}
+	}
+	rule := cfg.Rules[0]
+	if rule.UID == nil || *rule.UID != 108 || rule.Uplink != "ppp1" {
+		t.Fatalf("rule %+v, want uid 108 via ppp1", rule)
+	}
+	if uidRule == nil || uidRule.Mark != rule.Mark || uidRule.Table != ppp1.Table || uidRule.Priority != rule.Priority {
+		t.Errorf("mark rule %+v, want fwmark %d/0xffff lookup %d (ppp1) pri %d", uidRule, rule.Mark, ppp1.Table, rule.Priority)
+	}
+	// ppp1's table routes via ppp1, so the marked traffic leaves there.
+	if !hasDefaultIn(d, ppp1.Table, "ppp1") {
+		t.Errorf("no default route via ppp1 in table %d: %+v", ppp1.Table, d.Routes)
+	}
+	for _, st := range d.Uplinks {
+		if want := st.Name == "ppp0"; st.Active != want {
+			t.Errorf("%s active = %v, want %v", st.Name, st.Active, want)
+		}
+	}
+
+	onlyPPP1 := both
+	onlyPPP1.Links = map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)}
+	main = mainDefaults(Compute(cfg, onlyPPP1, nil))
+	if len(main) != 1 || len(main[0].Nexthops) != 1 || main[0].Nexthops[0].Dev != "ppp1" {
+		t.Errorf("ppp0 down: main default routes %+v, want one via ppp1", main)
+	}
+}
+
+func mainDefaults(d Desired) []Route {
+	var out []Route
+	for _, r := range d.Routes {
+		if r.Table == MainTable && r.Dst.Bits() == 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func hasDefaultIn(d Desired, table int, dev string) bool {
+	for _, r := range d.Routes {
+		if r.Table == table && r.Dst.Bits() == 0 && len(r.Nexthops) == 1 && r.Nexthops[0].Dev == dev {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,165 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Layer 3 of the loader: defaults.
+
+// Defaults of the keys a file may leave out (documented in
+// contrib/uplinkd.toml). applyDefaults is the one place they are applied;
+// nothing that uses a Config applies a default of its own.
+const (
+	DefaultConfigPath     = "/etc/uplinkd/uplinkd.toml"
+	DefaultControlSocket  = "/run/uplinkd/uplinkd.sock"
+	DefaultStateDir       = "/var/lib/uplinkd"
+	DefaultHookDir        = "/etc/uplinkd/hooks.d"
+	DefaultMetric         = 0
+	DefaultStickyPriority = 32000
+	DefaultMinSync        = time.Duration(0)
+	DefaultLogLevel       = LogInfo
+	DefaultLastResort     = LastResortLink
+
+	DefaultTier     = 1
+	DefaultWeight   = 1
+	DefaultSNAT     = SNATSNAT
+	DefaultRPFilter = RPFilterLoose
+
+	DefaultProbeMethod      = ProbeICMP
+	DefaultCheckInterval    = time.Second
+	DefaultCheckTimeout     = 800 * time.Millisecond
+	DefaultCheckReliability = 1
+	DefaultCheckDown        = 3
+	DefaultCheckUp          = 3
+	DefaultCheckHoldDown    = 30 * time.Second
+	DefaultCheckMaxLoss     = 1.0 // any loss: loss alone never fails a round
+
+	DefaultReconnectAfter   = 10 * time.Second
+	DefaultReconnectBackoff = 5 * time.Second
+	DefaultMaxBackoff       = 5 * time.Minute
+	DefaultReconnectTimeout = 30 * time.Second
+	DefaultDialTimeout      = 30 * time.Second
+
+	DefaultPublishTTL         = 60 * time.Second
+	DefaultPublishSettle      = 2 * time.Second
+	DefaultPublishMinInterval = 30 * time.Second
+	DefaultPublishRefresh     = 600 * time.Hour // 25 days
+	DefaultPublishTimeout     = 10 * time.Second
+	DefaultRFC2136Port        = "53"
+
+	DefaultDHCPMode  = DHCPEmbedded
+	DefaultDHCPLease = time.Hour
+
+	DefaultBackend         = BackendNFTables
+	DefaultIPTablesVariant = IPTablesAuto
+	DefaultPolicy          = PolicyAccept
+	DefaultDenyAction      = DenyDrop
+	DefaultServiceProto    = ProtoTCP
+	DefaultBalance         = BalanceSourceHash
+)
+
+// setDefault fills in a key the file does not set. A key set to its zero
+// value keeps it, so that `down = 0` is reported instead of silently becoming 3.
+func setDefault[T any](l *loader, path string, p *T, def T) {
+	if !l.set(path) {
+		*p = def
+	}
+}
+
+// inferUplinkKind guesses an uplink's kind from the usual interface names.
+func inferUplinkKind(iface string) Kind {
+	switch {
+	case strings.HasPrefix(iface, "ppp"):
+		return KindPPP
+	case strings.HasPrefix(iface, "wl"):
+		return KindWLAN
+	default:
+		return KindEthernet
+	}
+}
+
+// applyDefaults gives every key the file leaves out its default. It runs
+// before validation, which therefore sees the values the daemon will use.
+func (l *loader) applyDefaults(c *Config) {
+	d := &c.Daemon
+	setDefault(l, "daemon.control_socket", &d.ControlSocket, DefaultControlSocket)
+	setDefault(l, "daemon.state_dir", &d.StateDir, DefaultStateDir)
+	setDefault(l, "daemon.hook_dir", &d.HookDir, DefaultHookDir)
+	setDefault(l, "daemon.default_metric", &d.DefaultMetric, DefaultMetric)
+	setDefault(l, "daemon.log_level", &d.LogLevel, DefaultLogLevel)
+	setDefault(l, "daemon.last_resort", &d.LastResort, DefaultLastResort)
+	setDefault(l, "daemon.min_sync_interval", &d.MinSyncInterval, DefaultMinSync)
+	setDefault(l, "daemon.sticky_priority", &d.StickyPriority, DefaultStickyPriority)
+
+	lan := &c.LAN
+	hasLAN := lan.Interface != ""
+	setDefault(l, "lan.masquerade", &lan.Masquerade, hasLAN)
+	setDefault(l, "lan.forwarding", &lan.Forwarding, hasLAN)
+	setDefault(l, "lan.remove_default_route", &lan.RemoveDefaultRoute, true)
+	if dh := lan.DHCP; dh != nil {
+		setDefault(l, "lan.dhcp.mode", &dh.Mode, DefaultDHCPMode)
+		setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
+	}
+
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		p := fmt.Sprintf("uplink[%d]", i)
+		setDefault(l, p+".interface", &u.Interface, u.Name)
+		setDefault(l, p+".kind", &u.Kind, inferUplinkKind(u.Interface))
+		setDefault(l, p+".snat", &u.SNAT, DefaultSNAT)
+		setDefault(l, p+".tier", &u.Tier, DefaultTier)
+		setDefault(l, p+".weight", &u.Weight, DefaultWeight)
+		setDefault(l, p+".rp_filter", &u.RPFilter, DefaultRPFilter)
+		if ch := u.Check; ch != nil {
+			q := p + ".check"
+			setDefault(l, q+".method", &ch.Method, DefaultProbeMethod)
+			setDefault(l, q+".interval", &ch.Interval, DefaultCheckInterval)
+			setDefault(l, q+".timeout", &ch.Timeout, DefaultCheckTimeout)
+			setDefault(l, q+".reliability", &ch.Reliability, DefaultCheckReliability)
+			setDefault(l, q+".down", &ch.Down, DefaultCheckDown)
+			setDefault(l, q+".up", &ch.Up, DefaultCheckUp)
+			setDefault(l, q+".hold_down", &ch.HoldDown, DefaultCheckHoldDown)
+			setDefault(l, q+".max_loss", &ch.MaxLoss, DefaultCheckMaxLoss)
+		}
+		if r := u.Reconnect; r != nil {
+			// The default commands come from hooks.DefaultCommands, at run time.
+			q := p + ".reconnect"
+			setDefault(l, q+".reconnect_after", &r.ReconnectAfter, DefaultReconnectAfter)
+			setDefault(l, q+".backoff", &r.Backoff, DefaultReconnectBackoff)
+			setDefault(l, q+".max_backoff", &r.MaxBackoff, DefaultMaxBackoff)
+			setDefault(l, q+".timeout", &r.Timeout, DefaultReconnectTimeout)
+			setDefault(l, q+".dial_timeout", &r.DialTimeout, DefaultDialTimeout)
+		}
+		n := map[PublishKind]int{}
+		for j := range u.Publish {
+			pub := &u.Publish[j]
+			q := fmt.Sprintf("%s.publish[%d]", p, j)
+			n[pub.Kind]++
+			setDefault(l, q+".name", &pub.Name, fmt.Sprintf("%s-%d", pub.Kind, n[pub.Kind]))
+			if pub.Kind == PublishRFC2136 {
+				setDefault(l, q+".ttl", &pub.TTL, DefaultPublishTTL)
+			}
+			setDefault(l, q+".settle", &pub.Settle, DefaultPublishSettle)
+			setDefault(l, q+".min_interval", &pub.MinInterval, DefaultPublishMinInterval)
+			setDefault(l, q+".refresh", &pub.Refresh, DefaultPublishRefresh)
+			setDefault(l, q+".timeout", &pub.Timeout, DefaultPublishTimeout)
+		}
+	}
+
+	f := &c.Firewall
+	setDefault(l, "firewall.backend", &f.Backend, DefaultBackend)
+	setDefault(l, "firewall.iptables_variant", &f.IPTablesVariant, DefaultIPTablesVariant)
+	setDefault(l, "firewall.input_policy", &f.InputPolicy, DefaultPolicy)
+	setDefault(l, "firewall.forward_policy", &f.ForwardPolicy, DefaultPolicy)
+	for i := range f.Deny {
+		setDefault(l, fmt.Sprintf("firewall.deny[%d].action", i), &f.Deny[i].Action, DefaultDenyAction)
+	}
+	for i := range c.Services {
+		s := &c.Services[i]
+		p := fmt.Sprintf("service[%d]", i)
+		setDefault(l, p+".proto", &s.Proto, DefaultServiceProto)
+		setDefault(l, p+".balance", &s.Balance, DefaultBalance)
+	}
+}

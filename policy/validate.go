@@ -1,0 +1,499 @@
+package policy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Layer 4 of the loader (after defaults.go): the semantic checks, each
+// reported at the key that is wrong.
+
+// probeTargetForms says, per probe method, what a target must look like.
+var probeTargetForms = map[ProbeMethod]struct {
+	valid func(string) bool
+	want  string
+}{
+	ProbeICMP: {isIPv4Addr, "an IPv4 address"},
+	ProbeTCP:  {isHostPort, "HOST:PORT"},
+	ProbeDNS:  {func(s string) bool { return isIPv4Addr(s) || isIPv4Port(s) }, "an IPv4 address or IPv4:PORT"},
+	ProbeHTTP: {isHTTPURL, "an http:// or https:// URL"},
+}
+
+// NoUplinksWarning is the warning for a file without [[uplink]].
+const NoUplinksWarning = "no [[uplink]]: `uplinkd run` refuses to start until one is configured"
+
+// validate checks everything the types cannot express. Defaults are
+// already applied, so it sees the values the daemon will use.
+func (l *loader) validate(c *Config) {
+	l.daemon(&c.Daemon)
+	l.lan(c)
+	// Mark rules and the uplinks' source rules share one priority space: the
+	// kernel orders two rules of one priority by insertion, which uplinkd
+	// does not control.
+	priorities := map[string]string{}
+	l.uplinks(c, priorities)
+	l.rules(c, priorities)
+	l.stickyPriorities(c, priorities)
+	l.firewall(&c.Firewall)
+	l.services(c)
+	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
+		l.warnf("", "%s", NoUplinksWarning)
+	}
+}
+
+// stickyPriorities checks that the per-uplink sticky rules (one priority per
+// uplink from sticky_priority on) clash with no configured rule priority.
+// The clash is reported where the user can fix it: at sticky_priority when
+// the file sets it, else at the rule priority that falls in the range.
+func (l *loader) stickyPriorities(c *Config, priorities map[string]string) {
+	if len(c.Uplinks) > MaxUplinks {
+		l.errorf(fmt.Sprintf("uplink[%d]", MaxUplinks), "at most %d uplinks fit in the connection mark (got %d)", MaxUplinks, len(c.Uplinks))
+	}
+	n := max(len(c.Uplinks), 1)
+	first := c.Daemon.StickyPriority
+	last := first + n - 1
+	if !l.inRange("daemon.sticky_priority", first, 1, 32765-n+1) {
+		return
+	}
+	for p := first; p <= last; p++ {
+		at, ok := priorities[strconv.Itoa(p)]
+		if !ok {
+			continue
+		}
+		if l.set("daemon.sticky_priority") {
+			l.errorf("daemon.sticky_priority", "the sticky connection rules use priorities %d..%d (sticky_priority), which clashes with rule priority %d at line %d",
+				first, last, p, l.line(at))
+		} else {
+			l.errorf(at, "priority %d clashes with the sticky connection rules, which use priorities %d..%d (set [daemon] sticky_priority to move them)",
+				p, first, last)
+		}
+		return
+	}
+}
+
+func (l *loader) daemon(d *Daemon) {
+	l.absPath("daemon.control_socket", d.ControlSocket)
+	l.absPath("daemon.state_dir", d.StateDir)
+	l.absPath("daemon.hook_dir", d.HookDir)
+	if d.MetricsListen != "" && !isListenAddr(d.MetricsListen) {
+		l.errorf("daemon.metrics_listen", "metrics_listen must be HOST:PORT or :PORT, or empty to disable (got %q)", d.MetricsListen)
+	}
+	l.atLeast("daemon.default_metric", d.DefaultMetric, 0)
+	enum(l, "daemon.log_level", d.LogLevel, LogDebug, LogInfo, LogWarn, LogError)
+	enum(l, "daemon.last_resort", d.LastResort, LastResortLink, LastResortNone)
+	l.notNegative("daemon.min_sync_interval", d.MinSyncInterval)
+}
+
+// isListenAddr accepts HOST:PORT and :PORT (every address).
+func isListenAddr(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	p, perr := strconv.Atoi(port)
+	return err == nil && perr == nil && p >= 1 && p <= 65535
+}
+
+func (l *loader) lan(c *Config) {
+	lan := &c.LAN
+	l.iface("lan.interface", lan.Interface)
+	if len(c.Uplinks) == 0 && l.set("lan") && !c.Daemon.AllowNoUplinks {
+		l.errorf("lan", "[lan] without any [[uplink]]: there is nothing to route the LAN to")
+	}
+	if lan.Interface == "" && l.set("lan.masquerade") {
+		l.errorf("lan.masquerade", "masquerade needs [lan] interface: without it uplinkd does not know which traffic is the LAN's")
+	}
+	for i := range lan.Networks {
+		if p := fmt.Sprintf("lan.networks[%d]", i); l.bare[p] {
+			l.errorf(p, "networks[%d] must be an IPv4 prefix such as \"10.0.0.0/24\" (got %q)", i, lan.Networks[i].Addr())
+		}
+	}
+	if lan.DHCP == nil {
+		return
+	}
+	d := lan.DHCP
+	enum(l, "lan.dhcp.mode", d.Mode, DHCPEmbedded, DHCPService, DHCPOff)
+	if l.set("lan.dhcp.range") {
+		switch {
+		case len(d.Range) != 2:
+			l.errorf("lan.dhcp.range", "range must be two IPv4 addresses, first and last (got %d)", len(d.Range))
+		case !d.Range[0].IsValid() || !d.Range[1].IsValid():
+			l.errorf("lan.dhcp.range", "range must be two IPv4 addresses, first and last")
+		case d.Range[0].Compare(d.Range[1]) > 0:
+			l.errorf("lan.dhcp.range", "range starts after it ends (%s > %s)", d.Range[0], d.Range[1])
+		case len(lan.Networks) > 0 && !slices.ContainsFunc(lan.Networks, func(p netip.Prefix) bool {
+			return p.Masked().Contains(d.Range[0]) && p.Masked().Contains(d.Range[1])
+		}):
+			l.errorf("lan.dhcp.range", "range %s..%s is not inside one of lan.networks", d.Range[0], d.Range[1])
+		}
+	}
+	names, macs, ips := map[string]string{}, map[string]string{}, map[string]string{}
+	for i := range d.Hosts {
+		h := &d.Hosts[i]
+		p := fmt.Sprintf("lan.dhcp.hosts[%d]", i)
+		if h.Name != "" {
+			l.unique(names, h.Name, p+".name", fmt.Sprintf("host name %q", h.Name))
+		}
+		if l.required(p+".mac", h.MAC != "") {
+			if mac, ok := canonicalMAC(h.MAC); ok {
+				h.MAC = mac
+				l.unique(macs, mac, p+".mac", "host mac "+mac)
+			} else {
+				l.errorf(p+".mac", "mac must be a MAC address such as \"dc:a6:32:90:31:cc\" (got %q)", h.MAC)
+			}
+		}
+		if l.required(p+".ip", h.IP.IsValid()) {
+			l.unique(ips, h.IP.String(), p+".ip", fmt.Sprintf("host ip %s", h.IP))
+		}
+	}
+	l.positive("lan.dhcp.lease", d.Lease)
+}
+
+func (l *loader) uplinks(c *Config, priorities map[string]string) {
+	names, ifaces, tables := map[string]string{}, map[string]string{}, map[string]string{}
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		p := fmt.Sprintf("uplink[%d]", i)
+		if l.required(p+".name", u.Name != "") {
+			l.unique(names, u.Name, p+".name", fmt.Sprintf("uplink name %q", u.Name))
+		}
+		switch {
+		case u.Interface != "":
+			l.iface(p+".interface", u.Interface)
+			l.unique(ifaces, u.Interface, p+".interface", fmt.Sprintf("interface %q", u.Interface))
+			if u.Interface == c.LAN.Interface {
+				l.errorf(p+".interface", "interface %q is the [lan] interface: an uplink is a way out, not the LAN", u.Interface)
+			}
+		case l.set(p + ".interface"):
+			l.errorf(p+".interface", "interface must not be empty")
+		}
+		enum(l, p+".kind", u.Kind, KindPPP, KindWLAN, KindEthernet)
+		if l.required(p+".table", l.set(p+".table")) && u.Table != 0 {
+			l.unique(tables, strconv.Itoa(u.Table), p+".table", fmt.Sprintf("table %d", u.Table))
+		}
+		if l.required(p+".rule_priority", l.set(p+".rule_priority")) && l.inRange(p+".rule_priority", u.RulePriority, 1, 32765) {
+			l.unique(priorities, strconv.Itoa(u.RulePriority), p+".rule_priority", fmt.Sprintf("rule priority %d", u.RulePriority))
+		}
+		enum(l, p+".snat", u.SNAT, SNATSNAT, SNATMasquerade, SNATOff)
+		l.atLeast(p+".tier", u.Tier, 1)
+		l.inRange(p+".weight", u.Weight, 1, 256)
+		enum(l, p+".rp_filter", u.RPFilter, RPFilterOff, RPFilterLoose, RPFilterStrict)
+		if u.Check != nil {
+			l.check(p+".check", u.Check)
+		}
+		if u.Reconnect != nil {
+			l.reconnect(p+".reconnect", u.Reconnect, u.Kind)
+		}
+		if u.Firewall != nil {
+			l.uplinkFirewall(p+".firewall", u.Firewall)
+		}
+		pubNames := map[string]string{}
+		for j := range u.Publish {
+			q := fmt.Sprintf("%s.publish[%d]", p, j)
+			l.publish(q, &u.Publish[j])
+			if u.Publish[j].Name != "" {
+				l.unique(pubNames, u.Publish[j].Name, q+".name", fmt.Sprintf("publish name %q", u.Publish[j].Name))
+			}
+		}
+		for j, h := range u.Hooks {
+			l.hook(fmt.Sprintf("%s.hook[%d]", p, j), h)
+		}
+	}
+}
+
+func (l *loader) check(p string, c *Check) {
+	enum(l, p+".method", c.Method, ProbeICMP, ProbeTCP, ProbeDNS, ProbeHTTP)
+	l.required(p+".targets", len(c.Targets) > 0)
+	if form, ok := probeTargetForms[c.Method]; ok {
+		for i, t := range c.Targets {
+			if !form.valid(t) {
+				l.errorf(fmt.Sprintf("%s.targets[%d]", p, i), "targets[%d] must be %s for method %q (got %q)", i, form.want, c.Method, t)
+			}
+		}
+	}
+	l.positive(p+".interval", c.Interval)
+	l.positive(p+".timeout", c.Timeout)
+	if c.Timeout > c.Interval {
+		// Point at what the user wrote: a default timeout is not the mistake.
+		at := p + ".timeout"
+		if !l.set(at) {
+			at = p + ".interval"
+		}
+		l.errorf(at, "timeout %s must not exceed interval %s", c.Timeout, c.Interval)
+	}
+	l.inRange(p+".reliability", c.Reliability, 1, max(len(c.Targets), 1))
+	l.atLeast(p+".down", c.Down, 1)
+	l.atLeast(p+".up", c.Up, 1)
+	// 0s is allowed: fail back at once.
+	l.notNegative(p+".hold_down", c.HoldDown)
+	if !(c.MaxLoss >= 0 && c.MaxLoss <= 1) {
+		l.errorf(p+".max_loss", "max_loss must be between 0 and 1 (got %v)", c.MaxLoss)
+	}
+	if l.set(p + ".max_latency") {
+		l.positive(p+".max_latency", c.MaxLatency)
+	}
+}
+
+func (l *loader) reconnect(p string, r *Reconnect, kind Kind) {
+	if r.Peer != "" && kind != KindPPP {
+		l.errorf(p+".peer", "peer is only used by kind %q; set command instead", KindPPP)
+	}
+	l.argv(p+".command", r.Command, false)
+	l.argv(p+".stop_command", r.StopCommand, false)
+	l.positive(p+".reconnect_after", r.ReconnectAfter)
+	l.positive(p+".backoff", r.Backoff)
+	l.positive(p+".max_backoff", r.MaxBackoff)
+	if r.MaxBackoff < r.Backoff {
+		l.errorf(p+".max_backoff", "max_backoff %s must not be less than backoff %s", r.MaxBackoff, r.Backoff)
+	}
+	l.positive(p+".timeout", r.Timeout)
+	l.positive(p+".dial_timeout", r.DialTimeout)
+}
+
+// limitDay is the longest unit both firewall backends can express a rate in;
+// a window they can express exactly divides it.
+const limitDay = 24 * 60 * 60
+
+func (l *loader) uplinkFirewall(p string, f *UplinkFirewall) {
+	for i, a := range f.Allow {
+		q := fmt.Sprintf("%s.allow[%d]", p, i)
+		if l.required(q+".proto", a.Proto != "") {
+			enum(l, q+".proto", a.Proto, ProtoTCP, ProtoUDP, ProtoSCTP)
+		}
+		l.required(q+".ports", len(a.Ports) > 0)
+		l.ports(q+".ports", a.Ports)
+	}
+	for i, lim := range f.Limit {
+		q := fmt.Sprintf("%s.limit[%d]", p, i)
+		if l.required(q+".proto", lim.Proto != "") {
+			enum(l, q+".proto", lim.Proto, ProtoTCP, ProtoUDP, ProtoSCTP)
+		}
+		if l.required(q+".port", l.set(q+".port")) && lim.Port == 0 {
+			l.errorf(q+".port", "port must be 1..65535 (got 0)")
+		}
+		if l.required(q+".hits", l.set(q+".hits")) {
+			l.atLeast(q+".hits", lim.Hits, 1)
+		}
+		if l.required(q+".seconds", l.set(q+".seconds")) && lim.Seconds >= 1 {
+			if limitDay%lim.Seconds != 0 {
+				l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
+					lim.Seconds, nearestDivisors(lim.Seconds))
+			}
+		} else if l.set(q + ".seconds") {
+			l.atLeast(q+".seconds", lim.Seconds, 1)
+		}
+	}
+}
+
+// nearestDivisors names the windows next to s that divide a day.
+func nearestDivisors(s int) string {
+	if s > limitDay {
+		return strconv.Itoa(limitDay)
+	}
+	lo, hi := s, s
+	for limitDay%lo != 0 {
+		lo--
+	}
+	for limitDay%hi != 0 {
+		hi++
+	}
+	return fmt.Sprintf("%d or %d", lo, hi)
+}
+
+// publishKeys lists, per kind, the keys beyond name, kind, settle,
+// min_interval, refresh and timeout that a [[uplink.publish]] may set.
+var publishKeys = map[PublishKind][]string{
+	PublishCommand: {"command"},
+	PublishDynDNS2: {"server", "hostname", "username", "password_file", "ca_file"},
+	PublishRFC2136: {"server", "hostname", "zone", "key_file", "ttl"},
+}
+
+var publishKindKeys = []string{"command", "server", "hostname", "username", "password_file", "ca_file", "zone", "key_file", "ttl"}
+
+func (l *loader) publish(p string, pub *Publish) {
+	if !l.required(p+".kind", pub.Kind != "") || !enum(l, p+".kind", pub.Kind, PublishCommand, PublishDynDNS2, PublishRFC2136) {
+		return
+	}
+	for _, k := range publishKindKeys {
+		if l.set(p+"."+k) && !slices.Contains(publishKeys[pub.Kind], k) {
+			l.errorf(p+"."+k, "%s does not apply to kind %q", k, pub.Kind)
+		}
+	}
+	switch pub.Kind {
+	case PublishCommand:
+		l.argv(p+".command", pub.Command, true)
+	case PublishDynDNS2:
+		if l.required(p+".server", pub.Server != "") {
+			if u, err := parseHTTPURL(pub.Server); err != nil {
+				l.errorf(p+".server", "server must be an http:// or https:// URL (got %q)", pub.Server)
+			} else {
+				pub.URL = u
+			}
+		}
+		l.fqdn(p+".hostname", &pub.Hostname, true)
+		l.required(p+".username", pub.Username != "")
+		l.required(p+".password_file", pub.PasswordFile != "")
+		l.absPath(p+".password_file", pub.PasswordFile)
+		l.absPath(p+".ca_file", pub.CAFile)
+	case PublishRFC2136:
+		if l.required(p+".server", pub.Server != "") {
+			if addr, ok := dnsServerAddr(pub.Server); ok {
+				pub.ServerAddr = addr
+			} else {
+				l.errorf(p+".server", "server must be HOST or HOST:PORT (got %q)", pub.Server)
+			}
+		}
+		host := l.fqdn(p+".hostname", &pub.Hostname, true)
+		if zone := l.fqdn(p+".zone", &pub.Zone, true); host && zone &&
+			!strings.EqualFold(pub.Hostname, pub.Zone) && !strings.HasSuffix(strings.ToLower(pub.Hostname), "."+strings.ToLower(pub.Zone)) {
+			l.errorf(p+".hostname", "hostname %q is not in zone %q", pub.Hostname, pub.Zone)
+		}
+		l.required(p+".key_file", pub.KeyFile != "")
+		l.absPath(p+".key_file", pub.KeyFile)
+		l.positive(p+".ttl", pub.TTL)
+		if pub.TTL%1e9 != 0 {
+			l.errorf(p+".ttl", "ttl must be whole seconds (got %s)", pub.TTL)
+		}
+	}
+	l.notNegative(p+".settle", pub.Settle)
+	l.notNegative(p+".min_interval", pub.MinInterval)
+	l.notNegative(p+".refresh", pub.Refresh) // 0: never refresh
+	l.positive(p+".timeout", pub.Timeout)
+}
+
+// fqdn checks a required DNS name and stores it without a trailing dot.
+func (l *loader) fqdn(path string, v *string, need bool) bool {
+	if need && !l.required(path, *v != "") {
+		return false
+	}
+	if !isFQDN(*v) {
+		l.errorf(path, "%s must be a fully qualified domain name such as \"home.example.net\" (got %q)", pathKey(path), *v)
+		return false
+	}
+	*v = strings.TrimSuffix(*v, ".")
+	return true
+}
+
+func (l *loader) hook(p string, h Hook) {
+	l.required(p+".on", len(h.On) > 0)
+	for i, ev := range h.On {
+		enum(l, fmt.Sprintf("%s.on[%d]", p, i), ev, HookEvents...)
+	}
+	l.argv(p+".command", h.Command, true)
+	if l.set(p + ".timeout") {
+		l.positive(p+".timeout", h.Timeout)
+	}
+}
+
+func (l *loader) rules(c *Config, priorities map[string]string) {
+	names, marks := map[string]string{}, map[uint32]int{}
+	uplinkIface := map[string]string{}
+	for _, u := range c.Uplinks {
+		uplinkIface[u.Interface] = u.Name
+	}
+	for i, r := range c.Rules {
+		p := fmt.Sprintf("rule[%d]", i)
+		if l.required(p+".name", r.Name != "") {
+			l.unique(names, r.Name, p+".name", fmt.Sprintf("rule name %q", r.Name))
+		}
+		if l.required(p+".uplink", r.Uplink != "") && c.UplinkByName(r.Uplink) == nil {
+			l.errorf(p+".uplink", "unknown uplink %q", r.Uplink)
+		}
+		if l.required(p+".mark", l.set(p+".mark")) {
+			j, seen := marks[r.Mark]
+			switch {
+			case r.Mark == 0:
+				l.errorf(p+".mark", "mark must not be 0 (unmarked traffic has mark 0)")
+			case r.Mark > UserMarkMask:
+				// fwmark M/0xffff with M above the mask would match every
+				// packet whose low bits equal M's (65536: every unmarked one).
+				l.errorf(p+".mark", "mark must be 1..%d: rule marks live in the low 16 bits of the packet mark (got %d)", UserMarkMask, r.Mark)
+			case !seen:
+				marks[r.Mark] = i
+			case c.Rules[j].Uplink != r.Uplink:
+				l.errorf(p+".mark", "mark %d already sends traffic via uplink %q (rule %q)", r.Mark, c.Rules[j].Uplink, c.Rules[j].Name)
+			}
+		}
+		if l.required(p+".priority", l.set(p+".priority")) && l.inRange(p+".priority", r.Priority, 1, 32765) {
+			l.unique(priorities, strconv.Itoa(r.Priority), p+".priority", fmt.Sprintf("rule priority %d", r.Priority))
+		}
+		if r.Proto != "" || l.set(p+".proto") {
+			enum(l, p+".proto", r.Proto, ProtoTCP, ProtoUDP)
+		} else if len(r.Ports) > 0 {
+			l.errorf(p+".ports", "ports need proto = \"tcp\" or \"udp\"")
+		}
+		l.ports(p+".ports", r.Ports)
+		if l.set(p+".uid") && l.set(p+".user") {
+			l.errorf(p+".user", "set uid or user, not both")
+		}
+		l.iface(p+".in_interface", r.InIface)
+		if r.InIface != "" {
+			local := ""
+			for _, k := range []string{"uid", "user", "gid"} {
+				if l.set(p + "." + k) {
+					local = k
+					break
+				}
+			}
+			if local != "" {
+				l.errorf(p+".in_interface", "in_interface (forwarded traffic) and %s (the host's own traffic) never match together", local)
+			} else if name, ok := uplinkIface[r.InIface]; ok {
+				// Traffic arriving from an uplink is never marked: its
+				// replies would be routed by an uplink table.
+				l.errorf(p+".in_interface", "in_interface %q is uplink %q: only traffic from the LAN can be routed by mark", r.InIface, name)
+			}
+		}
+	}
+}
+
+func (l *loader) firewall(f *Firewall) {
+	enum(l, "firewall.backend", f.Backend, BackendNFTables, BackendIPTables)
+	enum(l, "firewall.iptables_variant", f.IPTablesVariant, IPTablesAuto, IPTablesLegacy, IPTablesNFT)
+	enum(l, "firewall.input_policy", f.InputPolicy, PolicyAccept, PolicyDrop)
+	enum(l, "firewall.forward_policy", f.ForwardPolicy, PolicyAccept, PolicyDrop)
+	for i := range f.Deny {
+		d := &f.Deny[i]
+		p := fmt.Sprintf("firewall.deny[%d]", i)
+		if !l.set(p+".source") && d.MAC == "" {
+			l.errorf(p, "deny needs a source or a mac")
+		}
+		if d.MAC != "" {
+			if mac, ok := canonicalMAC(d.MAC); ok {
+				d.MAC = mac
+			} else {
+				l.errorf(p+".mac", "mac must be a MAC address such as \"dc:a6:32:90:31:cc\" (got %q)", d.MAC)
+			}
+		}
+		enum(l, p+".action", d.Action, DenyReject, DenyDrop)
+	}
+}
+
+func (l *loader) services(c *Config) {
+	names, ports := map[string]string{}, map[string]string{}
+	for i := range c.Services {
+		s := &c.Services[i]
+		p := fmt.Sprintf("service[%d]", i)
+		if l.required(p+".name", s.Name != "") {
+			l.unique(names, s.Name, p+".name", fmt.Sprintf("service name %q", s.Name))
+		}
+		l.required(p+".uplinks", len(s.Uplinks) > 0)
+		protoOK := enum(l, p+".proto", s.Proto, ProtoTCP, ProtoUDP)
+		portOK := false
+		if l.required(p+".port", l.set(p+".port")) {
+			if portOK = s.Port != 0; !portOK {
+				l.errorf(p+".port", "port must be 1..65535 (got 0)")
+			}
+		}
+		for j, u := range s.Uplinks {
+			q := fmt.Sprintf("%s.uplinks[%d]", p, j)
+			if c.UplinkByName(u) == nil {
+				l.errorf(q, "unknown uplink %q", u)
+			} else if protoOK && portOK {
+				l.unique(ports, fmt.Sprintf("%s/%s/%d", u, s.Proto, s.Port), q, fmt.Sprintf("service on uplink %q %s port %d", u, s.Proto, s.Port))
+			}
+		}
+		l.required(p+".backends", len(s.Backends) > 0)
+		enum(l, p+".balance", s.Balance, BalanceWeighted, BalanceSourceHash)
+	}
+}
