@@ -20,6 +20,8 @@ type Config struct {
 
 	// Path is the file the config was read from (not a TOML key).
 	Path string `toml:"-"`
+	// DefaultTableID is the resolved [daemon] default_table (not a TOML key).
+	DefaultTableID int `toml:"-"`
 	// Tables maps table names from /etc/iproute2/rt_tables to numbers; set by
 	// the loader so that `table = "PPP1"` resolves (not a TOML key).
 	Tables map[string]int `toml:"-"`
@@ -30,7 +32,14 @@ type Daemon struct {
 	ControlSocket string `toml:"control_socket"`
 	ControlGroup  string `toml:"control_group"`
 	StateDir      string `toml:"state_dir"`
-	// DefaultMetric is the metric of the main-table default route uplinkd owns.
+	// DefaultTable holds uplinkd's default route (a number or an rt_tables
+	// name); DefaultPriority is the priority of the `lookup main
+	// suppress_prefixlength 0` rule, and DefaultPriority+1 that of the
+	// `lookup <DefaultTable>` rule behind it.
+	DefaultTable    any  `toml:"default_table"`
+	DefaultPriority *int `toml:"default_priority"`
+	// DefaultMetric was the metric of a main-table default route (0.1–0.2);
+	// it is rejected with a pointer to default_table.
 	DefaultMetric *int `toml:"default_metric"`
 	// LogLevel is debug | info | warn | error.
 	LogLevel string `toml:"log_level"`
@@ -236,10 +245,20 @@ const (
 	DefaultControlSocket  = "/run/uplinkd/uplinkd.sock"
 	DefaultStateDir       = "/var/lib/uplinkd"
 	DefaultConfigPath     = "/etc/uplinkd/uplinkd.toml"
-	DefaultMetric         = 0
+	DefaultTableID        = 157
+	DefaultPriority       = 32600
 	DefaultStickyPriority = 32000
 	DefaultMinSync        = time.Duration(0)
 )
+
+func defaultTableOf(c *Config) int {
+	if c.DefaultTableID != 0 {
+		return c.DefaultTableID
+	}
+	return DefaultTableID
+}
+
+func defaultPriorityOf(c *Config) int { return Int(c.Daemon.DefaultPriority, DefaultPriority) }
 
 // Bool returns *b, or def when the key was not set.
 func Bool(b *bool, def bool) bool {

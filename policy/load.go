@@ -801,6 +801,7 @@ func (l *loader) validate(c *Config) {
 	l.uplinks(c, priorities)
 	l.rules(c, priorities)
 	l.stickyPriorities(c, priorities)
+	l.defaultRules(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
 }
@@ -825,13 +826,50 @@ func (l *loader) stickyPriorities(c *Config, priorities map[string]string) {
 	}
 }
 
+// defaultRules resolves default_table and checks that it and the two
+// default-route rules (default_priority, default_priority+1) clash with no
+// uplink table, configured rule priority or sticky rule.
+func (l *loader) defaultRules(c *Config, priorities map[string]string) {
+	c.DefaultTableID = DefaultTableID
+	if c.Daemon.DefaultTable != nil {
+		if c.DefaultTableID = l.tableID("daemon.default_table", c.Daemon.DefaultTable, c.Tables); c.DefaultTableID == 0 {
+			return
+		}
+	}
+	for i, u := range c.Uplinks {
+		if u.TableID == c.DefaultTableID {
+			path := "daemon.default_table"
+			if !l.set(path) {
+				path = fmt.Sprintf("uplink[%d].table", i)
+			}
+			l.errorf(path, "table %d is uplinkd's default table (default_table) and uplink %q's table; choose another", c.DefaultTableID, u.Name)
+		}
+	}
+	first := Int(c.Daemon.DefaultPriority, DefaultPriority)
+	if !l.inRange("daemon.default_priority", first, 1, 32764) {
+		return
+	}
+	sticky := Int(c.Daemon.StickyPriority, DefaultStickyPriority)
+	for _, p := range []int{first, first + 1} {
+		if at, ok := priorities[strconv.Itoa(p)]; ok {
+			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with rule priority %d at line %d",
+				first, first+1, p, l.line(at))
+			return
+		}
+		if p >= sticky && p < sticky+max(len(c.Uplinks), 1) {
+			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with the sticky rules from sticky_priority %d", first, first+1, sticky)
+			return
+		}
+	}
+}
+
 func (l *loader) daemon(d *Daemon) {
 	setDefault(l, "daemon.control_socket", &d.ControlSocket, DefaultControlSocket)
 	l.absPath("daemon.control_socket", d.ControlSocket)
 	setDefault(l, "daemon.state_dir", &d.StateDir, DefaultStateDir)
 	l.absPath("daemon.state_dir", d.StateDir)
 	if d.DefaultMetric != nil {
-		l.atLeast("daemon.default_metric", *d.DefaultMetric, 0)
+		l.errorf("daemon.default_metric", "default_metric was removed in 0.3: uplinkd's default route now lives in its own table (default_table, default %d) behind `lookup main suppress_prefixlength 0`", DefaultTableID)
 	}
 	l.choice("daemon.log_level", &d.LogLevel, "info", "debug", "info", "warn", "error")
 	l.choice("daemon.last_resort", &d.LastResort, "link", "link", "none")

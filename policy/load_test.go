@@ -31,7 +31,8 @@ func TestParseGood(t *testing.T) {
 	want := Daemon{
 		ControlSocket:   DefaultControlSocket,
 		StateDir:        DefaultStateDir,
-		DefaultMetric:   pointerTo(16),
+		DefaultTable:    300,
+		DefaultPriority: pointerTo(32500),
 		LogLevel:        "debug",
 		MinSyncInterval: Duration{DefaultMinSync},
 		LastResort:      "link",
@@ -186,7 +187,7 @@ kind = "command"
 		name: "wrong types",
 		src: `
 [daemon]
-default_metric = "0"
+default_priority = "0"
 min_sync_interval = 5
 log_level = ["info"]
 [lan]
@@ -210,7 +211,7 @@ mark = -1
 uid = 1979-05-27
 `,
 		want: []string{
-			`t.toml:2:18: default_metric must be an integer, not a string`,
+			`t.toml:2:20: default_priority must be an integer, not a string`,
 			`t.toml:3:21: min_sync_interval must be a duration string such as "30s", not an integer`,
 			`t.toml:4:13: log_level must be a string, not an array`,
 			`t.toml:6:14: forwarding must be a boolean, not a string`,
@@ -518,7 +519,7 @@ proto = "icmp"
 		src: `
 [daemon]
 state_dir = "var/lib/uplinkd"
-default_metric = -1
+default_metric = 0
 log_level = "verbose"
 min_sync_interval = "-1s"
 [lan]
@@ -544,7 +545,7 @@ balance = "rr"
 `,
 		want: []string{
 			`t.toml:2:13: state_dir must be an absolute path (got "var/lib/uplinkd")`,
-			`t.toml:3:18: default_metric must be at least 0 (got -1)`,
+			`t.toml:3:18: default_metric was removed in 0.3: uplinkd's default route now lives in its own table (default_table, default 157) behind ` + "`lookup main suppress_prefixlength 0`",
 			`t.toml:4:13: log_level must be one of debug, info, warn, error (got "verbose")`,
 			`t.toml:5:21: min_sync_interval must not be negative (got -1s)`,
 			`t.toml:7:28: networks[1] must be an IPv4 prefix such as "10.0.0.0/24" (got "10.0.0.0")`,
