@@ -85,8 +85,21 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) 
 		})
 	}
 
-	if main, ok := mainDefault(cfg, d.Uplinks); ok {
-		d.Routes = append(d.Routes, main)
+	// The default route for traffic without a more specific route lives in
+	// uplinkd's own table, reached after `lookup main suppress_prefixlength
+	// 0` (the wg-quick pattern): specific routes in main still win, and a
+	// default route that pppd's `defaultroute` or a DHCP client keeps in
+	// main is neither fought nor used while uplinkd has a usable uplink.
+	// When none is usable, the own table is empty and the lookup falls
+	// through to main's own default route, if any.
+	if len(cfg.Uplinks) > 0 {
+		prio, table := cfg.Daemon.DefaultPriority, cfg.Daemon.DefaultTable
+		d.Rules = append(d.Rules,
+			Rule{Priority: prio, Table: MainTable, SuppressDefault: true, Protocol: Protocol},
+			Rule{Priority: prio + 1, Table: table, Protocol: Protocol})
+	}
+	if def, ok := defaultRouteOf(cfg, d.Uplinks); ok {
+		d.Routes = append(d.Routes, def)
 	}
 	// A balanced connection stays on the uplink it started on: the firewall
 	// restores the uplink's connection mark on its later packets, and these
@@ -210,12 +223,12 @@ func tableRoutes(u *Uplink, st UplinkState) []Route {
 	}
 }
 
-// mainDefault is the main table's default route over the usable uplinks of
-// the best (lowest) tier, weighted. Marks st.Active on the chosen uplinks.
+// defaultRouteOf is the default route of uplinkd's default table over the
+// usable uplinks of the best (lowest) tier, weighted. Marks st.Active on the chosen uplinks.
 // When no uplink is usable and last_resort is "link", the uplinks whose only
 // fault is failing probes carry it: probes can be wrong (a probe target
 // down), and a doubtful route beats none.
-func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
+func defaultRouteOf(cfg *Config, states []UplinkState) (Route, bool) {
 	pick := func(st UplinkState) bool { return st.Usable }
 	best := bestTier(cfg, states, pick)
 	if best == 0 && cfg.Daemon.LastResort != LastResortNone {
@@ -232,8 +245,7 @@ func mainDefault(cfg *Config, states []UplinkState) (Route, bool) {
 	if best == 0 {
 		return Route{}, false
 	}
-	r := Route{Table: MainTable, Dst: defaultRoute, Protocol: Protocol,
-		Metric: cfg.Daemon.DefaultMetric}
+	r := Route{Table: cfg.Daemon.DefaultTable, Dst: defaultRoute, Protocol: Protocol}
 	for i := range states {
 		u := &cfg.Uplinks[i]
 		if !pick(states[i]) || u.Tier != best {

@@ -242,8 +242,18 @@ func TestDiff(t *testing.T) {
 	stray.Routes = append(append([]Route(nil), applied.Routes...),
 		Route{Table: 300, Dst: defaultRoute, Protocol: Protocol, Nexthops: []Nexthop{{Dev: "ppp9"}}})
 
+	// pppd's `defaultroute` in main is routed around, not fought.
+	pppdDefault := base
+	pppdDefault.Routes = []Route{{Table: MainTable, Dst: defaultRoute, Protocol: 3, ScopeLink: true, Nexthops: []Nexthop{{Dev: "ppp0"}}}}
+
+	// A foreign route in a slot of an uplink's own table is reported.
 	conflict := base
-	conflict.Routes = []Route{{Table: MainTable, Dst: defaultRoute, Protocol: 3, Nexthops: []Nexthop{{Dev: "ppp0"}}}}
+	conflict.Routes = []Route{{Table: 200, Dst: defaultRoute, Protocol: 3, Nexthops: []Nexthop{{Dev: "ppp1"}}}}
+
+	// 0.2 kept its default route in main: the upgrade deletes it.
+	upgrade := applied
+	upgrade.Routes = append(append([]Route(nil), applied.Routes...),
+		Route{Table: MainTable, Dst: defaultRoute, Protocol: Protocol, ScopeLink: true, Nexthops: []Nexthop{{Dev: "ppp0"}}})
 
 	tests := []struct {
 		name string
@@ -255,7 +265,9 @@ func TestDiff(t *testing.T) {
 		{"foreign-identical-rule", foreignCopy},
 		{"duplicate-owned-rule", dup},
 		{"stray-owned-route", stray},
-		{"foreign-route-holds-main-default", conflict},
+		{"pppd-default-in-main-left-alone", pppdDefault},
+		{"foreign-route-holds-uplink-table-slot", conflict},
+		{"upgrade-from-main-default", upgrade},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -49,9 +49,13 @@ type Daemon struct {
 	// AllowNoUplinks lets `uplinkd run` start (and a reload succeed) with no
 	// [[uplink]]: uplinkd then owns nothing. See CheckRunnable.
 	AllowNoUplinks bool `toml:"allow_no_uplinks"`
-	// DefaultMetric is the metric of the main-table default route uplinkd owns.
-	DefaultMetric int      `toml:"default_metric"`
-	LogLevel      LogLevel `toml:"log_level"`
+	// DefaultTable holds uplinkd's default route (a number or an rt_tables
+	// name); DefaultPriority is the priority of the `lookup main
+	// suppress_prefixlength 0` rule, and DefaultPriority+1 that of the
+	// `lookup <DefaultTable>` rule behind it.
+	DefaultTable    int      `toml:"default_table,rt_tables"`
+	DefaultPriority int      `toml:"default_priority"`
+	LogLevel        LogLevel `toml:"log_level"`
 	// MinSyncInterval bounds how often a full reconcile may run (kube-proxy's
 	// minSyncPeriod); events inside it are coalesced into the next pass.
 	MinSyncInterval time.Duration `toml:"min_sync_interval"`

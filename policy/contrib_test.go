@@ -25,7 +25,7 @@ func loadContrib(t *testing.T, name string) *Config {
 
 // TestDualPPPoEIsTheSeed: contrib/dual-pppoe.toml does what the seed set-up
 // did. With both lines up, the host's own traffic leaves via ppp0 only (the
-// main default route), and uid 108's, marked by the [[rule]], is looked up in
+// default route in its own table), and uid 108's, marked by the [[rule]], is looked up in
 // ppp1's table. With ppp0 down, ppp1 carries everything.
 func TestDualPPPoEIsTheSeed(t *testing.T) {
 	cfg := loadContrib(t, "dual-pppoe.toml")
@@ -42,9 +42,9 @@ func TestDualPPPoEIsTheSeed(t *testing.T) {
 	}
 
 	d := Compute(cfg, both, nil)
-	main := mainDefaults(d)
+	main := defaultRoutes(d, cfg.Daemon.DefaultTable)
 	if len(main) != 1 || len(main[0].Nexthops) != 1 || main[0].Nexthops[0].Dev != "ppp0" {
-		t.Fatalf("main default routes %+v, want one via ppp0 only", main)
+		t.Fatalf("default routes %+v, want one via ppp0 only", main)
 	}
 	var uidRule *Rule
 	for i, r := range d.Rules {
@@ -71,16 +71,18 @@ func TestDualPPPoEIsTheSeed(t *testing.T) {
 
 	onlyPPP1 := both
 	onlyPPP1.Links = map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)}
-	main = mainDefaults(Compute(cfg, onlyPPP1, nil))
+	main = defaultRoutes(Compute(cfg, onlyPPP1, nil), cfg.Daemon.DefaultTable)
 	if len(main) != 1 || len(main[0].Nexthops) != 1 || main[0].Nexthops[0].Dev != "ppp1" {
-		t.Errorf("ppp0 down: main default routes %+v, want one via ppp1", main)
+		t.Errorf("ppp0 down: default routes %+v, want one via ppp1", main)
 	}
 }
 
-func mainDefaults(d Desired) []Route {
+// defaultRoutes are the default routes of uplinkd's default table: what
+// traffic without a more specific route takes.
+func defaultRoutes(d Desired, table int) []Route {
 	var out []Route
 	for _, r := range d.Routes {
-		if r.Table == MainTable && r.Dst.Bits() == 0 {
+		if r.Table == table && r.Dst.Bits() == 0 {
 			out = append(out, r)
 		}
 	}

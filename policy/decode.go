@@ -249,6 +249,10 @@ func (l *loader) table(n *tomlNode, v reflect.Value, path string) {
 			l.decode(e.val, v.Field(i), sub(e.key), e.key)
 			continue
 		}
+		if why, ok := removedKeys[sub(e.key)]; ok {
+			l.problemAt(e.off, "%s was removed in %s", e.key, why)
+			continue
+		}
 		msg := fmt.Sprintf("unknown key %q", e.key)
 		if path != "" {
 			msg += " in " + tomlTableName(path)
@@ -259,6 +263,12 @@ func (l *loader) table(n *tomlNode, v reflect.Value, path string) {
 		}
 		l.problemAt(e.off, "%s", msg)
 	}
+}
+
+// removedKeys are keys earlier versions accepted, with the version that
+// removed them and what replaces them, so an old file gets a useful error.
+var removedKeys = map[string]string{
+	"daemon.default_metric": "0.3: uplinkd's default route now lives in its own table (default_table) behind `lookup main suppress_prefixlength 0`, so no metric can make it lose to a foreign default route",
 }
 
 func (l *loader) wrongType(n *tomlNode, path, name string, want reflect.Type) {

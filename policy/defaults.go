@@ -16,7 +16,8 @@ const (
 	DefaultControlSocket  = "/run/uplinkd/uplinkd.sock"
 	DefaultStateDir       = "/var/lib/uplinkd"
 	DefaultHookDir        = "/etc/uplinkd/hooks.d"
-	DefaultMetric         = 0
+	DefaultTable          = 157
+	DefaultPriority       = 32600
 	DefaultStickyPriority = 32000
 	DefaultMinSync        = time.Duration(0)
 	DefaultLogLevel       = LogInfo
@@ -87,7 +88,8 @@ func (l *loader) applyDefaults(c *Config) {
 	setDefault(l, "daemon.control_socket", &d.ControlSocket, DefaultControlSocket)
 	setDefault(l, "daemon.state_dir", &d.StateDir, DefaultStateDir)
 	setDefault(l, "daemon.hook_dir", &d.HookDir, DefaultHookDir)
-	setDefault(l, "daemon.default_metric", &d.DefaultMetric, DefaultMetric)
+	setDefault(l, "daemon.default_table", &d.DefaultTable, DefaultTable)
+	setDefault(l, "daemon.default_priority", &d.DefaultPriority, DefaultPriority)
 	setDefault(l, "daemon.log_level", &d.LogLevel, DefaultLogLevel)
 	setDefault(l, "daemon.last_resort", &d.LastResort, DefaultLastResort)
 	setDefault(l, "daemon.min_sync_interval", &d.MinSyncInterval, DefaultMinSync)

@@ -183,7 +183,13 @@ func ruleFromNetlink(r netlink.Rule) Rule {
 	if r.Dport != nil || r.Sport != nil || r.IPProto != 0 {
 		extra = append(extra, "l4")
 	}
-	if r.Tos != 0 || r.Invert || r.Goto > 0 || r.SuppressPrefixlen >= 0 || r.SuppressIfgroup >= 0 ||
+	switch {
+	case r.SuppressPrefixlen == 0:
+		out.SuppressDefault = true
+	case r.SuppressPrefixlen > 0:
+		extra = append(extra, fmt.Sprintf("suppress_prefixlength %d", r.SuppressPrefixlen))
+	}
+	if r.Tos != 0 || r.Invert || r.Goto > 0 || r.SuppressIfgroup >= 0 ||
 		(r.Type != 0 && r.Type != unix.FR_ACT_TO_TBL) {
 		extra = append(extra, "other")
 	}
@@ -392,6 +398,9 @@ func toNetlinkRule(r Rule) *netlink.Rule {
 	nr.Priority = r.Priority
 	nr.Table = r.Table
 	nr.Protocol = uint8(r.Protocol)
+	if r.SuppressDefault {
+		nr.SuppressPrefixlen = 0
+	}
 	if r.Src.IsValid() {
 		nr.Src = &net.IPNet{IP: r.Src.Addr().AsSlice(), Mask: net.CIDRMask(r.Src.Bits(), 32)}
 	}

@@ -33,7 +33,8 @@ func TestParseGood(t *testing.T) {
 		ControlSocket:   DefaultControlSocket,
 		StateDir:        DefaultStateDir,
 		HookDir:         DefaultHookDir,
-		DefaultMetric:   16,
+		DefaultTable:    300,
+		DefaultPriority: 32500,
 		LogLevel:        LogDebug,
 		MinSyncInterval: DefaultMinSync,
 		StickyPriority:  DefaultStickyPriority,
@@ -193,7 +194,7 @@ kind = "command"
 		name: "wrong types",
 		src: `
 [daemon]
-default_metric = "0"
+default_priority = "0"
 min_sync_interval = 5
 log_level = ["info"]
 [lan]
@@ -217,7 +218,7 @@ mark = -1
 uid = 1979-05-27
 `,
 		want: []string{
-			`t.toml:2:18: default_metric must be an integer, not a string`,
+			`t.toml:2:20: default_priority must be an integer, not a string`,
 			`t.toml:3:21: min_sync_interval must be a duration string such as "30s", not an integer`,
 			`t.toml:4:13: log_level must be a string, not an array`,
 			`t.toml:6:14: forwarding must be a boolean, not a string`,
@@ -527,7 +528,7 @@ proto = "icmp"
 		src: `
 [daemon]
 state_dir = "var/lib/uplinkd"
-default_metric = -1
+default_metric = 0
 log_level = "verbose"
 min_sync_interval = "-1s"
 [lan]
@@ -553,7 +554,7 @@ balance = "rr"
 `,
 		want: []string{
 			`t.toml:2:13: state_dir must be an absolute path (got "var/lib/uplinkd")`,
-			`t.toml:3:18: default_metric must be at least 0 (got -1)`,
+			"t.toml:3:1: default_metric was removed in 0.3: uplinkd's default route now lives in its own table (default_table) behind `lookup main suppress_prefixlength 0`, so no metric can make it lose to a foreign default route",
 			`t.toml:4:13: log_level must be one of debug, info, warn, error (got "verbose")`,
 			`t.toml:5:21: min_sync_interval must not be negative (got -1s)`,
 			`t.toml:6:1: [lan] without any [[uplink]]: there is nothing to route the LAN to`,

@@ -73,6 +73,11 @@ type Rule struct {
 	Mark     uint32
 	Mask     uint32 // 0 with Mark != 0: 0xffffffff
 	Protocol int
+	// SuppressDefault is `suppress_prefixlength 0`: the lookup's result is
+	// ignored when it is a default route. uplinkd writes it on its
+	// `lookup main` rule so that specific routes in main win while default
+	// routes that pppd or a DHCP client put there are routed around.
+	SuppressDefault bool
 	// Extra describes selectors uplinkd never writes (iif, uidrange, ports,
 	// other actions...), so a foreign rule that has them never matches ours.
 	Extra string
@@ -114,7 +119,7 @@ type UplinkState struct {
 
 // RuleKey identifies a rule: two rules with the same key are the same rule.
 func (r Rule) Key() string {
-	return fmt.Sprintf("%d/%d/%s/%x/%x/%s", r.Priority, r.Table, r.Src, r.Mark, r.effectiveMask(), r.Extra)
+	return fmt.Sprintf("%d/%d/%s/%x/%x/%t/%s", r.Priority, r.Table, r.Src, r.Mark, r.effectiveMask(), r.SuppressDefault, r.Extra)
 }
 
 func (r Rule) effectiveMask() uint32 {
@@ -190,6 +195,9 @@ func (r Rule) IPRule() string {
 		}
 	}
 	fmt.Fprintf(&b, " lookup %s", tableName(r.Table))
+	if r.SuppressDefault {
+		b.WriteString(" suppress_prefixlength 0")
+	}
 	if r.Protocol != 0 {
 		fmt.Fprintf(&b, " proto %s", protoName(r.Protocol))
 	}

@@ -38,6 +38,7 @@ func (l *loader) validate(c *Config) {
 	l.uplinks(c, priorities)
 	l.rules(c, priorities)
 	l.stickyPriorities(c, priorities)
+	l.defaultRules(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
 	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
@@ -82,7 +83,6 @@ func (l *loader) daemon(d *Daemon) {
 	if d.MetricsListen != "" && !isListenAddr(d.MetricsListen) {
 		l.errorf("daemon.metrics_listen", "metrics_listen must be HOST:PORT or :PORT, or empty to disable (got %q)", d.MetricsListen)
 	}
-	l.atLeast("daemon.default_metric", d.DefaultMetric, 0)
 	enum(l, "daemon.log_level", d.LogLevel, LogDebug, LogInfo, LogWarn, LogError)
 	enum(l, "daemon.last_resort", d.LastResort, LastResortLink, LastResortNone)
 	l.notNegative("daemon.min_sync_interval", d.MinSyncInterval)
@@ -495,5 +495,39 @@ func (l *loader) services(c *Config) {
 		}
 		l.required(p+".backends", len(s.Backends) > 0)
 		enum(l, p+".balance", s.Balance, BalanceWeighted, BalanceSourceHash)
+	}
+}
+
+// defaultRules checks that uplinkd's default table and the two rules that
+// lead to it (default_priority: `lookup main suppress_prefixlength 0`,
+// default_priority+1: `lookup <default_table>`) clash with no uplink table,
+// configured rule priority or sticky rule.
+func (l *loader) defaultRules(c *Config, priorities map[string]string) {
+	d := &c.Daemon
+	for i, u := range c.Uplinks {
+		if u.Table != 0 && u.Table == d.DefaultTable {
+			path := fmt.Sprintf("uplink[%d].table", i)
+			if l.set("daemon.default_table") {
+				path = "daemon.default_table"
+			}
+			l.errorf(path, "table %d is both uplinkd's default table (default_table) and uplink %q's table; choose another", d.DefaultTable, u.Name)
+		}
+	}
+	first := d.DefaultPriority
+	if !l.inRange("daemon.default_priority", first, 1, 32764) {
+		return
+	}
+	sticky, n := d.StickyPriority, max(len(c.Uplinks), 1)
+	for _, p := range []int{first, first + 1} {
+		if at, ok := priorities[strconv.Itoa(p)]; ok {
+			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with rule priority %d at line %d",
+				first, first+1, p, l.line(at))
+			return
+		}
+		if p >= sticky && p < sticky+n {
+			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with the sticky rules (priorities %d..%d from sticky_priority)",
+				first, first+1, sticky, sticky+n-1)
+			return
+		}
 	}
 }

@@ -59,7 +59,7 @@ func TestLabBlackholeDetectedAndHoldDown(t *testing.T) {
 	const holdDown = 2 * time.Second
 	l := dualLab(t)
 	r := start(t, l, writeConfig(t, checkedConfig(holdDown, "")))
-	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "157"))
 
 	// Silent failure: carrier stays, the ISP drops everything.
 	if err := l.Blackhole("ppp0", true); err != nil {
@@ -68,7 +68,7 @@ func TestLabBlackholeDetectedAndHoldDown(t *testing.T) {
 	if _, ok := r.waitActive("ppp0", false, 5*time.Second); !ok {
 		t.Fatal("blackholed ppp0 never left the default route")
 	}
-	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157 scope link", "route", "show", "table", "main"))
+	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157 scope link", "route", "show", "table", "157"))
 	if up, _ := l.Carrier("ppp0"); !up {
 		t.Fatal("the blackhole must keep carrier: this test is about probes")
 	}
@@ -87,14 +87,14 @@ func TestLabBlackholeDetectedAndHoldDown(t *testing.T) {
 	if back := s.End.Sub(healed); back < holdDown {
 		t.Errorf("ppp0 back after %v, before its hold-down of %v", back, holdDown)
 	}
-	r.eventually("multipath default again", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+	r.eventually("multipath default again", r.has("nexthop dev ppp0", "route", "show", "table", "157"))
 }
 
 func TestLabFlappingUplinkStaysOut(t *testing.T) {
 	const holdDown = 2 * time.Second
 	l := dualLab(t)
 	r := start(t, l, writeConfig(t, checkedConfig(holdDown, "")))
-	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+	r.eventually("multipath default", r.has("nexthop dev ppp0", "route", "show", "table", "157"))
 
 	if _, err := l.SetCarrier("ppp0", false); err != nil {
 		t.Fatal(err)
@@ -157,7 +157,7 @@ rule_priority = 202
 tier = 2
 `
 	r := start(t, l, writeConfig(t, cfg))
-	main := func() string { return r.ip("route", "show", "default") }
+	main := func() string { return r.ip("route", "show", "default", "table", "157") }
 	r.eventually("tier 1 multipath, no ppp2", func() bool {
 		m := main()
 		return strings.Contains(m, "nexthop dev ppp0") && strings.Contains(m, "nexthop dev ppp1") && !strings.Contains(m, "ppp2")
@@ -255,7 +255,7 @@ rule_priority = 300
 	r.eventually("the reconnected ppp1 rewritten", func() bool {
 		return strings.Contains(r.ip("rule"), "from "+newAddr+" lookup 201") &&
 			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1") &&
-			strings.Contains(r.ip("route", "show", "default"), "nexthop dev ppp1")
+			strings.Contains(r.ip("route", "show", "default", "table", "157"), "nexthop dev ppp1")
 	})
 	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", newAddr, "192.0.2.1")
 	// Back up: no more attempts.
@@ -272,7 +272,7 @@ rule_priority = 300
 func TestLabCarrierLossKeepsLANStream(t *testing.T) {
 	l := dualLab(t)
 	r := start(t, l, writeConfig(t, tieredConfig("nftables")))
-	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default", "table", "157"))
 	s := startStream(t, l)
 	defer s.close()
 	settle := func() uint32 {
@@ -287,7 +287,7 @@ func TestLabCarrierLossKeepsLANStream(t *testing.T) {
 	if _, err := l.SetCarrier("ppp0", false); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+	r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
 	end := settle()
 	// A failover costs at most a few packets; the stream must then flow
 	// through ppp1: every one of the last 100 arrived.
@@ -300,7 +300,7 @@ func TestLabCarrierLossKeepsLANStream(t *testing.T) {
 	if _, err := l.SetCarrier("ppp0", true); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually("default via ppp0 again", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+	r.eventually("default via ppp0 again", r.has("default dev ppp0 proto 157", "route", "show", "default", "table", "157"))
 	end = settle()
 	if lost := s.lost(at, end); lost > 0 {
 		t.Errorf("fail-back lost %d packets of a stream that should have stayed on ppp1", lost)

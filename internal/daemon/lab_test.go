@@ -179,7 +179,7 @@ func TestLabStartRulesAndRoutes(t *testing.T) {
 			strings.Contains(rules, "100:\tfrom all fwmark 0x1/0xffff lookup 201 proto 157") &&
 			strings.Contains(r.ip("route", "show", "table", "200"), "default dev ppp0 proto 157") &&
 			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
-			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp0 weight 1")
+			strings.Contains(r.ip("route", "show", "table", "157"), "nexthop dev ppp0 weight 1")
 	})
 	if got := strings.TrimSpace(mustExec(t, l, l.Router, "sysctl", "-n", "net.ipv4.ip_forward")); got != "1" {
 		t.Errorf("ip_forward = %q, want 1", got)
@@ -210,7 +210,7 @@ func TestLabRedialMovesRule(t *testing.T) {
 		return strings.Contains(rules, "from "+res.New.String()+" lookup 201") &&
 			!strings.Contains(rules, "from "+old.String()+" ") &&
 			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
-			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp1")
+			strings.Contains(r.ip("route", "show", "table", "157"), "nexthop dev ppp1")
 	})
 	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", res.New.String(), "192.0.2.1")
 	r.eventually("rp_filter of the new ppp1 is loose", func() bool {
@@ -221,17 +221,17 @@ func TestLabRedialMovesRule(t *testing.T) {
 func TestLabCarrierLossMovesDefault(t *testing.T) {
 	l := dualLab(t)
 	r := start(t, l, writeConfig(t, labConfig))
-	r.eventually("multipath default", r.has("nexthop dev ppp1", "route", "show", "table", "main"))
+	r.eventually("multipath default", r.has("nexthop dev ppp1", "route", "show", "table", "157"))
 	if _, err := l.SetCarrier("ppp0", false); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157", "route", "show", "table", "main"))
+	r.eventually("default via ppp1 only", r.has("default dev ppp1 proto 157", "route", "show", "table", "157"))
 	// The main default now carries traffic via ppp1 alone.
 	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "192.0.2.1")
 	if _, err := l.SetCarrier("ppp0", true); err != nil {
 		t.Fatal(err)
 	}
-	r.eventually("multipath default back", r.has("nexthop dev ppp0", "route", "show", "table", "main"))
+	r.eventually("multipath default back", r.has("nexthop dev ppp0", "route", "show", "table", "157"))
 }
 
 func TestLabRemovesLANDefaultRoute(t *testing.T) {
@@ -280,7 +280,7 @@ func TestLabRestartAdopts(t *testing.T) {
 	l := dualLab(t)
 	cfg := writeConfig(t, labConfig)
 	r := start(t, l, cfg)
-	r.eventually("converged", r.has("nexthop dev ppp1", "route", "show", "table", "main"))
+	r.eventually("converged", r.has("nexthop dev ppp1", "route", "show", "table", "157"))
 	r.stop()
 	rulesBefore, routesBefore := r.ip("rule"), r.ip("route", "show", "table", "all")
 	nftBefore := mustExec(t, l, l.Router, "nft", "list", "ruleset")
@@ -393,7 +393,7 @@ func TestLabPlanChangesNothing(t *testing.T) {
 	for _, want := range []string{
 		"ip rule add priority 200 from " + a0 + " lookup 200 proto 157",
 		"ip route add default dev ppp0 table 200 proto 157 scope link metric 0",
-		"ip route add default table main proto 157 metric 0 nexthop dev ppp0 weight 1 nexthop dev ppp1 weight 1",
+		"ip route add default table 157 proto 157 metric 0 nexthop dev ppp0 weight 1 nexthop dev ppp1 weight 1",
 		"sysctl -w net.ipv4.ip_forward=1",
 	} {
 		if !strings.Contains(out, want) {
@@ -463,7 +463,7 @@ func TestLabRepairRateLimited(t *testing.T) {
 				if c.Rule.Priority == 200 && c.Rule.Src.IsValid() {
 					restores++
 				}
-				if carrierDropped && c.Route.Table == 254 && len(c.Route.Nexthops) == 1 && c.Route.Nexthops[0].Dev == "ppp0" {
+				if carrierDropped && c.Route.Table == policy.DefaultTable && len(c.Route.Nexthops) == 1 && c.Route.Nexthops[0].Dev == "ppp0" {
 					failedOver = true
 				}
 			}

@@ -115,7 +115,7 @@ func TestLabLANThroughEachUplinkWithSNAT(t *testing.T) {
 		l := dualLab(t)
 		srv := newInetServer(t, l, "192.0.2.1:8080")
 		r := start(t, l, writeConfig(t, tieredConfig(backend)))
-		r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+		r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default", "table", "157"))
 
 		mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
 		lanDial(t, l, "192.0.2.1:8080").Close()
@@ -126,7 +126,7 @@ func TestLabLANThroughEachUplinkWithSNAT(t *testing.T) {
 		if _, err := l.SetCarrier("ppp0", false); err != nil {
 			t.Fatal(err)
 		}
-		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
 		mustExec(t, l, l.LAN, "ping", "-c1", "-W2", "192.0.2.1")
 		lanDial(t, l, "192.0.2.1:8080").Close()
 		if got, want := srv.lastPeer(), l.UplinkAddr("ppp1").String(); got != want {
@@ -143,7 +143,7 @@ func TestLabRedialRewritesSNATAndResetsOldConnections(t *testing.T) {
 		cfg = strings.Replace(cfg, "name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\n",
 			"name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\ntier = 2\n", 1)
 		r := start(t, l, writeConfig(t, cfg))
-		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
 
 		long := lanDial(t, l, "192.0.2.1:8080")
 		defer long.Close()
@@ -176,7 +176,7 @@ func TestLabRedialRewritesSNATAndResetsOldConnections(t *testing.T) {
 		}
 		// Once ppp1 is back in the default route, a new connection goes out
 		// with the new address.
-		r.eventually("default via ppp1 again", r.has("default dev ppp1 proto 157", "route", "show", "default"))
+		r.eventually("default via ppp1 again", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
 		lanDial(t, l, "192.0.2.1:8080").Close()
 		if got := srv.lastPeer(); got != res.New.String() {
 			t.Errorf("after the redial the server saw %s, want %s", got, res.New)
@@ -188,7 +188,7 @@ func TestLabUID108LeavesViaPPP1(t *testing.T) {
 	l := dualLab(t)
 	srv := newInetServer(t, l, "192.0.2.1:8080")
 	r := start(t, l, writeConfig(t, tieredConfig("nftables")))
-	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default"))
+	r.eventually("default via ppp0", r.has("default dev ppp0 proto 157", "route", "show", "default", "table", "157"))
 
 	mustExec(t, l, l.Router, "nc", "-z", "-w", "3", "192.0.2.1", "8080")
 	if got, want := srv.peer(t, 1), l.UplinkAddr("ppp0").String(); got != want {
@@ -295,7 +295,7 @@ func TestLabWeightedSplitIsPerConnectionAndSticky(t *testing.T) {
 		}
 		path := writeConfig(t, weights(3, 1))
 		r := start(t, l, path)
-		r.eventually("3:1 multipath", r.has("nexthop dev ppp0 weight 3", "route", "show", "default"))
+		r.eventually("3:1 multipath", r.has("nexthop dev ppp0 weight 3", "route", "show", "default", "table", "157"))
 
 		const n = 120
 		conns := make([]net.Conn, 0, n)
@@ -322,7 +322,7 @@ func TestLabWeightedSplitIsPerConnectionAndSticky(t *testing.T) {
 		if err := r.d.Reload(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		r.eventually("1:3 multipath", r.has("nexthop dev ppp1 weight 3", "route", "show", "default"))
+		r.eventually("1:3 multipath", r.has("nexthop dev ppp1 weight 3", "route", "show", "default", "table", "157"))
 		broken := 0
 		for _, c := range conns {
 			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
