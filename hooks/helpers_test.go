@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -129,3 +130,11 @@ func alive(pid int) bool {
 
 // lockThread locks the calling goroutine to its thread for good.
 func lockThread() { runtime.LockOSThread() }
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
