@@ -90,7 +90,7 @@ func newRig(t *testing.T, spec PublishSpec, stateDir string, fake *fakePublisher
 	return r
 }
 
-// settleAttempts waits (real time) until n attempts have been reported.
+// waitEvents waits (real time) until n attempts have been reported.
 func (r *mgrRig) waitEvents(n int) {
 	r.t.Helper()
 	waitFor(r.t, "publish results", 5*time.Second, func() bool {
@@ -100,14 +100,8 @@ func (r *mgrRig) waitEvents(n int) {
 	})
 }
 
-func (r *mgrRig) eventCount() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.events)
-}
-
-// quietFor asserts that no further attempt happens (after giving a wrongly
-// started goroutine a moment to report).
+// expectCalls asserts the addresses published so far, after giving a
+// wrongly started attempt a moment to show up.
 func (r *mgrRig) expectCalls(want ...string) {
 	r.t.Helper()
 	time.Sleep(20 * time.Millisecond)
