@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -138,3 +139,5 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
