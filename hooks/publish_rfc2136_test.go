@@ -87,6 +87,8 @@ log:
     any: warning
 database:
     storage: "%[1]s/db"
+    # No fsync per update: the tests measure uplinkd, not the disk.
+    journal-db-mode: asynchronous
 control:
     listen: "%[1]s/knot.sock"
 key:
@@ -102,6 +104,7 @@ zone:
     storage: "%[1]s"
     file: "example.test.zone"
     zonefile-sync: -1
+    journal-content: none
     acl: update
 `, dir, port, k.keyName, k.secret)
 	cf := filepath.Join(dir, "knot.conf")
