@@ -50,16 +50,17 @@ func (ev PublishEvent) HookEvent() HookEvent {
 
 // PublishStatus is one publisher's line in `uplinkd status`.
 type PublishStatus struct {
-	Uplink, Name string
-	Kind         PublishKind
-	Address      netip.Addr // last published (zero: never)
-	PublishedAt  time.Time
-	Pending      netip.Addr // the current address when it is not published yet
-	Result       string     // of the last attempt: ok | retry | permanent; running; "" (none yet)
-	Reply        string
-	Reason       string
-	LastAttempt  time.Time
-	NextTry      time.Time // zero: nothing scheduled
+	Uplink      string      `json:"uplink"`
+	Name        string      `json:"name"`
+	Kind        PublishKind `json:"kind"`
+	Address     netip.Addr  `json:"address,omitzero"` // last published (zero: never)
+	PublishedAt time.Time   `json:"published_at,omitzero"`
+	Pending     netip.Addr  `json:"pending,omitzero"` // the current address when it is not published yet
+	Result      string      `json:"result,omitempty"` // of the last attempt: ok | retry | permanent; running; "" (none yet)
+	Reply       string      `json:"reply,omitempty"`
+	Reason      string      `json:"reason,omitempty"`
+	LastAttempt time.Time   `json:"last_attempt,omitzero"`
+	NextTry     time.Time   `json:"next_try,omitzero"` // zero: nothing scheduled
 }
 
 // PublishManager owns every publisher of every uplink. The daemon calls
@@ -258,7 +259,10 @@ func (m *PublishManager) startLocked(p *publisherState, now time.Time) {
 func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	defer m.wg.Done()
 	spec := p.spec
-	ctx, cancel := context.WithTimeout(m.ctx, spec.Timeout)
+	// Each publisher enforces spec.Timeout itself (and reports it as a
+	// timeout); this deadline is only a backstop, so it must not win the
+	// race against theirs.
+	ctx, cancel := context.WithTimeout(m.ctx, spec.Timeout+time.Second)
 	start := time.Now()
 	res := p.pub.Publish(ctx, req)
 	cancel()

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -369,5 +370,41 @@ func TestPublishManagerRejectsBadSpecs(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "hunter2") {
 		t.Fatal("error reveals the secret")
+	}
+}
+
+func TestPublishStatusJSON(t *testing.T) {
+	st := PublishStatus{Uplink: "dsl", Name: "dyn", Kind: PublishDynDNS2, Pending: addrA, Result: "retry", Reply: "911",
+		NextTry: time.Date(2024, 1, 1, 0, 0, 30, 0, time.UTC)}
+	b, err := json.Marshal(st)
+	want := `{"uplink":"dsl","name":"dyn","kind":"dyndns2","pending":"198.51.100.10","result":"retry","reply":"911","next_try":"2024-01-01T00:00:30Z"}`
+	if err != nil || string(b) != want {
+		t.Fatalf("got %s %v\nwant %s", b, err, want)
+	}
+}
+
+// TestPublishCommandTimeoutThroughManager: the command's own timeout, not
+// the manager's backstop deadline, ends a hanging command, so it is
+// reported as a timeout and retried.
+func TestPublishCommandTimeoutThroughManager(t *testing.T) {
+	defer noLeaks(t)
+	dir := t.TempDir()
+	spec := PublishSpec{Uplink: "dsl", Iface: "ppp0", Name: "cmd", Kind: PublishCommand,
+		Command: []string{script(t, dir, "hang", "exec sleep 60")}, Timeout: 200 * time.Millisecond}
+	got := make(chan PublishEvent, 1)
+	m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{Log: quiet(), Clock: NewFakeClock(time.Time{}),
+		OnResult: func(ev PublishEvent) { got <- ev }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.Update("dsl", addrA)
+	select {
+	case ev := <-got:
+		if ev.Result != "retry" || ev.Reply != "timeout" || !strings.Contains(ev.Reason, "timed out after 200ms") {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no result")
 	}
 }

@@ -302,6 +302,9 @@ func (r *Reconnector) attempt(n int) {
 	}
 	log.Log(context.Background(), level, "reconnect attempt finished", fields...)
 	notify := r.onAttempt
+	if r.closed {
+		notify = nil // shutting down: nobody to tell
+	}
 	r.mu.Unlock()
 	if notify != nil {
 		ev := HookEvent{Event: "reconnect", Uplink: r.spec.Uplink, Iface: r.spec.Iface,

@@ -188,6 +188,7 @@ while [ ! -e %s ]; do sleep 0.02; done`, trace, release))
 // last state, the queue never grows beyond its bound, and every skipped
 // event is accounted for in the log.
 func TestSlowHookHundredEvents(t *testing.T) {
+	defer noLeaks(t)
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "trace")
 	cmd := script(t, dir, "slow", `echo "$UPLINKD_EVENT/$UPLINKD_NEW_IP" >> `+trace+`; sleep 0.05`)
