@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -133,6 +134,10 @@ type PublishResult struct {
 type PublisherOptions struct {
 	Log     *slog.Logger // nil: slog.Default()
 	Version string       // User-Agent "uplinkd/<Version>" of dyndns2 requests
+	// Dial, if set, opens the connections of dyndns2 and rfc2136 (network
+	// "tcp" or "udp"): a way to choose the path of publish traffic, and
+	// how tests reach servers inside network namespaces. nil: net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
 // NewPublisher checks spec (secret files are read and their mode checked
@@ -153,7 +158,7 @@ func NewPublisher(spec PublishSpec, opts PublisherOptions) (Publisher, error) {
 	case PublishDynDNS2:
 		return newDynDNS2(spec, opts)
 	case PublishRFC2136:
-		return newRFC2136(spec)
+		return newRFC2136(spec, opts)
 	default:
 		return nil, fmt.Errorf("unknown publisher kind %q", spec.Kind)
 	}

@@ -71,6 +71,9 @@ func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
 	// Each publish follows an address change, so a kept-alive connection
 	// would have been made from the old address: always dial afresh.
 	tr.DisableKeepAlives = true
+	if opts.Dial != nil {
+		tr.DialContext = opts.Dial
+	}
 	ua := "uplinkd/" + opts.Version
 	if opts.Version == "" {
 		ua = "uplinkd/dev"

@@ -64,14 +64,17 @@ func (ca *testCA) file(t testing.TB, dir, name string) string {
 	return p
 }
 
-// serverCert issues a certificate for 127.0.0.1 and localhost.
-func (ca *testCA) serverCert(t testing.TB) tls.Certificate {
+// serverCert issues a certificate for localhost and ips (default 127.0.0.1).
+func (ca *testCA) serverCert(t testing.TB, ips ...net.IP) tls.Certificate {
 	t.Helper()
+	if len(ips) == 0 {
+		ips = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "dyn.test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		DNSNames: []string{"localhost"}, IPAddresses: ips,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
@@ -87,6 +90,7 @@ type dynServer struct {
 	*httptest.Server
 	mu       sync.Mutex
 	requests []dynRequest
+	from     []string // the requests' source addresses
 	replies  []dynReply
 	received chan dynRequest // if set, every request is sent here too
 }
@@ -98,10 +102,22 @@ type dynReply struct {
 }
 
 func newDynServer(t testing.TB, ca *testCA) *dynServer {
+	return newDynServerOn(t, ca, nil)
+}
+
+// newDynServerOn serves on ln (nil: a loopback port); the certificate
+// covers ln's address.
+func newDynServerOn(t testing.TB, ca *testCA, ln net.Listener) *dynServer {
 	s := &dynServer{}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	var ips []net.IP
+	if ln != nil {
+		s.Listener.Close()
+		s.Listener = ln
+		ips = []net.IP{ln.Addr().(*net.TCPAddr).IP}
+	}
 	if ca != nil {
-		s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t)}}
+		s.TLS = &tls.Config{Certificates: []tls.Certificate{ca.serverCert(t, ips...)}}
 		s.StartTLS()
 	} else {
 		s.Start()
@@ -115,6 +131,8 @@ func (s *dynServer) serve(w http.ResponseWriter, r *http.Request) {
 	req := dynRequest{path: r.URL.Path, hostname: q.Get("hostname"), myip: q.Get("myip"), agent: r.UserAgent()}
 	s.mu.Lock()
 	s.requests = append(s.requests, req)
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	s.from = append(s.from, host)
 	reply := dynReply{200, "good " + req.myip}
 	if len(s.replies) > 0 {
 		reply, s.replies = s.replies[0], s.replies[1:]

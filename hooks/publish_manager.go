@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type PublishOptions struct {
 	// ev.HookEvent(). It must not block for long: the publisher's next
 	// attempt waits for it.
 	OnResult func(ev PublishEvent)
+	// Dial, if set, opens the publishers' connections (PublisherOptions.Dial).
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
 	// newPublisher replaces NewPublisher in tests (fake publishers).
 	newPublisher func(PublishSpec, PublisherOptions) (Publisher, error)
@@ -150,7 +153,7 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 		if opts.newPublisher != nil {
 			newPub = opts.newPublisher
 		}
-		pub, err := newPub(spec, PublisherOptions{Log: opts.Log, Version: opts.Version})
+		pub, err := newPub(spec, PublisherOptions{Log: opts.Log, Version: opts.Version, Dial: opts.Dial})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("uplink %s: publisher %s: %w", spec.Uplink, spec.Name, err))
 			continue

@@ -21,6 +21,7 @@ type rfc2136 struct {
 	name   string // FQDN
 	server string // host:port
 	key    tsigKey
+	dial   func(ctx context.Context, network, address string) (net.Conn, error) // nil: the client's own
 }
 
 // tsigKey is a key from a BIND-format key file, as tsig-keygen writes it:
@@ -38,7 +39,7 @@ var tsigAlgorithms = map[string]string{
 	"hmac-sha384": dns.HmacSHA384, "hmac-sha512": dns.HmacSHA512,
 }
 
-func newRFC2136(spec PublishSpec) (*rfc2136, error) {
+func newRFC2136(spec PublishSpec, opts PublisherOptions) (*rfc2136, error) {
 	if spec.Zone == "" || spec.Hostname == "" || spec.Server == "" {
 		return nil, errors.New("rfc2136: server, zone and hostname must be set")
 	}
@@ -57,7 +58,7 @@ func newRFC2136(spec PublishSpec) (*rfc2136, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rfc2136: %w", err)
 	}
-	return &rfc2136{spec: spec, zone: zone, name: name, server: server, key: key}, nil
+	return &rfc2136{spec: spec, zone: zone, name: name, server: server, key: key, dial: opts.Dial}, nil
 }
 
 func (r *rfc2136) Publish(ctx context.Context, req PublishRequest) PublishResult {
@@ -81,11 +82,9 @@ func (r *rfc2136) Publish(ctx context.Context, req PublishRequest) PublishResult
 	m.Insert([]dns.RR{rr})      // ...replaced by this one, atomically
 	m.SetTsig(key.name, key.algorithm, 300, time.Now().Unix())
 
-	c := &dns.Client{Net: "udp", Timeout: r.spec.Timeout, TsigSecret: map[string]string{key.name: key.secret}}
-	resp, _, err := c.ExchangeContext(ctx, m, r.server)
+	resp, err := r.exchange(ctx, key, m, "udp")
 	if err == nil && resp.Truncated {
-		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(ctx, m, r.server)
+		resp, err = r.exchange(ctx, key, m, "tcp")
 	}
 	where := fmt.Sprintf("rfc2136 %s in %s at %s", r.name, r.zone, r.server)
 	if resp != nil && resp.Rcode != dns.RcodeSuccess {
@@ -102,6 +101,21 @@ func (r *rfc2136) Publish(ctx context.Context, req PublishRequest) PublishResult
 		}
 	}
 	return PublishResult{Outcome: PublishOK, Reply: dns.RcodeToString[resp.Rcode]}
+}
+
+func (r *rfc2136) exchange(ctx context.Context, key tsigKey, m *dns.Msg, network string) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: r.spec.Timeout, TsigSecret: map[string]string{key.name: key.secret}}
+	if r.dial == nil {
+		resp, _, err := c.ExchangeContext(ctx, m, r.server)
+		return resp, err
+	}
+	conn, err := r.dial(ctx, network, r.server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, &dns.Conn{Conn: conn})
+	return resp, err
 }
 
 // rcodeResult classifies an error reply: SERVFAIL (and a TSIG BADTIME, a

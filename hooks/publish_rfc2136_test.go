@@ -19,14 +19,17 @@ import (
 	"github.com/miekg/dns"
 )
 
-// knot is a real Knot DNS server, started by the test on 127.0.0.1 with one
-// zone that accepts TSIG-signed updates.
+// knot is a real Knot DNS server, started by the test with one zone that
+// accepts TSIG-signed updates.
 type knot struct {
-	addr    string // 127.0.0.1:port
+	addr    string // ip:port
 	zone    string
 	keyFile string // BIND format, mode 0600
 	keyName string
 	secret  string
+	// dial, if set, opens the test's own query connections (a server in a
+	// lab namespace).
+	dial func(network, address string) (net.Conn, error)
 }
 
 func randomSecret(t testing.TB) string {
@@ -58,16 +61,21 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
-func startKnot(t testing.TB) *knot {
-	t.Helper()
-	bin, err := exec.LookPath("knotd")
-	if err != nil {
-		if bin, err = exec.LookPath("/usr/sbin/knotd"); err != nil {
-			t.Skip("knotd not installed (scripts/deps.sh installs it)")
+func knotBinary(t testing.TB) string {
+	for _, p := range []string{"knotd", "/usr/sbin/knotd"} {
+		if bin, err := exec.LookPath(p); err == nil {
+			return bin
 		}
 	}
+	t.Skip("knotd not installed (scripts/deps.sh installs it)")
+	return ""
+}
+
+// knotConfig writes a zone, a key and a knotd config listening on ip:port
+// into a fresh directory and returns the server and the config's path.
+func knotConfig(t testing.TB, ip string, port int) (*knot, string) {
 	dir := t.TempDir()
-	k := &knot{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), zone: "example.test", keyName: "uplinkd-test", secret: randomSecret(t)}
+	k := &knot{addr: net.JoinHostPort(ip, fmt.Sprint(port)), zone: "example.test", keyName: "uplinkd-test", secret: randomSecret(t)}
 	k.keyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha256", k.secret)
 	zone := `$ORIGIN example.test.
 $TTL 3600
@@ -78,10 +86,9 @@ home	A	192.0.2.99
 `
 	os.WriteFile(filepath.Join(dir, "example.test.zone"), []byte(zone), 0o644)
 	os.Mkdir(filepath.Join(dir, "db"), 0o700) // knot does not create it; updates fail with SERVFAIL without it
-	_, port, _ := net.SplitHostPort(k.addr)
 	conf := fmt.Sprintf(`server:
     rundir: "%[1]s"
-    listen: 127.0.0.1@%[2]s
+    listen: %[2]s@%[3]d
 log:
   - target: stderr
     any: warning
@@ -92,12 +99,12 @@ database:
 control:
     listen: "%[1]s/knot.sock"
 key:
-  - id: %[3]s
+  - id: %[4]s
     algorithm: hmac-sha256
-    secret: %[4]s
+    secret: %[5]s
 acl:
   - id: update
-    key: %[3]s
+    key: %[4]s
     action: update
 zone:
   - domain: example.test
@@ -106,11 +113,39 @@ zone:
     zonefile-sync: -1
     journal-content: none
     acl: update
-`, dir, port, k.keyName, k.secret)
+`, dir, ip, port, k.keyName, k.secret)
 	cf := filepath.Join(dir, "knot.conf")
 	os.WriteFile(cf, []byte(conf), 0o644)
+	return k, cf
+}
+
+// waitReady polls the server until it answers for its zone.
+func (k *knot) waitReady(t testing.TB, exited <-chan struct{}, output func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := k.query(t, "example.test.", dns.TypeSOA); err == nil {
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("knotd exited: %s", output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("knotd does not answer: %s", output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startKnot runs knotd on 127.0.0.1.
+func startKnot(t testing.TB) *knot {
+	t.Helper()
+	bin := knotBinary(t)
+	k, cf := knotConfig(t, "127.0.0.1", freePort(t))
 	cmd := exec.Command(bin, "-c", cf)
-	out := &strings.Builder{}
+	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Dies with the test binary, even when it is killed by a timeout.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -128,29 +163,27 @@ zone:
 			<-exited
 		}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := k.query(t, "example.test.", dns.TypeSOA); err == nil {
-			return k
-		}
-		select {
-		case <-exited:
-			t.Fatalf("knotd exited: %s", out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("knotd does not answer: %s", out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	k.waitReady(t, exited, out.String)
+	return k
 }
 
-// query asks the server and returns the answer's records as text data.
+// query asks the server and returns the answer's records as text.
 func (k *knot) query(t testing.TB, name string, qtype uint16) ([]string, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	c := &dns.Client{Timeout: time.Second}
-	r, _, err := c.Exchange(m, k.addr)
+	var r *dns.Msg
+	var err error
+	if k.dial != nil {
+		var conn net.Conn
+		if conn, err = k.dial("udp", k.addr); err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		r, _, err = c.ExchangeWithConn(m, &dns.Conn{Conn: conn})
+	} else {
+		r, _, err = c.Exchange(m, k.addr)
+	}
 	if err != nil {
 		return nil, err
 	}
