@@ -118,7 +118,7 @@ type publisherState struct {
 	retryAt     time.Time
 	lastAttempt time.Time
 	lastResult  PublishResult
-	attempted   bool
+	attempted   bool // an attempt finished or runs in this process (lastResult is valid)
 
 	timer   Timer
 	gen     uint64
@@ -166,7 +166,7 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 				m.log.Warn("publish state unreadable; the address will be published again",
 					"event", "publish", "uplink", spec.Uplink, "publisher", spec.Name, "reason", err.Error())
 			}
-			p.published, p.publishedAt = st.Address, st.PublishedAt
+			p.published, p.publishedAt, p.lastAttempt = st.Address, st.PublishedAt, st.LastAttempt
 		}
 		m.pubs = append(m.pubs, p)
 		m.byUplink[spec.Uplink] = append(m.byUplink[spec.Uplink], p)
@@ -218,7 +218,7 @@ func (m *PublishManager) scheduleLocked(p *publisherState, now time.Time) {
 	} else {
 		due = p.curSince.Add(p.spec.Settle)
 	}
-	if p.attempted {
+	if !p.lastAttempt.IsZero() {
 		due = later(due, p.lastAttempt.Add(p.spec.MinInterval))
 	}
 	if p.failures > 0 {
@@ -271,12 +271,19 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	cancel()
 	took := time.Since(start)
 	now := m.clock.Now()
-	// Only this goroutine runs for p until running is cleared below, so
-	// writing the state file here, unlocked, cannot race another write.
+	// Only this goroutine runs for p until running is cleared below (and
+	// it alone writes p.published*), so writing the state file here,
+	// unlocked, cannot race another write. The attempt is recorded even
+	// when it failed: min_interval then holds across restarts, so a daemon
+	// in a restart loop cannot hammer a provider that refuses it.
 	var saveErr error
-	if res.Outcome == PublishOK && p.state != "" {
-		saveErr = savePublishState(p.state, publishState{Uplink: spec.Uplink, Publisher: spec.Name, Kind: string(spec.Kind),
-			Target: spec.target(), Address: req.Addr, PublishedAt: now})
+	if p.state != "" {
+		st := publishState{Uplink: spec.Uplink, Publisher: spec.Name, Kind: string(spec.Kind), Target: spec.target(),
+			Address: req.Previous, PublishedAt: p.publishedAt, LastAttempt: now}
+		if res.Outcome == PublishOK {
+			st.Address, st.PublishedAt = req.Addr, now
+		}
+		saveErr = savePublishState(p.state, st)
 	}
 
 	m.mu.Lock()

@@ -408,3 +408,28 @@ func TestPublishCommandTimeoutThroughManager(t *testing.T) {
 		t.Fatal("no result")
 	}
 }
+
+// TestPublishMinIntervalSpansRestarts: a failed attempt is recorded too, so
+// a daemon restarting in a loop still waits min_interval between attempts.
+func TestPublishMinIntervalSpansRestarts(t *testing.T) {
+	defer noLeaks(t)
+	dir := t.TempDir()
+	bad := PublishResult{Outcome: PublishPermanent, Reply: "badauth", Err: errors.New("server says badauth")}
+	r := newRig(t, testSpec(), dir, &fakePublisher{results: []PublishResult{bad}})
+	r.m.Update("dsl", addrA)
+	r.clock.Advance(2 * time.Second) // attempt at t0+2s
+	r.waitEvents(1)
+	r.m.Close()
+
+	r2 := newRig(t, testSpec(), dir, &fakePublisher{}) // the clock starts at t0 again
+	defer r2.m.Close()
+	r2.m.Update("dsl", addrA)
+	if p := r2.clock.Pending(); len(p) != 1 || p[0] != 32*time.Second {
+		t.Fatalf("pending %v, want [32s] (last attempt at 2s + min_interval 30s)", p)
+	}
+	r2.clock.Advance(32*time.Second - time.Millisecond)
+	r2.expectCalls()
+	r2.clock.Advance(time.Millisecond)
+	r2.waitEvents(1)
+	r2.expectCalls("198.51.100.10")
+}

@@ -25,6 +25,7 @@ type publishState struct {
 	Target      string     `json:"target"`
 	Address     netip.Addr `json:"address"`
 	PublishedAt time.Time  `json:"published_at"`
+	LastAttempt time.Time  `json:"last_attempt"` // successful or not: min_interval spans restarts
 }
 
 func statePath(dir string, spec PublishSpec) string {
