@@ -26,7 +26,7 @@ commands:
   check --config PATH   validate the config; PATH:LINE:COL: message per problem
   plan  --config PATH   print what run would change now: ip/sysctl commands, then the firewall batch
   flush --config PATH   remove every rule, route and firewall table/chain uplinkd owns
-`
+` + controlUsage
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -38,6 +38,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, args := args[0], args[1:]
+	if code, ok := runControl(cmd, args, stdout, stderr); ok {
+		return code
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
