@@ -124,7 +124,7 @@ func sampleStatus() Status {
 
 // serveT runs Serve in the background until the test ends, and fails the
 // test if Serve fails or does not return.
-func serveT(t *testing.T, opts Options, h Handler) (path string, stop func()) {
+func serveT(t testing.TB, opts Options, h Handler) (path string, stop func()) {
 	t.Helper()
 	if opts.Path == "" {
 		opts.Path = t.TempDir() + "/uplinkd.sock"
