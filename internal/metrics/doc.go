@@ -5,11 +5,13 @@
 //
 // It uses github.com/VictoriaMetrics/metrics rather than
 // prometheus/client_golang: it writes the same Prometheus text format
-// (with HELP/TYPE lines and le-bucket histograms), has two small
-// dependencies instead of client_golang's protobuf, and its package init
-// does next to nothing, which matters for a daemon that must stay under
-// 10 MB of RSS on small routers. The daemon uses fixed series it knows in
-// advance, so client_golang's collectors and registries would buy nothing.
+// (with HELP/TYPE lines and le-bucket histograms) with two small
+// dependencies instead of client_golang's protobuf and friends, and the
+// daemon's idle RSS must stay within 10 MB on small routers. Measured on
+// the stripped uplinkd binary (docs/performance.md): VictoriaMetrics adds
+// 0.6 MB to the binary and ~0.35 MB of idle RSS with metrics off;
+// client_golang adds 2.7 MB and ~2.4 MB. The daemon's series are fixed and
+// known in advance, so client_golang's collectors would buy nothing.
 //
 // Off costs nothing: the daemon holds a nil *Registry when metrics_listen is
 // empty, every recorder method on a nil *Registry returns at once, and
