@@ -66,32 +66,70 @@ func (o *Options) defaults() {
 	}
 }
 
-// Serve listens on opts.Path and answers requests with h until ctx ends.
-// It returns an error at once when the socket cannot be set up (another
-// daemon answers on it, the directory cannot be created, ...). It returns
-// only after every goroutine it started has ended and its socket is removed.
+// Serve listens on opts.Path and answers requests with h until ctx ends:
+// Listen and Socket.Serve in one call.
 func Serve(ctx context.Context, opts Options, h Handler) error {
-	opts.defaults()
-	ln, fi, err := listen(opts.Path, opts.Group)
+	sock, err := Listen(opts)
 	if err != nil {
 		return err
 	}
+	return sock.Serve(ctx, h)
+}
+
+// Socket is a control socket set up by Listen. Clients that connect before
+// Serve runs wait in the listen backlog.
+type Socket struct {
+	opts Options
+	ln   *net.UnixListener
+	fi   os.FileInfo // the socket file as created, to remove only our own
+	once sync.Once
+}
+
+// Listen sets up the socket: creates its directory (0755) if missing,
+// removes a stale socket nothing answers on, refuses when another daemon
+// answers, and gives the socket its mode (0600, or 0660 with opts.Group)
+// before it appears under its name. The daemon calls it before its first
+// pass, so that a second instance stops before it touches the kernel.
+func Listen(opts Options) (*Socket, error) {
+	opts.defaults()
+	ln, fi, err := listen(opts.Path, opts.Group)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("control socket listening", "event", "control-listen", "path", opts.Path, "group", opts.Group)
+	return &Socket{opts: opts, ln: ln, fi: fi}, nil
+}
+
+// Serve answers requests with h until ctx ends. It returns only after every
+// goroutine it started has ended, and it closes and removes the socket.
+// Call it once.
+func (sock *Socket) Serve(ctx context.Context, h Handler) error {
+	defer sock.Close()
 	s := &server{
-		opts:    opts,
+		opts:    sock.opts,
 		h:       h,
-		log:     opts.Logger,
-		slots:   make(chan struct{}, opts.MaxConns),
+		log:     sock.opts.Logger,
+		slots:   make(chan struct{}, sock.opts.MaxConns),
 		conns:   map[net.Conn]struct{}{},
 		refused: map[uint32]bool{},
 		self:    uint32(os.Geteuid()),
 	}
-	s.log.Info("control socket listening", "event", "control-listen", "path", opts.Path, "group", opts.Group)
-	err = s.serve(ctx, ln)
-	// Remove the socket only while it is still ours: a file put there since
-	// (by hand) stays.
-	if cur, serr := os.Lstat(opts.Path); serr == nil && os.SameFile(cur, fi) {
-		os.Remove(opts.Path)
-	}
+	s.serve(ctx, sock.ln)
+	return nil
+}
+
+// Close closes the socket and removes its file, for a daemon that stops
+// before it calls Serve. Serve calls it too; more calls do nothing.
+func (sock *Socket) Close() error {
+	var err error
+	sock.once.Do(func() {
+		err = sock.ln.Close()
+		// Remove the file only while it is still ours: one put there
+		// since (by hand) stays.
+		if cur, serr := os.Lstat(sock.opts.Path); serr == nil && os.SameFile(cur, sock.fi) {
+			os.Remove(sock.opts.Path)
+		}
+	})
 	return err
 }
 
@@ -109,7 +147,7 @@ type server struct {
 	refused map[uint32]bool // uids already logged at warn
 }
 
-func (s *server) serve(ctx context.Context, ln *net.UnixListener) error {
+func (s *server) serve(ctx context.Context, ln *net.UnixListener) {
 	stop := make(chan struct{})
 	s.wg.Add(1)
 	go func() {
@@ -170,7 +208,6 @@ func (s *server) serve(ctx context.Context, ln *net.UnixListener) error {
 	}
 	close(stop)
 	s.wg.Wait()
-	return nil
 }
 
 func (s *server) track(c net.Conn) bool {

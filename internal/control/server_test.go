@@ -428,3 +428,48 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestListenBeforeServe: the daemon sets the socket up before its first
+// pass; a second daemon is refused then, a client that connects early is
+// answered once Serve runs, and Close without Serve removes the socket.
+func TestListenBeforeServe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "uplinkd.sock")
+	sock, err := Listen(Options{Path: path, Group: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen(Options{Path: path, Group: -1}); err == nil || !strings.Contains(err.Error(), "another uplinkd answers") {
+		t.Errorf("second Listen: %v", err)
+	}
+	early, err := net.Dial("unix", path) // in the backlog until Serve runs
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	if _, err := early.Write([]byte(`{"v":1,"cmd":"status"}`)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sock.Serve(ctx, &fakeHandler{}) }()
+	var resp Response
+	early.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewDecoder(early).Decode(&resp); err != nil || !resp.OK {
+		t.Errorf("client that connected before Serve: %+v, %v", resp, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+
+	sock, err = Listen(Options{Path: path, Group: -1})
+	if err != nil {
+		t.Fatalf("Listen after Serve ended: %v", err)
+	}
+	if err := sock.Close(); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Lstat(path); !os.IsNotExist(err) {
+		t.Errorf("Close left the socket: %v", err)
+	}
+}
