@@ -22,11 +22,13 @@ const (
 	DefaultHandlerTimeout = 10 * time.Second
 )
 
-// Options configure Serve. Zero values take the defaults above.
+// Options configure Listen and Serve. Zero values take the defaults above,
+// except Group.
 type Options struct {
 	Path string
 	// Group is the gid allowed besides root (mode 0660); -1 for none (mode
-	// 0600). The config's control_group, resolved.
+	// 0600). The config's control_group, resolved. 0 is the root group,
+	// not "none".
 	Group  int
 	Logger *slog.Logger
 	// MaxRequest is the largest request accepted, in bytes.
@@ -38,8 +40,6 @@ type Options struct {
 	MaxConns int
 	// HandlerTimeout bounds each Handler call.
 	HandlerTimeout time.Duration
-
-	procRoot string // tests: where /proc is
 }
 
 func (o *Options) defaults() {
@@ -60,9 +60,6 @@ func (o *Options) defaults() {
 	}
 	if o.HandlerTimeout <= 0 {
 		o.HandlerTimeout = DefaultHandlerTimeout
-	}
-	if o.procRoot == "" {
-		o.procRoot = "/proc"
 	}
 }
 
@@ -258,7 +255,7 @@ func (s *server) handle(ctx context.Context, c *net.UnixConn) {
 		writeResponse(c, Response{V: Version, Error: "permission denied"})
 		return
 	}
-	if !allowed(p, s.opts.Group, s.self, s.opts.procRoot) {
+	if !allowed(p, s.opts.Group, s.self, "/proc") {
 		s.logRefused(p)
 		writeResponse(c, Response{V: Version, Error: "permission denied"})
 		return
