@@ -37,7 +37,7 @@ commands:
 flags:
   --config PATH           the configuration file
   --log-format FORMAT     auto (journal under systemd, else text) | text | json | journal
-`
+` + controlUsage
 
 // Exit codes. exitConfig is sysexits' EX_CONFIG: `uplinkd run` exits with it
 // on a config it will not run, and the systemd unit lists it in
@@ -60,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, args := args[0], args[1:]
+	if code, ok := runControl(cmd, args, stdout, stderr); ok {
+		return code
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
