@@ -159,11 +159,11 @@ func TestScriptsPassWhatTheirCallerSays(t *testing.T) {
 		},
 		{
 			name: "ifupdown -a pseudo interface", script: "ifupdown/if-up.d/uplinkd",
-			env: []string{"IFACE=--all", "LOGICAL=--all", "ADDRFAM=meta", "METHOD=none", "MODE=start", "PHASE=post-up"},
+			env: []string{"IFACE=--all", "LOGICAL=auto", "ADDRFAM=meta", "METHOD=none", "MODE=start", "PHASE=post-up"},
 		},
 		{
 			name: "ifdown -a pseudo interface", script: "ifupdown/if-post-down.d/uplinkd",
-			env: []string{"IFACE=--all", "LOGICAL=--all", "ADDRFAM=meta", "METHOD=none", "MODE=stop", "PHASE=post-down"},
+			env: []string{"IFACE=--all", "LOGICAL=auto", "ADDRFAM=meta", "METHOD=none", "MODE=stop", "PHASE=post-down"},
 		},
 		{
 			// pppd's ip-up.d script reports ppp0 once it really is up.
