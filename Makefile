@@ -92,6 +92,7 @@ install: release-build
 	for s in off no-carrier degraded; do \
 	  install -D -m 0755 packaging/networkd-dispatcher/off.d/uplinkd $(DESTDIR)$(NDDIR)/$$s.d/uplinkd || exit 1; \
 	done
+	install -D -m 0644 packaging/lintian-overrides $(DESTDIR)$(PREFIX)/share/lintian/overrides/uplinkd
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 packaging/systemd/networkd-uplinkd.conf $(DESTDIR)$(DOCDIR)/examples/networkd-uplinkd.conf
 	install -m 0644 contrib/*.toml $(DESTDIR)$(DOCDIR)/examples/

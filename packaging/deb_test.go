@@ -57,6 +57,7 @@ func installed(t *testing.T, root string) packaged {
 		"/usr/lib/networkd-dispatcher/off.d/uplinkd":            exe,
 		"/usr/lib/networkd-dispatcher/no-carrier.d/uplinkd":     exe,
 		"/usr/lib/networkd-dispatcher/degraded.d/uplinkd":       exe,
+		"/usr/share/lintian/overrides/uplinkd":                  conf,
 		"/usr/share/doc/uplinkd/README.md":                      conf,
 		"/usr/share/doc/uplinkd/examples/networkd-uplinkd.conf": conf,
 	}
@@ -88,6 +89,7 @@ var sources = map[string]string{
 	"/usr/lib/networkd-dispatcher/no-carrier.d/uplinkd": "packaging/networkd-dispatcher/off.d/uplinkd",
 	"/usr/lib/networkd-dispatcher/degraded.d/uplinkd":   "packaging/networkd-dispatcher/off.d/uplinkd",
 	"/usr/share/doc/uplinkd/README.md":                  "README.md",
+	"/usr/share/lintian/overrides/uplinkd":              "packaging/lintian-overrides",
 }
 
 // entriesOf keeps the files (and the directories named in want) of a

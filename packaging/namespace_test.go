@@ -114,7 +114,6 @@ func TestMaintainerScripts(t *testing.T) {
 		name       string
 		script     string
 		args       []string
-		noHelpers  bool // without init-system-helpers: systemctl only
 		wasEnabled string
 		want       []string
 		stateGone  bool
@@ -152,14 +151,6 @@ func TestMaintainerScripts(t *testing.T) {
 			},
 		},
 		{
-			name: "first install without init-system-helpers", script: "postinst", args: []string{"configure", ""},
-			noHelpers: true,
-			want: []string{
-				"systemctl --quiet enable uplinkd.service",
-				"systemctl --system daemon-reload",
-			},
-		},
-		{
 			name: "remove: stopped", script: "prerm", args: []string{"remove"},
 			want: []string{"deb-systemd-invoke stop uplinkd.service"},
 		},
@@ -179,11 +170,7 @@ func TestMaintainerScripts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			fakes := t.TempDir()
 			log := filepath.Join(t.TempDir(), "log")
-			tools := []string{"systemctl"}
-			if !tc.noHelpers {
-				tools = append(tools, "deb-systemd-helper", "deb-systemd-invoke")
-			}
-			for _, tool := range tools {
+			for _, tool := range []string{"systemctl", "deb-systemd-helper", "deb-systemd-invoke"} {
 				body := "#!/bin/sh\necho \"${0##*/} $*\" >> '" + log + "'\n" +
 					"case \"$*\" in *was-enabled*) [ \"$FAKE_WAS_ENABLED\" = yes ] ;; esac\n"
 				if err := os.WriteFile(filepath.Join(fakes, tool), []byte(body), 0o755); err != nil {
