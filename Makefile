@@ -47,23 +47,26 @@ clean:
 	rm -rf bin
 
 # --- Packaging -------------------------------------------------------------
-# `make deb`: bin/uplinkd_VERSION_ARCH.deb (nfpm, see packaging/nfpm.yaml).
+# `make deb`: bin/uplinkd_VERSION_DEBARCH.deb (nfpm, see packaging/nfpm.yaml).
 # `make install DESTDIR=... PREFIX=/usr`: the same files, for other systems.
-# ARCH is a GOARCH (GOARCH=arm64 make deb builds for a Raspberry Pi); the
-# binary is static (CGO_ENABLED=0), so the package needs no libc dependency.
+# `make deb GOARCH=arm64` builds for a Raspberry Pi; the binary is static
+# (CGO_ENABLED=0), so the package needs no libc dependency. VERSION: a v* tag
+# (git describe), else 0.3.0~gitCOUNT.SHA, which sorts before 0.3.0.
 BUILDDIR ?= bin
-ARCH     ?= $(shell $(GO) env GOARCH)
-VERSION  ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - . || \
+GOARCH   ?= $(shell $(GO) env GOARCH)
+ifeq ($(origin VERSION),undefined)
+VERSION  := $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - . || \
               echo "0.3.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
-RELBIN   := $(BUILDDIR)/pkg/$(ARCH)/uplinkd
+endif
+RELBIN   := $(BUILDDIR)/pkg/$(GOARCH)/uplinkd
 NFPM     ?= nfpm
 
 release-build:
-	CGO_ENABLED=0 GOARCH=$(ARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
 
 deb: release-build
 	@command -v $(NFPM) >/dev/null || { echo "nfpm missing: run scripts/deps.sh"; exit 1; }
-	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(ARCH)' UPLINKD_BIN='$(RELBIN)' \
+	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(GOARCH)' UPLINKD_BIN='$(RELBIN)' \
 	  $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(BUILDDIR)/
 
 PREFIX     ?= /usr/local
