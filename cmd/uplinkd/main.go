@@ -155,7 +155,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks))
+	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks), "version", version)
 	if err := d.Run(ctx); err != nil {
 		log.Error("uplinkd stopped", "reason", err.Error())
 		return exitFailure
