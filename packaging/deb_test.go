@@ -2,6 +2,7 @@ package packaging_test
 
 import (
 	"bytes"
+	"errors"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -202,17 +203,30 @@ func TestDeb(t *testing.T) {
 	})
 
 	t.Run("default config", func(t *testing.T) {
-		out, err := exec.Command(filepath.Join(x, "usr/sbin/uplinkd"), "check", "--config",
-			filepath.Join(x, "etc/uplinkd/uplinkd.toml")).CombinedOutput()
-		// TODO(integrator): once the config loader's change is in, `check`
-		// exits 0 with the no-uplinks warning, `check --strict` exits 1, and
-		// `run` exits 78 (EX_CONFIG) before touching anything: assert those
-		// here (the warning's text, and both exit codes).
+		// The packaged config is valid but has no uplink: check passes with
+		// the warning, --strict fails on it, and run refuses with EX_CONFIG
+		// (78, the unit's RestartPreventExitStatus) before touching anything.
+		bin, conf := filepath.Join(x, "usr/sbin/uplinkd"), filepath.Join(x, "etc/uplinkd/uplinkd.toml")
+		const warning = "warning: no [[uplink]]: `uplinkd run` refuses to start until one is configured"
+		out, err := exec.Command(bin, "check", "--config", conf).CombinedOutput()
 		if err != nil {
 			t.Fatalf("uplinkd check on the packaged config: %v\n%s", err, out)
 		}
-		if !strings.Contains(string(out), "ok (0 uplinks") {
-			t.Errorf("uplinkd check on the packaged config says %q, want it valid with no uplinks", out)
+		if !strings.Contains(string(out), "ok (0 uplinks") || !strings.Contains(string(out), warning) {
+			t.Errorf("uplinkd check on the packaged config says %q, want it valid with no uplinks and the warning", out)
+		}
+		for _, tc := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"check", "--strict", "--config", conf}, 1},
+			{[]string{"run", "--config", conf, "--log-format", "text"}, 78},
+		} {
+			out, err := exec.Command(bin, tc.args...).CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != tc.code {
+				t.Errorf("uplinkd %v: %v, want exit %d\n%s", tc.args, err, tc.code, out)
+			}
 		}
 	})
 
@@ -407,7 +421,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
 			step installed "$(dpkg-query -W -f="\${Status} \${Version}" uplinkd)"
 			step enabled "$(readlink /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
-			step check "$(uplinkd check 2>&1)"
+			step check "$(uplinkd check 2>/dev/null)"
 			echo "# edited by the admin" >> /etc/uplinkd/uplinkd.toml
 			mkdir -p /var/lib/uplinkd && echo x > /var/lib/uplinkd/state
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
@@ -429,8 +443,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 	if strings.Contains(out, "SKIP: ") {
 		t.Skip(strings.TrimSpace(out))
 	}
-	// TODO(integrator): once `uplinkd check` warns about a config without
-	// uplinks, the "check" line carries that warning; adjust it here.
+	// `check` on the packaged config: valid, no uplinks, with the warning.
 	want := []string{
 		"== installed install ok installed " + testVersion,
 		"== enabled /lib/systemd/system/uplinkd.service",

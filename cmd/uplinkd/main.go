@@ -124,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "check":
 		if strict && len(cfg.Warnings) > 0 {
-			fmt.Fprintf(stderr, "%s: %d warnings (--strict)\n", cfg.Path, len(cfg.Warnings))
+			fmt.Fprintf(stderr, "%s: %d warning(s), failing because of --strict\n", cfg.Path, len(cfg.Warnings))
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
