@@ -97,7 +97,8 @@ install: release-build
 	install -D -m 0755 packaging/ppp/ip-down.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/ppp/ip-down.d/uplinkd
 	install -D -m 0755 packaging/ifupdown/if-up.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/network/if-up.d/uplinkd
 	install -D -m 0755 packaging/ifupdown/if-post-down.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/network/if-post-down.d/uplinkd
-	install -D -m 0644 packaging/iproute2/uplinkd.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/uplinkd.conf
+	install -D -m 0644 packaging/iproute2/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/uplinkd.conf
+	install -D -m 0644 packaging/iproute2/rt_tables.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_tables.d/uplinkd.conf
 	install -D -m 0755 packaging/networkd-dispatcher/routable.d/uplinkd $(DESTDIR)$(NDDIR)/routable.d/uplinkd
 	for s in off no-carrier degraded; do \
 	  install -D -m 0755 packaging/networkd-dispatcher/off.d/uplinkd $(DESTDIR)$(NDDIR)/$$s.d/uplinkd || exit 1; \

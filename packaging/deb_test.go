@@ -54,6 +54,7 @@ func installed(t *testing.T, root string) packaged {
 		"/etc/network/if-up.d/uplinkd":                          exe,
 		"/etc/network/if-post-down.d/uplinkd":                   exe,
 		"/etc/iproute2/rt_protos.d/uplinkd.conf":                conf,
+		"/etc/iproute2/rt_tables.d/uplinkd.conf":                conf,
 		"/usr/lib/networkd-dispatcher/routable.d/uplinkd":       exe,
 		"/usr/lib/networkd-dispatcher/off.d/uplinkd":            exe,
 		"/usr/lib/networkd-dispatcher/no-carrier.d/uplinkd":     exe,
@@ -84,7 +85,8 @@ var sources = map[string]string{
 	"/etc/ppp/ip-down.d/uplinkd":                        "packaging/ppp/ip-down.d/uplinkd",
 	"/etc/network/if-up.d/uplinkd":                      "packaging/ifupdown/if-up.d/uplinkd",
 	"/etc/network/if-post-down.d/uplinkd":               "packaging/ifupdown/if-post-down.d/uplinkd",
-	"/etc/iproute2/rt_protos.d/uplinkd.conf":            "packaging/iproute2/uplinkd.conf",
+	"/etc/iproute2/rt_protos.d/uplinkd.conf":            "packaging/iproute2/rt_protos.conf",
+	"/etc/iproute2/rt_tables.d/uplinkd.conf":            "packaging/iproute2/rt_tables.conf",
 	"/usr/lib/networkd-dispatcher/routable.d/uplinkd":   "packaging/networkd-dispatcher/routable.d/uplinkd",
 	"/usr/lib/networkd-dispatcher/off.d/uplinkd":        "packaging/networkd-dispatcher/off.d/uplinkd",
 	"/usr/lib/networkd-dispatcher/no-carrier.d/uplinkd": "packaging/networkd-dispatcher/off.d/uplinkd",
@@ -168,7 +170,7 @@ func TestDeb(t *testing.T) {
 		}
 		conffiles := strings.Fields(runOK(t, "dpkg-deb", "-I", deb, "conffiles"))
 		wantConf := []string{
-			"/etc/iproute2/rt_protos.d/uplinkd.conf", "/etc/network/if-post-down.d/uplinkd",
+			"/etc/iproute2/rt_protos.d/uplinkd.conf", "/etc/iproute2/rt_tables.d/uplinkd.conf", "/etc/network/if-post-down.d/uplinkd",
 			"/etc/network/if-up.d/uplinkd", "/etc/ppp/ip-down.d/uplinkd", "/etc/ppp/ip-up.d/uplinkd",
 			"/etc/uplinkd/uplinkd.toml",
 		}
