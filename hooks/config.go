@@ -23,6 +23,7 @@ func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 		Uplink:     u.Name,
 		Iface:      u.Interface,
 		Kind:       u.Kind,
+		Peer:       peer,
 		Backoff:    rc.Backoff.Duration,
 		MaxBackoff: rc.MaxBackoff.Duration,
 		Timeout:    rc.Timeout.Duration,

@@ -144,6 +144,18 @@ func hookAttrs(j hookJob) []any {
 	return []any{"event", j.ev.Event, "uplink", j.ev.Uplink, "iface", j.ev.Iface, "hook", j.hook.Command[0]}
 }
 
+// Retire ends the worker of an uplink that is gone (a reload removed it):
+// hooks already queued still run, in order; it does not wait for them. A
+// later Fire for the same name starts a new worker.
+func (r *Runner) Retire(uplink string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.queues[uplink]; q != nil && !r.closed {
+		close(q)
+		delete(r.queues, uplink)
+	}
+}
+
 // Close stops accepting hooks, drops queued ones (logged), and waits for the
 // running ones to finish (each bounded by its timeout).
 func (r *Runner) Close() {
