@@ -135,8 +135,8 @@ type Reconnector struct {
 	timer    Timer  // the scheduled next attempt, if any
 	gen      uint64 // identifies the live timer; a stale callback sees a mismatch
 	next     time.Duration
-	attempts int // started in total, including those that found pppd alive
-	cycle    int // started since the uplink last came back
+	attempts int       // started in total, including those that found pppd alive
+	cycle    int       // started since the uplink last came back
 	dialed   time.Time // when the last command was started
 }
 
