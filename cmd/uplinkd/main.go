@@ -74,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := daemon.New(daemon.Options{ConfigPath: *configPath, NetNS: -1, Logger: log, Signals: true})
+	d, err := daemon.Open(daemon.Options{ConfigPath: *configPath, NetNS: -1, Logger: log, Signals: true})
 	if err != nil {
 		printConfigError(stderr, err)
 		return 1

@@ -77,7 +77,7 @@ func start(t *testing.T, l *lab.Lab, configPath string) *running {
 	t.Cleanup(func() { ns.Close() })
 	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1)}
 	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	r.d, err = New(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
 		select {
 		case r.syncs <- s:
 		default:
