@@ -156,8 +156,9 @@ func TestNoPPPDDialsOnceThenWaits(t *testing.T) {
 		// pon started pppd, which is still negotiating at the dial timeout:
 		// the next attempt finds it and leaves it alone.
 		{"dial in progress", "mkdir -p $PROCDIR/200 && printf '/usr/sbin/pppd\\0call\\0dsl\\0' > $PROCDIR/200/cmdline", []string{"pon"}},
-		// pon failed at once (no pppd): after the dial timeout, dial again.
-		{"dial failed", "exit 1", []string{"pon", "pon"}},
+		// pon exited 0 but its pppd died at once: after the dial timeout,
+		// dial again.
+		{"dial gave up", "", []string{"pon", "pon"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,11 +246,12 @@ func TestRestartOnlyAFailingLink(t *testing.T) {
 }
 
 // TestPPPBackoffAfterDial: without any pppd ever appearing, dials go on
-// with the backoff, never closer together than the dial timeout.
+// with the backoff, never closer together than the dial timeout; a pon that
+// fails (no dial started) gets the plain backoff.
 func TestPPPBackoffAfterDial(t *testing.T) {
 	const dial = 10 * time.Second
 	procs := newFakeProcs(t)
-	r, clk, trace := pppReconnector(t, procs, "exit 1", ReconnectSpec{Backoff: 5 * time.Second, MaxBackoff: 40 * time.Second, DialTimeout: dial})
+	r, clk, trace := pppReconnector(t, procs, "", ReconnectSpec{Backoff: 5 * time.Second, MaxBackoff: 40 * time.Second, DialTimeout: dial})
 	r.rand = func() float64 { return 0.5 } // no jitter
 	r.Set(NeedDial)
 	var got []time.Duration
@@ -265,5 +267,15 @@ func TestPPPBackoffAfterDial(t *testing.T) {
 	}
 	if n := len(lines(t, trace)); n != 6 {
 		t.Fatalf("%d dials, want 6", n)
+	}
+}
+
+func TestFailedDialGetsBackoff(t *testing.T) {
+	procs := newFakeProcs(t)
+	r, clk, _ := pppReconnector(t, procs, "exit 1", ReconnectSpec{Backoff: 5 * time.Second, MaxBackoff: 40 * time.Second, DialTimeout: time.Minute})
+	r.rand = func() float64 { return 0.5 }
+	r.Set(NeedDial)
+	if d := waitTimer(t, clk); d != 5*time.Second {
+		t.Fatalf("after a failed pon the next attempt comes in %v, want the backoff 5s", d)
 	}
 }

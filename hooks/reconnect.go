@@ -106,8 +106,9 @@ func DefaultCommands(kind, iface, peer string, command, stop []string) (cmd, sto
 // itself; killing it half-way through a negotiation is what made dials
 // fail). Only NeedRestart, a link that is up but has failed its probes for
 // reconnect_after, runs the stop command (poff) before the command (pon);
-// without a live pppd an attempt runs the command alone. After starting a
-// dial the next attempt waits at least DialTimeout.
+// without a live pppd an attempt runs the command alone. After a command
+// that started a dial (exit 0) the next attempt waits at least DialTimeout;
+// after one that failed, the backoff.
 //
 // Commands run in a session of their own, so the pppd they start does not
 // belong to the daemon: it survives a daemon restart when the service
@@ -137,7 +138,7 @@ type Reconnector struct {
 	next     time.Duration
 	attempts int       // started in total, including those that found pppd alive
 	cycle    int       // started since the uplink last came back
-	dialed   time.Time // when the last command was started
+	dialed   time.Time // when the last successful command was started
 }
 
 // NewReconnector returns an idle Reconnector. Zero durations in spec get the
@@ -284,8 +285,8 @@ func (r *Reconnector) startLocked() {
 }
 
 // scheduleLocked arms the timer for the next attempt and doubles the backoff.
-// A dial started by the last attempt gets DialTimeout to bring the link up
-// first.
+// A dial the last attempt started (its command exited 0) gets DialTimeout to
+// bring the link up first.
 func (r *Reconnector) scheduleLocked() time.Duration {
 	d := r.jitter(r.next)
 	if r.spec.Kind == "ppp" && !r.dialed.IsZero() {
@@ -351,10 +352,16 @@ func (r *Reconnector) attempt(n int) {
 	case !r.still():
 		run = false // the link came back meanwhile
 	default:
-		r.mu.Lock()
-		r.dialed = r.clock.Now()
-		r.mu.Unlock()
+		dialed := r.clock.Now()
 		res = runCommand(r.ctx, log, r.spec.Command, env, r.spec.Timeout, ownSession)
+		// Only a command that succeeded started a dial worth waiting for;
+		// one that failed gets the plain backoff.
+		r.mu.Lock()
+		r.dialed = time.Time{}
+		if res.Outcome() == "ok" {
+			r.dialed = dialed
+		}
+		r.mu.Unlock()
 	}
 	res.Duration = time.Since(start)
 	if run {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -451,8 +452,13 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 
 	changes = d.dropConflicts(changes)
 	// A repair undoes someone else; what the kernel dropped by itself (its
-	// link bounced or lost its last address) comes back at once and outside
-	// the repair budget.
+	// link is down, bounced or lost its last address) comes back at once
+	// and outside the repair budget, and is no longer counted as ours.
+	for dev := range flushed {
+		for _, k := range d.ownedVia[dev] {
+			delete(d.lastApplied, "route:"+k)
+		}
+	}
 	applied := d.lastApplied
 	isRepair := func(c policy.Change) bool {
 		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
@@ -491,6 +497,13 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	if res.Err == nil && !res.Deferred {
 		d.lastApplied = desired.AppliedKeys()
 		d.ownedVia = ownedVia(desired.Routes)
+	} else {
+		// Some changes may not have been made (or repairs were held back):
+		// what is still wanted as before stays ours, what this pass removed
+		// is not ours any more, and what it added counts once a pass
+		// succeeds.
+		want := desired.AppliedKeys()
+		maps.DeleteFunc(d.lastApplied, func(k, v string) bool { return want[k] != v })
 	}
 	if fwChanged {
 		d.log.Info("firewall applied", "event", "apply", "backend", d.cfg.Firewall.Backend)
@@ -525,9 +538,10 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 //     (Link.Bounces) grew; the ifindex changed (re-created); or a link
 //     event arrived and every single-device route uplinkd had applied via
 //     the link is gone (the kernel drops them on down).
-//   - flushed: the kernel dropped the link's routes by itself (a bounce, or
-//     its last address went: a link or address event and all owned routes
-//     via it gone). Restoring them is not a repair.
+//   - flushed: the kernel dropped the link's routes by itself (the link is
+//     down now, it bounced, or its last address went: a link or address
+//     event and all owned routes via it gone). Restoring them is not a
+//     repair.
 //
 // bounced counts the bounces (at least 1).
 func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]int) {
@@ -537,6 +551,13 @@ func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) 
 	}
 	for _, st := range links {
 		link, ok := obs.Links[st.Iface]
+		if ok && !linkUpNow(link) {
+			// The kernel drops every route via a link that is down.
+			if flushed == nil {
+				flushed = map[string]bool{}
+			}
+			flushed[st.Iface] = true
+		}
 		prev, seen := d.lastLinks[st.Iface]
 		if !ok || !seen {
 			continue
