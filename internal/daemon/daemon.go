@@ -1,7 +1,9 @@
 // Package daemon wires uplinkd together: the watcher's netlink triggers feed
 // one reconcile loop that snapshots the kernel, computes the whole desired
 // state (policy.Compute), diffs it and applies only the difference — the
-// kube-proxy proxier shape, driven by events instead of a sync period.
+// kube-proxy proxier shape, driven by events instead of a sync period. The
+// loop reaches the kernel, the firewall, its events and time only through
+// the interfaces in deps.go, so its tests run on fakes as any user.
 package daemon
 
 import (
@@ -32,8 +34,9 @@ import (
 // Options configure one daemon instance.
 type Options struct {
 	ConfigPath string
-	// NetNS is the namespace to manage; -1 (or zero Options via New) means
-	// the process's own. Tests run the daemon in-process in a lab namespace.
+	// NetNS is the namespace Open manages and the probers run in; -1 (or
+	// 0) means the process's own. Lab tests run the daemon in-process in a
+	// lab namespace.
 	NetNS  netns.NsHandle
 	Logger *slog.Logger
 	// OnSync, if set, is called after every reconcile pass (tests, benchmarks).

@@ -91,6 +91,9 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.NetNS == 0 {
+		opts.NetNS = -1 // a zero Options: fd 0 is stdin, not a namespace
+	}
 	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return nil, err
