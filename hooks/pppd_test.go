@@ -6,8 +6,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeProcs is a fake /proc and /run: processes are directories with a
@@ -277,5 +280,35 @@ func TestFailedDialGetsBackoff(t *testing.T) {
 	r.Set(NeedDial)
 	if d := waitTimer(t, clk); d != 5*time.Second {
 		t.Fatalf("after a failed pon the next attempt comes in %v, want the backoff 5s", d)
+	}
+}
+
+// TestDialOutlivesTheDaemon: what the reconnect command leaves running (pppd
+// from pon) is in a session of its own, not the daemon's, and Kill (the
+// daemon's exit) does not touch it once the command has exited.
+func TestDialOutlivesTheDaemon(t *testing.T) {
+	dir := t.TempDir()
+	pidfile := filepath.Join(dir, "pid")
+	pon := script(t, dir, "pon", `sleep 30 & echo $! > `+pidfile+`; exit 0`)
+	clk := NewFakeClock(time.Time{})
+	r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "wlan0", Command: []string{pon}}, quiet(), clk, nil)
+	r.Set(NeedDial)
+	waitTimer(t, clk) // the command has finished
+	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidfile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	r.Kill()
+	r.Close()
+	if !alive(pid) {
+		t.Fatal("the dial's process died with the reconnector")
+	}
+	sid, err := unix.Getsid(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own, _ := unix.Getsid(0); sid == own {
+		t.Fatalf("the dial's process is in the daemon's session %d", own)
 	}
 }

@@ -556,3 +556,30 @@ func TestLabQuickBounces(t *testing.T) {
 		t.Errorf("hooks ran %q, want %q", got, want)
 	}
 }
+
+// TestLabAddressBeforeLinkUp: a redial whose address arrives while the link
+// is still down (pppd's order) makes `ip route add default dev ppp1 table
+// 201` fail with "network is down". That is not an error: it is logged at
+// info and applied on the link's own up event.
+func TestLabAddressBeforeLinkUp(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	r.eventually("converged", r.has("default dev ppp1 proto 157", "route", "show", "table", "201"))
+	mustExec(t, l, l.Router, "ip", "link", "set", "ppp1", "down")
+	mustExec(t, l, l.Router, "ip", "addr", "flush", "dev", "ppp1")
+	const newAddr = "100.64.1.77"
+	mustExec(t, l, l.Router, "ip", "addr", "add", newAddr+"/32", "peer", l.ISPAddr("ppp1").String()+"/32", "dev", "ppp1")
+	notUp := func() bool {
+		return len(r.logs.records(map[string]any{"msg": "link not up yet; applying again on its link-up event"})) > 0
+	}
+	r.eventually("a pass on the address of the down link", notUp)
+	mustExec(t, l, l.Router, "ip", "link", "set", "ppp1", "up")
+	r.eventually("ppp1 rewritten for its new address", func() bool {
+		return strings.Contains(r.ip("rule"), "from "+newAddr+" lookup 201") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "main"), "nexthop dev ppp1")
+	})
+	if recs := r.logs.records(map[string]any{"level": "ERROR"}); len(recs) != 0 {
+		t.Errorf("errors logged for a normal redial: %v", recs)
+	}
+}
