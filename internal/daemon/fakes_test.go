@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -35,6 +36,7 @@ type fakeKernel struct {
 	mu       sync.Mutex
 	obs      policy.Observed
 	failures []error       // returned by the next Applies, in order
+	snapErrs []error       // returned by the next Snapshots, in order
 	gate     chan struct{} // non-nil: Snapshot waits for it to be closed
 	entered  chan struct{} // signalled when a Snapshot starts waiting on gate
 	snaps    int
@@ -57,6 +59,11 @@ func (k *fakeKernel) Snapshot() (policy.Observed, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.snaps++
+	if len(k.snapErrs) > 0 {
+		err := k.snapErrs[0]
+		k.snapErrs = k.snapErrs[1:]
+		return policy.Observed{}, err
+	}
 	return cloneObserved(k.obs), nil
 }
 
@@ -206,7 +213,7 @@ func twoPPP() policy.Observed {
 type fakeFirewall struct {
 	mu      sync.Mutex
 	syncs   int
-	last    string
+	last    *firewall.Ruleset
 	damaged bool
 	closed  bool
 }
@@ -215,9 +222,8 @@ func (f *fakeFirewall) Sync(rs firewall.Ruleset) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.syncs++
-	s := fmt.Sprintf("%+v", rs)
-	changed := s != f.last || f.damaged
-	f.last, f.damaged = s, false
+	changed := f.last == nil || !reflect.DeepEqual(*f.last, rs) || f.damaged
+	f.last, f.damaged = &rs, false
 	return changed, nil
 }
 
@@ -328,6 +334,7 @@ type loopOpts struct {
 	config   string
 	obs      policy.Observed
 	watchdog time.Duration
+	fwPoll   time.Duration
 }
 
 func startLoop(t *testing.T, o loopOpts) *loop {
@@ -343,7 +350,7 @@ func startLoop(t *testing.T, o loopOpts) *loop {
 	events := fakeEvents{out: make(chan chan<- watcher.Event, 1)}
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, OnSync: func(s SyncResult) { l.syncs <- s }},
-		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify})
+		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -199,17 +200,27 @@ func TestLoopRetry(t *testing.T) {
 	tests := []struct {
 		name      string
 		err       error
+		snapshot  bool          // the snapshot fails, not the apply
 		wantTimer time.Duration // -1: none
 	}{
-		{"error: retry after a second", errBoom, retryAfter},
-		{"stale snapshot: resync at once", fmt.Errorf("ip route add ...: %w", policy.ErrStale), 0},
-		{"network is down: wait for link-up", fmt.Errorf("ip route add default dev ppp0 table 200: %w", syscall.ENETDOWN), -1},
+		{"error: retry after a second", errBoom, false, retryAfter},
+		{"snapshot error: retry after a second", errBoom, true, retryAfter},
+		{"kernel changed during the apply: resync at once", fmt.Errorf("ip route add ...: %w", policy.ErrStale), false, 0},
+		{"stale snapshot: resync at once", fmt.Errorf("mirror: %w", policy.ErrStale), true, 0},
+		{"network is down: wait for link-up", fmt.Errorf("ip route add default dev ppp0 table 200: %w", syscall.ENETDOWN), false, -1},
+		{"network is down and another error: retry", errors.Join(syscall.ENETDOWN, errBoom), false, retryAfter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			verifyNoLeaks(t)
 			l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
-			l.k.failNext(tt.err)
+			if tt.snapshot {
+				l.k.mu.Lock()
+				l.k.snapErrs = append(l.k.snapErrs, tt.err)
+				l.k.mu.Unlock()
+			} else {
+				l.k.failNext(tt.err)
+			}
 			deleteRule(l, 300)
 			s := l.pass()
 			if s.Err == nil {
@@ -522,4 +533,29 @@ rule_priority = 400
 		t.Fatal("the wedged attempt is not running any more: the test proves nothing")
 	}
 	l.stop()
+}
+
+// TestLoopFirewallPoll: without a monitor (iptables), the backend's Check
+// runs every FirewallPoll; damage makes a pass that rewrites the firewall,
+// and the check keeps running afterwards.
+func TestLoopFirewallPoll(t *testing.T) {
+	verifyNoLeaks(t)
+	const poll = time.Second
+	l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP(), fwPoll: poll})
+	for i := range 3 {
+		l.fw.mu.Lock()
+		l.fw.damaged = true
+		l.fw.mu.Unlock()
+		l.clk.Advance(poll)
+		if s := l.pass(); !s.FirewallChanged {
+			t.Fatalf("round %d: the pass after damage did not rewrite the firewall", i)
+		}
+		waitUntil(t, "the next check to be armed", func() bool { return slices.Contains(l.clk.Pending(), poll) })
+	}
+	// Intact: a check makes no pass.
+	l.clk.Advance(poll)
+	l.send(linkEvent(l, "ppp0"))
+	if s := l.pass(); s.FirewallChanged {
+		t.Fatal("an intact firewall was rewritten")
+	}
 }
