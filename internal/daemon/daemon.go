@@ -71,7 +71,7 @@ type Daemon struct {
 	fw     Firewall
 	cfg    *policy.Config
 
-	reload chan chan error
+	reload chan reloadReq
 
 	// lastApplied holds the keys of what the previous successful pass made
 	// true, to tell a repair (someone removed our object) from a change.
@@ -144,7 +144,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		opts:       opts,
 		log:        opts.Logger,
 		cfg:        cfg,
-		reload:     make(chan chan error),
+		reload:     make(chan reloadReq),
 		lastStates: map[string]policy.UplinkState{},
 		repairs:    rate.NewLimiter(rate.Every(repairRefill), repairBurst),
 		conflicts:  map[string]bool{},
@@ -168,17 +168,27 @@ func LoadConfig(path string) (*policy.Config, error) {
 	return cfg, nil
 }
 
-// Reload re-reads the config file in the running loop; on error the old
-// config stays in force and the problems are returned.
+// reloadReq hands a config read outside the loop to it.
+type reloadReq struct {
+	cfg  *policy.Config
+	err  error      // reading or checking the file failed
+	done chan error // nil: nobody waits (SIGHUP)
+}
+
+// Reload re-reads the config file and hands it to the running loop; on
+// error the old config stays in force and the problems are returned. The
+// file is read and its user names resolved here, in the caller's
+// goroutine, never in the loop's.
 func (d *Daemon) Reload(ctx context.Context) error {
-	done := make(chan error, 1)
+	cfg, err := LoadConfig(d.opts.ConfigPath)
+	req := reloadReq{cfg: cfg, err: err, done: make(chan error, 1)}
 	select {
-	case d.reload <- done:
+	case d.reload <- req:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case err := <-done:
+	case err := <-req.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
@@ -276,15 +286,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 				}
 				break
 			}
-		case done := <-d.reload:
-			err := d.doReload()
-			done <- err
+		case req := <-d.reload:
+			err := d.applyConfig(req.cfg, req.err)
+			if req.done != nil {
+				req.done <- err
+			}
 			if err == nil {
 				due(d.clock.Now())
 			}
 		case <-hup:
-			_ = d.doReload()
-			due(d.clock.Now())
+			// Read in the background like Reload; the result comes back
+			// through d.reload.
+			d.wg.Go(func() {
+				cfg, err := LoadConfig(d.opts.ConfigPath)
+				select {
+				case d.reload <- reloadReq{cfg: cfg, err: err}:
+				case <-ctx.Done():
+				}
+			})
 		case at := <-timer.C:
 			due(at)
 		case at := <-watchdog.C:
@@ -417,8 +436,9 @@ func ownEcho(ev watcher.Event) bool {
 	return (ev.Kind == watcher.KindRoute || ev.Kind == watcher.KindRule) && !ev.Deleted && ev.Protocol == policy.Protocol
 }
 
-func (d *Daemon) doReload() error {
-	cfg, err := LoadConfig(d.opts.ConfigPath)
+// applyConfig switches the loop to a config read by Reload (or the SIGHUP
+// reader); err is why reading it failed.
+func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
 		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}

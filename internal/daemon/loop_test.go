@@ -559,3 +559,55 @@ func TestLoopFirewallPoll(t *testing.T) {
 		t.Fatal("an intact firewall was rewritten")
 	}
 }
+
+// TestLoopReloadReadsOutsideTheLoop: a config file whose read hangs (here a
+// FIFO nobody writes yet; in life a stalled disk or NSS for user names)
+// holds up Reload's caller, never the loop.
+func TestLoopReloadReadsOutsideTheLoop(t *testing.T) {
+	verifyNoLeaks(t)
+	l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
+	if err := os.Remove(l.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(l.cfgPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- l.d.Reload(context.Background()) }()
+	for range 3 {
+		deleteRule(l, 100)
+		if s := l.pass(); !restoresRule(s, 100) {
+			t.Fatalf("no pass while a reload reads its file: %v", s.Changes)
+		}
+	}
+	select {
+	case err := <-reloaded:
+		t.Fatalf("Reload returned before its file could be read: %v", err)
+	default:
+	}
+	// Now the file arrives: without the [[rule]], whose rule then goes.
+	// It is offered to every reader until Reload returns (a loader may
+	// read the file more than once).
+	cfg := fakeConfig("", "")
+	text := []byte(cfg[:strings.Index(cfg, "[[rule]]")])
+	var err error
+	for done := false; !done; {
+		select {
+		case err = <-reloaded:
+			done = true
+		default:
+			if f, oerr := os.OpenFile(l.cfgPath, os.O_WRONLY|syscall.O_NONBLOCK, 0); oerr == nil {
+				_, _ = f.Write(text)
+				f.Close()
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.pass()
+	if l.k.hasRule(100) {
+		t.Fatal("the reloaded config did not take effect")
+	}
+}
