@@ -556,18 +556,19 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 // kernelDropped tells, per uplink interface, what happened since the last
 // pass that the pass itself could not see:
 //
-//   - bounced: the link was up then and is up now, but went down in
-//     between. Signals: the kernel mirror's down-transition counter
-//     (Link.Bounces) grew; the ifindex changed (re-created); or a link
-//     event arrived and every single-device route uplinkd had applied via
-//     the link is gone (the kernel drops them on down).
+//   - bounced: down/up cycles of the link between the two passes that no
+//     pass saw. Signals: the kernel mirror's down-transition counter
+//     (Link.Bounces) grew, which also counts cycles around a down or up
+//     the passes did see; or, for a link up then and now, the ifindex
+//     changed (re-created) or a link event arrived and every single-device
+//     route uplinkd had applied via the link is gone (the kernel drops them
+//     on down).
 //   - flushed: the kernel dropped the link's routes by itself (the link is
 //     down now, it bounced, or its last address went: a link or address
 //     event and all owned routes via it gone). Restoring them is not a
 //     repair.
 //
-// bounced counts the bounces (at least 1).
-func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]int) {
+func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]bounce) {
 	have := make(map[string]bool, len(obs.Routes))
 	for _, r := range obs.Routes {
 		have[r.Key()] = true
@@ -589,19 +590,27 @@ func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) 
 		owned := d.ownedVia[st.Iface]
 		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k string) bool { return have[k] })
 		vanished := gone && touched != 0
-		n := 0
+		n, counted := 0, false
 		switch {
 		case link.Bounces > prev.Bounces:
-			n = int(min(link.Bounces-prev.Bounces, 1000))
+			n, counted = int(min(link.Bounces-prev.Bounces, 1000)), true
 		case link.Index != prev.Index, gone && touched&touchLink != 0 && linkUpNow(link):
 			n = 1
 		}
-		wasUp := d.lastStates[st.Name].Present && d.lastStates[st.Name].Carrier
-		if n > 0 && wasUp && linkUp(st) {
+		var b bounce
+		switch wasUp, nowUp := linkUp(d.lastStates[st.Name]), linkUp(st); {
+		case wasUp && nowUp:
+			b.cycles = n // down, up: each time
+		case wasUp && counted:
+			b.cycles = n - 1 // down, up; the last down is the one this pass sees
+		case counted:
+			b = bounce{cycles: n, upFirst: true} // up, down; then maybe the up this pass sees
+		}
+		if b.cycles > 0 {
 			if bounced == nil {
-				bounced = map[string]int{}
+				bounced = map[string]bounce{}
 			}
-			bounced[st.Iface] = n
+			bounced[st.Iface] = b
 		}
 		if n > 0 || vanished {
 			if flushed == nil {
@@ -614,6 +623,14 @@ func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) 
 }
 
 func linkUpNow(l policy.Link) bool { return l.Up && l.Carrier }
+
+// bounce is what happened to a link between two passes that neither saw:
+// cycles of down then up, or of up then down (upFirst: the last pass saw
+// it down).
+type bounce struct {
+	cycles  int
+	upFirst bool
+}
 
 // rememberLinks keeps what this pass saw of the links for the next one.
 func (d *Daemon) rememberLinks(obs policy.Observed) {
@@ -684,23 +701,37 @@ func (d *Daemon) dropConflicts(changes []policy.Change) []policy.Change {
 
 // logTransitions emits one structured record per uplink state change.
 // Hook events it finds run after the pass has applied its changes. A bounce
-// the passes never saw (bounced: how many) is told as the link-down and
-// link-up it was, with their hooks, in that order.
-func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]int) {
+// the passes never saw is told as the link-down and link-up it was, with
+// their hooks, in the order they happened and before the transition this
+// pass sees.
+func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]bounce) {
 	for _, st := range states {
 		old, seen := d.lastStates[st.Name]
 		d.lastStates[st.Name] = st
 		rt := d.runtimes[st.Name]
 		attrs := []any{"uplink", st.Name, "iface", st.Iface}
-		for range bounced[st.Iface] {
-			const why = "link bounced between passes"
+		const why = "link bounced between passes"
+		linkDown := func() {
 			d.log.Info("link down", append(attrs, "event", "link-down", "reason", why)...)
 			d.queueHook(rt, hooks.HookEvent{Event: "link-down", Uplink: st.Name, Iface: st.Iface, Reason: why})
-			if old.Usable {
-				d.queueHook(rt, hooks.HookEvent{Event: "down", Uplink: st.Name, Iface: st.Iface, Reason: why})
-			}
+		}
+		linkUpAgain := func() {
 			d.log.Info("link up", append(attrs, "event", "link-up", "reason", why)...)
 			d.queueHook(rt, hooks.HookEvent{Event: "link-up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: why})
+		}
+		b := bounced[st.Iface]
+		for range b.cycles {
+			if b.upFirst {
+				linkUpAgain()
+				linkDown()
+				continue
+			}
+			linkDown()
+			// A usable uplink was out of service for the moment too.
+			if old.Usable && st.Usable {
+				d.queueHook(rt, hooks.HookEvent{Event: "down", Uplink: st.Name, Iface: st.Iface, Reason: why})
+			}
+			linkUpAgain()
 			if old.Usable && st.Usable {
 				d.queueHook(rt, hooks.HookEvent{Event: "up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 			}

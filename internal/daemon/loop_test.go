@@ -325,14 +325,14 @@ func TestLoopHooksAfterApplyInOrder(t *testing.T) {
 	}
 }
 
-// bounce makes the kernel do what a quick `ip link set DEV down; up` does,
+// quickBounce makes the kernel do what a quick `ip link set DEV down; up` does,
 // between two passes: the routes through DEV alone are gone, the link is
 // up again. mirror: the kernel mirror counted the down transition.
 //
 // The down and up events come in two passes (the second event is sent while
 // the first pass runs): the second pass must not count the bounce again.
-// bounce returns the first pass.
-func bounce(l *loop, dev string, mirror bool) SyncResult {
+// quickBounce returns the first pass.
+func quickBounce(l *loop, dev string, mirror bool) SyncResult {
 	l.k.edit(func(o *policy.Observed) {
 		kernelDrop(o, dev)
 		if mirror {
@@ -381,7 +381,7 @@ func TestLoopBounceIsNotARepair(t *testing.T) {
 			l.send(linkEvent(l, "ppp1"))
 			l.pass()
 			for i := range tt.times {
-				s := bounce(l, "ppp0", tt.mirror)
+				s := quickBounce(l, "ppp0", tt.mirror)
 				if s.Deferred || s.Err != nil {
 					t.Fatalf("bounce %d: deferred %v err %v", i+1, s.Deferred, s.Err)
 				}
@@ -609,5 +609,49 @@ func TestLoopReloadReadsOutsideTheLoop(t *testing.T) {
 	l.pass()
 	if l.k.hasRule(100) {
 		t.Fatal("the reloaded config did not take effect")
+	}
+}
+
+// TestLoopMirrorBounceOrder: the mirror's counter also tells of down/up
+// cycles around a down or up the passes did see; the log tells them all,
+// in the order they happened.
+func TestLoopMirrorBounceOrder(t *testing.T) {
+	carrier := func(up bool, bounces uint64) func(*policy.Link) {
+		return func(ln *policy.Link) { ln.Carrier, ln.Bounces = up, ln.Bounces+bounces }
+	}
+	tests := []struct {
+		name  string
+		steps []func(*policy.Link) // one pass each
+		want  []string
+	}{
+		{"up: down, up between passes", []func(*policy.Link){carrier(true, 1)},
+			[]string{"link-down", "link-up"}},
+		{"up: down, up, down: the last down seen", []func(*policy.Link){carrier(false, 2)},
+			[]string{"link-down", "link-up", "link-down"}},
+		{"down seen, then up, down, up", []func(*policy.Link){carrier(false, 1), carrier(true, 1)},
+			[]string{"link-down", "link-up", "link-down", "link-up"}},
+		{"down seen, then up, down: still down", []func(*policy.Link){carrier(false, 1), carrier(false, 1)},
+			[]string{"link-down", "link-up", "link-down"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
+			for _, step := range tt.steps {
+				setLink(l, "ppp0", step)
+				l.send(linkEvent(l, "ppp0"))
+				l.pass()
+			}
+			var got []string
+			for _, r := range l.logs.records(map[string]any{"uplink": "ppp0"}) {
+				if m := r["msg"]; m == "link down" || m == "link up" {
+					got = append(got, r["event"].(string))
+				}
+			}
+			got = got[1:] // the first pass's link-up
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("link records %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
