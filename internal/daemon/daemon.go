@@ -567,7 +567,6 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 //     down now, it bounced, or its last address went: a link or address
 //     event and all owned routes via it gone). Restoring them is not a
 //     repair.
-//
 func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]bounce) {
 	have := make(map[string]bool, len(obs.Routes))
 	for _, r := range obs.Routes {
