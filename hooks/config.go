@@ -20,8 +20,8 @@ func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 		peer = u.Name
 	}
 	spec = ReconnectSpec{
-		Uplink:     u.Name,
-		Iface:      u.Interface,
+		Uplink:      u.Name,
+		Iface:       u.Interface,
 		Kind:        string(u.Kind),
 		Peer:        peer,
 		Backoff:     rc.Backoff,
