@@ -292,7 +292,7 @@ func TestRestoreDropsWhatTheConfigNoLongerAllows(t *testing.T) {
 	p := testPool(t, "10.0.0.100", "10.0.0.102")
 	p.restore([]Lease{
 		{IP: addr("10.0.0.100"), Client: "c1", MAC: macN(1), State: StateBound, Expires: t0.Add(time.Hour)},
-		{IP: addr("10.0.0.150"), Client: "c2", MAC: macN(2), State: StateBound, Expires: t0.Add(time.Hour)},     // outside the range now
+		{IP: addr("10.0.0.150"), Client: "c2", MAC: macN(2), State: StateBound, Expires: t0.Add(time.Hour)},        // outside the range now
 		{IP: addr("10.0.0.3"), Client: "x", MAC: fixedMAC.String(), State: StateBound, Expires: t0.Add(time.Hour)}, // fixed host moved
 		{IP: addr("10.0.0.101"), State: StateBad, Expires: t0.Add(time.Minute)},
 		{IP: addr("10.0.0.102"), Client: "c3", MAC: macN(3), State: StateOffered, Expires: t0.Add(time.Minute)},

@@ -94,7 +94,7 @@ func TestRequestStates(t *testing.T) {
 		{name: "selecting another server drops the offer", steps: []step{
 			discover(1, "10.0.0.100"),
 			{typ: dhcpv4.MessageTypeRequest, mac: 1, mods: []dhcpv4.Modifier{srvID("10.0.0.9"), reqIP("10.0.0.100")}},
-			discover(2, "10.0.0.101"), // 100 is still remembered for client 1 ...
+			discover(2, "10.0.0.101"),  // 100 is still remembered for client 1 ...
 			selecting(2, "10.0.0.100"), // ... but free to take
 		}},
 		{name: "selecting an address offered to another client", steps: []step{
