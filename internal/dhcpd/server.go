@@ -26,6 +26,7 @@ type Server struct {
 	sup  *supervisor // mode service
 
 	linkUp   atomic.Int32 // 0 unknown, 1 up, 2 down: the last LinkChanged
+	wentDown atomic.Bool  // a LinkChanged(false) not yet seen by Run
 	linkc    chan struct{}
 	closed   chan struct{}
 	closeOne sync.Once
@@ -112,6 +113,10 @@ func (s *Server) LinkChanged(up bool) {
 	v := int32(2)
 	if up {
 		v = 1
+	} else {
+		// Wake-ups coalesce; this flag keeps a down-and-up-again between
+		// two of them from going unnoticed.
+		s.wentDown.Store(true)
 	}
 	s.linkUp.Store(v)
 	select {
@@ -139,7 +144,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	if s.sup != nil {
-		return s.sup.run(ctx, s.linkc, &s.linkUp)
+		return s.sup.run(ctx, s.linkc, &s.linkUp, &s.wentDown)
 	}
 	return s.serve(ctx)
 }
@@ -223,7 +228,7 @@ const (
 	maxRetry = 30 * time.Second
 	// maxChecks bounds the DISCOVERs waiting for a conflict check; more
 	// are dropped (the clients retry).
-	maxChecks = 64
+	maxChecks = 256
 )
 
 // serve owns the socket: it binds, re-binds when the link comes back or
@@ -324,11 +329,12 @@ func (s *Server) serve(ctx context.Context) error {
 				timer.Reset(minRetry)
 			}
 		case <-s.linkc:
+			flapped := s.wentDown.Swap(false)
 			up := s.linkUp.Load()
 			// The socket is bound to the interface by index: an interface
 			// that went away and came back is a new one, so bind again on
 			// every return of the link (and at once when not bound).
-			if up == 1 && (lastUp != 1 || cur == nil) {
+			if up == 1 && (flapped || lastUp != 1 || cur == nil) {
 				s.log.Info("dhcp: LAN link back, binding again", "event", "dhcp_rebind", "iface", s.spec.Interface)
 				retry = minRetry
 				bind()

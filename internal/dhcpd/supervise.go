@@ -60,7 +60,7 @@ func (s *supervisor) status() (int, time.Time, string, time.Time) {
 }
 
 // run waits for link changes until ctx ends.
-func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *atomic.Int32) error {
+func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *atomic.Int32, wentDown *atomic.Bool) error {
 	var (
 		last    int32 // 0 unknown, 1 up, 2 down
 		pending bool  // a restart is due
@@ -75,12 +75,13 @@ func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *ato
 		case <-ctx.Done():
 			return nil
 		case <-linkc:
+			flapped := wentDown.Swap(false)
 			up := linkUp.Load()
 			switch {
+			case up == 1 && (last == 2 || flapped):
+				pending, start = true, false
 			case up == 1 && last == 0 && s.svc.Unit != "":
 				pending, start = true, true
-			case up == 1 && last == 2:
-				pending, start = true, false
 			}
 			last = up
 		case <-timer.C:
