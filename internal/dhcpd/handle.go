@@ -38,26 +38,33 @@ type counters struct {
 // everything a reply needs; it does no socket I/O, so tests and the fuzz
 // target drive it directly.
 type handler struct {
-	mu   sync.Mutex // guards pool, opts, lastErr
+	mu   sync.Mutex // guards pool, opts, net, gen
 	pool *pool
 	opts replyOptions
 	net  netip.Prefix
 
-	lastErr string
+	gen uint64 // bumped by every change the lease file must record
+
+	// dirty wakes the committer (server.go) after a change; nil in tests
+	// that drive the handler alone.
+	dirty chan struct{}
 
 	// conflict, if set, reports whether ip answers on the LAN (conflict.go);
 	// called without mu held.
 	conflict func(ctx context.Context, ip netip.Addr, mac net.HardwareAddr) bool
-	save     func([]Lease) error
+	save     func([]Lease) error // the committer's; the handler never writes
 	now      func() time.Time
 	log      *slog.Logger
 	stats    counters
 }
 
-// reply is a packet to send and where to.
+// reply is a packet to send and where to. gen > 0: it may only leave once
+// the lease file holds that generation of the table (an ACK is a promise
+// that must survive a crash).
 type reply struct {
 	msg *dhcpv4.DHCPv4
 	to  netip.AddrPort
+	gen uint64
 }
 
 var (
@@ -255,7 +262,7 @@ func (h *handler) request(m *dhcpv4.DHCPv4, unicast bool) *reply {
 			dhcpv4.WithOption(dhcpv4.OptMessage(err.Error())),
 		}, bcastClient)
 	}
-	h.saveLocked()
+	gen := h.changedLocked()
 	h.stats.acks.Add(1)
 	h.log.Debug("dhcp: lease acknowledged", "event", "dhcp_ack", "mac", mac, "ip", ip.String(), "state", state, "lease", d.String())
 	mods := append([]dhcpv4.Modifier{
@@ -266,7 +273,11 @@ func (h *handler) request(m *dhcpv4.DHCPv4, unicast bool) *reply {
 	if ci := addrOf(m.ClientIPAddr); ci.IsValid() {
 		to = netip.AddrPortFrom(ci, dhcpv4.ClientPort)
 	}
-	return h.reply(m, mods, to)
+	r := h.reply(m, mods, to)
+	if r != nil {
+		r.gen = gen
+	}
+	return r
 }
 
 func (h *handler) decline(m *dhcpv4.DHCPv4) {
@@ -276,7 +287,7 @@ func (h *handler) decline(m *dhcpv4.DHCPv4) {
 	defer h.mu.Unlock()
 	if h.pool.decline(clientKey(m), ip, h.now()) {
 		h.log.Warn("dhcp: client declined its address (in use by another host)", "event", "dhcp_decline", "mac", m.ClientHWAddr.String(), "ip", ip.String())
-		h.saveLocked()
+		h.changedLocked()
 	}
 }
 
@@ -285,7 +296,7 @@ func (h *handler) release(m *dhcpv4.DHCPv4) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pool.release(clientKey(m), addrOf(m.ClientIPAddr), h.now()) {
-		h.saveLocked()
+		h.changedLocked()
 	}
 }
 
@@ -311,16 +322,15 @@ func (h *handler) reply(req *dhcpv4.DHCPv4, mods []dhcpv4.Modifier, to netip.Add
 	return &reply{msg: r, to: to}
 }
 
-// saveLocked writes the lease file; mu is held, so the file always matches
-// the table an ACK was based on. A failed write is logged and kept as the
-// last error, but the ACK still goes out: a full disk must not take the LAN
-// down with it.
-func (h *handler) saveLocked() {
-	if h.save == nil {
-		return
+// changedLocked records a change of the lease table (mu is held) and
+// wakes the committer; it returns the generation to wait for.
+func (h *handler) changedLocked() uint64 {
+	h.gen++
+	if h.dirty != nil {
+		select {
+		case h.dirty <- struct{}{}:
+		default:
+		}
 	}
-	if err := h.save(h.pool.records()); err != nil {
-		h.lastErr = err.Error()
-		h.log.Error("dhcp: cannot write the lease file", "event", "dhcp_store_failed", "reason", err.Error())
-	}
+	return h.gen
 }

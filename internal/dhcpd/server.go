@@ -15,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 )
 
 // Server is the DHCP side of the LAN: an embedded DHCPv4 server or the
@@ -30,6 +31,9 @@ type Server struct {
 	linkc    chan struct{}
 	closed   chan struct{}
 	closeOne sync.Once
+
+	commitMu sync.Mutex
+	pending  []pendingReply // replies waiting for the lease file
 
 	mu        sync.Mutex // guards the fields below
 	bound     bool
@@ -80,11 +84,12 @@ func New(spec Spec, log *slog.Logger) (*Server, error) {
 	}
 	st := store{dir: spec.StateDir}
 	h := &handler{
-		pool: newPool(spec),
-		net:  spec.Network,
-		save: st.save,
-		now:  time.Now,
-		log:  log,
+		pool:  newPool(spec),
+		net:   spec.Network,
+		save:  st.save,
+		now:   time.Now,
+		dirty: make(chan struct{}, 1),
+		log:   log,
 	}
 	if spec.ServerIP.IsValid() {
 		h.opts = newReplyOptions(spec, spec.ServerIP, spec.Network)
@@ -183,6 +188,16 @@ func (s *Server) openSockets() (*sockets, netip.Addr, netip.Prefix, error) {
 			return fmt.Errorf("bind DHCP socket on %s: %w", s.spec.Interface, err)
 		}
 		k.raw = c
+		// A LAN of devices powering up at once sends a burst of
+		// broadcasts; the default buffer (~200 KiB, ~100 packets) drops
+		// part of it. FORCE passes rmem_max (we are root); else best effort.
+		if rc, err := c.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+					_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
+				}
+			})
+		}
 		k.conn = ipv4.NewPacketConn(c)
 		// The destination address tells RENEWING (unicast to us) from
 		// REBINDING (broadcast).
@@ -229,6 +244,8 @@ const (
 	// maxChecks bounds the DISCOVERs waiting for a conflict check; more
 	// are dropped (the clients retry).
 	maxChecks = 256
+	// rcvBuf is the DHCP socket's receive buffer.
+	rcvBuf = 2 << 20
 )
 
 // serve owns the socket: it binds, re-binds when the link comes back or
@@ -244,6 +261,8 @@ func (s *Server) serve(ctx context.Context) error {
 		checks  = make(chan struct{}, maxChecks)
 		workers sync.WaitGroup
 	)
+	wg.Add(1)
+	go func() { defer wg.Done(); s.commit(ctx) }()
 	defer func() {
 		timer.Stop()
 		if cur != nil {
@@ -373,11 +392,76 @@ func (s *Server) read(ctx context.Context, k *sockets, checks chan struct{}, wor
 			go func() {
 				defer workers.Done()
 				defer func() { <-checks }()
-				s.send(k, s.h.handleMsg(ctx, m, unicast))
+				s.deliver(k, s.h.handleMsg(ctx, m, unicast))
 			}()
 			continue
 		}
-		s.send(k, s.h.handleMsg(ctx, m, unicast))
+		s.deliver(k, s.h.handleMsg(ctx, m, unicast))
+	}
+}
+
+type pendingReply struct {
+	k *sockets
+	r *reply
+}
+
+// deliver sends r now, or once the lease file holds the change it
+// acknowledges (see commit).
+func (s *Server) deliver(k *sockets, r *reply) {
+	if r == nil {
+		return
+	}
+	if r.gen == 0 || s.spec.StateDir == "" {
+		s.send(k, r)
+		return
+	}
+	s.commitMu.Lock()
+	s.pending = append(s.pending, pendingReply{k, r})
+	s.commitMu.Unlock()
+	select {
+	case s.h.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// commit writes the lease file whenever the table changed, then sends the
+// ACKs that waited for it: a group commit. Every ACK still leaves only
+// after the change it promises is on disk (fsynced), but a burst of
+// clients costs one write per batch instead of one per client.
+func (s *Server) commit(ctx context.Context) {
+	var saved uint64
+	save := func() {
+		s.h.mu.Lock()
+		recs, g := s.h.pool.records(), s.h.gen
+		s.h.mu.Unlock()
+		if g == saved {
+			return
+		}
+		if err := s.h.save(recs); err != nil {
+			// The ACKs still go out: a full disk must not take the LAN
+			// down with it. The error shows in status.
+			s.setErr(err)
+			s.log.Error("dhcp: cannot write the lease file", "event", "dhcp_store_failed", "reason", err.Error())
+		}
+		saved = g
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			save()
+			return
+		case <-s.h.dirty:
+		}
+		// Replies queued before the snapshot below acknowledge changes it
+		// contains: they were made before the reply was queued.
+		s.commitMu.Lock()
+		batch := s.pending
+		s.pending = nil
+		s.commitMu.Unlock()
+		save()
+		for _, p := range batch {
+			s.send(p.k, p.r)
+		}
 	}
 }
 
@@ -407,9 +491,6 @@ func (s *Server) Status() Status {
 	st.InUse, st.Free, st.Bad = h.pool.counts(now)
 	st.Leases = h.pool.snapshot(now)
 	st.StaticHosts = len(h.pool.static)
-	if h.lastErr != "" && st.LastError == "" {
-		st.LastError = h.lastErr
-	}
 	h.mu.Unlock()
 	c := &h.stats
 	st.Dropped = c.malformed.Load() + c.ignored.Load() + c.busy.Load()

@@ -2,8 +2,8 @@ package dhcpd
 
 import (
 	"context"
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
