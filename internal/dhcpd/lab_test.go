@@ -154,7 +154,7 @@ func (d *dhcpLab) waitEvent(c *client, ev string, n int, within time.Duration) s
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	d.t.Fatalf("%s: no %s event #%d within %s; events:\n%s\nudhcpc output:\n%s", c.name, ev, n, within,
+	d.t.Fatalf("%s: no %s event #%d within %s; events:\n%s\nclient output:\n%s", c.name, ev, n, within,
 		strings.Join(c.lines(), "\n"), lab.Output(c.cmd))
 	return ""
 }
@@ -500,5 +500,80 @@ func TestLabDecline(t *testing.T) {
 	st := s.Status()
 	if st.Counters["decline"] != 1 || st.Bad != 1 {
 		t.Errorf("declines %d, bad %d; want 1, 1", st.Counters["decline"], st.Bad)
+	}
+}
+
+// dhclientScript is ISC dhclient's event script ($reason: PREINIT, BOUND,
+// RENEW, REBIND, REBOOT, EXPIRE...); it logs in the udhcpc events' format.
+const dhclientScript = `#!/bin/sh
+case "$reason" in
+BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface"
+  echo "$reason ip=$new_ip_address router=$new_routers hostname=$new_host_name lease=$new_dhcp_lease_time" >> "$DHCP_EVENTS" ;;
+esac
+`
+
+// A second real client: ISC dhclient (no client identifier, its own
+// timers) gets the fixed address and hostname of its MAC and renews it.
+func TestLabDhclient(t *testing.T) {
+	if _, err := exec.LookPath("dhclient"); err != nil {
+		t.Skip("needs dhclient (isc-dhcp-client)")
+	}
+	d := newDHCPLab(t)
+	script := filepath.Join(d.dir, "dhclient.script")
+	if err := os.WriteFile(script, []byte(dhclientScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := d.spec("10.0.0.100", "10.0.0.119")
+	spec.Lease = 4 * time.Second
+	known := mac(0x43)
+	spec.Hosts = []Host{{Name: "node-3", MAC: known, IP: addr("10.0.0.30")}}
+	s := d.start(spec)
+	for i, m := range []net.HardwareAddr{known, mac(7)} {
+		name := fmt.Sprintf("dc%d", i)
+		d.host(name, m, "")
+		c := &client{name: name, events: filepath.Join(d.dir, name+".events")}
+		// dhclient clears the script's environment; -e passes a variable.
+		cmd, err := d.Start(d.LAN, "dhclient", "-d", "-4", "-e", "DHCP_EVENTS="+c.events, "-sf", script, "-lf", filepath.Join(d.dir, name+".leases"),
+			"-pf", filepath.Join(d.dir, name+".pid"), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.cmd = cmd
+		l := d.waitEvent(c, "BOUND", 1, 20*time.Second)
+		ip := field(l, "ip")
+		if i == 0 && (ip != "10.0.0.30" || field(l, "hostname") != "node-3") {
+			t.Errorf("known host: %s", l)
+		}
+		if i == 1 && (ip < "10.0.0.100" || ip > "10.0.0.119" || field(l, "hostname") != "") {
+			t.Errorf("pool host: %s", l)
+		}
+		if r := d.waitEvent(c, "RENEW", 1, 20*time.Second); field(r, "ip") != ip {
+			t.Errorf("renewed %s, want %s", r, ip)
+		}
+	}
+	if st := s.Status(); st.Counters["request_renewing"] < 2 || st.Counters["nak"] != 0 {
+		t.Errorf("counters %v", st.Counters)
+	}
+}
+
+// The LAN address changes without a link flap: after Rebind the server
+// answers from, and hands out, the new address.
+func TestLabAddressChanged(t *testing.T) {
+	d := newDHCPLab(t)
+	spec := d.spec("10.0.0.100", "10.0.0.119") // ServerIP unset: read from lan0
+	s := d.start(spec)
+	c := d.client(mac(1))
+	if l := d.waitEvent(c, "bound", 1, 20*time.Second); field(l, "serverid") != "10.0.0.1" {
+		t.Fatalf("before: %s", l)
+	}
+	d.exec(d.Router, "ip", "addr", "del", "10.0.0.1/24", "dev", lab.LANIface)
+	d.exec(d.Router, "ip", "addr", "add", "10.0.0.6/24", "dev", lab.LANIface)
+	s.Rebind()
+	c2 := d.client(mac(2))
+	if l := d.waitEvent(c2, "bound", 1, 20*time.Second); field(l, "serverid") != "10.0.0.6" || field(l, "router") != "10.0.0.6" {
+		t.Fatalf("after the change: %s", l)
+	}
+	if st := s.Status(); st.Binds != 2 {
+		t.Errorf("binds %d, want 2", st.Binds)
 	}
 }

@@ -28,6 +28,7 @@ type Server struct {
 
 	linkUp   atomic.Int32 // 0 unknown, 1 up, 2 down: the last LinkChanged
 	wentDown atomic.Bool  // a LinkChanged(false) not yet seen by Run
+	rebind   atomic.Bool  // a Rebind not yet seen by Run
 	linkc    chan struct{}
 	closed   chan struct{}
 	closeOne sync.Once
@@ -127,6 +128,18 @@ func (s *Server) LinkChanged(up bool) {
 	select {
 	case s.linkc <- struct{}{}:
 	default: // a wake-up is pending; it reads the latest state
+	}
+}
+
+// Rebind makes the server bind its socket again (and re-read the
+// interface's address when Spec.ServerIP is not set): the daemon calls it
+// when the LAN interface's address changed without a link flap. It never
+// blocks. In mode service it does nothing.
+func (s *Server) Rebind() {
+	s.rebind.Store(true)
+	select {
+	case s.linkc <- struct{}{}:
+	default:
 	}
 }
 
@@ -349,11 +362,12 @@ func (s *Server) serve(ctx context.Context) error {
 			}
 		case <-s.linkc:
 			flapped := s.wentDown.Swap(false)
+			asked := s.rebind.Swap(false)
 			up := s.linkUp.Load()
 			// The socket is bound to the interface by index: an interface
 			// that went away and came back is a new one, so bind again on
 			// every return of the link (and at once when not bound).
-			if up == 1 && (flapped || lastUp != 1 || cur == nil) {
+			if asked && up != 2 || up == 1 && (flapped || lastUp != 1 || cur == nil) {
 				s.log.Info("dhcp: LAN link back, binding again", "event", "dhcp_rebind", "iface", s.spec.Interface)
 				retry = minRetry
 				bind()
