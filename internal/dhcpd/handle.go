@@ -50,7 +50,7 @@ type handler struct {
 	dirty chan struct{}
 
 	// conflict, if set, reports whether ip answers on the LAN (conflict.go);
-	// called without mu held.
+	// read under mu (a re-bind replaces it), called without.
 	conflict func(ctx context.Context, ip netip.Addr, mac net.HardwareAddr) bool
 	save     func([]Lease) error // the committer's; the handler never writes
 	now      func() time.Time
@@ -164,9 +164,10 @@ func (h *handler) discover(ctx context.Context, m *dhcpv4.DHCPv4) *reply {
 			h.log.Warn("dhcp: no address to offer", "event", "dhcp_pool_exhausted", "mac", mac, "reason", err.Error())
 			return nil
 		}
-		l := h.pool.offer(client, mac, host, ip, h.now())
+		h.pool.offer(client, mac, host, ip, h.now())
+		check := h.conflict
 		h.mu.Unlock()
-		if !known && h.conflict != nil && h.conflict(ctx, ip, m.ClientHWAddr) {
+		if !known && check != nil && check(ctx, ip, m.ClientHWAddr) {
 			h.stats.conflicts.Add(1)
 			h.log.Warn("dhcp: pool address in use by an unknown host, skipped", "event", "dhcp_conflict", "ip", ip.String())
 			h.mu.Lock()
@@ -181,7 +182,6 @@ func (h *handler) discover(ctx context.Context, m *dhcpv4.DHCPv4) *reply {
 			dhcpv4.WithYourIP(ip.AsSlice()),
 		}, h.opts.modifiers(d, staticName(h.pool, mac))...)
 		h.mu.Unlock()
-		_ = l
 		h.stats.offers.Add(1)
 		return h.reply(m, mods, bcastClient)
 	}

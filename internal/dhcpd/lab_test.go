@@ -577,3 +577,37 @@ func TestLabAddressChanged(t *testing.T) {
 		t.Errorf("binds %d, want 2", st.Binds)
 	}
 }
+
+// Malformed packets on port 67 are dropped and counted; the server keeps
+// serving.
+func TestLabMalformedDropped(t *testing.T) {
+	d := newDHCPLab(t)
+	s := d.start(d.spec("10.0.0.100", "10.0.0.119"))
+	var conn net.Conn
+	if err := d.Do(d.LAN, func() (err error) {
+		conn, err = net.Dial("udp4", "10.0.0.1:67")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	good := msg(t, 1, hw(9)) // a DISCOVER
+	junk := [][]byte{{}, {0xff}, good[:100], good[:239], append(append([]byte{}, good[:236]...), 1, 2, 3, 4, 5, 6)}
+	bad := append([]byte{}, good...)
+	bad[0] = 2 // a reply sent to the server
+	junk = append(junk, bad)
+	for _, j := range junk {
+		if _, err := conn.Write(j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Status().Dropped < uint64(len(junk)-1) { // the empty datagram may not count
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped %d of %d", s.Status().Dropped, len(junk))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c := d.client(mac(1))
+	d.waitEvent(c, "bound", 1, 20*time.Second)
+}

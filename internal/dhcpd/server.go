@@ -169,6 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 // sockets is what one bind opens in the server's namespace.
 type sockets struct {
+	server  netip.Addr // the address the socket's replies come from
 	conn    *ipv4.PacketConn
 	raw     *net.UDPConn
 	checker *conflictChecker
@@ -313,6 +314,7 @@ func (s *Server) serve(ctx context.Context) error {
 			return
 		}
 		retry = minRetry
+		k.server = server
 		cur = k
 		s.h.mu.Lock()
 		s.h.opts = newReplyOptions(s.spec, server, network)
@@ -388,7 +390,8 @@ func (s *Server) read(ctx context.Context, k *sockets, checks chan struct{}, wor
 			}
 			return err
 		}
-		unicast := cm != nil && cm.Dst != nil && !cm.Dst.Equal(net.IPv4bcast)
+		// Sent to our own address (not broadcast): a RENEWING client.
+		unicast := cm != nil && cm.Dst.Equal(k.server.AsSlice())
 		m := s.h.parse(b[:n])
 		if m == nil {
 			continue
