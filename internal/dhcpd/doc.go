@@ -17,9 +17,15 @@
 //	store.go       the lease file in state_dir (JSON, written atomically)
 //	conflict.go    the "is this address already in use" check before an offer
 //	handle.go      one packet in, at most one reply out (pure apart from the pool)
-//	server.go      sockets, re-binding after link flaps, Run/LinkChanged/Status
+//	server.go      sockets, re-binding after link flaps, the lease-file
+//	               committer, Run/LinkChanged/Rebind/Status
 //	supervise.go   mode service: restart a systemd unit or run a command
 //	netns.go       socket creation inside another network namespace (tests)
+//
+// Every ACK leaves only after the lease table it promises is on disk: one
+// committer goroutine writes the whole file (temp + fsync + rename) for a
+// batch of changes and then releases the batch's ACKs (a group commit), so
+// 200 clients at once cost a few writes, not 200.
 //
 // The pool is pure: it takes the time as an argument and never touches the
 // network, so the RFC 2131 state handling is tested without sockets. The

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +66,45 @@ type Status struct {
 
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Text renders the status for `uplinkd status` (one renderer for the CLI
+// and the logs; JSON uses the struct tags).
+func (st Status) Text() string {
+	var b strings.Builder
+	if st.Mode == ModeService {
+		fmt.Fprintf(&b, "dhcp: service on %s: %d restarts", st.Interface, st.Restarts)
+		if !st.LastRestart.IsZero() {
+			fmt.Fprintf(&b, ", last %s", st.LastRestart.UTC().Format(time.RFC3339))
+		}
+		b.WriteString("\n")
+	} else {
+		state := "not listening"
+		if st.Listening {
+			state = "listening"
+		}
+		fmt.Fprintf(&b, "dhcp: embedded on %s, %s (bound %d times)\n", st.Interface, state, st.Binds)
+		fmt.Fprintf(&b, "  leases: %d in use, %d free, %d resting after a conflict; %d fixed host", st.InUse, st.Free, st.Bad, st.StaticHosts)
+		if st.StaticHosts != 1 {
+			b.WriteString("s")
+		}
+		fmt.Fprintf(&b, "\n  dropped packets: %d\n", st.Dropped)
+		for _, l := range st.Leases {
+			name := l.Hostname
+			if name == "" {
+				name = "-"
+			}
+			fmt.Fprintf(&b, "  %-16s %-18s %-16s %s until %s", l.IP, l.MAC, name, l.State, l.Expires.UTC().Format(time.RFC3339))
+			if l.Static {
+				b.WriteString(" (fixed)")
+			}
+			b.WriteString("\n")
+		}
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(&b, "  last error: %s (%s)\n", st.LastError, st.LastErrorAt.UTC().Format(time.RFC3339))
+	}
+	return b.String()
 }
 
 // New checks spec and prepares a server; nothing is opened until Run. In
@@ -301,7 +341,7 @@ func (s *Server) serve(ctx context.Context) error {
 		unbind()
 		k, server, network, err := s.openSockets()
 		if err == nil {
-			err = s.spec.checkNetwork(network)
+			err = s.spec.checkNetwork(network, server)
 			if err != nil {
 				k.close()
 			}

@@ -129,7 +129,7 @@ func (s Spec) withDefaults() (Spec, error) {
 		if !s.ServerIP.Is4() || !s.Network.IsValid() || !s.Network.Contains(s.ServerIP) {
 			return s, fmt.Errorf("dhcp: server address %s is not in network %s", s.ServerIP, s.Network)
 		}
-		if err := s.checkNetwork(s.Network); err != nil {
+		if err := s.checkNetwork(s.Network, s.ServerIP); err != nil {
 			return s, err
 		}
 	}
@@ -150,14 +150,21 @@ func (s Spec) withDefaults() (Spec, error) {
 }
 
 // checkNetwork checks that the pool and the fixed addresses lie in the LAN
-// subnet; it runs again whenever the subnet is read from the interface.
-func (s Spec) checkNetwork(n netip.Prefix) error {
+// subnet and that no fixed address is the server's own or the subnet's
+// network or broadcast address; it runs again whenever the address is read
+// from the interface.
+func (s Spec) checkNetwork(n netip.Prefix, server netip.Addr) error {
 	if !n.Contains(s.Range[0]) || !n.Contains(s.Range[1]) {
 		return fmt.Errorf("dhcp: range %s-%s is not inside the LAN network %s", s.Range[0], s.Range[1], n)
 	}
 	for _, h := range s.Hosts {
-		if !n.Contains(h.IP) {
+		switch {
+		case !n.Contains(h.IP):
 			return fmt.Errorf("dhcp: host %q: %s is not inside the LAN network %s", h.Name, h.IP, n)
+		case h.IP == server:
+			return fmt.Errorf("dhcp: host %q: %s is the LAN interface's own address", h.Name, h.IP)
+		case n.Bits() < 31 && (h.IP == n.Masked().Addr() || h.IP == broadcastOf(n)):
+			return fmt.Errorf("dhcp: host %q: %s is the network or broadcast address of %s", h.Name, h.IP, n)
 		}
 	}
 	return nil

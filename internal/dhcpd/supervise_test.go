@@ -2,7 +2,6 @@ package dhcpd
 
 import (
 	"context"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,39 +160,5 @@ func TestSupervisorRunsCommand(t *testing.T) {
 	}
 	if st := f.Status(); st.Restarts != 0 {
 		t.Errorf("failed restart counted: %+v", st)
-	}
-}
-
-func TestSpecChecks(t *testing.T) {
-	base := testSpec("10.0.0.100", "10.0.0.102")
-	tests := []struct {
-		name   string
-		modify func(s *Spec)
-		ok     bool
-	}{
-		{"valid", func(*Spec) {}, true},
-		{"no interface", func(s *Spec) { s.Interface = "" }, false},
-		{"unknown mode", func(s *Spec) { s.Mode = "off" }, false},
-		{"range reversed", func(s *Spec) { s.Range[0], s.Range[1] = s.Range[1], s.Range[0] }, false},
-		{"range outside network", func(s *Spec) { s.Range[1] = addr("10.0.1.5") }, false},
-		{"host outside network", func(s *Spec) { s.Hosts[0].IP = addr("192.168.0.2") }, false},
-		{"server outside network", func(s *Spec) { s.ServerIP = addr("10.9.0.1") }, false},
-		{"server from the interface", func(s *Spec) { s.ServerIP, s.Network = netip.Addr{}, netip.Prefix{} }, true},
-		{"service without action", func(s *Spec) { s.Mode = ModeService }, false},
-		{"service with both", func(s *Spec) {
-			s.Mode, s.Service = ModeService, Service{Unit: "u", Command: []string{"c"}}
-		}, false},
-		{"service with unit", func(s *Spec) { s.Mode, s.Service = ModeService, Service{Unit: "u"} }, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := base
-			s.Hosts = append([]Host(nil), base.Hosts...)
-			tt.modify(&s)
-			_, err := New(s, nil)
-			if (err == nil) != tt.ok {
-				t.Errorf("New: %v, want ok=%v", err, tt.ok)
-			}
-		})
 	}
 }
