@@ -260,9 +260,12 @@ func (s *Server) openSockets() (*sockets, netip.Addr, netip.Prefix, error) {
 			return fmt.Errorf("DHCP socket: %w", err)
 		}
 		if s.spec.ConflictCheck {
+			// Serving without the check beats not serving: the clients'
+			// own ARP check (DECLINE) still catches most conflicts.
 			if k.checker, err = newConflictChecker(s.spec.Interface, ifi.Index, s.spec.ConflictTimeout); err != nil {
-				c.Close()
-				return err
+				s.setErr(err)
+				s.log.Warn("dhcp: serving without the conflict check", "event", "dhcp_conflict_check_off", "iface", s.spec.Interface, "reason", err.Error())
+				k.checker = nil
 			}
 		}
 		return nil
