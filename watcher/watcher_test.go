@@ -29,18 +29,11 @@ var nsCounter atomic.Int64
 
 func nsPrefix() string { return fmt.Sprintf("wt-%d-", os.Getpid()) }
 
-// TestMain removes any namespace this process created that a failed test
-// left behind (t.Cleanup already deletes them on every normal exit path).
-func TestMain(m *testing.M) {
-	// lab.GuardMain fails the run if the host namespace changed.
-	code := lab.GuardMain(m)
-	if matches, _ := filepath.Glob("/run/netns/" + nsPrefix() + "*"); len(matches) > 0 {
-		for _, p := range matches {
-			_ = exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
-		}
-	}
-	os.Exit(code)
-}
+// TestMain: lab.GuardMain fails the run if the host namespace changed; its
+// shared sweep removes wt- namespaces of dead runs and reports (and removes)
+// any this run left behind (t.Cleanup already deletes them on every normal
+// exit path).
+func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
 
 func requireRoot(tb testing.TB) {
 	tb.Helper()
