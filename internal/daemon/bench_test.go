@@ -100,7 +100,7 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer d.kernel.Close()
-			k := d.kernel.(*policy.NetlinkKernel)
+			k := d.kernel
 			var cold, warm []time.Duration
 			b.ResetTimer()
 			for range b.N {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 )
@@ -59,7 +60,7 @@ type SyncResult struct {
 type Daemon struct {
 	opts   Options
 	log    *slog.Logger
-	kernel policy.Kernel
+	kernel Kernel
 	cfg    *policy.Config
 
 	reload chan chan error
@@ -100,10 +101,11 @@ func New(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := policy.OpenKernel(opts.NetNS)
+	k, err := kernel.Open(opts.NetNS, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
+	k.SetTables(uplinkTables(cfg))
 	fd := int(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, fd, opts.Logger)
 	if err != nil {
@@ -174,7 +176,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
 	go func() {
-		werr <- watcher.Run(ctx, watcher.Options{NetNS: d.netnsFD(), Logger: d.log}, events)
+		// The kernel mirror is the event source: each notification updates
+		// it before its event reaches this loop.
+		werr <- d.kernel.Run(ctx, events)
 	}()
 
 	defer d.fw.Close()
@@ -333,6 +337,7 @@ func (d *Daemon) doReload() error {
 		return err
 	}
 	d.forgetMovedMarks(d.cfg, cfg)
+	d.kernel.SetTables(uplinkTables(cfg))
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
