@@ -22,6 +22,7 @@ type mirror struct {
 	// stale: the mirror may have missed changes (never dumped, overflow, a
 	// write failed); the next snapshot dumps first.
 	stale bool
+	err   error // the last message that could not be decoded (tests, logs)
 
 	links   map[int32]*mlink
 	addrs   map[int32][]maddr // per ifindex, in the kernel's list order
@@ -61,7 +62,7 @@ func (m *mirror) keepRoute(h routeHeader, table uint32) bool {
 // mirror stale, so the next snapshot dumps.
 func (m *mirror) update(msg netlink.Message) {
 	if err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data); err != nil {
-		m.stale = true
+		m.stale, m.err = true, err
 	}
 }
 

@@ -1,0 +1,264 @@
+package kernel
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// TestMirrorMatchesDump is the proof that the mirror is right: after each
+// kind of change, including those the kernel makes silently (the routes a
+// link takes with it when it goes down, is deleted or loses its address),
+// the mirror equals a fresh dump read by another parser.
+func TestMirrorMatchesDump(t *testing.T) {
+	f := newFixture(t)
+	ppp0 := f.link("ppp0")
+	eth1 := f.link("eth1")
+	pppAddr := f.l.UplinkAddr("ppp0")
+	ethGW := f.l.ISPAddr("eth1")
+
+	route := func(r *netlink.Route) *netlink.Route {
+		if r.Family == 0 {
+			r.Family = unix.AF_INET
+		}
+		return r
+	}
+	addRoutes := func() {
+		for _, r := range []*netlink.Route{
+			// main: plain, multipath over both links, with prefsrc.
+			{Dst: ipn("198.51.100.0/24"), LinkIndex: f.link("ppp0").Attrs().Index},
+			{Dst: ipn("203.0.113.0/24"), MultiPath: []*netlink.NexthopInfo{
+				{LinkIndex: f.link("ppp0").Attrs().Index}, {LinkIndex: eth1.Attrs().Index, Gw: ethGW.AsSlice(), Hops: 2}}},
+			{Dst: ipn("192.0.2.0/24"), LinkIndex: f.link("ppp0").Attrs().Index, Src: f.l.UplinkAddr("ppp0").AsSlice()},
+			// owned tables, uplinkd's protocol
+			{Dst: ipn("0.0.0.0/0"), LinkIndex: f.link("ppp0").Attrs().Index, Table: tableA, Protocol: policy.Protocol},
+			{Dst: ipn("0.0.0.0/0"), LinkIndex: eth1.Attrs().Index, Gw: ethGW.AsSlice(), Table: tableB, Protocol: policy.Protocol},
+			// a foreign table: its default route is kept, the rest is not
+			{Dst: ipn("0.0.0.0/0"), LinkIndex: eth1.Attrs().Index, Gw: ethGW.AsSlice(), Table: foreignT},
+			{Dst: ipn("10.9.0.0/16"), LinkIndex: f.link("ppp0").Attrs().Index, Table: foreignT},
+		} {
+			f.must(f.h.RouteAdd(route(r)), "route add "+r.String())
+		}
+	}
+	addRoutes()
+	obs := f.check("initial routes")
+	if slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Table == foreignT && r.Dst.Bits() != 0 }) {
+		t.Fatal("a non-default route of a foreign table is in the mirror")
+	}
+	if !slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Table == foreignT && r.Dst.Bits() == 0 }) {
+		t.Fatal("the default route of a foreign table is not in the mirror")
+	}
+	bounces := func(name string) uint64 { return f.mirrorOnly().Links[name].Bounces }
+
+	// Link down and up: the kernel drops every route via ppp0 without a
+	// word, keeps the multipath route with its ppp0 path dead.
+	f.must(f.h.LinkSetDown(ppp0), "ppp0 down")
+	obs = f.check("ppp0 down")
+	if slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Table == tableA }) {
+		t.Fatal("ppp0's table route survived the link going down")
+	}
+	if got := bounces("ppp0"); got != 1 {
+		t.Fatalf("ppp0 bounces after down = %d, want 1", got)
+	}
+	f.must(f.h.LinkSetUp(ppp0), "ppp0 up")
+	f.check("ppp0 up")
+	addRoutes2 := func(name string) {
+		idx := f.link(name).Attrs().Index
+		f.must(f.h.RouteAdd(route(&netlink.Route{Dst: ipn("0.0.0.0/0"), LinkIndex: idx, Table: tableA, Protocol: policy.Protocol})), "table route")
+		f.must(f.h.RouteAdd(route(&netlink.Route{Dst: ipn("198.51.100.0/24"), LinkIndex: idx})), "main route")
+	}
+	addRoutes2("ppp0")
+	f.check("routes re-added")
+
+	// A redial: ppp0 deleted (all its routes, the multipath one included,
+	// go silently) and re-created with the next address.
+	if _, err := f.l.Redial("ppp0"); err != nil {
+		t.Fatal(err)
+	}
+	obs = f.check("redial (delete and re-create)")
+	if slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Dst.String() == "203.0.113.0/24" }) {
+		t.Fatal("the multipath route with a path via the deleted link survived")
+	}
+	if got := bounces("ppp0"); got != 2 {
+		t.Fatalf("ppp0 bounces after redial = %d, want 2", got)
+	}
+	if obs.Addrs["ppp0"][0].Prefix.Addr() == pppAddr {
+		t.Fatal("redial kept the old address")
+	}
+	addRoutes2("ppp0")
+	f.must(f.h.RouteAdd(route(&netlink.Route{Dst: ipn("192.0.2.0/24"), LinkIndex: f.link("ppp0").Attrs().Index,
+		Src: f.l.UplinkAddr("ppp0").AsSlice()})), "prefsrc route")
+	f.check("routes after redial")
+
+	// Address changes on eth1: a secondary, a second subnet, the primary
+	// removed (its secondary is promoted or removed with it), and a main
+	// route whose preferred source was the removed address.
+	ethAddr := f.l.UplinkAddr("eth1")
+	orig := netip.PrefixFrom(ethAddr, 24)
+	sec := netip.PrefixFrom(ethAddr.Next().Next().Next(), 24)
+	other := netip.MustParsePrefix("172.31.5.1/24")
+	f.must(f.h.AddrAdd(eth1, &netlink.Addr{IPNet: ipn(sec.String())}), "add secondary")
+	f.check("secondary address added")
+	f.must(f.h.AddrAdd(eth1, &netlink.Addr{IPNet: ipn(other.String())}), "add second subnet")
+	f.must(f.h.RouteAdd(route(&netlink.Route{Dst: ipn("192.0.2.128/25"), LinkIndex: eth1.Attrs().Index, Src: ethAddr.AsSlice()})), "prefsrc route")
+	f.must(f.h.RouteAdd(route(&netlink.Route{Dst: ipn("192.0.2.64/26"), LinkIndex: eth1.Attrs().Index, Src: ethAddr.AsSlice(), Table: tableB})), "prefsrc route in tableB")
+	f.check("second subnet and prefsrc routes")
+	f.must(f.h.AddrDel(eth1, &netlink.Addr{IPNet: &net.IPNet{IP: orig.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}}), "del primary")
+	obs = f.check("primary address removed")
+	if slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Dst.String() == "192.0.2.128/25" }) {
+		t.Fatal("the main route with the removed address as source survived")
+	}
+	// Every address gone: IP is disabled on eth1, its routes go.
+	for _, a := range f.mirrorOnly().Addrs["eth1"] {
+		f.must(f.h.AddrDel(eth1, &netlink.Addr{IPNet: ipn(a.Prefix.String())}), "del "+a.Prefix.String())
+	}
+	obs = f.check("all addresses of eth1 removed")
+	if slices.ContainsFunc(obs.Routes, func(r policy.Route) bool {
+		return slices.ContainsFunc(r.Nexthops, func(nh policy.Nexthop) bool { return nh.Dev == "eth1" })
+	}) {
+		t.Fatal("a route via eth1 survived the loss of its last address")
+	}
+	f.must(f.h.AddrAdd(eth1, &netlink.Addr{IPNet: ipn(orig.String())}), "re-add address")
+	f.check("address back")
+
+	// Routes added and deleted in owned and foreign tables, a replace.
+	for _, table := range []int{unix.RT_TABLE_MAIN, tableA, foreignT} {
+		r := route(&netlink.Route{Dst: ipn("100.100.0.0/16"), LinkIndex: f.link("ppp0").Attrs().Index, Table: table, Priority: 7})
+		f.must(f.h.RouteAdd(r), "add")
+		f.check("route add")
+		r.Priority = 7
+		r.LinkIndex = f.link("lan0").Attrs().Index
+		f.must(f.h.RouteReplace(r), "replace")
+		f.check("route replace")
+		f.must(f.h.RouteDel(r), "del")
+		f.check("route del")
+	}
+	// Rules.
+	rule := netlink.NewRule()
+	rule.Family, rule.Priority, rule.Table, rule.Src = unix.AF_INET, 1234, tableA, ipn("10.0.0.0/8")
+	rule.Protocol = policy.Protocol
+	f.must(f.h.RuleAdd(rule), "rule add")
+	f.check("rule add")
+	uid := netlink.NewRule()
+	uid.Family, uid.Priority, uid.Table, uid.UIDRange = unix.AF_INET, 1235, tableB, netlink.NewRuleUIDRange(100, 200)
+	f.must(f.h.RuleAdd(uid), "uid rule add")
+	f.check("uid rule add")
+	f.must(f.h.RuleDel(rule), "rule del")
+	f.must(f.h.RuleDel(uid), "uid rule del")
+	f.check("rule del")
+
+	// Carrier loss at the far end: a bounce, no route change.
+	before := bounces("eth1")
+	if _, err := f.l.SetCarrier("eth1", false); err != nil {
+		t.Fatal(err)
+	}
+	f.check("carrier lost")
+	if _, err := f.l.SetCarrier("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	f.check("carrier back")
+	if got := bounces("eth1"); got != before+1 {
+		t.Fatalf("eth1 bounces after carrier loss = %d, want %d", got, before+1)
+	}
+}
+
+// TestApplyWritesThrough: a snapshot right after Apply has what was written,
+// before any notification, and the notifications change nothing.
+func TestApplyWritesThrough(t *testing.T) {
+	f := newFixture(t)
+	obs := f.sync()
+	gw := f.l.ISPAddr("eth1")
+	changes := []policy.Change{
+		{Op: policy.OpAddRoute, Route: policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: policy.Protocol,
+			Nexthops: []policy.Nexthop{{Dev: "ppp0"}}}},
+		{Op: policy.OpReplaceRoute, Route: policy.Route{Table: unix.RT_TABLE_MAIN, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: policy.Protocol,
+			Nexthops: []policy.Nexthop{{Dev: "ppp0", Weight: 1}, {Dev: "eth1", Gateway: gw, Weight: 3}}}},
+		{Op: policy.OpAddRule, Rule: policy.Rule{Priority: 1000, Table: tableA, Src: netip.PrefixFrom(f.l.UplinkAddr("ppp0"), 32), Protocol: policy.Protocol}},
+		{Op: policy.OpAddRule, Rule: policy.Rule{Priority: 1001, Table: tableB, Mark: 0x200, Mask: 0xff00, Protocol: policy.Protocol}},
+	}
+	// Stop the notifications from reaching the mirror while applying: the
+	// snapshot below must come from the write-through alone.
+	f.k.m.mu.Lock()
+	held := true
+	unlock := func() {
+		if held {
+			held = false
+			f.k.m.mu.Unlock()
+		}
+	}
+	defer unlock()
+	snapWhileHeld := func() policy.Observed { return f.k.m.snapshot() }
+	f.k.m.mu.Unlock()
+	held = false
+	f.must(f.k.Apply(changes, obs), "apply")
+	f.k.m.mu.Lock()
+	now := snapWhileHeld()
+	f.k.m.mu.Unlock()
+	for _, c := range changes {
+		switch c.Op {
+		case policy.OpAddRoute, policy.OpReplaceRoute:
+			if !slices.ContainsFunc(now.Routes, c.Route.Equal) {
+				t.Errorf("route %s not in the mirror right after Apply", c.Route.IPRoute())
+			}
+		case policy.OpAddRule:
+			if !slices.ContainsFunc(now.Rules, func(r policy.Rule) bool { return r.Key() == c.Rule.Key() }) {
+				t.Errorf("rule %s not in the mirror right after Apply", c.Rule.IPRule())
+			}
+		}
+	}
+	if d := policy.Diff(policy.Desired{Routes: []policy.Route{changes[0].Route, changes[1].Route},
+		Rules: []policy.Rule{changes[2].Rule, changes[3].Rule}}, now); len(d) != 0 {
+		t.Errorf("a pass right after Apply would change %v", d)
+	}
+	// After the notifications: still exactly one of each (no duplicates).
+	after := f.check("apply and its notifications")
+	for _, c := range changes[2:] {
+		n := 0
+		for _, r := range after.Rules {
+			if r.Key() == c.Rule.Key() {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("rule %s is in the mirror %d times", c.Rule.IPRule(), n)
+		}
+	}
+	// Deletions write through too.
+	dels := policy.FlushChanges(after)
+	if len(dels) != 4 {
+		t.Fatalf("flush of owned state: %d changes, want 4", len(dels))
+	}
+	f.must(f.k.Apply(dels, after), "flush")
+	if left := policy.FlushChanges(f.mirrorOnly()); len(left) != 0 {
+		t.Errorf("owned state left in the mirror right after the flush: %v", left)
+	}
+	f.check("flush and its notifications")
+}
+
+// TestResyncAfterFailedWrite: a write the kernel refuses makes the next
+// snapshot dump afresh.
+func TestResyncAfterFailedWrite(t *testing.T) {
+	f := newFixture(t)
+	obs := f.sync()
+	bad := []policy.Change{{Op: policy.OpAddRoute, Route: policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"),
+		Protocol: policy.Protocol, Nexthops: []policy.Nexthop{{Dev: "ppp0", Gateway: netip.MustParseAddr("203.0.113.9")}}}}}
+	if err := f.k.Apply(bad, obs); err == nil {
+		t.Fatal("a route via an unreachable gateway was accepted")
+	}
+	f.k.m.mu.Lock()
+	stale := f.k.m.stale
+	f.k.m.mu.Unlock()
+	if !stale {
+		t.Fatal("a failed write did not mark the mirror for a dump")
+	}
+	if _, err := f.k.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	f.check("dump after the failed write")
+}
