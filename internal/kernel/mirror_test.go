@@ -41,7 +41,11 @@ type fixture struct {
 	seq int
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureRun(t, true) }
+
+// newFixtureRun with run false has no subscription: the mirror then changes
+// only by its dump and uplinkd's own writes.
+func newFixtureRun(t *testing.T, run bool) *fixture {
 	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: lab.KindPPP}, {Name: "eth1", Kind: lab.KindEthernet}}})
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
@@ -58,6 +62,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	k.SetTables([]int{tableA, tableB})
+	if !run {
+		t.Cleanup(func() { k.Close() })
+		if _, err := k.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		return &fixture{t: t, l: l, ns: ns, h: h, k: k}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan watcher.Event, 1024)
 	done := make(chan error, 1)
@@ -144,7 +155,11 @@ func (f *fixture) sync() policy.Observed {
 // implementation (vishvananda/netlink's parser).
 func (f *fixture) check(step string) policy.Observed {
 	f.t.Helper()
-	got := f.sync()
+	return f.compare(step, f.sync())
+}
+
+func (f *fixture) compare(step string, got policy.Observed) policy.Observed {
+	f.t.Helper()
 	want := dumpObserved(f.t, f.h, map[int]bool{unix.RT_TABLE_MAIN: true, tableA: true, tableB: true})
 	if g, w := render(got), render(want); g != w {
 		f.t.Fatalf("after %s: mirror differs from a fresh dump\n--- mirror\n%s--- dump\n%s", step, g, w)
