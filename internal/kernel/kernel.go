@@ -106,6 +106,15 @@ func (k *Kernel) Resync() {
 	k.m.mu.Unlock()
 }
 
+// Dumps is how many full dumps the mirror has done: one at start, then one
+// per overflow, failed write or newly named table. A hot path that reads
+// memory keeps it there.
+func (k *Kernel) Dumps() uint64 {
+	k.m.mu.Lock()
+	defer k.m.mu.Unlock()
+	return k.m.dumps
+}
+
 // SetTables names the routing tables whose routes the mirror keeps in full,
 // besides main (the uplinks' tables). A table not kept before makes the
 // next Snapshot dump: its routes were dropped on the way in.

@@ -23,6 +23,7 @@ type mirror struct {
 	// write failed); the next snapshot dumps first.
 	stale bool
 	err   error // the last message that could not be decoded (tests, logs)
+	dumps uint64
 
 	links   map[int32]*mlink
 	addrs   map[int32][]maddr // per ifindex, in the kernel's list order
@@ -367,6 +368,7 @@ func (r *mroute) policy(names map[int32]string) policy.Route {
 func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink.Message, error)) error {
 	oldLinks := m.links
 	m.reset()
+	m.dumps++
 	for _, q := range []struct {
 		typ    netlink.HeaderType
 		family uint8
