@@ -173,7 +173,7 @@ func (f *floorReactor) react(index int32, addr netip.Addr) error {
 	// IPCTNL_MSG_CT_DELETE without a tuple, filtered by CTA_MARK/CTA_MARK_MASK:
 	// the kernel deletes the matching entries itself.
 	attrs, err := mdnetlink.MarshalAttributes([]mdnetlink.Attribute{
-		{Type: 8, Data: binary.BigEndian.AppendUint32(nil, f.mark)},                      // CTA_MARK
+		{Type: 8, Data: binary.BigEndian.AppendUint32(nil, f.mark)},                   // CTA_MARK
 		{Type: 21, Data: binary.BigEndian.AppendUint32(nil, firewall.UplinkMarkMask)}, // CTA_MARK_MASK
 	})
 	if err != nil {
