@@ -14,6 +14,10 @@
 // full read happens on the first event it receives and no change between that
 // read and the subscription can be missed.
 //
+// A Sink (Options.Sink) receives every notification itself, before the
+// events of its batch are sent: internal/kernel's mirror is kept that way,
+// so the consumer reads a cache that already holds what an event announces.
+//
 // Events are triggers, not a change log. In particular the kernel does not
 // send RTM_DELROUTE for IPv4 routes it flushes when their device goes down,
 // loses its address or is deleted: a link or address event must make the
