@@ -184,13 +184,13 @@ func TestApplyWritesThrough(t *testing.T) {
 
 func testApplyWritesThrough(t *testing.T, run bool) {
 	f := newFixtureRun(t, run)
-	snap := func() policy.Observed {
+	check := func(step string) policy.Observed {
 		if run {
-			return f.sync()
+			return f.check(step)
 		}
-		return f.mirrorOnly()
+		return f.checkNow(step)
 	}
-	obs := snap()
+	obs := check("start")
 	gw := f.l.ISPAddr("eth1")
 	changes := []policy.Change{
 		{Op: policy.OpAddRoute, Route: policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: policy.Protocol,
@@ -206,7 +206,7 @@ func testApplyWritesThrough(t *testing.T, run bool) {
 	if d := policy.Diff(desired, now); len(d) != 0 {
 		t.Errorf("a pass right after Apply would change %v", d)
 	}
-	after := f.compare("apply", snap())
+	after := check("apply")
 	if d := policy.Diff(desired, after); len(d) != 0 {
 		t.Errorf("a pass after the notifications would change %v", d)
 	}
@@ -219,7 +219,7 @@ func testApplyWritesThrough(t *testing.T, run bool) {
 	if left := policy.FlushChanges(f.mirrorOnly()); len(left) != 0 {
 		t.Errorf("owned state left in the mirror right after the flush: %v", left)
 	}
-	f.compare("flush", snap())
+	check("flush")
 }
 
 // TestResyncAfterFailedWrite: a write the kernel refuses makes the next
