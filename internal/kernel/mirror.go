@@ -222,7 +222,7 @@ func (m *mirror) delAddr(a maddr) {
 	}
 	list = slices.Delete(list, i, i+1)
 	m.addrs[a.index] = list
-	if !slices.ContainsFunc(list, func(o maddr) bool { return o.local == a.local }) {
+	if !m.isLocal(a.local) {
 		m.flushPrefsrc(a.local)
 	}
 	if len(list) == 0 {
@@ -231,6 +231,17 @@ func (m *mirror) delAddr(a maddr) {
 		delete(m.addrs, a.index)
 		m.flushDev(a.index, false)
 	}
+}
+
+// isLocal: the address is still configured on some link (fib_del_ifaddr
+// flushes its source routes only once it is not local anymore).
+func (m *mirror) isLocal(a netip.Addr) bool {
+	for _, list := range m.addrs {
+		if slices.ContainsFunc(list, func(o maddr) bool { return o.local == a }) {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *mirror) addRoute(r *mroute, replace bool) {
