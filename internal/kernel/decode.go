@@ -237,6 +237,7 @@ type mrule struct {
 	mark, mask  uint32 // mask: FRA_FWMASK (0xffffffff for a mark without one)
 	proto       uint8
 	extra       string // policy.Rule.Extra
+	key         string // id(), computed once
 	// pending: written by uplinkd (or read by a dump) and its notification
 	// may still be queued; a NEWRULE identical to it is that notification,
 	// not a duplicate rule.
@@ -245,7 +246,10 @@ type mrule struct {
 
 // id is what tells rules apart for the mirror: the policy form's fields.
 func (r *mrule) id() string {
-	return fmt.Sprintf("%d/%d/%s/%x/%x/%d/%s", r.prio, r.table, r.src, r.mark, r.mask, r.proto, r.extra)
+	if r.key == "" {
+		r.key = fmt.Sprintf("%d/%d/%s/%x/%x/%d/%s", r.prio, r.table, r.src, r.mark, r.mask, r.proto, r.extra)
+	}
+	return r.key
 }
 
 func decodeRule(b []byte) (r mrule, ok bool, err error) {
