@@ -103,8 +103,11 @@ type Sink interface {
 }
 
 const (
-	// Groups is the multicast group bitmask Run subscribes to.
-	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE
+	// Groups is the multicast group bitmask Run subscribes to. IPv4
+	// netconf (a sysctl such as rp_filter written) produces no event; it
+	// only keeps a Sink's copy of those values current.
+	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
+		1<<(unix.RTNLGRP_IPV4_NETCONF-1)
 
 	defaultReadBuffer = 4 << 20
 	minBackoff        = 10 * time.Millisecond

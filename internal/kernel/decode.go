@@ -24,7 +24,18 @@ type mlink struct {
 	mtu   uint32
 	oper  uint8 // IFLA_OPERSTATE
 	kind  string
+	// rpFilter is the link's net.ipv4.conf.<name>.rp_filter (IFLA_INET_CONF
+	// of its RTM_NEWLINK, or RTM_NEWNETCONF when someone writes the sysctl);
+	// -1 when the kernel did not say.
+	rpFilter int32
 }
+
+// IPv4 devconf and netconf numbers (linux/ip.h, linux/netconf.h).
+const (
+	devconfRPFilter  = 8 // IPV4_DEVCONF_RP_FILTER
+	netconfaIfindex  = 1 // NETCONFA_IFINDEX
+	netconfaRPFilter = 3 // NETCONFA_RP_FILTER
+)
 
 func (l *mlink) upAndCarrier() bool {
 	return l.flags&unix.IFF_UP != 0 && l.flags&unix.IFF_LOWER_UP != 0
@@ -42,6 +53,7 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 	}
 	l.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	l.flags = binary.NativeEndian.Uint32(b[8:])
+	l.rpFilter = -1
 	err = walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
@@ -50,6 +62,25 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 			l.mtu = ad.Uint32()
 		case unix.IFLA_OPERSTATE:
 			l.oper = ad.Uint8()
+		case unix.IFLA_AF_SPEC:
+			ad.Nested(func(af *netlink.AttributeDecoder) error {
+				for af.Next() {
+					if af.Type() != unix.AF_INET {
+						continue
+					}
+					af.Nested(func(in *netlink.AttributeDecoder) error {
+						for in.Next() {
+							// IFLA_INET_CONF: the devconf values as a u32 array,
+							// entry i holding devconf number i+1.
+							if c := in.Bytes(); in.Type() == unix.IFLA_INET_CONF && len(c) >= 4*devconfRPFilter {
+								l.rpFilter = int32(binary.NativeEndian.Uint32(c[4*(devconfRPFilter-1):]))
+							}
+						}
+						return nil
+					})
+				}
+				return nil
+			})
 		case unix.IFLA_LINKINFO:
 			ad.Nested(func(nad *netlink.AttributeDecoder) error {
 				for nad.Next() {
@@ -62,6 +93,24 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 		}
 	})
 	return l, err == nil, err
+}
+
+// decodeNetconf parses an IPv4 RTM_NEWNETCONF: the ifindex it is about
+// (negative: "all" or "default") and the rp_filter value if it has one.
+func decodeNetconf(b []byte) (index int32, rp int32, ok bool, err error) {
+	if len(b) < 4 || b[0] != unix.AF_INET { // struct netconfmsg, padded
+		return 0, -1, false, nil
+	}
+	rp = -1
+	err = walk(b[4:], func(ad *netlink.AttributeDecoder) {
+		switch ad.Type() {
+		case netconfaIfindex:
+			index = int32(ad.Uint32())
+		case netconfaRPFilter:
+			rp = int32(ad.Uint32())
+		}
+	})
+	return index, rp, err == nil && index > 0 && rp >= 0, err
 }
 
 // maddr is one IPv4 address.

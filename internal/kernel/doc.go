@@ -25,6 +25,12 @@
 // test TestMirrorMatchesDump compares it with a fresh dump after each kind
 // of change.
 //
+// A link's rp_filter is part of the mirror too (IFLA_INET_CONF of its
+// RTM_NEWLINK, RTM_NEWNETCONF when someone writes the sysctl) and is written
+// over rtnetlink: a redial re-creates the link, and reading or writing its
+// /proc/sys file would first need a namespace switch to open the new file.
+// Other sysctls are files opened once and kept.
+//
 // The applier updates the mirror after each successful write (write-through):
 // the notification of the write arrives later and changes nothing, and a pass
 // right after an apply sees what it just wrote.

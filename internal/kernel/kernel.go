@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	mdnetlink "github.com/mdlayher/netlink"
@@ -169,6 +171,24 @@ func (k *Kernel) ReadSysctls(keys []string) (map[string]string, error) {
 	out := make(map[string]string, len(keys))
 	buf := make([]byte, 64)
 	for _, key := range keys {
+		if name, ok := rpFilterKey(key); ok {
+			// From the mirror: no file to open in the namespace for a link
+			// that a redial has just re-created.
+			k.m.mu.Lock()
+			l := k.m.linkByName(name)
+			rp := int32(-1)
+			if l != nil {
+				rp = l.rpFilter
+			}
+			k.m.mu.Unlock()
+			if l == nil {
+				continue // the interface is gone
+			}
+			if rp >= 0 {
+				out[key] = strconv.Itoa(int(rp))
+				continue
+			}
+		}
 		f, err := k.sysctlFile(key)
 		if err != nil {
 			continue
@@ -219,7 +239,81 @@ func (k *Kernel) dropSysctl(key string) {
 	}
 }
 
+// rpFilterKey tells a link's own rp_filter key (not "all" or "default"),
+// which the mirror knows and netlink writes.
+func rpFilterKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, "net/ipv4/conf/")
+	if !ok {
+		return "", false
+	}
+	name, ok := strings.CutSuffix(rest, "/rp_filter")
+	if !ok || name == "all" || name == "default" || strings.Contains(name, "/") {
+		return "", false
+	}
+	return name, true
+}
+
+// setRPFilter writes a link's rp_filter over rtnetlink (RTM_SETLINK with
+// IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), which sets the same devconf value
+// the sysctl file does, without a namespace switch to open the file of a
+// link a redial has just re-created. ok is false when the mirror does not
+// know the link (the caller falls back to the file).
+func (k *Kernel) setRPFilter(name, value string) (ok bool, err error) {
+	v, err := strconv.ParseUint(strings.TrimSpace(value), 10, 32)
+	if err != nil {
+		return false, nil
+	}
+	k.m.mu.Lock()
+	l := k.m.linkByName(name)
+	var index int32
+	if l != nil {
+		index = l.index
+	}
+	k.m.mu.Unlock()
+	if l == nil {
+		return false, nil
+	}
+	ae := mdnetlink.NewAttributeEncoder()
+	ae.Nested(unix.IFLA_AF_SPEC, func(spec *mdnetlink.AttributeEncoder) error {
+		spec.Nested(unix.AF_INET, func(inet *mdnetlink.AttributeEncoder) error {
+			inet.Nested(unix.IFLA_INET_CONF, func(conf *mdnetlink.AttributeEncoder) error {
+				conf.Uint32(devconfRPFilter, uint32(v))
+				return nil
+			})
+			return nil
+		})
+		return nil
+	})
+	attrs, err := ae.Encode()
+	if err != nil {
+		return true, err
+	}
+	hdr := make([]byte, unix.SizeofIfInfomsg)
+	binary.NativeEndian.PutUint32(hdr[4:], uint32(index))
+	_, err = k.dump.Execute(mdnetlink.Message{
+		Header: mdnetlink.Header{Type: unix.RTM_SETLINK, Flags: mdnetlink.Request | mdnetlink.Acknowledge},
+		Data:   append(hdr, attrs...),
+	})
+	if errors.Is(err, unix.ENODEV) {
+		return true, policy.ErrStale
+	}
+	if err != nil {
+		return true, err
+	}
+	k.m.mu.Lock()
+	if l := k.m.links[index]; l != nil {
+		l.rpFilter = int32(v) // write-through; the RTM_NEWLINK that follows says the same
+	}
+	k.m.mu.Unlock()
+	return true, nil
+}
+
 func (k *Kernel) writeSysctl(s policy.Sysctl) error {
+	if name, ok := rpFilterKey(s.Key); ok {
+		if done, err := k.setRPFilter(name, s.Value); done {
+			return err
+		}
+	}
 	for try := 0; ; try++ {
 		f, err := k.sysctlFile(s.Key)
 		if errors.Is(err, fs.ErrNotExist) {

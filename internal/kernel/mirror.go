@@ -114,6 +114,14 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		default:
 			m.addRoute(&r, flags&netlink.Replace != 0)
 		}
+	case unix.RTM_NEWNETCONF:
+		index, rp, ok, err := decodeNetconf(b)
+		if !ok {
+			return err
+		}
+		if l := m.links[index]; l != nil {
+			l.rpFilter = rp
+		}
 	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		r, ok, err := decodeRule(b)
 		if !ok {

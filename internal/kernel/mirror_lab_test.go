@@ -3,12 +3,16 @@ package kernel
 import (
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -242,4 +246,60 @@ func TestResyncAfterFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.check("dump after the failed write")
+}
+
+// TestRPFilterFromMirror: a link's rp_filter is read from the mirror and
+// written over netlink, and both agree with the sysctl file: after uplinkd's
+// write, after an admin's write to the file, and for a re-created link.
+func TestRPFilterFromMirror(t *testing.T) {
+	f := newFixture(t)
+	const key = "net/ipv4/conf/ppp0/rp_filter"
+	file := func() string {
+		var v []byte
+		f.must(netnsx.Do(f.ns, func() (err error) {
+			v, err = os.ReadFile("/proc/sys/" + key)
+			return err
+		}), "read "+key)
+		return strings.TrimSpace(string(v))
+	}
+	mirror := func() string {
+		got, err := f.k.ReadSysctls([]string{key})
+		f.must(err, "ReadSysctls")
+		if _, cached := f.k.sysctls[key]; cached {
+			t.Fatalf("%s was read from its file, not from the mirror", key)
+		}
+		return got[key]
+	}
+	// Notifications may trail the change a little; the marker orders them.
+	agree := func(step, want string) {
+		t.Helper()
+		for try := 0; ; try++ {
+			f.sync()
+			m, fl := mirror(), file()
+			if m == fl && (want == "" || m == want) {
+				return
+			}
+			if try == 20 {
+				t.Fatalf("after %s: mirror says %q, the file %q (want %q)", step, m, fl, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	agree("start", "")
+	for _, v := range []string{"2", "1", "0"} {
+		f.must(f.k.Apply([]policy.Change{{Op: policy.OpSetSysctl, Sysctl: policy.Sysctl{Key: key, Value: v}}}, f.mirrorOnly()), "apply")
+		if got := file(); got != v {
+			t.Fatalf("after writing %s over netlink the file says %s", v, got)
+		}
+		agree("uplinkd wrote "+v, v)
+	}
+	f.must(netnsx.Do(f.ns, func() error { return os.WriteFile("/proc/sys/"+key, []byte("2"), 0) }), "admin write")
+	agree("an admin wrote the file", "2")
+	if _, err := f.l.Redial("ppp0"); err != nil {
+		t.Fatal(err)
+	}
+	agree("redial", "")
+	if _, ok := f.k.sysctls[key]; ok {
+		t.Fatal("the file was opened")
+	}
 }
