@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -160,8 +161,28 @@ func (m *mirror) delLink(index int32) {
 	}
 	delete(m.links, index)
 	delete(m.addrs, index)
+	m.pruneBounces()
 	// NETDEV_UNREGISTER: every route with a nexthop on the device goes.
 	m.flushDev(index, true)
+}
+
+// pruneBounces bounds the counters of links that are gone (hosts with
+// container churn see many one-off names): once there are many more counters
+// than links, those of absent names are dropped. A redial re-creates its
+// link long before that.
+func (m *mirror) pruneBounces() {
+	if len(m.bounces) <= 2*len(m.links)+256 {
+		return
+	}
+	present := make(map[string]bool, len(m.links))
+	for _, l := range m.links {
+		present[l.name] = true
+	}
+	for name := range m.bounces {
+		if !present[name] {
+			delete(m.bounces, name)
+		}
+	}
 }
 
 // flushDev models fib_sync_down_dev followed by fib_flush: a route goes when
@@ -356,12 +377,25 @@ func (m *mirror) snapshot() policy.Observed {
 			obs.Addrs[name] = out
 		}
 	}
-	for _, rs := range m.routes {
-		for _, r := range rs {
+	// In a stable order, as a dump gives them: whoever picks "the first"
+	// route of a kind (gateway learning) must not flip between passes.
+	keys := make([]rkey, 0, len(m.routes))
+	for k := range m.routes {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rkey) int {
+		return cmp.Or(cmp.Compare(a.table, b.table), a.dst.Addr().Compare(b.dst.Addr()),
+			cmp.Compare(a.dst.Bits(), b.dst.Bits()), cmp.Compare(a.tos, b.tos), cmp.Compare(a.metric, b.metric))
+	})
+	for _, k := range keys {
+		for _, r := range m.routes[k] {
 			obs.Routes = append(obs.Routes, r.policy(names))
 		}
 	}
-	for _, r := range m.rules {
+	// The kernel's rule order: by priority, then in the order added.
+	rules := slices.Clone(m.rules)
+	slices.SortStableFunc(rules, func(a, b *mrule) int { return cmp.Compare(a.prio, b.prio) })
+	for _, r := range rules {
 		obs.Rules = append(obs.Rules, policy.Rule{Priority: int(r.prio), Table: int(r.table), Src: r.src, Mark: r.mark,
 			Mask: r.mask, Protocol: int(r.proto), Extra: r.extra})
 	}

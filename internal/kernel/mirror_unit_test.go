@@ -247,3 +247,60 @@ func TestMirrorBouncesAcrossDump(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestMirrorSnapshotOrder: routes come out in the same order every time
+// (gateway learning takes the first foreign default route it finds), rules
+// in the kernel's order (priority, then the order added).
+func TestMirrorSnapshotOrder(t *testing.T) {
+	m := newMirror()
+	if err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, 5, "eth1", up)); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []uint32{3000, 254, 2000, 1000, 4000} {
+		if err := m.apply(unix.RTM_NEWROUTE, 0, routeMsg(t, testRoute{table: table, dst: "0.0.0.0/0", oifs: []int32{5}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, prio := range []uint32{300, 100, 200, 100} {
+		if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, prio, prio, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := m.snapshot()
+	for range 20 {
+		if got := m.snapshot(); !slices.EqualFunc(got.Routes, first.Routes, policy.Route.Equal) {
+			t.Fatalf("route order changed between snapshots")
+		}
+	}
+	var tables []int
+	for _, r := range first.Routes {
+		tables = append(tables, r.Table)
+	}
+	if !slices.IsSorted(tables) {
+		t.Errorf("routes by table %v, want sorted", tables)
+	}
+	var prios []int
+	for _, r := range first.Rules {
+		prios = append(prios, r.Priority)
+	}
+	if !slices.Equal(prios, []int{100, 100, 200, 300}) {
+		t.Errorf("rule priorities %v, want [100 100 200 300]", prios)
+	}
+}
+
+// TestMirrorBouncesBounded: counters of links that are gone do not pile up.
+func TestMirrorBouncesBounded(t *testing.T) {
+	m := newMirror()
+	for i := range 2000 {
+		name := "veth" + strconv.Itoa(i)
+		if err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, int32(100+i), name, up)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.apply(unix.RTM_DELLINK, 0, linkMsg(t, unix.AF_UNSPEC, int32(100+i), name, up)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(m.bounces); n > 300 {
+		t.Fatalf("%d bounce counters for 0 links", n)
+	}
+}
