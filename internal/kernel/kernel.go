@@ -365,8 +365,14 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 		switch c.Op {
 		case policy.OpAddRoute:
 			nr := toNetlinkRoute(c.Route, obs)
-			if err = ignore(k.h.RouteAdd(nr), unix.EEXIST); err == nil {
+			err = k.h.RouteAdd(nr)
+			switch {
+			case err == nil:
 				k.m.addRoute(mrouteOf(nr), false)
+			case errors.Is(err, unix.EEXIST):
+				// Some route holds the slot (ours or not) that the mirror
+				// did not show: read the truth rather than assume ours.
+				err, k.m.stale = nil, true
 			}
 		case policy.OpReplaceRoute:
 			nr := toNetlinkRoute(c.Route, obs)

@@ -303,3 +303,27 @@ func TestRPFilterFromMirror(t *testing.T) {
 		t.Fatal("the file was opened")
 	}
 }
+
+// TestAddIntoTakenSlot: an add that finds the slot taken by a route the
+// mirror did not show (here: added behind its back, with no notification
+// read yet) must not put uplinkd's route into the mirror; the next
+// snapshot reads the truth, and Diff then sees the conflict.
+func TestAddIntoTakenSlot(t *testing.T) {
+	f := newFixtureRun(t, false) // no subscription: the mirror cannot learn of the foreign route
+	obs := f.mirrorOnly()
+	foreign := &netlink.Route{Family: unix.AF_INET, Dst: ipn("0.0.0.0/0"), Table: tableA, LinkIndex: f.link("eth1").Attrs().Index,
+		Gw: f.l.ISPAddr("eth1").AsSlice()}
+	f.must(f.h.RouteAdd(foreign), "foreign route")
+	ours := policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: policy.Protocol, Nexthops: []policy.Nexthop{{Dev: "ppp0"}}}
+	f.must(f.k.Apply([]policy.Change{{Op: policy.OpAddRoute, Route: ours}}, obs), "apply")
+	now, err := f.k.Snapshot()
+	f.must(err, "snapshot")
+	if slices.ContainsFunc(now.Routes, ours.Equal) {
+		t.Fatal("the mirror shows uplinkd's route in a slot a foreign route holds")
+	}
+	d := policy.Diff(policy.Desired{Routes: []policy.Route{ours}}, now)
+	if len(d) != 1 || d[0].Op != policy.OpConflict {
+		t.Fatalf("diff %v, want one conflict", d)
+	}
+	f.checkNow("after the add into a taken slot")
+}
