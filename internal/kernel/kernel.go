@@ -344,7 +344,8 @@ func (k *Kernel) ForgetNeighbor(dev string, ip netip.Addr, obs policy.Observed) 
 // Races with other actors are not errors: an add that finds the object there
 // and a delete that finds it gone both count as done. Each successful write
 // updates the mirror at once; a failed one (other than a device that
-// vanished, which its own notification reports) makes the next Snapshot dump.
+// vanished or a link not up yet, which the mirror knows of) makes the next
+// Snapshot dump.
 func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 	var errs []error
 	for _, c := range changes {
@@ -401,7 +402,10 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 			err = policy.ErrStale
 		}
 		if err != nil {
-			failed = failed || !errors.Is(err, policy.ErrStale)
+			// A vanished device (ErrStale) and a link not up yet (ENETDOWN,
+			// an address that arrives before the link-up) say nothing the
+			// mirror does not know; any other refusal may mean it is wrong.
+			failed = failed || !errors.Is(err, policy.ErrStale) && !errors.Is(err, unix.ENETDOWN)
 			errs = append(errs, fmt.Errorf("%s: %w", c.Command(), err))
 		}
 	}

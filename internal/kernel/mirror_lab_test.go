@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -246,6 +247,25 @@ func TestResyncAfterFailedWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.check("dump after the failed write")
+
+	// A link not up yet (the address of a redial arrives before the
+	// link-up): the write fails with ENETDOWN, and the mirror, which knows
+	// the link is down, stays as it is — no dump on every redial.
+	f.must(f.h.LinkSetDown(f.link("ppp0")), "ppp0 down")
+	obs = f.check("ppp0 down")
+	dumps := f.k.Dumps()
+	down := []policy.Change{{Op: policy.OpAddRoute, Route: policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"),
+		Protocol: policy.Protocol, Nexthops: []policy.Nexthop{{Dev: "ppp0"}}}}}
+	if err := f.k.Apply(down, obs); !errors.Is(err, unix.ENETDOWN) {
+		t.Fatalf("route via a down link: %v, want ENETDOWN", err)
+	}
+	if _, err := f.k.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	if f.k.Dumps() != dumps {
+		t.Fatal("a write refused because the link is down made the mirror dump")
+	}
+	f.check("after the refused write")
 }
 
 // TestRPFilterFromMirror: a link's rp_filter is read from the mirror and
