@@ -19,6 +19,8 @@ import (
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/internal/journald"
+	"github.com/uplinkd/uplinkd/internal/kernel"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"golang.org/x/sys/unix"
 )
@@ -228,12 +230,18 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // openAndSnapshot opens netlink in this process's namespace and reads the
-// kernel state; the caller closes the kernel.
-func openAndSnapshot() (*policy.NetlinkKernel, policy.Observed, error) {
-	k, err := policy.OpenKernel(-1)
+// kernel state (the routes of cfg's uplink tables in full); the caller
+// closes the kernel.
+func openAndSnapshot(cfg *policy.Config) (*kernel.Kernel, policy.Observed, error) {
+	k, err := kernel.Open(netnsx.Own, nil)
 	if err != nil {
 		return nil, policy.Observed{}, err
 	}
+	tables := make([]int, 0, len(cfg.Uplinks)+1)
+	for _, u := range cfg.Uplinks {
+		tables = append(tables, u.Table)
+	}
+	k.SetTables(append(tables, cfg.Daemon.DefaultTable))
 	obs, err := k.Snapshot()
 	if err != nil {
 		k.Close()
@@ -244,7 +252,7 @@ func openAndSnapshot() (*policy.NetlinkKernel, policy.Observed, error) {
 
 // plan prints the diff the daemon would apply now, reading but never writing.
 func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, obs, err := openAndSnapshot()
+	k, obs, err := openAndSnapshot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1
@@ -282,7 +290,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 // uplink deleted from the config must not leave rules behind), and the
 // firewall state of the configured backend.
 func flush(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, obs, err := openAndSnapshot()
+	k, obs, err := openAndSnapshot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1

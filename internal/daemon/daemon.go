@@ -457,6 +457,7 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	}
 	logConfigWarnings(d.log, cfg)
 	d.forgetMovedMarks(d.cfg, cfg)
+	setTables(d.kernel, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)

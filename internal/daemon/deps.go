@@ -12,6 +12,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -98,10 +99,13 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := policy.OpenKernel(opts.NetNS)
+	// The kernel mirror is both the routing applier and the event source:
+	// each notification updates it before its event reaches the loop.
+	k, err := kernel.Open(opts.NetNS, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
+	k.SetTables(uplinkTables(cfg))
 	fd := nsFD(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {
@@ -111,7 +115,7 @@ func Open(opts Options) (*Daemon, error) {
 	deps := Deps{
 		Kernel:   k,
 		Firewall: fw,
-		Events:   watcherSource{watcher.Options{NetNS: fd, Logger: opts.Logger}},
+		Events:   k,
 		Notify:   func(state string) { _, _ = sddaemon.SdNotify(false, state) },
 	}
 	if cfg.Firewall.Backend == "iptables" {
@@ -129,12 +133,6 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	return d, nil
-}
-
-type watcherSource struct{ opts watcher.Options }
-
-func (w watcherSource) Run(ctx context.Context, out chan<- watcher.Event) error {
-	return watcher.Run(ctx, w.opts, out)
 }
 
 type nftMonitor struct{ fd int }
