@@ -329,12 +329,19 @@ func TestDeleteConntrackByMark(t *testing.T) {
 			add(5, 0x10000)
 			add(3, 0x20001) // uplink 2, user mark 1
 			add(2, 0)
+			add(4, 0x30000) // uplink 3: cleared without the count
 			count := func() int {
 				out, _ := ns.run("conntrack", "-L")
 				return strings.Count(out, "tcp ")
 			}
+			if n := count(); n != 14 {
+				t.Fatalf("%d entries, want 14", n)
+			}
+			if err := b.(ConntrackClearer).ClearConntrackByMark(UplinkMark(2), UplinkMarkMask); err != nil {
+				t.Errorf("clear uplink 2: %v", err)
+			}
 			if n := count(); n != 10 {
-				t.Fatalf("%d entries, want 10", n)
+				t.Fatalf("%d entries after clearing uplink 2, want 10", n)
 			}
 			n, err := b.DeleteConntrackByMark(UplinkMark(0), UplinkMarkMask)
 			if err != nil || n != 5 {
@@ -355,6 +362,9 @@ func TestDeleteConntrackByMark(t *testing.T) {
 			}
 			if _, err := b.DeleteConntrackByMark(0x1, UplinkMarkMask); err == nil {
 				t.Error("mark outside mask accepted")
+			}
+			if err := b.(ConntrackClearer).ClearConntrackByMark(0, 0); err == nil {
+				t.Error("clear: mask 0 accepted")
 			}
 		})
 	}

@@ -364,6 +364,17 @@ func (b *iptBackend) compare(s *saved) string {
 	return ""
 }
 
+// ClearConntrackByMark is DeleteConntrackByMark in one request, without
+// the count.
+func (b *iptBackend) ClearConntrackByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMark(mark, mask)
+}
+
 func (b *iptBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -213,35 +213,55 @@ func syscallMessages(b []byte) ([]netlink.Message, error) {
 func nlmsgAlign(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // deleteConntrackByMark asks the kernel to delete every conntrack entry with
-// (ct mark & mask) == mark. An IPCTNL_MSG_CT_DELETE without a tuple is a
-// flush, and CTA_MARK/CTA_MARK_MASK make it a filtered flush that runs
-// entirely in the kernel: no dump, no per-entry round trip. The kernel does
-// not report how many entries went, so the count is the drop in the table's
+// (ct mark & mask) == mark (see clearConntrackByMark). The kernel does not
+// report how many entries went, so the count is the drop in the table's
 // entry count around the request: exact when nothing else creates or expires
-// entries at the same moment, an estimate otherwise.
+// entries at the same moment, an estimate otherwise. The two counts are two
+// more round trips, which is why the event path clears without them.
 func (n *nfConn) deleteConntrackByMark(mark, mask uint32) (int, error) {
-	if mask == 0 {
-		// A zero mask matches every entry: that would be a full flush.
-		return 0, errors.New("conntrack delete by mark: mask 0 would flush everything")
-	}
-	if mark&^mask != 0 {
-		return 0, fmt.Errorf("conntrack delete by mark: mark %#x has bits outside mask %#x", mark, mask)
+	if err := checkMarkMask(mark, mask); err != nil {
+		return 0, err
 	}
 	before, err := n.conntrackCount()
 	if err != nil {
 		return 0, err
 	}
-	_, err = n.execute(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtDelete, unix.AF_UNSPEC, netlink.Acknowledge,
-		[]netlink.Attribute{
-			{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, mark)},
-			{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, mask)},
-		})
-	if err != nil {
-		return 0, fmt.Errorf("conntrack delete mark %#x/%#x: %w", mark, mask, err)
+	if err := n.clearConntrackByMark(mark, mask); err != nil {
+		return 0, err
 	}
 	after, err := n.conntrackCount()
 	if err != nil {
 		return 0, err
 	}
 	return max(before-after, 0), nil
+}
+
+// clearConntrackByMark deletes every conntrack entry with (ct mark & mask)
+// == mark in one request. An IPCTNL_MSG_CT_DELETE without a tuple is a
+// flush, and CTA_MARK/CTA_MARK_MASK make it a filtered flush that runs
+// entirely in the kernel: no dump, no per-entry round trip.
+func (n *nfConn) clearConntrackByMark(mark, mask uint32) error {
+	if err := checkMarkMask(mark, mask); err != nil {
+		return err
+	}
+	_, err := n.execute(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtDelete, unix.AF_UNSPEC, netlink.Acknowledge,
+		[]netlink.Attribute{
+			{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, mark)},
+			{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, mask)},
+		})
+	if err != nil {
+		return fmt.Errorf("conntrack delete mark %#x/%#x: %w", mark, mask, err)
+	}
+	return nil
+}
+
+func checkMarkMask(mark, mask uint32) error {
+	if mask == 0 {
+		// A zero mask matches every entry: that would be a full flush.
+		return errors.New("conntrack delete by mark: mask 0 would flush everything")
+	}
+	if mark&^mask != 0 {
+		return fmt.Errorf("conntrack delete by mark: mark %#x has bits outside mask %#x", mark, mask)
+	}
+	return nil
 }

@@ -306,6 +306,17 @@ func equalStrings(a, b []string) bool {
 	return true
 }
 
+// ClearConntrackByMark is DeleteConntrackByMark in one request, without
+// the count.
+func (b *nftBackend) ClearConntrackByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMark(mark, mask)
+}
+
 func (b *nftBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

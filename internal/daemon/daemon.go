@@ -783,19 +783,29 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 
 // flushConntrack deletes, inside the kernel and by the uplink's connection
 // mark, the conntrack entries of uplinks whose address changed or that
-// failed this pass.
+// failed this pass. A backend that can skips the entry count: one request
+// instead of three on the event path.
 func (d *Daemon) flushConntrack() {
+	clearer, _ := d.fw.(firewall.ConntrackClearer)
 	for _, i := range d.ctFlush {
 		if i < 0 {
 			continue
 		}
 		u := d.cfg.Uplinks[i]
-		n, err := d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
+		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface}
+		var err error
+		if clearer != nil {
+			err = clearer.ClearConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
+		} else {
+			var n int
+			n, err = d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
+			attrs = append(attrs, "entries", n)
+		}
 		if err != nil {
-			d.log.Warn("deleting conntrack entries", "event", "conntrack", "uplink", u.Name, "iface", u.Interface, "reason", err.Error())
+			d.log.Warn("deleting conntrack entries", append(attrs[:6:6], "reason", err.Error())...)
 			continue
 		}
-		d.log.Info("conntrack entries of the uplink deleted", "event", "conntrack", "uplink", u.Name, "iface", u.Interface, "entries", n)
+		d.log.Info("conntrack entries of the uplink deleted", attrs...)
 	}
 	d.ctFlush = d.ctFlush[:0]
 }
