@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -124,9 +125,27 @@ type UplinkState struct {
 	Reason  string
 }
 
-// RuleKey identifies a rule: two rules with the same key are the same rule.
+// Key identifies a rule: two rules with the same key are the same rule.
+//
+// Keys are built several times per pass for every observed and desired
+// rule and route, so they are appended by hand instead of with fmt; the
+// text is that of "%d/%d/%s/%x/%x/%t/%s" of the fields.
 func (r Rule) Key() string {
-	return fmt.Sprintf("%d/%d/%s/%x/%x/%t/%s", r.Priority, r.Table, r.Src, r.Mark, r.effectiveMask(), r.SuppressDefault, r.Extra)
+	b := make([]byte, 0, 64)
+	b = strconv.AppendInt(b, int64(r.Priority), 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(r.Table), 10)
+	b = append(b, '/')
+	b = appendPrefix(b, r.Src)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(r.Mark), 16)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(r.effectiveMask()), 16)
+	b = append(b, '/')
+	b = strconv.AppendBool(b, r.SuppressDefault)
+	b = append(b, '/')
+	b = append(b, r.Extra...)
+	return string(b)
 }
 
 func (r Rule) effectiveMask() uint32 {
@@ -138,8 +157,23 @@ func (r Rule) effectiveMask() uint32 {
 
 // Key identifies a route slot in the kernel: table, destination and metric
 // (IPv4 routes are keyed by table/prefix/tos/priority).
+// The text is "%d/%s/%d" of the three (see Rule.Key for why by hand).
 func (r Route) Key() string {
-	return fmt.Sprintf("%d/%s/%d", r.Table, r.Dst, r.Metric)
+	b := make([]byte, 0, 32)
+	b = strconv.AppendInt(b, int64(r.Table), 10)
+	b = append(b, '/')
+	b = appendPrefix(b, r.Dst)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(r.Metric), 10)
+	return string(b)
+}
+
+// appendPrefix appends p as %s prints it.
+func appendPrefix(b []byte, p netip.Prefix) []byte {
+	if !p.IsValid() {
+		return append(b, "invalid Prefix"...)
+	}
+	return p.AppendTo(b)
 }
 
 // Equal reports whether two routes would be the same kernel object.
