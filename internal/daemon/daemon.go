@@ -510,14 +510,12 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		}
 	}
 	d.forgetStaleGateways(desired.Uplinks, obs)
-	if len(changes) > 0 {
-		res.Err = d.kernel.Apply(changes, obs)
-	}
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
 	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks})
-	fwChanged, err := d.fw.Sync(rs)
+	var fwChanged bool
+	res.Err, fwChanged, err = d.applyBoth(changes, obs, rs)
 	if err != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))
 	}
@@ -562,6 +560,30 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		d.deps.Notify("STATUS=" + statusLine(desired.Uplinks))
 	}
 	return res
+}
+
+// applyBoth makes the routing changes and syncs the firewall. The two do
+// not wait for each other: the routing writes go over rtnetlink (under the
+// kernel's RTNL lock, which a redialling link holds for a while), the
+// firewall transaction over nfnetlink (under nftables' own mutex), and no
+// rule, route or NAT rule of one refers to a change the other makes in the
+// same pass (marks and chains are fixed by the config; SNAT names the
+// address, which the kernel already has). So they run at the same time and
+// the pass waits for the slower instead of the sum. Make-before-break stays
+// inside Apply; the conntrack delete still comes after both.
+func (d *Daemon) applyBoth(changes []policy.Change, obs policy.Observed, rs firewall.Ruleset) (routeErr error, fwChanged bool, fwErr error) {
+	if len(changes) == 0 {
+		fwChanged, fwErr = d.fw.Sync(rs)
+		return nil, fwChanged, fwErr
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fwChanged, fwErr = d.fw.Sync(rs)
+	}()
+	routeErr = d.kernel.Apply(changes, obs)
+	<-done
+	return routeErr, fwChanged, fwErr
 }
 
 // kernelDropped tells, per uplink interface, what happened since the last
