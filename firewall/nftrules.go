@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -1011,8 +1013,81 @@ func (c *nftChain) kernelChain(t *nftables.Table) *nftables.Chain {
 	return nc
 }
 
-func (c *nftChain) header() string {
-	return fmt.Sprintf("%s %s %s %s %s", c.name, c.typ, c.hook, c.priority, c.policy)
+// sameHeader reports whether c and o are the same chain with the same
+// hook, priority and policy.
+func (c *nftChain) sameHeader(o *nftChain) bool {
+	return c.name == o.name && c.typ == o.typ && c.hook == o.hook && c.priority == o.priority && c.policy == o.policy
+}
+
+// sameRules reports whether c and o hold the same rules. It compares the
+// rules' parts instead of their text: rendering every chain of the new
+// program on each Sync was most of an address change's userland cost. Equal
+// parts render equal text; parts that differ but would render the same only
+// cost a needless refill.
+func (c *nftChain) sameRules(o *nftChain) bool {
+	if c.txt != "" && o.txt != "" {
+		return c.txt == o.txt
+	}
+	if len(c.rules) != len(o.rules) {
+		return false
+	}
+	for i := range c.rules {
+		a, b := c.rules[i], o.rules[i]
+		if a.comment != b.comment || len(a.parts) != len(b.parts) {
+			return false
+		}
+		for j := range a.parts {
+			if !samePart(a.parts[j], b.parts[j]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// samePart compares two parts: with == when their type is plain data
+// (most parts are a few scalars), else deeply.
+func samePart(a, b nftPart) bool {
+	t := reflect.TypeOf(a)
+	if t != reflect.TypeOf(b) {
+		return false
+	}
+	if t != nil && plainType(t) {
+		return a == b
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// plainTypes caches plainType per part type.
+var plainTypes sync.Map // reflect.Type → bool
+
+// plainType reports whether == on values of t compares their contents and
+// cannot panic: comparable, and no interface (whose dynamic value may not
+// be comparable) or pointer (compared by identity) anywhere inside.
+func plainType(t reflect.Type) bool {
+	if v, ok := plainTypes.Load(t); ok {
+		return v.(bool)
+	}
+	var plain func(t reflect.Type) bool
+	plain = func(t reflect.Type) bool {
+		switch t.Kind() {
+		case reflect.Interface, reflect.Pointer, reflect.UnsafePointer, reflect.Chan:
+			return false
+		case reflect.Struct:
+			for i := range t.NumField() {
+				if !plain(t.Field(i).Type) {
+					return false
+				}
+			}
+			return true
+		case reflect.Array:
+			return plain(t.Elem())
+		}
+		return t.Comparable()
+	}
+	ok := plain(t)
+	plainTypes.Store(t, ok)
+	return ok
 }
 
 func (c *nftChain) rulesText() string {
@@ -1114,10 +1189,10 @@ func (p *nftProgram) queueDiff(conn *nftables.Conn, old *nftProgram) (ok bool, e
 			conn.AddChain(c.kernelChain(t))
 			fill = append(fill, c)
 			continue
-		case o.header() != c.header():
+		case !o.sameHeader(c):
 			conn.AddChain(c.kernelChain(t)) // updates the policy
 		}
-		if o.rulesText() != c.rulesText() {
+		if !o.sameRules(c) {
 			conn.FlushChain(c.kernelChain(t))
 			fill = append(fill, c)
 		}
