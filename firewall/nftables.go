@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -373,78 +374,104 @@ func WatchNFTables(ctx context.Context, netnsFd int, out chan<- struct{}) error 
 	}
 }
 
+// watchOnce reads nftables notifications until ctx is done or the
+// subscription breaks. It reads the raw messages and looks only at what it
+// needs: the family and table name of each object (attribute 1 of every
+// table, chain, rule, set and set element message) and, in the NEWGEN
+// message that ends a transaction, the committing thread. Decoding whole
+// rules (what google/nftables' monitor does) cost enough CPU on every one
+// of uplinkd's own address-change transactions to delay the rest of the
+// pass on a busy machine.
 func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
-	var opts []nftables.ConnOption
+	cfg := &netlink.Config{}
 	if netnsFd > 0 {
-		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+		cfg.NetNS = netnsFd
 	}
-	conn, err := nftables.New(opts...)
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
 		return err
 	}
-	mon := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
-	events, err := conn.AddGenerationalMonitor(mon)
-	if err != nil {
+	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		conn.Close()
 		return fmt.Errorf("subscribe: %w", err)
 	}
-	defer func() {
-		mon.Close()
-		for range events { // let the monitor goroutine finish
-		}
-	}()
-	for {
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
 		select {
 		case <-ctx.Done():
+		case <-stop:
+		}
+		conn.Close() // ends a waiting Receive
+	}()
+	touched := false // an object of our table changed in this transaction
+	for {
+		msgs, err := conn.Receive()
+		if ctx.Err() != nil {
 			return nil
-		case ev, ok := <-events:
-			if !ok {
-				return errors.New("monitor closed")
-			}
-			if ev.GeneratedBy != nil && ev.GeneratedBy.Type == nftables.MonitorEventTypeOOB {
-				return fmt.Errorf("monitor: %w", ev.GeneratedBy.Error)
-			}
-			if ownTransaction(ev.GeneratedBy) {
+		}
+		if err != nil {
+			return fmt.Errorf("monitor: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Type>>8 != unix.NFNL_SUBSYS_NFTABLES || len(m.Data) < 4 {
 				continue
 			}
-			for _, c := range ev.Changes {
-				if touchesUplinkd(c) {
+			switch typ := int(m.Header.Type & 0xff); typ {
+			case unix.NFT_MSG_NEWGEN:
+				if touched && !ownTransaction(genPID(m.Data[4:])) {
 					signal()
-					break
+				}
+				touched = false
+			case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN,
+				unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET,
+				unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM:
+				if m.Data[0] == unix.NFPROTO_IPV4 && objectTable(m.Data[4:]) == TableName {
+					touched = true
 				}
 			}
 		}
 	}
 }
 
-// ownTransaction: NFTA_GEN_PROC_PID is the id of the thread that committed,
-// which for a Go program is any of its threads.
-func ownTransaction(gen *nftables.MonitorEvent) bool {
-	if gen == nil {
-		return false
+// objectTable is the table an nftables object message names (attribute 1:
+// NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE,
+// NFTA_SET_ELEM_LIST_TABLE), "" when absent.
+func objectTable(attrs []byte) string {
+	ad, err := netlink.NewAttributeDecoder(attrs)
+	if err != nil {
+		return ""
 	}
-	g, ok := gen.Data.(*nftables.GenMsg)
-	if !ok || g.ProcPID == 0 {
-		return false
+	for ad.Next() {
+		if ad.Type() == 1 {
+			return ad.String()
+		}
 	}
-	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(g.ProcPID), 10))
-	return err == nil
+	return ""
 }
 
-func touchesUplinkd(ev *nftables.MonitorEvent) bool {
-	ours := func(t *nftables.Table) bool {
-		return t != nil && t.Name == TableName && t.Family == nftables.TableFamilyIPv4
+// genPID is NFTA_GEN_PROC_PID of a NEWGEN message: the id of the thread
+// that committed, 0 when absent.
+func genPID(attrs []byte) uint32 {
+	ad, err := netlink.NewAttributeDecoder(attrs)
+	if err != nil {
+		return 0
 	}
-	switch d := ev.Data.(type) {
-	case *nftables.Table:
-		return ours(d)
-	case *nftables.Chain:
-		return ours(d.Table)
-	case *nftables.Rule:
-		return ours(d.Table)
-	case *nftables.Set:
-		// google/nftables does not decode a set event's table.
-		return d.Table == nil || ours(d.Table)
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_GEN_PROC_PID {
+			return ad.Uint32()
+		}
 	}
-	// Set element events carry no table either; a spurious Check is cheap.
-	return ev.Type == nftables.MonitorEventTypeNewSetElem || ev.Type == nftables.MonitorEventTypeDelSetElem
+	return 0
+}
+
+// ownTransaction: the committing thread's id is one of this process's
+// threads (for a Go program, any of them may commit).
+func ownTransaction(pid uint32) bool {
+	if pid == 0 {
+		return false
+	}
+	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(pid), 10))
+	return err == nil
 }
