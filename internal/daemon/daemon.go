@@ -541,25 +541,39 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		d.log.Info("firewall applied", "event", "apply", "backend", d.cfg.Firewall.Backend)
 	}
 	if len(changes) > 0 {
-		cmds := make([]string, len(changes))
-		for i, c := range changes {
-			cmds[i] = c.Command()
-		}
-		attrs := []any{"event", "apply", "changes", len(changes), "duration", res.End.Sub(res.Start),
-			"latency", res.End.Sub(trigger), "commands", cmds}
-		switch {
-		case errors.Is(res.Err, policy.ErrStale):
-			d.log.Info("kernel changed during the pass; resyncing", append(attrs, "reason", res.Err.Error())...)
-		case linkNotUp(res.Err):
-			d.log.Info("link not up yet; applying again on its link-up event", append(attrs, "reason", res.Err.Error())...)
-		case res.Err != nil:
-			d.log.Error("apply failed (will retry)", append(attrs, "reason", res.Err.Error())...)
-		default:
-			d.log.Info("applied", attrs...)
-		}
+		d.logApplied(res, trigger, changes)
 		d.deps.Notify("STATUS=" + statusLine(desired.Uplinks))
 	}
 	return res
+}
+
+// logApplied logs what a pass changed. The `commands` list renders every
+// change as text: it is built only when the record's level is enabled (not
+// at log_level = "warn"), since the next pass may be waiting.
+func (d *Daemon) logApplied(res SyncResult, trigger time.Time, changes []policy.Change) {
+	level, msg := slog.LevelInfo, "applied"
+	switch {
+	case errors.Is(res.Err, policy.ErrStale):
+		msg = "kernel changed during the pass; resyncing"
+	case linkNotUp(res.Err):
+		msg = "link not up yet; applying again on its link-up event"
+	case res.Err != nil:
+		level, msg = slog.LevelError, "apply failed (will retry)"
+	}
+	ctx := context.Background()
+	if !d.log.Enabled(ctx, level) {
+		return
+	}
+	cmds := make([]string, len(changes))
+	for i, c := range changes {
+		cmds[i] = c.Command()
+	}
+	attrs := []any{"event", "apply", "changes", len(changes), "duration", res.End.Sub(res.Start),
+		"latency", res.End.Sub(trigger), "commands", cmds}
+	if res.Err != nil {
+		attrs = append(attrs, "reason", res.Err.Error())
+	}
+	d.log.Log(ctx, level, msg, attrs...)
 }
 
 // applyBoth makes the routing changes and syncs the firewall. The two do
