@@ -246,12 +246,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	var (
-		pending  bool
-		trigger  time.Time
-		lastSync time.Time
-		ready    bool
-		timer    = newLoopTimer(d.clock) // the next pass: retry, deferral, min_sync_interval
-		deadline = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
+		pending   bool
+		trigger   time.Time
+		lastSync  time.Time
+		staleRuns int // consecutive passes that found the kernel changed under them
+		ready     bool
+		timer     = newLoopTimer(d.clock) // the next pass: retry, deferral, min_sync_interval
+		deadline  = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
 	)
 	defer timer.stop()
 	defer deadline.stop()
@@ -342,11 +343,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 		res := d.sync(trigger)
 		lastSync = res.End
 		pending, trigger = false, time.Time{}
+		if !errors.Is(res.Err, policy.ErrStale) {
+			staleRuns = 0
+		}
 		switch {
 		case res.Deferred:
 			schedule(d.nextRepair())
 		case errors.Is(res.Err, policy.ErrStale):
-			schedule(d.clock.Now()) // the snapshot is outdated: resync at once
+			// The snapshot is outdated: resync at once. A device that is
+			// going away stays in the kernel mirror until its RTM_DELLINK,
+			// which the kernel sends only once the device's references are
+			// released (milliseconds later), and every pass until then fails
+			// the same way: back off while that lasts, so the loop does not
+			// spin through dozens of passes. The event itself still brings
+			// the next pass at once.
+			schedule(d.clock.Now().Add(staleBackoff(staleRuns)))
+			staleRuns++
 		case res.Err != nil && linkNotUp(res.Err):
 			// No timer: the link's own link-up event brings the next pass.
 		case res.Err != nil:
@@ -422,6 +434,16 @@ func linkNotUp(err error) bool {
 		return linkNotUp(w)
 	}
 	return false
+}
+
+// staleBackoff is how long to wait before resyncing after n consecutive
+// stale passes: at once after the first, then 250 µs doubling up to
+// retryAfter.
+func staleBackoff(n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	return min(250*time.Microsecond<<min(n-1, 12), retryAfter)
 }
 
 // nextRepair is when the repair limiter will have a token again.
