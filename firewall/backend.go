@@ -78,7 +78,17 @@ type ConntrackClearer interface {
 	ClearConntrackByMark(mark, mask uint32) error
 }
 
+// InSyncer is implemented by backends that can tell, without building
+// anything, that Sync(rs) would change nothing: the nftables backend
+// compares rs with the Ruleset it last applied. The loop runs the routing
+// writes and a firewall sync that has work side by side, and one that has
+// none inline.
+type InSyncer interface {
+	InSync(rs Ruleset) bool
+}
+
 var (
 	_ ConntrackClearer = (*nftBackend)(nil)
 	_ ConntrackClearer = (*iptBackend)(nil)
+	_ InSyncer         = (*nftBackend)(nil)
 )

@@ -164,6 +164,14 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	return true, nil
 }
 
+// InSync reports whether rs is what the last Sync applied, with no damage
+// seen since: Sync(rs) would do nothing.
+func (b *nftBackend) InSync(rs Ruleset) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return !b.closed && b.last != nil && rulesetEqual(*b.last, rs)
+}
+
 func (b *nftBackend) Flush() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -50,3 +50,29 @@ func TestNFTSameRulesMatchesText(t *testing.T) {
 	}
 	t.Logf("%d equal and %d differing chain pairs", same, differ)
 }
+
+// TestNFTInSync: InSync is true exactly when a Sync would do nothing.
+func TestNFTInSync(t *testing.T) {
+	ns := newNS(t)
+	b := backendKinds[0].make(t, ns)
+	is := b.(InSyncer)
+	rs := [2]Ruleset{Compute(benchInput(2, 0, 0)), Compute(benchInput(2, 0, 1))}
+	if is.InSync(rs[0]) {
+		t.Error("in sync before the first Sync")
+	}
+	if _, err := b.Sync(rs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if !is.InSync(rs[0]) || is.InSync(rs[1]) {
+		t.Errorf("after Sync: InSync(same) = %v, InSync(other) = %v", is.InSync(rs[0]), is.InSync(rs[1]))
+	}
+	if changed, err := b.Sync(rs[0]); changed || err != nil {
+		t.Errorf("Sync of what InSync called in sync = %v, %v", changed, err)
+	}
+	if err := b.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if is.InSync(rs[0]) {
+		t.Error("in sync after Flush")
+	}
+}

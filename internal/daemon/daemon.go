@@ -606,11 +606,16 @@ func (d *Daemon) logApplied(res SyncResult, trigger time.Time, changes []policy.
 // same pass (marks and chains are fixed by the config; SNAT names the
 // address, which the kernel already has). So they run at the same time and
 // the pass waits for the slower instead of the sum. Make-before-break stays
-// inside Apply; the conntrack delete still comes after both.
+// inside Apply; the conntrack delete still comes after both. When one side
+// has nothing to do, both run inline: handing a no-op to another goroutine
+// costs more than it saves.
 func (d *Daemon) applyBoth(changes []policy.Change, obs policy.Observed, rs firewall.Ruleset) (routeErr error, fwChanged bool, fwErr error) {
-	if len(changes) == 0 {
+	if is, ok := d.fw.(firewall.InSyncer); len(changes) == 0 || ok && is.InSync(rs) {
+		if len(changes) > 0 {
+			routeErr = d.kernel.Apply(changes, obs)
+		}
 		fwChanged, fwErr = d.fw.Sync(rs)
-		return nil, fwChanged, fwErr
+		return routeErr, fwChanged, fwErr
 	}
 	done := make(chan struct{})
 	go func() {
