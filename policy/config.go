@@ -25,6 +25,7 @@ type Config struct {
 	Rules    []MarkRule `toml:"rule"`
 	Firewall Firewall   `toml:"firewall"`
 	Services []Service  `toml:"service"`
+	HA       HA         `toml:"ha"`
 
 	// Path is the file the config was read from.
 	Path string `toml:"-"`
@@ -191,6 +192,9 @@ type Uplink struct {
 	Firewall  *UplinkFirewall `toml:"firewall"`  // nil: input not filtered
 	Publish   []Publish       `toml:"publish"`
 	Hooks     []Hook          `toml:"hook"`
+	// HA is the uplink's part in two-gateway HA; always filled in (defaults
+	// when the file has no [uplink.ha]), used only when [ha] is on.
+	HA UplinkHA `toml:"ha"`
 }
 
 // ProbeMethod is [uplink.check] method.
@@ -433,6 +437,40 @@ type Service struct {
 	Port     uint16           `toml:"port"`
 	Backends []netip.AddrPort `toml:"backends"`
 	Balance  Balance          `toml:"balance"`
+}
+
+// HA configures two gateways sharing one LAN through keepalived (VRRP):
+// uplinkd writes its uplinks' health into keepalived's track_file and
+// follows the VRRP role keepalived reports (`uplinkd event --role`).
+type HA struct {
+	// TrackFile is the absolute path of the keepalived track_file uplinkd
+	// writes; "" turns HA off (and then no other HA key may be set).
+	TrackFile string `toml:"track_file"`
+	// LostUplinkWeight is what a lost tier-1 uplink adds to the track file's
+	// value, -254..0; the default of every tier-1 uplink's [uplink.ha] weight.
+	LostUplinkWeight int `toml:"lost_uplink_weight"`
+}
+
+// Enabled reports whether two-gateway HA is configured.
+func (h HA) Enabled() bool { return h.TrackFile != "" }
+
+// HAMode is [uplink.ha] mode.
+type HAMode string
+
+// HA modes: an active uplink is up on both gateways (a line per box); an
+// exclusive one (one account for both boxes) is dialled only by the MASTER.
+const (
+	HAActive    HAMode = "active"
+	HAExclusive HAMode = "exclusive"
+)
+
+// UplinkHA is [uplink.ha].
+type UplinkHA struct {
+	Mode HAMode `toml:"mode"`
+	// Weight is what losing this uplink adds to the track file's value,
+	// -254..0. Default: [ha] lost_uplink_weight for tier 1, 0 (not counted)
+	// for other tiers.
+	Weight int `toml:"weight"`
 }
 
 // ErrNoUplinks is CheckRunnable's verdict on a config without [[uplink]].

@@ -59,6 +59,11 @@ const (
 	DefaultDenyAction      = DenyDrop
 	DefaultServiceProto    = ProtoTCP
 	DefaultBalance         = BalanceSourceHash
+
+	// DefaultLostUplinkWeight: with keepalived's `weight 1`, a gateway that
+	// lost one tier-1 uplink drops 50 below its configured priority.
+	DefaultLostUplinkWeight = -50
+	DefaultHAMode           = HAActive
 )
 
 // setDefault fills in a key the file does not set. A key set to its zero
@@ -105,6 +110,13 @@ func (l *loader) applyDefaults(c *Config) {
 		setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
 	}
 
+	// HA keys get defaults only when HA is on: with it off, a Config holds
+	// zero HA values that nothing reads.
+	haOn := c.HA.Enabled()
+	if haOn {
+		setDefault(l, "ha.lost_uplink_weight", &c.HA.LostUplinkWeight, DefaultLostUplinkWeight)
+	}
+
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]
 		p := fmt.Sprintf("uplink[%d]", i)
@@ -114,6 +126,16 @@ func (l *loader) applyDefaults(c *Config) {
 		setDefault(l, p+".tier", &u.Tier, DefaultTier)
 		setDefault(l, p+".weight", &u.Weight, DefaultWeight)
 		setDefault(l, p+".rp_filter", &u.RPFilter, DefaultRPFilter)
+		if haOn {
+			setDefault(l, p+".ha.mode", &u.HA.Mode, DefaultHAMode)
+			// Only the preferred tier counts by default: losing a backup
+			// line should not hand the LAN gateway to the other box.
+			haWeight := 0
+			if u.Tier == 1 {
+				haWeight = c.HA.LostUplinkWeight
+			}
+			setDefault(l, p+".ha.weight", &u.HA.Weight, haWeight)
+		}
 		if ch := u.Check; ch != nil {
 			q := p + ".check"
 			setDefault(l, q+".method", &ch.Method, DefaultProbeMethod)

@@ -41,6 +41,7 @@ func (l *loader) validate(c *Config) {
 	l.defaultRules(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
+	l.ha(c)
 	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
 		l.warnf("", "%s", NoUplinksWarning)
 	}
@@ -528,6 +529,53 @@ func (l *loader) defaultRules(c *Config, priorities map[string]string) {
 			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with the sticky rules (priorities %d..%d from sticky_priority)",
 				first, first+1, sticky, sticky+n-1)
 			return
+		}
+	}
+}
+
+// MinHAWeight is the lowest weight keepalived adds to a priority: a track
+// file value below -253 puts the VRRP instance into FAULT.
+const MinHAWeight = -254
+
+// ha checks [ha] and every [uplink.ha]. Without a track file HA is off, and
+// a key that would then do nothing is an error rather than ignored.
+func (l *loader) ha(c *Config) {
+	on := c.HA.Enabled()
+	if l.set("ha.track_file") {
+		if !on {
+			l.errorf("ha.track_file", "track_file must not be empty (leave out [ha] to turn HA off)")
+		}
+		l.absPath("ha.track_file", c.HA.TrackFile)
+	}
+	if !on && l.set("ha.lost_uplink_weight") {
+		l.errorf("ha.lost_uplink_weight", "lost_uplink_weight has no effect without [ha] track_file")
+	}
+	l.inRange("ha.lost_uplink_weight", c.HA.LostUplinkWeight, MinHAWeight, 0)
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		p := fmt.Sprintf("uplink[%d].ha", i)
+		if !on {
+			if l.set(p) {
+				l.errorf(p, "[uplink.ha] has no effect without [ha] track_file")
+			}
+			continue
+		}
+		enum(l, p+".mode", u.HA.Mode, HAActive, HAExclusive)
+		l.inRange(p+".weight", u.HA.Weight, MinHAWeight, 0)
+		if u.HA.Mode != HAExclusive {
+			continue
+		}
+		// Only the MASTER may hold the session: uplinkd must be the one
+		// that dials it (reconnect command) and hangs it up (stop command).
+		switch {
+		case u.Reconnect == nil:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect]: only the MASTER dials the uplink, so uplinkd must dial and stop it")
+		case u.Kind != KindPPP && len(u.Reconnect.Command) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] command for kind %q (only ppp has a default)", u.Kind)
+		case u.Kind != KindPPP && len(u.Reconnect.StopCommand) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command: a BACKUP must hang the uplink up")
+		case u.Kind == KindPPP && len(u.Reconnect.Command) > 0 && len(u.Reconnect.StopCommand) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command with a custom command: a BACKUP must hang the uplink up")
 		}
 	}
 }

@@ -7,7 +7,7 @@ set -euo pipefail
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
             conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
-            sysctl:procps knotd:knot kdig:knot-dnsutils; do
+            sysctl:procps knotd:knot kdig:knot-dnsutils keepalived:keepalived; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
