@@ -80,6 +80,7 @@ type Daemon struct {
 	runCtx       context.Context
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
+	ha           *haRuntime // HA: two-gateway state (ha.go)
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -127,6 +128,7 @@ func New(opts Options) (*Daemon, error) {
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
+		ha:         newHARuntime(opts.Logger, cfg), // HA
 	}, nil
 }
 
@@ -167,6 +169,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	d.runCtx = ctx
+	defer d.haClose() // HA: the track file says "stopped" at exit
 	d.hookRunner = hooks.NewRunner(d.log)
 	defer d.hookRunner.Close()
 	d.syncRuntimes(d.cfg)
@@ -285,6 +288,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if d.onProbe(m, time.Now()) && !pending {
 				pending, trigger = true, m.r.At
 			}
+		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
+			d.haWake(m)
+			if !pending {
+				pending, trigger = true, m.at
+			}
 		case <-deadline.C:
 			// Hold-downs and silence deadlines expire; reconnect_after may
 			// have passed: a pass re-evaluates all of it.
@@ -396,6 +404,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	res.FirewallChanged = fwChanged
 	d.flushConntrack()
+	d.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
 	res.End = time.Now()
 	d.afterApply(links, now)
 	d.fireHooks()

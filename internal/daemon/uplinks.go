@@ -224,6 +224,9 @@ func (d *Daemon) tick(now time.Time) bool {
 // reconnect at once; one that is there but unusable (no address) or whose
 // probes fail gets reconnect_after to recover by itself first.
 func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now time.Time) {
+	if d.haHoldsReconnect(rt) { // HA: an exclusive uplink is dialled by the MASTER only
+		return
+	}
 	troubled := st.Present && st.Carrier && (!st.Usable || (rt.health != nil && rt.health.State() == policy.HealthFailed))
 	switch {
 	case troubled && rt.troubleSince.IsZero():

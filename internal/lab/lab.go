@@ -120,6 +120,10 @@ type Lab struct {
 	farIndex int // last ifindex handed out by nextFarIndex
 	uplinks  map[string]*uplink
 	procs    map[*exec.Cmd]*proc
+
+	// member is set on the labs of a Pair (ha.go): a router lab shares the
+	// pair's LAN and inet namespaces, the pair's own lab holds only those.
+	member *pairMember
 }
 
 // nsState is a lab namespace with the netlink handle opened inside it. The
@@ -144,7 +148,10 @@ const Prefix = "ul-"
 
 // New builds the topology described by spec. On error, everything created so
 // far is removed again.
-func New(spec Spec) (*Lab, error) {
+func New(spec Spec) (*Lab, error) { return newLab(spec, nil) }
+
+// newLab is New for a lone lab (m nil) or one lab of a Pair.
+func newLab(spec Spec, m *pairMember) (*Lab, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
@@ -162,6 +169,10 @@ func New(spec Spec) (*Lab, error) {
 		spec:      spec,
 		uplinks:   map[string]*uplink{},
 		procs:     map[*exec.Cmd]*proc{},
+		member:    m,
+	}
+	if m != nil {
+		m.adopt(l)
 	}
 	for i := range spec.Uplinks {
 		l.ISPs = append(l.ISPs, id+"-isp"+strconv.Itoa(i))
@@ -256,6 +267,9 @@ func validate(spec Spec) error {
 // build creates namespaces and links; l.mu is held. It records each namespace
 // as soon as it exists so that Close can remove a half-built lab.
 func (l *Lab) build() error {
+	if l.member != nil {
+		return l.buildMember()
+	}
 	var err error
 	if l.router, err = l.addNS(l.Router); err != nil {
 		return err
@@ -266,6 +280,11 @@ func (l *Lab) build() error {
 	if l.inet, err = l.addNS(l.Inet); err != nil {
 		return err
 	}
+	return l.buildRest()
+}
+
+// buildRest is build after the router, LAN and inet namespaces exist.
+func (l *Lab) buildRest() error {
 	for _, name := range l.ISPs {
 		s, err := l.addNS(name)
 		if err != nil {
@@ -287,14 +306,20 @@ func (l *Lab) build() error {
 		}
 	}
 
-	if err := l.buildLAN(); err != nil {
-		return fmt.Errorf("lan: %w", err)
-	}
-	if err := l.buildInet(); err != nil {
-		return fmt.Errorf("inet: %w", err)
+	if l.member != nil {
+		if err := l.buildPairLAN(); err != nil {
+			return fmt.Errorf("lan: %w", err)
+		}
+	} else {
+		if err := l.buildLAN(); err != nil {
+			return fmt.Errorf("lan: %w", err)
+		}
+		if err := l.buildInet(); err != nil {
+			return fmt.Errorf("inet: %w", err)
+		}
 	}
 	for i, us := range l.spec.Uplinks {
-		u := &uplink{spec: us, idx: i, isp: l.isps[i]}
+		u := &uplink{spec: us, idx: l.uplinkBase() + i, isp: l.isps[i]}
 		if err := l.buildISP(u); err != nil {
 			return fmt.Errorf("isp %d (%s): %w", i, us.Name, err)
 		}
