@@ -441,3 +441,36 @@ func TestHAFailover(t *testing.T) {
 		})
 	}
 }
+
+// TestHAExclusive: one account for both gateways (dsl0, mode exclusive) is
+// dialled only by the MASTER; when the role moves, the old master hangs up
+// and the new one dials within the pass after its role event.
+func TestHAExclusive(t *testing.T) {
+	hp := newHAPair(t, haOpts{kaWeight: 1, preemptDelay: 3, exclusive: true})
+	hp.settle()
+	hp.eventually("A (master) holds the dsl0 session", 10*time.Second, func() bool { return hp.acct.session() == 0 })
+	if v, err := ha.Read(hp.r[1].track); err != nil || v != 0 {
+		t.Errorf("B's track file = %d, %v; want 0: an exclusive uplink a BACKUP has not dialled counts as available", v, err)
+	}
+
+	hp.setCarrier(0, false)
+	hp.eventually("B (new master) holds the dsl0 session, A hung up", 10*time.Second, func() bool {
+		return hp.role(1) == "master" && hp.acct.session() == 1 && !hp.r[0].lab.UplinkAddr("dsl0").IsValid()
+	})
+	hp.setCarrier(0, true)
+	hp.eventually("A master again and holding the session", 20*time.Second, func() bool {
+		return hp.role(0) == "master" && hp.acct.session() == 0 && !hp.r[1].lab.UplinkAddr("dsl0").IsValid()
+	})
+
+	hp.acct.mu.Lock()
+	defer hp.acct.mu.Unlock()
+	if len(hp.acct.dials) < 3 {
+		t.Errorf("dials %+v: want A, B, A", hp.acct.dials)
+	}
+	for _, d := range hp.acct.dials {
+		if d.role != "master" {
+			t.Errorf("router %s dialled the shared account as %s: only the MASTER may (dials %+v)", hp.r[d.router].name, d.role, hp.acct.dials)
+		}
+	}
+	t.Logf("dials %+v, refused %d", hp.acct.dials, hp.acct.refused)
+}
