@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,8 +60,13 @@ type haOpts struct {
 	// binary runs `uplinkd run` as a process (no control socket: role
 	// events are not delivered) and has keepalived track it.
 	binary bool
-	// trackProcess adds keepalived's track_process on the uplinkd binary.
-	trackProcess bool
+	// alive adds a keepalived vrrp_script that checks the uplinkd binary
+	// runs (pgrep on its command line), weight 0: FAULT when it does not.
+	// keepalived's track_process, the choice on a real gateway, cannot be
+	// used here: it needs the proc connector, which exists only in the
+	// initial network namespace ("Failed to set/clear process event listen"
+	// inside a lab namespace).
+	alive bool
 }
 
 type haRouter struct {
@@ -231,13 +237,17 @@ func newHAPair(t *testing.T, opts haOpts) *haPair {
 			go func() { done <- control.Serve(ctx, control.Options{Path: sock, Group: -1}, haHandler{r.run.d}) }()
 			t.Cleanup(func() { cancel(); <-done })
 		}
-		trackProc, trackProcRef := "", ""
-		if opts.trackProcess {
-			trackProc = fmt.Sprintf("vrrp_track_process uplinkd {\n\tprocess %q \"run\" %q\n\tweight 0\n}\n", hp.uplinkd, r.conf)
-			trackProcRef = "track_process {\n\t\tuplinkd\n\t}"
+		alive, aliveRef := "", ""
+		if opts.alive {
+			script := filepath.Join(r.dir, "uplinkd-alive")
+			if err := os.WriteFile(script, []byte("#!/bin/sh\nexec pgrep -f -x '"+hp.uplinkd+" run "+r.conf+"' >/dev/null\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			alive = fmt.Sprintf("vrrp_script uplinkd_alive {\n\tscript %q\n\tinterval 1\n\tfall 1\n\trise 1\n\tweight 0\n}\n", script)
+			aliveRef = "track_script {\n\t\tuplinkd_alive\n\t}"
 		}
-		conf := fmt.Sprintf(keepalivedConf, r.name, r.track, opts.kaWeight, trackProc, 110-10*i, opts.preemptDelay,
-			trackProcRef, notify+" --uplinkd "+hp.uplinkd+" --socket "+sock)
+		conf := fmt.Sprintf(keepalivedConf, r.name, r.track, opts.kaWeight, alive, 110-10*i, opts.preemptDelay,
+			aliveRef, notify+" --uplinkd "+hp.uplinkd+" --socket "+sock)
 		kaConf := filepath.Join(r.dir, "keepalived.conf")
 		if err := os.WriteFile(kaConf, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
@@ -473,4 +483,41 @@ func TestHAExclusive(t *testing.T) {
 		}
 	}
 	t.Logf("dials %+v, refused %d", hp.acct.dials, hp.acct.refused)
+}
+
+// TestHADaemonStops: the master's uplinkd goes away while keepalived keeps
+// running. Killed (SIGKILL), it cannot touch its track file, which still says
+// 0: a keepalived check on the uplinkd process puts the instance into FAULT
+// (a vrrp_script here; track_process on a real gateway, see haOpts.alive).
+// Stopped cleanly (SIGTERM), uplinkd writes -254 into the file itself, which
+// is FAULT without any track_process.
+func TestHADaemonStops(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sig   syscall.Signal
+		alive bool
+		track int // A's track file afterwards
+	}{
+		{"kill -9 with a process check", syscall.SIGKILL, true, 0},
+		{"clean stop, track file only", syscall.SIGTERM, false, ha.StoppedWeight},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hp := newHAPair(t, haOpts{kaWeight: 1, preemptDelay: 3, binary: true, alive: tc.alive})
+			hp.settle()
+			a := hp.r[0]
+			if err := a.proc.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now()
+			if err := a.lab.Wait(a.proc); tc.sig == syscall.SIGTERM && err != nil {
+				t.Errorf("uplinkd after SIGTERM: %v", err)
+			}
+			moved := hp.waitThrough(1, 10*time.Second)
+			t.Logf("A's uplinkd %v -> client's first connection through B: %v", tc.sig, moved.Sub(at))
+			hp.eventually("B holds the virtual address", 5*time.Second, func() bool { return hp.hasVIP(1) && !hp.hasVIP(0) })
+			if v, err := ha.Read(a.track); err != nil || v != tc.track {
+				t.Errorf("A's track file = %d, %v; want %d", v, err, tc.track)
+			}
+		})
+	}
 }
