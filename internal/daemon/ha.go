@@ -195,7 +195,7 @@ func (d *Daemon) haSync(states []policy.UplinkState, now time.Time) {
 			h.stops[st.Name] = s
 		}
 		s.mu.Lock()
-		dec := ha.Exclusive(ha.ExclusiveInput{Role: h.state.Role, Up: st.Present, Stopping: s.running, LastStop: s.last}, now)
+		dec := ha.Exclusive(ha.ExclusiveInput{Role: h.state.Role, RoleSince: h.state.Since, Up: st.Present, Stopping: s.running, LastStop: s.last}, now)
 		if dec.Stop {
 			s.running, s.last = true, now
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
 )
 
 // account is the lab's one PPPoE account shared by both gateways: a dial
@@ -17,7 +19,8 @@ import (
 // it through a shell script and nc over a Unix socket; a dial creates the
 // router's dsl0 link (lab.Dial), a hang-up deletes it (lab.DropLink).
 type account struct {
-	hp     *haPair
+	labs   []*lab.Lab             // the routers, A first
+	role   func(router int) string // the router's daemon's role
 	script string
 
 	mu      sync.Mutex
@@ -31,7 +34,7 @@ type accountDial struct {
 	role   string // the router's daemon's role when it dialled
 }
 
-func newAccount(t *testing.T, hp *haPair) *account {
+func newAccount(t testing.TB, labs []*lab.Lab, role func(int) string) *account {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "account.sock")
 	script := filepath.Join(dir, "account")
@@ -43,7 +46,7 @@ func newAccount(t *testing.T, hp *haPair) *account {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	a := &account{hp: hp, script: script, owner: -1}
+	a := &account{labs: labs, role: role, script: script, owner: -1}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -63,7 +66,7 @@ func (a *account) serve(c net.Conn) {
 		return
 	}
 	f := strings.Fields(line)
-	if len(f) != 2 || len(f[1]) != 1 || f[1][0] < 'A' || f[1][0] > 'B' {
+	if len(f) != 2 || len(f[1]) != 1 || f[1][0] < 'A' || int(f[1][0]-'A') >= len(a.labs) {
 		fmt.Fprintln(c, "bad request")
 		return
 	}
@@ -74,7 +77,7 @@ func (a *account) serve(c net.Conn) {
 func (a *account) do(op string, i int) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	l := a.hp.r[i].lab
+	l := a.labs[i]
 	up := l.UplinkAddr("dsl0").IsValid()
 	switch op {
 	case "dial":
@@ -83,7 +86,7 @@ func (a *account) do(op string, i int) string {
 			return "busy"
 		}
 		a.owner = i
-		a.dials = append(a.dials, accountDial{router: i, role: a.hp.role(i)})
+		a.dials = append(a.dials, accountDial{router: i, role: a.role(i)})
 		if !up {
 			if _, err := l.Dial("dsl0"); err != nil {
 				return err.Error()
@@ -108,8 +111,8 @@ func (a *account) do(op string, i int) string {
 func (a *account) session() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for i, r := range a.hp.r {
-		if r.lab.UplinkAddr("dsl0").IsValid() {
+	for i, l := range a.labs {
+		if l.UplinkAddr("dsl0").IsValid() {
 			return i
 		}
 	}

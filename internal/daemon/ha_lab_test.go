@@ -82,7 +82,7 @@ type haRouter struct {
 }
 
 type haPair struct {
-	t       *testing.T
+	t       testing.TB
 	p       *lab.Pair
 	r       [2]*haRouter
 	acct    *account
@@ -174,7 +174,7 @@ vrrp_instance LAN {
 }
 `
 
-func newHAPair(t *testing.T, opts haOpts) *haPair {
+func newHAPair(t testing.TB, opts haOpts) *haPair {
 	t.Helper()
 	if reason := lab.Unsupported(); reason != "" {
 		t.Skip("lab: " + reason)
@@ -201,7 +201,7 @@ func newHAPair(t *testing.T, opts haOpts) *haPair {
 	}
 	hp.startServer()
 	if opts.exclusive {
-		hp.acct = newAccount(t, hp)
+		hp.acct = newAccount(t, p.Routers[:], hp.role)
 	}
 	for i, l := range p.Routers {
 		r := &haRouter{name: string(rune('A' + i)), lab: l, dir: t.TempDir()}

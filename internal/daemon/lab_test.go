@@ -48,7 +48,7 @@ priority = 100
 
 // running is a daemon started in-process inside a lab's router namespace.
 type running struct {
-	t      *testing.T
+	t      testing.TB
 	lab    *lab.Lab
 	d      *Daemon
 	syncs  chan SyncResult
@@ -70,7 +70,7 @@ func writeConfig(t *testing.T, text string) string {
 	return p
 }
 
-func start(t *testing.T, l *lab.Lab, configPath string) *running {
+func start(t testing.TB, l *lab.Lab, configPath string) *running {
 	t.Helper()
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
@@ -159,7 +159,7 @@ func (r *running) lacks(text string, args ...string) func() bool {
 	return func() bool { return !strings.Contains(r.ip(args...), text) }
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))

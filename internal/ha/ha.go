@@ -98,6 +98,9 @@ const RestopInterval = 3 * time.Second
 // ExclusiveInput is what the daemon knows about one exclusive uplink in a pass.
 type ExclusiveInput struct {
 	Role Role
+	// RoleSince is when Role was taken: a stop before it belongs to an
+	// earlier non-MASTER period and does not hold back a stop now.
+	RoleSince time.Time
 	// Up: the uplink's interface exists (pppd runs, or a dial is done).
 	Up bool
 	// Stopping: a stop command runs now; LastStop is when the last one
@@ -124,6 +127,7 @@ func Exclusive(in ExclusiveInput, now time.Time) ExclusiveDecision {
 	if in.Role == RoleMaster {
 		return ExclusiveDecision{Reconnect: true}
 	}
-	stop := in.Up && !in.Stopping && (in.LastStop.IsZero() || !now.Before(in.LastStop.Add(RestopInterval)))
+	recent := !in.LastStop.IsZero() && !in.LastStop.Before(in.RoleSince) && now.Before(in.LastStop.Add(RestopInterval))
+	stop := in.Up && !in.Stopping && !recent
 	return ExclusiveDecision{Stop: stop}
 }

@@ -75,6 +75,7 @@ func TestExclusive(t *testing.T) {
 		{"backup, already down", ExclusiveInput{Role: RoleBackup}, ExclusiveDecision{}},
 		{"backup, stop running", ExclusiveInput{Role: RoleBackup, Up: true, Stopping: true}, ExclusiveDecision{}},
 		{"backup, stopped just now", ExclusiveInput{Role: RoleBackup, Up: true, LastStop: now.Add(-time.Second)}, ExclusiveDecision{}},
+		{"backup again after a short master period: stop at once", ExclusiveInput{Role: RoleBackup, RoleSince: now.Add(-10 * time.Millisecond), Up: true, LastStop: now.Add(-time.Second)}, ExclusiveDecision{Stop: true}},
 		{"backup, up again after restop interval", ExclusiveInput{Role: RoleBackup, Up: true, LastStop: now.Add(-RestopInterval)}, ExclusiveDecision{Stop: true}},
 	}
 	for _, tt := range tests {
