@@ -12,7 +12,7 @@ type Status struct {
 	V       int      `json:"v"`
 	Daemon  Daemon   `json:"daemon"`
 	Uplinks []Uplink `json:"uplinks"`
-	// HA is this gateway's VRRP role, once two-gateway HA exists.
+	// HA is this gateway's VRRP role; nil when two-gateway HA is off.
 	HA *HA `json:"ha,omitempty"`
 }
 
@@ -70,6 +70,10 @@ type LastEvent struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at"`
 }
+
+// RoleUnknown is the status role of a gateway whose keepalived has not
+// reported yet; it is never an event's role.
+const RoleUnknown Role = "unknown"
 
 // HA is the two-gateway high-availability section.
 type HA struct {
