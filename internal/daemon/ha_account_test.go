@@ -19,7 +19,7 @@ import (
 // it through a shell script and nc over a Unix socket; a dial creates the
 // router's dsl0 link (lab.Dial), a hang-up deletes it (lab.DropLink).
 type account struct {
-	labs   []*lab.Lab             // the routers, A first
+	labs   []*lab.Lab              // the routers, A first
 	role   func(router int) string // the router's daemon's role
 	script string
 

@@ -15,6 +15,9 @@
 // every redial. A "ppp" uplink is a veth pair addressed the way pppd does it
 // (local/32 peer remote/32, no ARP); an "ethernet" uplink is a plain /24 veth.
 //
+// NewPair (ha.go) builds two such routers on one LAN bridge with a shared
+// inet, for two-gateway (VRRP) tests.
+//
 // Namespace names are "ul-<pid>-<n>-<role>". The PID lets SweepStale remove
 // labs whose creating process died without cleaning up (a test binary killed
 // by a timeout, for instance). No interface is ever created in the host
