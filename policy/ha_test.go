@@ -179,7 +179,7 @@ ha.mode = "exclusive"
 reconnect.stop_command = ["/usr/local/bin/hangup"]
 `,
 		want: []string{
-			`t.toml:7:11: mode "exclusive" needs [uplink.reconnect] command for kind "ethernet" (only ppp has a default)`,
+			`t.toml:7:11: mode "exclusive" needs [uplink.reconnect] command for kind "ethernet" (only ppp has a default dial and hang-up)`,
 		},
 	}}
 	for _, tt := range tests {
@@ -193,5 +193,25 @@ reconnect.stop_command = ["/usr/local/bin/hangup"]
 				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestTwoGatewaysContrib: contrib/two-gateways.toml counts the DSL line and
+// the shared fibre account, not the tier-2 LTE stick, and the fibre account
+// is exclusive.
+func TestTwoGatewaysContrib(t *testing.T) {
+	cfg := loadContrib(t, "two-gateways.toml")
+	want := map[string]UplinkHA{
+		"ppp0":  {Mode: HAActive, Weight: -127},
+		"fibre": {Mode: HAExclusive, Weight: -127},
+		"lte":   {Mode: HAActive, Weight: 0},
+	}
+	for name, w := range want {
+		if u := cfg.UplinkByName(name); u == nil || u.HA != w {
+			t.Errorf("%s: %+v, want %+v", name, u, w)
+		}
+	}
+	if !cfg.HA.Enabled() {
+		t.Error("HA off")
 	}
 }

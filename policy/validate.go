@@ -571,7 +571,7 @@ func (l *loader) ha(c *Config) {
 		case u.Reconnect == nil:
 			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect]: only the MASTER dials the uplink, so uplinkd must dial and stop it")
 		case u.Kind != KindPPP && len(u.Reconnect.Command) == 0:
-			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] command for kind %q (only ppp has a default)", u.Kind)
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] command for kind %q (only ppp has a default dial and hang-up)", u.Kind)
 		case u.Kind != KindPPP && len(u.Reconnect.StopCommand) == 0:
 			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command: a BACKUP must hang the uplink up")
 		case u.Kind == KindPPP && len(u.Reconnect.Command) > 0 && len(u.Reconnect.StopCommand) == 0:

@@ -128,7 +128,7 @@ func New(opts Options) (*Daemon, error) {
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
-		ha:         newHARuntime(opts.Logger, cfg), // HA
+		ha:         newHARuntime(cfg), // HA
 	}, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -35,7 +34,6 @@ type haMsg struct {
 }
 
 type haRuntime struct {
-	log  *slog.Logger
 	msgs chan haMsg
 
 	// Owned by the loop.
@@ -55,10 +53,9 @@ type haStop struct {
 	last    time.Time
 }
 
-func newHARuntime(log *slog.Logger, cfg *policy.Config) *haRuntime {
+func newHARuntime(cfg *policy.Config) *haRuntime {
 	now := time.Now()
 	return &haRuntime{
-		log:     log,
 		msgs:    make(chan haMsg, 16),
 		state:   ha.NewState(now),
 		snap:    ha.NewState(now),
