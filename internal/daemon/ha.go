@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/ha"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -40,11 +41,34 @@ type haRuntime struct {
 	state ha.State
 	track *ha.TrackFile
 	stops map[string]*haStop
+	// graceTimer wakes the loop when a dial grace ends (WithDialGrace).
+	graceTimer *time.Timer
+	graceWake  time.Time
 
 	mu      sync.Mutex // guards the snapshot below, read by other goroutines
 	enabled bool
 	snap    ha.State
 	observe func(role ha.Role, since time.Time)
+}
+
+// wakeAt makes the loop run a pass at t (zero: nothing to wake for): when
+// a new master's dial grace ends, its track file must count the exclusive
+// uplink as it is.
+func (h *haRuntime) wakeAt(t time.Time) {
+	if t.IsZero() || t.Equal(h.graceWake) {
+		return
+	}
+	if h.graceTimer != nil {
+		h.graceTimer.Stop()
+	}
+	h.graceWake = t
+	msgs := h.msgs
+	h.graceTimer = time.AfterFunc(time.Until(t), func() {
+		select {
+		case msgs <- haMsg{at: time.Now()}:
+		default: // a pass is coming anyway
+		}
+	})
 }
 
 type haStop struct {
@@ -105,6 +129,16 @@ func (d *Daemon) HAState() (role string, since time.Time, enabled bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return string(h.snap.Role), h.snap.Since, h.enabled
+}
+
+// HAStatus is the status's HA section (control.Status.HA): nil when HA is
+// off. Safe from any goroutine.
+func (d *Daemon) HAStatus() *control.HA {
+	role, since, on := d.HAState()
+	if !on {
+		return nil
+	}
+	return &control.HA{Role: control.Role(role), Since: since}
 }
 
 // OnHARole sets f to be called from the loop on every role change (and once
@@ -170,7 +204,9 @@ func (d *Daemon) haSync(states []policy.UplinkState, now time.Time) {
 	if h.track == nil || h.track.Path() != d.cfg.HA.TrackFile {
 		h.track = ha.NewTrackFile(d.cfg.HA.TrackFile)
 	}
-	w := ha.TrackWeight(d.cfg, states, h.state.Role)
+	counted, graceEnds := ha.WithDialGrace(d.cfg, states, h.state, now)
+	h.wakeAt(graceEnds)
+	w := ha.TrackWeight(d.cfg, counted, h.state.Role)
 	old, had := h.track.Last()
 	if changed, err := h.track.Write(w); err != nil {
 		d.log.Error("writing the HA track file", "event", "ha-track", "path", h.track.Path(), "reason", err.Error())
@@ -264,6 +300,9 @@ func (d *Daemon) haHoldsReconnect(rt *uplinkRuntime) bool {
 // do this; keepalived's track_process on uplinkd covers that (README).
 func (d *Daemon) haClose() {
 	h := d.ha
+	if h.graceTimer != nil {
+		h.graceTimer.Stop()
+	}
 	if h.track == nil {
 		return
 	}

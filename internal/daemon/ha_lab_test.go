@@ -32,12 +32,7 @@ import (
 type haHandler struct{ d *Daemon }
 
 func (h haHandler) Status(context.Context) (control.Status, error) {
-	role, since, on := h.d.HAState()
-	st := control.Status{V: 1}
-	if on {
-		st.HA = &control.HA{Role: control.Role(role), Since: since}
-	}
-	return st, nil
+	return control.Status{V: 1, HA: h.d.HAStatus()}, nil
 }
 func (h haHandler) Reconnect(context.Context, string) error { return errors.New("not in this test") }
 func (h haHandler) Reload(context.Context) ([]string, error) {

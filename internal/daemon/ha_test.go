@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/ha"
 )
 
@@ -47,8 +48,8 @@ func TestHATrackFileAndRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.eventually("role master", func() bool { role, _, _ := r.d.HAState(); return role == "master" })
-	if _, since, _ := r.d.HAState(); since.Before(before) {
-		t.Errorf("since %v is before the event (%v)", since, before)
+	if st := r.d.HAStatus(); st == nil || st.Role != control.RoleMaster || st.Since.Before(before) {
+		t.Errorf("HAStatus = %+v, want master since after %v", st, before)
 	}
 	if err := r.d.SetRole(ctx, "standby"); err == nil {
 		t.Error("SetRole(standby) accepted")
@@ -75,7 +76,7 @@ func TestHAOffRefusesRoles(t *testing.T) {
 	if err := r.d.SetRole(context.Background(), "master"); !errors.Is(err, ErrHAOff) {
 		t.Errorf("SetRole with HA off = %v, want ErrHAOff", err)
 	}
-	if _, _, on := r.d.HAState(); on {
-		t.Error("HAState says on")
+	if _, _, on := r.d.HAState(); on || r.d.HAStatus() != nil {
+		t.Error("HAState/HAStatus say on")
 	}
 }

@@ -8,7 +8,8 @@
 //     counted uplink is usable; each lost uplink adds its [uplink.ha] weight
 //     (negative), and the sum is clamped at -254, which keepalived treats as
 //     FAULT with `weight 1`. With keepalived's `weight 0` any non-zero value
-//     is FAULT.
+//     is FAULT. WithDialGrace lets a new master count an exclusive uplink it
+//     is dialling as usable for the uplink's dial_timeout.
 //   - Role from VRRP: keepalived's notify script runs `uplinkd event --role
 //     ...`; State records the role and since when. For an exclusive uplink
 //     (one account for both boxes) Exclusive decides, per pass, whether the

@@ -69,6 +69,39 @@ func TrackWeight(cfg *policy.Config, states []policy.UplinkState, role Role) int
 	return max(sum, policy.MinHAWeight)
 }
 
+// WithDialGrace returns states (a copy when it changes anything) in which an
+// exclusive uplink that is not usable counts as usable while this box has
+// been MASTER for less than the uplink's dial_timeout: the new master is
+// dialling it. Without the grace the new master's priority would drop in the
+// very window in which it takes over, and the address could go straight back
+// to a peer that is no better. graceEnds is when the earliest grace still
+// running ends (zero: none), when the daemon must look again.
+func WithDialGrace(cfg *policy.Config, states []policy.UplinkState, s State, now time.Time) (out []policy.UplinkState, graceEnds time.Time) {
+	out = states
+	if s.Role != RoleMaster {
+		return out, time.Time{}
+	}
+	copied := false
+	for i, st := range states {
+		u := cfg.UplinkByName(st.Name)
+		if st.Usable || u == nil || u.HA.Mode != policy.HAExclusive || u.Reconnect == nil {
+			continue
+		}
+		end := s.Since.Add(u.Reconnect.DialTimeout)
+		if !now.Before(end) {
+			continue
+		}
+		if !copied {
+			out, copied = append([]policy.UplinkState(nil), states...), true
+		}
+		out[i].Usable = true
+		if graceEnds.IsZero() || end.Before(graceEnds) {
+			graceEnds = end
+		}
+	}
+	return out, graceEnds
+}
+
 // State is the role and since when it holds.
 type State struct {
 	Role  Role

@@ -188,3 +188,38 @@ func TestRunStop(t *testing.T) {
 		t.Errorf("hanging stop command: err %v after %v", err, time.Since(start))
 	}
 }
+
+func TestWithDialGrace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	x := uplink("x", policy.HAExclusive, -100)
+	x.Reconnect = &policy.Reconnect{DialTimeout: 30 * time.Second}
+	cfg := &policy.Config{Uplinks: []policy.Uplink{uplink("a", policy.HAActive, -50), x}}
+	lostX := []policy.UplinkState{{Name: "a", Usable: true}, {Name: "x"}}
+	tests := []struct {
+		name   string
+		state  State
+		now    time.Time
+		states []policy.UplinkState
+		weight int
+		ends   time.Time
+	}{
+		{"new master dialling", State{RoleMaster, t0}, t0.Add(time.Second), lostX, 0, t0.Add(30 * time.Second)},
+		{"master, dial_timeout passed", State{RoleMaster, t0}, t0.Add(30 * time.Second), lostX, -100, time.Time{}},
+		{"backup: no grace needed", State{RoleBackup, t0}, t0.Add(time.Second), lostX, 0, time.Time{}},
+		{"active uplinks get none", State{RoleMaster, t0}, t0.Add(time.Second), []policy.UplinkState{{Name: "a"}, {Name: "x", Usable: true}}, -50, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := append([]policy.UplinkState(nil), tt.states...)
+			got, ends := WithDialGrace(cfg, tt.states, tt.state, tt.now)
+			if w := TrackWeight(cfg, got, tt.state.Role); w != tt.weight || !ends.Equal(tt.ends) {
+				t.Errorf("weight %d, grace ends %v; want %d, %v", w, ends, tt.weight, tt.ends)
+			}
+			for i := range before {
+				if before[i] != tt.states[i] {
+					t.Errorf("input states modified: %+v", tt.states)
+				}
+			}
+		})
+	}
+}
