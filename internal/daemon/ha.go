@@ -294,6 +294,17 @@ func (d *Daemon) haHoldsReconnect(rt *uplinkRuntime) bool {
 	return true
 }
 
+// haReconnectRefused is for the control socket's `uplinkd reconnect NAME`,
+// called from the loop: an exclusive uplink is dialled by the MASTER only, so
+// a manual reconnect of one on any other box is refused with the reason.
+func (d *Daemon) haReconnectRefused(name string) error {
+	u := d.cfg.UplinkByName(name)
+	if !d.cfg.HA.Enabled() || u == nil || u.HA.Mode != policy.HAExclusive || d.ha.state.Role == ha.RoleMaster {
+		return nil
+	}
+	return fmt.Errorf("uplink %q is exclusive: only the VRRP master dials it, and this gateway is %s", name, d.ha.state.Role)
+}
+
 // haClose runs when the loop ends: the track file then says "stopped"
 // (ha.StoppedWeight, FAULT for keepalived whatever the file's weight), so
 // the other gateway takes over after a clean stop. A killed uplinkd cannot

@@ -80,3 +80,41 @@ func TestHAOffRefusesRoles(t *testing.T) {
 		t.Error("HAState/HAStatus say on")
 	}
 }
+
+// TestHAReconnectRefused: `uplinkd reconnect` of an exclusive uplink is
+// refused unless this gateway is the MASTER; other uplinks are not affected.
+func TestHAReconnectRefused(t *testing.T) {
+	cfgText := labConfig + `
+[ha]
+track_file = "/run/uplinkd/ha-track"
+[[uplink]]
+name = "dsl0"
+kind = "ppp"
+table = 202
+rule_priority = 400
+ha.mode = "exclusive"
+reconnect.peer = "dsl"
+`
+	cfg, err := LoadConfig(writeConfig(t, cfgText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: cfg, ha: newHARuntime(cfg)}
+	for _, tc := range []struct {
+		role   ha.Role
+		uplink string
+		refuse bool
+	}{
+		{ha.RoleUnknown, "dsl0", true},
+		{ha.RoleBackup, "dsl0", true},
+		{ha.RoleFault, "dsl0", true},
+		{ha.RoleMaster, "dsl0", false},
+		{ha.RoleBackup, "ppp0", false},
+		{ha.RoleBackup, "nosuch", false},
+	} {
+		d.ha.state.Role = tc.role
+		if err := d.haReconnectRefused(tc.uplink); (err != nil) != tc.refuse {
+			t.Errorf("%s as %s: %v, want refused %v", tc.uplink, tc.role, err, tc.refuse)
+		}
+	}
+}
