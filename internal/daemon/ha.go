@@ -16,8 +16,9 @@ import (
 // in the loop are few and marked "HA:" in daemon.go and uplinks.go:
 //
 //   - Daemon.ha is created in New (newHARuntime);
-//   - Run selects on d.ha.wake(): a role event (SetRole) or a stop command's
-//     follow-up asks for a pass at once (haWake);
+//   - Run selects on d.ha.wake(): a role event (SetRole), a stop command's
+//     follow-up or the end of a new master's dial grace asks for a pass at
+//     once (haWake);
 //   - sync calls haSync after the kernel and the firewall are set: the track
 //     file follows this pass's health, exclusive uplinks are stopped;
 //   - manageReconnect asks haHoldsReconnect first: an exclusive uplink is
@@ -28,7 +29,7 @@ import (
 var ErrHAOff = errors.New("two-gateway HA is off ([ha] track_file is not set)")
 
 // haMsg is what reaches the loop: a role from keepalived, or only a wake-up
-// (role empty) when a stop command's restop interval has passed.
+// (role empty) when a stop command's restop interval or a dial grace ends.
 type haMsg struct {
 	role ha.Role
 	at   time.Time
