@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -393,6 +394,24 @@ func (hp *haPair) settle() {
 	hp.waitThrough(0, 5*time.Second)
 }
 
+// statusRole checks `uplinkd status --json` (the real CLI) against router
+// i's control socket: the ha section carries the role and since when.
+func (hp *haPair) statusRole(i int, want string) {
+	hp.t.Helper()
+	sock := filepath.Join(hp.r[i].dir, "ctl.sock")
+	out, err := exec.Command(hp.uplinkd, "status", "--json", "--socket", sock).CombinedOutput()
+	if err != nil {
+		hp.t.Fatalf("uplinkd status: %v\n%s", err, out)
+	}
+	var st control.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		hp.t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	if st.HA == nil || string(st.HA.Role) != want || st.HA.Since.IsZero() {
+		hp.t.Errorf("router %s status ha = %+v, want role %s with since (%s)", hp.r[i].name, st.HA, want, out)
+	}
+}
+
 func (hp *haPair) setCarrier(i int, up bool) time.Time {
 	hp.t.Helper()
 	var at time.Time
@@ -414,6 +433,8 @@ func TestHAFailover(t *testing.T) {
 			if v, err := ha.Read(hp.r[0].track); err != nil || v != 0 {
 				t.Fatalf("A's track file = %d, %v; want 0 with every uplink up", v, err)
 			}
+			hp.statusRole(0, "master")
+			hp.statusRole(1, "backup")
 
 			// Both of the master's lines lose carrier: its track file says
 			// -254 (FAULT), B takes the address, and the client's new
