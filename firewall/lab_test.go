@@ -4,16 +4,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
 
 	labguard "github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // Every kernel-touching test works in network namespaces of its own, named
@@ -25,36 +23,10 @@ const nsPrefix = "fw-"
 var nsCounter atomic.Int64
 
 // TestMain also guards the host: GuardMain fails the run if the host
-// namespace's rules, routes, links or netfilter state changed.
-func TestMain(m *testing.M) {
-	removeStaleNamespaces()
-	code := labguard.GuardMain(m)
-	removeStaleNamespaces()
-	os.Exit(code)
-}
-
-// removeStaleNamespaces deletes namespaces left by test processes that no
-// longer run (killed by a timeout) and, at exit, our own.
-func removeStaleNamespaces() {
-	entries, err := os.ReadDir("/run/netns")
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), nsPrefix)
-		if !ok {
-			continue
-		}
-		pidStr, _, ok := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil {
-			continue
-		}
-		if pid == os.Getpid() || syscall.Kill(pid, 0) == syscall.ESRCH {
-			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-		}
-	}
-}
+// namespace's rules, routes, links or netfilter state changed, and its sweep
+// (shared by every package's test namespaces) removes fw- namespaces of dead
+// runs before and reports any this run left behind.
+func TestMain(m *testing.M) { os.Exit(labguard.GuardMain(m)) }
 
 func needRoot(t testing.TB) {
 	t.Helper()
@@ -124,22 +96,10 @@ func (n *netNS) runStdin(t testing.TB, stdin string, args ...string) string {
 }
 
 // do runs f on a thread inside the namespace (sockets f creates live there).
-// The thread is never unlocked, so it dies with the goroutine.
 func (n *netNS) do(t testing.TB, f func()) {
 	t.Helper()
-	done := make(chan struct{})
-	var setErr error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread()
-		if setErr = unix.Setns(n.fd, unix.CLONE_NEWNET); setErr != nil {
-			return
-		}
-		f()
-	}()
-	<-done
-	if setErr != nil {
-		t.Fatalf("setns %s: %v", n.name, setErr)
+	if err := netnsx.Do(netns.NsHandle(n.fd), func() error { f(); return nil }); err != nil {
+		t.Fatalf("%s: %v", n.name, err)
 	}
 }
 

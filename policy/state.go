@@ -25,6 +25,11 @@ type Link struct {
 	Carrier bool
 	// PointToPoint: IFF_POINTOPOINT or an address with a peer.
 	PointToPoint bool
+	// Bounces counts the down transitions seen for this link name since
+	// uplinkd started: IFF_UP or carrier lost, or the link deleted (a
+	// ppp redial deletes and re-creates it). A change between two passes
+	// tells a bounce the loop never saw in Up/Carrier.
+	Bounces uint64
 }
 
 // Addr is one IPv4 address on an interface.
@@ -39,7 +44,9 @@ type Observed struct {
 	Links map[string]Link
 	// Addrs are the global-scope IPv4 addresses per interface name, primary first.
 	Addrs map[string][]Addr
-	// Routes are all IPv4 unicast routes in all tables (owned and foreign).
+	// Routes are the IPv4 unicast routes uplinkd decides on: those of main
+	// and the uplinks' tables, uplinkd's own in any table, and the default
+	// routes of every table (owned and foreign).
 	Routes []Route
 	// Rules are all IPv4 policy rules (owned and foreign).
 	Rules []Rule

@@ -14,6 +14,10 @@
 // full read happens on the first event it receives and no change between that
 // read and the subscription can be missed.
 //
+// A Sink (Options.Sink) receives every notification itself, before the
+// events of its batch are sent: internal/kernel's mirror is kept that way,
+// so the consumer reads a cache that already holds what an event announces.
+//
 // Events are triggers, not a change log. In particular the kernel does not
 // send RTM_DELROUTE for IPv4 routes it flushes when their device goes down,
 // loses its address or is deleted: a link or address event must make the
@@ -82,11 +86,28 @@ type Options struct {
 	NetNS      int          // netns fd to subscribe in; 0 = the caller's namespace
 	Logger     *slog.Logger // nil = slog.Default()
 	ReadBuffer int          // SO_RCVBUF bytes; 0 = 4 MiB (SO_RCVBUFFORCE is tried first, so root may exceed rmem_max)
+	// Sink, if set, is fed every notification before the events of its
+	// batch are sent, and told to resync before every KindResync event: a
+	// cache of kernel state (the mirror in internal/kernel) is then current
+	// when the consumer acts on an event.
+	Sink Sink
+}
+
+// Sink consumes the raw notifications, on the watcher's goroutine.
+type Sink interface {
+	// Update applies one rtnetlink notification.
+	Update(netlink.Message)
+	// Resync says notifications may have been missed (a new subscription,
+	// an overflow): the cache must be re-read from the kernel.
+	Resync()
 }
 
 const (
-	// Groups is the multicast group bitmask Run subscribes to.
-	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE
+	// Groups is the multicast group bitmask Run subscribes to. IPv4
+	// netconf (a sysctl such as rp_filter written) produces no event; it
+	// only keeps a Sink's copy of those values current.
+	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
+		1<<(unix.RTNLGRP_IPV4_NETCONF-1)
 
 	defaultReadBuffer = 4 << 20
 	minBackoff        = 10 * time.Millisecond
@@ -142,7 +163,7 @@ func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
 	// net.core.rmem_max) and falls back to SO_RCVBUF. A failure here is not
 	// fatal: we still get notifications, and overflow is still reported.
 	if err := c.SetReadBuffer(size); err != nil {
-		log.Warn("watcher: cannot set netlink receive buffer", "bytes", size, "err", err)
+		log.Warn("watcher: cannot set netlink receive buffer", "bytes", size, "reason", err.Error())
 	} else if log.Enabled(context.Background(), slog.LevelDebug) {
 		got, _ := c.ReadBuffer()
 		log.Debug("watcher: netlink receive buffer", "requested", size, "effective", got)
@@ -160,7 +181,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 
 	backoff := minBackoff
 	for {
-		received, err := serve(ctx, c, out, log)
+		received, err := serve(ctx, c, out, log, opts.Sink)
 		_ = c.Close()
 		if ctx.Err() != nil {
 			return nil
@@ -169,7 +190,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 			// The socket worked for a while: start the backoff over.
 			backoff = minBackoff
 		}
-		log.Warn("watcher: netlink socket failed, resubscribing", "err", err, "backoff", backoff)
+		log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
 		for {
 			if !sleep(ctx, backoff) {
 				return nil
@@ -179,7 +200,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 			if err == nil {
 				break
 			}
-			log.Warn("watcher: resubscribe failed", "err", err, "retry_in", backoff)
+			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", backoff)
 		}
 		log.Info("watcher: resubscribed to rtnetlink")
 	}
@@ -188,12 +209,15 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 // serve sends the KindResync that follows a subscription and then forwards
 // notifications from c until ctx is done (it returns a nil error) or c fails.
 // received reports whether any message was read.
-func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (received bool, err error) {
+func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink Sink) (received bool, err error) {
 	// Unblock a pending Receive when ctx is done. A read deadline rather than
 	// Close keeps the socket's lifetime with this goroutine.
 	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
+	if sink != nil {
+		sink.Resync()
+	}
 	if !send(ctx, out, Event{Kind: KindResync, At: time.Now()}) {
 		return false, nil
 	}
@@ -207,6 +231,9 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (rec
 			}
 			if errors.Is(err, unix.ENOBUFS) {
 				log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resync")
+				if sink != nil {
+					sink.Resync()
+				}
 				if !send(ctx, out, Event{Kind: KindResync, At: now}) {
 					return received, nil
 				}
@@ -215,6 +242,11 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (rec
 			return received, err
 		}
 		received = true
+		if sink != nil {
+			for _, m := range msgs {
+				sink.Update(m)
+			}
+		}
 		for _, m := range msgs {
 			ev, ok, derr := decode(m.Header.Type, m.Data)
 			if !ok {
@@ -227,7 +259,7 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (rec
 			}
 			if derr != nil {
 				// Still a valid trigger; only the details are missing.
-				log.Debug("watcher: cannot decode notification", "kind", ev.Kind.String(), "err", derr)
+				log.Debug("watcher: cannot decode notification", "kind", ev.Kind.String(), "reason", derr.Error())
 			}
 			if !send(ctx, out, ev) {
 				return received, nil

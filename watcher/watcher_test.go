@@ -29,18 +29,11 @@ var nsCounter atomic.Int64
 
 func nsPrefix() string { return fmt.Sprintf("wt-%d-", os.Getpid()) }
 
-// TestMain removes any namespace this process created that a failed test
-// left behind (t.Cleanup already deletes them on every normal exit path).
-func TestMain(m *testing.M) {
-	// lab.GuardMain fails the run if the host namespace changed.
-	code := lab.GuardMain(m)
-	if matches, _ := filepath.Glob("/run/netns/" + nsPrefix() + "*"); len(matches) > 0 {
-		for _, p := range matches {
-			_ = exec.Command("ip", "netns", "del", filepath.Base(p)).Run()
-		}
-	}
-	os.Exit(code)
-}
+// TestMain: lab.GuardMain fails the run if the host namespace changed; its
+// shared sweep removes wt- namespaces of dead runs and reports (and removes)
+// any this run left behind (t.Cleanup already deletes them on every normal
+// exit path).
+func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
 
 func requireRoot(tb testing.TB) {
 	tb.Helper()
@@ -468,4 +461,44 @@ func TestKindString(t *testing.T) {
 			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, s)
 		}
 	}
+}
+
+// countingSink counts what the watcher feeds it.
+type countingSink struct{ updates, resyncs atomic.Int32 }
+
+func (s *countingSink) Update(netlink.Message) { s.updates.Add(1) }
+func (s *countingSink) Resync()                { s.resyncs.Add(1) }
+
+// TestSinkBeforeEvents: the sink hears of every notification before its
+// event is delivered, and of every (re)subscription and overflow before the
+// KindResync event.
+func TestSinkBeforeEvents(t *testing.T) {
+	route := netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWROUTE}, Data: rawRoute(100, 157, attr{unix.RTA_OIF, u32(4)})}
+	enobufs := &netlink.OpError{Op: "receive", Err: os.NewSyscallError("recvmsg", unix.ENOBUFS)}
+	c := newFakeConn(recvResult{msgs: []netlink.Message{route, route}}, recvResult{err: enobufs}, recvResult{msgs: []netlink.Message{route}})
+	dial := func(Options, *slog.Logger) (conn, error) { return c, nil }
+	sink := &countingSink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Event)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, Options{Sink: sink}, out, quietLogger(), dial) }()
+	// Per event: its kind and the least the sink must have seen when it
+	// arrives.
+	for i, want := range []struct {
+		kind             Kind
+		updates, resyncs int32
+	}{{KindResync, 0, 1}, {KindRoute, 1, 1}, {KindRoute, 2, 1}, {KindResync, 2, 2}, {KindRoute, 3, 2}} {
+		select {
+		case ev := <-out:
+			u, r := sink.updates.Load(), sink.resyncs.Load()
+			if ev.Kind != want.kind || u < want.updates || r < want.resyncs {
+				t.Fatalf("event %d: %v with %d updates, %d resyncs seen; want %v after at least %d, %d",
+					i, ev.Kind, u, r, want.kind, want.updates, want.resyncs)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("timed out")
+		}
+	}
+	cancel()
+	<-done
 }

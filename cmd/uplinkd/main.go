@@ -19,6 +19,8 @@ import (
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/internal/journald"
+	"github.com/uplinkd/uplinkd/internal/kernel"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"golang.org/x/sys/unix"
 )
@@ -124,7 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "check":
 		if strict && len(cfg.Warnings) > 0 {
-			fmt.Fprintf(stderr, "%s: %d warnings (--strict)\n", cfg.Path, len(cfg.Warnings))
+			fmt.Fprintf(stderr, "%s: %d warning(s), failing because of --strict\n", cfg.Path, len(cfg.Warnings))
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
@@ -147,7 +149,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := daemon.New(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true})
+	d, err := daemon.Open(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true})
 	if err != nil {
 		printConfigError(stderr, err)
 		if policy.IsProblems(err) || errors.Is(err, policy.ErrNoUplinks) {
@@ -155,7 +157,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks))
+	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks), "version", version)
 	if err := d.Run(ctx); err != nil {
 		log.Error("uplinkd stopped", "reason", err.Error())
 		return exitFailure
@@ -228,12 +230,18 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 }
 
 // openAndSnapshot opens netlink in this process's namespace and reads the
-// kernel state; the caller closes the kernel.
-func openAndSnapshot() (*policy.NetlinkKernel, policy.Observed, error) {
-	k, err := policy.OpenKernel(-1)
+// kernel state (the routes of cfg's uplink tables in full); the caller
+// closes the kernel.
+func openAndSnapshot(cfg *policy.Config) (*kernel.Kernel, policy.Observed, error) {
+	k, err := kernel.Open(netnsx.Own, nil)
 	if err != nil {
 		return nil, policy.Observed{}, err
 	}
+	tables := make([]int, 0, len(cfg.Uplinks)+1)
+	for _, u := range cfg.Uplinks {
+		tables = append(tables, u.Table)
+	}
+	k.SetTables(append(tables, cfg.Daemon.DefaultTable))
 	obs, err := k.Snapshot()
 	if err != nil {
 		k.Close()
@@ -244,7 +252,7 @@ func openAndSnapshot() (*policy.NetlinkKernel, policy.Observed, error) {
 
 // plan prints the diff the daemon would apply now, reading but never writing.
 func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, obs, err := openAndSnapshot()
+	k, obs, err := openAndSnapshot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1
@@ -282,7 +290,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 // uplink deleted from the config must not leave rules behind), and the
 // firewall state of the configured backend.
 func flush(cfg *policy.Config, stdout, stderr io.Writer) int {
-	k, obs, err := openAndSnapshot()
+	k, obs, err := openAndSnapshot(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -32,6 +33,13 @@ const redials = 200
 //     uplink's conntrack entries);
 //   - event: netlink event read → end of that pass, for both of the above.
 //
+// In the same run, on the same lab, the daemon stopped, a minimal reactor
+// (floorReactor: route replace + SNAT rewrite + conntrack delete by mark on
+// sockets opened once, no dumps) does the same redials: floor_p50_ms and
+// floor_p99_ms are its event → applied figures, p50_ms and p99_ms uplinkd's
+// for the dial passes (event → routing + SNAT + conntrack applied), and
+// ratio_p99 is uplinkd's p99 over the floor's.
+//
 // Run: go test -run '^$' -bench RedialToApplied -benchtime 1x ./internal/daemon
 // (one sub-benchmark per firewall backend)
 func BenchmarkRedialToApplied(b *testing.B) {
@@ -43,11 +51,19 @@ func BenchmarkRedialToApplied(b *testing.B) {
 func benchRedial(b *testing.B, backend string) {
 	l := benchLab(b, 2)
 	syncs := make(chan SyncResult, 4096)
-	stop := benchDaemon(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { syncs <- s })
+	var d *Daemon
+	stopDaemon := benchDaemonD(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { syncs <- s }, &d)
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			stopDaemon()
+		}
+	}
 	defer stop()
 	waitFor(b, syncs, func(s SyncResult) bool { return hasActive(s, "ppp1") })
 
-	var drop, dial, event, queue, pass []time.Duration
+	var drop, dial, event, dialEvent, dialQueue, dialPass, queue, pass []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		for range redials {
@@ -70,20 +86,33 @@ func benchRedial(b *testing.B, backend string) {
 			s = waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) && s.FirewallChanged })
 			dial = append(dial, s.End.Sub(res.AddrAdded))
 			event = append(event, s.End.Sub(s.Trigger))
+			dialEvent = append(dialEvent, s.End.Sub(s.Trigger))
+			dialQueue, dialPass = append(dialQueue, s.Start.Sub(s.Trigger)), append(dialPass, s.End.Sub(s.Start))
 			queue, pass = append(queue, s.Start.Sub(s.Trigger)), append(pass, s.End.Sub(s.Start))
 		}
 	}
 	b.StopTimer()
+	if k, ok := d.kernel.(interface{ Dumps() uint64 }); ok {
+		b.ReportMetric(float64(k.Dumps()), "dumps")
+	}
+	stop()
+	floorEvent, floorDial := floorRedials(b, l, backend, "ppp1", 1001, firewall.UplinkMark(1), len(dialEvent))
+	reportFloor(b, floorEvent, dialEvent)
+	report(b, "floor-dial", floorDial) // address added → applied, as "dial"
 	report(b, "drop", drop)
 	report(b, "dial", dial)
 	report(b, "event", event)
 	report(b, "queue", queue) // event read → pass start
 	report(b, "pass", pass)   // pass start → applied
+	// The same split for the dial passes alone (those p50_ms/p99_ms cover).
+	report(b, "dial-queue", dialQueue)
+	report(b, "dial-pass", dialPass)
 }
 
 // BenchmarkFullResync measures one complete pass (snapshot, compute, diff,
 // apply) with N uplinks: "cold" installs everything into an empty state,
-// "warm" is the no-op pass that a resync after a netlink overflow costs.
+// "warm" is the no-op pass (read from the kernel mirror), "resync" the no-op
+// pass after a netlink overflow or a failed write (the mirror dumps first).
 //
 // Run: go test -run '^$' -bench FullResync -benchtime 20x ./internal/daemon
 func BenchmarkFullResync(b *testing.B) {
@@ -95,13 +124,13 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer ns.Close()
-			d, err := New(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer d.kernel.Close()
-			k := d.kernel.(*policy.NetlinkKernel)
-			var cold, warm []time.Duration
+			k := d.kernel
+			var cold, warm, resync []time.Duration
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
@@ -124,10 +153,19 @@ func BenchmarkFullResync(b *testing.B) {
 					b.Fatalf("warm pass: %v, %d changes", r.Err, len(r.Changes))
 				}
 				warm = append(warm, r.End.Sub(r.Start))
+				if k, ok := d.kernel.(interface{ Resync() }); ok {
+					k.Resync()
+					r = d.sync(time.Now())
+					if r.Err != nil || len(r.Changes) != 0 {
+						b.Fatalf("resync pass: %v, %d changes", r.Err, len(r.Changes))
+					}
+					resync = append(resync, r.End.Sub(r.Start))
+				}
 			}
 			b.StopTimer()
 			report(b, "cold", cold)
 			report(b, "warm", warm)
+			report(b, "resync", resync)
 		})
 	}
 }
@@ -239,13 +277,21 @@ func writeBenchConfig(b *testing.B, n int, backend string) string {
 }
 
 func benchDaemon(b *testing.B, l *lab.Lab, cfg string, onSync func(SyncResult)) func() {
+	return benchDaemonD(b, l, cfg, onSync, nil)
+}
+
+// benchDaemonD is benchDaemon that also hands out the daemon (when dp != nil).
+func benchDaemonD(b *testing.B, l *lab.Lab, cfg string, onSync func(SyncResult), dp **Daemon) func() {
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := New(Options{ConfigPath: cfg, NetNS: ns, OnSync: onSync, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := Open(Options{ConfigPath: cfg, NetNS: ns, OnSync: onSync, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
+	}
+	if dp != nil {
+		*dp = d
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

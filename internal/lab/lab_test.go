@@ -571,7 +571,8 @@ func TestValidate(t *testing.T) {
 }
 
 func TestParseRunPID(t *testing.T) {
-	for name, want := range map[string]int{"ul-123-4-router": 123, "ul-9-1-isp12": 9, "ul-x-1-a": 0, "other": 0, "ul-": 0} {
+	for name, want := range map[string]int{"ul-123-4-router": 123, "ul-9-1-isp12": 9, "ul-x-1-a": 0, "other": 0, "ul-": 0,
+		"fw-77-3": 77, "wt-5-1": 5, "pr-42-9": 42, "zz-42-9": 0, "wt-": 0} {
 		got, ok := parseRunPID(name)
 		if ok != (want != 0) || got != want {
 			t.Errorf("parseRunPID(%q) = %d, %v", name, got, ok)

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +16,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // netnsDir is where iproute2 keeps named namespaces (bind mounts of nsfs).
@@ -39,45 +40,16 @@ func deleteNS(name string) error {
 	return nil
 }
 
-// inNS runs fn on a dedicated OS thread that has joined the namespace at
-// path. Sockets created by fn stay in that namespace for their whole life,
-// and /proc/sys/net opened by fn refers to it. If the thread cannot be
-// returned to its original namespace it is left locked, which makes the Go
-// runtime destroy it instead of reusing it for unrelated goroutines (that
-// would silently move them into the lab).
+// inNS runs fn on an OS thread that has joined the namespace at path (see
+// netnsx.Do). Sockets created by fn stay in that namespace for their whole
+// life, and /proc/sys/net opened by fn refers to it.
 func inNS(path string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromPath(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", path, err)
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			// Thread stays locked on purpose: see above.
-			errc <- errors.Join(ferr, fmt.Errorf("return from namespace %s: %w", path, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	target, err := netns.GetFromPath(path)
+	if err != nil {
+		return fmt.Errorf("open namespace %s: %w", path, err)
+	}
+	defer target.Close()
+	return netnsx.Do(target, fn)
 }
 
 // Do runs fn on an OS thread inside namespace ns. Sockets fn creates (net.Listen,
@@ -119,51 +91,44 @@ func (l *Lab) Sysctl(ns, key, value string) error {
 }
 
 // probeUnshare checks that this process may create network namespaces. The
-// namespace it creates is anonymous and vanishes as soon as the probing thread
-// returns to its original namespace.
+// namespace it creates is anonymous: netnsx.Do switches the thread back to
+// the namespace it came from (the one it "entered"), and the new namespace
+// vanishes with its last reference.
 func probeUnshare() error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the runtime discards this thread.
-			errc <- err
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	return <-errc
+	own, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer own.Close()
+	return netnsx.Do(own, func() error { return unix.Unshare(unix.CLONE_NEWNET) })
 }
 
-// parseRunPID extracts the creating PID from a lab namespace name
-// "ul-<pid>-<n>-<role>".
+// TestPrefixes are the name prefixes of every test namespace in the
+// repository: the lab's own ("ul-") and the single namespaces some packages'
+// tests create for themselves (firewall "fw-", watcher "wt-", probes "pr-").
+// All are named "<prefix><pid>-<n>[-...]", so one sweep (SweepStale, and
+// GuardMain's check for leftovers) serves them all.
+var TestPrefixes = []string{Prefix, "fw-", "wt-", "pr-"}
+
+// parseRunPID extracts the creating PID from a test namespace name
+// "<prefix><pid>-<n>[-<role>]".
 func parseRunPID(name string) (int, bool) {
-	rest, ok := strings.CutPrefix(name, Prefix)
-	if !ok {
-		return 0, false
+	for _, prefix := range TestPrefixes {
+		rest, ok := strings.CutPrefix(name, prefix)
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		if !ok {
+			return 0, false
+		}
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			return 0, false
+		}
+		return pid, true
 	}
-	pidStr, _, ok := strings.Cut(rest, "-")
-	if !ok {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(pidStr)
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	return pid, true
+	return 0, false
 }
 
 func pidAlive(pid int) bool {

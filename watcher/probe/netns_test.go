@@ -30,52 +30,10 @@ const nsDir = "/run/netns"
 
 var nsCounter atomic.Int64
 
-func TestMain(m *testing.M) {
-	sweepStale()
-	before, _ := lab.HostState()
-	code := m.Run()
-	if left := ownNamespaces(); len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "probe tests: FAIL: namespaces left behind: %s\n", strings.Join(left, " "))
-		for _, n := range left {
-			_ = exec.Command("ip", "netns", "del", n).Run()
-		}
-		code = 1
-	}
-	if after, _ := lab.HostState(); after != before {
-		fmt.Fprintf(os.Stderr, "probe tests: FAIL: host namespace changed:\n%s", lab.Diff(before, after))
-		code = 1
-	}
-	os.Exit(code)
-}
-
-var nsName = regexp.MustCompile(`^pr-(\d+)-\d+$`)
-
-// sweepStale deletes pr-* namespaces whose creating test binary is gone (a
-// killed binary never runs its cleanups).
-func sweepStale() {
-	ents, _ := os.ReadDir(nsDir)
-	for _, e := range ents {
-		m := nsName.FindStringSubmatch(e.Name())
-		if m == nil {
-			continue
-		}
-		pid, _ := strconv.Atoi(m[1])
-		if err := unix.Kill(pid, 0); err == unix.ESRCH {
-			_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-		}
-	}
-}
-
-func ownNamespaces() []string {
-	ents, _ := os.ReadDir(nsDir)
-	var out []string
-	for _, e := range ents {
-		if m := nsName.FindStringSubmatch(e.Name()); m != nil && m[1] == strconv.Itoa(os.Getpid()) {
-			out = append(out, e.Name())
-		}
-	}
-	return out
-}
+// TestMain: lab.GuardMain compares the host state around the run, and its
+// sweep (shared with every other package's test namespaces) removes pr-
+// namespaces of dead runs and reports any this run left behind.
+func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
 
 func requireRoot(tb testing.TB) {
 	tb.Helper()

@@ -1,0 +1,29 @@
+package daemon
+
+import (
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// tableSetter is the optional part of a Kernel that keeps a mirror:
+// *kernel.Kernel keeps the routes of the tables named here in full (and
+// only default routes of the others), so it must learn them from the config.
+type tableSetter interface {
+	SetTables(tables []int)
+}
+
+// setTables tells a mirroring kernel which tables the config reads.
+func setTables(k Kernel, cfg *policy.Config) {
+	if ts, ok := k.(tableSetter); ok {
+		ts.SetTables(uplinkTables(cfg))
+	}
+}
+
+// uplinkTables lists the routing tables the loop reads in full: the
+// uplinks' own and uplinkd's default table.
+func uplinkTables(cfg *policy.Config) []int {
+	out := make([]int, 0, len(cfg.Uplinks)+1)
+	for _, u := range cfg.Uplinks {
+		out = append(out, u.Table)
+	}
+	return append(out, cfg.Daemon.DefaultTable)
+}

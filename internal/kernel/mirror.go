@@ -1,0 +1,478 @@
+package kernel
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// mirror is the in-memory copy of the kernel state uplinkd reads. It is
+// filled by a dump and kept current by the notifications the watcher reads
+// (update), by uplinkd's own successful writes (the write-through methods),
+// and by the model of what the kernel removes without telling anyone
+// (flushDev, flushPrefsrc).
+type mirror struct {
+	mu sync.Mutex
+	// stale: the mirror may have missed changes (never dumped, overflow, a
+	// write failed); the next snapshot dumps first.
+	stale bool
+	err   error // the last message that could not be decoded (tests, logs)
+	dumps uint64
+
+	links   map[int32]*mlink
+	addrs   map[int32][]maddr // per ifindex, in the kernel's list order
+	routes  map[rkey][]*mroute
+	rules   []*mrule
+	bounces map[string]uint64 // per link name; survives the link's deletion
+
+	// tables whose routes are all kept (main and the uplinks' tables).
+	// Routes of other tables are kept only if they are default routes or
+	// carry uplinkd's protocol.
+	tables map[uint32]bool
+}
+
+func newMirror() *mirror {
+	m := &mirror{stale: true, bounces: map[string]uint64{}, tables: map[uint32]bool{unix.RT_TABLE_MAIN: true}}
+	m.reset()
+	return m
+}
+
+func (m *mirror) reset() {
+	m.links = map[int32]*mlink{}
+	m.addrs = map[int32][]maddr{}
+	m.routes = map[rkey][]*mroute{}
+	m.rules = nil
+}
+
+// keepRoute is the cheap filter: header fields and the table only.
+func (m *mirror) keepRoute(h routeHeader, table uint32) bool {
+	if h.family != unix.AF_INET || table == unix.RT_TABLE_LOCAL {
+		return false
+	}
+	return m.tables[table] || h.dstLen == 0 || h.proto == policy.Protocol
+}
+
+// update applies one rtnetlink message (a notification or a dump part).
+// Messages it does not understand are ignored; a malformed one marks the
+// mirror stale, so the next snapshot dumps.
+func (m *mirror) update(msg netlink.Message) {
+	if err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data); err != nil {
+		m.stale, m.err = true, err
+	}
+}
+
+func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []byte) error {
+	switch typ {
+	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
+		l, ok, err := decodeLink(b)
+		if !ok {
+			return err
+		}
+		if typ == unix.RTM_DELLINK {
+			m.delLink(l.index)
+		} else {
+			m.setLink(l)
+		}
+	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
+		a, ok, err := decodeAddr(b)
+		if !ok {
+			return err
+		}
+		if typ == unix.RTM_DELADDR {
+			m.delAddr(a)
+		} else {
+			m.setAddr(a)
+		}
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		h, err := decodeRouteHeader(b)
+		if err != nil {
+			return err
+		}
+		table := routeTable(b, h)
+		if !m.keepRoute(h, table) || h.flags&unix.RTM_F_CLONED != 0 {
+			return nil
+		}
+		r, err := decodeRoute(b, h, table)
+		if err != nil {
+			return err
+		}
+		switch {
+		case typ == unix.RTM_DELROUTE:
+			m.delRoute(&r)
+		case h.typ != unix.RTN_UNICAST:
+			// Only unicast routes are kept; a replace by a blackhole (say)
+			// still removes the unicast route it replaced.
+			if flags&netlink.Replace != 0 {
+				m.removeFirst(r.key)
+			}
+		default:
+			m.addRoute(&r, flags&netlink.Replace != 0)
+		}
+	case unix.RTM_NEWNETCONF:
+		index, rp, ok, err := decodeNetconf(b)
+		if !ok {
+			return err
+		}
+		if l := m.links[index]; l != nil {
+			l.rpFilter = rp
+		}
+	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
+		r, ok, err := decodeRule(b)
+		if !ok {
+			return err
+		}
+		if typ == unix.RTM_DELRULE {
+			m.delRule(&r)
+		} else {
+			m.addRule(&r)
+		}
+	}
+	return nil
+}
+
+func (m *mirror) setLink(l mlink) {
+	old := m.links[l.index]
+	if old != nil {
+		if old.upAndCarrier() && !l.upAndCarrier() {
+			m.bounces[l.name]++
+		}
+		if old.flags&unix.IFF_UP != 0 && l.flags&unix.IFF_UP == 0 {
+			// NETDEV_DOWN: fib_sync_down_dev + fib_flush, no RTM_DELROUTE.
+			m.flushDev(l.index, false)
+		}
+	}
+	m.links[l.index] = &l
+}
+
+func (m *mirror) delLink(index int32) {
+	old := m.links[index]
+	if old == nil {
+		return
+	}
+	if old.upAndCarrier() {
+		m.bounces[old.name]++ // deleted while up: a down the loop must hear of
+	}
+	delete(m.links, index)
+	delete(m.addrs, index)
+	m.pruneBounces()
+	// NETDEV_UNREGISTER: every route with a nexthop on the device goes.
+	m.flushDev(index, true)
+}
+
+// pruneBounces bounds the counters of links that are gone (hosts with
+// container churn see many one-off names): once there are many more counters
+// than links, those of absent names are dropped. A redial re-creates its
+// link long before that.
+func (m *mirror) pruneBounces() {
+	if len(m.bounces) <= 2*len(m.links)+256 {
+		return
+	}
+	present := make(map[string]bool, len(m.links))
+	for _, l := range m.links {
+		present[l.name] = true
+	}
+	for name := range m.bounces {
+		if !present[name] {
+			delete(m.bounces, name)
+		}
+	}
+}
+
+// flushDev models fib_sync_down_dev followed by fib_flush: a route goes when
+// all its nexthops are on the device (link down, last address removed) or
+// when any is (device unregistered). A multipath route that keeps a live
+// nexthop stays, its dead one flagged (which the mirror does not keep).
+func (m *mirror) flushDev(index int32, any bool) {
+	for k, rs := range m.routes {
+		rs = slices.DeleteFunc(rs, func(r *mroute) bool {
+			if any {
+				return r.via(index)
+			}
+			return !slices.ContainsFunc(r.nhs, func(nh mnexthop) bool { return nh.oif != index })
+		})
+		m.setSlot(k, rs)
+	}
+}
+
+// flushPrefsrc models fib_sync_down_addr: when an address is gone from a
+// device, main-table routes that use it as preferred source go.
+func (m *mirror) flushPrefsrc(local netip.Addr) {
+	for k, rs := range m.routes {
+		if k.table != unix.RT_TABLE_MAIN {
+			continue
+		}
+		m.setSlot(k, slices.DeleteFunc(rs, func(r *mroute) bool { return r.prefsrc == local }))
+	}
+}
+
+func (m *mirror) setSlot(k rkey, rs []*mroute) {
+	if len(rs) == 0 {
+		delete(m.routes, k)
+	} else {
+		m.routes[k] = rs
+	}
+}
+
+func (m *mirror) setAddr(a maddr) {
+	list := m.addrs[a.index]
+	if i := slices.IndexFunc(list, a.same); i >= 0 {
+		promoted := list[i].secondary() && !a.secondary()
+		list[i] = a
+		if !promoted {
+			return
+		}
+		list = slices.Delete(list, i, i+1)
+	}
+	// The kernel's list order: primaries first, each kind in the order added.
+	if a.secondary() {
+		list = append(list, a)
+	} else {
+		i := slices.IndexFunc(list, maddr.secondary)
+		if i < 0 {
+			i = len(list)
+		}
+		list = slices.Insert(list, i, a)
+	}
+	m.addrs[a.index] = list
+}
+
+func (m *mirror) delAddr(a maddr) {
+	list := m.addrs[a.index]
+	i := slices.IndexFunc(list, a.same)
+	if i < 0 {
+		return
+	}
+	list = slices.Delete(list, i, i+1)
+	m.addrs[a.index] = list
+	if !m.isLocal(a.local) {
+		m.flushPrefsrc(a.local)
+	}
+	if len(list) == 0 {
+		// fib_inetaddr_event: the last IPv4 address went, IP is disabled
+		// on the device (fib_disable_ip with force).
+		delete(m.addrs, a.index)
+		m.flushDev(a.index, false)
+	}
+}
+
+// isLocal: the address is still configured on some link (fib_del_ifaddr
+// flushes its source routes only once it is not local anymore).
+func (m *mirror) isLocal(a netip.Addr) bool {
+	for _, list := range m.addrs {
+		if slices.ContainsFunc(list, func(o maddr) bool { return o.local == a }) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *mirror) addRoute(r *mroute, replace bool) {
+	rs := m.routes[r.key]
+	if slices.ContainsFunc(rs, r.equal) {
+		return // the notification of what the mirror already has
+	}
+	if replace && len(rs) > 0 {
+		rs[0] = r // NLM_F_REPLACE replaces the slot's first route
+		return
+	}
+	m.routes[r.key] = append(rs, r)
+}
+
+func (m *mirror) delRoute(r *mroute) {
+	rs := m.routes[r.key]
+	if i := slices.IndexFunc(rs, r.equal); i >= 0 {
+		m.setSlot(r.key, slices.Delete(rs, i, i+1))
+	}
+}
+
+func (m *mirror) removeFirst(k rkey) {
+	if rs := m.routes[k]; len(rs) > 0 {
+		m.setSlot(k, rs[1:])
+	}
+}
+
+func (m *mirror) addRule(r *mrule) {
+	id := r.id()
+	for _, o := range m.rules {
+		if o.pending && o.id() == id {
+			o.pending = false // its notification
+			return
+		}
+	}
+	m.rules = append(m.rules, r)
+}
+
+// addRuleWritten records a rule uplinkd added (or found there: EEXIST).
+func (m *mirror) addRuleWritten(r *mrule) {
+	id := r.id()
+	if slices.ContainsFunc(m.rules, func(o *mrule) bool { return o.id() == id }) {
+		return
+	}
+	m.rules = append(m.rules, r)
+}
+
+// delRouteWritten records a route uplinkd deleted: the identical one, or
+// else the first of the slot with the same protocol (the kernel deleted the
+// first that matched the request).
+func (m *mirror) delRouteWritten(r *mroute) {
+	rs := m.routes[r.key]
+	i := slices.IndexFunc(rs, r.equal)
+	if i < 0 {
+		i = slices.IndexFunc(rs, func(o *mroute) bool { return o.proto == r.proto })
+	}
+	if i >= 0 {
+		m.setSlot(r.key, slices.Delete(rs, i, i+1))
+	}
+}
+
+func (m *mirror) delRule(r *mrule) {
+	id := r.id()
+	if i := slices.IndexFunc(m.rules, func(o *mrule) bool { return o.id() == id }); i >= 0 {
+		m.rules = slices.Delete(m.rules, i, i+1)
+	}
+}
+
+// snapshot builds the policy view. Everything is copied: the caller owns it.
+func (m *mirror) snapshot() policy.Observed {
+	obs := policy.Observed{Links: make(map[string]policy.Link, len(m.links)), Addrs: map[string][]policy.Addr{}}
+	names := make(map[int32]string, len(m.links))
+	for _, l := range m.links {
+		names[l.index] = l.name
+		obs.Links[l.name] = policy.Link{
+			Index:        int(l.index),
+			Name:         l.name,
+			Up:           l.flags&unix.IFF_UP != 0,
+			Carrier:      l.flags&unix.IFF_LOWER_UP != 0,
+			PointToPoint: l.flags&unix.IFF_POINTOPOINT != 0,
+			Bounces:      m.bounces[l.name],
+		}
+	}
+	for index, list := range m.addrs {
+		name := names[index]
+		if name == "" {
+			continue
+		}
+		var out []policy.Addr
+		for _, a := range list {
+			if a.scope != unix.RT_SCOPE_UNIVERSE {
+				continue
+			}
+			pa := policy.Addr{Prefix: netip.PrefixFrom(a.local, int(a.bits)), Peer: a.peer}
+			// As the dump-based reading had it: each primary ahead of what
+			// came before it, secondaries behind.
+			if a.secondary() {
+				out = append(out, pa)
+			} else {
+				out = append([]policy.Addr{pa}, out...)
+			}
+		}
+		if len(out) > 0 {
+			obs.Addrs[name] = out
+		}
+	}
+	// In a stable order, as a dump gives them: whoever picks "the first"
+	// route of a kind (gateway learning) must not flip between passes.
+	keys := make([]rkey, 0, len(m.routes))
+	for k := range m.routes {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rkey) int {
+		return cmp.Or(cmp.Compare(a.table, b.table), a.dst.Addr().Compare(b.dst.Addr()),
+			cmp.Compare(a.dst.Bits(), b.dst.Bits()), cmp.Compare(a.tos, b.tos), cmp.Compare(a.metric, b.metric))
+	})
+	for _, k := range keys {
+		for _, r := range m.routes[k] {
+			obs.Routes = append(obs.Routes, r.policy(names))
+		}
+	}
+	// The kernel's rule order: by priority, then in the order added.
+	rules := slices.Clone(m.rules)
+	slices.SortStableFunc(rules, func(a, b *mrule) int { return cmp.Compare(a.prio, b.prio) })
+	for _, r := range rules {
+		obs.Rules = append(obs.Rules, policy.Rule{Priority: int(r.prio), Table: int(r.table), Src: r.src, Mark: r.mark,
+			Mask: r.mask, Protocol: int(r.proto), SuppressDefault: r.suppress, Extra: r.extra})
+	}
+	return obs
+}
+
+func (r *mroute) policy(names map[int32]string) policy.Route {
+	out := policy.Route{Table: int(r.key.table), Dst: r.key.dst, Metric: int(r.key.metric), Protocol: int(r.proto),
+		ScopeLink: r.scope == unix.RT_SCOPE_LINK, Nexthops: make([]policy.Nexthop, len(r.nhs))}
+	for i, nh := range r.nhs {
+		out.Nexthops[i] = policy.Nexthop{Gateway: nh.gw, Dev: names[nh.oif], Weight: int(nh.hops) + 1}
+	}
+	if len(out.Nexthops) == 1 {
+		out.Nexthops[0].Weight = 1
+	}
+	return out
+}
+
+// load replaces the mirror's content with a dump: links, addresses, routes,
+// rules, in that order (routes refer to links; the order matters for
+// nothing else). Link bounces the dump reveals are counted: a link that was
+// up and is now down, or whose name now has another ifindex.
+func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink.Message, error)) error {
+	oldLinks := m.links
+	m.reset()
+	m.dumps++
+	for _, q := range []struct {
+		typ    netlink.HeaderType
+		family uint8
+	}{{unix.RTM_GETLINK, unix.AF_UNSPEC}, {unix.RTM_GETADDR, unix.AF_INET}, {unix.RTM_GETROUTE, unix.AF_INET}, {unix.RTM_GETRULE, unix.AF_INET}} {
+		msgs, err := dump(q.typ, q.family)
+		if err != nil {
+			m.stale = true
+			return fmt.Errorf("dump %s: %w", dumpName(q.typ), err)
+		}
+		for _, msg := range msgs {
+			// Dump parts carry the NEW type of their object.
+			if err := m.apply(msg.Header.Type, 0, msg.Data); err != nil {
+				m.stale = true
+				return fmt.Errorf("dump %s: %w", dumpName(q.typ), err)
+			}
+		}
+	}
+	for _, r := range m.rules {
+		r.pending = true // a queued NEWRULE of it is not a second copy
+	}
+	byName := make(map[string]*mlink, len(oldLinks))
+	for _, l := range oldLinks {
+		byName[l.name] = l
+	}
+	for name, old := range byName {
+		l := m.linkByName(name)
+		if old.upAndCarrier() && (l == nil || old.index != l.index || !l.upAndCarrier()) {
+			m.bounces[name]++
+		}
+	}
+	m.stale = false
+	return nil
+}
+
+func (m *mirror) linkByName(name string) *mlink {
+	for _, l := range m.links {
+		if l.name == name {
+			return l
+		}
+	}
+	return nil
+}
+
+func dumpName(t netlink.HeaderType) string {
+	switch t {
+	case unix.RTM_GETLINK:
+		return "links"
+	case unix.RTM_GETADDR:
+		return "addresses"
+	case unix.RTM_GETROUTE:
+		return "routes"
+	}
+	return "rules"
+}

@@ -1,0 +1,306 @@
+package kernel
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// Unit tests of the mirror's update rules on synthetic messages (no root,
+// no kernel); TestMirrorMatchesDump checks the same rules against a kernel.
+
+func encode(t *testing.T, hdr []byte, attrs func(*netlink.AttributeEncoder)) []byte {
+	t.Helper()
+	ae := netlink.NewAttributeEncoder()
+	attrs(ae)
+	b, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, b...)
+}
+
+func linkMsg(t *testing.T, family uint8, index int32, name string, flags uint32) []byte {
+	hdr := make([]byte, unix.SizeofIfInfomsg)
+	hdr[0] = family
+	binary.NativeEndian.PutUint32(hdr[4:], uint32(index))
+	binary.NativeEndian.PutUint32(hdr[8:], flags)
+	return encode(t, hdr, func(ae *netlink.AttributeEncoder) { ae.String(unix.IFLA_IFNAME, name) })
+}
+
+func addrMsg(t *testing.T, index int32, p string, secondary bool) []byte {
+	pfx := netip.MustParsePrefix(p)
+	hdr := []byte{unix.AF_INET, byte(pfx.Bits()), 0, unix.RT_SCOPE_UNIVERSE, 0, 0, 0, 0}
+	if secondary {
+		hdr[2] = unix.IFA_F_SECONDARY
+	}
+	binary.NativeEndian.PutUint32(hdr[4:], uint32(index))
+	return encode(t, hdr, func(ae *netlink.AttributeEncoder) {
+		ae.Bytes(unix.IFA_LOCAL, pfx.Addr().AsSlice())
+		ae.Bytes(unix.IFA_ADDRESS, pfx.Addr().AsSlice())
+	})
+}
+
+type testRoute struct {
+	table   uint32
+	dst     string
+	proto   uint8
+	oifs    []int32
+	prefsrc string
+}
+
+func routeMsg(t *testing.T, r testRoute) []byte {
+	dst := netip.MustParsePrefix(r.dst)
+	tb := byte(r.table)
+	if r.table > 255 {
+		tb = unix.RT_TABLE_COMPAT
+	}
+	hdr := []byte{unix.AF_INET, byte(dst.Bits()), 0, 0, tb, r.proto, unix.RT_SCOPE_UNIVERSE, unix.RTN_UNICAST, 0, 0, 0, 0}
+	return encode(t, hdr, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(unix.RTA_TABLE, r.table)
+		if dst.Bits() > 0 {
+			ae.Bytes(unix.RTA_DST, dst.Addr().AsSlice())
+		}
+		if r.prefsrc != "" {
+			ae.Bytes(unix.RTA_PREFSRC, netip.MustParseAddr(r.prefsrc).AsSlice())
+		}
+		if len(r.oifs) == 1 {
+			ae.Uint32(unix.RTA_OIF, uint32(r.oifs[0]))
+			return
+		}
+		var mp []byte
+		for _, oif := range r.oifs {
+			nh := make([]byte, unix.SizeofRtNexthop)
+			binary.NativeEndian.PutUint16(nh, unix.SizeofRtNexthop)
+			binary.NativeEndian.PutUint32(nh[4:], uint32(oif))
+			mp = append(mp, nh...)
+		}
+		ae.Bytes(unix.RTA_MULTIPATH, mp)
+	})
+}
+
+func ruleMsg(t *testing.T, prio, table uint32, proto uint8) []byte {
+	hdr := []byte{unix.AF_INET, 0, 0, 0, byte(table), 0, 0, unix.FR_ACT_TO_TBL, 0, 0, 0, 0}
+	return encode(t, hdr, func(ae *netlink.AttributeEncoder) {
+		ae.Uint32(unix.FRA_PRIORITY, prio)
+		ae.Uint32(unix.FRA_TABLE, table)
+		ae.Uint8(unix.FRA_PROTOCOL, proto)
+	})
+}
+
+const (
+	up      = unix.IFF_UP | unix.IFF_LOWER_UP
+	noCarry = unix.IFF_UP
+)
+
+type step struct {
+	typ   netlink.HeaderType
+	flags netlink.HeaderFlags
+	data  func(t *testing.T) []byte
+}
+
+func TestMirrorUpdateRules(t *testing.T) {
+	ppp0 := func(flags uint32) step {
+		return step{unix.RTM_NEWLINK, 0, func(t *testing.T) []byte { return linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", flags) }}
+	}
+	eth1 := step{unix.RTM_NEWLINK, 0, func(t *testing.T) []byte { return linkMsg(t, unix.AF_UNSPEC, 6, "eth1", up) }}
+	addr := func(typ netlink.HeaderType, index int32, p string, sec bool) step {
+		return step{typ, 0, func(t *testing.T) []byte { return addrMsg(t, index, p, sec) }}
+	}
+	route := func(typ netlink.HeaderType, flags netlink.HeaderFlags, r testRoute) step {
+		return step{typ, flags, func(t *testing.T) []byte { return routeMsg(t, r) }}
+	}
+	newRoute := func(r testRoute) step { return route(unix.RTM_NEWROUTE, 0, r) }
+	single := testRoute{table: 254, dst: "198.51.100.0/24", oifs: []int32{5}}
+	multi := testRoute{table: 254, dst: "203.0.113.0/24", oifs: []int32{5, 6}}
+	owned := testRoute{table: 1000, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
+	base := []step{ppp0(up), eth1, addr(unix.RTM_NEWADDR, 5, "100.64.0.10/32", false),
+		addr(unix.RTM_NEWADDR, 6, "100.64.1.10/24", false), newRoute(single), newRoute(multi), newRoute(owned)}
+
+	tests := []struct {
+		name        string
+		steps       []step
+		wantRoutes  []string // Dst/table of the routes left, sorted
+		wantBounces uint64   // of ppp0
+	}{
+		{"base", nil, []string{"0.0.0.0/0@1000", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+		{"carrier lost: a bounce, routes stay", []step{ppp0(noCarry)},
+			[]string{"0.0.0.0/0@1000", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 1},
+		{"link down: routes via it only go, multipath stays", []step{ppp0(0)},
+			[]string{"203.0.113.0/24@254"}, 1},
+		{"link deleted: multipath with a path via it goes too",
+			[]step{{unix.RTM_DELLINK, 0, func(t *testing.T) []byte { return linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", up) }}},
+			nil, 1},
+		{"bridge-family DELLINK is not a deletion",
+			[]step{{unix.RTM_DELLINK, 0, func(t *testing.T) []byte { return linkMsg(t, unix.AF_BRIDGE, 5, "ppp0", up) }}},
+			[]string{"0.0.0.0/0@1000", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+		{"last address removed: IP disabled on the link", []step{addr(unix.RTM_DELADDR, 5, "100.64.0.10/32", false)},
+			[]string{"203.0.113.0/24@254"}, 0},
+		{"an address removed: main routes with it as source go, other tables keep theirs", []step{
+			addr(unix.RTM_NEWADDR, 6, "100.64.1.20/24", true),
+			newRoute(testRoute{table: 254, dst: "192.0.2.0/24", oifs: []int32{6}, prefsrc: "100.64.1.20"}),
+			newRoute(testRoute{table: 1001, dst: "192.0.2.0/24", oifs: []int32{6}, prefsrc: "100.64.1.20"}),
+			addr(unix.RTM_DELADDR, 6, "100.64.1.20/24", true)},
+			[]string{"0.0.0.0/0@1000", "192.0.2.0/24@1001", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+		{"foreign table: only its default and owned routes are kept", []step{
+			newRoute(testRoute{table: 2000, dst: "10.9.0.0/16", oifs: []int32{6}}),
+			newRoute(testRoute{table: 2000, dst: "0.0.0.0/0", oifs: []int32{6}}),
+			newRoute(testRoute{table: 3000, dst: "10.8.0.0/16", proto: policy.Protocol, oifs: []int32{6}})},
+			[]string{"0.0.0.0/0@1000", "0.0.0.0/0@2000", "10.8.0.0/16@3000", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+		{"replace and delete", []step{
+			route(unix.RTM_NEWROUTE, netlink.Replace, testRoute{table: 254, dst: "198.51.100.0/24", oifs: []int32{6}}),
+			route(unix.RTM_DELROUTE, 0, owned),
+			route(unix.RTM_DELROUTE, 0, owned)}, // a second notification changes nothing
+			[]string{"198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+		{"the same notification twice is one route", []step{newRoute(single)},
+			[]string{"0.0.0.0/0@1000", "198.51.100.0/24@254", "203.0.113.0/24@254"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMirror()
+			m.tables[1000], m.tables[1001] = true, true
+			for i, s := range append(slices.Clone(base), tt.steps...) {
+				if err := m.apply(s.typ, s.flags, s.data(t)); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+			}
+			var got []string
+			for _, r := range m.snapshot().Routes {
+				got = append(got, r.Dst.String()+"@"+itoa(r.Table))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tt.wantRoutes) {
+				t.Errorf("routes %v, want %v", got, tt.wantRoutes)
+			}
+			if b := m.bounces["ppp0"]; b != tt.wantBounces {
+				t.Errorf("ppp0 bounces %d, want %d", b, tt.wantBounces)
+			}
+		})
+	}
+}
+
+func TestMirrorRuleNotificationOfOwnWrite(t *testing.T) {
+	m := newMirror()
+	own := &mrule{prio: 1000, table: 1000, mask: 0, proto: policy.Protocol, pending: true}
+	m.addRuleWritten(own)
+	// The notification of the write: no second copy.
+	if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.snapshot().Rules); n != 1 {
+		t.Fatalf("%d rules after the notification of our own write, want 1", n)
+	}
+	// Someone else adds the same rule again (the kernel allows duplicates).
+	if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.snapshot().Rules); n != 2 {
+		t.Fatalf("%d rules after a real duplicate, want 2", n)
+	}
+	if err := m.apply(unix.RTM_DELRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(m.snapshot().Rules); n != 1 {
+		t.Fatalf("%d rules after one delete, want 1", n)
+	}
+}
+
+func TestMirrorBouncesAcrossDump(t *testing.T) {
+	m := newMirror()
+	dump := func(links ...[]byte) func(netlink.HeaderType, uint8) ([]netlink.Message, error) {
+		return func(typ netlink.HeaderType, _ uint8) ([]netlink.Message, error) {
+			if typ != unix.RTM_GETLINK {
+				return nil, nil
+			}
+			var out []netlink.Message
+			for _, l := range links {
+				out = append(out, netlink.Message{Header: netlink.Header{Type: unix.RTM_NEWLINK}, Data: l})
+			}
+			return out, nil
+		}
+	}
+	steps := []struct {
+		links [][]byte
+		want  uint64
+	}{
+		{[][]byte{linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", up)}, 0},
+		{[][]byte{linkMsg(t, unix.AF_UNSPEC, 9, "ppp0", up)}, 1}, // re-created while we were not looking
+		{[][]byte{linkMsg(t, unix.AF_UNSPEC, 9, "ppp0", noCarry)}, 2},
+		{[][]byte{linkMsg(t, unix.AF_UNSPEC, 9, "ppp0", up)}, 2},
+		{nil, 3}, // gone
+	}
+	for i, s := range steps {
+		if err := m.load(dump(s.links...)); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.bounces["ppp0"]; got != s.want {
+			t.Fatalf("dump %d: bounces %d, want %d", i, got, s.want)
+		}
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestMirrorSnapshotOrder: routes come out in the same order every time
+// (gateway learning takes the first foreign default route it finds), rules
+// in the kernel's order (priority, then the order added).
+func TestMirrorSnapshotOrder(t *testing.T) {
+	m := newMirror()
+	if err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, 5, "eth1", up)); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []uint32{3000, 254, 2000, 1000, 4000} {
+		if err := m.apply(unix.RTM_NEWROUTE, 0, routeMsg(t, testRoute{table: table, dst: "0.0.0.0/0", oifs: []int32{5}})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, prio := range []uint32{300, 100, 200, 100} {
+		if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, prio, prio, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := m.snapshot()
+	for range 20 {
+		if got := m.snapshot(); !slices.EqualFunc(got.Routes, first.Routes, policy.Route.Equal) {
+			t.Fatalf("route order changed between snapshots")
+		}
+	}
+	var tables []int
+	for _, r := range first.Routes {
+		tables = append(tables, r.Table)
+	}
+	if !slices.IsSorted(tables) {
+		t.Errorf("routes by table %v, want sorted", tables)
+	}
+	var prios []int
+	for _, r := range first.Rules {
+		prios = append(prios, r.Priority)
+	}
+	if !slices.Equal(prios, []int{100, 100, 200, 300}) {
+		t.Errorf("rule priorities %v, want [100 100 200 300]", prios)
+	}
+}
+
+// TestMirrorBouncesBounded: counters of links that are gone do not pile up.
+func TestMirrorBouncesBounded(t *testing.T) {
+	m := newMirror()
+	for i := range 2000 {
+		name := "veth" + strconv.Itoa(i)
+		if err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, int32(100+i), name, up)); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.apply(unix.RTM_DELLINK, 0, linkMsg(t, unix.AF_UNSPEC, int32(100+i), name, up)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(m.bounces); n > 300 {
+		t.Fatalf("%d bounce counters for 0 links", n)
+	}
+}

@@ -1,0 +1,75 @@
+// Package netnsx runs code inside another network namespace without ever
+// letting a switched thread go back to the Go scheduler.
+//
+// setns(2) changes the namespace of the calling OS thread only. Go moves
+// goroutines between threads and runs unrelated goroutines on any of them, so
+// a namespace switch is only safe on a thread locked to its goroutine, and
+// only for as long as the lock lasts. Do is the one place in uplinkd that
+// switches: it locks, switches, runs the function, switches back and unlocks.
+// If switching back fails the thread stays locked: a goroutine that exits
+// while locked takes its thread with it, so no other goroutine ever runs in
+// the wrong namespace.
+//
+// What needs a switch: creating sockets (a socket belongs to the namespace
+// it was created in for its whole life, and can then be used from any
+// goroutine), opening /proc/sys/net files (they resolve against the opening
+// thread's namespace and stay bound to it), and starting commands (a child
+// forked from the thread inherits its namespace).
+package netnsx
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/vishvananda/netns"
+)
+
+// Own is the handle that means "the caller's own namespace": Do runs fn
+// directly. Every handle below zero means the same.
+const Own netns.NsHandle = -1
+
+// Do runs fn on an OS thread inside the network namespace ns and returns
+// fn's error. ns < 0 (Own) runs fn in place, on the caller's goroutine.
+//
+// fn runs on a fresh goroutine locked to its thread; it must not start
+// goroutines that expect to run inside ns. Errors of the switch itself are
+// wrapped; if the switch back fails, the error says so and the thread is
+// destroyed when fn's goroutine ends.
+func Do(ns netns.NsHandle, fn func() error) error {
+	if ns < 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- doLocked(ns, fn, switchTo)
+	}()
+	return <-errc
+}
+
+// switchTo is netns.Set; tests replace it to provoke a failed switch back.
+var switchTo = netns.Set
+
+// doLocked runs on a locked thread. It unlocks the thread only when the
+// thread is back in its original namespace (or never left it).
+func doLocked(ns netns.NsHandle, fn func() error, set func(netns.NsHandle) error) error {
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: get own namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := set(ns); err != nil {
+		// setns failed: the thread is still where it was.
+		runtime.UnlockOSThread()
+		return fmt.Errorf("netns: enter namespace %s: %w", ns, err)
+	}
+	ferr := fn()
+	if err := set(orig); err != nil {
+		// Deliberately still locked: the thread dies with this goroutine.
+		return errors.Join(ferr, fmt.Errorf("netns: return from namespace %s (thread discarded): %w", ns, err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
