@@ -257,7 +257,9 @@ func (d *Daemon) haStop(st policy.UplinkState, s *haStop) {
 	d.log.Info("stopping an exclusive uplink: this gateway is not the VRRP master", "event", "ha-stop",
 		"uplink", st.Name, "iface", st.Iface, "role", string(role))
 	ctx, msgs, log := d.runCtx, d.ha.msgs, d.log
-	go func() {
+	// In Run's wait group: Run returns only after the stop command ended
+	// (its context, Run's, kills it at exit).
+	d.wg.Go(func() {
 		err := ha.RunStop(ctx, argv, env, timeout)
 		s.mu.Lock()
 		s.running = false
@@ -275,7 +277,7 @@ func (d *Daemon) haStop(st policy.UplinkState, s *haStop) {
 		case msgs <- haMsg{at: time.Now()}:
 		default: // a pass is coming anyway
 		}
-	}()
+	})
 }
 
 // haHoldsReconnect reports whether HA forbids reconnecting the uplink now: an
