@@ -44,6 +44,7 @@ var iptJumps = []iptJump{
 	{"mangle", "PREROUTING", iptPrerouting},
 	{"mangle", "OUTPUT", iptOutput},
 	{"mangle", "POSTROUTING", iptPostrouting},
+	{"nat", "PREROUTING", iptNATPrerouting},
 	{"nat", "POSTROUTING", iptPostrouting},
 	{"filter", "INPUT", iptInput},
 	{"filter", "FORWARD", iptForward},
@@ -212,6 +213,15 @@ func buildIPT(rs Ruleset) *iptProgram {
 				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
 		}
 	}
+	// Replies from the LAN to connections that came in through an uplink
+	// leave through it (see the nftables backend).
+	for _, u := range rs.Uplinks {
+		if u.ConnMark != 0 && rs.LANInterface != "" {
+			mangle.add(iptPrerouting, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", "REPLY",
+				"-m", "connmark", "--mark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask),
+				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
+		}
+	}
 	for _, u := range rs.Uplinks {
 		if u.ConnMark == 0 {
 			continue
@@ -273,6 +283,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 		filter.add(iptInput, "-j", iptDeny)
 		filter.add(iptForward, "-j", iptDeny)
 	}
+	iptServices(rs, mangle, nat, filter)
 	for _, u := range rs.Uplinks {
 		if u.Filter == nil {
 			continue

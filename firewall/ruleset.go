@@ -43,6 +43,10 @@ type Input struct {
 	// so a failing uplink does not churn the firewall; dropping its
 	// connections is DeleteConntrackByMark's job.
 	Uplinks []policy.UplinkState
+	// Healthy is, per [[service]] name, the backends that pass their
+	// health check. A service missing from the map has all its backends
+	// in the set (its check is off, or nothing has been checked yet).
+	Healthy map[string][]netip.AddrPort
 }
 
 // Policy is the verdict for packets no rule decided on.
@@ -79,6 +83,12 @@ type Ruleset struct {
 	Uplinks []UplinkRules
 	Marks   []MarkRule
 	Deny    Deny
+
+	// Services are the [[service]] DNATs (services.go).
+	Services []ServiceRules
+	// HairpinSources are the LAN networks whose DNATed connections back
+	// into the LAN are masqueraded (empty: no hairpin).
+	HairpinSources []netip.Prefix
 }
 
 // UplinkRules is everything that is per uplink.
@@ -271,6 +281,8 @@ func Compute(in Input) Ruleset {
 			}
 		}
 	}
+	computeServices(&rs, cfg, state, in.Healthy)
+
 	rs.Deny.DropAddrs = mergePrefixes(rs.Deny.DropAddrs)
 	rs.Deny.RejectAddrs = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs), rs.Deny.DropAddrs)
 	rs.Deny.DropMACs = uniqMACs(rs.Deny.DropMACs, nil)
