@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
+	"github.com/uplinkd/uplinkd/watcher/backendcheck"
 )
 
 // Options configure one daemon instance.
@@ -80,6 +82,11 @@ type Daemon struct {
 	runCtx       context.Context
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
+
+	// [[service]] backend checks (services.go).
+	svcMu      sync.Mutex
+	svc        *backendcheck.Checker
+	svcChanged chan struct{}
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -127,6 +134,7 @@ func New(opts Options) (*Daemon, error) {
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
+		svcChanged: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -175,6 +183,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			rt.close()
 		}
 	}()
+	d.startServiceChecks()
+	defer d.svcChecker().Close()
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
@@ -277,6 +287,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case <-watchdog:
 			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 			continue
+		case <-d.svcChanged:
+			// A backend entered or left a service's healthy set.
+			if !pending {
+				pending, trigger = true, time.Now()
+			}
 		case <-d.fwDamaged:
 			d.firewallRepair(&pending, &trigger, schedule)
 		case <-fwCheck:
@@ -345,6 +360,7 @@ func (d *Daemon) doReload() error {
 	d.forgetMovedMarks(d.cfg, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
+	d.svcChecker().Update(backendcheck.Specs(cfg))
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
@@ -389,7 +405,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks})
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends()})
 	fwChanged, err := d.fw.Sync(rs)
 	if err != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))
