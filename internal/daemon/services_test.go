@@ -35,9 +35,16 @@ func newBackend(t *testing.T, l *lab.Lab, addr, name string) *backendSrv {
 }
 
 func (b *backendSrv) start() {
+	if err := b.listen(); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// listen opens the listener and serves it.
+func (b *backendSrv) listen() error {
 	ln, err := b.l.ListenIn(b.l.LAN, "tcp4", b.addr)
 	if err != nil {
-		b.t.Fatal(err)
+		return err
 	}
 	b.mu.Lock()
 	b.ln = ln
@@ -59,6 +66,7 @@ func (b *backendSrv) start() {
 			}()
 		}
 	}()
+	return nil
 }
 
 // stop closes the listener (the backend "dies"); accepted connections stay.
