@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -359,22 +358,35 @@ func TestLabServices(t *testing.T) {
 }
 
 // TestLabServiceNoBackendResets: with every backend dead, a new connection
-// is refused at once (TCP reset), not left to time out.
+// is refused by the router at once (TCP reset), not left to time out. The
+// backend dies by dropping everything, so the refusal can only come from the
+// router's reject rule.
 func TestLabServiceNoBackendResets(t *testing.T) {
-	l := dualLab(t)
-	if err := l.AddLANAddrs(netip.MustParseAddr("10.0.0.3")); err != nil {
-		t.Fatal(err)
-	}
-	b := newBackend(t, l, "10.0.0.3:8080", "b3")
-	cfg := strings.Replace(serviceConfig("nftables"), `backends = [{ address = "10.0.0.3:8080", weight = 3 }, "10.0.0.4:8080", "10.0.0.5:8080"]`,
-		`backends = ["10.0.0.3:8080"]`, 1)
-	start(t, l, writeConfig(t, cfg))
-	addr := l.UplinkAddr("ppp0").String() + ":80"
-	waitUntil(t, "the service answers", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
-	b.stop()
-	waitUntil(t, "refused, not timed out", func() bool {
-		_, err := askName(l, l.Inet, "", addr)
-		var ne net.Error
-		return err != nil && !(errors.As(err, &ne) && ne.Timeout()) && strings.Contains(err.Error(), "refused")
+	forBackends(t, func(t *testing.T, backend string) {
+		l := dualLab(t)
+		if err := l.AddLANAddrs(netip.MustParseAddr("10.0.0.3")); err != nil {
+			t.Fatal(err)
+		}
+		newBackend(t, l, "10.0.0.3:8080", "b3")
+		cfg := strings.Replace(serviceConfig(backend), `backends = [{ address = "10.0.0.3:8080", weight = 3 }, "10.0.0.4:8080", "10.0.0.5:8080"]`,
+			`backends = ["10.0.0.3:8080"]`, 1)
+		// With input_policy = "drop", a packet nobody DNATs would be
+		// dropped (a client timeout) but for the service's reject rule.
+		cfg = strings.Replace(cfg, `forward_policy = "drop"`, "forward_policy = \"drop\"\ninput_policy = \"drop\"", 1)
+		r := start(t, l, writeConfig(t, cfg))
+		addr := l.UplinkAddr("ppp0").String() + ":80"
+		waitUntil(t, "the service answers", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
+		mustExec(t, l, l.LAN, "iptables", "-A", "INPUT", "-d", "10.0.0.3", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+		waitUntil(t, "the backend out of the set", func() bool {
+			st := r.d.ServiceStatus()
+			return len(st) > 0 && len(st[0].Backends) == 1 && !st[0].Backends[0].Healthy
+		})
+		waitUntil(t, "refused, not timed out", func() bool {
+			_, err := askName(l, l.Inet, "", addr)
+			return err != nil && strings.Contains(err.Error(), "connection refused")
+		})
+		// Back: the same connection works again once the checks pass.
+		mustExec(t, l, l.LAN, "iptables", "-D", "INPUT", "-d", "10.0.0.3", "-p", "tcp", "--dport", "8080", "-j", "DROP")
+		waitUntil(t, "the backend back", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
 	})
 }
