@@ -22,6 +22,9 @@ import (
 type Spec struct {
 	Service  string
 	Backends []netip.AddrPort
+	// Unchecked: the service's check is off. Its backends are always in
+	// the set and Healthy leaves it out; Status lists it as unchecked.
+	Unchecked bool
 	// Port is the TCP port checked on every backend; 0: its own port.
 	Port     uint16
 	Interval time.Duration
@@ -29,17 +32,13 @@ type Spec struct {
 	Down, Up int
 }
 
-// Specs returns the checks the configuration asks for: one per service
-// whose [service.check] is enabled. Services without a check are absent,
-// which the firewall reads as "all backends in the set".
+// Specs returns one Spec per [[service]]; those whose [service.check] is
+// off are Unchecked.
 func Specs(cfg *policy.Config) []Spec {
 	var out []Spec
 	for _, s := range cfg.Services {
-		if !s.Check.Enabled {
-			continue
-		}
 		sp := Spec{Service: s.Name, Port: s.Check.Port, Interval: s.Check.Interval, Timeout: s.Check.Timeout,
-			Down: s.Check.Down, Up: s.Check.Up}
+			Down: s.Check.Down, Up: s.Check.Up, Unchecked: !s.Check.Enabled}
 		for _, b := range s.Backends {
 			sp.Backends = append(sp.Backends, b.Address)
 		}
@@ -76,9 +75,11 @@ type BackendStatus struct {
 	LastError string    `json:"last_error,omitempty"`
 }
 
-// ServiceStatus is one checked service.
+// ServiceStatus is one [[service]].
 type ServiceStatus struct {
-	Service  string          `json:"service"`
+	Service string `json:"service"`
+	// Checked is false when the service's check is off.
+	Checked  bool            `json:"checked"`
 	Backends []BackendStatus `json:"backends"`
 }
 
@@ -171,6 +172,9 @@ func (c *Checker) Update(specs []Spec) {
 	c.specs = slices.Clone(specs)
 	want := map[key]bool{}
 	for _, s := range specs {
+		if s.Unchecked {
+			continue
+		}
 		for _, a := range s.Backends {
 			k := key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}
 			want[k] = true
@@ -240,6 +244,9 @@ func (c *Checker) Healthy() map[string][]netip.AddrPort {
 	defer c.mu.Unlock()
 	out := map[string][]netip.AddrPort{}
 	for _, s := range c.specs {
+		if s.Unchecked {
+			continue // the firewall keeps all its backends
+		}
 		up := []netip.AddrPort{}
 		for _, a := range s.Backends {
 			if b := c.backends[key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}]; b != nil && b.state.healthy {
@@ -251,14 +258,19 @@ func (c *Checker) Healthy() map[string][]netip.AddrPort {
 	return out
 }
 
-// Status returns every checked service with its backends' health.
+// Status returns every service with its backends' health; the backends of
+// an unchecked service are healthy and not Checked.
 func (c *Checker) Status() []ServiceStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []ServiceStatus
 	for _, s := range c.specs {
-		ss := ServiceStatus{Service: s.Service}
+		ss := ServiceStatus{Service: s.Service, Checked: !s.Unchecked}
 		for _, a := range s.Backends {
+			if s.Unchecked {
+				ss.Backends = append(ss.Backends, BackendStatus{Address: a, Healthy: true})
+				continue
+			}
 			b := c.backends[key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}]
 			if b == nil {
 				continue

@@ -119,9 +119,12 @@ func TestCheckerUpdateKeepsStateAndStopsRemoved(t *testing.T) {
 	if got := c.Healthy()["web"]; !reflect.DeepEqual(got, []netip.AddrPort{b}) {
 		t.Fatalf("after Update Healthy = %v, want [b] (a stays down, b starts healthy)", got)
 	}
-	c.Update(nil)
+	c.Update([]Spec{{Service: "web", Backends: []netip.AddrPort{a, b}, Unchecked: true}})
 	if got := c.Healthy(); len(got) != 0 {
-		t.Fatalf("after removing the service Healthy = %v", got)
+		t.Fatalf("with the check off Healthy = %v, want nothing (all in the set)", got)
+	}
+	if st := c.Status(); len(st) != 1 || st[0].Checked || len(st[0].Backends) != 2 || !st[0].Backends[0].Healthy || st[0].Backends[0].Checked {
+		t.Fatalf("with the check off Status = %+v", st)
 	}
 	time.Sleep(20 * time.Millisecond)
 	n := f.n.Load()
