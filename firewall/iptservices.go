@@ -18,15 +18,21 @@ const (
 
 // iptServiceChain names a service's chain, shortened with a hash of the
 // full name when it would not fit.
-func iptServiceChain(s ServiceRules) string {
+func iptServiceChain(s ServiceRules) string { return iptServiceChainWith(s, "") }
+
+// iptRehashChain is the chain that hashes the clients of dead backends
+// again (source-hash).
+func iptRehashChain(s ServiceRules) string { return iptServiceChainWith(s, "-RH") }
+
+func iptServiceChainWith(s ServiceRules, tail string) string {
 	name := iptSvcPrefix + s.Chain
-	if len(name) <= iptChainNameMax {
-		return name
+	if len(name)+len(tail) <= iptChainNameMax {
+		return name + tail
 	}
 	h := fnv.New32a()
 	h.Write([]byte(s.Chain))
 	suffix := fmt.Sprintf("-%04x", h.Sum32()&0xffff)
-	return name[:iptChainNameMax-len(suffix)] + suffix
+	return name[:iptChainNameMax-len(suffix)-len(tail)] + suffix + tail
 }
 
 func iptServiceMatch(s ServiceRules, e ServiceEntry) []string {
@@ -72,23 +78,39 @@ func iptServices(rs Ruleset, mangle, nat, filter *iptTable) {
 			}
 			continue
 		}
-		// source-hash: -m cluster hashes the connection's original source
-		// address into slots buckets; a backend owns its weight's worth.
-		cum := 0
-		for i, b := range s.Backends {
-			args := append([]string{}, proto...)
-			if i < len(s.Backends)-1 {
-				mask := uint32(1)<<(cum+b.Weight) - uint32(1)<<cum
-				args = append(args, "-m", "cluster", "--cluster-local-nodemask", fmt.Sprintf("0x%08x", mask),
-					"--cluster-total-nodes", fmt.Sprint(slots), "--cluster-hash-seed", fmt.Sprintf("0x%08x", serviceSeedNonZero(s)))
-			}
-			nat.add(chain, append(args, "-j", "DNAT", "--to-destination", b.Addr.String())...)
-			cum += b.Weight
+		if len(s.Buckets) == 0 {
+			iptHashRules(nat, chain, s, s.Backends, "")
+			continue
 		}
+		rehash := iptRehashChain(s)
+		nat.chain(rehash)
+		iptHashRules(nat, chain, s, s.Buckets, rehash)
+		iptHashRules(nat, rehash, s, s.Backends, "")
 	}
 	if len(rs.HairpinSources) > 0 && rs.LANInterface != "" {
 		for _, n := range rs.HairpinSources {
 			nat.add(iptPostrouting, "-s", iptPrefix(n), "-o", rs.LANInterface, "-m", "conntrack", "--ctstate", "DNAT", "-j", "MASQUERADE")
 		}
+	}
+}
+
+// iptHashRules picks among bs by source hash: -m cluster hashes the
+// connection's original source address into slots buckets, and a backend
+// owns its weight's worth of them; a Down backend's buckets jump to rehash.
+func iptHashRules(nat *iptTable, chain string, s ServiceRules, bs []WeightedBackend, rehash string) {
+	total, cum := slots(bs), 0
+	for i, b := range bs {
+		args := []string{"-p", iptProto(s.Proto)}
+		if i < len(bs)-1 {
+			mask := uint32(1)<<(cum+b.Weight) - uint32(1)<<cum
+			args = append(args, "-m", "cluster", "--cluster-local-nodemask", fmt.Sprintf("0x%08x", mask),
+				"--cluster-total-nodes", fmt.Sprint(total), "--cluster-hash-seed", fmt.Sprintf("0x%08x", serviceSeedNonZero(s)))
+		}
+		cum += b.Weight
+		if b.Down {
+			nat.add(chain, append(args, "-j", rehash)...)
+			continue
+		}
+		nat.add(chain, append(args, "-j", "DNAT", "--to-destination", b.Addr.String())...)
 	}
 }

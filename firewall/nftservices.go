@@ -76,6 +76,27 @@ func (p dnatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+// nftHashRules picks among bs by source hash, cumulative weight ranges in
+// order; a Down backend's range jumps to rehash instead.
+func nftHashRules(s ServiceRules, bs []WeightedBackend, rehash string) []nftRule {
+	var out []nftRule
+	proto := l4protoPart{s.Proto}
+	total, cum := uint32(slots(bs)), uint32(0)
+	for i, b := range bs {
+		var parts []nftPart
+		if i < len(bs)-1 {
+			cum += uint32(b.Weight)
+			parts = append(parts, jhashPart{total, serviceSeedNonZero(s), cum})
+		}
+		if b.Down {
+			out = append(out, r("backend "+b.Addr.String()+" down", append(parts, vJump(rehash))...))
+			continue
+		}
+		out = append(out, r("backend "+b.Addr.String(), append([]nftPart{proto}, append(parts, dnatPart{b.Addr})...)...))
+	}
+	return out
+}
+
 // serviceSeedNonZero: a jhash without a seed gets a random one from the
 // kernel, which would move every client on each table rewrite.
 func serviceSeedNonZero(s ServiceRules) uint32 { return max(s.Seed, 1) }
@@ -118,23 +139,28 @@ func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*
 			sets = append(sets, &nftSet{name: l.Name, keyType: nftables.TypeIPAddr, dynamic: true, timeout: l.Expire, size: 65535})
 		}
 		proto := l4protoPart{s.Proto}
-		left, cum := uint32(s.Slots()), uint32(0)
-		for i, b := range s.Backends {
-			w := uint32(b.Weight)
-			comment := "backend " + b.Addr.String()
-			if i == len(s.Backends)-1 {
-				c.rules = append(c.rules, r(comment, proto, dnatPart{b.Addr}))
-				break
+		if s.Balance == "weighted" {
+			left := uint32(s.Slots())
+			for i, b := range s.Backends {
+				comment := "backend " + b.Addr.String()
+				if i == len(s.Backends)-1 {
+					c.rules = append(c.rules, r(comment, proto, dnatPart{b.Addr}))
+					break
+				}
+				c.rules = append(c.rules, r(comment, proto, numgenPart{left, uint32(b.Weight)}, dnatPart{b.Addr}))
+				left -= uint32(b.Weight)
 			}
-			if s.Balance == "weighted" {
-				c.rules = append(c.rules, r(comment, proto, numgenPart{left, w}, dnatPart{b.Addr}))
-				left -= w
-				continue
-			}
-			cum += w
-			c.rules = append(c.rules, r(comment, proto, jhashPart{uint32(s.Slots()), serviceSeedNonZero(s), cum}, dnatPart{b.Addr}))
+			chains = append(chains, c)
+			continue
 		}
-		chains = append(chains, c)
+		if len(s.Buckets) == 0 {
+			c.rules = nftHashRules(s, s.Backends, "")
+			chains = append(chains, c)
+			continue
+		}
+		rehash := &nftChain{name: c.name + "_rehash", rules: nftHashRules(s, s.Backends, "")}
+		c.rules = nftHashRules(s, s.Buckets, rehash.name)
+		chains = append(chains, c, rehash)
 	}
 	if len(natPre.rules) > 0 {
 		chains = append([]*nftChain{natPre}, chains...)

@@ -79,6 +79,7 @@ func goldenCases() []goldenCase {
 		{"services", Input{Config: servicesConfig(), Uplinks: seedState("192.0.2.1", "198.51.100.1"), Healthy: map[string][]netip.AddrPort{
 			"web":  {netip.MustParseAddrPort("10.0.0.2:8080"), netip.MustParseAddrPort("10.0.0.4:8080")},
 			"mail": {},
+			"ssh":  {netip.MustParseAddrPort("10.0.0.2:22"), netip.MustParseAddrPort("10.0.0.4:22")},
 		}}},
 	}
 }

@@ -36,10 +36,12 @@ import (
 //   - source-hash: a hash of the source address picks the backend, so a
 //     client keeps its backend (CLUSTERIP hashmode=sourceip). nftables
 //     compares `jhash ip saddr mod S` with each backend's cumulative weight;
-//     the iptables backend uses `-m cluster` (the same Jenkins hash of the
-//     source address, at most 32 slots, which the loader enforces). When
-//     the healthy set changes, clients of the remaining backends may be
-//     re-hashed for new connections; open ones stay.
+//     the iptables backend uses `-m cluster` (a Jenkins hash of the source
+//     address, at most 32 slots, which the loader enforces). The buckets
+//     are those of every configured backend, so a client of a healthy
+//     backend keeps it when another one dies; only the clients of the dead
+//     one are hashed again, over the healthy ones (a rehash chain), until
+//     it comes back.
 //   - The per-source limit drops new connections above the rate in the
 //     mangle prerouting hook, before DNAT, with the [uplink.firewall] limit
 //     semantics (RateLimit).
@@ -73,6 +75,12 @@ type ServiceRules struct {
 	// their weights divided by the weights' greatest common divisor. Empty:
 	// new connections are rejected.
 	Backends []WeightedBackend
+	// Buckets is set for source-hash while some but not all backends are
+	// healthy: every configured backend (weights divided by their gcd) with
+	// its health. A client whose bucket belongs to a healthy backend keeps
+	// it whatever happens to the others; the buckets of dead backends are
+	// hashed again over Backends.
+	Buckets []WeightedBackend
 	// Limit, if set, drops new connections from one source above the rate.
 	Limit *RateLimit
 }
@@ -91,12 +99,16 @@ type ServiceEntry struct {
 type WeightedBackend struct {
 	Addr   netip.AddrPort
 	Weight int
+	// Down is set only in ServiceRules.Buckets.
+	Down bool
 }
 
-// Slots is the sum of the weights.
-func (s ServiceRules) Slots() int {
+// Slots is the sum of the weights of Backends.
+func (s ServiceRules) Slots() int { return slots(s.Backends) }
+
+func slots(bs []WeightedBackend) int {
 	n := 0
-	for _, b := range s.Backends {
+	for _, b := range bs {
 		n += b.Weight
 	}
 	return n
@@ -128,18 +140,18 @@ func computeServices(rs *Ruleset, cfg *policy.Config, state map[string]policy.Up
 			}
 		}
 		up, checked := healthy[s.Name]
-		var weights []int
+		var all []WeightedBackend
 		for _, b := range s.Backends {
-			if checked && !slices.Contains(up, b.Address) {
-				continue
+			wb := WeightedBackend{Addr: b.Address, Weight: max(b.Weight, 1), Down: checked && !slices.Contains(up, b.Address)}
+			all = append(all, wb)
+			if !wb.Down {
+				sr.Backends = append(sr.Backends, wb)
 			}
-			sr.Backends = append(sr.Backends, WeightedBackend{Addr: b.Address, Weight: max(b.Weight, 1)})
-			weights = append(weights, max(b.Weight, 1))
 		}
-		if g := gcdAll(weights); g > 1 {
-			for j := range sr.Backends {
-				sr.Backends[j].Weight /= g
-			}
+		reduceWeights(sr.Backends)
+		if sr.Balance == policy.BalanceSourceHash && len(sr.Backends) > 0 && len(sr.Backends) < len(all) {
+			reduceWeights(all)
+			sr.Buckets = all
 		}
 		if l := s.Limit; l != nil {
 			rate, unit := limitRate(l.Seconds)
@@ -159,14 +171,19 @@ func computeServices(rs *Ruleset, cfg *policy.Config, state map[string]policy.Up
 	}
 }
 
-func gcdAll(ws []int) int {
+// reduceWeights divides the weights by their greatest common divisor.
+func reduceWeights(bs []WeightedBackend) {
 	g := 0
-	for _, w := range ws {
-		for b := w; b != 0; {
-			g, b = b, g%b
+	for _, b := range bs {
+		for x := b.Weight; x != 0; {
+			g, x = x, g%x
 		}
 	}
-	return g
+	for i := range bs {
+		if g > 1 {
+			bs[i].Weight /= g
+		}
+	}
 }
 
 // serviceSeed is a stable hash seed per service name.

@@ -25,6 +25,8 @@ func TestComputeServices(t *testing.T) {
 	hairpin.Hairpin = true
 	limited := web
 	limited.Limit = &policy.ServiceLimit{Hits: 3, Seconds: 60}
+	hashed := web
+	hashed.Balance = policy.BalanceSourceHash
 	tests := []struct {
 		name        string
 		cfg         *policy.Config
@@ -61,6 +63,31 @@ func TestComputeServices(t *testing.T) {
 			{Uplink: "ppp1", Iface: "eth0", Addr: addr("198.51.100.1"), Hairpin: true}},
 		wantBack:    []WeightedBackend{wb("10.0.0.2:80", 2), wb("10.0.0.3:80", 1), wb("10.0.0.4:80", 3)},
 		wantHairpin: prefixes("10.0.0.0/24"),
+	}, {
+		name:        "source hash, one down: buckets of every backend, the rest rehashed",
+		cfg:         base(hashed),
+		uplinks:     seedState("192.0.2.1", ""),
+		healthy:     map[string][]netip.AddrPort{"web": {ap("10.0.0.2:80"), ap("10.0.0.4:80")}},
+		wantEntries: []ServiceEntry{{Uplink: "ppp0", Iface: "ppp0", Addr: addr("192.0.2.1")}},
+		wantBack:    []WeightedBackend{wb("10.0.0.2:80", 2), wb("10.0.0.4:80", 3)},
+		check: func(t *testing.T, s ServiceRules) {
+			want := []WeightedBackend{wb("10.0.0.2:80", 2), {Addr: ap("10.0.0.3:80"), Weight: 1, Down: true}, wb("10.0.0.4:80", 3)}
+			if !reflect.DeepEqual(s.Buckets, want) {
+				t.Errorf("buckets %+v, want %+v", s.Buckets, want)
+			}
+		},
+	}, {
+		name:        "source hash, all up: no buckets needed",
+		cfg:         base(hashed),
+		uplinks:     seedState("192.0.2.1", ""),
+		healthy:     map[string][]netip.AddrPort{"web": {ap("10.0.0.2:80"), ap("10.0.0.3:80"), ap("10.0.0.4:80")}},
+		wantEntries: []ServiceEntry{{Uplink: "ppp0", Iface: "ppp0", Addr: addr("192.0.2.1")}},
+		wantBack:    []WeightedBackend{wb("10.0.0.2:80", 2), wb("10.0.0.3:80", 1), wb("10.0.0.4:80", 3)},
+		check: func(t *testing.T, s ServiceRules) {
+			if s.Buckets != nil {
+				t.Errorf("buckets %+v with every backend up", s.Buckets)
+			}
+		},
 	}, {
 		name:        "limit as a per-source bucket",
 		cfg:         base(limited),

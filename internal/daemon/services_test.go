@@ -187,11 +187,11 @@ func TestLabServices(t *testing.T) {
 		if err := l.AddLANAddrs(addrs...); err != nil {
 			t.Fatal(err)
 		}
-		web := map[string]*backendSrv{}
+		web, ssh := map[string]*backendSrv{}, map[string]*backendSrv{}
 		for i, a := range addrs {
 			name := fmt.Sprintf("b%d", i+3)
 			web[name] = newBackend(t, l, a.String()+":8080", name)
-			newBackend(t, l, a.String()+":2222", name)
+			ssh[name] = newBackend(t, l, a.String()+":2222", name)
 		}
 		r := start(t, l, writeConfig(t, serviceConfig(backend)))
 		ppp0 := func() string { return l.UplinkAddr("ppp0").String() + ":80" }
@@ -256,6 +256,57 @@ func TestLabServices(t *testing.T) {
 			}
 			if _, err := askName(l, l.Inet, "203.0.113.1", l.UplinkAddr("ppp0").String()+":22"); err != nil {
 				t.Errorf("another source is limited too: %v", err)
+			}
+		})
+
+		t.Run("source hash: a dead backend moves only its clients", func(t *testing.T) {
+			var clients []string
+			for i := 10; i < 22; i++ {
+				a := fmt.Sprintf("192.0.2.%d", i)
+				mustExec(t, l, l.Inet, "ip", "addr", "add", a+"/32", "dev", "lo")
+				clients = append(clients, a)
+			}
+			svc := l.UplinkAddr("ppp0").String() + ":22"
+			before := map[string]string{}
+			for _, c := range clients {
+				name, err := askName(l, l.Inet, c, svc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before[c] = name
+			}
+			dead := before[clients[0]]
+			moved := 0
+			for _, n := range before {
+				if n == dead {
+					moved++
+				}
+			}
+			if moved == len(clients) {
+				t.Fatalf("all %d clients hash to %s: nothing to compare", len(clients), dead)
+			}
+			deadTo := "10.0.0." + strings.TrimPrefix(dead, "b") + ":2222"
+			dnatTo := func() bool {
+				fw := firewallText(t, l, backend)
+				return strings.Contains(fw, "dnat to "+deadTo) || strings.Contains(fw, "--to-destination "+deadTo)
+			}
+			ssh[dead].stop()
+			waitUntil(t, dead+" out of the ssh set", func() bool { return !dnatTo() })
+			for _, c := range clients {
+				name, err := askName(l, l.Inet, c, svc)
+				switch {
+				case err != nil:
+					t.Errorf("client %s after %s died: %v", c, dead, err)
+				case before[c] != dead && name != before[c]:
+					t.Errorf("client %s moved from %s to %s when %s died", c, before[c], name, dead)
+				case name == dead:
+					t.Errorf("client %s still sent to the dead %s", c, dead)
+				}
+			}
+			ssh[dead].start()
+			waitUntil(t, dead+" back in the ssh set", dnatTo)
+			if name, err := askName(l, l.Inet, clients[0], svc); err != nil || name != dead {
+				t.Errorf("client %s after %s came back: %s, %v", clients[0], dead, name, err)
 			}
 		})
 
