@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -159,7 +161,33 @@ uplinks = ["ppp0"]
 port = 22
 backends = ["10.0.0.3:2222", "10.0.0.4:2222", "10.0.0.5:2222"]
 limit = { hits = 25, seconds = 60 }
+
+[[service]]
+name = "dns"
+uplinks = ["ppp1"]
+proto = "udp"
+port = 53
+backends = ["10.0.0.3:5353"]
 `
+}
+
+// udpBackend answers every datagram with its name.
+func udpBackend(t *testing.T, l *lab.Lab, addr, name string) {
+	pc, err := l.ListenPacketIn(l.LAN, "udp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo([]byte(name), from)
+		}
+	}()
 }
 
 // firewallText is the owned netfilter state as the backend's tool lists it.
@@ -193,7 +221,9 @@ func TestLabServices(t *testing.T) {
 			web[name] = newBackend(t, l, a.String()+":8080", name)
 			ssh[name] = newBackend(t, l, a.String()+":2222", name)
 		}
-		r := start(t, l, writeConfig(t, serviceConfig(backend)))
+		udpBackend(t, l, "10.0.0.3:5353", "u3")
+		cfgPath := writeConfig(t, serviceConfig(backend))
+		r := start(t, l, cfgPath)
 		ppp0 := func() string { return l.UplinkAddr("ppp0").String() + ":80" }
 		ppp1 := func() string { return l.UplinkAddr("ppp1").String() + ":80" }
 		var lastErr error
@@ -328,7 +358,7 @@ func TestLabServices(t *testing.T) {
 			waitUntil(t, "b4 out of the firewall", func() bool {
 				return !strings.Contains(firewallText(t, l, backend), "10.0.0.4:8080")
 			})
-			if st := r.d.ServiceStatus(); len(st) != 2 || st[0].Service != "web" || st[0].Backends[1].Healthy {
+			if st := r.d.ServiceStatus(); len(st) != 3 || st[0].Service != "web" || st[0].Backends[1].Healthy || st[2].Checked {
 				t.Errorf("status after b4 died: %+v", st)
 			}
 			for i := range 30 {
@@ -367,6 +397,25 @@ func TestLabServices(t *testing.T) {
 			}
 		})
 
+		t.Run("udp through the tier-2 uplink", func(t *testing.T) {
+			c, err := l.DialIn(l.Inet, "udp4", "192.0.2.1:0", l.UplinkAddr("ppp1").String()+":53", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			buf := make([]byte, 16)
+			for i := range 3 {
+				_ = c.SetDeadline(time.Now().Add(time.Second))
+				if _, err := c.Write([]byte("q")); err != nil {
+					t.Fatal(err)
+				}
+				n, err := c.Read(buf)
+				if err != nil || string(buf[:n]) != "u3" {
+					t.Fatalf("datagram %d: %q, %v", i, buf[:n], err)
+				}
+			}
+		})
+
 		t.Run("hairpin", func(t *testing.T) {
 			name, err := askName(l, l.LAN, lab.LANClientAddr.String(), ppp0())
 			if err != nil {
@@ -386,6 +435,27 @@ func TestLabServices(t *testing.T) {
 				_, err := askName(l, l.Inet, "192.0.2.1", ppp1())
 				return err == nil
 			})
+		})
+
+		t.Run("reload drops a backend", func(t *testing.T) {
+			cfg := strings.Replace(serviceConfig(backend), `, "10.0.0.5:8080"]`, `]`, 1)
+			if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.d.Reload(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			waitUntil(t, "b5 out of the firewall", func() bool {
+				return !strings.Contains(firewallText(t, l, backend), "10.0.0.5:8080")
+			})
+			for i := range 8 {
+				if name, err := askName(l, l.Inet, "192.0.2.1", ppp0()); err != nil || name == "b5" {
+					t.Fatalf("connection %d after the reload: %s, %v", i, name, err)
+				}
+			}
+			if st := r.d.ServiceStatus(); len(st[0].Backends) != 2 {
+				t.Errorf("status after the reload: %+v", st[0])
+			}
 		})
 
 		t.Run("repaired after a flush and a LAN flap", func(t *testing.T) {
