@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean
+.PHONY: all build deps test lint examples unit run bench clean deb install release-build
 
 all: build
 
@@ -52,3 +52,59 @@ bench: deps build
 
 clean:
 	rm -rf bin
+
+# --- Packaging -------------------------------------------------------------
+# `make deb`: bin/uplinkd_VERSION_DEBARCH.deb (nfpm, see packaging/nfpm.yaml).
+# `make install DESTDIR=... PREFIX=/usr`: the same files, for other systems.
+# `make deb GOARCH=arm64` builds for a Raspberry Pi; the binary is static
+# (CGO_ENABLED=0), so the package needs no libc dependency. VERSION: a v* tag
+# (git describe), else 0.3.0~gitCOUNT.SHA, which sorts before 0.3.0.
+BUILDDIR ?= bin
+GOARCH   ?= $(shell $(GO) env GOARCH)
+ifeq ($(origin VERSION),undefined)
+VERSION  := $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - . || \
+              echo "0.3.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+endif
+RELBIN   := $(BUILDDIR)/pkg/$(GOARCH)/uplinkd
+NFPM     ?= nfpm
+
+release-build:
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
+
+deb: release-build
+	@command -v $(NFPM) >/dev/null || { echo "nfpm missing: run scripts/deps.sh"; exit 1; }
+	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(GOARCH)' UPLINKD_BIN='$(RELBIN)' \
+	  $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(BUILDDIR)/
+
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+SBINDIR    ?= $(PREFIX)/sbin
+DOCDIR     ?= $(PREFIX)/share/doc/uplinkd
+# Debian's layout under /usr; systemd also reads /usr/local/lib/systemd/system.
+UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+# networkd-dispatcher reads /usr/lib/networkd-dispatcher and /etc/networkd-dispatcher only.
+NDDIR      ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/networkd-dispatcher,$(SYSCONFDIR)/networkd-dispatcher)
+
+# An existing /etc/uplinkd/uplinkd.toml is never overwritten.
+install: release-build
+	install -D -m 0755 $(RELBIN) $(DESTDIR)$(SBINDIR)/uplinkd
+	sed 's|/usr/sbin/uplinkd|$(SBINDIR)/uplinkd|g' packaging/systemd/uplinkd.service > $(BUILDDIR)/uplinkd.service
+	install -D -m 0644 $(BUILDDIR)/uplinkd.service $(DESTDIR)$(UNITDIR)/uplinkd.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/uplinkd/hooks.d
+	[ -e $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml ] || \
+	  install -m 0644 packaging/uplinkd.toml $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml
+	install -D -m 0755 packaging/ppp/ip-up.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/ppp/ip-up.d/uplinkd
+	install -D -m 0755 packaging/ppp/ip-down.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/ppp/ip-down.d/uplinkd
+	install -D -m 0755 packaging/ifupdown/if-up.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/network/if-up.d/uplinkd
+	install -D -m 0755 packaging/ifupdown/if-post-down.d/uplinkd $(DESTDIR)$(SYSCONFDIR)/network/if-post-down.d/uplinkd
+	install -D -m 0644 packaging/iproute2/rt_protos.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/uplinkd.conf
+	install -D -m 0644 packaging/iproute2/rt_tables.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_tables.d/uplinkd.conf
+	install -D -m 0755 packaging/networkd-dispatcher/routable.d/uplinkd $(DESTDIR)$(NDDIR)/routable.d/uplinkd
+	for s in off no-carrier degraded; do \
+	  install -D -m 0755 packaging/networkd-dispatcher/off.d/uplinkd $(DESTDIR)$(NDDIR)/$$s.d/uplinkd || exit 1; \
+	done
+	install -D -m 0644 packaging/lintian-overrides $(DESTDIR)$(PREFIX)/share/lintian/overrides/uplinkd
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 packaging/systemd/networkd-uplinkd.conf $(DESTDIR)$(DOCDIR)/examples/networkd-uplinkd.conf
+	install -m 0644 contrib/*.toml $(DESTDIR)$(DOCDIR)/examples/
+	install -D -m 0755 -t $(DESTDIR)$(DOCDIR)/examples/hooks contrib/hooks/*

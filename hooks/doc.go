@@ -1,9 +1,10 @@
 // Package hooks acts outward: it runs the commands that bring a downed uplink
-// back (reconnect, with exponential backoff) and the user's hook commands on
-// uplink events.
+// back (reconnect, with exponential backoff), the user's hooks on uplink
+// events ([[uplink.hook]] and the hook directory), and the publishers that
+// tell the world an uplink's new address ([[uplink.publish]]).
 //
-// Everything here runs external programs, so the rules are the same for both
-// kinds and live in one place (runCommand):
+// Everything here runs external programs, so the rules are the same for all
+// of them and live in one place (runCommand):
 //
 //   - argv is executed directly, never through a shell, so that addresses,
 //     interface names and configured arguments can never be interpreted as
@@ -12,12 +13,22 @@
 //     timeout the whole group is killed: reconnect scripts like `pon` and user
 //     hooks routinely fork helpers, and killing only the direct child would
 //     leak them;
+//   - each command gets Pdeathsig=SIGKILL, so it dies with the daemon even
+//     when the daemon is killed with SIGKILL (starter.go explains why one
+//     locked thread forks them all);
 //   - stdout and stderr go into the structured log line by line (bounded, so a
 //     chatty command cannot flood the journal);
 //   - context is passed in UPLINKD_* environment variables.
 //
-// Nothing here decides when an uplink is down; the daemon's state machine does
-// and tells a [Reconnector] through [Reconnector.Down]. Scheduling uses an
-// injectable [Clock] so that backoff can be tested without waiting; process
-// timeouts use real time because they bound real processes.
+// Nothing here decides when an uplink is down or what its address is; the
+// daemon's loop does and tells a [Reconnector] (Down), the [Runner] (Fire)
+// and the [PublishManager] (Update). None of these calls blocks: the work
+// happens on goroutines owned by those objects, each waited for by Close.
+// Scheduling uses an injectable [Clock] so that backoff, settle and refresh
+// can be tested without waiting; process timeouts use real time because
+// they bound real processes.
+//
+// The publishers live in this package (files publish*.go) rather than in a
+// sub-package because they share its process runner, its Clock and its
+// backoff jitter; their exported names all start with Publish.
 package hooks

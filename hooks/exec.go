@@ -87,7 +87,9 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 	cmd.Env = append(os.Environ(), env...)
 	// Own process group, so a timeout can kill the command together with
 	// everything it forked (a shell script's `sleep`, pppd's children).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if the daemon dies, even by SIGKILL, the kernel kills the
+	// command too (see starter.go for why one thread starts them all).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if errors.Is(err, syscall.ESRCH) {
@@ -100,7 +102,7 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 	stderr := &lineLogger{log: log, stream: "stderr"}
 	cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays /dev/null
 
-	if err := cmd.Start(); err != nil {
+	if err := startProcess(cmd); err != nil {
 		return result{ExitCode: -1, Duration: time.Since(start), Err: err}
 	}
 	err := cmd.Wait()

@@ -83,15 +83,16 @@ type Reconnector struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	down     bool
-	running  bool
-	closed   bool
-	timer    Timer  // the scheduled next attempt, if any
-	gen      uint64 // identifies the live timer; a stale callback sees a mismatch
-	next     time.Duration
-	attempts int // started in total
-	cycle    int // started since the uplink last came back
+	mu        sync.Mutex
+	onAttempt func(HookEvent)
+	down      bool
+	running   bool
+	closed    bool
+	timer     Timer  // the scheduled next attempt, if any
+	gen       uint64 // identifies the live timer; a stale callback sees a mismatch
+	next      time.Duration
+	attempts  int // started in total
+	cycle     int // started since the uplink last came back
 }
 
 // NewReconnector returns an idle Reconnector. Zero durations in spec get the
@@ -162,6 +163,17 @@ func (r *Reconnector) Down(down bool) {
 	r.startLocked()
 }
 
+// OnAttempt sets f to be called after every finished attempt with a
+// `reconnect` HookEvent (Result: ok | failed | timeout | canceled | error,
+// Reason: why it failed, Attempt: its number in the current down period),
+// ready for [Runner.Fire]. f runs on the attempt's goroutine after the
+// attempt's log record, so it must not block for long; nil clears it.
+func (r *Reconnector) OnAttempt(f func(HookEvent)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onAttempt = f
+}
+
 // Attempts returns how many attempts have been started since creation.
 func (r *Reconnector) Attempts() int {
 	r.mu.Lock()
@@ -220,8 +232,14 @@ func (r *Reconnector) scheduleLocked() time.Duration {
 // jitter spreads d by ±jitterFraction but never beyond MaxBackoff, so the
 // configured maximum really is the longest an uplink stays without a try.
 func (r *Reconnector) jitter(d time.Duration) time.Duration {
-	f := 1 - jitterFraction + 2*jitterFraction*r.rand()
-	return min(time.Duration(float64(d)*f), r.spec.MaxBackoff)
+	return jittered(d, r.spec.MaxBackoff, r.rand())
+}
+
+// jittered spreads d by ±jitterFraction using u, a uniform number in [0,1),
+// capped at limit. Reconnect attempts and publish retries share it.
+func jittered(d, limit time.Duration, u float64) time.Duration {
+	f := 1 - jitterFraction + 2*jitterFraction*u
+	return min(time.Duration(float64(d)*f), limit)
 }
 
 func (r *Reconnector) fire(gen uint64) {
@@ -270,7 +288,6 @@ func (r *Reconnector) attempt(n int) {
 	fields = append(res.attrs(""), fields...)
 
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.running = false
 	// No retry_in on the record means the cycle ended while this attempt
 	// ran (the uplink came back, or shutdown).
@@ -284,4 +301,17 @@ func (r *Reconnector) attempt(n int) {
 		level = slog.LevelWarn
 	}
 	log.Log(context.Background(), level, "reconnect attempt finished", fields...)
+	notify := r.onAttempt
+	if r.closed {
+		notify = nil // shutting down: nobody to tell
+	}
+	r.mu.Unlock()
+	if notify != nil {
+		ev := HookEvent{Event: "reconnect", Uplink: r.spec.Uplink, Iface: r.spec.Iface,
+			Result: res.Outcome(), Attempt: n}
+		if res.Err != nil {
+			ev.Reason = res.Err.Error()
+		}
+		notify(ev)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,31 +132,93 @@ func TestFireDoesNotBlock(t *testing.T) {
 	}
 }
 
-func TestFullQueueDrops(t *testing.T) {
-	dir := t.TempDir()
-	hook, trace, release := blocker(t, dir)
-	log, logs := newCapture()
-	r := newRunner(log, 2)
-	defer r.Close()
-	fire := func(i int) {
-		r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u", Iface: "ppp0", Reason: fmt.Sprint(i)})
+func TestFullQueueCoalescesAndDrops(t *testing.T) {
+	type fired struct{ event, reason string }
+	tests := []struct {
+		name      string
+		fire      []fired // after event "down/0" is running; queue size 2
+		want      []string
+		coalesced float64
+		dropped   float64
+	}{
+		{"fits", []fired{{"down", "1"}, {"down", "2"}}, []string{"down/0", "down/1", "down/2"}, 0, 0},
+		{"same kind coalesces into the newest", []fired{{"down", "1"}, {"down", "2"}, {"down", "3"}, {"down", "4"}, {"down", "5"}},
+			[]string{"down/0", "down/1", "down/5"}, 3, 0},
+		{"other kind drops the oldest", []fired{{"down", "1"}, {"up", "2"}, {"down", "3"}, {"up", "4"}},
+			[]string{"down/0", "down/3", "up/4"}, 0, 2},
+		{"mixed", []fired{{"down", "1"}, {"up", "2"}, {"up", "3"}, {"down", "4"}},
+			[]string{"down/0", "up/3", "down/4"}, 1, 1},
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			trace, release := filepath.Join(dir, "trace"), filepath.Join(dir, "release")
+			cmd := script(t, dir, "block", fmt.Sprintf(`echo "$UPLINKD_EVENT/$UPLINKD_REASON" >> %s
+while [ ! -e %s ]; do sleep 0.02; done`, trace, release))
+			hook := HookSpec{On: []string{"down", "up"}, Command: []string{cmd}, Timeout: 10 * time.Second}
+			log, logs := newCapture()
+			r := newRunner(log, 2)
+			defer r.Close()
+			r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u", Reason: "0"})
+			waitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
+			for _, f := range tt.fire {
+				r.Fire([]HookSpec{hook}, HookEvent{Event: f.event, Uplink: "u", Reason: f.reason})
+			}
+			os.WriteFile(release, nil, 0o644)
+			waitFor(t, "queued hooks", 5*time.Second, func() bool { return len(lines(t, trace)) == len(tt.want) })
+			time.Sleep(100 * time.Millisecond) // nothing else may run
+			if got := lines(t, trace); !slices.Equal(got, tt.want) {
+				t.Fatalf("ran %q, want %q", got, tt.want)
+			}
+			recs := logs.find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u", "level": "WARN"})
+			if tt.coalesced+tt.dropped == 0 {
+				if len(recs) != 0 {
+					t.Fatalf("unexpected skip records %v", recs)
+				}
+				return
+			}
+			if len(recs) != 1 || recs[0]["coalesced"] != tt.coalesced || recs[0]["dropped"] != tt.dropped {
+				t.Fatalf("skip records %v, want coalesced=%v dropped=%v", recs, tt.coalesced, tt.dropped)
+			}
+		})
+	}
+}
 
-	fire(0)
-	// Wait until hook 0 runs, so it no longer occupies the queue.
-	waitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
-	for i := 1; i <= 5; i++ {
-		fire(i) // 1 and 2 fit in the queue, 3..5 are dropped
+// TestSlowHookHundredEvents: a hook far slower than the event rate sees the
+// last state, the queue never grows beyond its bound, and every skipped
+// event is accounted for in the log.
+func TestSlowHookHundredEvents(t *testing.T) {
+	defer noLeaks(t)
+	dir := t.TempDir()
+	trace := filepath.Join(dir, "trace")
+	cmd := script(t, dir, "slow", `echo "$UPLINKD_EVENT/$UPLINKD_NEW_IP" >> `+trace+`; sleep 0.05`)
+	hook := HookSpec{On: []string{"addr-change", "down", "up"}, Command: []string{cmd}}
+	log, logs := newCapture()
+	const size = 4
+	r := newRunner(log, size)
+	kinds := []string{"addr-change", "addr-change", "down", "up"}
+	for i := range 100 {
+		r.Fire([]HookSpec{hook}, HookEvent{Event: kinds[i%len(kinds)], Uplink: "u", NewIP: fmt.Sprintf("198.51.100.%d", i)})
+		r.mu.Lock()
+		n := len(r.queues["u"].items)
+		r.mu.Unlock()
+		if n > size {
+			t.Fatalf("queue holds %d events, bound is %d", n, size)
+		}
 	}
-	drops := logs.find(t, "hook queue full, hook dropped", map[string]any{"event": "down", "uplink": "u", "iface": "ppp0", "hook": hook.Command[0], "level": "WARN"})
-	if len(drops) != 3 {
-		t.Fatalf("%d drop records, want 3: %v", len(drops), logs.records(t))
+	last := "up/198.51.100.99"
+	waitFor(t, "last state", 10*time.Second, func() bool { return strings.Contains(readFile(t, trace), last) })
+	r.Close()
+	got := lines(t, trace)
+	if got[len(got)-1] != last {
+		t.Fatalf("last delivered %q, want %q", got[len(got)-1], last)
 	}
-	os.WriteFile(release, nil, 0o644)
-	waitFor(t, "queued hooks", 5*time.Second, func() bool { return len(lines(t, trace)) == 3 })
-	time.Sleep(100 * time.Millisecond) // nothing else may run
-	if got := lines(t, trace); !slices.Equal(got, []string{"0", "1", "2"}) {
-		t.Fatalf("ran %q", got)
+	skipped := 0.0
+	for _, rec := range logs.find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u"}) {
+		skipped += rec["coalesced"].(float64) + rec["dropped"].(float64)
+	}
+	if int(skipped)+len(got) != 100 {
+		t.Fatalf("%d delivered + %v logged as skipped != 100", len(got), skipped)
 	}
 }
 
@@ -201,4 +264,48 @@ func TestHookTimeout(t *testing.T) {
 		return len(logs.find(t, "hook finished", map[string]any{"result": "timeout", "level": "WARN"})) == 1
 	})
 	r.Close()
+}
+
+// TestHookTimeoutKillsGroup: at its timeout the hook is killed together with
+// everything it started (its process group), while the uplink's later
+// events are still delivered.
+func TestHookTimeoutKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	pids, trace := filepath.Join(dir, "pids"), filepath.Join(dir, "trace")
+	hang := script(t, dir, "hang", `sleep 60 & echo $! >> `+pids+`; echo $$ >> `+pids+`; wait`)
+	log, logs := newCapture()
+	r := NewRunner(log)
+	defer r.Close()
+	r.Fire([]HookSpec{{On: []string{"up"}, Command: []string{hang}, Timeout: 300 * time.Millisecond}}, HookEvent{Event: "up", Uplink: "u"})
+	r.Fire([]HookSpec{{On: []string{"down"}, Command: []string{"sh", "-c", "echo next >> " + trace}}}, HookEvent{Event: "down", Uplink: "u"})
+	waitFor(t, "hook started", 5*time.Second, func() bool { return len(lines(t, pids)) == 2 })
+	waitFor(t, "next event", 5*time.Second, func() bool { return readFile(t, trace) != "" })
+	if len(logs.find(t, "hook finished", map[string]any{"result": "timeout", "event": "up"})) != 1 {
+		t.Fatalf("no timeout record: %v", logs.records(t))
+	}
+	for _, l := range lines(t, pids) {
+		pid, _ := strconv.Atoi(l)
+		waitFor(t, "pid "+l+" gone", 5*time.Second, func() bool { return !alive(pid) })
+	}
+}
+
+func TestReconnectOnAttemptEvent(t *testing.T) {
+	dir := t.TempDir()
+	rc := NewReconnector(ReconnectSpec{Uplink: "dsl", Iface: "ppp0", Kind: "ppp",
+		Command: []string{script(t, dir, "fail", "exit 3")}, Backoff: time.Hour}, quiet(), NewFakeClock(time.Time{}), nil)
+	got := make(chan HookEvent, 1)
+	rc.OnAttempt(func(ev HookEvent) { got <- ev })
+	rc.Down(true)
+	select {
+	case ev := <-got:
+		if ev.Event != "reconnect" || ev.Uplink != "dsl" || ev.Iface != "ppp0" || ev.Result != "failed" || ev.Attempt != 1 || ev.Reason == "" {
+			t.Fatalf("event %+v", ev)
+		}
+		if env := strings.Join(ev.env(), " "); !strings.Contains(env, "UPLINKD_RESULT=failed") || !strings.Contains(env, "UPLINKD_ATTEMPT=1") {
+			t.Fatalf("env %s", env)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reconnect event")
+	}
+	rc.Close()
 }

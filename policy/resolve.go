@@ -1,10 +1,13 @@
 package policy
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -15,6 +18,8 @@ import (
 // is why they happen here, once, and not in the pure functions that use the
 // Config.
 var (
+	// pppPeersDir is where pppd's `call PEER` finds its options (pon uses it).
+	pppPeersDir = "/etc/ppp/peers"
 	lookupUser  = func(name string) (string, error) { u, err := user.Lookup(name); return idOf(u, err) }
 	lookupGroup = func(name string) (string, error) { g, err := user.LookupGroup(name); return gidOf(g, err) }
 )
@@ -42,6 +47,7 @@ func (l *loader) resolve(c *Config) {
 			c.Daemon.ControlGID = id
 		}
 	}
+	l.peerDefaultRoutes(c)
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		p := fmt.Sprintf("rule[%d].user", i)
@@ -95,4 +101,47 @@ func dnsServerAddr(s string) (string, bool) {
 		return "", false
 	}
 	return net.JoinHostPort(host, port), true
+}
+
+// peerDefaultRoutes warns, naming the peer file, when a ppp uplink that
+// uplinkd dials ([uplink.reconnect]) has `defaultroute` in its pppd options.
+// It is harmless for uplinkd, whose default route lives in its own table and
+// routes around main's, but pppd's route then carries the host's traffic
+// whenever no uplink is usable, also via this line: worth knowing, not worth
+// refusing (seed set-ups keep their peer files as they are).
+func (l *loader) peerDefaultRoutes(c *Config) {
+	for i, u := range c.Uplinks {
+		if u.Kind != KindPPP || u.Reconnect == nil {
+			continue
+		}
+		peer := u.Reconnect.Peer
+		path := fmt.Sprintf("uplink[%d].reconnect.peer", i)
+		if peer == "" {
+			peer, path = u.Name, fmt.Sprintf("uplink[%d].reconnect", i)
+		}
+		file := filepath.Join(pppPeersDir, peer)
+		if hasPPPOption(file, "defaultroute") {
+			l.warnf(path, "peer file %s has `defaultroute`: uplinkd routes around pppd's default route in main, which then carries traffic only when no uplink is usable (use `nodefaultroute` to have none)", file)
+		}
+	}
+}
+
+// hasPPPOption reports whether a pppd options file sets option (a word on
+// a line of its own, outside comments). A missing file sets nothing.
+func hasPPPOption(file, option string) bool {
+	f, err := os.Open(file)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		for _, w := range strings.Fields(line) {
+			if w == option {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -550,3 +550,58 @@ func BenchmarkParseGarbage(b *testing.B) {
 		}
 	}
 }
+
+// The seed's peer files, as pppoeconf wrote them: the first with
+// `defaultroute`, the second with it commented out.
+const (
+	seedPeerDefaultRoute = "noipdefault\nusepeerdns\ndefaultroute\nhide-password\npersist\nplugin rp-pppoe.so eth0\n"
+	seedPeerCommented    = "noipdefault\nusepeerdns\n#defaultroute\nhide-password\npersist\nplugin rp-pppoe.so eth1\n"
+)
+
+func TestParseWarnsOnPeerDefaultRoute(t *testing.T) {
+	dir := t.TempDir()
+	old := pppPeersDir
+	pppPeersDir = dir
+	t.Cleanup(func() { pppPeersDir = old })
+	for name, text := range map[string]string{"dsl-provider": seedPeerDefaultRoute, "dsl-connection2": seedPeerCommented, "ppp0": seedPeerDefaultRoute} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uplink := func(name, reconnect string) string {
+		return fmt.Sprintf("[[uplink]]\nname = %q\nkind = \"ppp\"\ntable = %d\nrule_priority = %d\n%s", name, 200+len(name), 200+len(name), reconnect)
+	}
+	tests := []struct {
+		name string
+		src  string
+		want []string
+	}{
+		{"managed peer with defaultroute", uplink("ppp1", "[uplink.reconnect]\npeer = \"dsl-provider\"\n"),
+			[]string{"t.toml:7:8: warning: peer file " + filepath.Join(dir, "dsl-provider") + " has `defaultroute`"}},
+		{"peer defaults to the uplink name", uplink("ppp0", "[uplink.reconnect]\n"),
+			[]string{"t.toml:6:1: warning: peer file " + filepath.Join(dir, "ppp0") + " has `defaultroute`"}},
+		{"commented out", uplink("ppp1", "[uplink.reconnect]\npeer = \"dsl-connection2\"\n"), nil},
+		{"not managed by uplinkd", uplink("ppp0", ""), nil},
+		{"no such peer file", uplink("ppp1", "[uplink.reconnect]\npeer = \"nope\"\n"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse("t.toml", []byte(tt.src), testTables)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range cfg.Warnings {
+				got = append(got, w.String())
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d like %q", got, len(tt.want), tt.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tt.want[i]) {
+					t.Errorf("warning %q, want prefix %q", got[i], tt.want[i])
+				}
+			}
+		})
+	}
+}

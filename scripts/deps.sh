@@ -7,7 +7,8 @@ set -euo pipefail
 need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
             conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
-            sysctl:procps; do
+            sysctl:procps knotd:knot kdig:knot-dnsutils systemd-analyze:systemd \
+            dpkg-deb:dpkg run-parts:debianutils unshare:util-linux pppd:ppp; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -27,5 +28,11 @@ if ! command -v staticcheck >/dev/null 2>&1; then
   echo "deps: go install staticcheck"
   # Pinned: a new staticcheck release must not break CI unannounced.
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+fi
+if ! command -v nfpm >/dev/null 2>&1; then
+  echo "deps: go install nfpm"
+  # Builds the .deb (make deb). Pinned like staticcheck, and a tool only:
+  # not a dependency in go.mod.
+  go install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
 fi
 go mod download

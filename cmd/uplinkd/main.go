@@ -37,7 +37,7 @@ commands:
 flags:
   --config PATH           the configuration file
   --log-format FORMAT     auto (journal under systemd, else text) | text | json | journal
-`
+` + controlUsage
 
 // Exit codes. exitConfig is sysexits' EX_CONFIG: `uplinkd run` exits with it
 // on a config it will not run, and the systemd unit lists it in
@@ -60,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, args := args[0], args[1:]
+	if code, ok := runControl(cmd, args, stdout, stderr); ok {
+		return code
+	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
@@ -121,7 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "check":
 		if strict && len(cfg.Warnings) > 0 {
-			fmt.Fprintf(stderr, "%s: %d warnings (--strict)\n", cfg.Path, len(cfg.Warnings))
+			fmt.Fprintf(stderr, "%s: %d warning(s), failing because of --strict\n", cfg.Path, len(cfg.Warnings))
 			return exitFailure
 		}
 		fmt.Fprintf(stdout, "%s: ok (%d uplinks, %d rules)\n", cfg.Path, len(cfg.Uplinks), len(cfg.Rules))
@@ -152,7 +155,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitFailure
 	}
-	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks))
+	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks), "version", version)
 	if err := d.Run(ctx); err != nil {
 		log.Error("uplinkd stopped", "reason", err.Error())
 		return exitFailure

@@ -1,0 +1,165 @@
+package hooks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Publishing: when an uplink's address changes, [[uplink.publish]] tells the
+// world (a dynamic DNS provider over dyndns2, a DNS server over RFC 2136
+// UPDATE, or any command). A Publisher does one publish; the PublishManager
+// decides when (settle, min_interval, backoff, refresh) and remembers what
+// was published (publish_state.go).
+
+// PublishKind is the kind of a publisher.
+type PublishKind string
+
+// The publisher kinds of [[uplink.publish]] kind = "...".
+const (
+	PublishCommand PublishKind = "command"
+	PublishDynDNS2 PublishKind = "dyndns2"
+	PublishRFC2136 PublishKind = "rfc2136"
+)
+
+// Defaults of [[uplink.publish]], for the config loader. The manager takes a
+// PublishSpec's durations as they are (Settle, MinInterval and Refresh 0 mean
+// none), except Timeout and TTL, where 0 means the default.
+const (
+	DefaultPublishSettle      = 2 * time.Second
+	DefaultPublishMinInterval = 30 * time.Second
+	DefaultPublishRefresh     = 600 * time.Hour // 25 days, like ddclient and inadyn
+	DefaultPublishTimeout     = 10 * time.Second
+	DefaultPublishTTL         = 60 * time.Second
+)
+
+// Retry backoff after a failed publish: PublishBackoff, doubling up to
+// PublishMaxBackoff, ±20% jitter (shared with reconnect).
+const (
+	PublishBackoff    = 30 * time.Second
+	PublishMaxBackoff = 30 * time.Minute
+)
+
+// PublishSpec is one [[uplink.publish]] of one uplink, fully resolved by the
+// loader. It never holds a secret itself, only the paths of the files that
+// do, so it can be logged and compared freely.
+type PublishSpec struct {
+	Uplink string // the uplink whose address is published
+	Iface  string // its interface (UPLINKD_IFACE of a command)
+	Name   string // unique within the uplink (loader default "<kind>-<n>")
+	Kind   PublishKind
+
+	Command []string // command: argv, run without a shell
+
+	URL    *url.URL // dyndns2: the server, http or https, no user info
+	CAFile string   // dyndns2: PEM CA(s) to verify the server with instead of the system's
+
+	Server string // rfc2136: host:port of the primary (NewPublisher adds :53)
+	Zone   string // rfc2136: the zone to update
+	TTL    time.Duration
+
+	Hostname     string // dyndns2, rfc2136: the name whose address is set
+	Username     string // dyndns2
+	PasswordFile string // dyndns2: mode checked, first line is the password
+	KeyFile      string // rfc2136: TSIG key in BIND format, mode checked
+
+	Settle      time.Duration // the address must be stable this long before it is published
+	MinInterval time.Duration // at least this long between two attempts
+	Refresh     time.Duration // republish an unchanged address after this long; 0 = never
+	Timeout     time.Duration // bounds one attempt
+}
+
+// target identifies where a spec publishes to. The state file records it,
+// so that pointing a publisher at another name or server publishes again
+// even though the address did not change.
+func (s PublishSpec) target() string {
+	u := ""
+	if s.URL != nil {
+		u = s.URL.String()
+	}
+	h := sha256.Sum256([]byte(strings.Join(append([]string{string(s.Kind), u, s.Server, s.Zone, s.Hostname, s.Username}, s.Command...), "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+// PublishRequest is what one publish is about.
+type PublishRequest struct {
+	Addr     netip.Addr // the address to publish
+	Previous netip.Addr // the address published before, if any (UPLINKD_OLD_IP)
+}
+
+// Publisher publishes an address once. Implementations are safe for use by
+// one goroutine at a time; the manager never runs two publishes of the same
+// publisher at once.
+type Publisher interface {
+	Publish(ctx context.Context, req PublishRequest) PublishResult
+}
+
+// PublishOutcome says what the manager should do after an attempt.
+type PublishOutcome int
+
+// Outcomes of an attempt.
+const (
+	PublishOK        PublishOutcome = iota // published (or already so)
+	PublishRetry                           // temporary: retry with backoff
+	PublishPermanent                       // do not retry until the config changes
+)
+
+// String is the UPLINKD_RESULT / log `result` value.
+func (o PublishOutcome) String() string {
+	switch o {
+	case PublishOK:
+		return "ok"
+	case PublishRetry:
+		return "retry"
+	default:
+		return "permanent"
+	}
+}
+
+// PublishResult is the outcome of one attempt.
+type PublishResult struct {
+	Outcome PublishOutcome
+	Reply   string // the server's answer: "good", "nochg", "badauth", "NOERROR", "REFUSED", "exit 3", ...
+	Err     error  // why it failed; never contains a secret
+}
+
+// PublisherOptions are what publishers need besides their spec.
+type PublisherOptions struct {
+	Log     *slog.Logger // nil: slog.Default()
+	Version string       // User-Agent "uplinkd/<Version>" of dyndns2 requests
+	// Dial, if set, opens the connections of dyndns2 and rfc2136 (network
+	// "tcp" or "udp"): a way to choose the path of publish traffic, and
+	// how tests reach servers inside network namespaces. nil: net.Dialer.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// NewPublisher checks spec (secret files are read and their mode checked
+// now, so that a bad file is reported at load) and returns its Publisher.
+func NewPublisher(spec PublishSpec, opts PublisherOptions) (Publisher, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if spec.Timeout <= 0 {
+		spec.Timeout = DefaultPublishTimeout
+	}
+	if spec.TTL <= 0 {
+		spec.TTL = DefaultPublishTTL
+	}
+	switch spec.Kind {
+	case PublishCommand:
+		return newCommandPublisher(spec, opts)
+	case PublishDynDNS2:
+		return newDynDNS2(spec, opts)
+	case PublishRFC2136:
+		return newRFC2136(spec, opts)
+	default:
+		return nil, fmt.Errorf("unknown publisher kind %q", spec.Kind)
+	}
+}

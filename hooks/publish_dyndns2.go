@@ -1,0 +1,144 @@
+package hooks
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// dynDNS2 speaks the dyndns2 protocol (DynDNS, No-IP, Dynu, deSEC, most
+// routers' "custom" provider): GET <server>/nic/update?hostname=H&myip=A
+// with HTTP basic auth, answered by a line starting with a return code.
+type dynDNS2 struct {
+	spec      PublishSpec
+	endpoint  *url.URL
+	client    *http.Client
+	userAgent string
+}
+
+// dyndns2 return codes that no retry can fix: the account, the name or the
+// client is wrong. The manager stops the publisher until the config changes
+// (retrying a bad password can get the account blocked: `abuse`).
+var dyndns2Permanent = map[string]bool{
+	"badauth": true, "nohost": true, "notfqdn": true, "abuse": true, "badagent": true,
+	"!donator": true, "numhost": true, "!yours": true, "badsys": true, "nochg-abuse": true,
+}
+
+// Codes that say "try later": the provider's own trouble.
+var dyndns2Retry = map[string]bool{"911": true, "dnserr": true}
+
+// maxReply bounds how much of a reply is read; the answer is one short line.
+const maxReply = 4096
+
+func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
+	u := spec.URL
+	if u == nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, errors.New("dyndns2: server must be an http:// or https:// URL")
+	}
+	if u.User != nil {
+		// The password belongs in password_file, not in a URL that ends
+		// up in logs and status.
+		return nil, errors.New("dyndns2: server URL must not contain user info; use username and password_file")
+	}
+	if spec.Hostname == "" {
+		return nil, errors.New("dyndns2: hostname not set")
+	}
+	if _, err := readPassword("password_file", spec.PasswordFile); err != nil {
+		return nil, fmt.Errorf("dyndns2: %w", err)
+	}
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if spec.CAFile != "" {
+		pem, err := os.ReadFile(spec.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("dyndns2: ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("dyndns2: ca_file %s: no PEM certificate in it", spec.CAFile)
+		}
+		tlsConf.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConf
+	// Each publish follows an address change, so a kept-alive connection
+	// would have been made from the old address: always dial afresh.
+	tr.DisableKeepAlives = true
+	if opts.Dial != nil {
+		tr.DialContext = opts.Dial
+	}
+	ua := "uplinkd/" + opts.Version
+	if opts.Version == "" {
+		ua = "uplinkd/dev"
+	}
+	return &dynDNS2{
+		spec:      spec,
+		endpoint:  u.JoinPath("nic", "update"),
+		client:    &http.Client{Transport: tr, Timeout: spec.Timeout},
+		userAgent: ua,
+	}, nil
+}
+
+func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult {
+	// Read at every publish: a rotated password works without a reload,
+	// and a file whose mode was loosened since load is refused.
+	pw, err := readPassword("password_file", d.spec.PasswordFile)
+	if err != nil {
+		return PublishResult{Outcome: PublishPermanent, Err: err}
+	}
+	u := *d.endpoint
+	u.RawQuery = url.Values{"hostname": {d.spec.Hostname}, "myip": {req.Addr.String()}}.Encode()
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return PublishResult{Outcome: PublishPermanent, Err: fmt.Errorf("dyndns2: %w", err)}
+	}
+	hreq.SetBasicAuth(d.spec.Username, pw)
+	hreq.Header.Set("User-Agent", d.userAgent)
+	resp, err := d.client.Do(hreq)
+	if err != nil {
+		// Network errors, timeouts and certificate failures alike: the
+		// server or the path to it may come back. A wrong CA stays wrong,
+		// but backoff keeps that cheap and the log says why.
+		return PublishResult{Outcome: PublishRetry, Err: fmt.Errorf("dyndns2: %w", err)}
+	}
+	defer resp.Body.Close()
+	line, _ := bufio.NewReader(io.LimitReader(resp.Body, maxReply)).ReadString('\n')
+	code, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+	switch {
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
+		return PublishResult{Outcome: PublishRetry, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s", d.spec.Hostname, resp.Status)}
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		// Some servers answer a bad password with a status, not a body.
+		if code == "" {
+			code = "badauth"
+		}
+		return PublishResult{Outcome: PublishPermanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: HTTP %s: %s", d.spec.Hostname, resp.Status, code)}
+	case resp.StatusCode != http.StatusOK:
+		return PublishResult{Outcome: PublishPermanent, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s (wrong server URL?)", d.spec.Hostname, resp.Status)}
+	}
+	switch {
+	case code == "good" || code == "nochg":
+		return PublishResult{Outcome: PublishOK, Reply: code}
+	case dyndns2Permanent[code]:
+		return PublishResult{Outcome: PublishPermanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s", d.spec.Hostname, code)}
+	case dyndns2Retry[code]:
+		return PublishResult{Outcome: PublishRetry, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s (its own trouble)", d.spec.Hostname, code)}
+	default:
+		return PublishResult{Outcome: PublishRetry, Reply: truncate(code, 32), Err: fmt.Errorf("dyndns2 %s: unexpected reply %q", d.spec.Hostname, truncate(line, 64))}
+	}
+}
+
+func truncate(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

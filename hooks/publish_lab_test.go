@@ -1,0 +1,118 @@
+package hooks
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+// TestPublishLab publishes through the lab: the publishers run "on the
+// router" (their connections are made in the router namespace and leave
+// through the ppp-like uplink), the dyndns2 server (HTTPS, test CA) and a
+// real knotd listen on inet hosts. After a redial, each server gets the new
+// address exactly once, from the new address, and a real DNS query in the
+// inet namespace returns it.
+func TestPublishLab(t *testing.T) {
+	bin := knotBinary(t)
+	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: lab.KindPPP}}})
+	// What the daemon's routing would do: leave through the uplink.
+	route := func() {
+		t.Helper()
+		if _, err := l.Exec(l.Router, "ip", "route", "replace", "default", "dev", "ppp0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	route()
+
+	// knotd on 192.0.2.1:53 in the inet namespace.
+	k, cf := knotConfig(t, lab.InetHosts[0].String(), 53)
+	kcmd, err := l.Start(l.Inet, bin, "-c", cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { l.Wait(kcmd); close(exited) }()
+	k.dial = func(network, address string) (net.Conn, error) {
+		return l.DialIn(l.Inet, network, "", address, time.Second)
+	}
+	k.waitReady(t, exited, func() string { return lab.Output(kcmd) })
+
+	// The dyndns2 server on 192.0.2.2:443 in the inet namespace.
+	ln, err := l.ListenIn(l.Inet, "tcp", net.JoinHostPort(lab.InetHosts[1].String(), "443"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	srv := newDynServerOn(t, ca, ln)
+
+	dyn := dynSpec(t, srv, dir, ca.file(t, dir, "ca.pem"))
+	dnsSpec := k.spec()
+	for _, s := range []*PublishSpec{&dyn, &dnsSpec} {
+		s.Uplink, s.Iface, s.Settle, s.MinInterval, s.Refresh = "ppp0", "ppp0", 300*time.Millisecond, 0, 0
+	}
+	events := make(chan PublishEvent, 10)
+	m, err := NewPublishManager([]PublishSpec{dyn, dnsSpec}, PublishOptions{StateDir: t.TempDir(), Log: quiet(),
+		OnResult: func(ev PublishEvent) { events <- ev },
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			return l.DialIn(l.Router, network, "", address, 5*time.Second)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+
+	expect := func(addr netip.Addr) {
+		t.Helper()
+		got := map[string]PublishEvent{}
+		for len(got) < 2 {
+			select {
+			case ev := <-events:
+				got[ev.Publisher] = ev
+			case <-time.After(10 * time.Second):
+				t.Fatalf("publish of %s: got only %+v", addr, got)
+			}
+		}
+		for name, ev := range got {
+			if ev.Result != "ok" || ev.NewIP != addr {
+				t.Fatalf("%s: %+v", name, ev)
+			}
+		}
+		if a, err := k.query(t, "home.example.test.", dns.TypeA); err != nil || !slices.Equal(a, []string{addr.String() + " 60"}) {
+			t.Fatalf("inet resolves %q %v, want %s", a, err, addr)
+		}
+	}
+
+	first := l.UplinkAddr("ppp0")
+	m.Update("ppp0", first)
+	expect(first)
+
+	// Redial: the link goes away and comes back with the next address.
+	m.Update("ppp0", netip.Addr{})
+	res, err := l.Redial("ppp0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route()
+	m.Update("ppp0", res.New)
+	expect(res.New)
+	select {
+	case ev := <-events:
+		t.Fatalf("extra publish %+v", ev)
+	case <-time.After(time.Second):
+	}
+	srv.mu.Lock()
+	from, reqs := slices.Clone(srv.from), slices.Clone(srv.requests)
+	srv.mu.Unlock()
+	if len(reqs) != 2 || reqs[0].myip != first.String() || reqs[1].myip != res.New.String() ||
+		!slices.Equal(from, []string{first.String(), res.New.String()}) {
+		t.Fatalf("dyndns2 server saw %+v from %q", reqs, from)
+	}
+}

@@ -1,0 +1,104 @@
+package hooks
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// What each publisher last published lives in
+// <state_dir>/publish/<uplink>/<publisher>.json (names path-escaped), so that
+// a restart with an unchanged address publishes nothing and a changed one
+// publishes once. The file also records the publisher's target (see
+// PublishSpec.target): a publisher pointed elsewhere starts afresh.
+
+type publishState struct {
+	Uplink      string     `json:"uplink"`
+	Publisher   string     `json:"publisher"`
+	Kind        string     `json:"kind"`
+	Target      string     `json:"target"`
+	Address     netip.Addr `json:"address"`
+	PublishedAt time.Time  `json:"published_at"`
+	LastAttempt time.Time  `json:"last_attempt"` // successful or not: min_interval spans restarts
+}
+
+func statePath(dir string, spec PublishSpec) string {
+	return filepath.Join(dir, "publish", url.PathEscape(spec.Uplink), url.PathEscape(spec.Name)+".json")
+}
+
+// loadPublishState returns the recorded state; a missing file, or one for a
+// different target, is the zero state. A corrupt file is an error the
+// caller logs (publishing once more is the safe reaction).
+func loadPublishState(path string, spec PublishSpec) (publishState, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return publishState{}, nil
+	}
+	if err != nil {
+		return publishState{}, err
+	}
+	var st publishState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return publishState{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if st.Target != spec.target() {
+		return publishState{}, nil
+	}
+	return st, nil
+}
+
+func savePublishState(path string, st publishState) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, append(b, '\n'), 0o600)
+}
+
+// writeFileAtomic replaces path with data so that a crash at any point
+// leaves either the old or the new file: temp file in the same directory,
+// fsync, rename, fsync of the directory (which makes the rename durable).
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,18 @@
+// Package control is uplinkd's control socket: the server the daemon runs
+// (Serve), the client the command line uses (Call), the JSON protocol
+// between them and the status schema with its text rendering.
+//
+// The socket is a unix stream socket, root-only (0600) or shared with one
+// group (0660). Each connection carries one JSON request and one JSON
+// response, so a client that misbehaves can only waste its own connection:
+// requests are size-limited and must arrive within a deadline, connections
+// are served on their own goroutines (a bounded number of them), and the
+// daemon's Handler is called from those goroutines, never from the daemon's
+// loop. The peer's credentials are checked on every connection as well as
+// the file mode, so a socket whose mode was loosened by hand still refuses
+// strangers.
+//
+// The protocol and the status schema are versioned (v 1). Within v 1 fields
+// and sections are only added, always optional; clients ignore what they do
+// not know. docs/status.md documents the schema.
+package control

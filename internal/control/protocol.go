@@ -1,0 +1,132 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Version is the protocol and status schema version this package speaks.
+const Version = 1
+
+// Commands a Request can carry.
+const (
+	CmdStatus    = "status"
+	CmdReconnect = "reconnect"
+	CmdReload    = "reload"
+	CmdEvent     = "event"
+)
+
+// Request is what a client sends: one JSON object per connection.
+type Request struct {
+	V      int    `json:"v"`
+	Cmd    string `json:"cmd"`
+	Uplink string `json:"uplink,omitempty"` // reconnect
+	Event  *Event `json:"event,omitempty"`  // event
+}
+
+// Response is the daemon's one answer. OK false carries Error and, for a
+// reload of a bad file, the file's Problems.
+type Response struct {
+	V        int      `json:"v"`
+	OK       bool     `json:"ok"`
+	Error    string   `json:"error,omitempty"`
+	Status   *Status  `json:"status,omitempty"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// LinkState is what a hook script says about an interface.
+type LinkState string
+
+// Link states an event can carry.
+const (
+	LinkUp   LinkState = "up"
+	LinkDown LinkState = "down"
+)
+
+// Role is a VRRP role reported by keepalived's notify script.
+type Role string
+
+// Roles an event can carry.
+const (
+	RoleMaster Role = "master"
+	RoleBackup Role = "backup"
+	RoleFault  Role = "fault"
+)
+
+// Event is a poke from a hook script: either an interface changed (Iface and
+// State, with the addresses pppd knows) or this gateway's HA role changed
+// (Role alone). It is only a trigger: the daemon re-reads the interface from
+// netlink, which stays the truth.
+type Event struct {
+	Iface  string     `json:"iface,omitempty"`
+	State  LinkState  `json:"state,omitempty"`
+	Local  netip.Addr `json:"local,omitzero"`
+	Remote netip.Addr `json:"remote,omitzero"`
+	Role   Role       `json:"role,omitempty"`
+}
+
+// Validate reports the first thing wrong with e; both the command line and
+// the server call it, so the daemon never sees an invalid event.
+func (e Event) Validate() error {
+	if e.Role != "" {
+		switch e.Role {
+		case RoleMaster, RoleBackup, RoleFault:
+		default:
+			return fmt.Errorf("role %q: want master, backup or fault", e.Role)
+		}
+		if e.Iface != "" || e.State != "" || e.Local.IsValid() || e.Remote.IsValid() {
+			return errors.New("a role event carries the role alone")
+		}
+		return nil
+	}
+	if e.Iface == "" {
+		return errors.New("an event needs an interface (and a state) or a role")
+	}
+	if len(e.Iface) > 15 {
+		return fmt.Errorf("interface name %q: longer than 15 bytes", e.Iface)
+	}
+	switch e.State {
+	case LinkUp, LinkDown:
+	case "":
+		return fmt.Errorf("interface %s: the event needs a state (up or down)", e.Iface)
+	default:
+		return fmt.Errorf("state %q: want up or down", e.State)
+	}
+	return nil
+}
+
+// validate checks a decoded request before the handler sees it.
+func (r *Request) validate() error {
+	if r.V != Version {
+		return fmt.Errorf("protocol version %d not supported (this daemon speaks %d)", r.V, Version)
+	}
+	switch r.Cmd {
+	case CmdStatus, CmdReload:
+	case CmdReconnect:
+		if r.Uplink == "" {
+			return errors.New("reconnect: no uplink named")
+		}
+	case CmdEvent:
+		if r.Event == nil {
+			return errors.New("event: no event in the request")
+		}
+		if err := r.Event.Validate(); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+	case "":
+		return errors.New("no command in the request")
+	default:
+		return fmt.Errorf("unknown command %q", r.Cmd)
+	}
+	return nil
+}
+
+// RemoteError is the daemon's answer to a request it refused or that
+// failed; transport errors (no daemon, timeout) are not RemoteErrors.
+type RemoteError struct {
+	Msg      string
+	Problems []string
+}
+
+func (e *RemoteError) Error() string { return e.Msg }

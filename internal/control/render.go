@@ -1,0 +1,102 @@
+package control
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// FormatStatus renders st as the table `uplinkd status` prints. It is a pure
+// function of st and now (ages are relative to now), so its output can be
+// golden-tested.
+func FormatStatus(st Status, now time.Time) string {
+	var b strings.Builder
+	d := st.Daemon
+	fmt.Fprintf(&b, "uplinkd %s, pid %d, running %s\n", orDash(d.Version), d.PID, age(d.Started, now))
+	fmt.Fprintf(&b, "config %s, loaded %s ago\n", orDash(d.Config), age(d.ConfigLoaded, now))
+	last := "never"
+	if !d.LastPass.IsZero() {
+		last = age(d.LastPass, now) + " ago"
+	}
+	fmt.Fprintf(&b, "passes %d (last %s), repairs %d\n", d.Passes, last, d.Repairs)
+	if st.HA != nil {
+		fmt.Fprintf(&b, "ha role %s", st.HA.Role)
+		if !st.HA.Since.IsZero() {
+			fmt.Fprintf(&b, " for %s", age(st.HA.Since, now))
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+	if len(st.Uplinks) == 0 {
+		b.WriteString("no uplinks configured\n")
+		return b.String()
+	}
+
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UPLINK\tIFACE\tSTATE\tADDRESS\tGATEWAY\tTABLE\tTIER\tWEIGHT\tDEFAULT\tLOSS\tRTT\tSINCE\tRECONN\tLAST EVENT\tWHY")
+	for _, u := range st.Uplinks {
+		addr, gw := "-", "-"
+		if u.Address.IsValid() {
+			addr = u.Address.String()
+		}
+		if u.Gateway.IsValid() {
+			gw = u.Gateway.String()
+		}
+		def := "n"
+		if u.Default {
+			def = "y"
+		}
+		loss, rtt := "-", "-"
+		if u.Loss != nil {
+			loss = strconv.FormatFloat(*u.Loss*100, 'f', 0, 64) + "%"
+		}
+		if u.RTTms != nil {
+			rtt = strconv.FormatFloat(*u.RTTms, 'f', 1, 64) + "ms"
+		}
+		since := "-"
+		if !u.Since.IsZero() {
+			since = age(u.Since, now)
+		}
+		ev := "-"
+		if u.LastEvent != nil {
+			ev = u.LastEvent.Name + " " + age(u.LastEvent.At, now) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			u.Name, orDash(u.Interface), u.State, addr, gw, u.Table, u.Tier, u.Weight, def,
+			loss, rtt, since, u.Reconnects, ev, orDash(u.Reason))
+	}
+	tw.Flush()
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// age is a short human duration from t to now: "42s", "5m3s", "3h2m",
+// "2d4h". Clock skew (t after now) shows as "0s".
+func age(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
+	default:
+		return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+	}
+}

@@ -1,0 +1,78 @@
+package control
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Status is the status schema, version 1 (docs/status.md). Optional fields
+// and later sections are omitted when empty, so a v 1 reader keeps working
+// as sections are added.
+type Status struct {
+	V       int      `json:"v"`
+	Daemon  Daemon   `json:"daemon"`
+	Uplinks []Uplink `json:"uplinks"`
+	// HA is this gateway's VRRP role, once two-gateway HA exists.
+	HA *HA `json:"ha,omitempty"`
+}
+
+// Daemon is the process-wide part of the status.
+type Daemon struct {
+	Version      string    `json:"version"`
+	PID          int       `json:"pid"`
+	Started      time.Time `json:"started"`
+	Config       string    `json:"config"`
+	ConfigLoaded time.Time `json:"config_loaded"`
+	LastPass     time.Time `json:"last_pass,omitzero"`
+	Passes       uint64    `json:"passes"`
+	Repairs      uint64    `json:"repairs"`
+}
+
+// UplinkState is an uplink's health state, as the daemon's health machine
+// names it.
+type UplinkState string
+
+// Uplink states.
+const (
+	StateDown     UplinkState = "down"
+	StateChecking UplinkState = "checking"
+	StateUp       UplinkState = "up"
+	StateFailed   UplinkState = "failed"
+)
+
+// Uplink is one configured uplink.
+type Uplink struct {
+	Name      string      `json:"name"`
+	Interface string      `json:"interface"`
+	Kind      string      `json:"kind"`
+	State     UplinkState `json:"state"`
+	Reason    string      `json:"reason,omitempty"`
+	Address   netip.Addr  `json:"address,omitzero"`
+	Gateway   netip.Addr  `json:"gateway,omitzero"` // also the peer of a point-to-point link
+	Table     int         `json:"table"`
+	Tier      int         `json:"tier"`
+	Weight    int         `json:"weight"`
+	// Default: the uplink carries default traffic now (is in the main
+	// default route).
+	Default bool `json:"default"`
+	// Loss (fraction 0..1 of the last probe round) and RTTms are absent
+	// when the uplink has no health check or no round finished yet.
+	Loss       *float64   `json:"loss,omitempty"`
+	RTTms      *float64   `json:"rtt_ms,omitempty"`
+	Since      time.Time  `json:"since,omitzero"` // in State since
+	Reconnects int        `json:"reconnects"`
+	LastEvent  *LastEvent `json:"last_event,omitempty"`
+}
+
+// LastEvent is the last event logged for an uplink (DESIGN's event names:
+// link-up, link-down, addr-change, probe-up, probe-down, reconnect, ...).
+type LastEvent struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+}
+
+// HA is the two-gateway high-availability section.
+type HA struct {
+	Role  Role      `json:"role"`
+	Since time.Time `json:"since,omitzero"`
+}

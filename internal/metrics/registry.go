@@ -1,0 +1,182 @@
+package metrics
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
+)
+
+// States an uplink can be in (the health machine's names); the state gauge
+// has one series per state, 1 for the current one.
+var states = [...]string{"down", "checking", "up", "failed"}
+
+// passBuckets cover a pass from well under a millisecond (nftables, a few
+// uplinks) to the tens of milliseconds iptables-nft takes.
+var passBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
+
+// Registry holds the daemon's series. A nil *Registry is metrics off: every
+// method is a no-op. The methods are safe for concurrent use.
+type Registry struct {
+	set          *vm.Set
+	passes       *vm.Counter
+	passFailures *vm.Counter
+	passDuration *vm.PrometheusHistogram
+	repairs      *vm.Counter
+	overflows    *vm.Counter
+
+	mu      sync.Mutex
+	uplinks map[string]*uplinkSeries
+}
+
+type uplinkSeries struct {
+	label       string // `uplink="NAME"`
+	state       [len(states)]*vm.Gauge
+	loss, rtt   *vm.Gauge // nil while unknown
+	transitions *vm.Counter
+	reconnects  *vm.Counter
+}
+
+// New returns a Registry with the daemon-wide series at zero. Call it only
+// when metrics are on; uplink series appear with the first SetUplink.
+func New() *Registry {
+	s := vm.NewSet()
+	return &Registry{
+		set:          s,
+		passes:       s.NewCounter("uplinkd_passes_total"),
+		passFailures: s.NewCounter("uplinkd_pass_failures_total"),
+		passDuration: s.NewPrometheusHistogramExt("uplinkd_pass_duration_seconds", passBuckets),
+		repairs:      s.NewCounter("uplinkd_repairs_total"),
+		overflows:    s.NewCounter("uplinkd_netlink_overflows_total"),
+		uplinks:      map[string]*uplinkSeries{},
+	}
+}
+
+// PassDone records one pass of the daemon's loop and how long it took;
+// failed when applying it returned an error.
+func (r *Registry) PassDone(d time.Duration, failed bool) {
+	if r == nil {
+		return
+	}
+	r.passes.Inc()
+	if failed {
+		r.passFailures.Inc()
+	}
+	r.passDuration.Update(d.Seconds())
+}
+
+// Repair records a pass that put back kernel state someone else changed.
+func (r *Registry) Repair() {
+	if r == nil {
+		return
+	}
+	r.repairs.Inc()
+}
+
+// Overflow records a netlink receive buffer overflow (the daemon resyncs).
+func (r *Registry) Overflow() {
+	if r == nil {
+		return
+	}
+	r.overflows.Inc()
+}
+
+// SetUplink sets an uplink's state (down, checking, up or failed), its probe
+// loss (fraction 0..1) and round-trip time. A negative loss or rtt means
+// unknown (no health check, no round finished) and removes that series.
+// The daemon calls it for every uplink after every pass.
+func (r *Registry) SetUplink(name, state string, loss float64, rtt time.Duration) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.uplinkLocked(name)
+	for i, s := range states {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		u.state[i].Set(v)
+	}
+	u.loss = r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", loss)
+	u.rtt = r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", rtt.Seconds())
+}
+
+func (r *Registry) optionalGauge(g *vm.Gauge, name string, v float64) *vm.Gauge {
+	if v < 0 {
+		if g != nil {
+			r.set.UnregisterMetric(name)
+		}
+		return nil
+	}
+	if g == nil {
+		g = r.set.NewGauge(name, nil)
+	}
+	g.Set(v)
+	return g
+}
+
+// Transition records a change of the uplink's state.
+func (r *Registry) Transition(name string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	u := r.uplinkLocked(name)
+	r.mu.Unlock()
+	u.transitions.Inc()
+}
+
+// Reconnect records a reconnect attempt for the uplink.
+func (r *Registry) Reconnect(name string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	u := r.uplinkLocked(name)
+	r.mu.Unlock()
+	u.reconnects.Inc()
+}
+
+// RemoveUplink drops every series of an uplink a reload removed.
+func (r *Registry) RemoveUplink(name string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.uplinks[name]
+	if u == nil {
+		return
+	}
+	delete(r.uplinks, name)
+	for _, s := range states {
+		r.set.UnregisterMetric(`uplinkd_uplink_state{` + u.label + `,state="` + s + `"}`)
+	}
+	r.set.UnregisterMetric("uplinkd_uplink_transitions_total{" + u.label + "}")
+	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
+	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
+}
+
+func (r *Registry) uplinkLocked(name string) *uplinkSeries {
+	if u := r.uplinks[name]; u != nil {
+		return u
+	}
+	u := &uplinkSeries{label: `uplink="` + escapeLabel(name) + `"`}
+	for i, s := range states {
+		u.state[i] = r.set.NewGauge(`uplinkd_uplink_state{`+u.label+`,state="`+s+`"}`, nil)
+	}
+	u.transitions = r.set.NewCounter("uplinkd_uplink_transitions_total{" + u.label + "}")
+	u.reconnects = r.set.NewCounter("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	r.uplinks[name] = u
+	return u
+}
+
+// escapeLabel escapes a label value as the Prometheus text format wants.
+// A function, not a package variable, so that metrics off allocates nothing.
+func escapeLabel(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+}
