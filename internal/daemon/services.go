@@ -3,6 +3,8 @@ package daemon
 import (
 	"net/netip"
 
+	"github.com/uplinkd/uplinkd/internal/control"
+
 	"github.com/uplinkd/uplinkd/watcher/backendcheck"
 )
 
@@ -45,12 +47,21 @@ func (d *Daemon) healthyBackends() map[string][]netip.AddrPort {
 	return nil
 }
 
-// ServiceStatus reports every checked service's backends with their health
-// (for `uplinkd status`); nil before Run started the checks. Safe to call
-// from any goroutine.
-func (d *Daemon) ServiceStatus() []backendcheck.ServiceStatus {
-	if c := d.svcChecker(); c != nil {
-		return c.Status()
+// ServiceStatus is the services section of the status (control.Status
+// Services): every [[service]] with its backends' health; nil before Run
+// started the checks. Safe to call from any goroutine.
+func (d *Daemon) ServiceStatus() []control.Service {
+	c := d.svcChecker()
+	if c == nil {
+		return nil
 	}
-	return nil
+	var out []control.Service
+	for _, s := range c.Status() {
+		cs := control.Service{Name: s.Service, Checked: s.Checked, Backends: []control.ServiceBackend{}}
+		for _, b := range s.Backends {
+			cs.Backends = append(cs.Backends, control.ServiceBackend{Address: b.Address, Healthy: b.Healthy, Since: b.Since, LastError: b.LastError})
+		}
+		out = append(out, cs)
+	}
+	return out
 }

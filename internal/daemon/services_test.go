@@ -358,7 +358,7 @@ func TestLabServices(t *testing.T) {
 			waitUntil(t, "b4 out of the firewall", func() bool {
 				return !strings.Contains(firewallText(t, l, backend), "10.0.0.4:8080")
 			})
-			if st := r.d.ServiceStatus(); len(st) != 3 || st[0].Service != "web" || st[0].Backends[1].Healthy || st[2].Checked {
+			if st := r.d.ServiceStatus(); len(st) != 3 || st[0].Name != "web" || st[0].Backends[1].Healthy || st[2].Checked {
 				t.Errorf("status after b4 died: %+v", st)
 			}
 			for i := range 30 {
