@@ -298,13 +298,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 		filter.add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
 		filter.add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
 		for _, l := range u.Filter.Limits {
-			args := iptPorts(l.Proto, []uint16{l.Port})[0]
-			args = append(args, "-m", "conntrack", "--ctstate", "NEW",
-				"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
-				"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
-				"--hashlimit-name", hashlimitName(l),
-				"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP")
-			filter.add(c, args...)
+			filter.add(c, append(iptPorts(l.Proto, []uint16{l.Port})[0], iptLimitDrop(l)...)...)
 		}
 		for _, a := range u.Filter.Allow {
 			if len(a.Ports) == 0 {
@@ -337,6 +331,15 @@ func buildIPT(rs Ruleset) *iptProgram {
 		keep(iptForward, []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"})
 	}
 	return p
+}
+
+// iptLimitDrop drops new connections of a source above the limit.
+func iptLimitDrop(l RateLimit) []string {
+	return []string{"-m", "conntrack", "--ctstate", "NEW",
+		"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
+		"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
+		"--hashlimit-name", hashlimitName(l),
+		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP"}
 }
 
 // iptMarkRules expands one [[rule]] into rule arguments: iptables has no

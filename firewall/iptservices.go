@@ -52,12 +52,7 @@ func iptServices(rs Ruleset, mangle, nat, filter *iptTable) {
 			}
 			filter.add(iptInput, append(append(iptServiceMatch(s, e), "-m", "conntrack", "--ctstate", "NEW"), reject...)...)
 			if l := s.Limit; l != nil && !e.Hairpin {
-				args := append(iptServiceMatch(s, e), "-m", "conntrack", "--ctstate", "NEW",
-					"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
-					"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
-					"--hashlimit-name", hashlimitName(*l),
-					"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP")
-				mangle.add(iptPrerouting, args...)
+				mangle.add(iptPrerouting, append(iptServiceMatch(s, e), iptLimitDrop(*l)...)...)
 			}
 		}
 		proto := []string{"-p", iptProto(s.Proto)}

@@ -304,15 +304,8 @@ func computeFilter(iface string, fw *policy.UplinkFirewall) *InputFilter {
 	}
 	for _, l := range fw.Limit {
 		p := protoNumber(l.Proto)
-		rate, unit := limitRate(l.Seconds)
-		period := time.Duration(l.Seconds) * time.Second
-		rl := RateLimit{
-			Proto: p, Port: l.Port, Burst: uint32(min(l.Hits, math.MaxInt32)),
-			Rate: rate, Unit: unit, Period: period,
-		}
-		rl.Expire = time.Duration(rl.Burst) * period
-		rl.Name = fmt.Sprintf("lim_%s_%s_%d", sanitize(iface), protoName(p), l.Port)
-		f.Limits = append(f.Limits, rl)
+		name := fmt.Sprintf("lim_%s_%s_%d", sanitize(iface), protoName(p), l.Port)
+		f.Limits = append(f.Limits, newRateLimit(p, l.Port, l.Hits, l.Seconds, name))
 	}
 	for _, t := range fw.ICMPTypes {
 		if !slices.Contains(f.ICMPTypes, t) {
@@ -320,6 +313,19 @@ func computeFilter(iface string, fw *policy.UplinkFirewall) *InputFilter {
 		}
 	}
 	return f
+}
+
+// newRateLimit is a per-source limit of hits new connections per seconds
+// (an [uplink.firewall] limit or a [[service]] limit).
+func newRateLimit(proto uint8, port uint16, hits, seconds int, name string) RateLimit {
+	rate, unit := limitRate(seconds)
+	period := time.Duration(seconds) * time.Second
+	rl := RateLimit{
+		Proto: proto, Port: port, Burst: uint32(min(hits, math.MaxInt32)),
+		Rate: rate, Unit: unit, Period: period, Name: name,
+	}
+	rl.Expire = time.Duration(rl.Burst) * period
+	return rl
 }
 
 // limitUnits are the units both nftables and iptables hashlimit accept.

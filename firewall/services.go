@@ -3,10 +3,8 @@ package firewall
 import (
 	"fmt"
 	"hash/fnv"
-	"math"
 	"net/netip"
 	"slices"
-	"time"
 
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -154,12 +152,8 @@ func computeServices(rs *Ruleset, cfg *policy.Config, state map[string]policy.Up
 			sr.Buckets = all
 		}
 		if l := s.Limit; l != nil {
-			rate, unit := limitRate(l.Seconds)
-			period := time.Duration(l.Seconds) * time.Second
-			rl := &RateLimit{Proto: sr.Proto, Port: s.Port, Burst: uint32(min(l.Hits, math.MaxInt32)), Rate: rate, Unit: unit, Period: period}
-			rl.Expire = time.Duration(rl.Burst) * period
-			rl.Name = "svc_lim_" + sr.Chain
-			sr.Limit = rl
+			rl := newRateLimit(sr.Proto, s.Port, l.Hits, l.Seconds, "svc_lim_"+sr.Chain)
+			sr.Limit = &rl
 		}
 		rs.Services = append(rs.Services, sr)
 	}
