@@ -153,7 +153,7 @@ uplinks = ["ppp0", "ppp1"]
 port = 80
 balance = "weighted"
 backends = [{ address = "10.0.0.3:8080", weight = 3 }, "10.0.0.4:8080", "10.0.0.5:8080"]
-check = { interval = "100ms", timeout = "100ms" }
+check = { interval = "250ms", timeout = "250ms" } # generous: no flap under load
 
 [[service]]
 name = "ssh"
