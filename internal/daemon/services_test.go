@@ -511,3 +511,34 @@ func TestLabServiceNoBackendResets(t *testing.T) {
 		waitUntil(t, "the backend back", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
 	})
 }
+
+// TestLabServiceChecksIgnoreMarkRules: a [[rule]] that sends the router's
+// own (uid 0) traffic out of ppp1 must not send the backend checks there:
+// they are bound to the LAN interface, so the backend stays healthy.
+func TestLabServiceChecksIgnoreMarkRules(t *testing.T) {
+	l := dualLab(t)
+	if err := l.AddLANAddrs(netip.MustParseAddr("10.0.0.3")); err != nil {
+		t.Fatal(err)
+	}
+	newBackend(t, l, "10.0.0.3:8080", "b3")
+	cfg := strings.Replace(serviceConfig("nftables"), `backends = [{ address = "10.0.0.3:8080", weight = 3 }, "10.0.0.4:8080", "10.0.0.5:8080"]`,
+		`backends = ["10.0.0.3:8080"]`, 1)
+	cfg += `
+[[rule]]
+name = "router via ppp1"
+uid = 0
+uplink = "ppp1"
+mark = 1
+priority = 100
+`
+	r := start(t, l, writeConfig(t, cfg))
+	r.eventually("the mark rule", r.has("fwmark 0x1/0xffff lookup 201", "rule"))
+	time.Sleep(time.Second) // four check intervals
+	st := r.d.ServiceStatus()
+	if len(st) == 0 || len(st[0].Backends) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	if b := st[0].Backends[0]; !b.Healthy || b.LastError != "" {
+		t.Errorf("backend checks follow the mark rule: %+v", b)
+	}
+}

@@ -26,10 +26,18 @@ type Spec struct {
 	// the set and Healthy leaves it out; Status lists it as unchecked.
 	Unchecked bool
 	// Port is the TCP port checked on every backend; 0: its own port.
-	Port     uint16
+	Port uint16
+	// Iface, if set, is the device the checks are bound to (the LAN
+	// interface, when the backends are known to be on the LAN).
+	Iface    string
 	Interval time.Duration
 	Timeout  time.Duration
 	Down, Up int
+}
+
+// key identifies the check of backend a of s.
+func (s Spec) key(a netip.AddrPort) key {
+	return key{s.Service, a, s.Port, s.Iface, s.Interval, s.Timeout, s.Down, s.Up}
 }
 
 // Specs returns one Spec per [[service]]; those whose [service.check] is
@@ -39,6 +47,10 @@ func Specs(cfg *policy.Config) []Spec {
 	for _, s := range cfg.Services {
 		sp := Spec{Service: s.Name, Port: s.Check.Port, Interval: s.Check.Interval, Timeout: s.Check.Timeout,
 			Down: s.Check.Down, Up: s.Check.Up, Unchecked: !s.Check.Enabled}
+		if len(cfg.LAN.Networks) > 0 {
+			// The loader keeps the backends inside the LAN networks.
+			sp.Iface = cfg.LAN.Interface
+		}
 		for _, b := range s.Backends {
 			sp.Backends = append(sp.Backends, b.Address)
 		}
@@ -47,9 +59,9 @@ func Specs(cfg *policy.Config) []Spec {
 	return out
 }
 
-// DialFunc tries one backend; nil means healthy. It must return by the
-// context's deadline.
-type DialFunc func(ctx context.Context, addr netip.AddrPort) error
+// DialFunc tries one backend (from the device iface, when set); nil means
+// healthy. It must return by the context's deadline.
+type DialFunc func(ctx context.Context, iface string, addr netip.AddrPort) error
 
 // Options configure a Checker.
 type Options struct {
@@ -101,6 +113,7 @@ type key struct {
 	service  string
 	addr     netip.AddrPort
 	port     uint16
+	iface    string
 	interval time.Duration
 	timeout  time.Duration
 	down, up int
@@ -154,7 +167,9 @@ func New(specs []Spec, opts Options) *Checker {
 	}
 	if opts.Dial == nil {
 		ns := opts.NetNS
-		opts.Dial = func(ctx context.Context, addr netip.AddrPort) error { return probe.Connect(ctx, ns, addr) }
+		opts.Dial = func(ctx context.Context, iface string, addr netip.AddrPort) error {
+			return probe.Connect(ctx, ns, iface, addr)
+		}
 	}
 	c := &Checker{opts: opts, log: opts.Logger, backends: map[key]*backend{}}
 	c.Update(specs)
@@ -176,7 +191,7 @@ func (c *Checker) Update(specs []Spec) {
 			continue
 		}
 		for _, a := range s.Backends {
-			k := key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}
+			k := s.key(a)
 			want[k] = true
 			if _, ok := c.backends[k]; ok {
 				continue
@@ -207,7 +222,7 @@ func (c *Checker) run(ctx context.Context, b *backend) {
 	defer t.Stop()
 	for {
 		cctx, cancel := context.WithTimeout(ctx, k.timeout)
-		err := c.opts.Dial(cctx, target)
+		err := c.opts.Dial(cctx, k.iface, target)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -249,7 +264,7 @@ func (c *Checker) Healthy() map[string][]netip.AddrPort {
 		}
 		up := []netip.AddrPort{}
 		for _, a := range s.Backends {
-			if b := c.backends[key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}]; b != nil && b.state.healthy {
+			if b := c.backends[s.key(a)]; b != nil && b.state.healthy {
 				up = append(up, a)
 			}
 		}
@@ -271,7 +286,7 @@ func (c *Checker) Status() []ServiceStatus {
 				ss.Backends = append(ss.Backends, BackendStatus{Address: a, Healthy: true})
 				continue
 			}
-			b := c.backends[key{s.Service, a, s.Port, s.Interval, s.Timeout, s.Down, s.Up}]
+			b := c.backends[s.key(a)]
 			if b == nil {
 				continue
 			}

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 func TestStateObserve(t *testing.T) {
@@ -53,7 +55,7 @@ type fakeDial struct {
 	n    atomic.Int64
 }
 
-func (f *fakeDial) dial(_ context.Context, a netip.AddrPort) error {
+func (f *fakeDial) dial(_ context.Context, _ string, a netip.AddrPort) error {
 	f.n.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -165,3 +167,33 @@ func TestCheckerRealConnect(t *testing.T) {
 		t.Fatalf("closed listener still healthy: %v", got)
 	}
 }
+
+func TestSpecs(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	check := policy.ServiceCheck{Enabled: true, Interval: time.Second, Timeout: 500 * time.Millisecond, Down: 2, Up: 3, Port: 22}
+	svc := []policy.Service{
+		{Name: "ssh", Backends: []policy.ServiceBackend{{Address: ap("10.0.0.2:22"), Weight: 1}, {Address: ap("10.0.0.3:22"), Weight: 2}}, Check: check},
+		{Name: "dns", Proto: policy.ProtoUDP, Backends: []policy.ServiceBackend{{Address: ap("10.0.0.4:53"), Weight: 1}}},
+	}
+	for _, tc := range []struct {
+		name string
+		lan  policy.LAN
+		want []Spec
+	}{
+		{"backends on the LAN: bound to it", policy.LAN{Interface: "eth0", Networks: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}, []Spec{
+			{Service: "ssh", Backends: []netip.AddrPort{ap("10.0.0.2:22"), ap("10.0.0.3:22")}, Port: 22, Iface: "eth0", Interval: time.Second, Timeout: 500 * time.Millisecond, Down: 2, Up: 3},
+			{Service: "dns", Backends: []netip.AddrPort{ap("10.0.0.4:53")}, Iface: "eth0", Unchecked: true},
+		}},
+		{"no LAN networks: not bound", policy.LAN{Interface: "eth0"}, []Spec{
+			{Service: "ssh", Backends: []netip.AddrPort{ap("10.0.0.2:22"), ap("10.0.0.3:22")}, Port: 22, Interval: time.Second, Timeout: 500 * time.Millisecond, Down: 2, Up: 3},
+			{Service: "dns", Backends: []netip.AddrPort{ap("10.0.0.4:53")}, Unchecked: true},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Specs(&policy.Config{LAN: tc.lan, Services: svc}); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
