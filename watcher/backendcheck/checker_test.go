@@ -196,4 +196,3 @@ func TestSpecs(t *testing.T) {
 		})
 	}
 }
-
