@@ -105,7 +105,7 @@ func (b *nftBackend) dial() error {
 func (b *nftBackend) redial() {
 	b.conn.CloseLasting()
 	if err := b.dial(); err != nil {
-		b.log.Warn("nftables reconnect failed", "err", err)
+		b.log.Warn("nftables reconnect failed", "reason", err.Error())
 	}
 }
 
@@ -146,7 +146,7 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 		// The table is not what we thought (someone changed it since the
 		// last Check): the transaction was rolled back as a whole; replace
 		// the table instead.
-		b.log.Info("nftables incremental sync failed, replacing the table", "err", err)
+		b.log.Info("nftables incremental sync failed, replacing the table", "reason", err.Error())
 		b.redial()
 	}
 	if err := prog.queue(b.conn); err != nil {

@@ -20,12 +20,14 @@ func ReconnectSpecFor(u *policy.Uplink) (spec ReconnectSpec, ok bool) {
 		peer = u.Name
 	}
 	spec = ReconnectSpec{
-		Uplink:     u.Name,
-		Iface:      u.Interface,
-		Kind:       string(u.Kind),
-		Backoff:    rc.Backoff,
-		MaxBackoff: rc.MaxBackoff,
-		Timeout:    rc.Timeout,
+		Uplink:      u.Name,
+		Iface:       u.Interface,
+		Kind:        string(u.Kind),
+		Peer:        peer,
+		Backoff:     rc.Backoff,
+		MaxBackoff:  rc.MaxBackoff,
+		Timeout:     rc.Timeout,
+		DialTimeout: rc.DialTimeout,
 	}
 	spec.Command, spec.StopCommand = DefaultCommands(string(u.Kind), u.Interface, peer, rc.Command, rc.StopCommand)
 	return spec, len(spec.Command) > 0

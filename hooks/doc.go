@@ -9,24 +9,28 @@
 //   - argv is executed directly, never through a shell, so that addresses,
 //     interface names and configured arguments can never be interpreted as
 //     shell syntax;
-//   - each command runs in its own process group with a timeout, and on
-//     timeout the whole group is killed: reconnect scripts like `pon` and user
-//     hooks routinely fork helpers, and killing only the direct child would
-//     leak them;
+//   - each command runs in its own process group (reconnect commands in their
+//     own session, so the pppd they start is not the daemon's) with a
+//     timeout, and on timeout the whole group is killed: reconnect scripts
+//     like `pon` and user hooks routinely fork helpers, and killing only the
+//     direct child would leak them;
 //   - each command gets Pdeathsig=SIGKILL, so it dies with the daemon even
 //     when the daemon is killed with SIGKILL (starter.go explains why one
-//     locked thread forks them all);
+//     locked thread forks them all); a pppd that detached is not its child
+//     and lives on;
 //   - stdout and stderr go into the structured log line by line (bounded, so a
 //     chatty command cannot flood the journal);
 //   - context is passed in UPLINKD_* environment variables.
 //
 // Nothing here decides when an uplink is down or what its address is; the
-// daemon's loop does and tells a [Reconnector] (Down), the [Runner] (Fire)
-// and the [PublishManager] (Update). None of these calls blocks: the work
-// happens on goroutines owned by those objects, each waited for by Close.
-// Scheduling uses an injectable [Clock] so that backoff, settle and refresh
-// can be tested without waiting; process timeouts use real time because
-// they bound real processes.
+// daemon's loop does and tells a [Reconnector] what it needs
+// ([Reconnector.Set]), the [Runner] (Fire) and the [PublishManager]
+// (Update). What the Reconnector decides by itself is whether a pppd already
+// owns the line. None of these calls blocks: the work happens on goroutines
+// owned by those objects, each waited for by Close. Scheduling uses an
+// injectable [Clock] so that backoff, settle and refresh can be tested
+// without waiting; process timeouts use real time because they bound real
+// processes.
 //
 // The publishers live in this package (files publish*.go) rather than in a
 // sub-package because they share its process runner, its Clock and its

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -70,11 +71,19 @@ func (r result) attrs(prefix string) []any {
 	return a
 }
 
+// cmdOption changes how runCommand starts a command.
+type cmdOption int
+
+// ownSession starts the command in a new session (setsid) instead of only a
+// new process group: what it leaves running (pppd from pon) belongs to no
+// session of the daemon's.
+const ownSession cmdOption = 1
+
 // runCommand runs argv (no shell) with os.Environ()+env, in its own process
 // group, for at most timeout, logging its output line by line through log
 // (which carries the caller's fields: event, uplink, iface, ...). It is the
 // one place where uplinkd starts external programs.
-func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration) result {
+func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, opts ...cmdOption) result {
 	start := time.Now()
 	if len(argv) == 0 {
 		return result{ExitCode: -1, Err: errors.New("empty command")}
@@ -88,8 +97,14 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 	// Own process group, so a timeout can kill the command together with
 	// everything it forked (a shell script's `sleep`, pppd's children).
 	// Pdeathsig: if the daemon dies, even by SIGKILL, the kernel kills the
-	// command too (see starter.go for why one thread starts them all).
+	// command too (see starter.go for why one thread starts them all). A
+	// pppd that `pon` starts detaches (a grandchild) and is not affected.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if slices.Contains(opts, ownSession) {
+		// A session leader leads its process group too: the kill below
+		// still reaches everything it forked.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if errors.Is(err, syscall.ESRCH) {

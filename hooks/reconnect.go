@@ -13,9 +13,10 @@ import (
 // Defaults when a ReconnectSpec leaves a duration zero; they match the
 // config loader's defaults (DESIGN §4).
 const (
-	DefaultBackoff    = 5 * time.Second
-	DefaultMaxBackoff = 5 * time.Minute
-	DefaultTimeout    = 30 * time.Second
+	DefaultBackoff     = 5 * time.Second
+	DefaultMaxBackoff  = 5 * time.Minute
+	DefaultTimeout     = 30 * time.Second
+	DefaultDialTimeout = 30 * time.Second
 )
 
 // jitterFraction spreads retries ±20% so that uplinks which went down together
@@ -26,9 +27,36 @@ const jitterFraction = 0.2
 type ReconnectSpec struct {
 	Uplink, Iface, Kind  string   // Kind: ppp | wlan | ethernet
 	Command, StopCommand []string // resolved argv (see DefaultCommands)
+	// Peer is the pppd peer (kind ppp): a pppd running `call Peer`, or the
+	// one whose pid file names Iface, owns the line (see Reconnector).
+	Peer string
 	// Backoff is the delay after the first attempt; it doubles after each
 	// further attempt up to MaxBackoff. Timeout bounds each command.
 	Backoff, MaxBackoff, Timeout time.Duration
+	// DialTimeout (kind ppp) is how long a dial gets to bring the link up
+	// before the next attempt: pon returns at once, pppd negotiates for
+	// seconds. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+}
+
+// Need is what the daemon asks of a Reconnector.
+type Need int
+
+const (
+	// NeedNone: the uplink works (or has its address): nothing to do, every
+	// pending attempt is canceled.
+	NeedNone Need = iota
+	// NeedDial: the link is gone or has no address. A ppp uplink whose pppd
+	// is alive (persist redialling, or a dial in progress) is left to it.
+	NeedDial
+	// NeedRestart: the link is up but has been failing its probes for
+	// reconnect_after. Only this stops a live pppd (stop command, then
+	// command): its session is up but carries nothing.
+	NeedRestart
+)
+
+func (n Need) String() string {
+	return [...]string{"none", "dial", "restart"}[n]
 }
 
 // DefaultCommands resolves the reconnect argv of an uplink. A configured
@@ -65,17 +93,35 @@ func DefaultCommands(kind, iface, peer string, command, stop []string) (cmd, sto
 }
 
 // Reconnector runs one uplink's reconnect command while the daemon says the
-// uplink is down: at once, then with exponential backoff and jitter. It never
+// uplink needs it: at once, then with exponential backoff and jitter. It never
 // runs two attempts at the same time. All methods are safe for concurrent use.
 //
 // A command exiting 0 does not end the cycle (pon returns before the link is
-// up); only Down(false) does.
+// up); only Set(NeedNone) (Down(false)) does.
+//
+// For kind ppp it never stops a pppd that is alive for the peer, nor a dial
+// in progress: every attempt first looks for one (a process `pppd ... call
+// PEER`, or the pid in /run/IFACE.pid). While one lives, NeedDial does
+// nothing but look again after the backoff (a `persist` pppd redials by
+// itself; killing it half-way through a negotiation is what made dials
+// fail). Only NeedRestart, a link that is up but has failed its probes for
+// reconnect_after, runs the stop command (poff) before the command (pon);
+// without a live pppd an attempt runs the command alone. After a command
+// that started a dial (exit 0) the next attempt waits at least DialTimeout;
+// after one that failed, the backoff.
+//
+// Commands run in a session of their own, so the pppd they start does not
+// belong to the daemon: it survives a daemon restart when the service
+// manager kills only the main process (systemd KillMode=process). A command
+// still running when the daemon exits (Kill) is killed; pppd itself has
+// detached by then unless the peer says nodetach.
 type Reconnector struct {
 	spec  ReconnectSpec
 	log   *slog.Logger
 	clock Clock
 	env   func() []string
 	rand  func() float64 // [0,1); replaceable so tests can pin the jitter
+	procs procTable      // where live pppds are looked for
 
 	// ctx is canceled by Close after the grace period, which kills a running
 	// attempt's process group.
@@ -85,14 +131,15 @@ type Reconnector struct {
 
 	mu        sync.Mutex
 	onAttempt func(HookEvent)
-	down      bool
+	need      Need
 	running   bool
 	closed    bool
 	timer     Timer  // the scheduled next attempt, if any
 	gen       uint64 // identifies the live timer; a stale callback sees a mismatch
 	next      time.Duration
-	attempts  int // started in total
-	cycle     int // started since the uplink last came back
+	attempts  int       // started in total, including those that found pppd alive
+	cycle     int       // started since the uplink last came back
+	dialed    time.Time // when the last successful command was started
 }
 
 // NewReconnector returns an idle Reconnector. Zero durations in spec get the
@@ -111,6 +158,9 @@ func NewReconnector(spec ReconnectSpec, log *slog.Logger, clock Clock, env func(
 	if spec.Timeout <= 0 {
 		spec.Timeout = DefaultTimeout
 	}
+	if spec.DialTimeout <= 0 {
+		spec.DialTimeout = DefaultDialTimeout
+	}
 	spec.Command, spec.StopCommand = slices.Clone(spec.Command), slices.Clone(spec.StopCommand)
 	if log == nil {
 		log = slog.Default()
@@ -125,38 +175,48 @@ func NewReconnector(spec ReconnectSpec, log *slog.Logger, clock Clock, env func(
 		clock:  clock,
 		env:    env,
 		rand:   rand.Float64,
+		procs:  procTable{proc: "/proc", run: "/run"},
 		ctx:    ctx,
 		cancel: cancel,
 		next:   spec.Backoff,
 	}
 }
 
-// Down tells the Reconnector whether the uplink needs reconnecting; the caller
-// decides when (interface gone, no carrier, failed for reconnect_after) and
-// may repeat itself freely.
-//
-// Down(true) starts an attempt at once unless one is running or scheduled;
-// while the uplink stays down, each finished attempt schedules the next after
-// the current backoff. Down(false) cancels the scheduled attempt and resets
-// the backoff; a running attempt is left to finish (killing pon half-way
-// helps nobody) and its result is only logged.
+// Down is Set(NeedDial) or Set(NeedNone).
 func (r *Reconnector) Down(down bool) {
+	if down {
+		r.Set(NeedDial)
+	} else {
+		r.Set(NeedNone)
+	}
+}
+
+// Set tells the Reconnector what the uplink needs; the caller decides when
+// (interface gone, no carrier, failed for reconnect_after) and may repeat
+// itself freely.
+//
+// A need starts an attempt at once unless one is running or scheduled;
+// while the need lasts, each finished attempt schedules the next after the
+// current backoff. NeedNone cancels the scheduled attempt and resets the
+// backoff; a running attempt is left to finish (killing pon half-way helps
+// nobody) but runs no further command.
+func (r *Reconnector) Set(need Need) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return
 	}
-	if !down {
-		if r.down && r.cycle > 0 {
+	if need == NeedNone {
+		if r.need != NeedNone && r.cycle > 0 {
 			r.log.Debug("uplink back, reconnect cycle ends", "attempts", r.cycle)
 		}
-		r.down = false
+		r.need = NeedNone
 		r.stopTimerLocked()
 		r.next = r.spec.Backoff
 		r.cycle = 0
 		return
 	}
-	r.down = true
+	r.need = need
 	if len(r.spec.Command) == 0 || r.running || r.timer != nil {
 		return
 	}
@@ -179,6 +239,23 @@ func (r *Reconnector) Attempts() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.attempts
+}
+
+// Kill stops scheduling and kills a running attempt's command at once; it
+// does not wait (Close does). The daemon calls it on exit.
+func (r *Reconnector) Kill() {
+	r.mu.Lock()
+	r.closed = true
+	r.stopTimerLocked()
+	r.mu.Unlock()
+	r.cancel()
+}
+
+// Closed reports whether Close or Kill was called and no attempt runs.
+func (r *Reconnector) Closed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed && !r.running
 }
 
 // Close stops scheduling and waits for a running attempt; if it is not done
@@ -220,8 +297,13 @@ func (r *Reconnector) startLocked() {
 }
 
 // scheduleLocked arms the timer for the next attempt and doubles the backoff.
+// A dial the last attempt started (its command exited 0) gets DialTimeout to
+// bring the link up first.
 func (r *Reconnector) scheduleLocked() time.Duration {
 	d := r.jitter(r.next)
+	if r.spec.Kind == "ppp" && !r.dialed.IsZero() {
+		d = max(d, r.dialed.Add(r.spec.DialTimeout).Sub(r.clock.Now()))
+	}
 	r.next = min(2*r.next, r.spec.MaxBackoff)
 	r.gen++
 	gen := r.gen
@@ -251,13 +333,14 @@ func (r *Reconnector) fire(gen uint64) {
 		return
 	}
 	r.timer = nil
-	if r.down && !r.running {
+	if r.need != NeedNone && !r.running {
 		r.startLocked()
 	}
 }
 
-// attempt runs stop command then command; n is the attempt number within the
-// current down period (UPLINKD_ATTEMPT, log field attempt).
+// attempt runs the stop command (if this attempt needs it) then the
+// command; n is the attempt number within the current down period
+// (UPLINKD_ATTEMPT, log field attempt).
 func (r *Reconnector) attempt(n int) {
 	defer r.wg.Done()
 	log := r.log.With("attempt", n)
@@ -272,27 +355,47 @@ func (r *Reconnector) attempt(n int) {
 	}
 	start := time.Now()
 	var fields []any
-	if len(r.spec.StopCommand) > 0 {
+	stop, run := r.plan(log)
+	if stop && r.still() {
 		// The stop command failing is normal (poff: "no pppd is running");
 		// it is recorded but does not prevent the start command.
-		stop := runCommand(r.ctx, log, r.spec.StopCommand, env, r.spec.Timeout)
-		fields = append(fields, stop.attrs("stop_")...)
+		res := runCommand(r.ctx, log, r.spec.StopCommand, env, r.spec.Timeout, ownSession)
+		fields = append(fields, res.attrs("stop_")...)
 	}
 	var res result
-	if r.ctx.Err() != nil {
+	switch {
+	case !run:
+	case r.ctx.Err() != nil:
 		res = result{ExitCode: -1, Canceled: true, Err: r.ctx.Err()}
-	} else {
-		res = runCommand(r.ctx, log, r.spec.Command, env, r.spec.Timeout)
+	case !r.still():
+		run = false // the link came back meanwhile
+	default:
+		dialed := r.clock.Now()
+		res = runCommand(r.ctx, log, r.spec.Command, env, r.spec.Timeout, ownSession)
+		// Only a command that succeeded started a dial worth waiting for;
+		// one that failed gets the plain backoff.
+		r.mu.Lock()
+		r.dialed = time.Time{}
+		if res.Outcome() == "ok" {
+			r.dialed = dialed
+		}
+		r.mu.Unlock()
 	}
 	res.Duration = time.Since(start)
-	fields = append(res.attrs(""), fields...)
+	if run {
+		fields = append(res.attrs(""), fields...)
+	}
 
 	r.mu.Lock()
 	r.running = false
 	// No retry_in on the record means the cycle ended while this attempt
 	// ran (the uplink came back, or shutdown).
-	if r.down && !r.closed {
+	if r.need != NeedNone && !r.closed {
 		fields = append(fields, slog.Duration("retry_in", r.scheduleLocked()))
+	}
+	if !run {
+		r.mu.Unlock()
+		return // plan or still() logged why
 	}
 	// Logged under the lock so that this record is written before the next
 	// attempt can start: the journal shows attempts in order.
@@ -313,5 +416,37 @@ func (r *Reconnector) attempt(n int) {
 			ev.Reason = res.Err.Error()
 		}
 		notify(ev)
+	}
+}
+
+// still reports whether the uplink still needs the attempt (Close lets a
+// started attempt finish; Kill cancels it through ctx).
+func (r *Reconnector) still() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.need != NeedNone
+}
+
+// plan decides what this attempt runs. Other kinds: the stop command (if
+// any), then the command. Kind ppp: nothing while a pppd for the peer is
+// alive, unless the link is up and failing (NeedRestart): then the stop
+// command and the command; without a live pppd the command alone.
+func (r *Reconnector) plan(log *slog.Logger) (stop, run bool) {
+	if r.spec.Kind != "ppp" {
+		return len(r.spec.StopCommand) > 0, true
+	}
+	r.mu.Lock()
+	need := r.need
+	r.mu.Unlock()
+	pid, alive := r.procs.pppd(r.spec.Peer, r.spec.Iface)
+	switch {
+	case !alive:
+		return false, true
+	case need == NeedRestart:
+		log.Info("link up but failing; stopping its pppd and dialling again", "pid", pid, "reason", "probes failing")
+		return len(r.spec.StopCommand) > 0, true
+	default:
+		log.Debug("pppd alive for the peer; leaving the dial to it", "pid", pid, "peer", r.spec.Peer)
+		return false, false
 	}
 }

@@ -115,7 +115,7 @@ func TestBackoffSequence(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clk := NewFakeClock(time.Time{})
-			r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "ppp0", Kind: "ppp",
+			r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "ppp0", Kind: "wlan",
 				Command: []string{"true"}, Backoff: tt.backoff, MaxBackoff: tt.maxB}, quiet(), clk, nil)
 			defer r.Close()
 			maxB := r.spec.MaxBackoff

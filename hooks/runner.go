@@ -89,6 +89,9 @@ type eventQueue struct {
 	// Counted when the queue was full, logged by the worker before it
 	// delivers the next event, so that no loss is silent.
 	coalesced, dropped int
+	// retired: the uplink is gone (Retire); the worker ends once the
+	// queue is empty.
+	retired bool
 }
 
 // NewRunner returns a Runner logging to log (nil: slog.Default()).
@@ -175,7 +178,11 @@ func (r *Runner) worker(uplink string, q *eventQueue) {
 			return
 		}
 		if len(q.items) == 0 {
+			retired := q.retired
 			r.mu.Unlock()
+			if retired {
+				return
+			}
 			select {
 			case <-q.wake:
 			case <-r.stop:
@@ -230,6 +237,24 @@ func (r *Runner) run(argv []string, timeout time.Duration, ev HookEvent) {
 		log.Info("hook finished", fields...)
 	} else {
 		log.Warn("hook finished", fields...)
+	}
+}
+
+// Retire ends the worker of an uplink that is gone (a reload removed it):
+// hooks already queued still run, in order; it does not wait for them. A
+// later Fire for the same name starts a new worker.
+func (r *Runner) Retire(uplink string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queues[uplink]
+	if q == nil || r.closed {
+		return
+	}
+	q.retired = true
+	delete(r.queues, uplink)
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
 }
 

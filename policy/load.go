@@ -88,8 +88,12 @@ var beforeRead = func(attempt int) {}
 // and after each read and reads again until two consecutive reads, readSettle
 // apart, agree in size, mtime, inode and content. So a file that is being
 // written is not parsed half-written. After readAttempts reads without two
-// that agree it gives up with an error.
+// that agree it gives up with an error. A file that is not a regular file
+// (a pipe, /dev/stdin) cannot be read twice and is read once.
 func ReadStable(path string) ([]byte, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return os.ReadFile(path)
+	}
 	var prev *snapshot
 	for i := range readAttempts {
 		if i > 0 {

@@ -25,6 +25,11 @@ type Link struct {
 	Carrier bool
 	// PointToPoint: IFF_POINTOPOINT or an address with a peer.
 	PointToPoint bool
+	// Bounces counts the down transitions of the link seen so far (by a
+	// source that sees every link message, such as a kernel mirror; 0 when
+	// unknown). A growing count tells the daemon the link went down and up
+	// again between two of its passes.
+	Bounces uint64
 }
 
 // Addr is one IPv4 address on an interface.

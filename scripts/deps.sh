@@ -8,7 +8,8 @@ need=()
 for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
             conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
             sysctl:procps knotd:knot kdig:knot-dnsutils systemd-analyze:systemd \
-            dpkg-deb:dpkg run-parts:debianutils unshare:util-linux pppd:ppp; do
+            dpkg-deb:dpkg run-parts:debianutils unshare:util-linux pppd:ppp \
+            busybox:busybox dhclient:isc-dhcp-client; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -142,7 +142,7 @@ func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
 	// net.core.rmem_max) and falls back to SO_RCVBUF. A failure here is not
 	// fatal: we still get notifications, and overflow is still reported.
 	if err := c.SetReadBuffer(size); err != nil {
-		log.Warn("watcher: cannot set netlink receive buffer", "bytes", size, "err", err)
+		log.Warn("watcher: cannot set netlink receive buffer", "bytes", size, "reason", err.Error())
 	} else if log.Enabled(context.Background(), slog.LevelDebug) {
 		got, _ := c.ReadBuffer()
 		log.Debug("watcher: netlink receive buffer", "requested", size, "effective", got)
@@ -169,7 +169,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 			// The socket worked for a while: start the backoff over.
 			backoff = minBackoff
 		}
-		log.Warn("watcher: netlink socket failed, resubscribing", "err", err, "backoff", backoff)
+		log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
 		for {
 			if !sleep(ctx, backoff) {
 				return nil
@@ -179,7 +179,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 			if err == nil {
 				break
 			}
-			log.Warn("watcher: resubscribe failed", "err", err, "retry_in", backoff)
+			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", backoff)
 		}
 		log.Info("watcher: resubscribed to rtnetlink")
 	}
@@ -227,7 +227,7 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger) (rec
 			}
 			if derr != nil {
 				// Still a valid trigger; only the details are missing.
-				log.Debug("watcher: cannot decode notification", "kind", ev.Kind.String(), "err", derr)
+				log.Debug("watcher: cannot decode notification", "kind", ev.Kind.String(), "reason", derr.Error())
 			}
 			if !send(ctx, out, ev) {
 				return received, nil

@@ -147,7 +147,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := daemon.New(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true})
+	d, err := daemon.Open(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true})
 	if err != nil {
 		printConfigError(stderr, err)
 		if policy.IsProblems(err) || errors.Is(err, policy.ErrNoUplinks) {

@@ -1,7 +1,9 @@
 // Package daemon wires uplinkd together: the watcher's netlink triggers feed
 // one reconcile loop that snapshots the kernel, computes the whole desired
 // state (policy.Compute), diffs it and applies only the difference — the
-// kube-proxy proxier shape, driven by events instead of a sync period.
+// kube-proxy proxier shape, driven by events instead of a sync period. The
+// loop reaches the kernel, the firewall, its events and time only through
+// the interfaces in deps.go, so its tests run on fakes as any user.
 package daemon
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -18,21 +21,22 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/vishvananda/netns"
+	"golang.org/x/time/rate"
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
-	"github.com/uplinkd/uplinkd/watcher/backendcheck"
+	"github.com/uplinkd/uplinkd/watcher/probe"
 )
 
 // Options configure one daemon instance.
 type Options struct {
 	ConfigPath string
-	// NetNS is the namespace to manage; -1 (or zero Options via New) means
-	// the process's own. Tests run the daemon in-process in a lab namespace.
+	// NetNS is the namespace Open manages and the probers run in; -1 (or
+	// 0) means the process's own. Lab tests run the daemon in-process in a
+	// lab namespace.
 	NetNS  netns.NsHandle
 	Logger *slog.Logger
 	// OnSync, if set, is called after every reconcile pass (tests, benchmarks).
@@ -61,20 +65,33 @@ type SyncResult struct {
 type Daemon struct {
 	opts   Options
 	log    *slog.Logger
-	kernel policy.Kernel
+	deps   Deps
+	clock  Clock
+	kernel Kernel
+	fw     Firewall
 	cfg    *policy.Config
 
-	reload chan chan error
+	reload chan reloadReq
 
 	// lastApplied holds the keys of what the previous successful pass made
 	// true, to tell a repair (someone removed our object) from a change.
 	lastApplied map[string]string
 	lastStates  map[string]policy.UplinkState
-	repairs     *tokenBucket
+	repairs     *rate.Limiter
 	conflicts   map[string]bool
 
+	// What the last pass saw of each uplink's link, to notice what happened
+	// in between: a bounce the loop never saw as a down state.
+	lastLinks map[string]policy.Link
+	// ownedVia: the single-device routes of the last applied state, per
+	// device. The kernel drops them all when the device goes down or loses
+	// its last address.
+	ownedVia map[string][]string
+	// touched: ifindexes with a link or address event since the last pass
+	// (index -1: a resync, anything may have happened).
+	touched map[int]touch
+
 	wasActive    map[string]bool
-	fw           firewall.Backend
 	fwDamaged    chan struct{}
 	ctFlush      []int // indexes of uplinks whose connections must go this pass
 	runtimes     map[string]*uplinkRuntime
@@ -83,9 +100,16 @@ type Daemon struct {
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
 
+	// wg holds every goroutine Run starts (watcher, monitors, probers, the
+	// asynchronous closing of retired reconnectors); Run waits for all.
+	wg sync.WaitGroup
+	// retired are reconnectors being closed in the background; Run's exit
+	// ends their attempts at once.
+	retired []*hooks.Reconnector
+
 	// [[service]] backend checks (services.go).
 	svcMu      sync.Mutex
-	svc        *backendcheck.Checker
+	svc        ServiceChecks
 	svcChanged chan struct{}
 }
 
@@ -97,43 +121,46 @@ const (
 	retryAfter   = time.Second
 )
 
-// New loads the configuration and opens the kernel handle; a bad config
-// returns policy.Problems and touches nothing.
-func New(opts Options) (*Daemon, error) {
+// New builds the loop from an already loaded config and its dependencies
+// (see Open for the production ones). Run takes ownership of deps.Kernel and
+// deps.Firewall and closes them when it returns.
+func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
+	if deps.Kernel == nil || deps.Firewall == nil || deps.Events == nil {
+		return nil, errors.New("daemon: Kernel, Firewall and Events are required")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	cfg, err := LoadConfig(opts.ConfigPath)
-	if err != nil {
-		return nil, err
+	if deps.Clock == nil {
+		deps.Clock = hooks.RealClock()
 	}
 	if err := cfg.CheckRunnable(); err != nil {
 		return nil, err
 	}
 	logConfigWarnings(opts.Logger, cfg)
-	k, err := policy.OpenKernel(opts.NetNS)
-	if err != nil {
-		return nil, err
+	if deps.Probe == nil {
+		deps.Probe = probe.Run
 	}
-	fd := int(opts.NetNS)
-	fw, err := firewall.FromConfig(cfg.Firewall, fd, opts.Logger)
-	if err != nil {
-		k.Close()
-		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
+	if deps.Notify == nil {
+		deps.Notify = func(string) {}
 	}
 	return &Daemon{
-		fw:         fw,
+		deps:       deps,
+		clock:      deps.Clock,
+		kernel:     deps.Kernel,
+		fw:         deps.Firewall,
 		fwDamaged:  make(chan struct{}, 1),
 		opts:       opts,
 		log:        opts.Logger,
-		kernel:     k,
 		cfg:        cfg,
-		reload:     make(chan chan error),
+		reload:     make(chan reloadReq),
 		lastStates: map[string]policy.UplinkState{},
-		repairs:    newTokenBucket(repairBurst, repairRefill),
+		repairs:    rate.NewLimiter(rate.Every(repairRefill), repairBurst),
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
+		lastLinks:  map[string]policy.Link{},
+		touched:    map[int]touch{},
 		svcChanged: make(chan struct{}, 1),
 	}, nil
 }
@@ -152,69 +179,71 @@ func logConfigWarnings(log *slog.Logger, cfg *policy.Config) {
 	}
 }
 
-// Reload re-reads the config file in the running loop; on error the old
-// config stays in force and the problems are returned.
+// reloadReq hands a config read outside the loop to it.
+type reloadReq struct {
+	cfg  *policy.Config
+	err  error      // reading or checking the file failed
+	done chan error // nil: nobody waits (SIGHUP)
+}
+
+// Reload re-reads the config file and hands it to the running loop; on
+// error the old config stays in force and the problems are returned. The
+// file is read and its user names resolved here, in the caller's
+// goroutine, never in the loop's.
 func (d *Daemon) Reload(ctx context.Context) error {
-	done := make(chan error, 1)
+	cfg, err := LoadConfig(d.opts.ConfigPath)
+	req := reloadReq{cfg: cfg, err: err, done: make(chan error, 1)}
 	select {
-	case d.reload <- done:
+	case d.reload <- req:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case err := <-done:
+	case err := <-req.done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-// Run is the reconcile loop; it returns when ctx is done.
+// Run is the reconcile loop; it returns when ctx is done, and only after
+// every goroutine it started has ended. No call made from the loop waits for
+// a child process or a socket peer: reconnect commands, hooks and probes run
+// in goroutines of their own, and the retired ones are closed in the
+// background, so a wedged `pon` never stalls passes or watchdog pings.
 func (d *Daemon) Run(ctx context.Context) error {
-	defer d.kernel.Close()
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	d.runCtx = ctx
 	d.hookRunner = hooks.NewRunner(d.log)
-	defer d.hookRunner.Close()
+	defer d.shutdown(cancel)
 	d.syncRuntimes(d.cfg)
-	defer func() {
-		for _, rt := range d.runtimes {
-			rt.close()
-		}
-	}()
 	d.startServiceChecks()
-	defer d.svcChecker().Close()
+	defer d.stopServiceChecks()
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
-	go func() {
-		werr <- watcher.Run(ctx, watcher.Options{NetNS: d.netnsFD(), Logger: d.log}, events)
-	}()
+	d.wg.Go(func() { werr <- d.deps.Events.Run(ctx, events) })
 
-	defer d.fw.Close()
 	// Repair of netfilter state: nftables tells us (its monitor); iptables
-	// has no events, so it gets the cheap Check once a second.
-	var fwCheck <-chan time.Time
-	if d.cfg.Firewall.Backend == "iptables" {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		fwCheck = t.C
-	} else {
-		go func() {
-			if err := firewall.WatchNFTables(ctx, d.netnsFD(), d.fwDamaged); err != nil {
-				d.log.Warn("nftables monitor unavailable; firewall repair only on the next pass", "reason", err.Error())
+	// has no events, so it gets the cheap Check every FirewallPoll.
+	fwCheck := newLoopTimer(d.clock)
+	defer fwCheck.stop()
+	if m := d.deps.FirewallMonitor; m != nil {
+		d.wg.Go(func() {
+			if err := m.Watch(ctx, d.fwDamaged); err != nil {
+				d.log.Warn("firewall monitor unavailable; firewall repair only on the next pass", "reason", err.Error())
 			}
-		}()
+		})
+	} else if d.deps.FirewallPoll > 0 {
+		fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
 	}
 
 	// Under systemd with WatchdogSec, the loop itself pings: a pass that
 	// hangs stops the pings and systemd restarts the daemon.
-	var watchdog <-chan time.Time
-	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
-		t := time.NewTicker(every / 2)
-		defer t.Stop()
-		watchdog = t.C
+	watchdog := newLoopTimer(d.clock)
+	defer watchdog.stop()
+	if d.deps.Watchdog > 0 {
+		watchdog.resetAt(d.clock.Now().Add(d.deps.Watchdog / 2))
 	}
 
 	var hup chan os.Signal
@@ -229,22 +258,25 @@ func (d *Daemon) Run(ctx context.Context) error {
 		trigger  time.Time
 		lastSync time.Time
 		ready    bool
-		timer    = time.NewTimer(time.Hour)
-		deadline = time.NewTimer(time.Hour)
+		timer    = newLoopTimer(d.clock) // the next pass: retry, deferral, min_sync_interval
+		deadline = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
 	)
-	timer.Stop()
-	deadline.Stop()
-	schedule := func(at time.Time) {
-		timer.Stop()
-		timer.Reset(time.Until(at))
+	defer timer.stop()
+	defer deadline.stop()
+	schedule := func(at time.Time) { timer.resetAt(at) }
+	due := func(at time.Time) {
+		if !pending {
+			pending, trigger = true, at
+		}
 	}
 
 	for {
 		// Health hold-downs, silence deadlines and reconnect_after all wait
 		// on this one timer; it is re-armed from what the last step changed.
-		if next := d.nextDeadline(); !next.IsZero() {
-			deadline.Stop()
-			deadline.Reset(time.Until(next))
+		if next := d.nextDeadline(); next.IsZero() {
+			deadline.stop()
+		} else if !next.Equal(deadline.armedAt()) {
+			deadline.resetAt(next)
 		}
 		select {
 		case <-ctx.Done():
@@ -255,64 +287,67 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("watcher: %w", err)
 		case ev := <-events:
-			if ownEcho(ev) {
-				continue
-			}
-			if !pending {
-				trigger = ev.At
-			}
-			pending = true
 			// Coalesce: everything already queued belongs to this pass.
-			for drained := false; !drained; {
-				select {
-				case <-events:
-				default:
-					drained = true
+			for {
+				if d.noteEvent(ev) {
+					due(ev.At)
 				}
+				select {
+				case ev = <-events:
+					continue
+				default:
+				}
+				break
 			}
-		case done := <-d.reload:
-			err := d.doReload()
-			done <- err
+		case req := <-d.reload:
+			err := d.applyConfig(req.cfg, req.err)
+			if req.done != nil {
+				req.done <- err
+			}
 			if err == nil {
-				pending, trigger = true, time.Now()
+				due(d.clock.Now())
 			}
 		case <-hup:
-			_ = d.doReload()
-			pending, trigger = true, time.Now()
-		case <-timer.C:
-			pending = true
-			if trigger.IsZero() {
-				trigger = time.Now()
-			}
-		case <-watchdog:
-			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
+			// Read in the background like Reload; the result comes back
+			// through d.reload.
+			d.wg.Go(func() {
+				cfg, err := LoadConfig(d.opts.ConfigPath)
+				select {
+				case d.reload <- reloadReq{cfg: cfg, err: err}:
+				case <-ctx.Done():
+				}
+			})
+		case at := <-timer.C:
+			due(at)
+		case at := <-watchdog.C:
+			d.deps.Notify("WATCHDOG=1")
+			// From the tick, not from now: a late ping does not delay
+			// the next one.
+			watchdog.resetAt(at.Add(d.deps.Watchdog / 2))
 			continue
 		case <-d.svcChanged:
 			// A backend entered or left a service's healthy set.
-			if !pending {
-				pending, trigger = true, time.Now()
-			}
+			due(d.clock.Now())
 		case <-d.fwDamaged:
 			d.firewallRepair(&pending, &trigger, schedule)
-		case <-fwCheck:
+		case <-fwCheck.C:
+			fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
 			d.firewallRepair(&pending, &trigger, schedule)
 		case m := <-d.probes:
-			if d.onProbe(m, time.Now()) && !pending {
-				pending, trigger = true, m.r.At
+			if d.onProbe(m, d.clock.Now()) {
+				due(m.r.At)
 			}
 		case <-deadline.C:
 			// Hold-downs and silence deadlines expire; reconnect_after may
 			// have passed: a pass re-evaluates all of it.
-			d.tick(time.Now())
-			if !pending {
-				pending, trigger = true, time.Now()
-			}
+			d.tick(d.clock.Now())
+			due(d.clock.Now())
 		}
 		if !pending {
 			continue
 		}
-		if wait := time.Until(lastSync.Add(d.cfg.Daemon.MinSyncInterval)); wait > 0 {
-			schedule(time.Now().Add(wait))
+		if at := lastSync.Add(d.cfg.Daemon.MinSyncInterval); at.After(d.clock.Now()) {
+			schedule(at)
 			continue
 		}
 		res := d.sync(trigger)
@@ -320,20 +355,94 @@ func (d *Daemon) Run(ctx context.Context) error {
 		pending, trigger = false, time.Time{}
 		switch {
 		case res.Deferred:
-			schedule(d.repairs.next())
+			schedule(d.nextRepair())
 		case errors.Is(res.Err, policy.ErrStale):
-			schedule(time.Now()) // the snapshot is outdated: resync at once
+			schedule(d.clock.Now()) // the snapshot is outdated: resync at once
+		case res.Err != nil && linkNotUp(res.Err):
+			// No timer: the link's own link-up event brings the next pass.
 		case res.Err != nil:
-			schedule(time.Now().Add(retryAfter))
+			schedule(d.clock.Now().Add(retryAfter))
 		}
 		if !ready && res.Err == nil {
 			ready = true
-			_, _ = daemon.SdNotify(false, daemon.SdNotifyReady)
+			d.deps.Notify("READY=1")
 		}
 		if d.opts.OnSync != nil {
 			d.opts.OnSync(res)
 		}
 	}
+}
+
+// shutdown ends what Run started: the context (watcher, monitors,
+// probers), every reconnector at once (a running command is killed; pppd
+// itself has detached into its own session by then and lives on), the hook
+// runner (running hooks finish, bounded by their timeouts), then waits for
+// every goroutine before closing the kernel and firewall handles.
+func (d *Daemon) shutdown(cancel context.CancelFunc) {
+	cancel()
+	for _, rt := range d.runtimes {
+		rt.stopProber()
+		if rt.reconn != nil {
+			rt.reconn.Kill()
+		}
+	}
+	for _, r := range d.retired {
+		r.Kill()
+	}
+	d.retired = nil
+	d.hookRunner.Close()
+	d.wg.Wait()
+	d.fw.Close()
+	d.kernel.Close()
+}
+
+// noteEvent records what an event says about links (for bounce detection)
+// and reports whether it needs a pass.
+func (d *Daemon) noteEvent(ev watcher.Event) bool {
+	switch ev.Kind {
+	case watcher.KindLink:
+		d.touched[ev.Index] |= touchLink
+	case watcher.KindAddr:
+		d.touched[ev.Index] |= touchAddr
+	case watcher.KindResync:
+		// Events may have been lost: anything may have bounced.
+		d.touched[-1] |= touchLink | touchAddr
+	}
+	return !ownEcho(ev)
+}
+
+// linkNotUp reports whether every error joined in err is ENETDOWN: a route
+// via a link whose address arrived before the link was set up. That is the
+// normal order of a ppp redial, not a failure.
+func linkNotUp(err error) bool {
+	if err == nil {
+		return false
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !linkNotUp(e) {
+				return false
+			}
+		}
+		return true
+	}
+	if errors.Is(err, syscall.ENETDOWN) {
+		return true
+	}
+	if w := errors.Unwrap(err); w != nil {
+		return linkNotUp(w)
+	}
+	return false
+}
+
+// nextRepair is when the repair limiter will have a token again.
+func (d *Daemon) nextRepair() time.Time {
+	now := d.clock.Now()
+	tokens := d.repairs.TokensAt(now)
+	if tokens >= 1 {
+		return now
+	}
+	return now.Add(time.Duration((1 - tokens) * float64(repairRefill)))
 }
 
 // ownEcho tells the notification of a rule or route uplinkd itself just
@@ -343,10 +452,11 @@ func ownEcho(ev watcher.Event) bool {
 	return (ev.Kind == watcher.KindRoute || ev.Kind == watcher.KindRule) && !ev.Deleted && ev.Protocol == policy.Protocol
 }
 
-func (d *Daemon) doReload() error {
-	cfg, err := LoadConfig(d.opts.ConfigPath)
+// applyConfig switches the loop to a config read by Reload (or the SIGHUP
+// reader); err is why reading it failed. An empty or truncated file (no
+// [[uplink]]) is refused like a bad one: it must not take the gateway offline.
+func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	if err == nil {
-		// An empty or truncated file must not take the gateway offline.
 		err = cfg.CheckRunnable()
 	}
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
@@ -360,40 +470,52 @@ func (d *Daemon) doReload() error {
 	d.forgetMovedMarks(d.cfg, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
-	d.svcChecker().Update(backendcheck.Specs(cfg))
+	d.updateServiceChecks(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
 
 // sync is one reconcile pass: observe → compute → diff → apply.
 func (d *Daemon) sync(trigger time.Time) SyncResult {
-	res := SyncResult{Trigger: trigger, Start: time.Now()}
+	res := SyncResult{Trigger: trigger, Start: d.clock.Now()}
 	obs, err := d.kernel.Snapshot()
 	if err != nil {
-		res.Err, res.End = err, time.Now()
+		res.Err, res.End = err, d.clock.Now()
 		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
 		return res
 	}
-	now := time.Now()
+	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
+	flushed, bounced := d.kernelDropped(links, obs)
 	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now))
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
 	}
 	res.Desired = desired
 	changes := policy.Diff(desired, obs)
-	d.logTransitions(desired.Uplinks)
+	d.logTransitions(desired.Uplinks, bounced)
 
 	changes = d.dropConflicts(changes)
-	if n := policy.Repairs(changes, d.lastApplied); n > 0 {
-		if d.repairs.take() {
+	// A repair undoes someone else; what the kernel dropped by itself (its
+	// link is down, bounced or lost its last address) comes back at once
+	// and outside the repair budget, and is no longer counted as ours.
+	for dev := range flushed {
+		for _, k := range d.ownedVia[dev] {
+			delete(d.lastApplied, "route:"+k)
+		}
+	}
+	applied := d.lastApplied
+	isRepair := func(c policy.Change) bool {
+		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
+	}
+	if n := countFunc(changes, isRepair); n > 0 {
+		if d.repairs.AllowN(now, 1) {
 			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 		} else {
 			// Out of repair tokens: hold the repairs back, but never the
 			// rest of the pass (a failover must not wait for a fight).
 			res.Deferred = true
-			applied := d.lastApplied
-			changes = slices.DeleteFunc(changes, func(c policy.Change) bool { return policy.IsRepair(c, applied) })
+			changes = slices.DeleteFunc(changes, isRepair)
 			d.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
 				"event", "apply", "reason", "repair rate limit", "repairs", n)
 		}
@@ -412,12 +534,21 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	res.FirewallChanged = fwChanged
 	d.flushConntrack()
-	res.End = time.Now()
+	res.End = d.clock.Now()
 	d.afterApply(links, now)
 	d.fireHooks()
 	res.Changes = changes
+	d.rememberLinks(obs)
 	if res.Err == nil && !res.Deferred {
 		d.lastApplied = desired.AppliedKeys()
+		d.ownedVia = ownedVia(desired.Routes)
+	} else {
+		// Some changes may not have been made (or repairs were held back):
+		// what is still wanted as before stays ours, what this pass removed
+		// is not ours any more, and what it added counts once a pass
+		// succeeds.
+		want := desired.AppliedKeys()
+		maps.DeleteFunc(d.lastApplied, func(k, v string) bool { return want[k] != v })
 	}
 	if fwChanged {
 		d.log.Info("firewall applied", "event", "apply", "backend", d.cfg.Firewall.Backend)
@@ -432,14 +563,143 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		switch {
 		case errors.Is(res.Err, policy.ErrStale):
 			d.log.Info("kernel changed during the pass; resyncing", append(attrs, "reason", res.Err.Error())...)
+		case linkNotUp(res.Err):
+			d.log.Info("link not up yet; applying again on its link-up event", append(attrs, "reason", res.Err.Error())...)
 		case res.Err != nil:
 			d.log.Error("apply failed (will retry)", append(attrs, "reason", res.Err.Error())...)
 		default:
 			d.log.Info("applied", attrs...)
 		}
-		_, _ = daemon.SdNotify(false, "STATUS="+statusLine(desired.Uplinks))
+		d.deps.Notify("STATUS=" + statusLine(desired.Uplinks))
 	}
 	return res
+}
+
+// kernelDropped tells, per uplink interface, what happened since the last
+// pass that the pass itself could not see:
+//
+//   - bounced: down/up cycles of the link between the two passes that no
+//     pass saw. Signals: the kernel mirror's down-transition counter
+//     (Link.Bounces) grew, which also counts cycles around a down or up
+//     the passes did see; or, for a link up then and now, the ifindex
+//     changed (re-created) or a link event arrived and every single-device
+//     route uplinkd had applied via the link is gone (the kernel drops them
+//     on down).
+//   - flushed: the kernel dropped the link's routes by itself (the link is
+//     down now, it bounced, or its last address went: a link or address
+//     event and all owned routes via it gone). Restoring them is not a
+//     repair.
+func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]bounce) {
+	have := make(map[string]bool, len(obs.Routes))
+	for _, r := range obs.Routes {
+		have[r.Key()] = true
+	}
+	for _, st := range links {
+		link, ok := obs.Links[st.Iface]
+		if ok && !linkUpNow(link) {
+			// The kernel drops every route via a link that is down.
+			if flushed == nil {
+				flushed = map[string]bool{}
+			}
+			flushed[st.Iface] = true
+		}
+		prev, seen := d.lastLinks[st.Iface]
+		if !ok || !seen {
+			continue
+		}
+		touched := d.touched[link.Index] | d.touched[prev.Index] | d.touched[-1]
+		owned := d.ownedVia[st.Iface]
+		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k string) bool { return have[k] })
+		vanished := gone && touched != 0
+		n, counted := 0, false
+		switch {
+		case link.Bounces > prev.Bounces:
+			n, counted = int(min(link.Bounces-prev.Bounces, 1000)), true
+		case link.Index != prev.Index, gone && touched&touchLink != 0 && linkUpNow(link):
+			n = 1
+		}
+		var b bounce
+		switch wasUp, nowUp := linkUp(d.lastStates[st.Name]), linkUp(st); {
+		case wasUp && nowUp:
+			b.cycles = n // down, up: each time
+		case wasUp && counted:
+			b.cycles = n - 1 // down, up; the last down is the one this pass sees
+		case counted:
+			b = bounce{cycles: n, upFirst: true} // up, down; then maybe the up this pass sees
+		}
+		if b.cycles > 0 {
+			if bounced == nil {
+				bounced = map[string]bounce{}
+			}
+			bounced[st.Iface] = b
+		}
+		if n > 0 || vanished {
+			if flushed == nil {
+				flushed = map[string]bool{}
+			}
+			flushed[st.Iface] = true
+		}
+	}
+	return flushed, bounced
+}
+
+func linkUpNow(l policy.Link) bool { return l.Up && l.Carrier }
+
+// bounce is what happened to a link between two passes that neither saw:
+// cycles of down then up, or of up then down (upFirst: the last pass saw
+// it down).
+type bounce struct {
+	cycles  int
+	upFirst bool
+}
+
+// rememberLinks keeps what this pass saw of the links for the next one.
+func (d *Daemon) rememberLinks(obs policy.Observed) {
+	clear(d.lastLinks)
+	for i := range d.cfg.Uplinks {
+		name := d.cfg.Uplinks[i].Interface
+		if l, ok := obs.Links[name]; ok {
+			d.lastLinks[name] = l
+		}
+	}
+	clear(d.touched)
+}
+
+// touch says what kind of event named an interface since the last pass.
+type touch uint8
+
+const (
+	touchLink touch = 1 << iota
+	touchAddr
+)
+
+// ownedVia lists the keys of the single-device routes per device.
+func ownedVia(routes []policy.Route) map[string][]string {
+	m := map[string][]string{}
+	for _, r := range routes {
+		if len(r.Nexthops) == 1 {
+			m[r.Nexthops[0].Dev] = append(m[r.Nexthops[0].Dev], r.Key())
+		}
+	}
+	return m
+}
+
+// viaAny reports whether a route change goes through one of the devices.
+func viaAny(c policy.Change, devs map[string]bool) bool {
+	if len(devs) == 0 || (c.Op != policy.OpAddRoute && c.Op != policy.OpReplaceRoute) {
+		return false
+	}
+	return slices.ContainsFunc(c.Route.Nexthops, func(nh policy.Nexthop) bool { return devs[nh.Dev] })
+}
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }
 
 // dropConflicts removes (and reports once) desired routes whose slot a
@@ -461,13 +721,42 @@ func (d *Daemon) dropConflicts(changes []policy.Change) []policy.Change {
 }
 
 // logTransitions emits one structured record per uplink state change.
-// Hook events it finds run after the pass has applied its changes.
-func (d *Daemon) logTransitions(states []policy.UplinkState) {
+// Hook events it finds run after the pass has applied its changes. A bounce
+// the passes never saw is told as the link-down and link-up it was, with
+// their hooks, in the order they happened and before the transition this
+// pass sees.
+func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]bounce) {
 	for _, st := range states {
 		old, seen := d.lastStates[st.Name]
 		d.lastStates[st.Name] = st
 		rt := d.runtimes[st.Name]
 		attrs := []any{"uplink", st.Name, "iface", st.Iface}
+		const why = "link bounced between passes"
+		linkDown := func() {
+			d.log.Info("link down", append(attrs, "event", "link-down", "reason", why)...)
+			d.queueHook(rt, hooks.HookEvent{Event: "link-down", Uplink: st.Name, Iface: st.Iface, Reason: why})
+		}
+		linkUpAgain := func() {
+			d.log.Info("link up", append(attrs, "event", "link-up", "reason", why)...)
+			d.queueHook(rt, hooks.HookEvent{Event: "link-up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: why})
+		}
+		b := bounced[st.Iface]
+		for range b.cycles {
+			if b.upFirst {
+				linkUpAgain()
+				linkDown()
+				continue
+			}
+			linkDown()
+			// A usable uplink was out of service for the moment too.
+			if old.Usable && st.Usable {
+				d.queueHook(rt, hooks.HookEvent{Event: "down", Uplink: st.Name, Iface: st.Iface, Reason: why})
+			}
+			linkUpAgain()
+			if old.Usable && st.Usable {
+				d.queueHook(rt, hooks.HookEvent{Event: "up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
+			}
+		}
 		// Any address change (lost, gained, replaced) or a failure clears the
 		// uplink's conntrack entries after this pass's firewall sync: an entry
 		// made in the instant between the route change and the SNAT rewrite
@@ -558,13 +847,14 @@ func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func
 	if intact || *pending {
 		return
 	}
-	if !d.repairs.take() {
+	now := d.clock.Now()
+	if !d.repairs.AllowN(now, 1) {
 		d.log.Warn("owned firewall state keeps changing; holding off the repair", "event", "apply", "reason", "repair rate limit")
-		schedule(d.repairs.next())
+		schedule(d.nextRepair())
 		return
 	}
 	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
-	*pending, *trigger = true, time.Now()
+	*pending, *trigger = true, now
 }
 
 // forgetStaleGateways deletes the neighbour entry of the gateway of every
@@ -599,37 +889,4 @@ func statusLine(states []policy.UplinkState) string {
 		parts[i] = s.String()
 	}
 	return strings.Join(parts, " ")
-}
-
-// tokenBucket is a tiny limiter: burst tokens, one back every refill.
-type tokenBucket struct {
-	tokens float64
-	burst  float64
-	refill time.Duration
-	last   time.Time
-}
-
-func newTokenBucket(burst int, refill time.Duration) *tokenBucket {
-	return &tokenBucket{tokens: float64(burst), burst: float64(burst), refill: refill, last: time.Now()}
-}
-
-func (b *tokenBucket) fill() {
-	now := time.Now()
-	b.tokens = min(b.burst, b.tokens+float64(now.Sub(b.last))/float64(b.refill))
-	b.last = now
-}
-
-func (b *tokenBucket) take() bool {
-	b.fill()
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
-	}
-	return false
-}
-
-// next is when the next token will be available.
-func (b *tokenBucket) next() time.Time {
-	b.fill()
-	return b.last.Add(time.Duration((1 - b.tokens) * float64(b.refill)))
 }

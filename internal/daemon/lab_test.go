@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +50,7 @@ priority = 100
 // running is a daemon started in-process inside a lab's router namespace.
 type running struct {
 	t      *testing.T
+	logs   *logBuf // every record, as JSON
 	lab    *lab.Lab
 	d      *Daemon
 	syncs  chan SyncResult
@@ -77,9 +79,11 @@ func start(t *testing.T, l *lab.Lab, configPath string) *running {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1)}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	r.d, err = New(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1), logs: &logBuf{}}
+	logger := slog.New(slog.NewMultiHandler(
+		slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}),
+		slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
 		select {
 		case r.syncs <- s:
 		default:
@@ -516,5 +520,96 @@ func TestLabSystemdNotify(t *testing.T) {
 	}
 	if seen["READY"] != "1" || seen["WATCHDOG"] != "1" || !strings.Contains(seen["STATUS"], "ppp0=active(") {
 		t.Errorf("notify messages: %v", seen)
+	}
+}
+
+// TestLabQuickBounces: `ip link set ppp0 down; ip link set ppp0 up`, six
+// times in a row as fast as ip runs. The kernel drops ppp0's routes on each
+// down; uplinkd puts them back at once without touching its repair budget
+// (no repair record, no pass holding repairs back) and logs and hooks the
+// down and up for every bounce it noticed, down before up.
+func TestLabQuickBounces(t *testing.T) {
+	l := dualLab(t)
+	trace := newTrace(t)
+	hook := hookScript(t, trace)
+	cfg := strings.Replace(labConfig, "rule_priority = 200\n", "rule_priority = 200\n  [[uplink.hook]]\n  on = [\"link-down\", \"link-up\"]\n  command = [\""+hook+"\"]\n", 1)
+	r := start(t, l, writeConfig(t, cfg))
+	r.eventually("converged", func() bool {
+		return strings.Contains(r.ip("route", "show", "table", "200"), "default dev ppp0 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "157"), "nexthop dev ppp0")
+	})
+	// ppp0 alone carries the main default, so each bounce drops it too.
+	if _, err := l.SetCarrier("ppp1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("default via ppp0 alone", r.has("default dev ppp0 proto 157", "route", "show", "table", "157"))
+	for len(r.syncs) > 0 {
+		<-r.syncs
+	}
+
+	const bounces = 6
+	// One ip process for all of them: faster than the loop's passes, so
+	// most bounces happen between two passes.
+	batch := filepath.Join(t.TempDir(), "bounces")
+	if err := os.WriteFile(batch, []byte(strings.Repeat("link set ppp0 down\nlink set ppp0 up\n", bounces)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, l, l.Router, "ip", "-batch", batch)
+	r.eventually("ppp0's routes back", func() bool {
+		return strings.Contains(r.ip("route", "show", "table", "200"), "default dev ppp0 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "157"), "default dev ppp0 proto 157")
+	})
+	for len(r.syncs) > 0 {
+		if s := <-r.syncs; s.Deferred {
+			t.Errorf("a pass held repairs back during the bounces: %v", s.Changes)
+		}
+	}
+	if recs := r.logs.records(map[string]any{"msg": "undoing a change someone else made to what uplinkd keeps"}); len(recs) != 0 {
+		t.Errorf("bounces counted as repairs: %v", recs)
+	}
+	if recs := r.logs.records(map[string]any{"level": "ERROR"}); len(recs) != 0 {
+		t.Errorf("errors logged: %v", recs)
+	}
+	downs := len(r.logs.records(map[string]any{"msg": "link down", "event": "link-down", "uplink": "ppp0"}))
+	ups := len(r.logs.records(map[string]any{"msg": "link up", "event": "link-up", "uplink": "ppp0"}))
+	unseen := len(r.logs.records(map[string]any{"msg": "link down", "reason": "link bounced between passes"}))
+	t.Logf("%d bounces: %d link-down and %d link-up records, %d of them for bounces between passes", bounces, downs, ups, unseen)
+	if downs < 1 || ups != downs+1 { // +1: the first pass's "link up"
+		t.Errorf("link-down %d, link-up %d records for %d bounces; want each noticed bounce logged as a pair", downs, ups, bounces)
+	}
+	want := make([]string, 0, 2*downs)
+	for range downs {
+		want = append(want, "link-down", "link-up")
+	}
+	waitUntil(t, "the hooks", func() bool { return len(trace.lines()) >= len(want) })
+	if got := trace.lines(); !slices.Equal(got, want) {
+		t.Errorf("hooks ran %q, want %q", got, want)
+	}
+}
+
+// TestLabAddressBeforeLinkUp: a redial whose address arrives while the link
+// is still down (pppd's order) makes `ip route add default dev ppp1 table
+// 201` fail with "network is down". That is not an error: it is logged at
+// info and applied on the link's own up event.
+func TestLabAddressBeforeLinkUp(t *testing.T) {
+	l := dualLab(t)
+	r := start(t, l, writeConfig(t, labConfig))
+	r.eventually("converged", r.has("default dev ppp1 proto 157", "route", "show", "table", "201"))
+	mustExec(t, l, l.Router, "ip", "link", "set", "ppp1", "down")
+	mustExec(t, l, l.Router, "ip", "addr", "flush", "dev", "ppp1")
+	const newAddr = "100.64.1.77"
+	mustExec(t, l, l.Router, "ip", "addr", "add", newAddr+"/32", "peer", l.ISPAddr("ppp1").String()+"/32", "dev", "ppp1")
+	notUp := func() bool {
+		return len(r.logs.records(map[string]any{"msg": "link not up yet; applying again on its link-up event"})) > 0
+	}
+	r.eventually("a pass on the address of the down link", notUp)
+	mustExec(t, l, l.Router, "ip", "link", "set", "ppp1", "up")
+	r.eventually("ppp1 rewritten for its new address", func() bool {
+		return strings.Contains(r.ip("rule"), "from "+newAddr+" lookup 201") &&
+			strings.Contains(r.ip("route", "show", "table", "201"), "default dev ppp1 proto 157") &&
+			strings.Contains(r.ip("route", "show", "table", "157"), "nexthop dev ppp1")
+	})
+	if recs := r.logs.records(map[string]any{"level": "ERROR"}); len(recs) != 0 {
+		t.Errorf("errors logged for a normal redial: %v", recs)
 	}
 }

@@ -113,8 +113,8 @@ func askName(l *lab.Lab, ns, laddr, raddr string) (string, error) {
 	return name, err
 }
 
-// waitUntil polls cond (reading kernel state in a test is fine) for up to 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// waitCond polls cond (reading kernel state in a test is fine) for up to 10 s.
+func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -321,7 +321,7 @@ func TestLabServices(t *testing.T) {
 				return strings.Contains(fw, "dnat to "+deadTo) || strings.Contains(fw, "--to-destination "+deadTo)
 			}
 			ssh[dead].stop()
-			waitUntil(t, dead+" out of the ssh set", func() bool { return !dnatTo() })
+			waitCond(t, dead+" out of the ssh set", func() bool { return !dnatTo() })
 			for _, c := range clients {
 				name, err := askName(l, l.Inet, c, svc)
 				switch {
@@ -334,7 +334,7 @@ func TestLabServices(t *testing.T) {
 				}
 			}
 			ssh[dead].start()
-			waitUntil(t, dead+" back in the ssh set", dnatTo)
+			waitCond(t, dead+" back in the ssh set", dnatTo)
 			if name, err := askName(l, l.Inet, clients[0], svc); err != nil || name != dead {
 				t.Errorf("client %s after %s came back: %s, %v", clients[0], dead, name, err)
 			}
@@ -355,7 +355,7 @@ func TestLabServices(t *testing.T) {
 				open = append(open, c)
 			}
 			web["b4"].stop()
-			waitUntil(t, "b4 out of the firewall", func() bool {
+			waitCond(t, "b4 out of the firewall", func() bool {
 				return !strings.Contains(firewallText(t, l, backend), "10.0.0.4:8080")
 			})
 			if st := r.d.ServiceStatus(); len(st) != 3 || st[0].Name != "web" || st[0].Backends[1].Healthy || st[2].Checked {
@@ -380,7 +380,7 @@ func TestLabServices(t *testing.T) {
 				}
 			}
 			web["b4"].start()
-			waitUntil(t, "b4 back in the set", func() bool {
+			waitCond(t, "b4 back in the set", func() bool {
 				name, err := askName(l, l.Inet, "192.0.2.1", ppp0())
 				return err == nil && name == "b4"
 			})
@@ -431,7 +431,7 @@ func TestLabServices(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "the service on ppp1's new address "+res.New.String(), func() bool {
+			waitCond(t, "the service on ppp1's new address "+res.New.String(), func() bool {
 				_, err := askName(l, l.Inet, "192.0.2.1", ppp1())
 				return err == nil
 			})
@@ -445,7 +445,7 @@ func TestLabServices(t *testing.T) {
 			if err := r.d.Reload(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			waitUntil(t, "b5 out of the firewall", func() bool {
+			waitCond(t, "b5 out of the firewall", func() bool {
 				return !strings.Contains(firewallText(t, l, backend), "10.0.0.5:8080")
 			})
 			for i := range 8 {
@@ -464,13 +464,13 @@ func TestLabServices(t *testing.T) {
 				damage = []string{"iptables-legacy", "-t", "nat", "-F"}
 			}
 			mustExec(t, l, l.Router, damage...)
-			waitUntil(t, "the service after "+strings.Join(damage, " "), func() bool {
+			waitCond(t, "the service after "+strings.Join(damage, " "), func() bool {
 				_, err := askName(l, l.Inet, "192.0.2.1", ppp0())
 				return err == nil
 			})
 			mustExec(t, l, l.Router, "ip", "link", "set", lab.LANIface, "down")
 			mustExec(t, l, l.Router, "ip", "link", "set", lab.LANIface, "up")
-			waitUntil(t, "the service after a LAN flap", func() bool {
+			waitCond(t, "the service after a LAN flap", func() bool {
 				_, err := askName(l, l.Inet, "192.0.2.1", ppp0())
 				return err == nil
 			})
@@ -496,19 +496,19 @@ func TestLabServiceNoBackendResets(t *testing.T) {
 		cfg = strings.Replace(cfg, `forward_policy = "drop"`, "forward_policy = \"drop\"\ninput_policy = \"drop\"", 1)
 		r := start(t, l, writeConfig(t, cfg))
 		addr := l.UplinkAddr("ppp0").String() + ":80"
-		waitUntil(t, "the service answers", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
+		waitCond(t, "the service answers", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
 		mustExec(t, l, l.LAN, "iptables", "-A", "INPUT", "-d", "10.0.0.3", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-		waitUntil(t, "the backend out of the set", func() bool {
+		waitCond(t, "the backend out of the set", func() bool {
 			st := r.d.ServiceStatus()
 			return len(st) > 0 && len(st[0].Backends) == 1 && !st[0].Backends[0].Healthy
 		})
-		waitUntil(t, "refused, not timed out", func() bool {
+		waitCond(t, "refused, not timed out", func() bool {
 			_, err := askName(l, l.Inet, "", addr)
 			return err != nil && strings.Contains(err.Error(), "connection refused")
 		})
 		// Back: the same connection works again once the checks pass.
 		mustExec(t, l, l.LAN, "iptables", "-D", "INPUT", "-d", "10.0.0.3", "-p", "tcp", "--dport", "8080", "-j", "DROP")
-		waitUntil(t, "the backend back", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
+		waitCond(t, "the backend back", func() bool { _, err := askName(l, l.Inet, "", addr); return err == nil })
 	})
 }
 

@@ -4,7 +4,10 @@ import (
 	"context"
 	"net/netip"
 	"reflect"
+	"slices"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/policy"
@@ -65,18 +68,15 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 			rt.stopProber()
 			rt.check, rt.health = u.Check, nil
 			if u.Check != nil {
-				rt.health = policy.NewHealthMachine(*u.Check, time.Now())
+				rt.health = policy.NewHealthMachine(*u.Check, d.clock.Now())
 			}
 		}
 		spec, ok := hooks.ReconnectSpecFor(u)
 		if !reflect.DeepEqual(spec, rt.reconnSpec) || (ok != (rt.reconn != nil)) {
-			if rt.reconn != nil {
-				rt.reconn.Close()
-				rt.reconn = nil
-			}
+			d.retireReconnector(rt)
 			rt.reconnSpec = spec
 			if ok {
-				rt.reconn = hooks.NewReconnector(spec, d.log, hooks.RealClock(), nil)
+				rt.reconn = hooks.NewReconnector(spec, d.log, d.clock, nil)
 			}
 		}
 		rt.reconnectAfter = 0
@@ -87,10 +87,27 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 	}
 	for name, rt := range d.runtimes {
 		if !keep[name] {
-			rt.close()
+			rt.stopProber()
+			d.retireReconnector(rt)
+			// Its hook worker ends once the hooks already queued have run.
+			d.hookRunner.Retire(name)
 			delete(d.runtimes, name)
 		}
 	}
+}
+
+// retireReconnector closes the uplink's reconnector in the background: Close
+// waits for a running attempt (up to its timeout), and the loop must not.
+// Run's exit waits for these goroutines, after ending their attempts.
+func (d *Daemon) retireReconnector(rt *uplinkRuntime) {
+	r := rt.reconn
+	if r == nil {
+		return
+	}
+	rt.reconn = nil
+	d.retired = slices.DeleteFunc(d.retired, (*hooks.Reconnector).Closed)
+	d.retired = append(d.retired, r)
+	d.wg.Go(r.Close)
 }
 
 func (rt *uplinkRuntime) stopProber() {
@@ -100,14 +117,6 @@ func (rt *uplinkRuntime) stopProber() {
 	}
 	rt.proberSource, rt.proberIface = netip.Addr{}, ""
 	rt.rounds = nil
-}
-
-func (rt *uplinkRuntime) close() {
-	rt.stopProber()
-	if rt.reconn != nil {
-		rt.reconn.Close()
-		rt.reconn = nil
-	}
 }
 
 // feedLinks gives every health machine the pass's link-layer verdict and
@@ -161,21 +170,25 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 	}
 	gen := rt.proberGen
 	results := make(chan probe.Result, 4*len(spec.Targets))
-	go func() {
+	run := d.deps.Probe
+	d.wg.Go(func() {
 		for r := range results {
 			select {
 			case d.probes <- probeMsg{rt: rt, gen: gen, r: r}:
 			case <-ctx.Done():
+				// Drain, so the prober never blocks on a full channel.
+				for range results {
+				}
 				return
 			}
 		}
-	}()
-	go func() {
+	})
+	d.wg.Go(func() {
 		defer close(results)
-		if err := probe.Run(ctx, spec, results); err != nil {
+		if err := run(ctx, spec, results); err != nil {
 			d.log.Warn("prober stopped", "event", "probe", "uplink", rt.name, "iface", st.Iface, "reason", err.Error())
 		}
-	}()
+	})
 }
 
 // onProbe folds one result into its round; a complete round goes to the
@@ -220,11 +233,14 @@ func (d *Daemon) tick(now time.Time) bool {
 	return changed
 }
 
-// manageReconnect: an interface that is gone or has no carrier needs a
-// reconnect at once; one that is there but unusable (no address) or whose
-// probes fail gets reconnect_after to recover by itself first.
+// manageReconnect: an interface that is gone, has no carrier or no address
+// needs a dial at once (for ppp the Reconnector leaves a live pppd to
+// redial by itself); one whose address works but whose probes fail gets
+// reconnect_after to recover by itself before its pppd is restarted. The
+// moment the link has its address every pending attempt is canceled.
 func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now time.Time) {
-	troubled := st.Present && st.Carrier && (!st.Usable || (rt.health != nil && rt.health.State() == policy.HealthFailed))
+	failing := st.Present && st.Carrier && st.Usable && rt.health != nil && rt.health.State() == policy.HealthFailed
+	troubled := st.Present && st.Carrier && (!st.Usable || failing)
 	switch {
 	case troubled && rt.troubleSince.IsZero():
 		rt.troubleSince = now
@@ -236,13 +252,17 @@ func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now t
 	}
 	switch {
 	case !st.Present || !st.Carrier:
-		rt.reconn.Down(true)
-	case troubled:
+		rt.reconn.Set(hooks.NeedDial)
+	case !st.Usable:
 		if !now.Before(rt.troubleSince.Add(rt.reconnectAfter)) {
-			rt.reconn.Down(true)
+			rt.reconn.Set(hooks.NeedDial)
+		}
+	case failing:
+		if !now.Before(rt.troubleSince.Add(rt.reconnectAfter)) {
+			rt.reconn.Set(hooks.NeedRestart)
 		}
 	default:
-		rt.reconn.Down(false)
+		rt.reconn.Set(hooks.NeedNone)
 	}
 }
 
@@ -260,7 +280,7 @@ func (d *Daemon) nextDeadline() time.Time {
 			earlier(rt.health.NextDeadline())
 		}
 		if rt.reconn != nil && !rt.troubleSince.IsZero() {
-			if at := rt.troubleSince.Add(rt.reconnectAfter); at.After(time.Now()) {
+			if at := rt.troubleSince.Add(rt.reconnectAfter); at.After(d.clock.Now()) {
 				earlier(at)
 			}
 		}
@@ -307,9 +327,13 @@ func (d *Daemon) fireHooks() {
 	d.pendingHooks = d.pendingHooks[:0]
 }
 
-func (d *Daemon) netnsFD() int {
-	if d.opts.NetNS < 0 {
+func (d *Daemon) netnsFD() int { return nsFD(d.opts.NetNS) }
+
+// nsFD is the namespace fd the watcher and probers take: 0 for the
+// process's own namespace.
+func nsFD(ns netns.NsHandle) int {
+	if ns < 0 {
 		return 0
 	}
-	return int(d.opts.NetNS)
+	return int(ns)
 }

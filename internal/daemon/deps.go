@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/uplinkd/uplinkd/firewall"
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
+	"github.com/uplinkd/uplinkd/watcher/probe"
+)
+
+// The loop's outside world, as small interfaces defined here where they are
+// used: the production pieces (netlink, nftables/iptables, the rtnetlink
+// watcher, systemd) satisfy them, and the loop tests drive the same loop with
+// fakes as a normal user.
+
+// Kernel is the routing state the loop reads and writes.
+type Kernel interface {
+	// Snapshot returns the kernel state policy decisions depend on.
+	Snapshot() (policy.Observed, error)
+	ReadSysctls(keys []string) (map[string]string, error)
+	// Apply carries out changes in order; policy.ErrStale means the kernel
+	// changed under the pass (the loop resyncs at once), ENETDOWN that a
+	// link was not up yet (its link-up event brings the next pass).
+	Apply(changes []policy.Change, obs policy.Observed) error
+	// ForgetNeighbor deletes the neighbour entry of ip on dev.
+	ForgetNeighbor(dev string, ip netip.Addr, obs policy.Observed) error
+	Close() error
+}
+
+// Firewall is the part of firewall.Backend the loop uses.
+type Firewall interface {
+	Sync(rs firewall.Ruleset) (changed bool, err error)
+	Check() (intact bool, err error)
+	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	Close() error
+}
+
+// EventSource delivers kernel change triggers until ctx is done. Its first
+// event (watcher.KindResync) starts the first pass.
+type EventSource interface {
+	Run(ctx context.Context, out chan<- watcher.Event) error
+}
+
+// FirewallMonitor reports, by a non-blocking send on damaged, that someone
+// else changed netfilter state uplinkd owns.
+type FirewallMonitor interface {
+	Watch(ctx context.Context, damaged chan<- struct{}) error
+}
+
+// Clock is time for the loop, the health machines and the reconnectors:
+// hooks.RealClock in production, a hooks.FakeClock in the loop tests.
+type Clock = hooks.Clock
+
+// ProbeFunc runs one uplink's prober until ctx is done (probe.Run).
+type ProbeFunc func(ctx context.Context, spec probe.Spec, out chan<- probe.Result) error
+
+// Deps are what New needs besides the config. Kernel, Firewall and Events
+// are required; Run closes Kernel and Firewall when it returns.
+type Deps struct {
+	Kernel   Kernel
+	Firewall Firewall
+	Events   EventSource
+	// FirewallMonitor (nftables) tells of damage as it happens; without one,
+	// FirewallPoll > 0 runs the backend's cheap Check that often (iptables
+	// has no change events). Neither: damage is seen on the next pass.
+	FirewallMonitor FirewallMonitor
+	FirewallPoll    time.Duration
+	Clock           Clock     // nil: the real clock
+	Probe           ProbeFunc // nil: probe.Run
+	// Notify sends one sd_notify state ("READY=1", "WATCHDOG=1",
+	// "STATUS=..."); nil: none. It must not block (a datagram).
+	Notify func(state string)
+	// Watchdog > 0: the loop sends WATCHDOG=1 every Watchdog/2.
+	Watchdog time.Duration
+	// Services starts the [[service]] backend checks (services.go); nil:
+	// none, every backend stays in the set.
+	Services ServiceChecksFunc
+}
+
+// Open is the production constructor: it loads the config and opens the
+// real netlink kernel, firewall backend, rtnetlink watcher, nftables
+// monitor and systemd notifications, all in opts.NetNS. A bad config
+// returns policy.Problems and touches nothing.
+func Open(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.NetNS == 0 {
+		opts.NetNS = -1 // a zero Options: fd 0 is stdin, not a namespace
+	}
+	cfg, err := LoadConfig(opts.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	k, err := policy.OpenKernel(opts.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	fd := nsFD(opts.NetNS)
+	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
+	if err != nil {
+		k.Close()
+		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
+	}
+	deps := Deps{
+		Kernel:   k,
+		Firewall: fw,
+		Events:   watcherSource{watcher.Options{NetNS: fd, Logger: opts.Logger}},
+		Notify:   func(state string) { _, _ = sddaemon.SdNotify(false, state) },
+	}
+	if cfg.Firewall.Backend == "iptables" {
+		deps.FirewallPoll = time.Second
+	} else {
+		deps.FirewallMonitor = nftMonitor{fd}
+	}
+	deps.Services = realServiceChecks(fd, opts.Logger)
+	if every, err := sddaemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		deps.Watchdog = every
+	}
+	d, err := New(cfg, opts, deps)
+	if err != nil {
+		fw.Close()
+		k.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+type watcherSource struct{ opts watcher.Options }
+
+func (w watcherSource) Run(ctx context.Context, out chan<- watcher.Event) error {
+	return watcher.Run(ctx, w.opts, out)
+}
+
+type nftMonitor struct{ fd int }
+
+func (m nftMonitor) Watch(ctx context.Context, damaged chan<- struct{}) error {
+	return firewall.WatchNFTables(ctx, m.fd, damaged)
+}
+
+// loopTimer is a resettable timer with a channel, built on Clock.AfterFunc
+// so the fake clock drives the loop the same way the real one does. A stale
+// callback (of a timer stopped or reset meanwhile) is recognised by its
+// generation and sends nothing.
+type loopTimer struct {
+	clock Clock
+	C     chan time.Time
+
+	mu  sync.Mutex
+	t   hooks.Timer
+	gen uint64
+	at  time.Time
+}
+
+func newLoopTimer(c Clock) *loopTimer { return &loopTimer{clock: c, C: make(chan time.Time, 1)} }
+
+// resetAt arms the timer for at (now or earlier: fires at once), replacing
+// any earlier arming and discarding a fired, unread tick.
+func (t *loopTimer) resetAt(at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopLocked()
+	t.at = at
+	gen := t.gen
+	t.t = t.clock.AfterFunc(max(0, at.Sub(t.clock.Now())), func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if gen != t.gen {
+			return
+		}
+		t.t = nil
+		select {
+		case t.C <- t.clock.Now():
+		default:
+		}
+	})
+}
+
+// armedAt is the time the timer is armed for, zero when it is not.
+func (t *loopTimer) armedAt() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.t == nil {
+		return time.Time{}
+	}
+	return t.at
+}
+
+func (t *loopTimer) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopLocked()
+}
+
+func (t *loopTimer) stopLocked() {
+	if t.t != nil {
+		t.t.Stop()
+		t.t = nil
+	}
+	t.gen++
+	select {
+	case <-t.C:
+	default:
+	}
+}

@@ -1,0 +1,162 @@
+package dhcpd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/dbus"
+)
+
+// restartTimeout bounds one restart (the D-Bus job or the command).
+const restartTimeout = time.Minute
+
+// supervisor keeps an external DHCP server serving across LAN link flaps.
+// Servers such as isc-dhcp-server bind to the interface when they start
+// and exit (or stay deaf) when it is missing, so when the LAN link comes
+// back after being down the unit is restarted. When uplinkd first learns
+// that the link is up, a unit is started if it is not running (StartUnit is
+// a no-op for a running unit; a command is not run then, as it may not be
+// idempotent).
+//
+// Restarts are rate-limited to one per MinInterval: a link flapping faster
+// gets one more restart when the interval has passed. The caller's
+// LinkChanged never waits: the restart runs on the supervisor's goroutine.
+type supervisor struct {
+	svc   Service
+	iface string
+	log   *slog.Logger
+	// restart is the action (replaced in tests); start is true for the
+	// first "up" (start if not running) and false for a restart.
+	restart func(ctx context.Context, start bool) error
+
+	mu          sync.Mutex
+	restarts    int
+	lastRestart time.Time
+	lastErr     string
+	lastErrAt   time.Time
+}
+
+func newSupervisor(svc Service, iface string, log *slog.Logger) *supervisor {
+	s := &supervisor{svc: svc, iface: iface, log: log}
+	if svc.Unit != "" {
+		s.restart = s.restartUnit
+	} else {
+		s.restart = s.runCommand
+	}
+	return s
+}
+
+func (s *supervisor) status() (int, time.Time, string, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restarts, s.lastRestart, s.lastErr, s.lastErrAt
+}
+
+// run waits for link changes until ctx ends.
+func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *atomic.Int32, wentDown *atomic.Bool) error {
+	var (
+		last    int32 // 0 unknown, 1 up, 2 down
+		pending bool  // a restart is due
+		start   bool  // the due action is "start if not running"
+		timer   = time.NewTimer(time.Hour)
+		lastRun time.Time
+	)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-linkc:
+			flapped := wentDown.Swap(false)
+			up := linkUp.Load()
+			switch {
+			case up == 1 && (last == 2 || flapped):
+				pending, start = true, false
+			case up == 1 && last == 0 && s.svc.Unit != "":
+				pending, start = true, true
+			}
+			last = up
+		case <-timer.C:
+		}
+		if !pending || last != 1 {
+			continue
+		}
+		if wait := s.svc.MinInterval - time.Since(lastRun); !lastRun.IsZero() && wait > 0 {
+			timer.Reset(wait)
+			continue
+		}
+		pending, lastRun = false, time.Now()
+		s.do(ctx, start)
+	}
+}
+
+func (s *supervisor) do(ctx context.Context, start bool) {
+	ctx, cancel := context.WithTimeout(ctx, restartTimeout)
+	defer cancel()
+	what := s.svc.Unit
+	if what == "" {
+		what = strings.Join(s.svc.Command, " ")
+	}
+	err := s.restart(ctx, start)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.lastErr, s.lastErrAt = err.Error(), time.Now()
+		s.log.Error("dhcp: restarting the DHCP service failed", "event", "dhcp_service_restart_failed", "iface", s.iface, "service", what, "reason", err.Error())
+		return
+	}
+	s.restarts++
+	s.lastRestart = time.Now()
+	s.log.Info("dhcp: DHCP service restarted after the LAN link came back", "event", "dhcp_service_restarted", "iface", s.iface, "service", what, "start_only", start)
+}
+
+// restartUnit restarts (or starts) the unit over systemd's D-Bus API and
+// waits for the job's result.
+func (s *supervisor) restartUnit(ctx context.Context, start bool) error {
+	conn, err := dbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to systemd: %w", err)
+	}
+	defer conn.Close()
+	done := make(chan string, 1)
+	if start {
+		_, err = conn.StartUnitContext(ctx, s.svc.Unit, "replace", done)
+	} else {
+		_, err = conn.RestartUnitContext(ctx, s.svc.Unit, "replace", done)
+	}
+	if err != nil {
+		return fmt.Errorf("restart %s: %w", s.svc.Unit, err)
+	}
+	select {
+	case r := <-done:
+		if r != "done" {
+			return fmt.Errorf("restart %s: job %s", s.svc.Unit, r)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("restart %s: %w", s.svc.Unit, ctx.Err())
+	}
+}
+
+// runCommand runs the configured argv (no shell) with the interface in the
+// environment.
+func (s *supervisor) runCommand(ctx context.Context, _ bool) error {
+	if len(s.svc.Command) == 0 {
+		return errors.New("no command")
+	}
+	cmd := exec.CommandContext(ctx, s.svc.Command[0], s.svc.Command[1:]...)
+	cmd.Env = append(cmd.Environ(), "UPLINKD_EVENT=lan-up", "UPLINKD_IFACE="+s.iface)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", s.svc.Command[0], err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
