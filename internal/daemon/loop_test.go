@@ -517,18 +517,21 @@ rule_priority = 400
 	})
 
 	// Passes and watchdog pings go on while the command still hangs.
+	// Each interval's ping is awaited before the clock moves on: two
+	// intervals advanced before the loop took the first tick would be one
+	// ping, which says nothing about blocking.
 	pings := l.countNotices("WATCHDOG=1")
 	for i := range 5 {
 		l.clk.Advance(watchdog / 2)
+		waitUntil(t, "a watchdog ping per interval while a reconnect command hangs", func() bool {
+			l.clk.Advance(0) // fires a ping re-armed for a time already past
+			return l.countNotices("WATCHDOG=1")-pings >= i+1
+		})
 		deleteRule(l, 100)
 		if s := l.pass(); !restoresRule(s, 100) {
 			t.Fatalf("pass %d while the reconnect command hangs: %v", i, s.Changes)
 		}
 	}
-	waitUntil(t, "a watchdog ping per interval while a reconnect command hangs", func() bool {
-		l.clk.Advance(0) // fires a ping re-armed for a time already past
-		return l.countNotices("WATCHDOG=1")-pings >= 5
-	})
 	if goroutinesIn("hooks.(*Reconnector).attempt") != 1 {
 		t.Fatal("the wedged attempt is not running any more: the test proves nothing")
 	}
