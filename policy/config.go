@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Config is the whole uplinkd configuration file (DESIGN §4), as the loader
+// Config is the whole uplinkd configuration file (docs/design.md), as the loader
 // returns it: typed, with every default applied (see defaults.go), table
 // names and user and group names resolved, and every semantic check done.
 // Code that uses a Config never re-validates it and never applies a default.

@@ -86,7 +86,7 @@ type Uplink struct {
 	LastEvent  *LastEvent `json:"last_event,omitempty"`
 }
 
-// LastEvent is the last event logged for an uplink (DESIGN's event names:
+// LastEvent is the last event logged for an uplink (the log's event names:
 // link-up, link-down, addr-change, probe-up, probe-down, reconnect, ...).
 type LastEvent struct {
 	Name string    `json:"name"`
