@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Config is the whole uplinkd configuration file (DESIGN §4), as the loader
+// Config is the whole uplinkd configuration file (docs/design.md), as the loader
 // returns it: typed, with every default applied (see defaults.go), table
 // names and user and group names resolved, and every semantic check done.
 // Code that uses a Config never re-validates it and never applies a default.
@@ -428,15 +428,65 @@ const (
 	BalanceSourceHash Balance = "source-hash"
 )
 
-// Service is an inbound, load-balanced service (parsed and validated, not
-// acted on yet).
+// Service is an inbound, load-balanced service: new connections to Port on
+// the addresses of Uplinks are DNATed to one healthy backend (see
+// firewall.ServiceRules for how).
 type Service struct {
 	Name     string           `toml:"name"`
 	Uplinks  []string         `toml:"uplinks"`
 	Proto    Proto            `toml:"proto"`
 	Port     uint16           `toml:"port"`
-	Backends []netip.AddrPort `toml:"backends"`
+	Backends []ServiceBackend `toml:"backends"`
 	Balance  Balance          `toml:"balance"`
+	// Check is the TCP connect health check of the backends; Check.Enabled
+	// is resolved by the loader (see ServiceCheck).
+	Check ServiceCheck `toml:"check"`
+	// Limit rate-limits new connections per source address; nil: no limit.
+	Limit *ServiceLimit `toml:"limit"`
+	// Hairpin lets LAN clients reach the service by the uplink's address:
+	// their connections are DNATed too and masqueraded to the router's LAN
+	// address. Default true when [lan] interface and networks are set.
+	Hairpin bool `toml:"hairpin"`
+}
+
+// ServiceBackend is one [[service]] backend: written as "IP:PORT" or as
+// { address = "IP:PORT", weight = N }.
+type ServiceBackend struct {
+	Address netip.AddrPort `toml:"address"`
+	// Weight is 1..MaxBackendWeight; default 1.
+	Weight int `toml:"weight"`
+}
+
+// MaxBackendWeight is the largest [[service]] backend weight.
+const MaxBackendWeight = 256
+
+// MaxSourceHashSlots bounds the sum of a source-hash service's weights
+// (divided by their greatest common divisor): the iptables backend hashes
+// with -m cluster, which knows at most 32 nodes.
+const MaxSourceHashSlots = 32
+
+// ServiceCheck is [service.check]: a TCP connect from the router to every
+// backend each Interval; Down failures in a row take a backend out of the
+// set, Up successes in a row bring it back. A refused or timed-out connect
+// is a failure.
+type ServiceCheck struct {
+	// Enabled defaults to true for tcp services; for udp services the check
+	// is off unless Port names a TCP port to connect to.
+	Enabled  bool          `toml:"enabled"`
+	Interval time.Duration `toml:"interval"`
+	Timeout  time.Duration `toml:"timeout"`
+	Down     int           `toml:"down"`
+	Up       int           `toml:"up"`
+	// Port is the TCP port checked on every backend; 0: the backend's own
+	// port (tcp services only).
+	Port uint16 `toml:"port"`
+}
+
+// ServiceLimit is a [[service]] limit: at most Hits new connections per
+// source address per Seconds, with the semantics of [uplink.firewall] limit.
+type ServiceLimit struct {
+	Hits    int `toml:"hits"`
+	Seconds int `toml:"seconds"`
 }
 
 // HA configures two gateways sharing one LAN through keepalived (VRRP):

@@ -59,6 +59,11 @@ const (
 	DefaultDenyAction      = DenyDrop
 	DefaultServiceProto    = ProtoTCP
 	DefaultBalance         = BalanceSourceHash
+	DefaultBackendWeight   = 1
+	DefaultServiceInterval = 2 * time.Second
+	DefaultServiceTimeout  = time.Second
+	DefaultServiceDown     = 2
+	DefaultServiceUp       = 2
 
 	// DefaultLostUplinkWeight: with keepalived's `weight 1`, a gateway that
 	// lost one tier-1 uplink drops 50 below its configured priority.
@@ -185,5 +190,18 @@ func (l *loader) applyDefaults(c *Config) {
 		p := fmt.Sprintf("service[%d]", i)
 		setDefault(l, p+".proto", &s.Proto, DefaultServiceProto)
 		setDefault(l, p+".balance", &s.Balance, DefaultBalance)
+		for j := range s.Backends {
+			setDefault(l, fmt.Sprintf("%s.backends[%d].weight", p, j), &s.Backends[j].Weight, DefaultBackendWeight)
+		}
+		// A UDP service cannot be checked by a TCP connect to its own port:
+		// its check is on only when it names a TCP port to try.
+		q := p + ".check"
+		setDefault(l, q+".enabled", &s.Check.Enabled, s.Proto != ProtoUDP || l.set(q+".port"))
+		setDefault(l, q+".interval", &s.Check.Interval, DefaultServiceInterval)
+		setDefault(l, q+".timeout", &s.Check.Timeout, DefaultServiceTimeout)
+		setDefault(l, q+".down", &s.Check.Down, DefaultServiceDown)
+		setDefault(l, q+".up", &s.Check.Up, DefaultServiceUp)
+		// Hairpin needs to know which sources are LAN clients.
+		setDefault(l, p+".hairpin", &s.Hairpin, hasLAN && len(lan.Networks) > 0)
 	}
 }

@@ -273,17 +273,24 @@ func (l *loader) uplinkFirewall(p string, f *UplinkFirewall) {
 		if l.required(q+".port", l.set(q+".port")) && lim.Port == 0 {
 			l.errorf(q+".port", "port must be 1..65535 (got 0)")
 		}
-		if l.required(q+".hits", l.set(q+".hits")) {
-			l.atLeast(q+".hits", lim.Hits, 1)
+		l.limitWindow(q, lim.Hits, lim.Seconds)
+	}
+}
+
+// limitWindow checks the hits and seconds of a per-source limit (in
+// [uplink.firewall] and [[service]]), which both firewall backends must
+// express exactly.
+func (l *loader) limitWindow(q string, hits, seconds int) {
+	if l.required(q+".hits", l.set(q+".hits")) {
+		l.atLeast(q+".hits", hits, 1)
+	}
+	if l.required(q+".seconds", l.set(q+".seconds")) && seconds >= 1 {
+		if limitDay%seconds != 0 {
+			l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
+				seconds, nearestDivisors(seconds))
 		}
-		if l.required(q+".seconds", l.set(q+".seconds")) && lim.Seconds >= 1 {
-			if limitDay%lim.Seconds != 0 {
-				l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
-					lim.Seconds, nearestDivisors(lim.Seconds))
-			}
-		} else if l.set(q + ".seconds") {
-			l.atLeast(q+".seconds", lim.Seconds, 1)
-		}
+	} else if l.set(q + ".seconds") {
+		l.atLeast(q+".seconds", seconds, 1)
 	}
 }
 
@@ -494,9 +501,84 @@ func (l *loader) services(c *Config) {
 				l.unique(ports, fmt.Sprintf("%s/%s/%d", u, s.Proto, s.Port), q, fmt.Sprintf("service on uplink %q %s port %d", u, s.Proto, s.Port))
 			}
 		}
-		l.required(p+".backends", len(s.Backends) > 0)
+		l.serviceBackends(c, p, s)
 		enum(l, p+".balance", s.Balance, BalanceWeighted, BalanceSourceHash)
+		l.serviceCheck(p+".check", s)
+		if s.Limit != nil {
+			l.limitWindow(p+".limit", s.Limit.Hits, s.Limit.Seconds)
+		}
+		if s.Hairpin && (c.LAN.Interface == "" || len(c.LAN.Networks) == 0) {
+			l.errorf(p+".hairpin", "hairpin needs [lan] interface and networks: only connections from the LAN networks are hairpinned")
+		}
 	}
+}
+
+func (l *loader) serviceBackends(c *Config, p string, s *Service) {
+	if !l.required(p+".backends", len(s.Backends) > 0) {
+		return
+	}
+	seen := map[string]string{}
+	weights := make([]int, 0, len(s.Backends))
+	for j, b := range s.Backends {
+		q := fmt.Sprintf("%s.backends[%d]", p, j)
+		if !b.Address.IsValid() {
+			if !l.set(q + ".address") {
+				// A malformed address was reported by decode.
+				l.errorf(q, "missing \"address\" in backends[%d]", j)
+			}
+			continue
+		}
+		l.unique(seen, b.Address.String(), q, fmt.Sprintf("backend %s", b.Address))
+		if nets := c.LAN.Networks; len(nets) > 0 && !slices.ContainsFunc(nets, func(n netip.Prefix) bool { return n.Masked().Contains(b.Address.Addr()) }) {
+			l.errorf(q+".address", "backend %s is not inside [lan] networks", b.Address)
+		}
+		if l.inRange(q+".weight", b.Weight, 1, MaxBackendWeight) {
+			weights = append(weights, b.Weight)
+		}
+	}
+	if s.Balance == BalanceSourceHash && len(weights) == len(s.Backends) {
+		if n := SourceHashSlots(weights); n > MaxSourceHashSlots {
+			l.errorf(p+".backends", "source-hash spreads clients over the weights divided by their common divisor, at most %d slots (got %d): use smaller weights", MaxSourceHashSlots, n)
+		}
+	}
+}
+
+// SourceHashSlots is how many hash buckets a source-hash service with these
+// weights needs: their sum divided by their greatest common divisor.
+func SourceHashSlots(weights []int) int {
+	g, sum := 0, 0
+	for _, w := range weights {
+		g = gcd(g, w)
+		sum += w
+	}
+	if g == 0 {
+		return 0
+	}
+	return sum / g
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func (l *loader) serviceCheck(p string, s *Service) {
+	ch := &s.Check
+	if s.Proto == ProtoUDP && ch.Enabled && ch.Port == 0 && l.set(p+".enabled") {
+		l.errorf(p+".enabled", "a udp service is checked by a TCP connect to another port: set [service.check] port")
+	}
+	if l.set(p+".port") && ch.Port == 0 {
+		l.errorf(p+".port", "port must be 1..65535 (got 0)")
+	}
+	l.positive(p+".interval", ch.Interval)
+	l.positive(p+".timeout", ch.Timeout)
+	if ch.Timeout > ch.Interval && ch.Interval > 0 {
+		l.errorf(p+".timeout", "timeout %s must not exceed interval %s", ch.Timeout, ch.Interval)
+	}
+	l.inRange(p+".down", ch.Down, 1, 1000)
+	l.inRange(p+".up", ch.Up, 1, 1000)
 }
 
 // defaultRules checks that uplinkd's default table and the two rules that

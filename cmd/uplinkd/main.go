@@ -1,5 +1,5 @@
 // Command uplinkd keeps a Linux gateway's uplinks working: one binary with
-// the daemon (run) and its tools (check, plan, flush). See DESIGN.md §3.
+// the daemon (run) and its tools (check, plan, flush). See docs/design.md.
 package main
 
 import (

@@ -68,7 +68,31 @@ func FormatStatus(st Status, now time.Time) string {
 			loss, rtt, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()
+	formatServices(&b, st.Services, now)
 	return b.String()
+}
+
+// formatServices renders the services section: one line per backend.
+func formatServices(b *strings.Builder, svcs []Service, now time.Time) {
+	if len(svcs) == 0 {
+		return
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tWHY")
+	for _, s := range svcs {
+		for _, be := range s.Backends {
+			health := "up"
+			switch {
+			case !s.Checked:
+				health = "unchecked"
+			case !be.Healthy:
+				health = "down"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, be.Address, health, age(be.Since, now), orDash(be.LastError))
+		}
+	}
+	tw.Flush()
 }
 
 func orDash(s string) string {

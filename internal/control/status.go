@@ -14,6 +14,28 @@ type Status struct {
 	Uplinks []Uplink `json:"uplinks"`
 	// HA is this gateway's VRRP role; nil when two-gateway HA is off.
 	HA *HA `json:"ha,omitempty"`
+	// Services are the [[service]]s with their backends' health.
+	Services []Service `json:"services,omitempty"`
+}
+
+// Service is one inbound [[service]].
+type Service struct {
+	Name string `json:"name"`
+	// Checked is false when the service's health check is off (all its
+	// backends are in the set).
+	Checked  bool             `json:"checked"`
+	Backends []ServiceBackend `json:"backends"`
+}
+
+// ServiceBackend is one backend of a service.
+type ServiceBackend struct {
+	Address netip.AddrPort `json:"address"`
+	// Healthy: in the set that new connections are balanced over.
+	Healthy bool `json:"healthy"`
+	// Since is when Healthy last changed; absent when it never did.
+	Since time.Time `json:"since,omitzero"`
+	// LastError is why the last check failed; absent after a good one.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Daemon is the process-wide part of the status.
@@ -64,7 +86,7 @@ type Uplink struct {
 	LastEvent  *LastEvent `json:"last_event,omitempty"`
 }
 
-// LastEvent is the last event logged for an uplink (DESIGN's event names:
+// LastEvent is the last event logged for an uplink (the log's event names:
 // link-up, link-down, addr-change, probe-up, probe-down, reconnect, ...).
 type LastEvent struct {
 	Name string    `json:"name"`

@@ -107,6 +107,11 @@ type Daemon struct {
 	// retired are reconnectors being closed in the background; Run's exit
 	// ends their attempts at once.
 	retired []*hooks.Reconnector
+
+	// [[service]] backend checks (services.go).
+	svcMu      sync.Mutex
+	svc        ServiceChecks
+	svcChanged chan struct{}
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -157,6 +162,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		wasActive:  map[string]bool{},
 		lastLinks:  map[string]policy.Link{},
 		touched:    map[int]touch{},
+		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
 	}, nil
 }
@@ -214,6 +220,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.hookRunner = hooks.NewRunner(d.log)
 	defer d.shutdown(cancel)
 	d.syncRuntimes(d.cfg)
+	d.startServiceChecks()
+	defer d.stopServiceChecks()
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
@@ -320,6 +328,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			// the next one.
 			watchdog.resetAt(at.Add(d.deps.Watchdog / 2))
 			continue
+		case <-d.svcChanged:
+			// A backend entered or left a service's healthy set.
+			due(d.clock.Now())
 		case <-d.fwDamaged:
 			d.firewallRepair(&pending, &trigger, schedule)
 		case <-fwCheck.C:
@@ -468,6 +479,7 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	setTables(d.kernel, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
+	d.updateServiceChecks(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
@@ -524,7 +536,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks})
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends()})
 	fwChanged, err := d.fw.Sync(rs)
 	if err != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))

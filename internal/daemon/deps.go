@@ -82,6 +82,9 @@ type Deps struct {
 	Notify func(state string)
 	// Watchdog > 0: the loop sends WATCHDOG=1 every Watchdog/2.
 	Watchdog time.Duration
+	// Services starts the [[service]] backend checks (services.go); nil:
+	// none, every backend stays in the set.
+	Services ServiceChecksFunc
 }
 
 // Open is the production constructor: it loads the config and opens the
@@ -123,6 +126,7 @@ func Open(opts Options) (*Daemon, error) {
 	} else {
 		deps.FirewallMonitor = nftMonitor{fd}
 	}
+	deps.Services = realServiceChecks(fd, opts.Logger)
 	if every, err := sddaemon.SdWatchdogEnabled(false); err == nil && every > 0 {
 		deps.Watchdog = every
 	}

@@ -291,7 +291,7 @@ func (d *Daemon) nextDeadline() time.Time {
 	return next
 }
 
-// logHealth writes one record per health transition (DESIGN §7).
+// logHealth writes one record per health transition (docs/design.md).
 func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition) {
 	if !tr.Changed() {
 		return
@@ -310,7 +310,7 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition
 }
 
 // queueHook collects hook events of a pass; they run after the kernel state
-// is set (DESIGN §6), in fireHooks.
+// is set (docs/performance.md), in fireHooks.
 func (d *Daemon) queueHook(rt *uplinkRuntime, ev hooks.HookEvent) {
 	if rt == nil || len(rt.hooks) == 0 {
 		return

@@ -1,6 +1,6 @@
 // Package lab builds throw-away network topologies in Linux network
 // namespaces so that uplinkd can be exercised against a real kernel without
-// touching the host's own network namespace (DESIGN.md §8).
+// touching the host's own network namespace (docs/design.md, Testing).
 //
 // Every lab is a set of uniquely named namespaces:
 //
