@@ -98,14 +98,22 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The control socket first: a second daemon on the same socket stops
+	// here, before it touches the kernel (control.go).
+	sock, err := listenControl(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
 	k, err := policy.OpenKernel(opts.NetNS)
 	if err != nil {
+		closeSocket(sock)
 		return nil, err
 	}
 	fd := nsFD(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {
 		k.Close()
+		closeSocket(sock)
 		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
 	}
 	deps := Deps{
@@ -126,8 +134,10 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		fw.Close()
 		k.Close()
+		closeSocket(sock)
 		return nil, err
 	}
+	d.x.sock = sock // served by Run (control.go)
 	return d, nil
 }
 

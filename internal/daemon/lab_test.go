@@ -57,6 +57,7 @@ type running struct {
 	first  SyncResult // the pass start() waited for
 	cancel context.CancelFunc
 	done   chan error
+	socket string // the control socket
 }
 
 func dualLab(t *testing.T) *lab.Lab {
@@ -83,7 +84,10 @@ func start(t *testing.T, l *lab.Lab, configPath string) *running {
 	logger := slog.New(slog.NewMultiHandler(
 		slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}),
 		slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+	if r.socket == "" {
+		r.socket = filepath.Join(t.TempDir(), "c.sock")
+	}
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, ControlSocket: r.socket, OnSync: func(s SyncResult) {
 		select {
 		case r.syncs <- s:
 		default:

@@ -77,6 +77,7 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 			rt.reconnSpec = spec
 			if ok {
 				rt.reconn = hooks.NewReconnector(spec, d.log, d.clock, nil)
+				d.watchReconnects(rt) // reconnect hook event, status, metrics
 			}
 		}
 		rt.reconnectAfter = 0
@@ -309,7 +310,8 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition
 // queueHook collects hook events of a pass; they run after the kernel state
 // is set (DESIGN §6), in fireHooks.
 func (d *Daemon) queueHook(rt *uplinkRuntime, ev hooks.HookEvent) {
-	if rt == nil || len(rt.hooks) == 0 {
+	d.noteUplinkEvent(ev.Uplink, ev.Event) // status last_event, metrics
+	if rt == nil || (len(rt.hooks) == 0 && d.x.hookDir == "") {
 		return
 	}
 	d.pendingHooks = append(d.pendingHooks, pendingHook{rt.hooks, ev})
