@@ -47,7 +47,7 @@ type extras struct {
 	// dhcpStatus is read by the control socket's goroutines.
 	dhcpStatus atomic.Pointer[dhcpRuntime]
 	lan        lanSeen
-	hookDir string // the hook directory in use ("" when it does not exist)
+	hookDir    string // the hook directory in use ("" when it does not exist)
 	// cleanStop: Run ends because its caller's context ended.
 	cleanStop bool
 }
@@ -86,6 +86,9 @@ func (d *Daemon) initExtras() error {
 	}
 	d.setUplinkHooks(d.cfg)
 	d.x.status.Store(d.buildStatus(time.Time{}))
+	// The state before the first pass is no state: the first pass's
+	// verdict is not a transition.
+	clear(d.x.states)
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -54,6 +55,9 @@ type Options struct {
 	FlushOnExit bool
 	// Version is reported in the status and to publishers.
 	Version string
+	// MetricsListener, if set, serves the metrics instead of a listener
+	// on [daemon] metrics_listen (tests listen on 127.0.0.1:0).
+	MetricsListener net.Listener
 }
 
 // SyncResult describes one reconcile pass.

@@ -335,6 +335,7 @@ type loopOpts struct {
 	obs      policy.Observed
 	watchdog time.Duration
 	fwPoll   time.Duration
+	watch    bool // Options.WatchConfig
 }
 
 func startLoop(t *testing.T, o loopOpts) *loop {
@@ -349,7 +350,7 @@ func startLoop(t *testing.T, o loopOpts) *loop {
 	}
 	events := fakeEvents{out: make(chan chan<- watcher.Event, 1)}
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, OnSync: func(s SyncResult) { l.syncs <- s }},
+	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }},
 		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll})
 	if err != nil {
 		t.Fatal(err)

@@ -14,13 +14,15 @@ import (
 // here, so a taken port fails the start instead of going unnoticed; a
 // reload that changes it is logged and needs a restart.
 func (d *Daemon) startMetrics(ctx context.Context) error {
-	addr := d.cfg.Daemon.MetricsListen
-	if addr == "" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics_listen %s: %w", addr, err)
+	addr, ln := d.cfg.Daemon.MetricsListen, d.opts.MetricsListener
+	if ln == nil {
+		if addr == "" {
+			return nil
+		}
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("metrics_listen %s: %w", addr, err)
+		}
 	}
 	d.x.metrics = metrics.New()
 	d.x.metricsAddr = ln.Addr()
