@@ -138,7 +138,11 @@ func (d *Daemon) passDHCP() {
 	r.told = cur
 	switch {
 	case !told.known:
-		r.srv.LinkChanged(cur.up)
+		// The server binds at its start by itself; only a LAN link that
+		// is down already needs telling.
+		if !cur.up {
+			r.srv.LinkChanged(false)
+		}
 		return
 	case cur.index != told.index && told.index != 0 && cur.index != 0:
 		r.srv.LinkChanged(false)
