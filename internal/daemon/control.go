@@ -48,6 +48,9 @@ type extras struct {
 	dhcpStatus atomic.Pointer[dhcpRuntime]
 	lan        lanSeen
 	hookDir    string // the hook directory in use ("" when it does not exist)
+	// listening: control_socket, control_group and metrics_listen as
+	// started; a reload cannot move them.
+	listening [3]string
 	// cleanStop: Run ends because its caller's context ended.
 	cleanStop bool
 }
@@ -164,6 +167,7 @@ func closeSocket(sock *control.Socket) {
 // d.wg, so Run's exit waits for it.
 func (d *Daemon) startExtras(ctx context.Context) error {
 	d.setHookDir(d.cfg)
+	d.x.listening = listenKeys(d.cfg)
 	if err := d.startMetrics(ctx); err != nil {
 		closeSocket(d.x.sock)
 		return err
@@ -192,6 +196,10 @@ func (d *Daemon) stopExtras() {
 // reloadExtras follows a reload that succeeded.
 func (d *Daemon) reloadExtras(cfg *policy.Config) {
 	d.x.configLoaded = time.Now()
+	if listenKeys(cfg) != d.x.listening {
+		d.log.Warn("control_socket, control_group and metrics_listen take effect on restart; keeping the running ones",
+			"event", "config-reload", "reason", "listening sockets are opened at start")
+	}
 	d.setHookDir(cfg)
 	d.setUplinkHooks(cfg)
 	d.reloadPublishing(cfg)
@@ -202,6 +210,10 @@ func (d *Daemon) reloadExtras(cfg *policy.Config) {
 			d.x.metrics.RemoveUplink(name)
 		}
 	}
+}
+
+func listenKeys(cfg *policy.Config) [3]string {
+	return [3]string{cfg.Daemon.ControlSocket, cfg.Daemon.ControlGroup, cfg.Daemon.MetricsListen}
 }
 
 // setHookDir gives the hook runner [daemon] hook_dir when the directory

@@ -84,4 +84,8 @@ func TestLoopConfigWatch(t *testing.T) {
 	if n := reloaded(); n != 1 {
 		t.Errorf("%d reloads, want still 1", n)
 	}
+	l.stop()
+	if n := l.countNotices("STOPPING=1"); n != 1 {
+		t.Errorf("%d STOPPING=1 notices on stop, want 1", n)
+	}
 }
