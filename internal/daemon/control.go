@@ -72,7 +72,7 @@ type uplinkInfo struct {
 type ctlMsg struct {
 	reconnect string        // the uplink to reconnect now
 	event     control.Event // an interface poke: resync
-	kick      bool          // a reconnect attempt ended: a pass re-evaluates the need
+	kick      string        // this uplink's reconnect attempt ended: a pass re-evaluates the need
 	done      chan error
 }
 
@@ -277,6 +277,7 @@ func (d *Daemon) fireOutside(ev hooks.HookEvent) {
 // hook event, a status count and a metric.
 func (d *Daemon) watchReconnects(rt *uplinkRuntime) {
 	name := rt.name
+	rt.manualUntil = time.Time{} // a new reconnector has no attempt under way
 	rt.reconn.OnAttempt(func(ev hooks.HookEvent) {
 		d.x.mu.Lock()
 		if in := d.x.info[name]; in != nil {
@@ -289,7 +290,7 @@ func (d *Daemon) watchReconnects(rt *uplinkRuntime) {
 		// for on the control socket for a working link is a single
 		// attempt, not the start of a backoff cycle.
 		select {
-		case d.x.ctl <- ctlMsg{kick: true}:
+		case d.x.ctl <- ctlMsg{kick: name}:
 		default:
 		}
 	})
@@ -402,7 +403,10 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 
 // onControl handles a control request in the loop; true when a pass is due.
 func (d *Daemon) onControl(m ctlMsg) bool {
-	if m.kick {
+	if m.kick != "" {
+		if rt := d.runtimes[m.kick]; rt != nil {
+			rt.manualUntil = time.Time{}
+		}
 		return true
 	}
 	if m.reconnect == "" {
@@ -426,6 +430,14 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 			need, what = hooks.NeedRestart, "restart"
 		}
 		d.log.Info("reconnect requested on the control socket", "event", "reconnect", "uplink", m.reconnect, "reason", "control request: "+what)
+		// Until the attempt ends (or could have: its timeout), passes leave
+		// the need alone: a link that works would otherwise cancel the
+		// attempt before its command ran.
+		timeout := rt.reconnSpec.Timeout
+		if timeout <= 0 {
+			timeout = hooks.DefaultTimeout
+		}
+		rt.manualUntil = d.clock.Now().Add(timeout)
 		rt.reconn.Set(need)
 	}
 	m.done <- err

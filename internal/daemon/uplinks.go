@@ -31,6 +31,7 @@ type uplinkRuntime struct {
 	reconn         *hooks.Reconnector // nil: reconnecting not configured
 	reconnectAfter time.Duration
 	troubleSince   time.Time // link present but unusable, or probes failed
+	manualUntil    time.Time // a reconnect asked for on the control socket is under way until then (control.go)
 
 	hooks []hooks.HookSpec
 }
@@ -262,6 +263,8 @@ func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now t
 		if !now.Before(rt.troubleSince.Add(rt.reconnectAfter)) {
 			rt.reconn.Set(hooks.NeedRestart)
 		}
+	case now.Before(rt.manualUntil):
+		// A reconnect asked for on the control socket runs to its end.
 	default:
 		rt.reconn.Set(hooks.NeedNone)
 	}

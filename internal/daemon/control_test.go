@@ -1,0 +1,94 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/control"
+)
+
+// TestLoopControlHandler drives the daemon's control.Handler on fakes, as
+// any user: the status snapshot after a pass, reconnect (one attempt for a
+// working link, not a backoff cycle; errors for unknown uplinks and ones
+// without a command), an interface event that brings a pass, a refused
+// role event.
+func TestLoopControlHandler(t *testing.T) {
+	verifyNoLeaks(t)
+	dir := t.TempDir()
+	attempts := filepath.Join(dir, "attempts")
+	pon := script(t, dir, "pon", `echo "$UPLINKD_UPLINK $UPLINKD_ATTEMPT" >> `+attempts)
+	cfg := strings.Replace(fakeConfig("", ""), "rule_priority = 300\n",
+		"rule_priority = 300\n  [uplink.reconnect]\n  command = [\""+pon+"\"]\n  backoff = \"1s\"\n", 1)
+	l := startLoop(t, loopOpts{config: cfg, obs: twoPPP()})
+	h := ctlHandler{l.d}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	st, err := h.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.V != control.Version || st.Daemon.Passes != 1 || st.Daemon.LastPass.IsZero() || st.Daemon.Config != l.cfgPath || len(st.Uplinks) != 2 {
+		t.Fatalf("status: %+v", st)
+	}
+	for i, want := range []struct{ name, addr, peer string }{{"ppp0", "100.64.0.2", "100.64.0.1"}, {"ppp1", "100.64.1.2", "100.64.1.1"}} {
+		u := st.Uplinks[i]
+		if u.Name != want.name || u.State != control.StateUp || u.Address.String() != want.addr || u.Gateway.String() != want.peer ||
+			!u.Default || u.Table != 200+i || u.Loss != nil || u.LastEvent == nil || u.LastEvent.Name != "link-up" {
+			t.Errorf("uplink %d: %+v", i, u)
+		}
+	}
+	if st.Publishers != nil || st.DHCP != nil {
+		t.Errorf("sections without publishers or DHCP: %+v %+v", st.Publishers, st.DHCP)
+	}
+
+	for name, want := range map[string]string{"nope": `no uplink named "nope"`, "ppp0": "no [uplink.reconnect]"} {
+		if err := h.Reconnect(ctx, name); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("reconnect %s: %v, want %q", name, err, want)
+		}
+	}
+	if err := h.Reconnect(ctx, "ppp1"); err != nil {
+		t.Fatal(err)
+	}
+	// The attempt's end kicks a pass, which ends the need: a later backoff
+	// finds nothing to do.
+	l.pass()
+	if data, _ := os.ReadFile(attempts); strings.TrimSpace(string(data)) != "ppp1 1" {
+		t.Fatalf("attempts %q, want one", data)
+	}
+	l.clk.Advance(time.Minute)
+	time.Sleep(200 * time.Millisecond)
+	if data, _ := os.ReadFile(attempts); strings.TrimSpace(string(data)) != "ppp1 1" {
+		t.Errorf("attempts %q after the backoff, want still one", data)
+	}
+	waitUntil(t, "the reconnect counted", func() bool {
+		st, _ := h.Status(ctx)
+		return st.Uplinks[1].Reconnects == 1 && st.Uplinks[1].LastEvent.Name == "reconnect"
+	})
+
+	if err := h.Event(ctx, control.Event{Iface: "ppp0", State: control.LinkDown}); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.pass(); s.Err != nil {
+		t.Fatal(s.Err)
+	}
+	if st, _ := h.Status(ctx); st.Daemon.Passes != 3 {
+		t.Errorf("passes %d, want 3 (start, reconnect end, event)", st.Daemon.Passes)
+	}
+	if err := h.Event(ctx, control.Event{Role: control.RoleBackup}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+		t.Errorf("role event: %v", err)
+	}
+	l.quiet()
+
+	// Reload: problems of a bad file as lines, nil error.
+	l.writeConfig("[[uplink]]\nname = 7\n")
+	problems, err := h.Reload(ctx)
+	if err != nil || len(problems) == 0 || !strings.HasPrefix(problems[0], l.cfgPath+":") {
+		t.Errorf("reload of a bad file: %q %v", problems, err)
+	}
+	l.stop()
+}
