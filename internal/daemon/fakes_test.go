@@ -314,7 +314,7 @@ next:
 
 // loop is a daemon running on fakes.
 type loop struct {
-	t       *testing.T
+	t       testing.TB
 	k       *fakeKernel
 	fw      *fakeFirewall
 	clk     *hooks.FakeClock
@@ -338,7 +338,7 @@ type loopOpts struct {
 	watch    bool // Options.WatchConfig
 }
 
-func startLoop(t *testing.T, o loopOpts) *loop {
+func startLoop(t testing.TB, o loopOpts) *loop {
 	t.Helper()
 	l := &loop{t: t, k: newFakeKernel(o.obs), fw: &fakeFirewall{}, clk: hooks.NewFakeClock(time.Time{}),
 		syncs: make(chan SyncResult, 1024), logs: &logBuf{}, done: make(chan error, 1)}
