@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -489,7 +490,7 @@ func (h ctlHandler) Reload(ctx context.Context) ([]string, error) {
 	if errors.As(err, &ps) {
 		return ps.Lines(), nil
 	}
-	return []string{err.Error()}, nil
+	return strings.Split(err.Error(), "\n"), nil
 }
 
 func (h ctlHandler) Event(ctx context.Context, ev control.Event) error {

@@ -92,3 +92,29 @@ func TestLoopControlHandler(t *testing.T) {
 	}
 	l.stop()
 }
+
+// TestLoopReloadRefusesUnsafeHookDir: a reload whose hook_dir holds a file
+// others may write is refused like a bad file; the running config stays.
+func TestLoopReloadRefusesUnsafeHookDir(t *testing.T) {
+	l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
+	hooks := filepath.Join(t.TempDir(), "hooks.d")
+	if err := os.Mkdir(hooks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script(t, hooks, "notify", "exit 0")
+	if err := os.Chmod(filepath.Join(hooks, "notify"), 0o775); err != nil {
+		t.Fatal(err)
+	}
+	l.writeConfig("[daemon]\nhook_dir = \"" + hooks + "\"\n" + strings.Replace(fakeConfig("", ""), "rule_priority = 300", "rule_priority = 310", 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	problems, err := ctlHandler{l.d}.Reload(ctx)
+	if err != nil || len(problems) == 0 || !strings.Contains(strings.Join(problems, "\n"), "hook_dir") {
+		t.Fatalf("reload with an unsafe hook dir: %q %v", problems, err)
+	}
+	l.quiet()
+	deleteRule(l, 300)
+	if s := l.pass(); !restoresRule(s, 300) {
+		t.Errorf("the old config's rule is not restored after the refused reload: %v", s.Changes)
+	}
+}

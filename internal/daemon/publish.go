@@ -63,7 +63,10 @@ func (d *Daemon) reloadPublishing(cfg *policy.Config) {
 	}
 	if old != nil {
 		d.x.pub.Store(nil)
-		old.m.Close() // cancels a publish in flight; the new manager retries
+		// Close cancels a publish in flight and waits for it: in the
+		// background, the loop never waits for a publisher. The new
+		// manager publishes again what the old one had not.
+		d.wg.Go(old.m.Close)
 	}
 	d.startPublishing(cfg)
 	if p := d.x.pub.Load(); p != nil {
