@@ -99,18 +99,33 @@ type LAN struct {
 	Masquerade         bool           `toml:"masquerade"`
 	Forwarding         bool           `toml:"forwarding"`
 	RemoveDefaultRoute bool           `toml:"remove_default_route"`
-	// DHCP is parsed and validated but not acted on yet; nil when absent.
+	// DHCP keeps DHCPv4 working on the LAN (internal/dhcpd); nil when
+	// absent, which is mode off.
 	DHCP *DHCP `toml:"dhcp"`
 }
 
-// DHCP configures the LAN DHCP server (not built yet).
+// DHCP configures the LAN's DHCP: off, the embedded server (mode
+// embedded: range, lease, max_lease, router, dns, ntp, domain, hosts,
+// conflict_check) or an external server restarted when the LAN link comes
+// back (mode service: unit or command, restart_interval). Keys of the other
+// modes are rejected by the loader, so they are zero here.
 type DHCP struct {
 	Mode DHCPMode `toml:"mode"`
-	// Range is empty or exactly [first, last].
-	Range []netip.Addr  `toml:"range"`
-	Hosts []DHCPHost    `toml:"hosts"`
-	Lease time.Duration `toml:"lease"`
-	DNS   []netip.Addr  `toml:"dns"`
+	// Range is exactly [first, last] in mode embedded.
+	Range         []netip.Addr  `toml:"range"`
+	Hosts         []DHCPHost    `toml:"hosts"`
+	Lease         time.Duration `toml:"lease"`
+	MaxLease      time.Duration `toml:"max_lease"`
+	Router        []netip.Addr  `toml:"router"`
+	DNS           []netip.Addr  `toml:"dns"`
+	NTP           []netip.Addr  `toml:"ntp"`
+	Domain        string        `toml:"domain"`
+	ConflictCheck bool          `toml:"conflict_check"`
+	// Unit (a systemd unit) or Command (argv, Command[0] absolute): what
+	// mode service restarts, exactly one of them.
+	Unit            string        `toml:"unit"`
+	Command         []string      `toml:"command"`
+	RestartInterval time.Duration `toml:"restart_interval"`
 }
 
 // DHCPMode is [lan.dhcp] mode.

@@ -50,8 +50,11 @@ const (
 	DefaultPublishTimeout     = 10 * time.Second
 	DefaultRFC2136Port        = "53"
 
-	DefaultDHCPMode  = DHCPEmbedded
-	DefaultDHCPLease = time.Hour
+	DefaultDHCPMode            = DHCPOff
+	DefaultDHCPLease           = time.Hour
+	DefaultDHCPMaxLease        = 24 * time.Hour
+	DefaultDHCPConflictCheck   = true
+	DefaultDHCPRestartInterval = 10 * time.Second
 
 	DefaultBackend         = BackendNFTables
 	DefaultIPTablesVariant = IPTablesAuto
@@ -112,7 +115,15 @@ func (l *loader) applyDefaults(c *Config) {
 	setDefault(l, "lan.remove_default_route", &lan.RemoveDefaultRoute, true)
 	if dh := lan.DHCP; dh != nil {
 		setDefault(l, "lan.dhcp.mode", &dh.Mode, DefaultDHCPMode)
-		setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
+		switch dh.Mode {
+		case DHCPOff:
+		case DHCPService:
+			setDefault(l, "lan.dhcp.restart_interval", &dh.RestartInterval, DefaultDHCPRestartInterval)
+		default: // embedded, or a mode the validator will report
+			setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
+			setDefault(l, "lan.dhcp.max_lease", &dh.MaxLease, DefaultDHCPMaxLease)
+			setDefault(l, "lan.dhcp.conflict_check", &dh.ConflictCheck, DefaultDHCPConflictCheck)
+		}
 	}
 
 	// HA keys get defaults only when HA is on: with it off, a Config holds

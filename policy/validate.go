@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -114,7 +115,41 @@ func (l *loader) lan(c *Config) {
 		return
 	}
 	d := lan.DHCP
-	enum(l, "lan.dhcp.mode", d.Mode, DHCPEmbedded, DHCPService, DHCPOff)
+	// An unknown mode is reported, and the embedded keys still checked.
+	modeOK := enum(l, "lan.dhcp.mode", d.Mode, DHCPEmbedded, DHCPService, DHCPOff)
+	// Keys of another mode would be silently ignored: they are errors.
+	embeddedKeys := []string{"range", "hosts", "lease", "max_lease", "router", "dns", "ntp", "domain", "conflict_check"}
+	serviceKeys := []string{"unit", "command", "restart_interval"}
+	var foreign []string
+	switch d.Mode {
+	case DHCPOff:
+		foreign = append(embeddedKeys, serviceKeys...)
+	case DHCPEmbedded:
+		foreign = serviceKeys
+	case DHCPService:
+		foreign = embeddedKeys
+	}
+	for _, k := range foreign {
+		if modeOK && l.set("lan.dhcp."+k) {
+			l.errorf("lan.dhcp."+k, "%s does not apply to mode %s", k, d.Mode)
+		}
+	}
+	if modeOK && d.Mode != DHCPOff && lan.Interface == "" {
+		l.errorf("lan.dhcp.mode", "mode %s needs [lan] interface", d.Mode)
+	}
+	if d.Mode == DHCPService {
+		if (d.Unit == "") == (len(d.Command) == 0) {
+			l.errorf("lan.dhcp.mode", "mode service needs exactly one of unit or command")
+		}
+		l.argv("lan.dhcp.command", d.Command, false)
+		l.positive("lan.dhcp.restart_interval", d.RestartInterval)
+	}
+	if modeOK && d.Mode != DHCPEmbedded {
+		return
+	}
+	if modeOK {
+		l.required("lan.dhcp.range", l.set("lan.dhcp.range"))
+	}
 	if l.set("lan.dhcp.range") {
 		switch {
 		case len(d.Range) != 2:
@@ -149,7 +184,33 @@ func (l *loader) lan(c *Config) {
 		}
 	}
 	l.positive("lan.dhcp.lease", d.Lease)
+	l.positive("lan.dhcp.max_lease", d.MaxLease)
+	if d.MaxLease > 0 && d.MaxLease < d.Lease {
+		l.errorf("lan.dhcp.max_lease", "max_lease %s is shorter than lease %s", d.MaxLease, d.Lease)
+	}
+	for _, k := range []struct {
+		key   string
+		addrs []netip.Addr
+	}{{"router", d.Router}, {"dns", d.DNS}, {"ntp", d.NTP}} {
+		for i, a := range k.addrs {
+			if !a.Is4() {
+				l.errorf(fmt.Sprintf("lan.dhcp.%s[%d]", k.key, i), "%s[%d] must be an IPv4 address (got %s)", k.key, i, a)
+			}
+		}
+	}
+	if d.Domain != "" && !domainRE.MatchString(d.Domain) {
+		l.errorf("lan.dhcp.domain", "domain %q is not a domain name", d.Domain)
+	}
+	for i, h := range d.Hosts {
+		if h.IP.IsValid() && len(lan.Networks) > 0 && !slices.ContainsFunc(lan.Networks, func(p netip.Prefix) bool { return p.Masked().Contains(h.IP) }) {
+			l.errorf(fmt.Sprintf("lan.dhcp.hosts[%d].ip", i), "host ip %s is not inside one of lan.networks", h.IP)
+		}
+	}
 }
+
+// domainRE is a DNS domain name: dot-separated labels of letters, digits
+// and inner hyphens.
+var domainRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
 func (l *loader) uplinks(c *Config, priorities map[string]string) {
 	names, ifaces, tables := map[string]string{}, map[string]string{}, map[string]string{}

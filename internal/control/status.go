@@ -16,6 +16,11 @@ type Status struct {
 	HA *HA `json:"ha,omitempty"`
 	// Services are the [[service]]s with their backends' health.
 	Services []Service `json:"services,omitempty"`
+	// Publishers are the [[uplink.publish]] entries, in config order;
+	// absent when none are configured.
+	Publishers []Publisher `json:"publishers,omitempty"`
+	// DHCP is the LAN DHCP side; absent when [lan.dhcp] mode is off.
+	DHCP *DHCP `json:"dhcp,omitempty"`
 }
 
 // Service is one inbound [[service]].
@@ -36,6 +41,53 @@ type ServiceBackend struct {
 	Since time.Time `json:"since,omitzero"`
 	// LastError is why the last check failed; absent after a good one.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// Publisher is one address publisher ([[uplink.publish]]).
+type Publisher struct {
+	Uplink      string     `json:"uplink"`
+	Name        string     `json:"name"`
+	Kind        string     `json:"kind"`             // command, dyndns2, rfc2136
+	Address     netip.Addr `json:"address,omitzero"` // last published; absent: never
+	PublishedAt time.Time  `json:"published_at,omitzero"`
+	Pending     netip.Addr `json:"pending,omitzero"` // the current address while it is not published yet
+	Result      string     `json:"result,omitempty"` // of the last attempt: ok, retry, permanent, running
+	Reply       string     `json:"reply,omitempty"`  // the server's or command's answer
+	Reason      string     `json:"reason,omitempty"` // why the last attempt failed
+	LastAttempt time.Time  `json:"last_attempt,omitzero"`
+	NextTry     time.Time  `json:"next_try,omitzero"` // absent: nothing scheduled
+}
+
+// DHCP is the LAN DHCP section: the embedded server's pool and leases, or
+// the restarts of a supervised external server.
+type DHCP struct {
+	Mode      string `json:"mode"` // embedded or service
+	Interface string `json:"interface"`
+	// Embedded mode.
+	Listening   bool        `json:"listening,omitempty"`
+	Binds       int         `json:"binds,omitempty"`
+	InUse       int         `json:"in_use,omitempty"`
+	Free        int         `json:"free,omitempty"`
+	Bad         int         `json:"bad,omitempty"`
+	StaticHosts int         `json:"static_hosts,omitempty"`
+	Leases      []DHCPLease `json:"leases,omitempty"`
+	Dropped     uint64      `json:"dropped,omitempty"`
+	// Service mode.
+	Restarts    int       `json:"restarts,omitempty"`
+	LastRestart time.Time `json:"last_restart,omitzero"`
+
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// DHCPLease is one lease of the embedded server.
+type DHCPLease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac,omitempty"`
+	Hostname string     `json:"hostname,omitempty"`
+	State    string     `json:"state"`
+	Expires  time.Time  `json:"expires"`
+	Static   bool       `json:"static,omitempty"`
 }
 
 // Daemon is the process-wide part of the status.

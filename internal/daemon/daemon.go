@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -43,6 +44,20 @@ type Options struct {
 	OnSync func(SyncResult)
 	// Signals enables SIGHUP reload (the real daemon; tests call Reload).
 	Signals bool
+	// WatchConfig reloads when the config file changes (fsnotify on its
+	// directory; reloadwatch.go).
+	WatchConfig bool
+	// ControlSocket, if set, replaces [daemon] control_socket (lab tests
+	// use a temporary path); "-" runs without a control socket.
+	ControlSocket string
+	// FlushOnExit removes every rule, route and firewall object uplinkd
+	// owns when Run returns after a clean stop (uplinkd run --flush-on-exit).
+	FlushOnExit bool
+	// Version is reported in the status and to publishers.
+	Version string
+	// MetricsListener, if set, serves the metrics instead of a listener
+	// on [daemon] metrics_listen (tests listen on 127.0.0.1:0).
+	MetricsListener net.Listener
 }
 
 // SyncResult describes one reconcile pass.
@@ -57,6 +72,8 @@ type SyncResult struct {
 	// Deferred is set when the pass found repairs but the repair rate limit
 	// held them back; a later pass applies them.
 	Deferred bool
+	// Repaired: the pass put back state someone else had changed.
+	Repaired bool
 	// FirewallChanged: the pass rewrote (part of) the netfilter state.
 	FirewallChanged bool
 }
@@ -112,6 +129,10 @@ type Daemon struct {
 	svcMu      sync.Mutex
 	svc        ServiceChecks
 	svcChanged chan struct{}
+	// x is the wiring around the loop: control socket and status snapshot,
+	// publishers, metrics, DHCP, the config-file watch (control.go,
+	// publish.go, metrics.go, dhcp.go, reloadwatch.go).
+	x extras
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -145,7 +166,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	if deps.Notify == nil {
 		deps.Notify = func(string) {}
 	}
-	return &Daemon{
+	d := &Daemon{
 		deps:       deps,
 		clock:      deps.Clock,
 		kernel:     deps.Kernel,
@@ -164,7 +185,11 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		touched:    map[int]touch{},
 		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
-	}, nil
+	}
+	if err := d.initExtras(); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // LoadConfig reads, resolves and validates the config (policy.Load). It does
@@ -222,6 +247,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.syncRuntimes(d.cfg)
 	d.startServiceChecks()
 	defer d.stopServiceChecks()
+	// Control socket, publishers, metrics, DHCP, config watch (extras).
+	if err := d.startExtras(ctx); err != nil {
+		return err
+	}
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
@@ -303,11 +332,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 				break
 			}
 		case req := <-d.reload:
+			if ready {
+				d.notifyReloading()
+			}
 			err := d.applyConfig(req.cfg, req.err)
 			if req.done != nil {
 				req.done <- err
 			}
+			if ready {
+				d.deps.Notify("READY=1")
+			}
 			if err == nil {
+				due(d.clock.Now())
+			}
+		case m := <-d.x.ctl:
+			// A control-socket request that needs the loop (extras).
+			if d.onControl(m) {
 				due(d.clock.Now())
 			}
 		case <-hup:
@@ -375,6 +415,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			ready = true
 			d.deps.Notify("READY=1")
 		}
+		// Status snapshot, publishers, metrics, DHCP follow the pass.
+		d.afterPass(res)
 		if d.opts.OnSync != nil {
 			d.opts.OnSync(res)
 		}
@@ -387,7 +429,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 // runner (running hooks finish, bounded by their timeouts), then waits for
 // every goroutine before closing the kernel and firewall handles.
 func (d *Daemon) shutdown(cancel context.CancelFunc) {
+	d.deps.Notify("STOPPING=1")
+	d.x.cleanStop = d.runCtx.Err() != nil // the caller ended Run, no failure did
 	cancel()
+	d.stopExtras()
 	for _, rt := range d.runtimes {
 		rt.stopProber()
 		if rt.reconn != nil {
@@ -400,6 +445,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.retired = nil
 	d.hookRunner.Close()
 	d.wg.Wait()
+	d.flushOnExit()
 	d.fw.Close()
 	d.kernel.Close()
 }
@@ -415,6 +461,7 @@ func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	case watcher.KindResync:
 		// Events may have been lost: anything may have bounced.
 		d.touched[-1] |= touchLink | touchAddr
+		d.noteResync()
 	}
 	return !ownEcho(ev)
 }
@@ -470,6 +517,10 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
 		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}
+	if err == nil {
+		// Hook dir, publishers, DHCP: refused before anything changes.
+		err = d.checkExtras(cfg)
+	}
 	if err != nil {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
 		return err
@@ -480,6 +531,7 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
 	d.updateServiceChecks(cfg)
+	d.reloadExtras(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
@@ -493,6 +545,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
 		return res
 	}
+	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
@@ -519,6 +572,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	if n := countFunc(changes, isRepair); n > 0 {
 		if d.repairs.AllowN(now, 1) {
+			res.Repaired = true
 			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 		} else {
 			// Out of repair tokens: hold the repairs back, but never the
@@ -785,6 +839,7 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 				ev = "link-up"
 			}
 			d.log.Info("link "+strings.TrimPrefix(ev, "link-"), append(attrs, "event", ev, "reason", st.Reason)...)
+			d.noteUplinkEvent(st.Name, ev) // the status's last_event, hook or not
 			if seen {
 				d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 			}
@@ -864,6 +919,7 @@ func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func
 		return
 	}
 	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
+	d.countRepair()
 	*pending, *trigger = true, now
 }
 

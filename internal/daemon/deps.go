@@ -102,10 +102,17 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The control socket first: a second daemon on the same socket stops
+	// here, before it touches the kernel (control.go).
+	sock, err := listenControl(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
 	// The kernel mirror is both the routing applier and the event source:
 	// each notification updates it before its event reaches the loop.
 	k, err := kernel.Open(opts.NetNS, opts.Logger)
 	if err != nil {
+		closeSocket(sock)
 		return nil, err
 	}
 	k.SetTables(uplinkTables(cfg))
@@ -113,6 +120,7 @@ func Open(opts Options) (*Daemon, error) {
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {
 		k.Close()
+		closeSocket(sock)
 		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
 	}
 	deps := Deps{
@@ -134,8 +142,10 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		fw.Close()
 		k.Close()
+		closeSocket(sock)
 		return nil, err
 	}
+	d.x.sock = sock // served by Run (control.go)
 	return d, nil
 }
 

@@ -208,7 +208,10 @@ func newHAPair(t testing.TB, opts haOpts) *haPair {
 				r.prefix = append(r.prefix, lab.CustomerPrefix(l.UplinkIndex(u.Name)))
 			}
 		}
-		text := fmt.Sprintf(haUplinkConfig, r.track)
+		// Each router's daemon gets a control socket of its own: the
+		// default path is on the host's file system, shared by both.
+		text := fmt.Sprintf("[daemon]\ncontrol_socket = %q\n", filepath.Join(r.dir, "daemon.sock")) +
+			fmt.Sprintf(haUplinkConfig, r.track)
 		if opts.exclusive {
 			// The lab dialled every uplink at build time; the account
 			// starts free, and only the MASTER may take it.

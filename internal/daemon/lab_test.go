@@ -57,6 +57,9 @@ type running struct {
 	first  SyncResult // the pass start() waited for
 	cancel context.CancelFunc
 	done   chan error
+	socket string // the control socket
+	// metrics, if set, is Options.MetricsListener.
+	metrics net.Listener
 }
 
 func dualLab(t *testing.T) *lab.Lab {
@@ -74,16 +77,25 @@ func writeConfig(t *testing.T, text string) string {
 
 func start(t testing.TB, l *lab.Lab, configPath string) *running {
 	t.Helper()
+	return startWith(t, l, configPath, nil)
+}
+
+// startWith is start with a metrics listener.
+func startWith(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener) *running {
+	t.Helper()
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1), logs: &logBuf{}}
+	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1), logs: &logBuf{}, metrics: metrics}
 	logger := slog.New(slog.NewMultiHandler(
 		slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}),
 		slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+	if r.socket == "" {
+		r.socket = filepath.Join(t.TempDir(), "c.sock")
+	}
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, ControlSocket: r.socket, MetricsListener: r.metrics, OnSync: func(s SyncResult) {
 		select {
 		case r.syncs <- s:
 		default:
