@@ -1,0 +1,228 @@
+# Two PPPoE lines as the classic dual-PPPoE Debian server has them: two
+# rp-pppoe servers ("ISPs") in namespaces isp0/isp1, each behind a veth to
+# the gateway (the VM's root namespace: eth0, eth1); the pppoeconf peer
+# files dsl-provider (defaultroute, persist) and dsl-provider2 (persist)
+# unchanged, dialled with pon before uplinkd starts; uplinkd installed from
+# the .deb and run by systemd.
+source /vmtest/lib.sh
+
+trap cleanup_all EXIT
+
+# ---- the ISPs and the LAN
+modprobe pppoe
+lan_up
+isp_up 0
+isp_up 1
+
+# ---- dial as the admin does: pon, before uplinkd exists
+pon dsl-provider
+if ms=$(wait_until 30000 has_addr ppp0); then timing dial_ppp0 "$ms"; else fail dial_ppp0 "ppp0 got no address in 30 s"; fi
+pon dsl-provider2
+if ms=$(wait_until 30000 has_addr ppp1); then timing dial_ppp1 "$ms"; else fail dial_ppp1 "ppp1 got no address in 30 s"; fi
+A0=$(addr_of ppp0) A1=$(addr_of ppp1)
+PID0=$(client_pppd dsl-provider) PID1=$(client_pppd dsl-provider2)
+echo "ppp0 $A0 (pppd $PID0), ppp1 $A1 (pppd $PID1)"
+ip route show | grep -q '^default dev ppp0' && echo "pppd's defaultroute: $(ip route show default)"
+
+# ---- install and start as a user would
+install_uplinkd || exit 1
+mkdir -p /etc/uplinkd
+cat >$CONF <<'TOML'
+# The seed's dual PPPoE server: everything via ppp0, the P2P user (uid 108)
+# via ppp1; ppp1 carries the rest only when ppp0 is down (tier 2).
+[lan]
+interface = "lan0"
+networks  = ["10.0.0.0/24"]
+
+[[uplink]]
+name          = "ppp0"
+interface     = "ppp0"
+kind          = "ppp"
+table         = 200
+rule_priority = 200
+tier          = 1
+
+[[uplink]]
+name          = "ppp1"
+interface     = "ppp1"
+kind          = "ppp"
+table         = 201
+rule_priority = 300
+tier          = 2
+
+[[rule]]
+name     = "mldonkey"
+uid      = 108
+uplink   = "ppp1"
+mark     = 1
+priority = 100
+TOML
+t2=$(now_ms)
+start_uplinkd start_ready || exit 1
+
+converged() {
+  has_rule "$1" 200 && has_rule "$2" 201 && table_default 200 ppp0 && table_default 201 ppp1 &&
+    has_snat "$1" && has_snat "$2" && route_via ppp0 192.0.2.1 && route_via ppp1 192.0.2.1 mark 1
+}
+if ms=$(wait_until 10000 converged "$A0" "$A1"); then
+  timing start_converged $(( $(now_ms) - t2 ))
+  pass converged
+else
+  fail converged "rules, tables, SNAT or routes not as expected 10 s after start"
+fi
+check rule_ppp0 "no 'from $A0 lookup 200'" has_rule "$A0" 200
+check rule_ppp1 "no 'from $A1 lookup 201'" has_rule "$A1" 201
+check table_200 "table 200 has no default via ppp0" table_default 200 ppp0
+check table_201 "table 201 has no default via ppp1" table_default 201 ppp1
+check snat_ppp0 "no 'snat to $A0' in table ip uplinkd" has_snat "$A0"
+check snat_ppp1 "no 'snat to $A1' in table ip uplinkd" has_snat "$A1"
+check fwmark_rule "no 'fwmark 0x1/0xffff lookup 201'" bash -c "ip rule | grep -q 'fwmark 0x1/0xffff lookup 201'"
+check uid108_mark "no uid 108 → mark 1 rule in table ip uplinkd" bash -c "nft list table ip uplinkd | grep -q 'skuid 108'"
+check main_default_ppp0 "ip route get 192.0.2.1 does not leave via ppp0 ($(route_dev 192.0.2.1))" route_via ppp0 192.0.2.1
+check mark1_ppp1 "ip route get 192.0.2.1 mark 1 does not leave via ppp1" route_via ppp1 192.0.2.1 mark 1
+if ! ip route show table main | grep -q '^default' || ! ip route show table main | grep '^default' | grep -vq 'dev ppp0'; then
+  pass main_default_only_ppp0
+else
+  fail main_default_only_ppp0 "main table has a default route not via ppp0: $(ip route show table main default | tr '\n' ';')"
+fi
+# Real traffic of uid 108 leaves by ppp1 (its packets counted on ppp1 only).
+tx() { cat /sys/class/net/$1/statistics/tx_packets; }
+b0=$(tx ppp0) b1=$(tx ppp1)
+setpriv --reuid 108 --regid 108 --clear-groups ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+pingrc=$?
+d0=$(( $(tx ppp0) - b0 )) d1=$(( $(tx ppp1) - b1 ))
+if (( d1 >= 1 && d0 == 0 && pingrc == 0 )); then pass uid108_traffic_ppp1
+else fail uid108_traffic_ppp1 "uid 108 ping rc=$pingrc, packets out ppp0 +$d0, ppp1 +$d1"; fi
+b0=$(tx ppp0) b1=$(tx ppp1)
+ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+pingrc=$?
+d0=$(( $(tx ppp0) - b0 )) d1=$(( $(tx ppp1) - b1 ))
+if (( d0 >= 1 && d1 == 0 && pingrc == 0 )); then pass root_traffic_ppp0
+else fail root_traffic_ppp0 "root ping rc=$pingrc, packets out ppp0 +$d0, ppp1 +$d1"; fi
+
+# ---- journal fields: the events of one uplink, by field
+field_lines=$(journalctl -u uplinkd UPLINK=ppp1 --no-pager -o cat 2>/dev/null | wc -l)
+if (( field_lines > 0 )); then pass "journal_field_UPLINK=ppp1 ($field_lines entries)"
+else fail journal_field "journalctl -u uplinkd UPLINK=ppp1 lists nothing"; fi
+
+# ---- uplinkd status (control socket, when this tree has it)
+if uplinkd status >/tmp/status.out 2>&1; then
+  if grep -q '^ppp0' /tmp/status.out && grep -q '^ppp1' /tmp/status.out; then pass status_both_lines
+  else fail status_both_lines "uplinkd status: $(cat /tmp/status.out)"; fi
+elif grep -q 'unknown command' /tmp/status.out; then
+  skip status "this build has no 'uplinkd status' command (control socket not built yet)"
+else
+  fail status "uplinkd status: $(cat /tmp/status.out)"
+fi
+
+# ---- the ISP drops ppp0's session
+# The session's pppd on the ISP side is a child of isp0's pppoe-server.
+isp_session=""
+for p in $(ip netns pids isp0); do
+  [[ $(cat /proc/$p/comm 2>/dev/null) == pppd ]] && isp_session=$p
+done
+if [[ -z $isp_session ]]; then
+  fail isp_session "no pppd session process in namespace isp0"
+else
+  # Watch from before the drop, without forking for the link test.
+  watch=/tmp/failover.watch
+  (
+    while [[ -e /sys/class/net/ppp0 ]]; do sleep 0.005; done
+    gone=$(now_ms); echo "gone $gone"
+    until route_via ppp1 192.0.2.1; do
+      (( $(now_ms) - gone > 10000 )) && { echo "nofailover"; exit; }
+    done
+    echo "failover $(now_ms)"
+  ) >$watch &
+  watcher=$!
+  kill -TERM "$isp_session"
+  tkill=$(now_ms)
+  wait $watcher
+  cat $watch
+  gone=$(awk '$1=="gone"{print $2}' $watch)
+  fo=$(awk '$1=="failover"{print $2}' $watch)
+  if [[ -n $gone ]]; then timing drop_linkgone $((gone - tkill)); fi
+  if [[ -n $fo ]]; then
+    timing drop_failover $((fo - gone))
+    if (( fo - gone <= 1000 )); then pass failover_within_1s
+    else fail failover_within_1s "main default moved to ppp1 $((fo - gone)) ms after ppp0 disappeared"; fi
+  else
+    fail failover "no main default via ppp1 within 10 s of ppp0 disappearing"
+  fi
+  check main_default_ppp1 "traffic not via ppp1 while ppp0 is down" route_via ppp1 192.0.2.1
+  check rule_ppp0_gone "'from $A0 lookup 200' still there with ppp0 down" bash -c "! ip rule | grep -q 'from $A0 lookup 200'"
+
+  # pppd's persist redials by itself: the same process, a new address.
+  tgone=$gone
+  if ms=$(wait_until 60000 has_addr ppp0); then
+    tup=$(now_ms)
+    timing persist_redial "$((tup - tgone))"
+    N0=$(addr_of ppp0)
+    NPID0=$(client_pppd dsl-provider)
+    echo "ppp0 back: $N0 (pppd $NPID0; was $A0, pppd $PID0)"
+    check same_pppd "ppp0 came back from pppd $NPID0, not the persist pppd $PID0" test "$NPID0" = "$PID0"
+    check new_address "ppp0 came back with the old address $A0 (the ISP pool should hand out another)" test "$N0" != "$A0"
+    rewritten() { has_rule "$1" 200 && has_snat "$1" && ! has_snat "$2" && table_default 200 ppp0 && route_via ppp0 192.0.2.1; }
+    if ms=$(wait_until 10000 rewritten "$N0" "$A0"); then
+      timing redial_rewritten "$ms"
+      pass rewritten
+    else
+      fail rewritten "rule/SNAT/main default not rewritten to $N0 within 10 s"
+    fi
+    check old_rule_gone "'from $A0 lookup 200' left behind" bash -c "! ip rule | grep -q 'from $A0 lookup 200'"
+    A0=$N0
+  else
+    fail persist_redial "ppp0 not back within 60 s (pppd persist)"
+  fi
+fi
+
+# ---- systemctl restart: the sessions survive, the kernel does not move
+PID0=$(client_pppd dsl-provider) PID1=$(client_pppd dsl-provider2)
+before=$(kernel_state)
+ip -ts monitor rule route >/tmp/restart.monitor 2>&1 &
+mon=$!
+t0=$(now_ms)
+systemctl restart uplinkd
+timing restart_ready $(( $(now_ms) - t0 ))
+sleep 2 # a pass or two after READY
+kill $mon 2>/dev/null; wait $mon 2>/dev/null
+after=$(kernel_state)
+check restart_pppd_ppp0 "pppd of ppp0 changed over the restart" test "$(client_pppd dsl-provider)" = "$PID0"
+check restart_pppd_ppp1 "pppd of ppp1 changed over the restart" test "$(client_pppd dsl-provider2)" = "$PID1"
+if [[ "$before" == "$after" ]]; then pass restart_kernel_unchanged
+else fail restart_kernel_unchanged "kernel state differs after restart: $(diff <(echo "$before") <(echo "$after") | head -20)"; fi
+if [[ ! -s /tmp/restart.monitor ]]; then pass restart_no_route_events
+else fail restart_no_route_events "rule/route events during the restart: $(head -10 /tmp/restart.monitor)"; fi
+
+# ---- a broken config and systemctl reload: the problem with FILE:LINE:COL
+# in the journal, the state untouched
+cp $CONF /tmp/good.toml
+printf '\n[[uplink]]\nname = "ppp2"\ntier = "first"\n' >>$CONF
+badline=$(grep -n 'tier = "first"' $CONF | cut -d: -f1)
+before=$(kernel_state)
+since=$(date '+%Y-%m-%d %H:%M:%S')
+systemctl reload uplinkd >/tmp/reload.out 2>&1
+echo "systemctl reload (broken file): rc=$? $(cat /tmp/reload.out)"
+sleep 1
+# Any field counts (the daemon puts the problems in REASON=).
+if journalctl -u uplinkd --since "$since" --no-pager -o verbose | grep -q "$CONF:$badline:[0-9]"; then
+  pass "reload_broken_FILE:LINE:COL ($(journalctl -u uplinkd --since "$since" --no-pager -o verbose | grep -o "[A-Z_]*=$CONF:$badline:[0-9]*" | head -1))"
+else
+  fail reload_broken "no '$CONF:$badline:COL' in the journal after the reload: $(journalctl -u uplinkd --since "$since" --no-pager -o verbose | tail -20)"
+fi
+check reload_broken_still_running "uplinkd not active after a broken reload" systemctl is-active uplinkd
+after=$(kernel_state)
+if [[ "$before" == "$after" ]]; then pass reload_broken_state_intact
+else fail reload_broken_state_intact "kernel changed on a broken reload: $(diff <(echo "$before") <(echo "$after") | head -20)"; fi
+cp /tmp/good.toml $CONF
+systemctl reload uplinkd
+
+# ---- the packaged ppp scripts (when this package has them)
+if [[ -x /etc/ppp/ip-up.d/uplinkd ]]; then
+  pass "ppp_ip_up_script_installed"
+else
+  skip ppp_ip_up_script "this package has no /etc/ppp/ip-up.d/uplinkd (ppp scripts not built yet)"
+fi
+
+journalctl -u uplinkd --no-pager -o short-monotonic | tail -n 30 | sed 's/^/journal: /'
+exit $(( FAILS > 0 ))
