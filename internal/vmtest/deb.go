@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // BuildDeb returns the path of the project's .deb, built from the
@@ -17,12 +18,19 @@ func BuildDeb(root, work string, logf func(string, ...any)) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("vmtest: make deb: %w\n%s", err, out)
 		}
+		// bin/ may hold packages of earlier versions: the newest is ours.
 		debs, _ := filepath.Glob(filepath.Join(root, "bin", "uplinkd_*_amd64.deb"))
-		if len(debs) != 1 {
-			return "", fmt.Errorf("vmtest: make deb left %d files bin/uplinkd_*_amd64.deb, want 1", len(debs))
+		newest, newestTime := "", time.Time{}
+		for _, d := range debs {
+			if st, err := os.Stat(d); err == nil && st.ModTime().After(newestTime) {
+				newest, newestTime = d, st.ModTime()
+			}
 		}
-		logf("package: %s (make deb)", filepath.Base(debs[0]))
-		return debs[0], nil
+		if newest == "" {
+			return "", fmt.Errorf("vmtest: make deb left no bin/uplinkd_*_amd64.deb")
+		}
+		logf("package: %s (make deb)", filepath.Base(newest))
+		return newest, nil
 	}
 	logf("package: FALLBACK minimal .deb built by the harness (no `make deb` target in this tree)")
 	return fallbackDeb(root, work)

@@ -89,6 +89,11 @@ func TestVM(t *testing.T) {
 		t.Errorf("the VM run did not complete: %v\nconsole tail:\n%s\nrunner log:\n%s",
 			bootErr, tail(console, 80), tail(filepath.Join(results, "run.log"), 80))
 	}
+	if keep := os.Getenv("UPLINKD_VM_RESULTS"); keep != "" {
+		// For a look at the full logs of a run that passed.
+		out, err := exec.Command("cp", "-r", results, console, keep).CombinedOutput()
+		t.Logf("results kept in %s: %v %s", keep, err, out)
+	}
 	if b, err := os.ReadFile(filepath.Join(results, "boot.log")); err == nil {
 		t.Logf("vm: %s", strings.TrimSpace(string(b)))
 	}

@@ -68,6 +68,17 @@ route_dev() { ip route get "$@" 2>/dev/null | grep -o 'dev [^ ]*' | head -1 | cu
 route_via() { [[ $(route_dev "${@:2}") == "$1" ]]; }
 has_rule() { ip rule | grep -q "from $1 lookup $2"; }
 table_default() { ip route show table "$1" | grep -q "^default .*dev $2"; }
+# default_table: the table holding uplinkd's main default route: the one
+# looked up right after `lookup main suppress_prefixlength 0` when the
+# build routes around foreign default routes, else main.
+default_table() {
+  if ip rule | grep -q 'suppress_prefixlength'; then
+    ip rule | awk '/suppress_prefixlength/{f=1;next} f && /from all lookup/{print $NF=="uplinkd" ? $(NF-2) : $NF; exit}'
+  else
+    echo main
+  fi
+}
+
 # client_pppd PEER: the pid of the gateway's pppd that pon started for PEER.
 # (Not /run/pppN.pid: the ISPs' pppds in their namespaces write the same
 # file names.)

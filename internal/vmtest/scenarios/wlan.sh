@@ -111,6 +111,13 @@ elif (( ROUND == 0 )); then
 else
   fail failover "no failover to ppp0 within 10 s of wlan0 losing its link (route get: $(ip route get 192.0.2.1 | head -1))"
 fi
+# dhclient's default route via the dead wlan0 is left where dhclient put it
+# (it re-adds it on every renewal anyway) and decides nothing.
+if ip route show table main default | grep -q 'dev wlan0'; then
+  if (( ROUND == 1 )); then pass dhclient_route_left_alone; else echo "dhclient's route via wlan0 still in main"; fi
+else
+  echo "dhclient's default route via wlan0 is gone from main"
+fi
 if journalctl -u uplinkd -o cat --no-pager | grep -q "foreign route"; then
   echo "journal: $(journalctl -u uplinkd -o cat --no-pager | grep "foreign route" | tail -1)"
 fi
@@ -135,9 +142,12 @@ if ms=$(wait_until 60000 bash -c '[[ $(cat /sys/class/net/wlan0/carrier) == 1 ]]
 else
   fail reassoc "wpa_supplicant did not reassociate within 60 s"
 fi
-# dhclient's default route is still there (left alone), and does not decide
-# where traffic goes: uplinkd's choice does.
-echo "main: $(ip route show table main default | tr '\n' ';')"
+# dhclient's default route is still there (left alone); uplinkd's own
+# default route is back on wlan0.
+dt=$(default_table)
+echo "main: $(ip route show table main default | tr '\n' ';') uplinkd's (table $dt): $(ip route show table "$dt" default | tr '\n' ';')"
+check uplinkd_default_wlan0 "uplinkd's default route (table $dt) not via wlan0 only" \
+  bash -c "ip route show table $dt default | grep -q 'dev wlan0' && ! ip route show table $dt default | grep -q ppp0"
 
 journalctl -u uplinkd --no-pager -o short-monotonic | tail -n 20 | sed 's/^/journal: /'
 exit $(( FAILS > 0 ))
