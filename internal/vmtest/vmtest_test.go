@@ -107,7 +107,8 @@ func TestVM(t *testing.T) {
 
 // checkScenario reads one scenario's log: TIMING lines are reported, FAIL
 // lines fail the test with the whole log (which carries the journal tail
-// and kernel state the scenario dumped), XFAIL/SKIP lines are reported.
+// and kernel state the scenario dumped), XFAIL/SKIP/TARGET lines are
+// reported.
 func checkScenario(t *testing.T, results, name string) {
 	logPath := filepath.Join(results, name+".log")
 	data, err := os.ReadFile(logPath)
@@ -126,7 +127,12 @@ func checkScenario(t *testing.T, results, name string) {
 		case strings.HasPrefix(line, "FAIL "):
 			fails++
 			t.Log(line)
-		case strings.HasPrefix(line, "XFAIL "), strings.HasPrefix(line, "SKIP "):
+		case strings.Contains(line, ": command not found"), strings.Contains(line, ": syntax error"),
+			strings.Contains(line, ": unbound variable"):
+			// A broken scenario script proves nothing, whatever it printed.
+			fails++
+			t.Log("FAIL scenario script: " + line)
+		case strings.HasPrefix(line, "XFAIL "), strings.HasPrefix(line, "SKIP "), strings.HasPrefix(line, "TARGET "):
 			t.Log(line)
 		}
 	}

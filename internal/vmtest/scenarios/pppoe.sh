@@ -178,8 +178,11 @@ else
   if [[ -n $gone ]]; then timing drop_linkgone $((gone - tkill)); fi
   if [[ -n $fo ]]; then
     timing drop_failover $((fo - gone))
-    if (( fo - gone <= 1000 )); then pass failover_within_1s
-    else fail failover_within_1s "main default moved to ppp1 $((fo - gone)) ms after ppp0 disappeared"; fi
+    target failover_1s 1000 $((fo - gone))
+    # The pass/fail bound is loose on purpose (see TARGET in lib.sh); it
+    # still catches a failover that waits for a timer instead of the event.
+    if (( fo - gone <= 5000 )); then pass failover
+    else fail failover "main default moved to ppp1 only $((fo - gone)) ms after ppp0 disappeared"; fi
   else
     fail failover "no main default via ppp1 within 10 s of ppp0 disappearing"
   fi
