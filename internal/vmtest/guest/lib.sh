@@ -159,10 +159,34 @@ OPT
   ip -n isp$i link set wan up
   # Something to route to: the same "internet" address at every ISP.
   ip -n isp$i addr add 192.0.2.1/32 dev lo
+  # Which ISP a ping went to: echo requests counted on arrival.
+  ip netns exec isp$i nft -f - <<'NFT'
+table ip isp {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    icmp type echo-request counter
+  }
+}
+NFT
   # rp-pppoe appends a freed session slot (and its address) to the end of
   # its free list, so a redial gets a new address, as from a real ISP.
   ip netns exec isp$i pppoe-server -I wan -C isp$i -L 100.$((64 + i)).0.1 \
     -R 100.$((64 + i)).0.10 -N 8 -O /etc/ppp/pppoe-server-options.vmtest
+}
+
+# isp_pings I: echo requests ISP I has received so far.
+isp_pings() { ip netns exec isp$1 nft list chain ip isp input | grep -o 'packets [0-9]*' | cut -d' ' -f2; }
+
+# pings_reach NAME ISP: root's two pings to 192.0.2.1 arrive at ISP (and
+# are answered).
+pings_reach() {
+  local b rc d
+  b=$(isp_pings "$2")
+  ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+  rc=$?
+  d=$(( $(isp_pings "$2") - b ))
+  if (( d == 2 && rc == 0 )); then pass "$1"
+  else fail "$1" "ping rc=$rc, echo requests at ISP $2: +$d of 2"; fi
 }
 
 # cleanup_all: stops everything a scenario may have started, so the next

@@ -94,20 +94,20 @@ if [[ -n $dt ]] && ip route show table "$dt" | grep -q '^default' && ! ip route 
 else
   fail uplinkd_default_only_ppp0 "uplinkd's default route (table ${dt:-?}) not via ppp0 only: $(ip route show table ${dt:-main} default | tr '\n' ';')"
 fi
-# Real traffic of uid 108 leaves by ppp1 (its packets counted on ppp1 only).
-tx() { cat /sys/class/net/$1/statistics/tx_packets; }
-b0=$(tx ppp0) b1=$(tx ppp1)
+# Real traffic: uid 108's pings reach ISP 1 (via ppp1), root's ISP 0 (via
+# ppp0); counted where they arrive, so nothing else on the lines interferes.
+b0=$(isp_pings 0) b1=$(isp_pings 1)
 setpriv --reuid 108 --regid 108 --clear-groups ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
 pingrc=$?
-d0=$(( $(tx ppp0) - b0 )) d1=$(( $(tx ppp1) - b1 ))
-if (( d1 >= 1 && d0 == 0 && pingrc == 0 )); then pass uid108_traffic_ppp1
-else fail uid108_traffic_ppp1 "uid 108 ping rc=$pingrc, packets out ppp0 +$d0, ppp1 +$d1"; fi
-b0=$(tx ppp0) b1=$(tx ppp1)
+d0=$(( $(isp_pings 0) - b0 )) d1=$(( $(isp_pings 1) - b1 ))
+if (( d1 == 2 && d0 == 0 && pingrc == 0 )); then pass uid108_traffic_ppp1
+else fail uid108_traffic_ppp1 "uid 108 ping rc=$pingrc, echo requests at ISP 0 +$d0, at ISP 1 +$d1"; fi
+b0=$(isp_pings 0) b1=$(isp_pings 1)
 ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
 pingrc=$?
-d0=$(( $(tx ppp0) - b0 )) d1=$(( $(tx ppp1) - b1 ))
-if (( d0 >= 1 && d1 == 0 && pingrc == 0 )); then pass root_traffic_ppp0
-else fail root_traffic_ppp0 "root ping rc=$pingrc, packets out ppp0 +$d0, ppp1 +$d1"; fi
+d0=$(( $(isp_pings 0) - b0 )) d1=$(( $(isp_pings 1) - b1 ))
+if (( d0 == 2 && d1 == 0 && pingrc == 0 )); then pass root_traffic_ppp0
+else fail root_traffic_ppp0 "root ping rc=$pingrc, echo requests at ISP 0 +$d0, at ISP 1 +$d1"; fi
 
 # ---- journal fields: the events of one uplink, by field
 field_lines=$(journalctl -u uplinkd UPLINK=ppp1 --no-pager -o cat 2>/dev/null | wc -l)
@@ -187,6 +187,7 @@ else
     fail failover "no main default via ppp1 within 10 s of ppp0 disappearing"
   fi
   check main_default_ppp1 "traffic not via ppp1 while ppp0 is down" route_via ppp1 192.0.2.1
+  pings_reach failover_traffic_isp1 1
   check rule_ppp0_gone "'from $A0 lookup 200' still there with ppp0 down" bash -c "! ip rule | grep -q 'from $A0 lookup 200'"
 
   # pppd's persist redials by itself: the same process, a new address.

@@ -107,6 +107,7 @@ if [[ -n $fo ]]; then
   target failover_1s 1000 $((fo - lost))
   if (( fo - lost <= 5000 )); then pass failover
   else fail failover "traffic moved to ppp0 only $((fo - lost)) ms after wlan0 lost its link"; fi
+  pings_reach failover_traffic_isp1 1
 elif (( ROUND == 0 )); then
   xfail failover "traffic stays on the dead wlan0: dhclient's default route holds the main table's slot and this build does not route around foreign default routes yet (observed: $(ip route get 192.0.2.1 | head -1))"
 else
