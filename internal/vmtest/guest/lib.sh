@@ -182,7 +182,7 @@ isp_pings() { ip netns exec isp$1 nft list chain ip isp input | grep -o 'packets
 pings_reach() {
   local b rc d
   b=$(isp_pings "$2")
-  ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+  ping -c 2 -i 0.2 -W 1 192.0.2.1 >/dev/null 2>&1
   rc=$?
   d=$(( $(isp_pings "$2") - b ))
   if (( d == 2 && rc == 0 )); then pass "$1"

@@ -97,13 +97,13 @@ fi
 # Real traffic: uid 108's pings reach ISP 1 (via ppp1), root's ISP 0 (via
 # ppp0); counted where they arrive, so nothing else on the lines interferes.
 b0=$(isp_pings 0) b1=$(isp_pings 1)
-setpriv --reuid 108 --regid 108 --clear-groups ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+setpriv --reuid 108 --regid 108 --clear-groups ping -c 2 -i 0.2 -W 1 192.0.2.1 >/dev/null 2>&1
 pingrc=$?
 d0=$(( $(isp_pings 0) - b0 )) d1=$(( $(isp_pings 1) - b1 ))
 if (( d1 == 2 && d0 == 0 && pingrc == 0 )); then pass uid108_traffic_ppp1
 else fail uid108_traffic_ppp1 "uid 108 ping rc=$pingrc, echo requests at ISP 0 +$d0, at ISP 1 +$d1"; fi
 b0=$(isp_pings 0) b1=$(isp_pings 1)
-ping -c 2 -W 1 192.0.2.1 >/dev/null 2>&1
+ping -c 2 -i 0.2 -W 1 192.0.2.1 >/dev/null 2>&1
 pingrc=$?
 d0=$(( $(isp_pings 0) - b0 )) d1=$(( $(isp_pings 1) - b1 ))
 if (( d0 == 2 && d1 == 0 && pingrc == 0 )); then pass root_traffic_ppp0
@@ -243,24 +243,25 @@ reload_broken() {
   local how=$1 since before after rc
   shift
   before=$(kernel_state)
-  since=$(date '+%Y-%m-%d %H:%M:%S')
-  sleep 1 # --since has second resolution
+  # Only what the journal gets from here on: after the cursor of its last
+  # entry now.
+  since=$(journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p')
   "$@" >/tmp/reload.out 2>&1
   rc=$?
   echo "$how (broken file): rc=$rc $(head -3 /tmp/reload.out)"
   # The daemon logs the outcome of every reload attempt (the reload command
   # its failure to reach the daemon); wait for either.
-  wait_until 10000 bash -c "journalctl -u uplinkd --since '$since' -o cat --no-pager | grep -q -e 'config reload' -e 'control socket'" >/dev/null
+  wait_until 10000 bash -c "journalctl -u uplinkd --after-cursor '$since' -o cat --no-pager | grep -q -e 'config reload' -e 'control socket'" >/dev/null
   # Any field counts (the daemon puts the problems in REASON=); JSON keeps
   # multi-line fields as text.
   local hit
-  hit=$(journalctl -u uplinkd --since "$since" --no-pager -o json | grep -o "$CONF:$badline:[0-9]*[^\"]*" | head -1)
+  hit=$(journalctl -u uplinkd --after-cursor "$since" --no-pager -o json | grep -o "$CONF:$badline:[0-9]*[^\"]*" | head -1)
   if [[ -n $hit ]]; then
     pass "reload_broken_${how}_FILE:LINE:COL (${hit:0:100})"
-  elif [[ $how == systemctl && ! -S $SOCK ]] && grep -q 'control socket' <(journalctl -u uplinkd --since "$since" --no-pager -o cat); then
-    xfail "reload_broken_${how}" "ExecReload=uplinkd reload needs the control socket, which this daemon does not serve yet: every systemctl reload fails without reaching the daemon ($(journalctl -u uplinkd --since "$since" --no-pager -o cat | grep 'control socket' | head -1))"
+  elif [[ $how == systemctl && ! -S $SOCK ]] && grep -q 'control socket' <(journalctl -u uplinkd --after-cursor "$since" --no-pager -o cat); then
+    xfail "reload_broken_${how}" "ExecReload=uplinkd reload needs the control socket, which this daemon does not serve yet: every systemctl reload fails without reaching the daemon ($(journalctl -u uplinkd --after-cursor "$since" --no-pager -o cat | grep 'control socket' | head -1))"
   else
-    fail "reload_broken_${how}" "no '$CONF:$badline:COL' in the journal after $how: $(journalctl -u uplinkd --since "$since" --no-pager -o cat | tail -5)"
+    fail "reload_broken_${how}" "no '$CONF:$badline:COL' in the journal after $how: $(journalctl -u uplinkd --after-cursor "$since" --no-pager -o cat | tail -5)"
   fi
   check "reload_broken_${how}_still_running" "uplinkd not active after a broken reload" systemctl is-active uplinkd
   after=$(kernel_state)
