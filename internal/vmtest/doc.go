@@ -11,7 +11,7 @@
 //     the host's Debian mirror, stock kernel, `mkfs.ext4 -d`, no loop
 //     mounts), cached in /var/cache/uplinkd-vm/<recipe hash>/ and rebuilt
 //     when any recipe file changes;
-//  2. builds the .deb (`make deb`, or a minimal fallback package);
+//  2. builds the .deb with `make deb` (into the test's temporary directory);
 //  3. writes a data disk (ext4 made with `mkfs.ext4 -d`) with the .deb,
 //     guest/run.sh, guest/lib.sh, guest/files and scenarios/*.sh;
 //  4. boots qemu (KVM when it boots the kernel, else tcg) with that disk
