@@ -189,6 +189,19 @@ pings_reach() {
   else fail "$1" "ping rc=$rc, echo requests at ISP $2: +$d of 2"; fi
 }
 
+# Kernel-side timings: `ip -ts monitor` stamps each rtnetlink event when it
+# reads it, so the time between two events does not include the polling
+# and forking of the checks (slow under emulation).
+# mon_start FILE OBJECTS...: starts a monitor (pid in MON_PID).
+mon_start() { local f=$1; shift; ip -ts monitor "$@" >"$f" 2>&1 & MON_PID=$!; }
+mon_stop() { kill "$MON_PID" 2>/dev/null; wait "$MON_PID" 2>/dev/null; }
+# mon_ms FILE ERE: the time of day in ms of the first event matching ERE.
+mon_ms() {
+  RE=$2 awk '$0 ~ ENVIRON["RE"] && /^\[/ {
+    t = substr($1, index($1, "T") + 1); sub(/\]$/, "", t)
+    split(t, p, ":"); printf "%d\n", (p[1] * 3600 + p[2] * 60 + p[3]) * 1000; exit }' "$1"
+}
+
 # cleanup_all: stops everything a scenario may have started, so the next
 # scenario starts from the booted VM's state.
 cleanup_all() {

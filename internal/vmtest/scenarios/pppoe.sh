@@ -169,6 +169,9 @@ else
     echo "failover $(now_ms)"
   ) >$watch &
   watcher=$!
+  dt=$(default_table)
+  [[ $dt == main ]] && dtre="" || dtre="table $dt "
+  mon_start /tmp/redial.monitor link address route rule
   kill -TERM "$isp_session"
   tkill=$(now_ms)
   wait $watcher
@@ -207,6 +210,16 @@ else
     else
       fail rewritten "rule/SNAT/main default not rewritten to $N0 within 10 s"
     fi
+    mon_stop
+    # The same two intervals from the kernel's events: ppp0 deleted → the
+    # default route via ppp1; ppp0's new address → the rule from it.
+    k_gone=$(mon_ms /tmp/redial.monitor "Deleted [0-9]+: ppp0:")
+    k_fail=$(mon_ms /tmp/redial.monitor "^\\[[^]]*\\] default dev ppp1 ${dtre}proto uplinkd")
+    k_addr=$(mon_ms /tmp/redial.monitor "inet $N0 ")
+    k_rule=$(mon_ms /tmp/redial.monitor "from $N0 lookup 200")
+    if [[ -n $k_gone && -n $k_fail ]]; then timing drop_failover_kernel $((k_fail - k_gone)); fi
+    if [[ -n $k_addr && -n $k_rule ]]; then timing redial_rule_kernel $((k_rule - k_addr)); fi
+    [[ -z $k_gone || -z $k_fail || -z $k_addr || -z $k_rule ]] && { echo "monitor events (gone=$k_gone failover=$k_fail addr=$k_addr rule=$k_rule):"; sed 's/^/monitor: /' /tmp/redial.monitor | head -40; }
     check old_rule_gone "'from $A0 lookup 200' left behind" bash -c "! ip rule | grep -q 'from $A0 lookup 200'"
     A0=$N0
   else

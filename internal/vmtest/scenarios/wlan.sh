@@ -94,9 +94,19 @@ watch=/tmp/wlan.watch
   echo "failover $(now_ms)"
 ) >$watch &
 watcher=$!
+dt=$(default_table)
+[[ $dt == main ]] && dtre="" || dtre="table $dt "
+mon_start /tmp/wlan.monitor link route
 tstop=$(now_ms)
 kill -TERM "$(cat /run/hostapd-AP.pid)"
 wait $watcher
+sleep 0.5
+mon_stop
+# From the kernel's events: wlan0 without carrier → the default via ppp0.
+k_lost=$(mon_ms /tmp/wlan.monitor "[0-9]+: wlan0: <NO-CARRIER")
+k_fail=$(mon_ms /tmp/wlan.monitor "^\\[[^]]*\\] default dev ppp0 ${dtre}proto uplinkd")
+if [[ -n $k_lost && -n $k_fail ]]; then timing ap_loss_failover_kernel $((k_fail - k_lost))
+else echo "monitor events (lost=$k_lost failover=$k_fail):"; sed 's/^/monitor: /' /tmp/wlan.monitor | head -30; fi
 cat $watch
 lost=$(awk '$1=="lost"{print $2}' $watch)
 fo=$(awk '$1=="failover"{print $2}' $watch)
