@@ -30,7 +30,8 @@
 //	                               routes of both lines in place
 //	pppoe.drop_linkdown            the ISP ends the session → ppp0 down
 //	pppoe.drop_failover            ppp0 down → `ip route get` says ppp1 (polled)
-//	pppoe.drop_failover_kernel     the same from the kernel's events
+//	pppoe.drop_failover_kernel     the first kernel event of ppp0 going → the
+//	                               default route via ppp1 (kernel events)
 //	pppoe.persist_redial           ppp0 down → pppd's persist has it back
 //	                               (pppd's holdoff, 30 s by default)
 //	pppoe.redial_rewritten         new address → rule, SNAT, routes rewritten (polled)

@@ -218,17 +218,18 @@ else
       fail rewritten "rule/SNAT/main default not rewritten to $N0 within 10 s"
     fi
     mon_stop
-    # The same two intervals from the kernel's events: ppp0 deleted → the
+    # The same two intervals from the kernel's events: ppp0 going → the
     # default route via ppp1; ppp0's new address → the rule from it.
-    # ppp0's first link event after the kill: down (or deleted).
-    k_gone=$(mon_ms /tmp/redial.monitor "[0-9]+: ppp0: ")
+    # The kernel's first sign of ppp0 going after the kill, whichever comes
+    # first: its address, a route via it, or the link going down.
+    k_gone=$(mon_ms /tmp/redial.monitor "ppp0")
     k_fail=$(mon_ms /tmp/redial.monitor "^\\[[^]]*\\] default dev ppp1 ${dtre}proto uplinkd")
     k_addr=$(mon_ms /tmp/redial.monitor "inet $N0 ")
     k_rule=$(mon_ms /tmp/redial.monitor "from $N0 lookup 200")
     if [[ -n $k_gone && -n $k_fail ]]; then timing drop_failover_kernel $((k_fail - k_gone)); fi
     if [[ -n $k_addr && -n $k_rule ]]; then timing redial_rule_kernel $((k_rule - k_addr)); fi
     echo "monitor events (gone=$k_gone failover=$k_fail addr=$k_addr rule=$k_rule):"
-    grep -E 'ppp0: |default|lookup 200' /tmp/redial.monitor | head -30 | sed 's/^/monitor: /'
+    grep -E 'ppp0|default|lookup 200' /tmp/redial.monitor | head -30 | sed 's/^/monitor: /'
     check old_rule_gone "'from $A0 lookup 200' left behind" bash -c "! ip rule | grep -q 'from $A0 lookup 200'"
     A0=$N0
   else
