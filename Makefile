@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean deb install release-build
+.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest
 
 all: build
 
@@ -22,6 +22,13 @@ deps:
 # network namespaces and fail if the host namespace changed.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+
+# Only the VM acceptance suite (internal/vmtest; also part of `make test`):
+# a Debian VM with systemd, real pppd/rp-pppoe and a simulated wlan runs the
+# scenarios in internal/vmtest/scenarios against the installed .deb. The
+# image is cached in /var/cache/uplinkd-vm.
+vmtest: deps
+	$(GO) test -count=1 -v -timeout 15m -run TestVM ./internal/vmtest/
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

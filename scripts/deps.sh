@@ -13,6 +13,12 @@ for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables 
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
+# The VM acceptance suite (internal/vmtest): qemu and the image recipe's tools.
+for pair in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4:e2fsprogs \
+            debugfs:e2fsprogs; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
 if ((${#need[@]})); then
   if [[ $(id -u) != 0 ]]; then
     echo "deps: missing packages ${need[*]}; run as root (apt-get install)" >&2
