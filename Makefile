@@ -20,8 +20,11 @@ deps:
 # Everything: lint, then all tests (pure and lab/real-kernel) under the race
 # detector. Lab tests need root; they create and always remove their own
 # network namespaces and fail if the host namespace changed.
+# The VM suite runs on its own after the rest: a qemu guest under tcg takes a
+# core for minutes, and the lab tests' timings should not compete with it.
 test: deps lint
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m -skip '^TestVM$$' $(PKGS)
+	$(GO) test -count=1 -timeout 15m -v -run '^TestVM$$' ./internal/vmtest/
 
 # Only the VM acceptance suite (internal/vmtest; also part of `make test`):
 # a Debian VM with systemd, real pppd/rp-pppoe and a simulated wlan runs the
