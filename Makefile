@@ -38,6 +38,7 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	@$(MAKE) --no-print-directory examples
 
 # Every shipped example must load without a warning or an error (`plan` needs
