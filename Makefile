@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean deb install release-build
+.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest
 
 all: build
 
@@ -20,14 +20,25 @@ deps:
 # Everything: lint, then all tests (pure and lab/real-kernel) under the race
 # detector. Lab tests need root; they create and always remove their own
 # network namespaces and fail if the host namespace changed.
+# The VM suite runs on its own after the rest: a qemu guest under tcg takes a
+# core for minutes, and the lab tests' timings should not compete with it.
 test: deps lint
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -timeout 15m -skip '^TestVM$$' $(PKGS)
+	$(GO) test -count=1 -timeout 15m -v -run '^TestVM$$' ./internal/vmtest/
+
+# Only the VM acceptance suite (internal/vmtest; also part of `make test`):
+# a Debian VM with systemd, real pppd/rp-pppoe and a simulated wlan runs the
+# scenarios in internal/vmtest/scenarios against the installed .deb. The
+# image is cached in /var/cache/uplinkd-vm.
+vmtest: deps
+	$(GO) test -count=1 -v -timeout 15m -run TestVM ./internal/vmtest/
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 	staticcheck $(PKGS)
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	@$(MAKE) --no-print-directory examples
 
 # Every shipped example must load without a warning or an error (`plan` needs
@@ -106,5 +117,7 @@ install: release-build
 	install -D -m 0644 packaging/lintian-overrides $(DESTDIR)$(PREFIX)/share/lintian/overrides/uplinkd
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 packaging/systemd/networkd-uplinkd.conf $(DESTDIR)$(DOCDIR)/examples/networkd-uplinkd.conf
+	install -D -m 0755 packaging/keepalived/uplinkd-notify $(DESTDIR)$(PREFIX)/lib/uplinkd/uplinkd-notify
+	install -D -m 0644 packaging/keepalived/keepalived.conf $(DESTDIR)$(DOCDIR)/examples/keepalived.conf
 	install -m 0644 contrib/*.toml $(DESTDIR)$(DOCDIR)/examples/
 	install -D -m 0755 -t $(DESTDIR)$(DOCDIR)/examples/hooks contrib/hooks/*

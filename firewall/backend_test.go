@@ -37,19 +37,22 @@ func TestNFTPlanMatchesSync(t *testing.T) {
 // TestIPTablesPlanLoads loads Plan with iptables-restore and compares it
 // with what Sync wrote.
 func TestIPTablesPlanLoads(t *testing.T) {
-	rs := Compute(goldenCases()[4].in) // policy-drop: every chain kind
-	for _, k := range backendKinds[1:] {
-		t.Run(k.name, func(t *testing.T) {
-			viaText, viaSync := newNS(t), newNS(t)
-			b := k.make(t, viaSync)
-			viaText.runStdin(t, b.Plan(rs), k.iptables+"-restore", "--noflush")
-			if _, err := b.Sync(rs); err != nil {
-				t.Fatal(err)
-			}
-			if got, want := ownedRules(t, viaSync, k), ownedRules(t, viaText, k); got != want {
-				t.Errorf("Sync differs from Plan\n--- restore\n%s\n--- Sync\n%s", want, got)
-			}
-		})
+	// policy-drop: every chain kind; services: DNAT, statistic, cluster.
+	for _, c := range []goldenCase{goldenCases()[4], goldenCases()[5]} {
+		rs := Compute(c.in)
+		for _, k := range backendKinds[1:] {
+			t.Run(c.name+"/"+k.name, func(t *testing.T) {
+				viaText, viaSync := newNS(t), newNS(t)
+				b := k.make(t, viaSync)
+				viaText.runStdin(t, b.Plan(rs), k.iptables+"-restore", "--noflush")
+				if _, err := b.Sync(rs); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := ownedRules(t, viaSync, k), ownedRules(t, viaText, k); got != want {
+					t.Errorf("Sync differs from Plan\n--- restore\n%s\n--- Sync\n%s", want, got)
+				}
+			})
+		}
 	}
 }
 

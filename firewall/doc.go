@@ -1,7 +1,7 @@
 // Package firewall applies the netfilter state uplinkd owns: per-uplink source
 // NAT, connection marks that tie conntrack entries to an uplink, marks for
-// [[rule]] policy routing, per-uplink input filters with rate limits, and deny
-// lists.
+// [[rule]] policy routing, per-uplink input filters with rate limits, deny
+// lists, and the DNAT of inbound load-balanced [[service]]s.
 //
 // The package is split the same way as policy: Compute is a pure function from
 // the configuration and the observed uplinks to a backend-neutral Ruleset, and a
@@ -56,7 +56,15 @@
 //     Backend.DeleteConntrackByMark can remove exactly that uplink's entries in
 //     the kernel when its address changes or it fails.
 //
-// Replies are deliberately not marked: a reply to a LAN host carrying the mark
-// would be routed by the uplink's table, which holds only a default route, and
-// sent back out of the uplink.
+// Replies to LAN-originated connections are deliberately not marked: a reply
+// to a LAN host carrying the mark would be routed by the uplink's table, which
+// holds only a default route, and sent back out of the uplink. The opposite
+// case is marked on purpose: a connection that came in through an uplink (a
+// [[service]], a port forward) has that uplink's mark in its conntrack mark,
+// and its replies, arriving from the LAN in the reply direction, get the
+// mark restored so that they leave through the uplink the connection came in
+// on, also when another uplink holds the default route.
+//
+// Inbound [[service]] DNAT, balancing, health and hairpin are described in
+// services.go.
 package firewall

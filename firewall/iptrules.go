@@ -44,6 +44,7 @@ var iptJumps = []iptJump{
 	{"mangle", "PREROUTING", iptPrerouting},
 	{"mangle", "OUTPUT", iptOutput},
 	{"mangle", "POSTROUTING", iptPostrouting},
+	{"nat", "PREROUTING", iptNATPrerouting},
 	{"nat", "POSTROUTING", iptPostrouting},
 	{"filter", "INPUT", iptInput},
 	{"filter", "FORWARD", iptForward},
@@ -212,6 +213,15 @@ func buildIPT(rs Ruleset) *iptProgram {
 				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
 		}
 	}
+	// Replies from the LAN to connections that came in through an uplink
+	// leave through it (see the nftables backend).
+	for _, u := range rs.Uplinks {
+		if u.ConnMark != 0 && rs.LANInterface != "" {
+			mangle.add(iptPrerouting, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", "REPLY",
+				"-m", "connmark", "--mark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask),
+				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
+		}
+	}
 	for _, u := range rs.Uplinks {
 		if u.ConnMark == 0 {
 			continue
@@ -273,6 +283,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 		filter.add(iptInput, "-j", iptDeny)
 		filter.add(iptForward, "-j", iptDeny)
 	}
+	iptServices(rs, mangle, nat, filter)
 	for _, u := range rs.Uplinks {
 		if u.Filter == nil {
 			continue
@@ -287,13 +298,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 		filter.add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
 		filter.add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
 		for _, l := range u.Filter.Limits {
-			args := iptPorts(l.Proto, []uint16{l.Port})[0]
-			args = append(args, "-m", "conntrack", "--ctstate", "NEW",
-				"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
-				"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
-				"--hashlimit-name", hashlimitName(l),
-				"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP")
-			filter.add(c, args...)
+			filter.add(c, append(iptPorts(l.Proto, []uint16{l.Port})[0], iptLimitDrop(l)...)...)
 		}
 		for _, a := range u.Filter.Allow {
 			if len(a.Ports) == 0 {
@@ -326,6 +331,15 @@ func buildIPT(rs Ruleset) *iptProgram {
 		keep(iptForward, []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"})
 	}
 	return p
+}
+
+// iptLimitDrop drops new connections of a source above the limit.
+func iptLimitDrop(l RateLimit) []string {
+	return []string{"-m", "conntrack", "--ctstate", "NEW",
+		"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
+		"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
+		"--hashlimit-name", hashlimitName(l),
+		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP"}
 }
 
 // iptMarkRules expands one [[rule]] into rule arguments: iptables has no

@@ -713,6 +713,20 @@ func buildNFT(rs Ruleset) *nftProgram {
 					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
 			}
 		}
+		// Replies from the LAN to a connection that came in through an
+		// uplink (a [[service]], a port forward) leave through that uplink,
+		// also when another one holds the default route: the sticky rule
+		// routes them by the restored mark. Replies to LAN-originated
+		// connections arrive on the uplink, never match, and stay unmarked.
+		for _, u := range rs.Uplinks {
+			if u.ConnMark != 0 {
+				pre.rules = append(pre.rules, r("reply via "+u.Name,
+					ifnamePart{name: rs.LANInterface},
+					ctReplyPart{},
+					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
+					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+			}
+		}
 	}
 	var natChains []*nftChain
 	for _, u := range rs.Uplinks {
@@ -755,6 +769,12 @@ func buildNFT(rs Ruleset) *nftProgram {
 	if len(deny.rules) > 0 {
 		input.rules = append(input.rules, r("deny list", vJump(nftChainDeny)))
 		fwd.rules = append(fwd.rules, r("deny list", vJump(nftChainDeny)))
+	}
+	svcChains, svcSets := nftServices(rs, pre, input)
+	p.sets = append(p.sets, svcSets...)
+	if len(rs.HairpinSources) > 0 && rs.LANInterface != "" {
+		nat.rules = append(nat.rules, r("hairpin",
+			ifnamePart{out: true, name: rs.LANInterface}, addrPart{ps: rs.HairpinSources}, ctDNATPart{}, masqPart{}))
 	}
 	var inChains []*nftChain
 	for _, u := range rs.Uplinks {
@@ -806,6 +826,7 @@ func buildNFT(rs Ruleset) *nftProgram {
 		}
 	}
 	p.chains = append(p.chains, natChains...)
+	p.chains = append(p.chains, svcChains...)
 	p.chains = append(p.chains, inChains...)
 	if len(deny.rules) > 0 {
 		p.chains = append(p.chains, deny)
@@ -940,7 +961,7 @@ var nftHooks = map[string]*nftables.ChainHook{
 
 var nftPriorities = map[string]*nftables.ChainPriority{
 	"mangle": nftables.ChainPriorityMangle, "filter": nftables.ChainPriorityFilter,
-	"srcnat": nftables.ChainPriorityNATSource,
+	"srcnat": nftables.ChainPriorityNATSource, "dstnat": nftables.ChainPriorityNATDest,
 }
 
 func (s *nftSet) kernelSet(t *nftables.Table) *nftables.Set {

@@ -43,6 +43,10 @@ type Input struct {
 	// so a failing uplink does not churn the firewall; dropping its
 	// connections is DeleteConntrackByMark's job.
 	Uplinks []policy.UplinkState
+	// Healthy is, per [[service]] name, the backends that pass their
+	// health check. A service missing from the map has all its backends
+	// in the set (its check is off, or nothing has been checked yet).
+	Healthy map[string][]netip.AddrPort
 }
 
 // Policy is the verdict for packets no rule decided on.
@@ -79,6 +83,12 @@ type Ruleset struct {
 	Uplinks []UplinkRules
 	Marks   []MarkRule
 	Deny    Deny
+
+	// Services are the [[service]] DNATs (services.go).
+	Services []ServiceRules
+	// HairpinSources are the LAN networks whose DNATed connections back
+	// into the LAN are masqueraded (empty: no hairpin).
+	HairpinSources []netip.Prefix
 }
 
 // UplinkRules is everything that is per uplink.
@@ -271,6 +281,8 @@ func Compute(in Input) Ruleset {
 			}
 		}
 	}
+	computeServices(&rs, cfg, state, in.Healthy)
+
 	rs.Deny.DropAddrs = mergePrefixes(rs.Deny.DropAddrs)
 	rs.Deny.RejectAddrs = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs), rs.Deny.DropAddrs)
 	rs.Deny.DropMACs = uniqMACs(rs.Deny.DropMACs, nil)
@@ -292,15 +304,8 @@ func computeFilter(iface string, fw *policy.UplinkFirewall) *InputFilter {
 	}
 	for _, l := range fw.Limit {
 		p := protoNumber(l.Proto)
-		rate, unit := limitRate(l.Seconds)
-		period := time.Duration(l.Seconds) * time.Second
-		rl := RateLimit{
-			Proto: p, Port: l.Port, Burst: uint32(min(l.Hits, math.MaxInt32)),
-			Rate: rate, Unit: unit, Period: period,
-		}
-		rl.Expire = time.Duration(rl.Burst) * period
-		rl.Name = fmt.Sprintf("lim_%s_%s_%d", sanitize(iface), protoName(p), l.Port)
-		f.Limits = append(f.Limits, rl)
+		name := fmt.Sprintf("lim_%s_%s_%d", sanitize(iface), protoName(p), l.Port)
+		f.Limits = append(f.Limits, newRateLimit(p, l.Port, l.Hits, l.Seconds, name))
 	}
 	for _, t := range fw.ICMPTypes {
 		if !slices.Contains(f.ICMPTypes, t) {
@@ -308,6 +313,19 @@ func computeFilter(iface string, fw *policy.UplinkFirewall) *InputFilter {
 		}
 	}
 	return f
+}
+
+// newRateLimit is a per-source limit of hits new connections per seconds
+// (an [uplink.firewall] limit or a [[service]] limit).
+func newRateLimit(proto uint8, port uint16, hits, seconds int, name string) RateLimit {
+	rate, unit := limitRate(seconds)
+	period := time.Duration(seconds) * time.Second
+	rl := RateLimit{
+		Proto: proto, Port: port, Burst: uint32(min(hits, math.MaxInt32)),
+		Rate: rate, Unit: unit, Period: period, Name: name,
+	}
+	rl.Expire = time.Duration(rl.Burst) * period
+	return rl
 }
 
 // limitUnits are the units both nftables and iptables hashlimit accept.

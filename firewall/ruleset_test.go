@@ -76,7 +76,34 @@ func goldenCases() []goldenCase {
 		{"seed", Input{Config: seedConfig(), Uplinks: seedState("192.0.2.1", "198.51.100.1")}},
 		{"seed-noaddr", Input{Config: seedConfig(), Uplinks: seedState("", "")}},
 		{"policy-drop", Input{Config: drop, Uplinks: seedState("192.0.2.1", "198.51.100.1")}},
+		{"services", Input{Config: servicesConfig(), Uplinks: seedState("192.0.2.1", "198.51.100.1"), Healthy: map[string][]netip.AddrPort{
+			"web":  {netip.MustParseAddrPort("10.0.0.2:8080"), netip.MustParseAddrPort("10.0.0.4:8080")},
+			"mail": {},
+			"ssh":  {netip.MustParseAddrPort("10.0.0.2:22"), netip.MustParseAddrPort("10.0.0.4:22")},
+		}}},
 	}
+}
+
+// servicesConfig is the seed with every kind of [[service]]: weighted with
+// one backend down, source-hash with weights, udp with a limit, and one
+// without a healthy backend; hairpin on all but one.
+func servicesConfig() *policy.Config {
+	c := seedConfig()
+	be := func(a string, w int) policy.ServiceBackend {
+		return policy.ServiceBackend{Address: netip.MustParseAddrPort(a), Weight: w}
+	}
+	c.Services = []policy.Service{
+		{Name: "web", Uplinks: []string{"ppp0", "ppp1"}, Proto: "tcp", Port: 80, Balance: policy.BalanceWeighted, Hairpin: true,
+			Backends: []policy.ServiceBackend{be("10.0.0.2:8080", 3), be("10.0.0.3:8080", 1), be("10.0.0.4:8080", 1)}},
+		{Name: "ssh", Uplinks: []string{"ppp0"}, Proto: "tcp", Port: 22, Balance: policy.BalanceSourceHash, Hairpin: true,
+			Backends: []policy.ServiceBackend{be("10.0.0.2:22", 2), be("10.0.0.3:22", 4), be("10.0.0.4:22", 2)},
+			Limit:    &policy.ServiceLimit{Hits: 3, Seconds: 60}},
+		{Name: "dns", Uplinks: []string{"ppp1"}, Proto: "udp", Port: 53, Balance: policy.BalanceSourceHash,
+			Backends: []policy.ServiceBackend{be("10.0.0.5:53", 1)}, Limit: &policy.ServiceLimit{Hits: 10, Seconds: 1}},
+		{Name: "mail", Uplinks: []string{"ppp1", "wlan0"}, Proto: "tcp", Port: 25, Balance: policy.BalanceWeighted,
+			Backends: []policy.ServiceBackend{be("10.0.0.6:25", 1)}},
+	}
+	return c
 }
 
 func TestComputeGolden(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 )
 
 // Defaults when a ReconnectSpec leaves a duration zero; they match the
-// config loader's defaults (DESIGN §4).
+// config loader's defaults (docs/design.md).
 const (
 	DefaultBackoff     = 5 * time.Second
 	DefaultMaxBackoff  = 5 * time.Minute

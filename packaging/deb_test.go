@@ -62,6 +62,8 @@ func installed(t *testing.T, root string) packaged {
 		"/usr/share/lintian/overrides/uplinkd":                  conf,
 		"/usr/share/doc/uplinkd/README.md":                      conf,
 		"/usr/share/doc/uplinkd/examples/networkd-uplinkd.conf": conf,
+		"/usr/lib/uplinkd/uplinkd-notify":                       exe,
+		"/usr/share/doc/uplinkd/examples/keepalived.conf":       conf,
 	}
 	tomls, _ := filepath.Glob(filepath.Join(root, "contrib", "*.toml"))
 	hooks, _ := filepath.Glob(filepath.Join(root, "contrib", "hooks", "*"))
@@ -93,6 +95,8 @@ var sources = map[string]string{
 	"/usr/lib/networkd-dispatcher/degraded.d/uplinkd":   "packaging/networkd-dispatcher/off.d/uplinkd",
 	"/usr/share/doc/uplinkd/README.md":                  "README.md",
 	"/usr/share/lintian/overrides/uplinkd":              "packaging/lintian-overrides",
+	"/usr/lib/uplinkd/uplinkd-notify":                   "packaging/keepalived/uplinkd-notify",
+	"/usr/share/doc/uplinkd/examples/keepalived.conf":   "packaging/keepalived/keepalived.conf",
 }
 
 // entriesOf keeps the files (and the directories named in want) of a

@@ -68,6 +68,7 @@ func TestUnitKeepsWhatPppdAndHooksNeed(t *testing.T) {
 		"ExecReload":               "/usr/sbin/uplinkd reload",
 		"RuntimeDirectory":         "uplinkd",
 		"RuntimeDirectoryMode":     "0755",
+		"RuntimeDirectoryPreserve": "yes", // the HA track file keeps its "stopped" value
 		"StateDirectory":           "uplinkd",
 		"ProtectHome":              "read-only", // the publish hook reads /root/.ssh
 		"ProtectSystem":            "yes",       // pppd and usepeerdns write /etc, /var/run, /var/log

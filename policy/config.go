@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Config is the whole uplinkd configuration file (DESIGN §4), as the loader
+// Config is the whole uplinkd configuration file (docs/design.md), as the loader
 // returns it: typed, with every default applied (see defaults.go), table
 // names and user and group names resolved, and every semantic check done.
 // Code that uses a Config never re-validates it and never applies a default.
@@ -25,6 +25,7 @@ type Config struct {
 	Rules    []MarkRule `toml:"rule"`
 	Firewall Firewall   `toml:"firewall"`
 	Services []Service  `toml:"service"`
+	HA       HA         `toml:"ha"`
 
 	// Path is the file the config was read from.
 	Path string `toml:"-"`
@@ -98,18 +99,33 @@ type LAN struct {
 	Masquerade         bool           `toml:"masquerade"`
 	Forwarding         bool           `toml:"forwarding"`
 	RemoveDefaultRoute bool           `toml:"remove_default_route"`
-	// DHCP is parsed and validated but not acted on yet; nil when absent.
+	// DHCP keeps DHCPv4 working on the LAN (internal/dhcpd); nil when
+	// absent, which is mode off.
 	DHCP *DHCP `toml:"dhcp"`
 }
 
-// DHCP configures the LAN DHCP server (not built yet).
+// DHCP configures the LAN's DHCP: off, the embedded server (mode
+// embedded: range, lease, max_lease, router, dns, ntp, domain, hosts,
+// conflict_check) or an external server restarted when the LAN link comes
+// back (mode service: unit or command, restart_interval). Keys of the other
+// modes are rejected by the loader, so they are zero here.
 type DHCP struct {
 	Mode DHCPMode `toml:"mode"`
-	// Range is empty or exactly [first, last].
-	Range []netip.Addr  `toml:"range"`
-	Hosts []DHCPHost    `toml:"hosts"`
-	Lease time.Duration `toml:"lease"`
-	DNS   []netip.Addr  `toml:"dns"`
+	// Range is exactly [first, last] in mode embedded.
+	Range         []netip.Addr  `toml:"range"`
+	Hosts         []DHCPHost    `toml:"hosts"`
+	Lease         time.Duration `toml:"lease"`
+	MaxLease      time.Duration `toml:"max_lease"`
+	Router        []netip.Addr  `toml:"router"`
+	DNS           []netip.Addr  `toml:"dns"`
+	NTP           []netip.Addr  `toml:"ntp"`
+	Domain        string        `toml:"domain"`
+	ConflictCheck bool          `toml:"conflict_check"`
+	// Unit (a systemd unit) or Command (argv, Command[0] absolute): what
+	// mode service restarts, exactly one of them.
+	Unit            string        `toml:"unit"`
+	Command         []string      `toml:"command"`
+	RestartInterval time.Duration `toml:"restart_interval"`
 }
 
 // DHCPMode is [lan.dhcp] mode.
@@ -191,6 +207,9 @@ type Uplink struct {
 	Firewall  *UplinkFirewall `toml:"firewall"`  // nil: input not filtered
 	Publish   []Publish       `toml:"publish"`
 	Hooks     []Hook          `toml:"hook"`
+	// HA is the uplink's part in two-gateway HA; always filled in (defaults
+	// when the file has no [uplink.ha]), used only when [ha] is on.
+	HA UplinkHA `toml:"ha"`
 }
 
 // ProbeMethod is [uplink.check] method.
@@ -424,15 +443,99 @@ const (
 	BalanceSourceHash Balance = "source-hash"
 )
 
-// Service is an inbound, load-balanced service (parsed and validated, not
-// acted on yet).
+// Service is an inbound, load-balanced service: new connections to Port on
+// the addresses of Uplinks are DNATed to one healthy backend (see
+// firewall.ServiceRules for how).
 type Service struct {
 	Name     string           `toml:"name"`
 	Uplinks  []string         `toml:"uplinks"`
 	Proto    Proto            `toml:"proto"`
 	Port     uint16           `toml:"port"`
-	Backends []netip.AddrPort `toml:"backends"`
+	Backends []ServiceBackend `toml:"backends"`
 	Balance  Balance          `toml:"balance"`
+	// Check is the TCP connect health check of the backends; Check.Enabled
+	// is resolved by the loader (see ServiceCheck).
+	Check ServiceCheck `toml:"check"`
+	// Limit rate-limits new connections per source address; nil: no limit.
+	Limit *ServiceLimit `toml:"limit"`
+	// Hairpin lets LAN clients reach the service by the uplink's address:
+	// their connections are DNATed too and masqueraded to the router's LAN
+	// address. Default true when [lan] interface and networks are set.
+	Hairpin bool `toml:"hairpin"`
+}
+
+// ServiceBackend is one [[service]] backend: written as "IP:PORT" or as
+// { address = "IP:PORT", weight = N }.
+type ServiceBackend struct {
+	Address netip.AddrPort `toml:"address"`
+	// Weight is 1..MaxBackendWeight; default 1.
+	Weight int `toml:"weight"`
+}
+
+// MaxBackendWeight is the largest [[service]] backend weight.
+const MaxBackendWeight = 256
+
+// MaxSourceHashSlots bounds the sum of a source-hash service's weights
+// (divided by their greatest common divisor): the iptables backend hashes
+// with -m cluster, which knows at most 32 nodes.
+const MaxSourceHashSlots = 32
+
+// ServiceCheck is [service.check]: a TCP connect from the router to every
+// backend each Interval; Down failures in a row take a backend out of the
+// set, Up successes in a row bring it back. A refused or timed-out connect
+// is a failure.
+type ServiceCheck struct {
+	// Enabled defaults to true for tcp services; for udp services the check
+	// is off unless Port names a TCP port to connect to.
+	Enabled  bool          `toml:"enabled"`
+	Interval time.Duration `toml:"interval"`
+	Timeout  time.Duration `toml:"timeout"`
+	Down     int           `toml:"down"`
+	Up       int           `toml:"up"`
+	// Port is the TCP port checked on every backend; 0: the backend's own
+	// port (tcp services only).
+	Port uint16 `toml:"port"`
+}
+
+// ServiceLimit is a [[service]] limit: at most Hits new connections per
+// source address per Seconds, with the semantics of [uplink.firewall] limit.
+type ServiceLimit struct {
+	Hits    int `toml:"hits"`
+	Seconds int `toml:"seconds"`
+}
+
+// HA configures two gateways sharing one LAN through keepalived (VRRP):
+// uplinkd writes its uplinks' health into keepalived's track_file and
+// follows the VRRP role keepalived reports (`uplinkd event --role`).
+type HA struct {
+	// TrackFile is the absolute path of the keepalived track_file uplinkd
+	// writes; "" turns HA off (and then no other HA key may be set).
+	TrackFile string `toml:"track_file"`
+	// LostUplinkWeight is what a lost tier-1 uplink adds to the track file's
+	// value, -254..0; the default of every tier-1 uplink's [uplink.ha] weight.
+	LostUplinkWeight int `toml:"lost_uplink_weight"`
+}
+
+// Enabled reports whether two-gateway HA is configured.
+func (h HA) Enabled() bool { return h.TrackFile != "" }
+
+// HAMode is [uplink.ha] mode.
+type HAMode string
+
+// HA modes: an active uplink is up on both gateways (a line per box); an
+// exclusive one (one account for both boxes) is dialled only by the MASTER.
+const (
+	HAActive    HAMode = "active"
+	HAExclusive HAMode = "exclusive"
+)
+
+// UplinkHA is [uplink.ha].
+type UplinkHA struct {
+	Mode HAMode `toml:"mode"`
+	// Weight is what losing this uplink adds to the track file's value,
+	// -254..0. Default: [ha] lost_uplink_weight for tier 1, 0 (not counted)
+	// for other tiers.
+	Weight int `toml:"weight"`
 }
 
 // ErrNoUplinks is CheckRunnable's verdict on a config without [[uplink]].

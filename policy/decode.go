@@ -21,6 +21,7 @@ var (
 	addrType     = reflect.TypeFor[netip.Addr]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
 	addrPortType = reflect.TypeFor[netip.AddrPort]()
+	backendType  = reflect.TypeFor[ServiceBackend]()
 )
 
 // decode stores n into v, reporting unknown keys and wrong types. path is
@@ -81,6 +82,11 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			return
 		}
 		v.Set(reflect.ValueOf(ap))
+	case t == backendType && n.kind == unstable.String:
+		// The short form of a backend: its address, weight by default.
+		l.decode(n, v.FieldByName("Address"), path+".address", name)
+	case t == backendType && n.kind != unstable.Table:
+		l.invalid(n, path, "%s must be \"IPv4:PORT\" or a table such as { address = \"10.0.0.2:22\", weight = 2 }, not %s", name, tomlKindNoun(n))
 	case t.Kind() == reflect.Pointer:
 		v.Set(reflect.New(t.Elem()))
 		l.decode(n, v.Elem(), path, name)

@@ -50,8 +50,11 @@ const (
 	DefaultPublishTimeout     = 10 * time.Second
 	DefaultRFC2136Port        = "53"
 
-	DefaultDHCPMode  = DHCPEmbedded
-	DefaultDHCPLease = time.Hour
+	DefaultDHCPMode            = DHCPOff
+	DefaultDHCPLease           = time.Hour
+	DefaultDHCPMaxLease        = 24 * time.Hour
+	DefaultDHCPConflictCheck   = true
+	DefaultDHCPRestartInterval = 10 * time.Second
 
 	DefaultBackend         = BackendNFTables
 	DefaultIPTablesVariant = IPTablesAuto
@@ -59,6 +62,16 @@ const (
 	DefaultDenyAction      = DenyDrop
 	DefaultServiceProto    = ProtoTCP
 	DefaultBalance         = BalanceSourceHash
+	DefaultBackendWeight   = 1
+	DefaultServiceInterval = 2 * time.Second
+	DefaultServiceTimeout  = time.Second
+	DefaultServiceDown     = 2
+	DefaultServiceUp       = 2
+
+	// DefaultLostUplinkWeight: with keepalived's `weight 1`, a gateway that
+	// lost one tier-1 uplink drops 50 below its configured priority.
+	DefaultLostUplinkWeight = -50
+	DefaultHAMode           = HAActive
 )
 
 // setDefault fills in a key the file does not set. A key set to its zero
@@ -102,7 +115,22 @@ func (l *loader) applyDefaults(c *Config) {
 	setDefault(l, "lan.remove_default_route", &lan.RemoveDefaultRoute, true)
 	if dh := lan.DHCP; dh != nil {
 		setDefault(l, "lan.dhcp.mode", &dh.Mode, DefaultDHCPMode)
-		setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
+		switch dh.Mode {
+		case DHCPOff:
+		case DHCPService:
+			setDefault(l, "lan.dhcp.restart_interval", &dh.RestartInterval, DefaultDHCPRestartInterval)
+		default: // embedded, or a mode the validator will report
+			setDefault(l, "lan.dhcp.lease", &dh.Lease, DefaultDHCPLease)
+			setDefault(l, "lan.dhcp.max_lease", &dh.MaxLease, DefaultDHCPMaxLease)
+			setDefault(l, "lan.dhcp.conflict_check", &dh.ConflictCheck, DefaultDHCPConflictCheck)
+		}
+	}
+
+	// HA keys get defaults only when HA is on: with it off, a Config holds
+	// zero HA values that nothing reads.
+	haOn := c.HA.Enabled()
+	if haOn {
+		setDefault(l, "ha.lost_uplink_weight", &c.HA.LostUplinkWeight, DefaultLostUplinkWeight)
 	}
 
 	for i := range c.Uplinks {
@@ -114,6 +142,16 @@ func (l *loader) applyDefaults(c *Config) {
 		setDefault(l, p+".tier", &u.Tier, DefaultTier)
 		setDefault(l, p+".weight", &u.Weight, DefaultWeight)
 		setDefault(l, p+".rp_filter", &u.RPFilter, DefaultRPFilter)
+		if haOn {
+			setDefault(l, p+".ha.mode", &u.HA.Mode, DefaultHAMode)
+			// Only the preferred tier counts by default: losing a backup
+			// line should not hand the LAN gateway to the other box.
+			haWeight := 0
+			if u.Tier == 1 {
+				haWeight = c.HA.LostUplinkWeight
+			}
+			setDefault(l, p+".ha.weight", &u.HA.Weight, haWeight)
+		}
 		if ch := u.Check; ch != nil {
 			q := p + ".check"
 			setDefault(l, q+".method", &ch.Method, DefaultProbeMethod)
@@ -163,5 +201,18 @@ func (l *loader) applyDefaults(c *Config) {
 		p := fmt.Sprintf("service[%d]", i)
 		setDefault(l, p+".proto", &s.Proto, DefaultServiceProto)
 		setDefault(l, p+".balance", &s.Balance, DefaultBalance)
+		for j := range s.Backends {
+			setDefault(l, fmt.Sprintf("%s.backends[%d].weight", p, j), &s.Backends[j].Weight, DefaultBackendWeight)
+		}
+		// A UDP service cannot be checked by a TCP connect to its own port:
+		// its check is on only when it names a TCP port to try.
+		q := p + ".check"
+		setDefault(l, q+".enabled", &s.Check.Enabled, s.Proto != ProtoUDP || l.set(q+".port"))
+		setDefault(l, q+".interval", &s.Check.Interval, DefaultServiceInterval)
+		setDefault(l, q+".timeout", &s.Check.Timeout, DefaultServiceTimeout)
+		setDefault(l, q+".down", &s.Check.Down, DefaultServiceDown)
+		setDefault(l, q+".up", &s.Check.Up, DefaultServiceUp)
+		// Hairpin needs to know which sources are LAN clients.
+		setDefault(l, p+".hairpin", &s.Hairpin, hasLAN && len(lan.Networks) > 0)
 	}
 }

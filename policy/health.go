@@ -39,7 +39,7 @@ func (s HealthState) String() string {
 }
 
 // Transition is a state change and its human-readable reason (for the one log
-// record per change, DESIGN §7). The zero value, like any value with
+// record per change, docs/design.md). The zero value, like any value with
 // From == To, means "no change".
 type Transition struct {
 	From, To HealthState

@@ -53,7 +53,7 @@ func TestParseGood(t *testing.T) {
 			Mode:  DHCPEmbedded,
 			Range: []netip.Addr{netip.MustParseAddr("10.0.0.100"), netip.MustParseAddr("10.0.0.199")},
 			Hosts: []DHCPHost{{Name: "node-2", MAC: "dc:a6:32:90:31:cc", IP: netip.MustParseAddr("10.0.0.2")}},
-			Lease: time.Hour,
+			Lease: time.Hour, MaxLease: 24 * time.Hour, ConflictCheck: true,
 		},
 	}
 	if !reflect.DeepEqual(cfg.LAN, wantLAN) {

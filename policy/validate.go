@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ func (l *loader) validate(c *Config) {
 	l.defaultRules(c, priorities)
 	l.firewall(&c.Firewall)
 	l.services(c)
+	l.ha(c)
 	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
 		l.warnf("", "%s", NoUplinksWarning)
 	}
@@ -113,7 +115,41 @@ func (l *loader) lan(c *Config) {
 		return
 	}
 	d := lan.DHCP
-	enum(l, "lan.dhcp.mode", d.Mode, DHCPEmbedded, DHCPService, DHCPOff)
+	// An unknown mode is reported, and the embedded keys still checked.
+	modeOK := enum(l, "lan.dhcp.mode", d.Mode, DHCPEmbedded, DHCPService, DHCPOff)
+	// Keys of another mode would be silently ignored: they are errors.
+	embeddedKeys := []string{"range", "hosts", "lease", "max_lease", "router", "dns", "ntp", "domain", "conflict_check"}
+	serviceKeys := []string{"unit", "command", "restart_interval"}
+	var foreign []string
+	switch d.Mode {
+	case DHCPOff:
+		foreign = append(embeddedKeys, serviceKeys...)
+	case DHCPEmbedded:
+		foreign = serviceKeys
+	case DHCPService:
+		foreign = embeddedKeys
+	}
+	for _, k := range foreign {
+		if modeOK && l.set("lan.dhcp."+k) {
+			l.errorf("lan.dhcp."+k, "%s does not apply to mode %s", k, d.Mode)
+		}
+	}
+	if modeOK && d.Mode != DHCPOff && lan.Interface == "" {
+		l.errorf("lan.dhcp.mode", "mode %s needs [lan] interface", d.Mode)
+	}
+	if d.Mode == DHCPService {
+		if (d.Unit == "") == (len(d.Command) == 0) {
+			l.errorf("lan.dhcp.mode", "mode service needs exactly one of unit or command")
+		}
+		l.argv("lan.dhcp.command", d.Command, false)
+		l.positive("lan.dhcp.restart_interval", d.RestartInterval)
+	}
+	if modeOK && d.Mode != DHCPEmbedded {
+		return
+	}
+	if modeOK {
+		l.required("lan.dhcp.range", l.set("lan.dhcp.range"))
+	}
 	if l.set("lan.dhcp.range") {
 		switch {
 		case len(d.Range) != 2:
@@ -148,7 +184,33 @@ func (l *loader) lan(c *Config) {
 		}
 	}
 	l.positive("lan.dhcp.lease", d.Lease)
+	l.positive("lan.dhcp.max_lease", d.MaxLease)
+	if d.MaxLease > 0 && d.MaxLease < d.Lease {
+		l.errorf("lan.dhcp.max_lease", "max_lease %s is shorter than lease %s", d.MaxLease, d.Lease)
+	}
+	for _, k := range []struct {
+		key   string
+		addrs []netip.Addr
+	}{{"router", d.Router}, {"dns", d.DNS}, {"ntp", d.NTP}} {
+		for i, a := range k.addrs {
+			if !a.Is4() {
+				l.errorf(fmt.Sprintf("lan.dhcp.%s[%d]", k.key, i), "%s[%d] must be an IPv4 address (got %s)", k.key, i, a)
+			}
+		}
+	}
+	if d.Domain != "" && !domainRE.MatchString(d.Domain) {
+		l.errorf("lan.dhcp.domain", "domain %q is not a domain name", d.Domain)
+	}
+	for i, h := range d.Hosts {
+		if h.IP.IsValid() && len(lan.Networks) > 0 && !slices.ContainsFunc(lan.Networks, func(p netip.Prefix) bool { return p.Masked().Contains(h.IP) }) {
+			l.errorf(fmt.Sprintf("lan.dhcp.hosts[%d].ip", i), "host ip %s is not inside one of lan.networks", h.IP)
+		}
+	}
 }
+
+// domainRE is a DNS domain name: dot-separated labels of letters, digits
+// and inner hyphens.
+var domainRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
 func (l *loader) uplinks(c *Config, priorities map[string]string) {
 	names, ifaces, tables := map[string]string{}, map[string]string{}, map[string]string{}
@@ -272,17 +334,24 @@ func (l *loader) uplinkFirewall(p string, f *UplinkFirewall) {
 		if l.required(q+".port", l.set(q+".port")) && lim.Port == 0 {
 			l.errorf(q+".port", "port must be 1..65535 (got 0)")
 		}
-		if l.required(q+".hits", l.set(q+".hits")) {
-			l.atLeast(q+".hits", lim.Hits, 1)
+		l.limitWindow(q, lim.Hits, lim.Seconds)
+	}
+}
+
+// limitWindow checks the hits and seconds of a per-source limit (in
+// [uplink.firewall] and [[service]]), which both firewall backends must
+// express exactly.
+func (l *loader) limitWindow(q string, hits, seconds int) {
+	if l.required(q+".hits", l.set(q+".hits")) {
+		l.atLeast(q+".hits", hits, 1)
+	}
+	if l.required(q+".seconds", l.set(q+".seconds")) && seconds >= 1 {
+		if limitDay%seconds != 0 {
+			l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
+				seconds, nearestDivisors(seconds))
 		}
-		if l.required(q+".seconds", l.set(q+".seconds")) && lim.Seconds >= 1 {
-			if limitDay%lim.Seconds != 0 {
-				l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
-					lim.Seconds, nearestDivisors(lim.Seconds))
-			}
-		} else if l.set(q + ".seconds") {
-			l.atLeast(q+".seconds", lim.Seconds, 1)
-		}
+	} else if l.set(q + ".seconds") {
+		l.atLeast(q+".seconds", seconds, 1)
 	}
 }
 
@@ -493,9 +562,84 @@ func (l *loader) services(c *Config) {
 				l.unique(ports, fmt.Sprintf("%s/%s/%d", u, s.Proto, s.Port), q, fmt.Sprintf("service on uplink %q %s port %d", u, s.Proto, s.Port))
 			}
 		}
-		l.required(p+".backends", len(s.Backends) > 0)
+		l.serviceBackends(c, p, s)
 		enum(l, p+".balance", s.Balance, BalanceWeighted, BalanceSourceHash)
+		l.serviceCheck(p+".check", s)
+		if s.Limit != nil {
+			l.limitWindow(p+".limit", s.Limit.Hits, s.Limit.Seconds)
+		}
+		if s.Hairpin && (c.LAN.Interface == "" || len(c.LAN.Networks) == 0) {
+			l.errorf(p+".hairpin", "hairpin needs [lan] interface and networks: only connections from the LAN networks are hairpinned")
+		}
 	}
+}
+
+func (l *loader) serviceBackends(c *Config, p string, s *Service) {
+	if !l.required(p+".backends", len(s.Backends) > 0) {
+		return
+	}
+	seen := map[string]string{}
+	weights := make([]int, 0, len(s.Backends))
+	for j, b := range s.Backends {
+		q := fmt.Sprintf("%s.backends[%d]", p, j)
+		if !b.Address.IsValid() {
+			if !l.set(q + ".address") {
+				// A malformed address was reported by decode.
+				l.errorf(q, "missing \"address\" in backends[%d]", j)
+			}
+			continue
+		}
+		l.unique(seen, b.Address.String(), q, fmt.Sprintf("backend %s", b.Address))
+		if nets := c.LAN.Networks; len(nets) > 0 && !slices.ContainsFunc(nets, func(n netip.Prefix) bool { return n.Masked().Contains(b.Address.Addr()) }) {
+			l.errorf(q+".address", "backend %s is not inside [lan] networks", b.Address)
+		}
+		if l.inRange(q+".weight", b.Weight, 1, MaxBackendWeight) {
+			weights = append(weights, b.Weight)
+		}
+	}
+	if s.Balance == BalanceSourceHash && len(weights) == len(s.Backends) {
+		if n := SourceHashSlots(weights); n > MaxSourceHashSlots {
+			l.errorf(p+".backends", "source-hash spreads clients over the weights divided by their common divisor, at most %d slots (got %d): use smaller weights", MaxSourceHashSlots, n)
+		}
+	}
+}
+
+// SourceHashSlots is how many hash buckets a source-hash service with these
+// weights needs: their sum divided by their greatest common divisor.
+func SourceHashSlots(weights []int) int {
+	g, sum := 0, 0
+	for _, w := range weights {
+		g = gcd(g, w)
+		sum += w
+	}
+	if g == 0 {
+		return 0
+	}
+	return sum / g
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+func (l *loader) serviceCheck(p string, s *Service) {
+	ch := &s.Check
+	if s.Proto == ProtoUDP && ch.Enabled && ch.Port == 0 && l.set(p+".enabled") {
+		l.errorf(p+".enabled", "a udp service is checked by a TCP connect to another port: set [service.check] port")
+	}
+	if l.set(p+".port") && ch.Port == 0 {
+		l.errorf(p+".port", "port must be 1..65535 (got 0)")
+	}
+	l.positive(p+".interval", ch.Interval)
+	l.positive(p+".timeout", ch.Timeout)
+	if ch.Timeout > ch.Interval && ch.Interval > 0 {
+		l.errorf(p+".timeout", "timeout %s must not exceed interval %s", ch.Timeout, ch.Interval)
+	}
+	l.inRange(p+".down", ch.Down, 1, 1000)
+	l.inRange(p+".up", ch.Up, 1, 1000)
 }
 
 // defaultRules checks that uplinkd's default table and the two rules that
@@ -528,6 +672,53 @@ func (l *loader) defaultRules(c *Config, priorities map[string]string) {
 			l.errorf("daemon.default_priority", "the default-route rules use priorities %d and %d (default_priority), which clashes with the sticky rules (priorities %d..%d from sticky_priority)",
 				first, first+1, sticky, sticky+n-1)
 			return
+		}
+	}
+}
+
+// MinHAWeight is the lowest weight keepalived adds to a priority: a track
+// file value below -253 puts the VRRP instance into FAULT.
+const MinHAWeight = -254
+
+// ha checks [ha] and every [uplink.ha]. Without a track file HA is off, and
+// a key that would then do nothing is an error rather than ignored.
+func (l *loader) ha(c *Config) {
+	on := c.HA.Enabled()
+	if l.set("ha.track_file") {
+		if !on {
+			l.errorf("ha.track_file", "track_file must not be empty (leave out [ha] to turn HA off)")
+		}
+		l.absPath("ha.track_file", c.HA.TrackFile)
+	}
+	if !on && l.set("ha.lost_uplink_weight") {
+		l.errorf("ha.lost_uplink_weight", "lost_uplink_weight has no effect without [ha] track_file")
+	}
+	l.inRange("ha.lost_uplink_weight", c.HA.LostUplinkWeight, MinHAWeight, 0)
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		p := fmt.Sprintf("uplink[%d].ha", i)
+		if !on {
+			if l.set(p) {
+				l.errorf(p, "[uplink.ha] has no effect without [ha] track_file")
+			}
+			continue
+		}
+		enum(l, p+".mode", u.HA.Mode, HAActive, HAExclusive)
+		l.inRange(p+".weight", u.HA.Weight, MinHAWeight, 0)
+		if u.HA.Mode != HAExclusive {
+			continue
+		}
+		// Only the MASTER may hold the session: uplinkd must be the one
+		// that dials it (reconnect command) and hangs it up (stop command).
+		switch {
+		case u.Reconnect == nil:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect]: only the MASTER dials the uplink, so uplinkd must dial and stop it")
+		case u.Kind != KindPPP && len(u.Reconnect.Command) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] command for kind %q (only ppp has a default dial and hang-up)", u.Kind)
+		case u.Kind != KindPPP && len(u.Reconnect.StopCommand) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command: a BACKUP must hang the uplink up")
+		case u.Kind == KindPPP && len(u.Reconnect.Command) > 0 && len(u.Reconnect.StopCommand) == 0:
+			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command with a custom command: a BACKUP must hang the uplink up")
 		}
 	}
 }

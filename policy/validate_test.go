@@ -129,17 +129,19 @@ rule_priority = 100
 [lan]
 interface = "eth0"
 networks = ["10.0.0.0/24", "10.1.0.0/24"]
+dhcp.mode = "embedded"
 dhcp.range = ["10.0.0.100", "10.1.0.5"]
 `,
-		want: []string{`t.toml:9:14: range 10.0.0.100..10.1.0.5 is not inside one of lan.networks`},
+		want: []string{`t.toml:10:14: range 10.0.0.100..10.1.0.5 is not inside one of lan.networks`},
 	}, {
 		name: "dhcp range without networks: only the order",
 		src: uplinkTOML + `
 [lan]
 interface = "eth0"
+dhcp.mode = "embedded"
 dhcp.range = ["192.168.9.1", "10.0.0.1"]
 `,
-		want: []string{`t.toml:8:14: range starts after it ends (192.168.9.1 > 10.0.0.1)`},
+		want: []string{`t.toml:9:14: range starts after it ends (192.168.9.1 > 10.0.0.1)`},
 	}, {
 		name: "two services on one uplink, proto and port",
 		src: uplinkTOML + `

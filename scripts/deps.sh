@@ -9,7 +9,13 @@ for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables 
             conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
             sysctl:procps knotd:knot kdig:knot-dnsutils systemd-analyze:systemd \
             dpkg-deb:dpkg run-parts:debianutils unshare:util-linux pppd:ppp \
-            busybox:busybox dhclient:isc-dhcp-client; do
+            busybox:busybox dhclient:isc-dhcp-client keepalived:keepalived; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+# The VM acceptance suite (internal/vmtest): qemu and the image recipe's tools.
+for pair in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4:e2fsprogs \
+            debugfs:e2fsprogs; do
   cmd=${pair%%:*} pkg=${pair##*:}
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done

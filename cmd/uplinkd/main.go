@@ -1,5 +1,5 @@
 // Command uplinkd keeps a Linux gateway's uplinks working: one binary with
-// the daemon (run) and its tools (check, plan, flush). See DESIGN.md §3.
+// the daemon (run) and its tools (check, plan, flush). See docs/design.md.
 package main
 
 import (
@@ -30,7 +30,10 @@ const usage = `usage: uplinkd COMMAND [flags] [PATH]
 PATH (or --config PATH) is the configuration file; default ` + policy.DefaultConfigPath + `.
 
 commands:
-  run   [PATH]            run the daemon (systemd Type=notify); needs CAP_NET_ADMIN
+  run   [--flush-on-exit] [PATH]
+                          run the daemon (systemd Type=notify); needs CAP_NET_ADMIN. A stop
+                          leaves routes, rules and NAT in place; --flush-on-exit removes what
+                          uplinkd owns (like flush) when it stops on SIGTERM or SIGINT
   check [--strict] [PATH] validate the config; PATH:LINE:COL: message per problem
                           (warnings too; --strict fails on warnings)
   plan  [PATH]            print what run would change now: ip/sysctl commands, then the firewall batch
@@ -70,11 +73,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, usage) }
 	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
 	logFormat := fs.String("log-format", "auto", "log format: "+strings.Join(logFormats, " | "))
-	strict := false
+	strict, flushOnExit := false, false
 	switch cmd {
 	case "check":
 		fs.BoolVar(&strict, "strict", false, "exit 1 on warnings too")
-	case "run", "plan", "flush":
+	case "run":
+		fs.BoolVar(&flushOnExit, "flush-on-exit", false, "remove everything uplinkd owns when it stops")
+	case "plan", "flush":
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -121,6 +126,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, line := range cfg.Warnings.Lines() {
 		fmt.Fprintln(stderr, line)
 	}
+	// Hook dir, publisher secrets, DHCP: checked by check and run alike.
+	if cmd == "check" || cmd == "run" {
+		if err := daemon.CheckConfig(cfg); err != nil {
+			fmt.Fprintln(stderr, err)
+			return badConfig
+		}
+	}
 	log := newLogger(stderr, *logFormat, string(cfg.Daemon.LogLevel))
 
 	switch cmd {
@@ -149,10 +161,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d, err := daemon.Open(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true})
+	d, err := daemon.Open(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true,
+		WatchConfig: true, FlushOnExit: flushOnExit, Version: version})
 	if err != nil {
 		printConfigError(stderr, err)
-		if policy.IsProblems(err) || errors.Is(err, policy.ErrNoUplinks) {
+		if policy.IsProblems(err) || errors.Is(err, policy.ErrNoUplinks) || daemon.IsConfigError(err) {
 			return exitConfig
 		}
 		return exitFailure

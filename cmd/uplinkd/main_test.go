@@ -182,3 +182,42 @@ func TestRunNeedsNetAdmin(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestCheckAndRunRefuseUnsafeHookDir: a hook directory file others could
+// write (it would run as root) is a config error for check (exit 1) and
+// for run (EX_CONFIG), reported the same way, before anything starts.
+func TestCheckAndRunRefuseUnsafeHookDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("hook files must be owned by root; needs root to create them")
+	}
+	dir := t.TempDir()
+	hooks := filepath.Join(dir, "hooks.d")
+	if err := os.Mkdir(hooks, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hooks, "notify"), []byte("#!/bin/sh\n"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(hooks, "notify"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "uplinkd.toml")
+	text := "[daemon]\nhook_dir = \"" + hooks + "\"\ncontrol_socket = \"" + filepath.Join(dir, "c.sock") + "\"\n\n[[uplink]]\nname = \"ppp0\"\ntable = 200\nrule_priority = 200\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var checkOut, checkErr bytes.Buffer
+	if code := run([]string{"check", cfg}, &checkOut, &checkErr); code != 1 {
+		t.Fatalf("check exit %d, want 1; stderr:\n%s", code, checkErr.String())
+	}
+	if !strings.Contains(checkErr.String(), "hook_dir") || !strings.Contains(checkErr.String(), "notify") {
+		t.Errorf("check does not name the refused file:\n%s", checkErr.String())
+	}
+	var runOut, runErr bytes.Buffer
+	if code := run([]string{"run", cfg}, &runOut, &runErr); code != exitConfig {
+		t.Fatalf("run exit %d, want %d; stderr:\n%s", code, exitConfig, runErr.String())
+	}
+	if runErr.String() != checkErr.String() {
+		t.Errorf("run and check differ:\n--- check\n%s--- run\n%s", checkErr.String(), runErr.String())
+	}
+}

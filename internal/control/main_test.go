@@ -119,6 +119,19 @@ func sampleStatus() Status {
 				LastEvent: &LastEvent{Name: "link-down", At: t0.Add(118 * time.Minute)},
 			},
 		},
+		Publishers: []Publisher{{
+			Uplink: "ppp0", Name: "dyn", Kind: "dyndns2", Address: netip.MustParseAddr("203.0.113.7"),
+			PublishedAt: t0.Add(31 * time.Minute), Result: "ok", Reply: "good", LastAttempt: t0.Add(31 * time.Minute),
+		}, {
+			Uplink: "wlan", Name: "command-1", Kind: "command", Pending: netip.MustParseAddr("192.0.2.10"),
+			Result: "retry", Reply: "exit 1", Reason: "command exited with status 1",
+			LastAttempt: t0.Add(119 * time.Minute), NextTry: t0.Add(121 * time.Minute),
+		}},
+		DHCP: &DHCP{
+			Mode: "embedded", Interface: "lan0", Listening: true, Binds: 2, InUse: 1, Free: 99, StaticHosts: 1,
+			Leases: []DHCPLease{{IP: netip.MustParseAddr("10.0.0.100"), MAC: "dc:a6:32:90:31:cc", Hostname: "pi",
+				State: "bound", Expires: t0.Add(150 * time.Minute)}},
+		},
 	}
 }
 

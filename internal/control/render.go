@@ -68,7 +68,91 @@ func FormatStatus(st Status, now time.Time) string {
 			loss, rtt, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()
+	formatServices(&b, st.Services, now)
+	formatPublishers(&b, st.Publishers, now)
+	formatDHCP(&b, st.DHCP, now)
 	return b.String()
+}
+
+// formatServices renders the services section: one line per backend.
+func formatServices(b *strings.Builder, svcs []Service, now time.Time) {
+	if len(svcs) == 0 {
+		return
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tWHY")
+	for _, s := range svcs {
+		for _, be := range s.Backends {
+			health := "up"
+			switch {
+			case !s.Checked:
+				health = "unchecked"
+			case !be.Healthy:
+				health = "down"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, be.Address, health, age(be.Since, now), orDash(be.LastError))
+		}
+	}
+	tw.Flush()
+}
+
+func formatPublishers(b *strings.Builder, pubs []Publisher, now time.Time) {
+	if len(pubs) == 0 {
+		return
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PUBLISHER\tUPLINK\tKIND\tPUBLISHED\tWHEN\tPENDING\tRESULT\tNEXT TRY\tWHY")
+	for _, p := range pubs {
+		addr, when, pending, next := "-", "-", "-", "-"
+		if p.Address.IsValid() {
+			addr = p.Address.String()
+		}
+		if !p.PublishedAt.IsZero() {
+			when = age(p.PublishedAt, now) + " ago"
+		}
+		if p.Pending.IsValid() {
+			pending = p.Pending.String()
+		}
+		if !p.NextTry.IsZero() {
+			next = "in " + age(now, p.NextTry)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Uplink, p.Kind, addr, when,
+			pending, orDash(p.Result), next, orDash(p.Reason))
+	}
+	tw.Flush()
+}
+
+func formatDHCP(b *strings.Builder, d *DHCP, now time.Time) {
+	if d == nil {
+		return
+	}
+	b.WriteString("\n")
+	if d.Mode == "service" {
+		fmt.Fprintf(b, "dhcp: service on %s, %d restarts", d.Interface, d.Restarts)
+		if !d.LastRestart.IsZero() {
+			fmt.Fprintf(b, ", last %s ago", age(d.LastRestart, now))
+		}
+		b.WriteString("\n")
+	} else {
+		state := "not listening"
+		if d.Listening {
+			state = "listening"
+		}
+		fmt.Fprintf(b, "dhcp: embedded on %s, %s; leases %d in use, %d free, %d resting; %d fixed hosts; %d dropped packets\n",
+			d.Interface, state, d.InUse, d.Free, d.Bad, d.StaticHosts, d.Dropped)
+		for _, l := range d.Leases {
+			fixed := ""
+			if l.Static {
+				fixed = " (fixed)"
+			}
+			fmt.Fprintf(b, "  %-15s %-17s %-16s %s, expires in %s%s\n", l.IP, orDash(l.MAC), orDash(l.Hostname), l.State, age(now, l.Expires), fixed)
+		}
+	}
+	if d.LastError != "" {
+		fmt.Fprintf(b, "  last error %s ago: %s\n", age(d.LastErrorAt, now), d.LastError)
+	}
 }
 
 func orDash(s string) string {

@@ -199,8 +199,19 @@ func TestBusy(t *testing.T) {
 			errs <- err
 		}()
 	}
-	<-h.entered
-	<-h.entered
+	// Both status requests must be inside the handler before the third
+	// connection; a request that returned instead says why.
+	for range 2 {
+		select {
+		case <-h.entered:
+		case err := <-errs:
+			close(h.block)
+			t.Fatalf("a status request returned before entering the handler: %v", err)
+		case <-time.After(15 * time.Second):
+			close(h.block)
+			t.Fatal("the status requests did not reach the handler within 15s")
+		}
+	}
 	_, err := call(t, path, Request{Cmd: CmdReconnect, Uplink: "ppp0"})
 	var re *RemoteError
 	if !errors.As(err, &re) || !strings.Contains(re.Msg, "busy") {
@@ -254,6 +265,9 @@ func TestSocketSetup(t *testing.T) {
 		checkMode(t, path, os.ModeSocket|0o600, -1)
 	})
 	t.Run("group, mode 0660", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("giving the socket to another group needs root (the daemon runs as root)")
+		}
 		path := filepath.Join(t.TempDir(), "uplinkd.sock")
 		serveT(t, Options{Path: path, Group: 4242}, &fakeHandler{})
 		checkMode(t, path, os.ModeSocket|0o660, 4242)

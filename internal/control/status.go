@@ -12,8 +12,82 @@ type Status struct {
 	V       int      `json:"v"`
 	Daemon  Daemon   `json:"daemon"`
 	Uplinks []Uplink `json:"uplinks"`
-	// HA is this gateway's VRRP role, once two-gateway HA exists.
+	// HA is this gateway's VRRP role; nil when two-gateway HA is off.
 	HA *HA `json:"ha,omitempty"`
+	// Services are the [[service]]s with their backends' health.
+	Services []Service `json:"services,omitempty"`
+	// Publishers are the [[uplink.publish]] entries, in config order;
+	// absent when none are configured.
+	Publishers []Publisher `json:"publishers,omitempty"`
+	// DHCP is the LAN DHCP side; absent when [lan.dhcp] mode is off.
+	DHCP *DHCP `json:"dhcp,omitempty"`
+}
+
+// Service is one inbound [[service]].
+type Service struct {
+	Name string `json:"name"`
+	// Checked is false when the service's health check is off (all its
+	// backends are in the set).
+	Checked  bool             `json:"checked"`
+	Backends []ServiceBackend `json:"backends"`
+}
+
+// ServiceBackend is one backend of a service.
+type ServiceBackend struct {
+	Address netip.AddrPort `json:"address"`
+	// Healthy: in the set that new connections are balanced over.
+	Healthy bool `json:"healthy"`
+	// Since is when Healthy last changed; absent when it never did.
+	Since time.Time `json:"since,omitzero"`
+	// LastError is why the last check failed; absent after a good one.
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Publisher is one address publisher ([[uplink.publish]]).
+type Publisher struct {
+	Uplink      string     `json:"uplink"`
+	Name        string     `json:"name"`
+	Kind        string     `json:"kind"`             // command, dyndns2, rfc2136
+	Address     netip.Addr `json:"address,omitzero"` // last published; absent: never
+	PublishedAt time.Time  `json:"published_at,omitzero"`
+	Pending     netip.Addr `json:"pending,omitzero"` // the current address while it is not published yet
+	Result      string     `json:"result,omitempty"` // of the last attempt: ok, retry, permanent, running
+	Reply       string     `json:"reply,omitempty"`  // the server's or command's answer
+	Reason      string     `json:"reason,omitempty"` // why the last attempt failed
+	LastAttempt time.Time  `json:"last_attempt,omitzero"`
+	NextTry     time.Time  `json:"next_try,omitzero"` // absent: nothing scheduled
+}
+
+// DHCP is the LAN DHCP section: the embedded server's pool and leases, or
+// the restarts of a supervised external server.
+type DHCP struct {
+	Mode      string `json:"mode"` // embedded or service
+	Interface string `json:"interface"`
+	// Embedded mode.
+	Listening   bool        `json:"listening,omitempty"`
+	Binds       int         `json:"binds,omitempty"`
+	InUse       int         `json:"in_use,omitempty"`
+	Free        int         `json:"free,omitempty"`
+	Bad         int         `json:"bad,omitempty"`
+	StaticHosts int         `json:"static_hosts,omitempty"`
+	Leases      []DHCPLease `json:"leases,omitempty"`
+	Dropped     uint64      `json:"dropped,omitempty"`
+	// Service mode.
+	Restarts    int       `json:"restarts,omitempty"`
+	LastRestart time.Time `json:"last_restart,omitzero"`
+
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// DHCPLease is one lease of the embedded server.
+type DHCPLease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac,omitempty"`
+	Hostname string     `json:"hostname,omitempty"`
+	State    string     `json:"state"`
+	Expires  time.Time  `json:"expires"`
+	Static   bool       `json:"static,omitempty"`
 }
 
 // Daemon is the process-wide part of the status.
@@ -64,12 +138,16 @@ type Uplink struct {
 	LastEvent  *LastEvent `json:"last_event,omitempty"`
 }
 
-// LastEvent is the last event logged for an uplink (DESIGN's event names:
+// LastEvent is the last event logged for an uplink (the log's event names:
 // link-up, link-down, addr-change, probe-up, probe-down, reconnect, ...).
 type LastEvent struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at"`
 }
+
+// RoleUnknown is the status role of a gateway whose keepalived has not
+// reported yet; it is never an event's role.
+const RoleUnknown Role = "unknown"
 
 // HA is the two-gateway high-availability section.
 type HA struct {

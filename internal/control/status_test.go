@@ -3,8 +3,10 @@ package control
 import (
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -58,6 +60,11 @@ func TestFormatStatusGolden(t *testing.T) {
 	}{
 		{"status.txt", sampleStatus()},
 		{"status_empty.txt", Status{Daemon: Daemon{Version: "0.3.0", PID: 1, Started: now.Add(-3 * 24 * time.Hour), Config: "/etc/uplinkd/uplinkd.toml", ConfigLoaded: now.Add(-42 * time.Second)}}},
+		{"status_services.txt", func() Status {
+			st := sampleStatus()
+			st.Services = sampleServices(now)
+			return st
+		}()},
 		{"status_ha.txt", func() Status {
 			st := sampleStatus()
 			st.HA = &HA{Role: RoleBackup, Since: now.Add(-5 * time.Minute)}
@@ -89,5 +96,36 @@ func TestAge(t *testing.T) {
 	}
 	if got := age(time.Time{}, now); got != "-" {
 		t.Errorf("age(zero) = %q", got)
+	}
+}
+
+func sampleServices(now time.Time) []Service {
+	return []Service{
+		{Name: "web", Checked: true, Backends: []ServiceBackend{
+			{Address: netip.MustParseAddrPort("10.0.0.2:8080"), Healthy: true},
+			{Address: netip.MustParseAddrPort("10.0.0.3:8080"), Since: now.Add(-90 * time.Second), LastError: "dial tcp4 10.0.0.3:8080: connect: connection refused"},
+			{Address: netip.MustParseAddrPort("10.0.0.4:8080"), Healthy: true, Since: now.Add(-time.Hour)},
+		}},
+		{Name: "dns", Backends: []ServiceBackend{{Address: netip.MustParseAddrPort("10.0.0.5:53"), Healthy: true}}},
+	}
+}
+
+// TestStatusServicesJSON: the services section is optional (a status
+// without services marshals as before) and reads back unchanged.
+func TestStatusServicesJSON(t *testing.T) {
+	st := sampleStatus()
+	st.V = Version
+	st.Services = sampleServices(time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC))
+	got, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "status_services.json", append(got, '\n'))
+	var back Status
+	if err := json.Unmarshal(got, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Services, st.Services) {
+		t.Errorf("round trip: %+v", back.Services)
 	}
 }

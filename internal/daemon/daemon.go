@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -43,6 +44,20 @@ type Options struct {
 	OnSync func(SyncResult)
 	// Signals enables SIGHUP reload (the real daemon; tests call Reload).
 	Signals bool
+	// WatchConfig reloads when the config file changes (fsnotify on its
+	// directory; reloadwatch.go).
+	WatchConfig bool
+	// ControlSocket, if set, replaces [daemon] control_socket (lab tests
+	// use a temporary path); "-" runs without a control socket.
+	ControlSocket string
+	// FlushOnExit removes every rule, route and firewall object uplinkd
+	// owns when Run returns after a clean stop (uplinkd run --flush-on-exit).
+	FlushOnExit bool
+	// Version is reported in the status and to publishers.
+	Version string
+	// MetricsListener, if set, serves the metrics instead of a listener
+	// on [daemon] metrics_listen (tests listen on 127.0.0.1:0).
+	MetricsListener net.Listener
 }
 
 // SyncResult describes one reconcile pass.
@@ -57,6 +72,8 @@ type SyncResult struct {
 	// Deferred is set when the pass found repairs but the repair rate limit
 	// held them back; a later pass applies them.
 	Deferred bool
+	// Repaired: the pass put back state someone else had changed.
+	Repaired bool
 	// FirewallChanged: the pass rewrote (part of) the netfilter state.
 	FirewallChanged bool
 }
@@ -99,6 +116,7 @@ type Daemon struct {
 	runCtx       context.Context
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
+	ha           *haRuntime // HA: two-gateway state (ha.go)
 
 	// wg holds every goroutine Run starts (watcher, monitors, probers, the
 	// asynchronous closing of retired reconnectors); Run waits for all.
@@ -106,6 +124,15 @@ type Daemon struct {
 	// retired are reconnectors being closed in the background; Run's exit
 	// ends their attempts at once.
 	retired []*hooks.Reconnector
+
+	// [[service]] backend checks (services.go).
+	svcMu      sync.Mutex
+	svc        ServiceChecks
+	svcChanged chan struct{}
+	// x is the wiring around the loop: control socket and status snapshot,
+	// publishers, metrics, DHCP, the config-file watch (control.go,
+	// publish.go, metrics.go, dhcp.go, reloadwatch.go).
+	x extras
 }
 
 // Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
@@ -139,7 +166,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	if deps.Notify == nil {
 		deps.Notify = func(string) {}
 	}
-	return &Daemon{
+	d := &Daemon{
 		deps:       deps,
 		clock:      deps.Clock,
 		kernel:     deps.Kernel,
@@ -156,7 +183,13 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		wasActive:  map[string]bool{},
 		lastLinks:  map[string]policy.Link{},
 		touched:    map[int]touch{},
-	}, nil
+		svcChanged: make(chan struct{}, 1),
+		ha:         newHARuntime(cfg), // HA
+	}
+	if err := d.initExtras(); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // LoadConfig reads, resolves and validates the config (policy.Load). It does
@@ -208,9 +241,16 @@ func (d *Daemon) Reload(ctx context.Context) error {
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	d.runCtx = ctx
+	defer d.haClose() // HA: the track file says "stopped" at exit
 	d.hookRunner = hooks.NewRunner(d.log)
 	defer d.shutdown(cancel)
 	d.syncRuntimes(d.cfg)
+	d.startServiceChecks()
+	defer d.stopServiceChecks()
+	// Control socket, publishers, metrics, DHCP, config watch (extras).
+	if err := d.startExtras(ctx); err != nil {
+		return err
+	}
 
 	events := make(chan watcher.Event, 256)
 	werr := make(chan error, 1)
@@ -293,11 +333,22 @@ func (d *Daemon) Run(ctx context.Context) error {
 				break
 			}
 		case req := <-d.reload:
+			if ready {
+				d.notifyReloading()
+			}
 			err := d.applyConfig(req.cfg, req.err)
 			if req.done != nil {
 				req.done <- err
 			}
+			if ready {
+				d.deps.Notify("READY=1")
+			}
 			if err == nil {
+				due(d.clock.Now())
+			}
+		case m := <-d.x.ctl:
+			// A control-socket request that needs the loop (extras).
+			if d.onControl(m) {
 				due(d.clock.Now())
 			}
 		case <-hup:
@@ -318,6 +369,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			// the next one.
 			watchdog.resetAt(at.Add(d.deps.Watchdog / 2))
 			continue
+		case <-d.svcChanged:
+			// A backend entered or left a service's healthy set.
+			due(d.clock.Now())
 		case <-d.fwDamaged:
 			d.firewallRepair(&pending, &trigger, schedule)
 		case <-fwCheck.C:
@@ -326,6 +380,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case m := <-d.probes:
 			if d.onProbe(m, d.clock.Now()) {
 				due(m.r.At)
+			}
+		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
+			d.haWake(m)
+			if !pending {
+				pending, trigger = true, m.at
 			}
 		case <-deadline.C:
 			// Hold-downs and silence deadlines expire; reconnect_after may
@@ -368,6 +427,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			ready = true
 			d.deps.Notify("READY=1")
 		}
+		// Status snapshot, publishers, metrics, DHCP follow the pass.
+		d.afterPass(res)
 		if d.opts.OnSync != nil {
 			d.opts.OnSync(res)
 		}
@@ -380,7 +441,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 // runner (running hooks finish, bounded by their timeouts), then waits for
 // every goroutine before closing the kernel and firewall handles.
 func (d *Daemon) shutdown(cancel context.CancelFunc) {
+	d.deps.Notify("STOPPING=1")
+	d.x.cleanStop = d.runCtx.Err() != nil // the caller ended Run, no failure did
 	cancel()
+	d.stopExtras()
 	for _, rt := range d.runtimes {
 		rt.stopProber()
 		if rt.reconn != nil {
@@ -393,6 +457,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.retired = nil
 	d.hookRunner.Close()
 	d.wg.Wait()
+	d.flushOnExit()
 	d.fw.Close()
 	d.kernel.Close()
 }
@@ -408,6 +473,7 @@ func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	case watcher.KindResync:
 		// Events may have been lost: anything may have bounced.
 		d.touched[-1] |= touchLink | touchAddr
+		d.noteResync()
 	}
 	return !ownEcho(ev)
 }
@@ -473,6 +539,10 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
 		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}
+	if err == nil {
+		// Hook dir, publishers, DHCP: refused before anything changes.
+		err = d.checkExtras(cfg)
+	}
 	if err != nil {
 		d.log.Error("config reload failed; keeping the running config", "event", "config-reload", "reason", err.Error())
 		return err
@@ -482,6 +552,8 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	setTables(d.kernel, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
+	d.updateServiceChecks(cfg)
+	d.reloadExtras(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
 }
@@ -495,6 +567,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
 		return res
 	}
+	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
@@ -521,6 +594,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	if n := countFunc(changes, isRepair); n > 0 {
 		if d.repairs.AllowN(now, 1) {
+			res.Repaired = true
 			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 		} else {
 			// Out of repair tokens: hold the repairs back, but never the
@@ -535,7 +609,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks})
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends()})
 	var fwChanged bool
 	res.Err, fwChanged, err = d.applyBoth(changes, obs, rs)
 	if err != nil {
@@ -543,6 +617,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	res.FirewallChanged = fwChanged
 	d.flushConntrack()
+	d.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
 	res.End = d.clock.Now()
 	d.afterApply(links, now)
 	d.fireHooks()
@@ -827,6 +902,7 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 				ev = "link-up"
 			}
 			d.log.Info("link "+strings.TrimPrefix(ev, "link-"), append(attrs, "event", ev, "reason", st.Reason)...)
+			d.noteUplinkEvent(st.Name, ev) // the status's last_event, hook or not
 			if seen {
 				d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 			}
@@ -916,6 +992,7 @@ func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func
 		return
 	}
 	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
+	d.countRepair()
 	*pending, *trigger = true, now
 }
 

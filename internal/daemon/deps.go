@@ -82,6 +82,9 @@ type Deps struct {
 	Notify func(state string)
 	// Watchdog > 0: the loop sends WATCHDOG=1 every Watchdog/2.
 	Watchdog time.Duration
+	// Services starts the [[service]] backend checks (services.go); nil:
+	// none, every backend stays in the set.
+	Services ServiceChecksFunc
 }
 
 // Open is the production constructor: it loads the config and opens the
@@ -99,10 +102,17 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The control socket first: a second daemon on the same socket stops
+	// here, before it touches the kernel (control.go).
+	sock, err := listenControl(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
 	// The kernel mirror is both the routing applier and the event source:
 	// each notification updates it before its event reaches the loop.
 	k, err := kernel.Open(opts.NetNS, opts.Logger)
 	if err != nil {
+		closeSocket(sock)
 		return nil, err
 	}
 	k.SetTables(uplinkTables(cfg))
@@ -110,6 +120,7 @@ func Open(opts Options) (*Daemon, error) {
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {
 		k.Close()
+		closeSocket(sock)
 		return nil, fmt.Errorf("firewall %s: %w", cfg.Firewall.Backend, err)
 	}
 	deps := Deps{
@@ -123,6 +134,7 @@ func Open(opts Options) (*Daemon, error) {
 	} else {
 		deps.FirewallMonitor = nftMonitor{fd}
 	}
+	deps.Services = realServiceChecks(fd, opts.Logger)
 	if every, err := sddaemon.SdWatchdogEnabled(false); err == nil && every > 0 {
 		deps.Watchdog = every
 	}
@@ -130,8 +142,10 @@ func Open(opts Options) (*Daemon, error) {
 	if err != nil {
 		fw.Close()
 		k.Close()
+		closeSocket(sock)
 		return nil, err
 	}
+	d.x.sock = sock // served by Run (control.go)
 	return d, nil
 }
 

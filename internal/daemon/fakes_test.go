@@ -314,7 +314,7 @@ next:
 
 // loop is a daemon running on fakes.
 type loop struct {
-	t       *testing.T
+	t       testing.TB
 	k       *fakeKernel
 	fw      *fakeFirewall
 	clk     *hooks.FakeClock
@@ -335,9 +335,11 @@ type loopOpts struct {
 	obs      policy.Observed
 	watchdog time.Duration
 	fwPoll   time.Duration
+	services ServiceChecksFunc
+	watch    bool // Options.WatchConfig
 }
 
-func startLoop(t *testing.T, o loopOpts) *loop {
+func startLoop(t testing.TB, o loopOpts) *loop {
 	t.Helper()
 	l := &loop{t: t, k: newFakeKernel(o.obs), fw: &fakeFirewall{}, clk: hooks.NewFakeClock(time.Time{}),
 		syncs: make(chan SyncResult, 1024), logs: &logBuf{}, done: make(chan error, 1)}
@@ -349,8 +351,9 @@ func startLoop(t *testing.T, o loopOpts) *loop {
 	}
 	events := fakeEvents{out: make(chan chan<- watcher.Event, 1)}
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, OnSync: func(s SyncResult) { l.syncs <- s }},
-		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll})
+	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }},
+		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
+			Services: o.services})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ priority = 100
 
 // running is a daemon started in-process inside a lab's router namespace.
 type running struct {
-	t      *testing.T
+	t      testing.TB
 	logs   *logBuf // every record, as JSON
 	lab    *lab.Lab
 	d      *Daemon
@@ -57,6 +57,9 @@ type running struct {
 	first  SyncResult // the pass start() waited for
 	cancel context.CancelFunc
 	done   chan error
+	socket string // the control socket
+	// metrics, if set, is Options.MetricsListener.
+	metrics net.Listener
 }
 
 func dualLab(t *testing.T) *lab.Lab {
@@ -72,18 +75,27 @@ func writeConfig(t *testing.T, text string) string {
 	return p
 }
 
-func start(t *testing.T, l *lab.Lab, configPath string) *running {
+func start(t testing.TB, l *lab.Lab, configPath string) *running {
+	t.Helper()
+	return startWith(t, l, configPath, nil)
+}
+
+// startWith is start with a metrics listener.
+func startWith(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener) *running {
 	t.Helper()
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1), logs: &logBuf{}}
+	r := &running{t: t, lab: l, syncs: make(chan SyncResult, 1024), done: make(chan error, 1), logs: &logBuf{}, metrics: metrics}
 	logger := slog.New(slog.NewMultiHandler(
 		slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}),
 		slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, OnSync: func(s SyncResult) {
+	if r.socket == "" {
+		r.socket = filepath.Join(t.TempDir(), "c.sock")
+	}
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, ControlSocket: r.socket, MetricsListener: r.metrics, OnSync: func(s SyncResult) {
 		select {
 		case r.syncs <- s:
 		default:
@@ -163,7 +175,7 @@ func (r *running) lacks(text string, args ...string) func() bool {
 	return func() bool { return !strings.Contains(r.ip(args...), text) }
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))

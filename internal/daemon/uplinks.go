@@ -31,6 +31,7 @@ type uplinkRuntime struct {
 	reconn         *hooks.Reconnector // nil: reconnecting not configured
 	reconnectAfter time.Duration
 	troubleSince   time.Time // link present but unusable, or probes failed
+	manualUntil    time.Time // a reconnect asked for on the control socket is under way until then (control.go)
 
 	hooks []hooks.HookSpec
 }
@@ -77,6 +78,7 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 			rt.reconnSpec = spec
 			if ok {
 				rt.reconn = hooks.NewReconnector(spec, d.log, d.clock, nil)
+				d.watchReconnects(rt) // reconnect hook event, status, metrics
 			}
 		}
 		rt.reconnectAfter = 0
@@ -239,6 +241,9 @@ func (d *Daemon) tick(now time.Time) bool {
 // reconnect_after to recover by itself before its pppd is restarted. The
 // moment the link has its address every pending attempt is canceled.
 func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now time.Time) {
+	if d.haHoldsReconnect(rt) { // HA: an exclusive uplink is dialled by the MASTER only
+		return
+	}
 	failing := st.Present && st.Carrier && st.Usable && rt.health != nil && rt.health.State() == policy.HealthFailed
 	troubled := st.Present && st.Carrier && (!st.Usable || failing)
 	switch {
@@ -261,6 +266,8 @@ func (d *Daemon) manageReconnect(rt *uplinkRuntime, st policy.UplinkState, now t
 		if !now.Before(rt.troubleSince.Add(rt.reconnectAfter)) {
 			rt.reconn.Set(hooks.NeedRestart)
 		}
+	case now.Before(rt.manualUntil):
+		// A reconnect asked for on the control socket runs to its end.
 	default:
 		rt.reconn.Set(hooks.NeedNone)
 	}
@@ -288,7 +295,7 @@ func (d *Daemon) nextDeadline() time.Time {
 	return next
 }
 
-// logHealth writes one record per health transition (DESIGN §7).
+// logHealth writes one record per health transition (docs/design.md).
 func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition) {
 	if !tr.Changed() {
 		return
@@ -307,9 +314,10 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition
 }
 
 // queueHook collects hook events of a pass; they run after the kernel state
-// is set (DESIGN §6), in fireHooks.
+// is set (docs/performance.md), in fireHooks.
 func (d *Daemon) queueHook(rt *uplinkRuntime, ev hooks.HookEvent) {
-	if rt == nil || len(rt.hooks) == 0 {
+	d.noteUplinkEvent(ev.Uplink, ev.Event) // status last_event, metrics
+	if rt == nil || (len(rt.hooks) == 0 && d.x.hookDir == "") {
 		return
 	}
 	d.pendingHooks = append(d.pendingHooks, pendingHook{rt.hooks, ev})

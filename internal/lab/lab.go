@@ -1,6 +1,6 @@
 // Package lab builds throw-away network topologies in Linux network
 // namespaces so that uplinkd can be exercised against a real kernel without
-// touching the host's own network namespace (DESIGN.md §8).
+// touching the host's own network namespace (docs/design.md, Testing).
 //
 // Every lab is a set of uniquely named namespaces:
 //
@@ -14,6 +14,9 @@
 // and the router side starts at 100.64.N.10 and moves to .11, .12, ... on
 // every redial. A "ppp" uplink is a veth pair addressed the way pppd does it
 // (local/32 peer remote/32, no ARP); an "ethernet" uplink is a plain /24 veth.
+//
+// NewPair (ha.go) builds two such routers on one LAN bridge with a shared
+// inet, for two-gateway (VRRP) tests.
 //
 // Namespace names are "ul-<pid>-<n>-<role>". The PID lets SweepStale remove
 // labs whose creating process died without cleaning up (a test binary killed
@@ -120,6 +123,10 @@ type Lab struct {
 	farIndex int // last ifindex handed out by nextFarIndex
 	uplinks  map[string]*uplink
 	procs    map[*exec.Cmd]*proc
+
+	// member is set on the labs of a Pair (ha.go): a router lab shares the
+	// pair's LAN and inet namespaces, the pair's own lab holds only those.
+	member *pairMember
 }
 
 // nsState is a lab namespace with the netlink handle opened inside it. The
@@ -144,7 +151,10 @@ const Prefix = "ul-"
 
 // New builds the topology described by spec. On error, everything created so
 // far is removed again.
-func New(spec Spec) (*Lab, error) {
+func New(spec Spec) (*Lab, error) { return newLab(spec, nil) }
+
+// newLab is New for a lone lab (m nil) or one lab of a Pair.
+func newLab(spec Spec, m *pairMember) (*Lab, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
@@ -162,6 +172,10 @@ func New(spec Spec) (*Lab, error) {
 		spec:      spec,
 		uplinks:   map[string]*uplink{},
 		procs:     map[*exec.Cmd]*proc{},
+		member:    m,
+	}
+	if m != nil {
+		m.adopt(l)
 	}
 	for i := range spec.Uplinks {
 		l.ISPs = append(l.ISPs, id+"-isp"+strconv.Itoa(i))
@@ -256,6 +270,9 @@ func validate(spec Spec) error {
 // build creates namespaces and links; l.mu is held. It records each namespace
 // as soon as it exists so that Close can remove a half-built lab.
 func (l *Lab) build() error {
+	if l.member != nil {
+		return l.buildMember()
+	}
 	var err error
 	if l.router, err = l.addNS(l.Router); err != nil {
 		return err
@@ -266,6 +283,11 @@ func (l *Lab) build() error {
 	if l.inet, err = l.addNS(l.Inet); err != nil {
 		return err
 	}
+	return l.buildRest()
+}
+
+// buildRest is build after the router, LAN and inet namespaces exist.
+func (l *Lab) buildRest() error {
 	for _, name := range l.ISPs {
 		s, err := l.addNS(name)
 		if err != nil {
@@ -287,14 +309,20 @@ func (l *Lab) build() error {
 		}
 	}
 
-	if err := l.buildLAN(); err != nil {
-		return fmt.Errorf("lan: %w", err)
-	}
-	if err := l.buildInet(); err != nil {
-		return fmt.Errorf("inet: %w", err)
+	if l.member != nil {
+		if err := l.buildPairLAN(); err != nil {
+			return fmt.Errorf("lan: %w", err)
+		}
+	} else {
+		if err := l.buildLAN(); err != nil {
+			return fmt.Errorf("lan: %w", err)
+		}
+		if err := l.buildInet(); err != nil {
+			return fmt.Errorf("inet: %w", err)
+		}
 	}
 	for i, us := range l.spec.Uplinks {
-		u := &uplink{spec: us, idx: i, isp: l.isps[i]}
+		u := &uplink{spec: us, idx: l.uplinkBase() + i, isp: l.isps[i]}
 		if err := l.buildISP(u); err != nil {
 			return fmt.Errorf("isp %d (%s): %w", i, us.Name, err)
 		}

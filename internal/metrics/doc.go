@@ -1,7 +1,8 @@
 // Package metrics is uplinkd's optional Prometheus endpoint ([daemon]
 // metrics_listen): per-uplink state, loss, rtt, transitions and reconnects;
-// passes, pass duration, repairs and netlink overflows; and the process's
-// own figures (RSS, CPU, file descriptors, Go runtime).
+// passes, pass duration, repairs and netlink overflows; the two-gateway HA
+// role (SetHARole); and the process's own figures (RSS, CPU, file
+// descriptors, Go runtime).
 //
 // It uses github.com/VictoriaMetrics/metrics rather than
 // prometheus/client_golang: it writes the same Prometheus text format

@@ -1,0 +1,507 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/internal/metrics"
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// extras is the wiring around the reconcile loop: the control socket and
+// the status snapshot it serves, the address publishers, metrics, the LAN
+// DHCP server and the config-file watch. The loop owns every field except
+// those documented as shared.
+type extras struct {
+	sock *control.Socket // nil: no control socket (New without Open, or "-")
+	ctl  chan ctlMsg     // control requests that need the loop
+
+	// status is the snapshot the loop publishes after each pass; the
+	// control socket's goroutines only ever read it.
+	status atomic.Pointer[control.Status]
+
+	started      time.Time
+	configLoaded time.Time
+	passes       uint64
+	repairs      uint64
+	resyncs      int
+	states       map[string]stateSince // the status state of each uplink, and since when
+
+	// mu guards info: reconnectors' and publishers' goroutines write to it.
+	mu   sync.Mutex
+	info map[string]*uplinkInfo
+
+	metrics     *metrics.Registry // nil: metrics off (every call a no-op)
+	metricsAddr net.Addr          // the bound address, for tests
+
+	pub  atomic.Pointer[publishing]
+	dhcp *dhcpRuntime
+	// dhcpStatus is read by the control socket's goroutines.
+	dhcpStatus atomic.Pointer[dhcpRuntime]
+	lan        lanSeen
+	hookDir    string // the hook directory in use ("" when it does not exist)
+	// listening: control_socket, control_group and metrics_listen as
+	// started; a reload cannot move them.
+	listening [3]string
+	// cleanStop: Run ends because its caller's context ended.
+	cleanStop bool
+}
+
+type stateSince struct {
+	state control.UplinkState
+	since time.Time
+}
+
+// uplinkInfo is what other goroutines than the loop tell about an uplink.
+type uplinkInfo struct {
+	lastEvent  string
+	lastAt     time.Time
+	reconnects int
+	hooks      []hooks.HookSpec // the uplink's hooks, for events fired outside the loop
+}
+
+// ctlMsg is a control request handed to the loop.
+type ctlMsg struct {
+	reconnect string        // the uplink to reconnect now
+	event     control.Event // an interface poke: resync
+	kick      string        // this uplink's reconnect attempt ended: a pass re-evaluates the need
+	done      chan error
+}
+
+// initExtras is called by New.
+func (d *Daemon) initExtras() error {
+	// Buffered: a finished reconnect attempt kicks the loop without waiting.
+	d.x.ctl = make(chan ctlMsg, 8)
+	d.x.info = map[string]*uplinkInfo{}
+	d.x.states = map[string]stateSince{}
+	d.x.started = time.Now()
+	d.x.configLoaded = d.x.started
+	if err := CheckConfig(d.cfg); err != nil {
+		return err
+	}
+	d.setUplinkHooks(d.cfg)
+	d.x.status.Store(d.buildStatus(time.Time{}))
+	// The state before the first pass is no state: the first pass's
+	// verdict is not a transition.
+	clear(d.x.states)
+	return nil
+}
+
+// ConfigError is a config problem found beyond the loader's checks (a
+// refused hook directory, a publisher whose secret file is unusable):
+// `uplinkd check` reports it and `uplinkd run` exits with EX_CONFIG.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// IsConfigError reports whether err is (or wraps) a *ConfigError.
+func IsConfigError(err error) bool {
+	var ce *ConfigError
+	return errors.As(err, &ce)
+}
+
+// CheckConfig runs the checks of cfg that need files besides the config
+// itself: the hook directory's owners and modes, the publishers' secret
+// files, the DHCP spec. `uplinkd check`, `run` and every reload call it.
+func CheckConfig(cfg *policy.Config) error {
+	var errs []error
+	if _, err := hooks.CheckHookDir(cfg.Daemon.HookDir); err != nil {
+		errs = append(errs, fmt.Errorf("%s: [daemon] hook_dir: %w", cfg.Path, err))
+	}
+	if specs := publishSpecs(cfg); len(specs) > 0 {
+		m, err := hooks.NewPublishManager(specs, hooks.PublishOptions{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: [[uplink.publish]]: %w", cfg.Path, err))
+		} else {
+			m.Close()
+		}
+	}
+	if _, _, err := dhcpSpec(cfg, 0); err != nil {
+		errs = append(errs, fmt.Errorf("%s: [lan.dhcp]: %w", cfg.Path, err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return &ConfigError{err}
+	}
+	return nil
+}
+
+// checkExtras is the reload's CheckConfig.
+func (d *Daemon) checkExtras(cfg *policy.Config) error { return CheckConfig(cfg) }
+
+// listenControl opens the control socket of cfg (or opts.ControlSocket).
+func listenControl(cfg *policy.Config, opts Options) (*control.Socket, error) {
+	path := cfg.Daemon.ControlSocket
+	if opts.ControlSocket != "" {
+		path = opts.ControlSocket
+	}
+	if path == "-" || path == "" {
+		return nil, nil
+	}
+	group := -1
+	if cfg.Daemon.ControlGroup != "" {
+		group = int(cfg.Daemon.ControlGID)
+	}
+	sock, err := control.Listen(control.Options{Path: path, Group: group, Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return sock, nil
+}
+
+func closeSocket(sock *control.Socket) {
+	if sock != nil {
+		sock.Close()
+	}
+}
+
+// startExtras starts what Run owns besides the loop; every goroutine is in
+// d.wg, so Run's exit waits for it.
+func (d *Daemon) startExtras(ctx context.Context) error {
+	d.setHookDir(d.cfg)
+	d.x.listening = listenKeys(d.cfg)
+	if err := d.startMetrics(ctx); err != nil {
+		closeSocket(d.x.sock)
+		return err
+	}
+	if sock := d.x.sock; sock != nil {
+		h := ctlHandler{d}
+		d.wg.Go(func() { _ = sock.Serve(ctx, h) })
+	}
+	d.startPublishing(d.cfg)
+	d.startDHCP(ctx, d.cfg)
+	if d.opts.WatchConfig {
+		d.watchConfig(ctx)
+	}
+	return nil
+}
+
+// stopExtras ends publishers and DHCP; the socket and metrics end with the
+// context.
+func (d *Daemon) stopExtras() {
+	if p := d.x.pub.Swap(nil); p != nil {
+		p.m.Close()
+	}
+	d.stopDHCP()
+}
+
+// reloadExtras follows a reload that succeeded.
+func (d *Daemon) reloadExtras(cfg *policy.Config) {
+	d.x.configLoaded = time.Now()
+	if listenKeys(cfg) != d.x.listening {
+		d.log.Warn("control_socket, control_group and metrics_listen take effect on restart; keeping the running ones",
+			"event", "config-reload", "reason", "listening sockets are opened at start")
+	}
+	d.setHookDir(cfg)
+	d.setUplinkHooks(cfg)
+	d.reloadPublishing(cfg)
+	d.reloadDHCP(d.runCtx, cfg)
+	for name := range d.x.states {
+		if cfg.UplinkByName(name) == nil {
+			delete(d.x.states, name)
+			d.x.metrics.RemoveUplink(name)
+		}
+	}
+}
+
+func listenKeys(cfg *policy.Config) [3]string {
+	return [3]string{cfg.Daemon.ControlSocket, cfg.Daemon.ControlGroup, cfg.Daemon.MetricsListen}
+}
+
+// setHookDir gives the hook runner [daemon] hook_dir when the directory
+// exists. The default one usually does not, and then events of uplinks
+// without [[uplink.hook]] cost nothing; a directory created later is used
+// from the next reload on (files added to an existing one run at once).
+func (d *Daemon) setHookDir(cfg *policy.Config) {
+	d.x.hookDir = ""
+	if fi, err := os.Stat(cfg.Daemon.HookDir); err == nil && fi.IsDir() {
+		d.x.hookDir = cfg.Daemon.HookDir
+	}
+	d.hookRunner.SetHookDir(d.x.hookDir)
+}
+
+// setUplinkHooks shares the uplinks' hook specs with the goroutines that
+// fire events outside the loop (reconnect attempts, publish results).
+func (d *Daemon) setUplinkHooks(cfg *policy.Config) {
+	d.x.mu.Lock()
+	defer d.x.mu.Unlock()
+	keep := map[string]bool{}
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		keep[u.Name] = true
+		in := d.x.info[u.Name]
+		if in == nil {
+			in = &uplinkInfo{}
+			d.x.info[u.Name] = in
+		}
+		in.hooks = hooks.HookSpecsFor(u)
+	}
+	for name := range d.x.info {
+		if !keep[name] {
+			delete(d.x.info, name)
+		}
+	}
+}
+
+// noteUplinkEvent records the last event of an uplink for the status.
+// Safe from any goroutine.
+func (d *Daemon) noteUplinkEvent(uplink, event string) {
+	d.x.mu.Lock()
+	defer d.x.mu.Unlock()
+	if in := d.x.info[uplink]; in != nil {
+		in.lastEvent, in.lastAt = event, time.Now()
+	}
+}
+
+// fireOutside fires a hook event from a goroutine other than the loop.
+func (d *Daemon) fireOutside(ev hooks.HookEvent) {
+	d.x.mu.Lock()
+	var specs []hooks.HookSpec
+	if in := d.x.info[ev.Uplink]; in != nil {
+		in.lastEvent, in.lastAt = ev.Event, time.Now()
+		specs = in.hooks
+	}
+	d.x.mu.Unlock()
+	d.hookRunner.Fire(specs, ev)
+}
+
+// watchReconnects makes every finished reconnect attempt a `reconnect`
+// hook event, a status count and a metric.
+func (d *Daemon) watchReconnects(rt *uplinkRuntime) {
+	name := rt.name
+	rt.manualUntil = time.Time{} // a new reconnector has no attempt under way
+	rt.reconn.OnAttempt(func(ev hooks.HookEvent) {
+		d.x.mu.Lock()
+		if in := d.x.info[name]; in != nil {
+			in.reconnects++
+		}
+		d.x.mu.Unlock()
+		d.x.metrics.Reconnect(name)
+		d.fireOutside(ev)
+		// A pass re-evaluates what the uplink needs now: a reconnect asked
+		// for on the control socket for a working link is a single
+		// attempt, not the start of a backoff cycle.
+		select {
+		case d.x.ctl <- ctlMsg{kick: name}:
+		default:
+		}
+	})
+}
+
+// noteResync counts watcher resyncs after the first (netlink overflows).
+func (d *Daemon) noteResync() {
+	d.x.resyncs++
+	if d.x.resyncs > 1 {
+		d.x.metrics.Overflow()
+	}
+}
+
+// countRepair counts a pass that undoes someone else's change.
+func (d *Daemon) countRepair() {
+	d.x.repairs++
+	d.x.metrics.Repair()
+}
+
+// afterPass publishes what the pass found: the status snapshot, publisher
+// addresses, metrics, the DHCP server's link.
+func (d *Daemon) afterPass(res SyncResult) {
+	d.x.passes++
+	if res.Repaired {
+		d.countRepair()
+	}
+	d.x.metrics.PassDone(res.End.Sub(res.Start), res.Err != nil)
+	st := d.buildStatus(res.End)
+	d.x.status.Store(st)
+	if p := d.x.pub.Load(); p != nil {
+		for _, u := range st.Uplinks {
+			p.m.Update(u.Name, u.Address)
+		}
+	}
+	d.passDHCP()
+}
+
+// buildStatus computes the status snapshot from the loop's own state.
+func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
+	st := &control.Status{
+		V: control.Version,
+		Daemon: control.Daemon{
+			Version: d.opts.Version, PID: os.Getpid(), Started: d.x.started.UTC(),
+			Config: d.cfg.Path, ConfigLoaded: d.x.configLoaded.UTC(),
+			Passes: d.x.passes, Repairs: d.x.repairs,
+		},
+		Uplinks: make([]control.Uplink, 0, len(d.cfg.Uplinks)),
+	}
+	if !lastPass.IsZero() {
+		st.Daemon.LastPass = lastPass.UTC()
+	}
+	d.x.mu.Lock()
+	defer d.x.mu.Unlock()
+	for i := range d.cfg.Uplinks {
+		u := &d.cfg.Uplinks[i]
+		ls, seen := d.lastStates[u.Name]
+		cu := control.Uplink{
+			Name: u.Name, Interface: u.Interface, Kind: string(u.Kind), State: control.StateDown,
+			Table: u.Table, Tier: u.Tier, Weight: u.Weight, Reason: "no pass yet",
+		}
+		if seen {
+			cu.Reason, cu.Address, cu.Default = ls.Reason, ls.Addr, ls.Active
+			cu.Gateway = ls.Gateway
+			if !cu.Gateway.IsValid() {
+				cu.Gateway = ls.Peer
+			}
+		}
+		rt := d.runtimes[u.Name]
+		var loss, rtt float64 = -1, -1
+		switch linkOK := seen && ls.Present && ls.Carrier && ls.Addr.IsValid(); {
+		case !linkOK:
+		case rt == nil || rt.health == nil:
+			cu.State = control.StateUp
+		default:
+			switch rt.health.State() {
+			case policy.HealthUp:
+				cu.State = control.StateUp
+			case policy.HealthFailed:
+				cu.State = control.StateFailed
+			default:
+				cu.State = control.StateChecking
+			}
+			if cu.State != control.StateChecking {
+				// Up and failed are verdicts of finished rounds.
+				l, r := rt.health.Stats()
+				loss, rtt = l, float64(r)/float64(time.Millisecond)
+				cu.Loss, cu.RTTms = &loss, &rtt
+			}
+		}
+		prev, ok := d.x.states[u.Name]
+		if !ok || prev.state != cu.State {
+			if ok {
+				d.x.metrics.Transition(u.Name)
+			}
+			prev = stateSince{cu.State, time.Now()}
+			d.x.states[u.Name] = prev
+		}
+		cu.Since = prev.since.UTC()
+		if in := d.x.info[u.Name]; in != nil {
+			cu.Reconnects = in.reconnects
+			if in.lastEvent != "" {
+				cu.LastEvent = &control.LastEvent{Name: in.lastEvent, At: in.lastAt.UTC()}
+			}
+		}
+		d.x.metrics.SetUplink(u.Name, string(cu.State), loss, time.Duration(rtt*float64(time.Millisecond)))
+		st.Uplinks = append(st.Uplinks, cu)
+	}
+	return st
+}
+
+// onControl handles a control request in the loop; true when a pass is due.
+func (d *Daemon) onControl(m ctlMsg) bool {
+	if m.kick != "" {
+		if rt := d.runtimes[m.kick]; rt != nil {
+			rt.manualUntil = time.Time{}
+		}
+		return true
+	}
+	if m.reconnect == "" {
+		// An interface poke from a hook script: only a trigger, the pass
+		// re-reads everything from netlink.
+		d.touched[-1] |= touchLink | touchAddr
+		d.log.Info("event from a hook script; resyncing", "event", "control-event", "iface", m.event.Iface, "reason", string(m.event.State))
+		return true
+	}
+	rt := d.runtimes[m.reconnect]
+	var err error
+	switch {
+	case rt == nil:
+		err = fmt.Errorf("no uplink named %q", m.reconnect)
+	case rt.reconn == nil:
+		err = fmt.Errorf("uplink %s has no [uplink.reconnect] command", m.reconnect)
+	case d.haReconnectRefused(m.reconnect) != nil:
+		// An exclusive uplink is dialled by the VRRP master only.
+		err = d.haReconnectRefused(m.reconnect)
+	default:
+		st := d.lastStates[m.reconnect]
+		need, what := hooks.NeedDial, "dial"
+		if st.Present && st.Carrier && st.Addr.IsValid() {
+			need, what = hooks.NeedRestart, "restart"
+		}
+		d.log.Info("reconnect requested on the control socket", "event", "reconnect", "uplink", m.reconnect, "reason", "control request: "+what)
+		// Until the attempt ends (or could have: its timeout), passes leave
+		// the need alone: a link that works would otherwise cancel the
+		// attempt before its command ran.
+		timeout := rt.reconnSpec.Timeout
+		if timeout <= 0 {
+			timeout = hooks.DefaultTimeout
+		}
+		rt.manualUntil = d.clock.Now().Add(timeout)
+		rt.reconn.Set(need)
+	}
+	m.done <- err
+	return false
+}
+
+// ctlHandler is the daemon's control.Handler. It runs on the socket's
+// goroutines: it reads the snapshot or hands requests to the loop.
+type ctlHandler struct{ d *Daemon }
+
+func (h ctlHandler) Status(context.Context) (control.Status, error) {
+	st := *h.d.x.status.Load()
+	st.HA = h.d.HAStatus()
+	if p := h.d.x.pub.Load(); p != nil {
+		st.Publishers = publisherStatus(p.m.Status())
+	}
+	if r := h.d.x.dhcpStatus.Load(); r != nil {
+		st.DHCP = dhcpStatus(r.srv.Status())
+	}
+	return st, nil
+}
+
+func (h ctlHandler) send(ctx context.Context, m ctlMsg) error {
+	select {
+	case h.d.x.ctl <- m:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if m.done == nil {
+		return nil
+	}
+	select {
+	case err := <-m.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h ctlHandler) Reconnect(ctx context.Context, uplink string) error {
+	return h.send(ctx, ctlMsg{reconnect: uplink, done: make(chan error, 1)})
+}
+
+func (h ctlHandler) Reload(ctx context.Context) ([]string, error) {
+	err := h.d.Reload(ctx)
+	if err == nil || ctx.Err() != nil {
+		return nil, err
+	}
+	var ps policy.Problems
+	if errors.As(err, &ps) {
+		return ps.Lines(), nil
+	}
+	return strings.Split(err.Error(), "\n"), nil
+}
+
+func (h ctlHandler) Event(ctx context.Context, ev control.Event) error {
+	if ev.Role != "" {
+		// keepalived's notify script: the role changes in the loop at once
+		// (ErrHAOff without [ha]).
+		return h.d.SetRole(ctx, string(ev.Role))
+	}
+	return h.send(ctx, ctlMsg{event: ev})
+}
