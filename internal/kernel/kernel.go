@@ -369,7 +369,7 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 			err = k.h.RouteAdd(nr)
 			switch {
 			case err == nil:
-				k.m.addRoute(mrouteOf(nr), false)
+				k.m.addRouteWritten(mrouteOf(nr), false)
 			case errors.Is(err, unix.EEXIST):
 				// Some route holds the slot (ours or not) that the mirror
 				// did not show: read the truth rather than assume ours.
@@ -378,22 +378,25 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 		case policy.OpReplaceRoute:
 			nr := toNetlinkRoute(c.Route, obs)
 			if err = k.h.RouteReplace(nr); err == nil {
-				k.m.addRoute(mrouteOf(nr), true)
+				k.m.addRouteWritten(mrouteOf(nr), true)
 			}
 		case policy.OpAddRule:
-			if err = ignore(k.h.RuleAdd(toNetlinkRule(c.Rule)), unix.EEXIST); err == nil {
-				r := mruleOf(c.Rule)
-				r.pending = true
-				k.m.addRuleWritten(r)
+			raw := k.h.RuleAdd(toNetlinkRule(c.Rule))
+			if err = ignore(raw, unix.EEXIST); err == nil {
+				// Only an add that happened sends a notification.
+				k.m.addRuleWritten(mruleOf(c.Rule), raw == nil)
 			}
 		case policy.OpDelRule:
-			if err = ignore(k.h.RuleDel(toNetlinkRule(c.Rule)), unix.ENOENT); err == nil {
-				k.m.delRule(mruleOf(c.Rule))
+			raw := k.h.RuleDel(toNetlinkRule(c.Rule))
+			if err = ignore(raw, unix.ENOENT); err == nil {
+				// Only a delete that happened sends a notification.
+				k.m.delRuleWritten(mruleOf(c.Rule), raw == nil)
 			}
 		case policy.OpDelRoute, policy.OpDelForeignRoute:
 			nr := toNetlinkRoute(c.Route, obs)
-			if err = ignore(k.h.RouteDel(nr), unix.ESRCH, unix.ENOENT); err == nil {
-				k.m.delRouteWritten(mrouteOf(nr))
+			raw := k.h.RouteDel(nr)
+			if err = ignore(raw, unix.ESRCH, unix.ENOENT); err == nil {
+				k.m.delRouteWritten(mrouteOf(nr), raw == nil)
 			}
 		default:
 			continue

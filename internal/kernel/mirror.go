@@ -32,6 +32,13 @@ type mirror struct {
 	rules   []*mrule
 	bounces map[string]uint64 // per link name; survives the link's deletion
 
+	// Writes of uplinkd's whose notifications have not arrived yet. The
+	// mirror applied each write when it was made; its notification, which
+	// may come after later writes of the same object (delete, add again,
+	// then the delete's notification), changes nothing and is consumed.
+	ruleEchoes  map[string]int // "+id" adds, "-id" deletes
+	routeEchoes []routeEcho
+
 	// tables whose routes are all kept (main and the uplinks' tables).
 	// Routes of other tables are kept only if they are default routes or
 	// carry uplinkd's protocol.
@@ -49,6 +56,56 @@ func (m *mirror) reset() {
 	m.addrs = map[int32][]maddr{}
 	m.routes = map[rkey][]*mroute{}
 	m.rules = nil
+	// A dump shows the kernel as it is: echoes still on their way would
+	// only be matched against it wrongly.
+	m.ruleEchoes = map[string]int{}
+	m.routeEchoes = nil
+}
+
+// routeEcho is the notification a route write of uplinkd's will cause.
+type routeEcho struct {
+	del bool
+	r   *mroute
+}
+
+// maxRouteEchoes bounds the expected notifications kept: one that never
+// matches (a kernel that words a route differently) must not pile up.
+const maxRouteEchoes = 256
+
+func (m *mirror) expectRoute(del bool, r *mroute) {
+	if len(m.routeEchoes) >= maxRouteEchoes {
+		m.routeEchoes = slices.Delete(m.routeEchoes, 0, 1)
+	}
+	m.routeEchoes = append(m.routeEchoes, routeEcho{del: del, r: r})
+}
+
+// ownRouteEcho consumes the expected notification r is, if it is one.
+func (m *mirror) ownRouteEcho(del bool, r *mroute) bool {
+	i := slices.IndexFunc(m.routeEchoes, func(e routeEcho) bool { return e.del == del && e.r.equal(r) })
+	if i < 0 {
+		return false
+	}
+	m.routeEchoes = slices.Delete(m.routeEchoes, i, i+1)
+	return true
+}
+
+// awaitingAdd: uplinkd added or replaced r and its notification has not
+// arrived yet.
+func (m *mirror) awaitingAdd(r *mroute) bool {
+	return slices.ContainsFunc(m.routeEchoes, func(e routeEcho) bool { return !e.del && e.r.equal(r) })
+}
+
+// ownRuleEcho consumes the expected notification of a rule add ("+") or
+// delete ("-"), if r's is one.
+func (m *mirror) ownRuleEcho(op string, r *mrule) bool {
+	k := op + r.id()
+	if m.ruleEchoes[k] == 0 {
+		return false
+	}
+	if m.ruleEchoes[k]--; m.ruleEchoes[k] == 0 {
+		delete(m.ruleEchoes, k)
+	}
+	return true
 }
 
 // keepRoute is the cheap filter: header fields and the table only.
@@ -104,6 +161,8 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 			return err
 		}
 		switch {
+		case m.ownRouteEcho(typ == unix.RTM_DELROUTE, &r):
+			// The notification of uplinkd's own write, applied already.
 		case typ == unix.RTM_DELROUTE:
 			m.delRoute(&r)
 		case h.typ != unix.RTN_UNICAST:
@@ -128,9 +187,16 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		if !ok {
 			return err
 		}
+		op := "+"
 		if typ == unix.RTM_DELRULE {
+			op = "-"
+		}
+		switch {
+		case m.ownRuleEcho(op, &r):
+			// The notification of uplinkd's own write, applied already.
+		case op == "-":
 			m.delRule(&r)
-		} else {
+		default:
 			m.addRule(&r)
 		}
 	}
@@ -189,9 +255,17 @@ func (m *mirror) pruneBounces() {
 // all its nexthops are on the device (link down, last address removed) or
 // when any is (device unregistered). A multipath route that keeps a live
 // nexthop stays, its dead one flagged (which the mirror does not keep).
+//
+// A route uplinkd wrote whose notification has not arrived yet is newer than
+// the link message being applied (one socket delivers the kernel's messages
+// in the order it sent them): the flush came before the write and the route
+// is there. A link that bounces between two passes is exactly this case.
 func (m *mirror) flushDev(index int32, any bool) {
 	for k, rs := range m.routes {
 		rs = slices.DeleteFunc(rs, func(r *mroute) bool {
+			if m.awaitingAdd(r) {
+				return false
+			}
 			if any {
 				return r.via(index)
 			}
@@ -208,7 +282,7 @@ func (m *mirror) flushPrefsrc(local netip.Addr) {
 		if k.table != unix.RT_TABLE_MAIN {
 			continue
 		}
-		m.setSlot(k, slices.DeleteFunc(rs, func(r *mroute) bool { return r.prefsrc == local }))
+		m.setSlot(k, slices.DeleteFunc(rs, func(r *mroute) bool { return r.prefsrc == local && !m.awaitingAdd(r) }))
 	}
 }
 
@@ -309,26 +383,49 @@ func (m *mirror) addRule(r *mrule) {
 	m.rules = append(m.rules, r)
 }
 
-// addRuleWritten records a rule uplinkd added (or found there: EEXIST).
-func (m *mirror) addRuleWritten(r *mrule) {
+// addRuleWritten records a rule uplinkd added (echo: its notification is
+// to come) or found there (EEXIST: no notification).
+func (m *mirror) addRuleWritten(r *mrule, echo bool) {
 	id := r.id()
+	if echo {
+		m.ruleEchoes["+"+id]++
+	}
 	if slices.ContainsFunc(m.rules, func(o *mrule) bool { return o.id() == id }) {
 		return
 	}
 	m.rules = append(m.rules, r)
 }
 
+// addRouteWritten records a route uplinkd added or replaced; its
+// notification is to come.
+func (m *mirror) addRouteWritten(r *mroute, replace bool) {
+	m.addRoute(r, replace)
+	m.expectRoute(false, r)
+}
+
 // delRouteWritten records a route uplinkd deleted: the identical one, or
 // else the first of the slot with the same protocol (the kernel deleted the
-// first that matched the request).
-func (m *mirror) delRouteWritten(r *mroute) {
+// first that matched the request); echo: its notification is to come.
+func (m *mirror) delRouteWritten(r *mroute, echo bool) {
 	rs := m.routes[r.key]
 	i := slices.IndexFunc(rs, r.equal)
 	if i < 0 {
 		i = slices.IndexFunc(rs, func(o *mroute) bool { return o.proto == r.proto })
 	}
 	if i >= 0 {
+		if echo {
+			m.expectRoute(true, rs[i])
+		}
 		m.setSlot(r.key, slices.Delete(rs, i, i+1))
+	}
+}
+
+// delRuleWritten records a rule uplinkd deleted, and (echo) that its
+// notification is to come.
+func (m *mirror) delRuleWritten(r *mrule, echo bool) {
+	m.delRule(r)
+	if echo {
+		m.ruleEchoes["-"+r.id()]++
 	}
 }
 

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -188,8 +189,8 @@ func TestMirrorUpdateRules(t *testing.T) {
 
 func TestMirrorRuleNotificationOfOwnWrite(t *testing.T) {
 	m := newMirror()
-	own := &mrule{prio: 1000, table: 1000, mask: 0, proto: policy.Protocol, pending: true}
-	m.addRuleWritten(own)
+	own := &mrule{prio: 1000, table: 1000, mask: 0, proto: policy.Protocol}
+	m.addRuleWritten(own, true)
 	// The notification of the write: no second copy.
 	if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
 		t.Fatal(err)
@@ -302,5 +303,163 @@ func TestMirrorBouncesBounded(t *testing.T) {
 	}
 	if n := len(m.bounces); n > 300 {
 		t.Fatalf("%d bounce counters for 0 links", n)
+	}
+}
+
+// TestMirrorLateNotificationOfOwnDelete: uplinkd deletes a rule or route
+// and writes it again before the delete's notification arrives (a link that
+// bounces between passes). That late notification must not remove what is
+// back in the kernel; a later, real delete still does.
+func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
+	m := newMirror()
+	rule := func() *mrule { return &mrule{prio: 32000, table: 200, mask: 0, proto: policy.Protocol} }
+	route := testRoute{table: 200, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
+	ruleMsg := ruleMsg(t, 32000, 200, policy.Protocol)
+	routeMsg := routeMsg(t, route)
+	apply := func(typ netlink.HeaderType, b []byte) {
+		t.Helper()
+		if err := m.apply(typ, 0, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := func() (rules, routes int) {
+		obs := m.snapshot()
+		return len(obs.Rules), len(obs.Routes)
+	}
+	// Both are there (notifications of earlier writes).
+	apply(unix.RTM_NEWRULE, ruleMsg)
+	apply(unix.RTM_NEWROUTE, routeMsg)
+	r, err := decodeRouteHeader(routeMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr, err := decodeRoute(routeMsg, r, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Delete both (written), write them again, then the deletes'
+	// notifications arrive, then those of the adds.
+	m.delRuleWritten(rule(), true)
+	m.delRouteWritten(&mr, true)
+	m.addRuleWritten(rule(), true)
+	m.addRouteWritten(&mr, false)
+	apply(unix.RTM_DELRULE, ruleMsg)
+	apply(unix.RTM_DELROUTE, routeMsg)
+	// A pass may read the mirror right here, before the adds' notifications.
+	if ru, ro := counts(); ru != 1 || ro != 1 {
+		t.Fatalf("after the deletes' late notifications: %d rules, %d routes; want 1 and 1", ru, ro)
+	}
+	apply(unix.RTM_NEWRULE, ruleMsg)
+	apply(unix.RTM_NEWROUTE, routeMsg)
+	if ru, ro := counts(); ru != 1 || ro != 1 {
+		t.Fatalf("after all notifications: %d rules, %d routes; want 1 and 1", ru, ro)
+	}
+
+	// Someone else deletes them now: the mirror follows.
+	apply(unix.RTM_DELRULE, ruleMsg)
+	apply(unix.RTM_DELROUTE, routeMsg)
+	if ru, ro := counts(); ru != 0 || ro != 0 {
+		t.Fatalf("after a real delete: %d rules, %d routes; want 0 and 0", ru, ro)
+	}
+
+	// A delete that found nothing (ENOENT) sends no notification, so none
+	// is waited for.
+	apply(unix.RTM_NEWRULE, ruleMsg)
+	m.delRuleWritten(rule(), false)
+	m.addRuleWritten(rule(), true)
+	apply(unix.RTM_NEWRULE, ruleMsg)
+	apply(unix.RTM_DELRULE, ruleMsg) // a real delete by someone else
+	if ru, _ := counts(); ru != 0 {
+		t.Fatalf("a real delete after an ENOENT delete was taken for a notification: %d rules", ru)
+	}
+}
+
+// TestMirrorInterleavedOwnWrites: a link bouncing faster than the
+// notifications arrive makes uplinkd delete and add the same rule and route
+// several times before the first notification is read. Whatever the
+// interleaving, the mirror ends as the kernel is: one copy of each.
+func TestMirrorInterleavedOwnWrites(t *testing.T) {
+	m := newMirror()
+	rule := func() *mrule { return &mrule{prio: 32000, table: 200, proto: policy.Protocol} }
+	route := testRoute{table: 200, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
+	rmsg, tmsg := ruleMsg(t, 32000, 200, policy.Protocol), routeMsg(t, route)
+	h, err := decodeRouteHeader(tmsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr, err := decodeRoute(tmsg, h, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cycles = 3
+	m.addRuleWritten(rule(), true)
+	m.addRouteWritten(&mr, false)
+	for range cycles {
+		m.delRuleWritten(rule(), true)
+		m.delRouteWritten(&mr, true)
+		m.addRuleWritten(rule(), true)
+		copyRoute := mr
+		m.addRouteWritten(&copyRoute, false)
+	}
+	check := func(when string) {
+		t.Helper()
+		obs := m.snapshot()
+		if len(obs.Rules) != 1 || len(obs.Routes) != 1 {
+			t.Fatalf("%s: %d rules, %d routes; want 1 and 1", when, len(obs.Rules), len(obs.Routes))
+		}
+	}
+	check("after the writes")
+	// The notifications, in the kernel's order: add, then del/add per cycle.
+	for i := range 1 + 2*cycles {
+		typR, typT := unix.RTM_NEWRULE, unix.RTM_NEWROUTE
+		if i%2 == 1 {
+			typR, typT = unix.RTM_DELRULE, unix.RTM_DELROUTE
+		}
+		if err := m.apply(netlink.HeaderType(typR), 0, rmsg); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.apply(netlink.HeaderType(typT), 0, tmsg); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("after notification %d", i+1))
+	}
+}
+
+// TestMirrorLinkDownBeforeOwnAdd: a link's down message that the kernel sent
+// before uplinkd re-added a route through it (a bounce between two passes)
+// arrives after the write: the route stays. Once the add's own notification
+// has been read, a later down flushes it as the kernel does.
+func TestMirrorLinkDownBeforeOwnAdd(t *testing.T) {
+	m := newMirror()
+	apply := func(typ netlink.HeaderType, b []byte) {
+		t.Helper()
+		if err := m.apply(typ, 0, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes := func() int { return len(m.snapshot().Routes) }
+	apply(unix.RTM_NEWLINK, linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", up))
+	route := testRoute{table: 200, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
+	tmsg := routeMsg(t, route)
+	h, err := decodeRouteHeader(tmsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mr, err := decodeRoute(tmsg, h, 200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.addRouteWritten(&mr, false)
+	// The down and up that happened before the add, read after it.
+	apply(unix.RTM_NEWLINK, linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", 0))
+	apply(unix.RTM_NEWLINK, linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", up))
+	if n := routes(); n != 1 {
+		t.Fatalf("a down older than the add flushed the route: %d routes", n)
+	}
+	apply(unix.RTM_NEWROUTE, tmsg) // the add's notification
+	apply(unix.RTM_NEWLINK, linkMsg(t, unix.AF_UNSPEC, 5, "ppp0", 0))
+	if n := routes(); n != 0 {
+		t.Fatalf("a down after the add kept the route: %d routes", n)
 	}
 }
