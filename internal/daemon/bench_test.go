@@ -260,7 +260,9 @@ func benchLab(b *testing.B, n int) *lab.Lab {
 
 func writeBenchConfig(b *testing.B, n int, backend string) string {
 	var sb strings.Builder
-	sb.WriteString("[daemon]\nlog_level = \"warn\"\n[lan]\ninterface = \"lan0\"\n")
+	p := filepath.Join(b.TempDir(), "bench.toml")
+	// Its own control socket: the default path is the host's.
+	fmt.Fprintf(&sb, "[daemon]\nlog_level = \"warn\"\ncontrol_socket = %q\n[lan]\ninterface = \"lan0\"\n", p+".sock")
 	name, variant, _ := strings.Cut(backend, "-")
 	if variant == "" {
 		variant = "auto"
@@ -269,7 +271,6 @@ func writeBenchConfig(b *testing.B, n int, backend string) string {
 	for i := range n {
 		fmt.Fprintf(&sb, "[[uplink]]\nname = \"ppp%d\"\nkind = \"ppp\"\ntable = %d\nrule_priority = %d\n", i, 1000+i, 1000+i)
 	}
-	p := filepath.Join(b.TempDir(), "bench.toml")
 	if err := os.WriteFile(p, []byte(sb.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
