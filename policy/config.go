@@ -558,6 +558,16 @@ type runnableError struct{ path string }
 func (e *runnableError) Error() string { return e.path + ": " + ErrNoUplinks.Error() }
 func (e *runnableError) Unwrap() error { return ErrNoUplinks }
 
+// Tables lists the routing tables uplinkd reads in full: the uplinks' own
+// and its default table (a kernel mirror keeps only their routes in full).
+func (c *Config) Tables() []int {
+	out := make([]int, 0, len(c.Uplinks)+1)
+	for _, u := range c.Uplinks {
+		out = append(out, u.Table)
+	}
+	return append(out, c.Daemon.DefaultTable)
+}
+
 // UplinkByName returns the uplink with that name, or nil.
 func (c *Config) UplinkByName(name string) *Uplink {
 	for i := range c.Uplinks {

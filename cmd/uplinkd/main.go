@@ -250,11 +250,7 @@ func openAndSnapshot(cfg *policy.Config) (*kernel.Kernel, policy.Observed, error
 	if err != nil {
 		return nil, policy.Observed{}, err
 	}
-	tables := make([]int, 0, len(cfg.Uplinks)+1)
-	for _, u := range cfg.Uplinks {
-		tables = append(tables, u.Table)
-	}
-	k.SetTables(append(tables, cfg.Daemon.DefaultTable))
+	k.SetTables(cfg.Tables())
 	obs, err := k.Snapshot()
 	if err != nil {
 		k.Close()

@@ -115,7 +115,7 @@ func Open(opts Options) (*Daemon, error) {
 		closeSocket(sock)
 		return nil, err
 	}
-	k.SetTables(uplinkTables(cfg))
+	k.SetTables(cfg.Tables())
 	fd := nsFD(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {

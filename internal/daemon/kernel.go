@@ -14,16 +14,6 @@ type tableSetter interface {
 // setTables tells a mirroring kernel which tables the config reads.
 func setTables(k Kernel, cfg *policy.Config) {
 	if ts, ok := k.(tableSetter); ok {
-		ts.SetTables(uplinkTables(cfg))
+		ts.SetTables(cfg.Tables())
 	}
-}
-
-// uplinkTables lists the routing tables the loop reads in full: the
-// uplinks' own and uplinkd's default table.
-func uplinkTables(cfg *policy.Config) []int {
-	out := make([]int, 0, len(cfg.Uplinks)+1)
-	for _, u := range cfg.Uplinks {
-		out = append(out, u.Table)
-	}
-	return append(out, cfg.Daemon.DefaultTable)
 }
