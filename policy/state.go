@@ -26,11 +26,6 @@ type Link struct {
 	Carrier bool
 	// PointToPoint: IFF_POINTOPOINT or an address with a peer.
 	PointToPoint bool
-	// Bounces counts the down transitions seen for this link name since
-	// uplinkd started: IFF_UP or carrier lost, or the link deleted (a
-	// ppp redial deletes and re-creates it). A change between two passes
-	// tells a bounce the loop never saw in Up/Carrier.
-	Bounces uint64
 }
 
 // Addr is one IPv4 address on an interface.
@@ -53,6 +48,10 @@ type Observed struct {
 	Rules []Rule
 	// Sysctls holds the current values of the keys Desired names.
 	Sysctls map[string]string
+	// LinkSeq is the sequence number of the newest link history record
+	// (internal/linklog) this snapshot includes: what happened to the links
+	// up to here is in the history, and nothing after it is in the snapshot.
+	LinkSeq uint64
 }
 
 // Nexthop is one path of a route.

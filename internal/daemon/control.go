@@ -411,9 +411,9 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 		return true
 	}
 	if m.reconnect == "" {
-		// An interface poke from a hook script: only a trigger, the pass
-		// re-reads everything from netlink.
-		d.touched[-1] |= touchLink | touchAddr
+		// An interface poke from a hook script: only a trigger. What
+		// happened to the link is in the kernel mirror's link history,
+		// which the netlink notifications themselves wrote.
 		d.log.Info("event from a hook script; resyncing", "event", "control-event", "iface", m.event.Iface, "reason", string(m.event.State))
 		return true
 	}

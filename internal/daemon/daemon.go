@@ -27,6 +27,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -97,16 +98,13 @@ type Daemon struct {
 	repairs     *rate.Limiter
 	conflicts   map[string]bool
 
-	// What the last pass saw of each uplink's link, to notice what happened
-	// in between: a bounce the loop never saw as a down state.
-	lastLinks map[string]policy.Link
+	// linkSeq: the link history record the last pass's snapshot included;
+	// the next pass reads what happened after it (kernelDropped).
+	linkSeq uint64
 	// ownedVia: the single-device routes of the last applied state, per
 	// device. The kernel drops them all when the device goes down or loses
 	// its last address.
 	ownedVia map[string][]string
-	// touched: ifindexes with a link or address event since the last pass
-	// (index -1: a resync, anything may have happened).
-	touched map[int]touch
 
 	wasActive    map[string]bool
 	fwDamaged    chan struct{}
@@ -181,8 +179,6 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
-		lastLinks:  map[string]policy.Link{},
-		touched:    map[int]touch{},
 		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
 	}
@@ -462,17 +458,10 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.kernel.Close()
 }
 
-// noteEvent records what an event says about links (for bounce detection)
-// and reports whether it needs a pass.
+// noteEvent reports whether an event needs a pass (what it says about links
+// is in the link history the kernel mirror keeps).
 func (d *Daemon) noteEvent(ev watcher.Event) bool {
-	switch ev.Kind {
-	case watcher.KindLink:
-		d.touched[ev.Index] |= touchLink
-	case watcher.KindAddr:
-		d.touched[ev.Index] |= touchAddr
-	case watcher.KindResync:
-		// Events may have been lost: anything may have bounced.
-		d.touched[-1] |= touchLink | touchAddr
+	if ev.Kind == watcher.KindResync {
 		d.noteResync()
 	}
 	return !ownEcho(ev)
@@ -703,20 +692,24 @@ func (d *Daemon) applyBoth(changes []policy.Change, obs policy.Observed, rs fire
 }
 
 // kernelDropped tells, per uplink interface, what happened since the last
-// pass that the pass itself could not see:
+// pass that the pass itself could not see, from the link history
+// (internal/linklog) between the last pass's snapshot and this one:
 //
 //   - bounced: down/up cycles of the link between the two passes that no
-//     pass saw. Signals: the kernel mirror's down-transition counter
-//     (Link.Bounces) grew, which also counts cycles around a down or up
-//     the passes did see; or, for a link up then and now, the ifindex
-//     changed (re-created) or a link event arrived and every single-device
-//     route uplinkd had applied via the link is gone (the kernel drops them
-//     on down).
+//     pass saw. The history's down transitions (each told once, a gap's
+//     counted by the kernel itself) around the state the last pass saw
+//     and the one this pass sees.
 //   - flushed: the kernel dropped the link's routes by itself (the link is
-//     down now, it bounced, or its last address went: a link or address
-//     event and all owned routes via it gone). Restoring them is not a
-//     repair.
+//     down now, it went down in between, or a link or address record names
+//     it and every owned route via it is gone: its last address went).
+//     Restoring them is not a repair.
 func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]bounce) {
+	recs, complete := d.kernel.LinkHistory(d.linkSeq, obs.LinkSeq)
+	if !complete {
+		d.log.Warn("link history overflowed between two passes; comparing states only",
+			"event", "apply", "reason", "link history overflow")
+	}
+	history := linklog.Summarize(recs)
 	have := make(map[string]bool, len(obs.Routes))
 	for _, r := range obs.Routes {
 		have[r.Key()] = true
@@ -730,28 +723,23 @@ func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) 
 			}
 			flushed[st.Iface] = true
 		}
-		prev, seen := d.lastLinks[st.Iface]
-		if !ok || !seen {
+		old, seen := d.lastStates[st.Name]
+		if !ok || !seen || old.Iface != st.Iface {
 			continue
 		}
-		touched := d.touched[link.Index] | d.touched[prev.Index] | d.touched[-1]
+		h := history[st.Iface]
 		owned := d.ownedVia[st.Iface]
 		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k string) bool { return have[k] })
-		vanished := gone && touched != 0
-		n, counted := 0, false
-		switch {
-		case link.Bounces > prev.Bounces:
-			n, counted = int(min(link.Bounces-prev.Bounces, 1000)), true
-		case link.Index != prev.Index, gone && touched&touchLink != 0 && linkUpNow(link):
-			n = 1
-		}
+		vanished := gone && (h.Touched || !complete)
+		n := min(h.Downs, 1000)
 		var b bounce
-		switch wasUp, nowUp := linkUp(d.lastStates[st.Name]), linkUp(st); {
+		switch wasUp, nowUp := linkUp(old), linkUp(st); {
+		case n == 0:
 		case wasUp && nowUp:
 			b.cycles = n // down, up: each time
-		case wasUp && counted:
+		case wasUp:
 			b.cycles = n - 1 // down, up; the last down is the one this pass sees
-		case counted:
+		default:
 			b = bounce{cycles: n, upFirst: true} // up, down; then maybe the up this pass sees
 		}
 		if b.cycles > 0 {
@@ -780,25 +768,10 @@ type bounce struct {
 	upFirst bool
 }
 
-// rememberLinks keeps what this pass saw of the links for the next one.
+// rememberLinks keeps where in the link history this pass's snapshot was.
 func (d *Daemon) rememberLinks(obs policy.Observed) {
-	clear(d.lastLinks)
-	for i := range d.cfg.Uplinks {
-		name := d.cfg.Uplinks[i].Interface
-		if l, ok := obs.Links[name]; ok {
-			d.lastLinks[name] = l
-		}
-	}
-	clear(d.touched)
+	d.linkSeq = obs.LinkSeq
 }
-
-// touch says what kind of event named an interface since the last pass.
-type touch uint8
-
-const (
-	touchLink touch = 1 << iota
-	touchAddr
-)
 
 // ownedVia lists the keys of the single-device routes per device.
 func ownedVia(routes []policy.Route) map[string][]string {

@@ -13,6 +13,7 @@ import (
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/kernel"
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -34,6 +35,10 @@ type Kernel interface {
 	Apply(changes []policy.Change, obs policy.Observed) error
 	// ForgetNeighbor deletes the neighbour entry of ip on dev.
 	ForgetNeighbor(dev string, ip netip.Addr, obs policy.Observed) error
+	// LinkHistory returns the link history records with after < Seq <= upTo
+	// (linklog.History.Between): what happened to the links between two
+	// snapshots (Observed.LinkSeq).
+	LinkHistory(after, upTo uint64) (recs []linklog.Record, complete bool)
 	Close() error
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 )
@@ -42,10 +44,82 @@ type fakeKernel struct {
 	snaps    int
 	trace    *traceFile // "apply" lines, to order applies against hooks
 	closed   bool
+	// history is the link history, written as the kernel mirror writes
+	// it: one record per transition an edit makes, and the flaps of a
+	// link between two edits (flap).
+	history *linklog.History
 }
 
 func newFakeKernel(obs policy.Observed) *fakeKernel {
-	return &fakeKernel{obs: obs, entered: make(chan struct{}, 16)}
+	return &fakeKernel{obs: obs, entered: make(chan struct{}, 16), history: linklog.New(0)}
+}
+
+func (k *fakeKernel) LinkHistory(after, upTo uint64) ([]linklog.Record, bool) {
+	return k.history.Between(after, upTo)
+}
+
+// recordLinks writes what an edit did to the links and addresses into the
+// history, the way the kernel mirror turns notifications into records.
+func (k *fakeKernel) recordLinks(before, after policy.Observed) {
+	names := slices.Sorted(maps.Keys(before.Links))
+	for n := range after.Links {
+		if _, ok := before.Links[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	for _, name := range names {
+		old, hadOld := before.Links[name]
+		now, hasNow := after.Links[name]
+		if hadOld && (!hasNow || now.Index != old.Index) {
+			rec := linklog.Record{Kind: linklog.Gone, Name: name, Index: old.Index}
+			if linkUpNow(old) {
+				rec.Downs = 1
+			}
+			k.history.Append(rec)
+			hadOld = false
+		}
+		if !hasNow {
+			continue
+		}
+		rec := linklog.Record{Name: name, Index: now.Index}
+		switch {
+		case !hadOld:
+			rec.Kind = linklog.Appeared
+			k.history.Append(rec)
+			if linkUpNow(now) {
+				rec.Kind = linklog.Up
+				k.history.Append(rec)
+			}
+		case linkUpNow(old) && !linkUpNow(now):
+			rec.Kind, rec.Downs = linklog.Down, 1
+			k.history.Append(rec)
+		case !linkUpNow(old) && linkUpNow(now):
+			rec.Kind = linklog.Up
+			k.history.Append(rec)
+		}
+		if !slices.Equal(before.Addrs[name], after.Addrs[name]) {
+			k.history.Append(linklog.Record{Kind: linklog.AddrRemoved, Name: name, Index: now.Index})
+			k.history.Append(linklog.Record{Kind: linklog.AddrAdded, Name: name, Index: now.Index})
+		}
+	}
+}
+
+// flap records n down/up cycles of dev (up/down cycles of a link that is
+// down) that no snapshot shows: what a quick `ip link set dev down; up`
+// leaves in the history.
+func (k *fakeKernel) flap(dev string, n int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ln := k.obs.Links[dev]
+	for range n {
+		down := linklog.Record{Kind: linklog.Down, Name: dev, Index: ln.Index, Downs: 1}
+		up := linklog.Record{Kind: linklog.Up, Name: dev, Index: ln.Index}
+		if !linkUpNow(ln) {
+			down, up = up, down
+		}
+		k.history.Append(down)
+		k.history.Append(up)
+	}
 }
 
 func (k *fakeKernel) Snapshot() (policy.Observed, error) {
@@ -64,7 +138,9 @@ func (k *fakeKernel) Snapshot() (policy.Observed, error) {
 		k.snapErrs = k.snapErrs[1:]
 		return policy.Observed{}, err
 	}
-	return cloneObserved(k.obs), nil
+	obs := cloneObserved(k.obs)
+	obs.LinkSeq = k.history.Last()
+	return obs, nil
 }
 
 func (k *fakeKernel) ReadSysctls(keys []string) (map[string]string, error) {
@@ -126,7 +202,9 @@ func (k *fakeKernel) Close() error {
 func (k *fakeKernel) edit(f func(o *policy.Observed)) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	before := cloneObserved(k.obs)
 	f(&k.obs)
+	k.recordLinks(before, k.obs)
 }
 
 func (k *fakeKernel) failNext(errs ...error) {

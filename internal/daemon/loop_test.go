@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 )
@@ -327,20 +328,21 @@ func TestLoopHooksAfterApplyInOrder(t *testing.T) {
 
 // quickBounce makes the kernel do what a quick `ip link set DEV down; up` does,
 // between two passes: the routes through DEV alone are gone, the link is
-// up again. mirror: the kernel mirror counted the down transition.
+// up again. flapped: the link history has the down and up (the kernel
+// notified them); without, only the routes are gone after a link record
+// (the last address went and came back).
 //
 // The down and up events come in two passes (the second event is sent while
 // the first pass runs): the second pass must not count the bounce again.
 // quickBounce returns the first pass.
-func quickBounce(l *loop, dev string, mirror bool) SyncResult {
-	l.k.edit(func(o *policy.Observed) {
-		kernelDrop(o, dev)
-		if mirror {
-			ln := o.Links[dev]
-			ln.Bounces++
-			o.Links[dev] = ln
-		}
-	})
+func quickBounce(l *loop, dev string, flapped bool) SyncResult {
+	l.k.edit(func(o *policy.Observed) { kernelDrop(o, dev) })
+	if flapped {
+		l.k.flap(dev, 1)
+	} else {
+		l.k.history.Append(linklog.Record{Kind: linklog.AddrRemoved, Name: dev})
+		l.k.history.Append(linklog.Record{Kind: linklog.AddrAdded, Name: dev})
+	}
 	gate := make(chan struct{})
 	l.k.mu.Lock()
 	l.k.gate = gate
@@ -364,12 +366,12 @@ func quickBounce(l *loop, dev string, mirror bool) SyncResult {
 // often it happens, and its down and up are logged and hooked in order.
 func TestLoopBounceIsNotARepair(t *testing.T) {
 	tests := []struct {
-		name   string
-		mirror bool
-		times  int
+		name    string
+		flapped bool // the history has the down and up: each is logged and hooked
+		times   int
 	}{
-		{"mirror counts bounces", true, 8},
-		{"routes vanished after a link event", false, 8},
+		{"the history has each down and up", true, 8},
+		{"routes vanished after an address record: restored, no bounce invented", false, 8},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -381,7 +383,7 @@ func TestLoopBounceIsNotARepair(t *testing.T) {
 			l.send(linkEvent(l, "ppp1"))
 			l.pass()
 			for i := range tt.times {
-				s := quickBounce(l, "ppp0", tt.mirror)
+				s := quickBounce(l, "ppp0", tt.flapped)
 				if s.Deferred || s.Err != nil {
 					t.Fatalf("bounce %d: deferred %v err %v", i+1, s.Deferred, s.Err)
 				}
@@ -395,14 +397,18 @@ func TestLoopBounceIsNotARepair(t *testing.T) {
 			if n := len(l.logs.records(map[string]any{"msg": "undoing a change someone else made to what uplinkd keeps"})); n != 0 {
 				t.Fatalf("%d bounces logged as repairs", n)
 			}
+			bounces := 0
+			if tt.flapped {
+				bounces = tt.times
+			}
 			for _, ev := range []string{"link-down", "link-up"} {
 				msg := "link " + strings.TrimPrefix(ev, "link-")
-				if n := len(l.logs.records(map[string]any{"msg": msg, "event": ev, "uplink": "ppp0", "reason": "link bounced between passes"})); n != tt.times {
-					t.Errorf("%s logged %d times for %d bounces", ev, n, tt.times)
+				if n := len(l.logs.records(map[string]any{"msg": msg, "event": ev, "uplink": "ppp0", "reason": "link bounced between passes"})); n != bounces {
+					t.Errorf("%s logged %d times for %d bounces", ev, n, bounces)
 				}
 			}
 			var want []string
-			for range tt.times {
+			for range bounces {
 				want = append(want, "link-down", "down", "link-up", "up")
 			}
 			waitUntil(t, "bounce hooks", func() bool { return len(trace.lines()) >= len(want) })
@@ -422,13 +428,9 @@ func TestLoopBounceSignals(t *testing.T) {
 		wantBounce bool
 		wantRepair bool
 	}{
-		{"mirror counted two bounces", func(l *loop) {
-			l.k.edit(func(o *policy.Observed) {
-				kernelDrop(o, "ppp0")
-				ln := o.Links["ppp0"]
-				ln.Bounces += 2
-				o.Links["ppp0"] = ln
-			})
+		{"the history has two bounces", func(l *loop) {
+			l.k.edit(func(o *policy.Observed) { kernelDrop(o, "ppp0") })
+			l.k.flap("ppp0", 2)
 			l.send(linkEvent(l, "ppp0"))
 		}, true, false},
 		{"re-created link (new ifindex)", func(l *loop) {
@@ -615,25 +617,26 @@ func TestLoopReloadReadsOutsideTheLoop(t *testing.T) {
 	}
 }
 
-// TestLoopMirrorBounceOrder: the mirror's counter also tells of down/up
-// cycles around a down or up the passes did see; the log tells them all,
-// in the order they happened.
-func TestLoopMirrorBounceOrder(t *testing.T) {
-	carrier := func(up bool, bounces uint64) func(*policy.Link) {
-		return func(ln *policy.Link) { ln.Carrier, ln.Bounces = up, ln.Bounces+bounces }
+// TestLoopHistoryBounceOrder: the link history also tells of down/up cycles
+// around a down or up the passes did see; the log tells them all, in the
+// order they happened.
+func TestLoopHistoryBounceOrder(t *testing.T) {
+	type step struct {
+		flaps int  // cycles no snapshot shows, before the state the pass sees
+		up    bool // the carrier the pass sees
 	}
 	tests := []struct {
 		name  string
-		steps []func(*policy.Link) // one pass each
+		steps []step // one pass each
 		want  []string
 	}{
-		{"up: down, up between passes", []func(*policy.Link){carrier(true, 1)},
+		{"up: down, up between passes", []step{{1, true}},
 			[]string{"link-down", "link-up"}},
-		{"up: down, up, down: the last down seen", []func(*policy.Link){carrier(false, 2)},
+		{"up: down, up, down: the last down seen", []step{{1, false}},
 			[]string{"link-down", "link-up", "link-down"}},
-		{"down seen, then up, down, up", []func(*policy.Link){carrier(false, 1), carrier(true, 1)},
+		{"down seen, then up, down, up", []step{{0, false}, {1, true}},
 			[]string{"link-down", "link-up", "link-down", "link-up"}},
-		{"down seen, then up, down: still down", []func(*policy.Link){carrier(false, 1), carrier(false, 1)},
+		{"down seen, then up, down: still down", []step{{0, false}, {1, false}},
 			[]string{"link-down", "link-up", "link-down"}},
 	}
 	for _, tt := range tests {
@@ -641,7 +644,8 @@ func TestLoopMirrorBounceOrder(t *testing.T) {
 			verifyNoLeaks(t)
 			l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
 			for _, step := range tt.steps {
-				setLink(l, "ppp0", step)
+				l.k.flap("ppp0", step.flaps)
+				setLink(l, "ppp0", func(ln *policy.Link) { ln.Carrier = step.up })
 				l.send(linkEvent(l, "ppp0"))
 				l.pass()
 			}

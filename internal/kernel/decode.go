@@ -28,6 +28,13 @@ type mlink struct {
 	// of its RTM_NEWLINK, or RTM_NEWNETCONF when someone writes the sysctl);
 	// -1 when the kernel did not say.
 	rpFilter int32
+	// The kernel's own counters of carrier transitions (IFLA_CARRIER_CHANGES
+	// and IFLA_CARRIER_DOWN_COUNT). They only grow, so a notification that
+	// carries smaller ones than the mirror holds is older than what the
+	// mirror holds (a message queued before a dump): see mirror.olderThanMirror.
+	carrierChanges uint32
+	carrierDowns   uint32
+	hasCarrierDown bool
 }
 
 // IPv4 devconf and netconf numbers (linux/ip.h, linux/netconf.h).
@@ -62,6 +69,10 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 			l.mtu = ad.Uint32()
 		case unix.IFLA_OPERSTATE:
 			l.oper = ad.Uint8()
+		case unix.IFLA_CARRIER_CHANGES:
+			l.carrierChanges = ad.Uint32()
+		case unix.IFLA_CARRIER_DOWN_COUNT:
+			l.carrierDowns, l.hasCarrierDown = ad.Uint32(), true
 		case unix.IFLA_AF_SPEC:
 			ad.Nested(func(af *netlink.AttributeDecoder) error {
 				for af.Next() {

@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
@@ -106,6 +107,12 @@ func (k *Kernel) Resync() {
 	k.m.mu.Lock()
 	k.m.stale = true
 	k.m.mu.Unlock()
+}
+
+// LinkHistory returns the records of the mirror's link history with
+// after < Seq <= upTo (see internal/linklog).
+func (k *Kernel) LinkHistory(after, upTo uint64) ([]linklog.Record, bool) {
+	return k.m.history.Between(after, upTo)
 }
 
 // Dumps is how many full dumps the mirror has done: one at start, then one

@@ -3,6 +3,7 @@ package kernel
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -26,11 +28,19 @@ type mirror struct {
 	err   error // the last message that could not be decoded (tests, logs)
 	dumps uint64
 
-	links   map[int32]*mlink
-	addrs   map[int32][]maddr // per ifindex, in the kernel's list order
-	routes  map[rkey][]*mroute
-	rules   []*mrule
-	bounces map[string]uint64 // per link name; survives the link's deletion
+	links  map[int32]*mlink
+	addrs  map[int32][]maddr // per ifindex, in the kernel's list order
+	routes map[rkey][]*mroute
+	rules  []*mrule
+
+	// history is the link history this mirror writes (linklog): one record
+	// per transition a notification makes, a Gap per link at every load.
+	history *linklog.History
+	// loading: a dump is being applied; its parts are state, not history.
+	loading bool
+	// dead: ifindexes the last load found deleted. Their notifications
+	// still queued on the watcher's socket are older than the dump.
+	dead map[int32]bool
 
 	// Writes of uplinkd's whose notifications have not arrived yet. The
 	// mirror applied each write when it was made; its notification, which
@@ -46,7 +56,7 @@ type mirror struct {
 }
 
 func newMirror() *mirror {
-	m := &mirror{stale: true, bounces: map[string]uint64{}, tables: map[uint32]bool{unix.RT_TABLE_MAIN: true}}
+	m := &mirror{stale: true, history: linklog.New(linklog.DefaultCapacity), tables: map[uint32]bool{unix.RT_TABLE_MAIN: true}}
 	m.reset()
 	return m
 }
@@ -203,11 +213,54 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	return nil
 }
 
+// record appends a history record for a notification (never for the parts
+// of a dump: load writes the Gap records).
+func (m *mirror) record(r linklog.Record) {
+	if !m.loading {
+		m.history.Append(r)
+	}
+}
+
+// olderThanMirror reports whether a link notification is older than what the mirror
+// holds: it names an ifindex the last dump found deleted, or it carries
+// carrier counters the kernel has since moved past. After a dump (taken on
+// another socket) the watcher's socket may still hold the notifications of
+// changes the dump already shows; applying them again would replay a
+// down/up the link went through before the dump, as if it happened after.
+func (m *mirror) olderThanMirror(old *mlink, l *mlink) bool {
+	if old == nil {
+		return m.dead[l.index]
+	}
+	return l.carrierChanges < old.carrierChanges
+}
+
 func (m *mirror) setLink(l mlink) {
 	old := m.links[l.index]
-	if old != nil {
-		if old.upAndCarrier() && !l.upAndCarrier() {
-			m.bounces[l.name]++
+	if m.olderThanMirror(old, &l) {
+		return
+	}
+	rec := linklog.Record{Name: l.name, Index: int(l.index)}
+	switch {
+	case old == nil:
+		rec.Kind = linklog.Appeared
+		m.record(rec)
+		if l.upAndCarrier() {
+			rec.Kind = linklog.Up
+			m.record(rec)
+		}
+	default:
+		if old.name != l.name {
+			rec.Kind, rec.OldName = linklog.Renamed, old.name
+			m.record(rec)
+			rec.OldName = ""
+		}
+		switch wasUp, isUp := old.upAndCarrier(), l.upAndCarrier(); {
+		case wasUp && !isUp:
+			rec.Kind, rec.Downs = linklog.Down, 1
+			m.record(rec)
+		case !wasUp && isUp:
+			rec.Kind = linklog.Up
+			m.record(rec)
 		}
 		if old.flags&unix.IFF_UP != 0 && l.flags&unix.IFF_UP == 0 {
 			// NETDEV_DOWN: fib_sync_down_dev + fib_flush, no RTM_DELROUTE.
@@ -220,35 +273,18 @@ func (m *mirror) setLink(l mlink) {
 func (m *mirror) delLink(index int32) {
 	old := m.links[index]
 	if old == nil {
+		delete(m.dead, index) // the deletion the last dump already showed
 		return
 	}
+	rec := linklog.Record{Kind: linklog.Gone, Name: old.name, Index: int(index)}
 	if old.upAndCarrier() {
-		m.bounces[old.name]++ // deleted while up: a down the loop must hear of
+		rec.Downs = 1 // deleted while up: a down the loop must hear of
 	}
+	m.record(rec)
 	delete(m.links, index)
 	delete(m.addrs, index)
-	m.pruneBounces()
 	// NETDEV_UNREGISTER: every route with a nexthop on the device goes.
 	m.flushDev(index, true)
-}
-
-// pruneBounces bounds the counters of links that are gone (hosts with
-// container churn see many one-off names): once there are many more counters
-// than links, those of absent names are dropped. A redial re-creates its
-// link long before that.
-func (m *mirror) pruneBounces() {
-	if len(m.bounces) <= 2*len(m.links)+256 {
-		return
-	}
-	present := make(map[string]bool, len(m.links))
-	for _, l := range m.links {
-		present[l.name] = true
-	}
-	for name := range m.bounces {
-		if !present[name] {
-			delete(m.bounces, name)
-		}
-	}
 }
 
 // flushDev models fib_sync_down_dev followed by fib_flush: a route goes when
@@ -296,7 +332,11 @@ func (m *mirror) setSlot(k rkey, rs []*mroute) {
 
 func (m *mirror) setAddr(a maddr) {
 	list := m.addrs[a.index]
-	if i := slices.IndexFunc(list, a.same); i >= 0 {
+	i := slices.IndexFunc(list, a.same)
+	if i < 0 {
+		m.recordAddr(linklog.AddrAdded, a)
+	}
+	if i >= 0 {
 		promoted := list[i].secondary() && !a.secondary()
 		list[i] = a
 		if !promoted {
@@ -323,6 +363,7 @@ func (m *mirror) delAddr(a maddr) {
 	if i < 0 {
 		return
 	}
+	m.recordAddr(linklog.AddrRemoved, a)
 	list = slices.Delete(list, i, i+1)
 	m.addrs[a.index] = list
 	if !m.isLocal(a.local) {
@@ -334,6 +375,17 @@ func (m *mirror) delAddr(a maddr) {
 		delete(m.addrs, a.index)
 		m.flushDev(a.index, false)
 	}
+}
+
+func (m *mirror) recordAddr(kind linklog.Kind, a maddr) {
+	if m.loading {
+		return
+	}
+	name := ""
+	if l := m.links[a.index]; l != nil {
+		name = l.name
+	}
+	m.record(linklog.Record{Kind: kind, Name: name, Index: int(a.index), Addr: netip.PrefixFrom(a.local, int(a.bits))})
 }
 
 // isLocal: the address is still configured on some link (fib_del_ifaddr
@@ -438,7 +490,8 @@ func (m *mirror) delRule(r *mrule) {
 
 // snapshot builds the policy view. Everything is copied: the caller owns it.
 func (m *mirror) snapshot() policy.Observed {
-	obs := policy.Observed{Links: make(map[string]policy.Link, len(m.links)), Addrs: map[string][]policy.Addr{}}
+	obs := policy.Observed{Links: make(map[string]policy.Link, len(m.links)), Addrs: map[string][]policy.Addr{},
+		LinkSeq: m.history.Last()}
 	names := make(map[int32]string, len(m.links))
 	for _, l := range m.links {
 		names[l.index] = l.name
@@ -448,7 +501,6 @@ func (m *mirror) snapshot() policy.Observed {
 			Up:           l.flags&unix.IFF_UP != 0,
 			Carrier:      l.flags&unix.IFF_LOWER_UP != 0,
 			PointToPoint: l.flags&unix.IFF_POINTOPOINT != 0,
-			Bounces:      m.bounces[l.name],
 		}
 	}
 	for index, list := range m.addrs {
@@ -513,12 +565,14 @@ func (r *mroute) policy(names map[int32]string) policy.Route {
 
 // load replaces the mirror's content with a dump: links, addresses, routes,
 // rules, in that order (routes refer to links; the order matters for
-// nothing else). Link bounces the dump reveals are counted: a link that was
-// up and is now down, or whose name now has another ifindex.
+// nothing else). The link history gets a Gap record for every link name
+// before or after it (gap).
 func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink.Message, error)) error {
 	oldLinks := m.links
 	m.reset()
 	m.dumps++
+	m.loading = true
+	defer func() { m.loading = false }()
 	for _, q := range []struct {
 		typ    netlink.HeaderType
 		family uint8
@@ -539,18 +593,57 @@ func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink
 	for _, r := range m.rules {
 		r.pending = true // a queued NEWRULE of it is not a second copy
 	}
+	m.gap(oldLinks)
+	m.stale = false
+	return nil
+}
+
+// gap writes one Gap record per link name the mirror held before the dump
+// or holds after it, and remembers which ifindexes the dump found deleted.
+// Across a gap nothing is replayed: states are compared. A link whose
+// ifindex is the same on both sides went down as often as the kernel's
+// carrier_down_count grew (one more if it lost IFF_UP, which the counter
+// does not see); a link that was up and is now gone, or has another
+// ifindex, was deleted: one down.
+func (m *mirror) gap(oldLinks map[int32]*mlink) {
+	m.dead = map[int32]bool{}
+	names := map[string]bool{}
+	for index, old := range oldLinks {
+		names[old.name] = true
+		if m.links[index] == nil {
+			m.dead[index] = true
+		}
+	}
+	for _, l := range m.links {
+		names[l.name] = true
+	}
 	byName := make(map[string]*mlink, len(oldLinks))
 	for _, l := range oldLinks {
 		byName[l.name] = l
 	}
-	for name, old := range byName {
-		l := m.linkByName(name)
-		if old.upAndCarrier() && (l == nil || old.index != l.index || !l.upAndCarrier()) {
-			m.bounces[name]++
+	sorted := slices.Sorted(maps.Keys(names))
+	for _, name := range sorted {
+		old, now := byName[name], m.linkByName(name)
+		rec := linklog.Record{Kind: linklog.Gap, Name: name}
+		if now != nil {
+			rec.Index = int(now.index)
 		}
+		switch {
+		case old == nil:
+		case now == nil || now.index != old.index:
+			if old.upAndCarrier() {
+				rec.Downs = 1
+			}
+		default:
+			if old.hasCarrierDown && now.hasCarrierDown && now.carrierDowns > old.carrierDowns {
+				rec.Downs = int(min(now.carrierDowns-old.carrierDowns, 1000))
+			}
+			if rec.Downs == 0 && old.upAndCarrier() && !now.upAndCarrier() {
+				rec.Downs = 1 // IFF_UP lost (or no counters to read)
+			}
+		}
+		m.history.Append(rec)
 	}
-	m.stale = false
-	return nil
 }
 
 func (m *mirror) linkByName(name string) *mlink {

@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -59,7 +60,11 @@ func TestMirrorMatchesDump(t *testing.T) {
 	if !slices.ContainsFunc(obs.Routes, func(r policy.Route) bool { return r.Table == foreignT && r.Dst.Bits() == 0 }) {
 		t.Fatal("the default route of a foreign table is not in the mirror")
 	}
-	bounces := func(name string) uint64 { return f.mirrorOnly().Links[name].Bounces }
+	// Down transitions in the link history, as the loop counts them.
+	bounces := func(name string) int {
+		recs, _ := f.k.LinkHistory(0, f.mirrorOnly().LinkSeq)
+		return linklog.Summarize(recs)[name].Downs
+	}
 
 	// Link down and up: the kernel drops every route via ppp0 without a
 	// word, keeps the multipath route with its ppp0 path dead.
