@@ -120,7 +120,9 @@ const (
 // The first event is always KindResync, sent once the subscription is in
 // place: the consumer does its initial full read on it. When the kernel
 // reports ENOBUFS (notifications were dropped because the receive buffer was
-// full), Run sends KindResync and keeps reading. Any other receive error
+// full), Run closes the socket and subscribes again at once (the old queue
+// holds only notifications older than the resync, and the kernel would drop
+// later ones silently until it drained), then sends KindResync. Any other receive error
 // means the socket is unusable: Run logs it, closes the socket, re-dials with
 // backoff (10ms doubling to 1s) until it succeeds, and then sends KindResync.
 //
@@ -172,6 +174,9 @@ func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
 	return c, nil
 }
 
+// errOverflow: the kernel dropped notifications (ENOBUFS).
+var errOverflow = errors.New("netlink receive buffer overflowed")
+
 func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, dial dialFunc) error {
 	c, err := dial(opts, log)
 	if err != nil {
@@ -190,11 +195,18 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 			// The socket worked for a while: start the backoff over.
 			backoff = minBackoff
 		}
-		log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
+		overflow := errors.Is(err, errOverflow)
+		if overflow {
+			log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resubscribing and resyncing")
+		} else {
+			log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
+		}
 		for {
-			if !sleep(ctx, backoff) {
+			// An overflow's socket was fine: the first redial is at once.
+			if !overflow && !sleep(ctx, backoff) {
 				return nil
 			}
+			overflow = false
 			backoff = min(2*backoff, maxBackoff)
 			c, err = dial(opts, log)
 			if err == nil {
@@ -230,14 +242,15 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 				return received, nil
 			}
 			if errors.Is(err, unix.ENOBUFS) {
-				log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resync")
+				// The kernel reports an overflow once, then drops
+				// notifications silently until the queue is empty again,
+				// and what is still queued is older than any dump made
+				// now. A new socket starts clean: run resubscribes at once
+				// and serve asks for the resync once it is in place.
 				if sink != nil {
 					sink.Resync()
 				}
-				if !send(ctx, out, Event{Kind: KindResync, At: now}) {
-					return received, nil
-				}
-				continue
+				return received, errOverflow
 			}
 			return received, err
 		}

@@ -378,9 +378,11 @@ func TestRunResubscribes(t *testing.T) {
 	conns := []*fakeConn{
 		newFakeConn(
 			recvResult{msgs: []netlink.Message{route}},
-			recvResult{err: enobufs}, // overflow: resync, same socket
+			recvResult{err: enobufs}, // overflow: a new socket at once, resync
+		),
+		newFakeConn(
 			recvResult{msgs: []netlink.Message{route}},
-			recvResult{err: died}, // socket died: redial
+			recvResult{err: died}, // socket died: redial with backoff
 		),
 		nil, // a failing dial
 		nil, // another failing dial
@@ -432,16 +434,17 @@ func TestRunResubscribes(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(dials) != 4 {
-		t.Fatalf("%d dials, want 4", len(dials))
+	if len(dials) != 5 {
+		t.Fatalf("%d dials, want 5", len(dials))
 	}
-	// Backoff 10ms, 20ms, 40ms before dials 1, 2, 3.
+	// Backoff 10ms, 20ms, 40ms before dials 2, 3, 4 (the socket that
+	// overflowed is replaced without one).
 	for i, least := range []time.Duration{10, 20, 40} {
-		if gap := dials[i+1].Sub(dials[i]); gap < least*time.Millisecond {
-			t.Errorf("dial %d came %v after the previous one, want >= %vms", i+1, gap, int(least))
+		if gap := dials[i+2].Sub(dials[i+1]); gap < least*time.Millisecond {
+			t.Errorf("dial %d came %v after the previous one, want >= %vms", i+2, gap, int(least))
 		}
 	}
-	if !conns[0].closed.Load() || !conns[3].closed.Load() {
+	if !conns[0].closed.Load() || !conns[1].closed.Load() || !conns[4].closed.Load() {
 		t.Error("sockets not closed")
 	}
 }

@@ -433,6 +433,16 @@ func TestLoopBounceSignals(t *testing.T) {
 			l.k.flap("ppp0", 2)
 			l.send(linkEvent(l, "ppp0"))
 		}, true, false},
+		{"a resync: the gap's kernel counter moved", func(l *loop) {
+			l.k.edit(func(o *policy.Observed) { kernelDrop(o, "ppp0") })
+			l.k.history.Append(linklog.Record{Kind: linklog.Gap, Name: "ppp0", Index: 3, Downs: 2})
+			l.send(watcher.Event{Kind: watcher.KindResync})
+		}, true, false},
+		{"a resync with nothing counted: routes restored, no bounce invented", func(l *loop) {
+			l.k.edit(func(o *policy.Observed) { kernelDrop(o, "ppp0") })
+			l.k.history.Append(linklog.Record{Kind: linklog.Gap, Name: "ppp0", Index: 3})
+			l.send(watcher.Event{Kind: watcher.KindResync})
+		}, false, false},
 		{"re-created link (new ifindex)", func(l *loop) {
 			l.k.edit(func(o *policy.Observed) {
 				kernelDrop(o, "ppp0")

@@ -35,6 +35,9 @@ type Kernel struct {
 	log     *slog.Logger
 	m       *mirror
 	sysctls map[string]*os.File
+	// readBuffer is the subscription's receive buffer (0: the watcher's
+	// default). Tests make it small to force overflows.
+	readBuffer int
 }
 
 // Open opens the netlink sockets in ns (ns < 0: the caller's namespace).
@@ -90,7 +93,7 @@ func (k *Kernel) Close() error {
 // sent, so a pass triggered by an event sees it; a (re)subscription or an
 // overflow marks the mirror stale before the KindResync event goes out.
 func (k *Kernel) Run(ctx context.Context, out chan<- watcher.Event) error {
-	return watcher.Run(ctx, watcher.Options{NetNS: nsFD(k.ns), Logger: k.log, Sink: k}, out)
+	return watcher.Run(ctx, watcher.Options{NetNS: nsFD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
 }
 
 // Update applies one notification to the mirror (watcher.Sink).

@@ -254,11 +254,26 @@ func (m *mirror) setLink(l mlink) {
 			m.record(rec)
 			rec.OldName = ""
 		}
-		switch wasUp, isUp := old.upAndCarrier(), l.upAndCarrier(); {
+		// The kernel's carrier_down_count may have moved by more than this
+		// message shows: linkwatch sends one message for a carrier that
+		// went off and on again before it ran, and an overflow loses
+		// messages whose successor still arrives. Those downs happened.
+		wasUp, isUp := old.upAndCarrier(), l.upAndCarrier()
+		downs := 0
+		if old.hasCarrierDown && l.hasCarrierDown && l.carrierDowns > old.carrierDowns {
+			downs = int(min(l.carrierDowns-old.carrierDowns, 1000))
+		}
+		switch {
 		case wasUp && !isUp:
-			rec.Kind, rec.Downs = linklog.Down, 1
+			rec.Kind, rec.Downs = linklog.Down, max(downs, 1)
 			m.record(rec)
-		case !wasUp && isUp:
+		case downs > 0:
+			// Unseen down/up cycles: told like a gap, by the counter.
+			rec.Kind, rec.Downs = linklog.Gap, downs
+			m.record(rec)
+			rec.Downs = 0
+		}
+		if !wasUp && isUp {
 			rec.Kind = linklog.Up
 			m.record(rec)
 		}

@@ -45,7 +45,10 @@ func newFixture(t *testing.T) *fixture { return newFixtureRun(t, true) }
 
 // newFixtureRun with run false has no subscription: the mirror then changes
 // only by its dump and uplinkd's own writes.
-func newFixtureRun(t *testing.T, run bool) *fixture {
+func newFixtureRun(t *testing.T, run bool) *fixture { return newFixtureBuffer(t, run, 0) }
+
+// newFixtureBuffer: readBuffer > 0 is the subscription's receive buffer.
+func newFixtureBuffer(t *testing.T, run bool, readBuffer int) *fixture {
 	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: lab.KindPPP}, {Name: "eth1", Kind: lab.KindEthernet}}})
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
@@ -62,6 +65,7 @@ func newFixtureRun(t *testing.T, run bool) *fixture {
 		t.Fatal(err)
 	}
 	k.SetTables([]int{tableA, tableB})
+	k.readBuffer = readBuffer
 	if !run {
 		t.Cleanup(func() { k.Close() })
 		if _, err := k.Snapshot(); err != nil {
