@@ -857,11 +857,15 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 				d.queueHook(rt, hooks.HookEvent{Event: "up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 			}
 		}
-		// Any address change (lost, gained, replaced) or a failure clears the
-		// uplink's conntrack entries after this pass's firewall sync: an entry
-		// made in the instant between the route change and the SNAT rewrite
-		// would otherwise keep a NAT binding to an address that is gone.
-		if seen && (st.Addr != old.Addr || (old.Usable && !st.Usable)) {
+		// An address lost or replaced, or a failure, clears the uplink's
+		// conntrack entries after this pass's firewall sync: an entry made in
+		// the instant between the route change and the SNAT rewrite would
+		// otherwise keep a NAT binding to an address that is gone. An address
+		// gained where there was none clears nothing: the entries of any
+		// earlier address went when it did, and those there now are NATed to
+		// this one (on a second gateway taking over a keepalived address,
+		// conntrackd has just committed the connections of the first).
+		if seen && ((old.Addr.IsValid() && st.Addr != old.Addr) || (old.Usable && !st.Usable)) {
 			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
 		}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -671,4 +672,63 @@ func TestLoopHistoryBounceOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoopConntrackFlush: which transitions delete an uplink's conntrack
+// entries. An address gained where there was none deletes nothing: on a
+// second gateway taking over a keepalived address, those entries are the
+// ones conntrackd has just committed, NATed to that very address.
+func TestLoopConntrackFlush(t *testing.T) {
+	setAddr := func(a string) func(o *policy.Observed) {
+		return func(o *policy.Observed) {
+			if a == "" {
+				delete(o.Addrs, "ppp0")
+				return
+			}
+			o.Addrs["ppp0"] = []policy.Addr{{Prefix: netip.MustParsePrefix(a + "/32"), Peer: netip.MustParseAddr("100.64.0.1")}}
+		}
+	}
+	tests := []struct {
+		name      string
+		steps     []func(o *policy.Observed) // one pass each, after the first
+		wantFlush int                        // of ppp0, over the steps
+	}{
+		{"address replaced", []func(*policy.Observed){setAddr("100.64.0.77")}, 1},
+		{"address lost", []func(*policy.Observed){setAddr("")}, 1},
+		{"address lost, then a new one", []func(*policy.Observed){setAddr(""), setAddr("100.64.0.77")}, 1},
+		{"carrier lost (failed)", []func(*policy.Observed){func(o *policy.Observed) {
+			ln := o.Links["ppp0"]
+			ln.Carrier = false
+			o.Links["ppp0"] = ln
+		}}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
+			for _, step := range tt.steps {
+				l.k.edit(step)
+				l.send(linkEvent(l, "ppp0"))
+				l.pass()
+			}
+			got := len(l.logs.records(map[string]any{"msg": "conntrack entries of the uplink deleted", "uplink": "ppp0"}))
+			if got != tt.wantFlush {
+				t.Errorf("ppp0's conntrack entries deleted %d times, want %d", got, tt.wantFlush)
+			}
+		})
+	}
+	t.Run("first address after a start without one", func(t *testing.T) {
+		verifyNoLeaks(t)
+		obs := twoPPP()
+		delete(obs.Addrs, "ppp0")
+		l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: obs})
+		l.k.edit(setAddr("100.64.0.77"))
+		l.send(linkEvent(l, "ppp0"))
+		if s := l.pass(); !slices.ContainsFunc(s.Desired.Uplinks, func(u policy.UplinkState) bool { return u.Name == "ppp0" && u.Addr.IsValid() }) {
+			t.Fatalf("ppp0 has no address in the pass: %+v", s.Desired.Uplinks)
+		}
+		if n := len(l.logs.records(map[string]any{"msg": "conntrack entries of the uplink deleted", "uplink": "ppp0"})); n != 0 {
+			t.Errorf("ppp0's conntrack entries deleted %d times when it gained its address", n)
+		}
+	})
 }
