@@ -106,7 +106,10 @@ type Daemon struct {
 	// its last address.
 	ownedVia map[string][]string
 
-	wasActive    map[string]bool
+	wasActive map[string]bool
+	// lostAddr: with [ha], the address an uplink lost, kept until it has
+	// one again (flushOnTransition).
+	lostAddr     map[string]netip.Addr
 	fwDamaged    chan struct{}
 	ctFlush      []int // indexes of uplinks whose connections must go this pass
 	runtimes     map[string]*uplinkRuntime
@@ -179,6 +182,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		wasActive:  map[string]bool{},
+		lostAddr:   map[string]netip.Addr{},
 		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
 	}
@@ -857,15 +861,7 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 				d.queueHook(rt, hooks.HookEvent{Event: "up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
 			}
 		}
-		// An address lost or replaced, or a failure, clears the uplink's
-		// conntrack entries after this pass's firewall sync: an entry made in
-		// the instant between the route change and the SNAT rewrite would
-		// otherwise keep a NAT binding to an address that is gone. An address
-		// gained where there was none clears nothing: the entries of any
-		// earlier address went when it did, and those there now are NATed to
-		// this one (on a second gateway taking over a keepalived address,
-		// conntrackd has just committed the connections of the first).
-		if seen && ((old.Addr.IsValid() && st.Addr != old.Addr) || (old.Usable && !st.Usable)) {
+		if seen && d.flushOnTransition(old, st) {
 			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
 		}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
@@ -895,6 +891,34 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 			d.log.Info("default route membership changed", append(attrs, "event", "route", "active", st.Active, "reason", st.Reason)...)
 		}
 	}
+}
+
+// flushOnTransition tells whether a transition clears the uplink's
+// conntrack entries (after the pass's firewall sync). An address replaced or
+// lost, or a failure, does: an entry made in the instant between the route
+// change and the SNAT rewrite would otherwise keep a NAT binding to an
+// address that is gone, and LAN hosts reconnect sooner. An address gained
+// where there was none does not: the entries of any earlier address went
+// when it did, and those there now are NATed to this one.
+//
+// With two gateways ([ha]) an address that disappears may be a keepalived
+// WAN address moving to the other box, whose conntrackd carries the
+// connections over: deleting them here would have conntrackd delete them
+// there too. So the loss is remembered instead, and the entries go only if
+// the uplink comes back with another address.
+func (d *Daemon) flushOnTransition(old, st policy.UplinkState) bool {
+	switch {
+	case old.Addr.IsValid() && !st.Addr.IsValid() && d.cfg.HA.Enabled():
+		d.lostAddr[st.Name] = old.Addr
+		return false
+	case old.Addr.IsValid() && st.Addr != old.Addr:
+		return true
+	case !old.Addr.IsValid() && st.Addr.IsValid():
+		lost, ok := d.lostAddr[st.Name]
+		delete(d.lostAddr, st.Name)
+		return ok && lost != st.Addr
+	}
+	return old.Usable && !st.Usable
 }
 
 // flushConntrack deletes, inside the kernel and by the uplink's connection

@@ -688,24 +688,42 @@ func TestLoopConntrackFlush(t *testing.T) {
 			o.Addrs["ppp0"] = []policy.Addr{{Prefix: netip.MustParsePrefix(a + "/32"), Peer: netip.MustParseAddr("100.64.0.1")}}
 		}
 	}
+	carrierLost := func(o *policy.Observed) {
+		ln := o.Links["ppp0"]
+		ln.Carrier = false
+		o.Links["ppp0"] = ln
+	}
+	const first = "100.64.0.2" // twoPPP's address of ppp0
 	tests := []struct {
 		name      string
+		ha        bool                       // [ha] configured (two gateways)
 		steps     []func(o *policy.Observed) // one pass each, after the first
 		wantFlush int                        // of ppp0, over the steps
 	}{
-		{"address replaced", []func(*policy.Observed){setAddr("100.64.0.77")}, 1},
-		{"address lost", []func(*policy.Observed){setAddr("")}, 1},
-		{"address lost, then a new one", []func(*policy.Observed){setAddr(""), setAddr("100.64.0.77")}, 1},
-		{"carrier lost (failed)", []func(*policy.Observed){func(o *policy.Observed) {
-			ln := o.Links["ppp0"]
-			ln.Carrier = false
-			o.Links["ppp0"] = ln
-		}}, 1},
+		{"address replaced", false, []func(*policy.Observed){setAddr("100.64.0.77")}, 1},
+		{"address lost", false, []func(*policy.Observed){setAddr("")}, 1},
+		{"address lost, then a new one", false, []func(*policy.Observed){setAddr(""), setAddr("100.64.0.77")}, 1},
+		{"carrier lost (failed)", false, []func(*policy.Observed){carrierLost}, 1},
+		// Two gateways: a lost address may be a keepalived address moving
+		// to the other box, whose conntrackd carries the connections.
+		{"ha: address lost", true, []func(*policy.Observed){setAddr("")}, 0},
+		{"ha: address lost, back the same", true, []func(*policy.Observed){setAddr(""), setAddr(first)}, 0},
+		{"ha: address lost, then a new one", true, []func(*policy.Observed){setAddr(""), setAddr("100.64.0.77")}, 1},
+		{"ha: address replaced", true, []func(*policy.Observed){setAddr("100.64.0.77")}, 1},
+		{"ha: carrier lost with the address kept", true, []func(*policy.Observed){carrierLost}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			verifyNoLeaks(t)
-			l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
+			extra := ""
+			if tt.ha {
+				extra = fmt.Sprintf("\n[ha]\ntrack_file = %q\n", filepath.Join(t.TempDir(), "track"))
+			}
+			obs := twoPPP()
+			if a := obs.Addrs["ppp0"]; len(a) != 1 || a[0].Prefix.Addr().String() != first {
+				t.Fatalf("twoPPP's ppp0 addresses %v, want %s", a, first)
+			}
+			l := startLoop(t, loopOpts{config: fakeConfig("", extra), obs: obs})
 			for _, step := range tt.steps {
 				l.k.edit(step)
 				l.send(linkEvent(l, "ppp0"))
