@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 )
 
@@ -57,9 +56,9 @@ func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
 	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
+		pem, err := readRegularFile("ca_file", spec.CAFile, maxCAFile, false)
 		if err != nil {
-			return nil, fmt.Errorf("dyndns2: ca_file: %w", err)
+			return nil, fmt.Errorf("dyndns2: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
