@@ -106,9 +106,16 @@ func DefaultCommands(kind, iface, peer string, command, stop []string) (cmd, sto
 // itself; killing it half-way through a negotiation is what made dials
 // fail). Only NeedRestart, a link that is up but has failed its probes for
 // reconnect_after, runs the stop command (poff) before the command (pon);
-// without a live pppd an attempt runs the command alone. After a command
-// that started a dial (exit 0) the next attempt waits at least DialTimeout;
-// after one that failed, the backoff.
+// without a live pppd an attempt runs the command alone. A command that
+// started a dial (exit 0), or an attempt that found a live pppd, opens a
+// dial window: the next attempt waits until the uplink comes up (Set
+// NeedNone, which also resets the backoff), the window's pppd exits (then
+// the backoff) or DialTimeout (a dial) or the backoff (a found pppd) has
+// passed. After a command that failed, the backoff. Backoff is thus only
+// between failed attempts: a reconnect that worked delays nothing.
+//
+// A Reconnector built for a reloaded config Adopts the old one, so that a
+// reload never runs two attempts at once either.
 //
 // Commands run in a session of their own, so the pppd they start does not
 // belong to the daemon: it survives a daemon restart when the service
