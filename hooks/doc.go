@@ -26,7 +26,9 @@
 // daemon's loop does and tells a [Reconnector] what it needs
 // ([Reconnector.Set]), the [Runner] (Fire) and the [PublishManager]
 // (Update). What the Reconnector decides by itself is whether a pppd already
-// owns the line. None of these calls blocks: the work happens on goroutines
+// owns the line, and when the dial window of an attempt ends (the pppd it
+// started or found exits: it watches /proc while a window is open). None
+// of these calls blocks: the work happens on goroutines
 // owned by those objects, each waited for by Close. Scheduling uses an
 // injectable [Clock] so that backoff, settle and refresh can be tested
 // without waiting; process timeouts use real time because they bound real

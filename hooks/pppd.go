@@ -73,3 +73,10 @@ func (p procTable) cmdline(pid int) []string {
 }
 
 func isPPPD(argv0 string) bool { return filepath.Base(argv0) == "pppd" }
+
+// isPPPD reports whether pid is a live pppd (not gone, not a zombie, not
+// a reused pid now running something else).
+func (p procTable) isPPPD(pid int) bool {
+	argv := p.cmdline(pid)
+	return len(argv) > 0 && isPPPD(argv[0])
+}

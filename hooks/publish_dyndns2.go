@@ -8,9 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 )
 
@@ -56,9 +56,9 @@ func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
 	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if spec.CAFile != "" {
-		pem, err := os.ReadFile(spec.CAFile)
+		pem, err := readRegularFile("ca_file", spec.CAFile, maxCAFile, false)
 		if err != nil {
-			return nil, fmt.Errorf("dyndns2: ca_file: %w", err)
+			return nil, fmt.Errorf("dyndns2: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
@@ -79,11 +79,44 @@ func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
 		ua = "uplinkd/dev"
 	}
 	return &dynDNS2{
-		spec:      spec,
-		endpoint:  u.JoinPath("nic", "update"),
-		client:    &http.Client{Transport: tr, Timeout: spec.Timeout},
+		spec:     spec,
+		endpoint: u.JoinPath("nic", "update"),
+		client: &http.Client{Transport: tr, Timeout: spec.Timeout,
+			CheckRedirect: sameOriginRedirect},
 		userAgent: ua,
 	}, nil
+}
+
+// errRedirect: the server redirected elsewhere than its own scheme, host
+// and port. Following would send the Basic credentials there (Go's client
+// keeps Authorization when only the scheme or port changes: HTTPS to plain
+// HTTP on the same host included).
+var errRedirect = errors.New("redirect to another scheme, host or port refused: the request carries credentials")
+
+// maxRedirects bounds same-origin redirects (http.Client's own default).
+const maxRedirects = 10
+
+// sameOriginRedirect is the CheckRedirect of publishers that send
+// credentials: a redirect is followed only to the same scheme, host and
+// port as the request that got it.
+func sameOriginRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxRedirects)
+	}
+	prev := via[len(via)-1].URL
+	if req.URL.Scheme != prev.Scheme || !strings.EqualFold(hostPort(req.URL), hostPort(prev)) {
+		return fmt.Errorf("%w (%s://%s to %s://%s)", errRedirect, prev.Scheme, prev.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
+}
+
+// hostPort is u's host with the scheme's default port made explicit.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(u.Hostname(), port)
 }
 
 func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult {
@@ -102,6 +135,11 @@ func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult
 	hreq.SetBasicAuth(d.spec.Username, pw)
 	hreq.Header.Set("User-Agent", d.userAgent)
 	resp, err := d.client.Do(hreq)
+	if errors.Is(err, errRedirect) {
+		// The server URL points somewhere that sends us elsewhere: a
+		// config problem no retry fixes, and nothing was sent there.
+		return PublishResult{Outcome: PublishPermanent, Err: fmt.Errorf("dyndns2 %s: %w", d.spec.Hostname, err)}
+	}
 	if err != nil {
 		// Network errors, timeouts and certificate failures alike: the
 		// server or the path to it may come back. A wrong CA stays wrong,

@@ -167,6 +167,11 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 					"event", "publish", "uplink", spec.Uplink, "publisher", spec.Name, "reason", err.Error())
 			}
 			p.published, p.publishedAt, p.lastAttempt = st.Address, st.PublishedAt, st.LastAttempt
+			if st.InFlight.IsValid() {
+				m.log.Warn("a publish was in flight when uplinkd stopped; it may have reached the server and is sent again (at least once)",
+					"event", "publish", "uplink", spec.Uplink, "publisher", spec.Name, "in_flight", st.InFlight.String(),
+					"last_attempt", st.LastAttempt)
+			}
 		}
 		m.pubs = append(m.pubs, p)
 		m.byUplink[spec.Uplink] = append(m.byUplink[spec.Uplink], p)
@@ -266,6 +271,17 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	// timeout); this deadline is only a backstop, so it must not win the
 	// race against theirs.
 	ctx, cancel := context.WithTimeout(m.ctx, spec.Timeout+time.Second)
+	if p.state != "" {
+		// The intent goes to disk before the request goes out: a daemon
+		// killed now sends it again after its restart, but keeps
+		// min_interval from this attempt (docs/publish.md).
+		st := publishState{Uplink: spec.Uplink, Publisher: spec.Name, Kind: string(spec.Kind), Target: spec.target(),
+			Address: req.Previous, PublishedAt: p.publishedAt, LastAttempt: m.clock.Now(), InFlight: req.Addr}
+		if err := savePublishState(p.state, st); err != nil {
+			m.log.Error("publish intent not saved; publishing anyway", "event", "publish", "uplink", spec.Uplink,
+				"publisher", spec.Name, "reason", err.Error())
+		}
+	}
 	start := time.Now()
 	res := p.pub.Publish(ctx, req)
 	cancel()

@@ -17,6 +17,13 @@ import (
 // a restart with an unchanged address publishes nothing and a changed one
 // publishes once. The file also records the publisher's target (see
 // PublishSpec.target): a publisher pointed elsewhere starts afresh.
+//
+// Delivery is at least once: before each attempt the file records its
+// intent (InFlight, LastAttempt), after it the result. A daemon killed
+// while a publish was in flight finds the intent at the next start; it
+// cannot know whether the server got the update, so it sends it again, but
+// not before min_interval after the interrupted attempt, and says so in
+// the log.
 
 type publishState struct {
 	Uplink      string     `json:"uplink"`
@@ -26,7 +33,13 @@ type publishState struct {
 	Address     netip.Addr `json:"address"`
 	PublishedAt time.Time  `json:"published_at"`
 	LastAttempt time.Time  `json:"last_attempt"` // successful or not: min_interval spans restarts
+	// InFlight is the address of an attempt that started and has not
+	// ended (recorded before sending); absent once it ended.
+	InFlight netip.Addr `json:"in_flight,omitzero"`
 }
+
+// maxStateFile bounds a state file: it is a few hundred bytes.
+const maxStateFile = 64 << 10
 
 func statePath(dir string, spec PublishSpec) string {
 	return filepath.Join(dir, "publish", url.PathEscape(spec.Uplink), url.PathEscape(spec.Name)+".json")
@@ -36,7 +49,9 @@ func statePath(dir string, spec PublishSpec) string {
 // different target, is the zero state. A corrupt file is an error the
 // caller logs (publishing once more is the safe reaction).
 func loadPublishState(path string, spec PublishSpec) (publishState, error) {
-	b, err := os.ReadFile(path)
+	// Opened like a secret file (no blocking on a FIFO, bounded), but any
+	// owner and mode: the directory is the daemon's own.
+	b, err := readRegularFile("publish state", path, maxStateFile, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return publishState{}, nil
 	}

@@ -106,9 +106,16 @@ func DefaultCommands(kind, iface, peer string, command, stop []string) (cmd, sto
 // itself; killing it half-way through a negotiation is what made dials
 // fail). Only NeedRestart, a link that is up but has failed its probes for
 // reconnect_after, runs the stop command (poff) before the command (pon);
-// without a live pppd an attempt runs the command alone. After a command
-// that started a dial (exit 0) the next attempt waits at least DialTimeout;
-// after one that failed, the backoff.
+// without a live pppd an attempt runs the command alone. A command that
+// started a dial (exit 0), or an attempt that found a live pppd, opens a
+// dial window: the next attempt waits until the uplink comes up (Set
+// NeedNone, which also resets the backoff), the window's pppd exits (then
+// the backoff) or DialTimeout (a dial) or the backoff (a found pppd) has
+// passed. After a command that failed, the backoff. Backoff is thus only
+// between failed attempts: a reconnect that worked delays nothing.
+//
+// A Reconnector built for a reloaded config Adopts the old one, so that a
+// reload never runs two attempts at once either.
 //
 // Commands run in a session of their own, so the pppd they start does not
 // belong to the daemon: it survives a daemon restart when the service
@@ -139,7 +146,25 @@ type Reconnector struct {
 	next      time.Duration
 	attempts  int       // started in total, including those that found pppd alive
 	cycle     int       // started since the uplink last came back
-	dialed    time.Time // when the last successful command was started
+	started   time.Time // when the running attempt started (status: dialling since)
+	timerAt   time.Time // when the scheduled attempt fires
+
+	// The dial window (kind ppp) of the last attempt: it started a dial
+	// (its command exited 0) or found a live pppd. It ends when the
+	// uplink comes up (Set(NeedNone)), when that pppd exits (the next
+	// attempt then comes exitDelay later, the backoff) or when the
+	// scheduled attempt fires (DialTimeout after the dial at the latest).
+	inWindow    bool
+	windowSince time.Time          // when the window's dial was started (zero: it found a pppd)
+	pppdPID     int                // the pppd the window waits for; 0: none seen yet
+	watchStop   context.CancelFunc // ends the window's pppd watch
+	exitDelay   time.Duration
+
+	// Reloads (Adopt): an attempt of a predecessor still runs; r starts
+	// none of its own until that attempt hands its result over.
+	waiting  bool
+	heir     *Reconnector  // this (closed) Reconnector's attempt belongs to heir
+	pollPPPD time.Duration // how often the window looks at its pppd
 }
 
 // NewReconnector returns an idle Reconnector. Zero durations in spec get the
@@ -197,9 +222,11 @@ func (r *Reconnector) Down(down bool) {
 //
 // A need starts an attempt at once unless one is running or scheduled;
 // while the need lasts, each finished attempt schedules the next after the
-// current backoff. NeedNone cancels the scheduled attempt and resets the
-// backoff; a running attempt is left to finish (killing pon half-way helps
-// nobody) but runs no further command.
+// current backoff. NeedNone cancels the scheduled attempt, ends the dial
+// window and resets the backoff: a dial that succeeded holds back nothing,
+// so a link that goes away later is dialled again at once. A running
+// attempt is left to finish (killing pon half-way helps nobody) but runs no
+// further command.
 func (r *Reconnector) Set(need Need) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -212,12 +239,13 @@ func (r *Reconnector) Set(need Need) {
 		}
 		r.need = NeedNone
 		r.stopTimerLocked()
+		r.closeWindowLocked()
 		r.next = r.spec.Backoff
 		r.cycle = 0
 		return
 	}
 	r.need = need
-	if len(r.spec.Command) == 0 || r.running || r.timer != nil {
+	if len(r.spec.Command) == 0 || r.running || r.waiting || r.timer != nil {
 		return
 	}
 	r.startLocked()
@@ -241,12 +269,118 @@ func (r *Reconnector) Attempts() int {
 	return r.attempts
 }
 
+// Reconnect states (ReconnectState.State).
+const (
+	ReconnectIdle     = "idle"     // nothing needed, or nothing to run
+	ReconnectDialling = "dialling" // a command runs, or its dial has not come up yet
+	ReconnectPPPD     = "pppd"     // a pppd for the peer lives: the dial is left to it
+	ReconnectBackoff  = "backoff"  // the next attempt waits for the backoff
+	ReconnectWaiting  = "takeover" // a reload: the previous config's attempt still runs
+)
+
+// ReconnectState is what a Reconnector is doing, for `uplinkd status`.
+type ReconnectState struct {
+	State string
+	Since time.Time // dialling: when the attempt or its dial started
+	PID   int       // pppd: the pppd waited for
+	Until time.Time // dialling, pppd, backoff: when the next attempt is due (zero: none scheduled)
+}
+
+// State returns what r is doing now.
+func (r *Reconnector) State() ReconnectState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st ReconnectState
+	if r.timer != nil {
+		st.Until = r.timerAt
+	}
+	switch {
+	case r.running:
+		st.State, st.Since = ReconnectDialling, r.started
+	case r.waiting:
+		st.State, st.Since = ReconnectWaiting, r.started
+	case r.need == NeedNone || r.closed:
+		return ReconnectState{State: ReconnectIdle}
+	case r.inWindow && r.pppdPID > 0:
+		st.State, st.PID = ReconnectPPPD, r.pppdPID
+	case r.inWindow:
+		st.State, st.Since = ReconnectDialling, r.windowSince
+	case r.timer != nil:
+		st.State = ReconnectBackoff
+	default:
+		st.State = ReconnectIdle
+	}
+	return st
+}
+
+// Adopt makes r, a Reconnector built for a reloaded config, carry on where
+// old left off, so that a reload never makes two dials at once: old is
+// closed for good (it schedules nothing more); an attempt of old that still
+// runs becomes r's (r starts none until it ends, then schedules the next
+// from its result); old's scheduled attempt, backoff and dial window carry
+// over. Call it once, before the first Set; the caller still Closes old.
+func (r *Reconnector) Adopt(old *Reconnector) {
+	if old == nil || old == r {
+		return
+	}
+	old.mu.Lock()
+	old.closed = true
+	running := old.running || old.waiting
+	if running {
+		old.heir = r
+	}
+	timerAt, scheduled := old.timerAt, old.timer != nil
+	old.stopTimerLocked()
+	inWindow, since, pid, exitDelay := old.inWindow, old.windowSince, old.pppdPID, old.exitDelay
+	old.closeWindowLocked()
+	need, next, cycle, started := old.need, old.next, old.cycle, old.started
+	old.mu.Unlock()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.need, r.cycle, r.started = need, cycle, started
+	r.next = min(max(next, r.spec.Backoff), r.spec.MaxBackoff)
+	if running {
+		r.waiting = true
+		return
+	}
+	if scheduled {
+		r.armLocked(max(timerAt.Sub(r.clock.Now()), 0))
+		if inWindow {
+			r.exitDelay = exitDelay
+			r.openWindowLocked(pid, since)
+		}
+	}
+}
+
+// handOver gives the result of an attempt that a reload moved to r (see
+// Adopt): r schedules the next attempt as if the attempt had been its own.
+func (r *Reconnector) handOver(dialed time.Time, pid int) {
+	r.mu.Lock()
+	if r.closed && r.heir != nil {
+		heir := r.heir
+		r.mu.Unlock()
+		heir.handOver(dialed, pid)
+		return
+	}
+	defer r.mu.Unlock()
+	r.waiting = false
+	if r.closed || r.need == NeedNone {
+		return
+	}
+	r.afterAttemptLocked(dialed, pid)
+}
+
 // Kill stops scheduling and kills a running attempt's command at once; it
 // does not wait (Close does). The daemon calls it on exit.
 func (r *Reconnector) Kill() {
 	r.mu.Lock()
 	r.closed = true
 	r.stopTimerLocked()
+	r.closeWindowLocked()
 	r.mu.Unlock()
 	r.cancel()
 }
@@ -265,6 +399,7 @@ func (r *Reconnector) Close() {
 	r.mu.Lock()
 	r.closed = true
 	r.stopTimerLocked()
+	r.closeWindowLocked()
 	r.mu.Unlock()
 
 	done := make(chan struct{})
@@ -285,30 +420,127 @@ func (r *Reconnector) stopTimerLocked() {
 		r.timer.Stop()
 		r.timer = nil
 	}
+	r.timerAt = time.Time{}
 	r.gen++
 }
 
 func (r *Reconnector) startLocked() {
+	r.stopTimerLocked()
+	r.closeWindowLocked()
 	r.attempts++
 	r.cycle++
 	r.running = true
+	r.started = r.clock.Now()
 	r.wg.Add(1)
 	go r.attempt(r.cycle)
 }
 
+// afterAttemptLocked schedules the next attempt once one has ended while
+// the need lasts. dialed is when the attempt started a dial (its command
+// exited 0; zero: it did not), pid a pppd it started or found (0: none): kind
+// ppp then opens the dial window, which the next attempt ends.
+func (r *Reconnector) afterAttemptLocked(dialed time.Time, pid int) time.Duration {
+	d := r.scheduleLocked(dialed)
+	if r.spec.Kind == "ppp" && (!dialed.IsZero() || pid > 0) {
+		r.openWindowLocked(pid, dialed)
+	}
+	return d
+}
+
 // scheduleLocked arms the timer for the next attempt and doubles the backoff.
 // A dial the last attempt started (its command exited 0) gets DialTimeout to
-// bring the link up first.
-func (r *Reconnector) scheduleLocked() time.Duration {
+// bring the link up first (the dial window may end sooner: see
+// openWindowLocked).
+func (r *Reconnector) scheduleLocked(dialed time.Time) time.Duration {
 	d := r.jitter(r.next)
-	if r.spec.Kind == "ppp" && !r.dialed.IsZero() {
-		d = max(d, r.dialed.Add(r.spec.DialTimeout).Sub(r.clock.Now()))
+	r.exitDelay = d
+	if r.spec.Kind == "ppp" && !dialed.IsZero() {
+		d = max(d, dialed.Add(r.spec.DialTimeout).Sub(r.clock.Now()))
 	}
 	r.next = min(2*r.next, r.spec.MaxBackoff)
-	r.gen++
-	gen := r.gen
-	r.timer = r.clock.AfterFunc(d, func() { r.fire(gen) })
+	r.armLocked(d)
 	return d
+}
+
+func (r *Reconnector) armLocked(d time.Duration) {
+	r.stopTimerLocked()
+	gen := r.gen
+	r.timerAt = r.clock.Now().Add(d)
+	r.timer = r.clock.AfterFunc(d, func() { r.fire(gen) })
+}
+
+// openWindowLocked watches, until the window closes, for the pppd of the
+// window (pid, or the one for the peer that shows up when pid is 0): when
+// it exits, the dial it made is over and the scheduled attempt is moved
+// forward to exitDelay from then. A pppd that redials (persist) does not
+// exit, so it keeps its job until the scheduled attempt looks again.
+func (r *Reconnector) openWindowLocked(pid int, since time.Time) {
+	r.closeWindowLocked()
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.inWindow, r.windowSince, r.pppdPID, r.watchStop = true, since, pid, cancel
+	gen := r.gen
+	poll := r.pollPPPD
+	if poll <= 0 {
+		poll = defaultPollPPPD
+	}
+	r.wg.Add(1)
+	go r.watchPPPD(ctx, gen, pid, poll)
+}
+
+// defaultPollPPPD is how often a dial window looks at its pppd: a read of
+// one /proc file, only while a dial is under way.
+const defaultPollPPPD = 200 * time.Millisecond
+
+func (r *Reconnector) closeWindowLocked() {
+	if r.watchStop != nil {
+		r.watchStop()
+		r.watchStop = nil
+	}
+	r.inWindow, r.windowSince, r.pppdPID = false, time.Time{}, 0
+}
+
+func (r *Reconnector) watchPPPD(ctx context.Context, gen uint64, pid int, poll time.Duration) {
+	defer r.wg.Done()
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if pid == 0 {
+			if p, ok := r.procs.pppd(r.spec.Peer, r.spec.Iface); ok {
+				pid = p
+				r.mu.Lock()
+				if gen == r.gen && r.inWindow {
+					r.pppdPID = p
+				}
+				r.mu.Unlock()
+			}
+		} else if !r.procs.isPPPD(pid) {
+			r.pppdExited(gen, pid)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// pppdExited ends the dial window of generation gen: the next attempt comes
+// after the backoff from now, unless it was due sooner anyway.
+func (r *Reconnector) pppdExited(gen uint64, pid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen != r.gen || r.closed || r.running || r.timer == nil || !r.inWindow {
+		return
+	}
+	r.closeWindowLocked() // cancels this goroutine's own watch: it returns now
+	d := r.exitDelay
+	if at := r.clock.Now().Add(d); at.Before(r.timerAt) {
+		r.armLocked(d)
+	} else {
+		d = r.timerAt.Sub(r.clock.Now())
+	}
+	r.log.Info("pppd exited; the dial window ends", "pid", pid, slog.Duration("retry_in", d))
 }
 
 // jitter spreads d by ±jitterFraction but never beyond MaxBackoff, so the
@@ -332,8 +564,8 @@ func (r *Reconnector) fire(gen uint64) {
 	if gen != r.gen || r.closed {
 		return
 	}
-	r.timer = nil
-	if r.need != NeedNone && !r.running {
+	r.timer, r.timerAt = nil, time.Time{}
+	if r.need != NeedNone && !r.running && !r.waiting {
 		r.startLocked()
 	}
 }
@@ -355,7 +587,7 @@ func (r *Reconnector) attempt(n int) {
 	}
 	start := time.Now()
 	var fields []any
-	stop, run := r.plan(log)
+	stop, run, pid := r.plan(log)
 	if stop && r.still() {
 		// The stop command failing is normal (poff: "no pppd is running");
 		// it is recorded but does not prevent the start command.
@@ -363,6 +595,7 @@ func (r *Reconnector) attempt(n int) {
 		fields = append(fields, res.attrs("stop_")...)
 	}
 	var res result
+	var dialed time.Time
 	switch {
 	case !run:
 	case r.ctx.Err() != nil:
@@ -370,16 +603,17 @@ func (r *Reconnector) attempt(n int) {
 	case !r.still():
 		run = false // the link came back meanwhile
 	default:
-		dialed := r.clock.Now()
+		at := r.clock.Now()
 		res = runCommand(r.ctx, log, r.spec.Command, env, r.spec.Timeout, ownSession)
 		// Only a command that succeeded started a dial worth waiting for;
 		// one that failed gets the plain backoff.
-		r.mu.Lock()
-		r.dialed = time.Time{}
+		pid = 0
 		if res.Outcome() == "ok" {
-			r.dialed = dialed
+			dialed = at
+			if r.spec.Kind == "ppp" {
+				pid, _ = r.procs.pppd(r.spec.Peer, r.spec.Iface)
+			}
 		}
-		r.mu.Unlock()
 	}
 	res.Duration = time.Since(start)
 	if run {
@@ -388,13 +622,17 @@ func (r *Reconnector) attempt(n int) {
 
 	r.mu.Lock()
 	r.running = false
+	heir := r.heir
 	// No retry_in on the record means the cycle ended while this attempt
 	// ran (the uplink came back, or shutdown).
 	if r.need != NeedNone && !r.closed {
-		fields = append(fields, slog.Duration("retry_in", r.scheduleLocked()))
+		fields = append(fields, slog.Duration("retry_in", r.afterAttemptLocked(dialed, pid)))
 	}
 	if !run {
 		r.mu.Unlock()
+		if heir != nil {
+			heir.handOver(dialed, pid)
+		}
 		return // plan or still() logged why
 	}
 	// Logged under the lock so that this record is written before the next
@@ -409,6 +647,14 @@ func (r *Reconnector) attempt(n int) {
 		notify = nil // shutting down: nobody to tell
 	}
 	r.mu.Unlock()
+	if heir != nil {
+		// A reload moved this attempt to heir: it schedules the next one
+		// and its owner hears of this one.
+		heir.handOver(dialed, pid)
+		heir.mu.Lock()
+		notify = heir.onAttempt
+		heir.mu.Unlock()
+	}
 	if notify != nil {
 		ev := HookEvent{Event: "reconnect", Uplink: r.spec.Uplink, Iface: r.spec.Iface,
 			Result: res.Outcome(), Attempt: n}
@@ -429,11 +675,11 @@ func (r *Reconnector) still() bool {
 
 // plan decides what this attempt runs. Other kinds: the stop command (if
 // any), then the command. Kind ppp: nothing while a pppd for the peer is
-// alive, unless the link is up and failing (NeedRestart): then the stop
-// command and the command; without a live pppd the command alone.
-func (r *Reconnector) plan(log *slog.Logger) (stop, run bool) {
+// alive (pid), unless the link is up and failing (NeedRestart): then the
+// stop command and the command; without a live pppd the command alone.
+func (r *Reconnector) plan(log *slog.Logger) (stop, run bool, pid int) {
 	if r.spec.Kind != "ppp" {
-		return len(r.spec.StopCommand) > 0, true
+		return len(r.spec.StopCommand) > 0, true, 0
 	}
 	r.mu.Lock()
 	need := r.need
@@ -441,12 +687,12 @@ func (r *Reconnector) plan(log *slog.Logger) (stop, run bool) {
 	pid, alive := r.procs.pppd(r.spec.Peer, r.spec.Iface)
 	switch {
 	case !alive:
-		return false, true
+		return false, true, 0
 	case need == NeedRestart:
 		log.Info("link up but failing; stopping its pppd and dialling again", "pid", pid, "reason", "probes failing")
-		return len(r.spec.StopCommand) > 0, true
+		return len(r.spec.StopCommand) > 0, true, 0
 	default:
 		log.Debug("pppd alive for the peer; leaving the dial to it", "pid", pid, "peer", r.spec.Peer)
-		return false, false
+		return false, false, pid
 	}
 }

@@ -68,6 +68,7 @@ func FormatStatus(st Status, now time.Time) string {
 			loss, rtt, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()
+	formatReconnects(&b, st.Uplinks, now)
 	formatServices(&b, st.Services, now)
 	formatPublishers(&b, st.Publishers, now)
 	formatDHCP(&b, st.DHCP, now)
@@ -95,6 +96,38 @@ func formatServices(b *strings.Builder, svcs []Service, now time.Time) {
 		}
 	}
 	tw.Flush()
+}
+
+// formatReconnects renders one line per uplink that has a reconnector.
+func formatReconnects(b *strings.Builder, ups []Uplink, now time.Time) {
+	first := true
+	for _, u := range ups {
+		rc := u.Reconnect
+		if rc == nil {
+			continue
+		}
+		if first {
+			b.WriteString("\n")
+			first = false
+		}
+		line := "reconnect " + u.Name + ": "
+		switch rc.State {
+		case "dialling":
+			line += "dialling for " + age(rc.Since, now)
+		case "pppd":
+			line += "waiting for pppd " + strconv.Itoa(rc.PID)
+		case "backoff":
+			line += "backing off"
+		case "takeover":
+			line += "reloaded, the previous attempt runs for " + age(rc.Since, now)
+		default:
+			line += orDash(rc.State)
+		}
+		if !rc.Until.IsZero() {
+			line += ", next attempt in " + age(now, rc.Until)
+		}
+		b.WriteString(line + "\n")
+	}
 }
 
 func formatPublishers(b *strings.Builder, pubs []Publisher, now time.Time) {

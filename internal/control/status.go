@@ -136,6 +136,20 @@ type Uplink struct {
 	Since      time.Time  `json:"since,omitzero"` // in State since
 	Reconnects int        `json:"reconnects"`
 	LastEvent  *LastEvent `json:"last_event,omitempty"`
+	// Reconnect is what its reconnector does now; absent without
+	// [uplink.reconnect].
+	Reconnect *Reconnect `json:"reconnect,omitempty"`
+}
+
+// Reconnect is an uplink's reconnect state: idle, dialling (a command
+// runs, or the dial it started has not come up yet), pppd (a pppd for the
+// peer lives and is left to dial), backoff (waiting after a failed
+// attempt), takeover (after a reload, the previous config's attempt runs).
+type Reconnect struct {
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"` // dialling, takeover: since when
+	PID   int       `json:"pid,omitempty"`  // pppd: its process id
+	Until time.Time `json:"until,omitzero"` // when the next attempt is due; absent: none scheduled
 }
 
 // LastEvent is the last event logged for an uplink (the log's event names:

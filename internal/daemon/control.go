@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,8 @@ type uplinkInfo struct {
 	lastEvent  string
 	lastAt     time.Time
 	reconnects int
-	hooks      []hooks.HookSpec // the uplink's hooks, for events fired outside the loop
+	hooks      []hooks.HookSpec   // the uplink's hooks, for events fired outside the loop
+	reconn     *hooks.Reconnector // its reconnector (nil: none), for the status
 }
 
 // ctlMsg is a control request handed to the loop.
@@ -279,6 +281,14 @@ func (d *Daemon) fireOutside(ev hooks.HookEvent) {
 func (d *Daemon) watchReconnects(rt *uplinkRuntime) {
 	name := rt.name
 	rt.manualUntil = time.Time{} // a new reconnector has no attempt under way
+	d.x.mu.Lock()
+	in := d.x.info[name]
+	if in == nil { // an uplink a reload adds: setUplinkHooks follows
+		in = &uplinkInfo{}
+		d.x.info[name] = in
+	}
+	in.reconn = rt.reconn
+	d.x.mu.Unlock()
 	rt.reconn.OnAttempt(func(ev hooks.HookEvent) {
 		d.x.mu.Lock()
 		if in := d.x.info[name]; in != nil {
@@ -395,11 +405,43 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			if in.lastEvent != "" {
 				cu.LastEvent = &control.LastEvent{Name: in.lastEvent, At: in.lastAt.UTC()}
 			}
+			cu.Reconnect = reconnectStatus(in.reconn)
 		}
 		d.x.metrics.SetUplink(u.Name, string(cu.State), loss, time.Duration(rtt*float64(time.Millisecond)))
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st
+}
+
+// reconnectStatus is what r does now, for the status; nil for no
+// reconnector.
+func reconnectStatus(r *hooks.Reconnector) *control.Reconnect {
+	if r == nil {
+		return nil
+	}
+	rs := r.State()
+	return &control.Reconnect{State: rs.State, Since: utc(rs.Since), PID: rs.PID, Until: utc(rs.Until)}
+}
+
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}
+
+// freshReconnects replaces the reconnect states of a status snapshot (as of
+// the last pass) by the current ones: a dial starts and a pppd exits
+// between passes. The snapshot is shared, so the uplinks are copied.
+func (d *Daemon) freshReconnects(st *control.Status) {
+	st.Uplinks = slices.Clone(st.Uplinks)
+	d.x.mu.Lock()
+	defer d.x.mu.Unlock()
+	for i := range st.Uplinks {
+		if in := d.x.info[st.Uplinks[i].Name]; in != nil {
+			st.Uplinks[i].Reconnect = reconnectStatus(in.reconn)
+		}
+	}
 }
 
 // onControl handles a control request in the loop; true when a pass is due.
@@ -454,6 +496,7 @@ type ctlHandler struct{ d *Daemon }
 
 func (h ctlHandler) Status(context.Context) (control.Status, error) {
 	st := *h.d.x.status.Load()
+	h.d.freshReconnects(&st)
 	st.HA = h.d.HAStatus()
 	if p := h.d.x.pub.Load(); p != nil {
 		st.Publishers = publisherStatus(p.m.Status())

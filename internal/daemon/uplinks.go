@@ -74,12 +74,17 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 		}
 		spec, ok := hooks.ReconnectSpecFor(u)
 		if !reflect.DeepEqual(spec, rt.reconnSpec) || (ok != (rt.reconn != nil)) {
-			d.retireReconnector(rt)
-			rt.reconnSpec = spec
+			old := rt.reconn
+			rt.reconn, rt.reconnSpec = nil, spec
 			if ok {
 				rt.reconn = hooks.NewReconnector(spec, d.log, d.clock, nil)
 				d.watchReconnects(rt) // reconnect hook event, status, metrics
+				// A reload never makes two dials at once: the new
+				// reconnector takes over the attempt that runs, its
+				// backoff and its dial window.
+				rt.reconn.Adopt(old)
 			}
+			d.retireReconnector(old)
 		}
 		rt.reconnectAfter = 0
 		if u.Reconnect != nil {
@@ -90,7 +95,8 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 	for name, rt := range d.runtimes {
 		if !keep[name] {
 			rt.stopProber()
-			d.retireReconnector(rt)
+			d.retireReconnector(rt.reconn)
+			rt.reconn = nil
 			// Its hook worker ends once the hooks already queued have run.
 			d.hookRunner.Retire(name)
 			delete(d.runtimes, name)
@@ -98,15 +104,21 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 	}
 }
 
-// retireReconnector closes the uplink's reconnector in the background: Close
-// waits for a running attempt (up to its timeout), and the loop must not.
-// Run's exit waits for these goroutines, after ending their attempts.
-func (d *Daemon) retireReconnector(rt *uplinkRuntime) {
-	r := rt.reconn
+// retireReconnector closes a reconnector the uplink no longer uses in the
+// background: Close waits for a running attempt (up to its timeout), and
+// the loop must not. Run's exit waits for these goroutines, after ending
+// their attempts.
+func (d *Daemon) retireReconnector(r *hooks.Reconnector) {
 	if r == nil {
 		return
 	}
-	rt.reconn = nil
+	d.x.mu.Lock()
+	for _, in := range d.x.info {
+		if in.reconn == r {
+			in.reconn = nil
+		}
+	}
+	d.x.mu.Unlock()
 	d.retired = slices.DeleteFunc(d.retired, (*hooks.Reconnector).Closed)
 	d.retired = append(d.retired, r)
 	d.wg.Go(r.Close)
