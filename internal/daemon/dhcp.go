@@ -138,10 +138,11 @@ func (d *Daemon) passDHCP() {
 	r.told = cur
 	switch {
 	case !told.known:
-		// The server binds at its start by itself; only a LAN link that
-		// is down already needs telling.
-		if !cur.up {
-			r.srv.LinkChanged(false)
+		// The embedded server binds at its start by itself; only a LAN
+		// link that is down already needs telling. A supervised service
+		// is started (if it is not running) once its LAN link is seen up.
+		if !cur.up || r.spec.Mode == dhcpd.ModeService {
+			r.srv.LinkChanged(cur.up)
 		}
 		return
 	case cur.index != told.index && told.index != 0 && cur.index != 0:

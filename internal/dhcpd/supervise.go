@@ -121,9 +121,15 @@ func (s *supervisor) do(ctx context.Context, start bool) {
 // restartUnit restarts (or starts) the unit over systemd's D-Bus API and
 // waits for the job's result.
 func (s *supervisor) restartUnit(ctx context.Context, start bool) error {
-	conn, err := dbus.NewSystemConnectionContext(ctx)
+	// systemd's own socket first: it needs no D-Bus daemon (a minimal
+	// Debian has none), only root, which uplinkd is. The system bus is the
+	// fallback (a daemon run as another user with a polkit rule).
+	conn, err := dbus.NewSystemdConnectionContext(ctx)
 	if err != nil {
-		return fmt.Errorf("connect to systemd: %w", err)
+		var busErr error
+		if conn, busErr = dbus.NewSystemConnectionContext(ctx); busErr != nil {
+			return fmt.Errorf("connect to systemd: %w", errors.Join(err, busErr))
+		}
 	}
 	defer conn.Close()
 	done := make(chan string, 1)

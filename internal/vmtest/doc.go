@@ -1,7 +1,9 @@
 // Package vmtest is the VM acceptance suite: it proves uplinkd on a real
 // Debian 12 system, with systemd as PID 1, real pppd and rp-pppoe, a real
 // (simulated-radio) wlan link with hostapd, wpa_supplicant and dhclient,
-// installed from the project's .deb the way an admin installs it.
+// Debian's isc-dhcp-server supervised over systemd's API, and two gateways
+// with keepalived and conntrackd, installed from the project's .deb the way
+// an admin installs it.
 //
 // The lab tests (internal/lab) prove the kernel side in network
 // namespaces, but the host has no PPP, no wlan and no systemd to run the
@@ -38,6 +40,18 @@
 //	pppoe.redial_rule_kernel       new address → its rule, from the kernel's events
 //	pppoe.reconnect_pon_up         pppd gone (poff) → uplinkd's pon has ppp1 back
 //	pppoe.restart_ready            systemctl restart → READY=1
+//	redial.first_dial_up           uplinkd started without a pppd → its pon has ppp0 up
+//	redial.pppd_exit               the ISP ends the session → pppd (no persist) exits
+//	redial.drop_redial_converged   the ISP ends the session → uplinkd dialled again
+//	                               and rules, table and SNAT are there (TARGET: pppd's
+//	                               exit + the 1 s backoff + one dial)
+//	dhcpservice.dhcpd_started      uplinkd started → isc-dhcp-server active
+//	dhcpservice.lease_*            a LAN host's dhclient → a lease from isc-dhcp-server
+//	dhcpservice.lan_change_restart the LAN link back → isc-dhcp-server restarted
+//	hafailover.master_converged    keepalived started → gw1 holds the WAN address, SNAT to it
+//	hafailover.failover_vip_snat   gw1's keepalived stopped → gw2 holds it, SNAT to it
+//	hafailover.failover_connection_resumed
+//	                               the same → the NATed TCP connection carries 20 more lines
 //	wlan.ifup_wlan0_lease          ifup wlan0 → associated and leased
 //	wlan.ap_stop_linkloss          hostapd stopped → wlan0 without carrier
 //	wlan.ap_loss_failover          carrier lost → traffic via ppp0 (polled)

@@ -150,8 +150,8 @@ OPT
     printf '"your username here" * "vmtest-secret" *\n' >/etc/ppp/chap-secrets
     printf '"your username here" * "vmtest-secret" *\n' >/etc/ppp/pap-secrets
     chmod 600 /etc/ppp/chap-secrets /etc/ppp/pap-secrets
-    install -m 644 /vmtest/files/dsl-provider /vmtest/files/dsl-provider2 /etc/ppp/peers/
   fi
+  install -m 644 /vmtest/files/dsl-provider /vmtest/files/dsl-provider2 /vmtest/files/dsl-oneshot /etc/ppp/peers/
   ip netns add isp$i
   ip link add eth$i type veth peer name wan netns isp$i
   ip link set eth$i up

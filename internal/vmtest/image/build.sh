@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the acceptance-test VM image: a minimal Debian 12 with its stock
 # kernel, systemd as PID 1 and the real tools the scenarios drive (pppd and
-# rp-pppoe, hostapd, wpa_supplicant, dhclient, dnsmasq, nftables, iptables).
+# rp-pppoe, hostapd, wpa_supplicant, dhclient, dnsmasq, nftables, iptables,
+# isc-dhcp-server, keepalived, conntrackd).
 #
 #   build.sh OUTDIR MIRROR DEBCACHE
 #
@@ -21,6 +22,7 @@ pkgs=(
   linux-image-amd64 systemd-sysv udev kmod iproute2 ifupdown
   ppp pppoe hostapd wpasupplicant iw isc-dhcp-client dnsmasq
   nftables iptables conntrack procps iputils-ping
+  isc-dhcp-server keepalived conntrackd netcat-openbsd
 )
 # --cache-dir keeps the downloaded packages between builds: a recipe change
 # then costs the unpack, not the download.
@@ -59,6 +61,7 @@ chroot "$root" depmod -a "$kver"
 # boot target is vmtest.target (kernel command line), which pulls in only
 # the runner.
 chroot "$root" systemctl mask dnsmasq.service hostapd.service wpa_supplicant.service \
+  isc-dhcp-server.service keepalived.service conntrackd.service \
   getty@.service serial-getty@.service systemd-timesyncd.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-logind.service \
   networking.service ifupdown-pre.service man-db.timer dpkg-db-backup.timer \
