@@ -84,7 +84,7 @@ func formatServices(b *strings.Builder, svcs []Service, now time.Time) {
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tWHY")
+	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tLAST ERROR")
 	for _, s := range svcs {
 		for _, be := range s.Backends {
 			health := "up"
