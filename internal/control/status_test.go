@@ -141,7 +141,7 @@ func daemonStatus() Status {
 				Name: "cable", Interface: "eth1", Kind: "ethernet", State: StateUp, Reason: "up",
 				Address: netip.MustParseAddr("198.51.100.23"), Gateway: netip.MustParseAddr("198.51.100.1"),
 				Table: 202, Tier: 1, Weight: 1, Default: true, Loss: f64(0.5), RTTms: f64(48),
-				Since: now.Add(-2 * time.Hour),
+				Since:     now.Add(-2 * time.Hour),
 				LastEvent: &LastEvent{Name: "link-up", At: now.Add(-2 * time.Hour)},
 			},
 			{
