@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -290,5 +291,71 @@ func TestLiveSources(t *testing.T) {
 	mu.Unlock()
 	if body = scrape(t, url); strings.Contains(body, "uplinkd_dhcp_") {
 		t.Error("DHCP series with [lan.dhcp] off")
+	}
+}
+
+// TestDocumentedMetrics: docs/metrics.md lists exactly the families the
+// registry exports (every series set, DHCP in both modes), with their
+// types.
+func TestDocumentedMetrics(t *testing.T) {
+	data, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // name → type
+	row := regexp.MustCompile("^\\| `(uplinkd_[a-z_]+)` \\| ([a-z]+) \\|")
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			documented[m[1]] = m[2]
+		}
+	}
+	if len(documented) == 0 {
+		t.Fatal("no metrics table in docs/metrics.md")
+	}
+
+	r := New()
+	url := serve(t, r)
+	r.PassDone(time.Millisecond, true)
+	r.Repair()
+	r.Overflow()
+	r.SetUplink("dsl", "up", Probe{Loss: 0.5, RTT: time.Millisecond, Jitter: time.Millisecond})
+	r.Transition("dsl")
+	r.Reconnect("dsl")
+	r.SetHARole("master", time.Now())
+	r.PublishResult("dsl", "dyn", "ok")
+	var mu sync.Mutex
+	dhcp := DHCP{Mode: "embedded"}
+	r.SetSources(Sources{
+		Services: func() []Backend { return []Backend{{"web", "10.0.0.3:80", true}} },
+		Publishers: func() []Publisher {
+			return []Publisher{{Uplink: "dsl", Name: "dyn", Result: "ok", PublishedAt: time.Now()}}
+		},
+		DHCP: func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
+	})
+	exported := map[string]string{}
+	collect := func() {
+		for _, line := range strings.Split(scrape(t, url), "\n") {
+			if f, ok := strings.CutPrefix(line, "# TYPE "); ok && strings.HasPrefix(f, "uplinkd_") {
+				name, typ, _ := strings.Cut(f, " ")
+				exported[name] = typ
+			}
+		}
+	}
+	collect()
+	mu.Lock()
+	dhcp = DHCP{Mode: "service"}
+	mu.Unlock()
+	collect()
+	for name, typ := range exported {
+		if d, ok := documented[name]; !ok {
+			t.Errorf("%s (%s) is exported but not in docs/metrics.md", name, typ)
+		} else if d != typ {
+			t.Errorf("%s is a %s, docs/metrics.md says %s", name, typ, d)
+		}
+	}
+	for name := range documented {
+		if _, ok := exported[name]; !ok {
+			t.Errorf("docs/metrics.md lists %s, which is not exported", name)
+		}
 	}
 }
