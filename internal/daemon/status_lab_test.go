@@ -215,10 +215,11 @@ func TestLabStatusTellsTheTruth(t *testing.T) {
 		t.Errorf("no rtt or jitter series for ppp0:\n%s", body)
 	}
 
-	// 2. Services: both backends healthy.
-	st = waitStatus("both web backends checked and healthy", func(st control.Status) bool {
+	// 2. Services: both backends healthy, no error.
+	waitStatus("both web backends healthy", func(st control.Status) bool {
 		b3, b4 := backend(st, "10.0.0.3:8080"), backend(st, "10.0.0.4:8080")
-		return len(st.Services) == 1 && st.Services[0].Checked && b3 != nil && b3.Healthy && b4 != nil && b4.Healthy
+		return len(st.Services) == 1 && st.Services[0].Checked && b3 != nil && b3.Healthy && b3.LastError == "" &&
+			b4 != nil && b4.Healthy && b4.LastError == ""
 	})
 	waitMetrics("healthy backends", map[string]string{
 		`uplinkd_service_backend_healthy{service="web",backend="10.0.0.3:8080"}`: "1",
