@@ -291,9 +291,13 @@ func TestLabStatusTellsTheTruth(t *testing.T) {
 	if st.HA == nil || st.HA.Role != control.RoleUnknown {
 		t.Errorf("ha before any role event: %+v", st.HA)
 	}
+	for len(r.syncs) > 0 {
+		<-r.syncs
+	}
 	if _, err := r.call(control.Request{Cmd: control.CmdEvent, Event: &control.Event{Role: control.RoleMaster}}); err != nil {
 		t.Fatalf("role event: %v", err)
 	}
+	r.waitSync() // the role event's pass, so that it is not counted below
 	st = waitStatus("role master", func(st control.Status) bool { return st.HA != nil && st.HA.Role == control.RoleMaster })
 	if st.HA.Since.IsZero() {
 		t.Errorf("ha: %+v", st.HA)
@@ -314,9 +318,12 @@ func TestLabStatusTellsTheTruth(t *testing.T) {
 		t.Errorf("ppp0 with one target lost: state %s rtt %v jitter %v", u.State, fp(u.RTTms), fp(u.JitterMs))
 	}
 	if st.Daemon.Passes != passes {
-		// Not fatal by itself (something else may have run a pass), but
-		// then the test does not show what it is meant to.
-		t.Errorf("passes %d → %d while the loss changed: the loss must show without one", passes, st.Daemon.Passes)
+		var what []string
+		for len(r.syncs) > 0 {
+			s := <-r.syncs
+			what = append(what, fmt.Sprintf("pass at %s: %d changes, err %v", s.Start.Format("15:04:05.000"), len(s.Changes), s.Err))
+		}
+		t.Errorf("passes %d → %d while the loss changed (%s): the loss must show without one", passes, st.Daemon.Passes, strings.Join(what, "; "))
 	}
 	waitMetrics("half of ppp0's probes lost", map[string]string{
 		`uplinkd_uplink_loss_ratio{uplink="ppp0"}`:     "0.5",
