@@ -35,7 +35,7 @@ func FormatStatus(st Status, now time.Time) string {
 	}
 
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "UPLINK\tIFACE\tSTATE\tADDRESS\tGATEWAY\tTABLE\tTIER\tWEIGHT\tDEFAULT\tLOSS\tRTT\tSINCE\tRECONN\tLAST EVENT\tWHY")
+	fmt.Fprintln(tw, "UPLINK\tIFACE\tSTATE\tADDRESS\tGATEWAY\tTABLE\tTIER\tWEIGHT\tDEFAULT\tLOSS\tRTT\tJITTER\tSINCE\tRECONN\tLAST EVENT\tWHY")
 	for _, u := range st.Uplinks {
 		addr, gw := "-", "-"
 		if u.Address.IsValid() {
@@ -48,12 +48,15 @@ func FormatStatus(st Status, now time.Time) string {
 		if u.Default {
 			def = "y"
 		}
-		loss, rtt := "-", "-"
+		loss, rtt, jitter := "-", "-", "-"
 		if u.Loss != nil {
 			loss = strconv.FormatFloat(*u.Loss*100, 'f', 0, 64) + "%"
 		}
 		if u.RTTms != nil {
 			rtt = strconv.FormatFloat(*u.RTTms, 'f', 1, 64) + "ms"
+		}
+		if u.JitterMs != nil {
+			jitter = strconv.FormatFloat(*u.JitterMs, 'f', 1, 64) + "ms"
 		}
 		since := "-"
 		if !u.Since.IsZero() {
@@ -63,9 +66,9 @@ func FormatStatus(st Status, now time.Time) string {
 		if u.LastEvent != nil {
 			ev = u.LastEvent.Name + " " + age(u.LastEvent.At, now) + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
 			u.Name, orDash(u.Interface), u.State, addr, gw, u.Table, u.Tier, u.Weight, def,
-			loss, rtt, since, u.Reconnects, ev, orDash(u.Reason))
+			loss, rtt, jitter, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()
 	formatReconnects(&b, st.Uplinks, now)
@@ -82,7 +85,7 @@ func formatServices(b *strings.Builder, svcs []Service, now time.Time) {
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tWHY")
+	fmt.Fprintln(tw, "SERVICE\tBACKEND\tHEALTH\tSINCE\tLAST ERROR")
 	for _, s := range svcs {
 		for _, be := range s.Backends {
 			health := "up"

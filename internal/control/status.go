@@ -129,10 +129,17 @@ type Uplink struct {
 	// Default: the uplink carries default traffic now (is in the main
 	// default route).
 	Default bool `json:"default"`
-	// Loss (fraction 0..1 of the last probe round) and RTTms are absent
-	// when the uplink has no health check or no round finished yet.
-	Loss       *float64   `json:"loss,omitempty"`
-	RTTms      *float64   `json:"rtt_ms,omitempty"`
+	// Loss is the fraction 0..1 of the last probe round's probes that
+	// went unanswered; absent when the uplink has no health check, its
+	// link is not usable or no round finished since its prober started.
+	Loss *float64 `json:"loss,omitempty"`
+	// RTTms is the mean round-trip time of the last round's answered
+	// probes; absent like Loss, and when none answered.
+	RTTms *float64 `json:"rtt_ms,omitempty"`
+	// JitterMs is the population standard deviation of the last round's
+	// answered RTTs around RTTms; absent like RTTms, and when fewer than
+	// two probes answered (a check with one target has none).
+	JitterMs   *float64   `json:"jitter_ms,omitempty"`
 	Since      time.Time  `json:"since,omitzero"` // in State since
 	Reconnects int        `json:"reconnects"`
 	LastEvent  *LastEvent `json:"last_event,omitempty"`

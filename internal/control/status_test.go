@@ -33,8 +33,7 @@ func golden(t *testing.T, name string, got []byte) {
 // TestStatusJSONGolden pins schema v1: a changed field name or format is a
 // breaking change for every script reading `uplinkd status --json`.
 func TestStatusJSONGolden(t *testing.T) {
-	st := sampleStatus()
-	st.V = Version
+	st := daemonStatus()
 	got, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +45,9 @@ func TestStatusJSONGolden(t *testing.T) {
 	if err := json.Unmarshal(got, &back); err != nil {
 		t.Fatal(err)
 	}
+	if !reflect.DeepEqual(back, st) {
+		t.Errorf("round trip changed the status:\n%+v", back)
+	}
 	again, _ := json.MarshalIndent(back, "", "  ")
 	if string(again) != string(got) {
 		t.Errorf("round trip changed the JSON:\n%s", again)
@@ -53,26 +55,23 @@ func TestStatusJSONGolden(t *testing.T) {
 }
 
 func TestFormatStatusGolden(t *testing.T) {
-	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		file string
 		st   Status
 	}{
-		{"status.txt", sampleStatus()},
-		{"status_empty.txt", Status{Daemon: Daemon{Version: "0.3.0", PID: 1, Started: now.Add(-3 * 24 * time.Hour), Config: "/etc/uplinkd/uplinkd.toml", ConfigLoaded: now.Add(-42 * time.Second)}}},
-		{"status_services.txt", func() Status {
-			st := sampleStatus()
-			st.Services = sampleServices(now)
+		{"status.txt", daemonStatus()},
+		{"status_minimal.txt", func() Status {
+			// Without the optional sections: no HA, services,
+			// publishers or DHCP.
+			st := daemonStatus()
+			st.HA, st.Services, st.Publishers, st.DHCP = nil, nil, nil, nil
 			return st
 		}()},
-		{"status_ha.txt", func() Status {
-			st := sampleStatus()
-			st.HA = &HA{Role: RoleBackup, Since: now.Add(-5 * time.Minute)}
-			return st
-		}()},
+		{"status_empty.txt", Status{V: Version, Daemon: Daemon{Version: "0.3.0", PID: 1, Started: goldenNow.Add(-3 * 24 * time.Hour),
+			Config: "/etc/uplinkd/uplinkd.toml", ConfigLoaded: goldenNow.Add(-42 * time.Second)}, Uplinks: []Uplink{}}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			golden(t, tc.file, []byte(FormatStatus(tc.st, now)))
+			golden(t, tc.file, []byte(FormatStatus(tc.st, goldenNow)))
 		})
 	}
 }
@@ -99,33 +98,97 @@ func TestAge(t *testing.T) {
 	}
 }
 
-func sampleServices(now time.Time) []Service {
-	return []Service{
-		{Name: "web", Checked: true, Backends: []ServiceBackend{
-			{Address: netip.MustParseAddrPort("10.0.0.2:8080"), Healthy: true},
-			{Address: netip.MustParseAddrPort("10.0.0.3:8080"), Since: now.Add(-90 * time.Second), LastError: "dial tcp4 10.0.0.3:8080: connect: connection refused"},
-			{Address: netip.MustParseAddrPort("10.0.0.4:8080"), Healthy: true, Since: now.Add(-time.Hour)},
-		}},
-		{Name: "dns", Backends: []ServiceBackend{{Address: netip.MustParseAddrPort("10.0.0.5:53"), Healthy: true}}},
-	}
-}
+// goldenNow is the "now" of the golden tables.
+var goldenNow = time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 
-// TestStatusServicesJSON: the services section is optional (a status
-// without services marshals as before) and reads back unchanged.
-func TestStatusServicesJSON(t *testing.T) {
-	st := sampleStatus()
-	st.V = Version
-	st.Services = sampleServices(time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC))
-	got, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "status_services.json", append(got, '\n'))
-	var back Status
-	if err := json.Unmarshal(got, &back); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(back.Services, st.Services) {
-		t.Errorf("round trip: %+v", back.Services)
+// daemonStatus is a status shaped the way the daemon fills it (the lab test
+// TestLabStatusTellsTheTruth in internal/daemon checks the real one): every
+// section, and in each the cases the daemon produces.
+//
+//   - Uplinks: loss, rtt_ms and jitter_ms are of the last probe round; a
+//     round with one answer has no jitter, one with none no rtt; an uplink
+//     without a check, or whose link is not usable, has none of the three.
+//     Reasons are the pass's ("up", "no carrier", "probes failing").
+//   - Services (backendcheck): a backend that never changed has no since;
+//     one that failed fewer than `down` checks is still healthy but has
+//     last_error; an unchecked service's backends are healthy, never
+//     checked.
+//   - Publishers (hooks.PublishManager): a command publisher after its
+//     publish (next_try is the default refresh, 600h later), a dyndns2 one
+//     retrying with its pending address.
+//   - DHCP (dhcpd): in_use counts the fixed host's lease; free is the pool
+//     less the held addresses.
+func daemonStatus() Status {
+	now := goldenNow
+	started := now.Add(-2 * time.Hour)
+	return Status{
+		V: Version,
+		Daemon: Daemon{
+			Version: "0.3.0", PID: 4242, Started: started, Config: "/etc/uplinkd/uplinkd.toml",
+			ConfigLoaded: now.Add(-30 * time.Minute), LastPass: now.Add(-3 * time.Second),
+			Passes: 1234, Repairs: 2,
+		},
+		HA: &HA{Role: RoleMaster, Since: now.Add(-90 * time.Minute)},
+		Uplinks: []Uplink{
+			{
+				Name: "dsl", Interface: "ppp0", Kind: "ppp", State: StateUp, Reason: "up",
+				Address: netip.MustParseAddr("203.0.113.7"), Gateway: netip.MustParseAddr("198.51.100.1"),
+				Table: 201, Tier: 1, Weight: 2, Default: true, Loss: f64(0), RTTms: f64(12.25), JitterMs: f64(1.5),
+				Since: now.Add(-90 * time.Minute), Reconnects: 1,
+				LastEvent: &LastEvent{Name: "probe-up", At: now.Add(-90 * time.Minute)},
+			},
+			{
+				Name: "cable", Interface: "eth1", Kind: "ethernet", State: StateUp, Reason: "up",
+				Address: netip.MustParseAddr("198.51.100.23"), Gateway: netip.MustParseAddr("198.51.100.1"),
+				Table: 202, Tier: 1, Weight: 1, Default: true, Loss: f64(0.5), RTTms: f64(48),
+				Since:     now.Add(-2 * time.Hour),
+				LastEvent: &LastEvent{Name: "link-up", At: now.Add(-2 * time.Hour)},
+			},
+			{
+				Name: "lte", Interface: "wwan0", Kind: "ethernet", State: StateFailed, Reason: "probes failing",
+				Address: netip.MustParseAddr("100.70.1.2"), Gateway: netip.MustParseAddr("100.70.1.1"),
+				Table: 203, Tier: 2, Weight: 1, Loss: f64(1),
+				Since: now.Add(-4 * time.Minute), Reconnects: 2,
+				LastEvent: &LastEvent{Name: "reconnect", At: now.Add(-1 * time.Minute)},
+			},
+			{
+				Name: "wlan", Interface: "wlan0", Kind: "wlan", State: StateDown, Reason: "no carrier",
+				Table: 204, Tier: 3, Weight: 1, Since: now.Add(-2 * time.Minute), Reconnects: 3,
+				LastEvent: &LastEvent{Name: "link-down", At: now.Add(-2 * time.Minute)},
+			},
+			{
+				Name: "fiber", Interface: "eth2", Kind: "ethernet", State: StateUp, Reason: "up",
+				Address: netip.MustParseAddr("192.0.2.50"), Gateway: netip.MustParseAddr("192.0.2.49"),
+				Table: 205, Tier: 3, Weight: 1, Since: now.Add(-2 * time.Hour),
+				LastEvent: &LastEvent{Name: "link-up", At: now.Add(-2 * time.Hour)},
+			},
+		},
+		Services: []Service{
+			{Name: "web", Checked: true, Backends: []ServiceBackend{
+				{Address: netip.MustParseAddrPort("10.0.0.3:8080"), Healthy: true},
+				{Address: netip.MustParseAddrPort("10.0.0.4:8080"), Since: now.Add(-90 * time.Second),
+					LastError: "dial tcp4 10.0.0.4:8080: connect: connection refused"},
+				{Address: netip.MustParseAddrPort("10.0.0.5:8080"), Healthy: true, Since: now.Add(-time.Hour),
+					LastError: "no answer within 250ms"},
+			}},
+			{Name: "dns", Backends: []ServiceBackend{{Address: netip.MustParseAddrPort("10.0.0.5:53"), Healthy: true}}},
+		},
+		Publishers: []Publisher{{
+			Uplink: "dsl", Name: "command-1", Kind: "command", Address: netip.MustParseAddr("203.0.113.7"),
+			PublishedAt: now.Add(-89 * time.Minute), Result: "ok", Reply: "done", LastAttempt: now.Add(-89 * time.Minute),
+			NextTry: now.Add(-89*time.Minute + 600*time.Hour),
+		}, {
+			Uplink: "lte", Name: "dyn", Kind: "dyndns2", Pending: netip.MustParseAddr("100.70.1.2"),
+			Result: "retry", Reply: "911", Reason: "server error: 911",
+			LastAttempt: now.Add(-1 * time.Minute), NextTry: now.Add(1 * time.Minute),
+		}},
+		DHCP: &DHCP{
+			Mode: "embedded", Interface: "lan0", Listening: true, Binds: 1, InUse: 2, Free: 10, StaticHosts: 1, Dropped: 3,
+			Leases: []DHCPLease{
+				{IP: netip.MustParseAddr("10.0.0.20"), MAC: "dc:a6:32:90:31:cc", Hostname: "pi", State: "bound",
+					Expires: now.Add(50 * time.Minute), Static: true},
+				{IP: netip.MustParseAddr("10.0.0.100"), MAC: "02:00:00:00:01:01", State: "bound", Expires: now.Add(9*time.Minute + 49*time.Second)},
+			},
+		},
 	}
 }

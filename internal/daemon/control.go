@@ -32,6 +32,7 @@ type extras struct {
 
 	started      time.Time
 	configLoaded time.Time
+	lastPass     time.Time // when the last pass ended (zero: none yet)
 	passes       uint64
 	repairs      uint64
 	resyncs      int
@@ -329,14 +330,22 @@ func (d *Daemon) afterPass(res SyncResult) {
 		d.countRepair()
 	}
 	d.x.metrics.PassDone(res.End.Sub(res.Start), res.Err != nil)
-	st := d.buildStatus(res.End)
-	d.x.status.Store(st)
+	d.x.lastPass = res.End
+	st := d.publishStatus()
 	if p := d.x.pub.Load(); p != nil {
 		for _, u := range st.Uplinks {
 			p.m.Update(u.Name, u.Address)
 		}
 	}
 	d.passDHCP()
+}
+
+// publishStatus rebuilds the status snapshot (and the uplink metrics) from
+// the loop's state: after every pass and every finished probe round.
+func (d *Daemon) publishStatus() *control.Status {
+	st := d.buildStatus(d.x.lastPass)
+	d.x.status.Store(st)
+	return st
 }
 
 // buildStatus computes the status snapshot from the loop's own state.
@@ -370,7 +379,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			}
 		}
 		rt := d.runtimes[u.Name]
-		var loss, rtt float64 = -1, -1
+		probe := metrics.Probe{Loss: -1, RTT: -1, Jitter: -1} // unknown
 		switch linkOK := seen && ls.Present && ls.Carrier && ls.Addr.IsValid(); {
 		case !linkOK:
 		case rt == nil || rt.health == nil:
@@ -384,11 +393,16 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			default:
 				cu.State = control.StateChecking
 			}
-			if cu.State != control.StateChecking {
-				// Up and failed are verdicts of finished rounds.
-				l, r := rt.health.Stats()
-				loss, rtt = l, float64(r)/float64(time.Millisecond)
-				cu.Loss, cu.RTTms = &loss, &rtt
+			if last := rt.last; last != nil {
+				// The last finished round of the running prober.
+				loss := last.loss()
+				cu.Loss, probe.Loss = &loss, loss
+				if last.hasRTT {
+					cu.RTTms, probe.RTT = millis(last.rtt), last.rtt
+				}
+				if last.hasJitter {
+					cu.JitterMs, probe.Jitter = millis(last.jitter), last.jitter
+				}
 			}
 		}
 		prev, ok := d.x.states[u.Name]
@@ -407,7 +421,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			}
 			cu.Reconnect = reconnectStatus(in.reconn)
 		}
-		d.x.metrics.SetUplink(u.Name, string(cu.State), loss, time.Duration(rtt*float64(time.Millisecond)))
+		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st
@@ -442,6 +456,12 @@ func (d *Daemon) freshReconnects(st *control.Status) {
 			st.Uplinks[i].Reconnect = reconnectStatus(in.reconn)
 		}
 	}
+}
+
+// millis is d in milliseconds, for the status.
+func millis(d time.Duration) *float64 {
+	ms := float64(d) / float64(time.Millisecond)
+	return &ms
 }
 
 // onControl handles a control request in the loop; true when a pass is due.
@@ -497,6 +517,10 @@ type ctlHandler struct{ d *Daemon }
 func (h ctlHandler) Status(context.Context) (control.Status, error) {
 	st := *h.d.x.status.Load()
 	h.d.freshReconnects(&st)
+	// The sections other goroutines own are read live, not from the
+	// loop's snapshot: backend checks, publishers and the DHCP server
+	// change without a pass.
+	st.Services = h.d.ServiceStatus()
 	st.HA = h.d.HAStatus()
 	if p := h.d.x.pub.Load(); p != nil {
 		st.Publishers = publisherStatus(p.m.Status())

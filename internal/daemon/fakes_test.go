@@ -414,7 +414,8 @@ type loopOpts struct {
 	watchdog time.Duration
 	fwPoll   time.Duration
 	services ServiceChecksFunc
-	watch    bool // Options.WatchConfig
+	probe    ProbeFunc // nil: the real prober
+	watch    bool      // Options.WatchConfig
 }
 
 func startLoop(t testing.TB, o loopOpts) *loop {
@@ -431,7 +432,7 @@ func startLoop(t testing.TB, o loopOpts) *loop {
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }},
 		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
-			Services: o.services})
+			Services: o.services, Probe: o.probe})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,11 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 	d.x.metricsAddr = ln.Addr()
 	reg := d.x.metrics
 	d.OnHARole(reg.SetHARole) // HA: the role as a metric
+	reg.SetSources(metrics.Sources{
+		Services:   d.serviceMetrics,
+		Publishers: d.publisherMetrics,
+		DHCP:       d.dhcpMetrics,
+	})
 	d.log.Info("metrics endpoint listening", "event", "metrics-listen", "addr", ln.Addr().String())
 	d.wg.Go(func() {
 		if err := metrics.ServeListener(ctx, ln, reg); err != nil {
@@ -35,4 +40,40 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// serviceMetrics is metrics.Sources.Services: every backend of every
+// [[service]], as the status shows it.
+func (d *Daemon) serviceMetrics() []metrics.Backend {
+	var out []metrics.Backend
+	for _, s := range d.ServiceStatus() {
+		for _, b := range s.Backends {
+			out = append(out, metrics.Backend{Service: s.Name, Address: b.Address.String(), Healthy: b.Healthy})
+		}
+	}
+	return out
+}
+
+// publisherMetrics is metrics.Sources.Publishers.
+func (d *Daemon) publisherMetrics() []metrics.Publisher {
+	p := d.x.pub.Load()
+	if p == nil {
+		return nil
+	}
+	var out []metrics.Publisher
+	for _, s := range p.m.Status() {
+		out = append(out, metrics.Publisher{Uplink: s.Uplink, Name: s.Name, Result: s.Result, PublishedAt: s.PublishedAt})
+	}
+	return out
+}
+
+// dhcpMetrics is metrics.Sources.DHCP.
+func (d *Daemon) dhcpMetrics() (metrics.DHCP, bool) {
+	r := d.x.dhcpStatus.Load()
+	if r == nil {
+		return metrics.DHCP{}, false
+	}
+	s := r.srv.Status()
+	return metrics.DHCP{Mode: s.Mode, Listening: s.Listening, Binds: s.Binds, InUse: s.InUse, Free: s.Free,
+		Resting: s.Bad, Dropped: s.Dropped, Restarts: s.Restarts}, true
 }

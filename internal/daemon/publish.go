@@ -43,7 +43,10 @@ func (d *Daemon) startPublishing(cfg *policy.Config) {
 	}
 	m, err := hooks.NewPublishManager(specs, hooks.PublishOptions{
 		StateDir: cfg.Daemon.StateDir, Version: d.opts.Version, Log: d.log,
-		OnResult: func(ev hooks.PublishEvent) { d.fireOutside(ev.HookEvent()) },
+		OnResult: func(ev hooks.PublishEvent) {
+			d.x.metrics.PublishResult(ev.Uplink, ev.Publisher, ev.Result)
+			d.fireOutside(ev.HookEvent())
+		},
 	})
 	if err != nil {
 		// CheckConfig passed moments ago; a secret file changed since.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -26,6 +27,9 @@ type uplinkRuntime struct {
 	proberSource netip.Addr
 	proberIface  string
 	rounds       map[uint64]*probeRound
+	// last is the latest finished probe round of the running prober, for
+	// the status and metrics; nil before its first round.
+	last *roundStats
 
 	reconnSpec     hooks.ReconnectSpec
 	reconn         *hooks.Reconnector // nil: reconnecting not configured
@@ -39,6 +43,46 @@ type uplinkRuntime struct {
 type probeRound struct {
 	results, ok int
 	rtts        []time.Duration
+}
+
+// roundStats is one finished probe round as `uplinkd status` and the
+// metrics show it (docs/status.md: loss, rtt_ms and jitter_ms are of the
+// last round, not of the health machine's window).
+type roundStats struct {
+	sent, answered int
+	// rtt is the mean RTT of the answered probes; jitter their population
+	// standard deviation around it. hasRTT: at least one answered;
+	// hasJitter: at least two (a single RTT has no spread).
+	rtt, jitter       time.Duration
+	hasRTT, hasJitter bool
+}
+
+// newRoundStats summarises a round of sent probes, answered of which
+// answered with rtts.
+func newRoundStats(sent, answered int, rtts []time.Duration) roundStats {
+	s := roundStats{sent: max(sent, answered, 1), answered: answered}
+	if len(rtts) == 0 {
+		return s
+	}
+	var sum float64
+	for _, r := range rtts {
+		sum += float64(r)
+	}
+	mean := sum / float64(len(rtts))
+	s.rtt, s.hasRTT = time.Duration(math.Round(mean)), true
+	if len(rtts) >= 2 {
+		var sq float64
+		for _, r := range rtts {
+			sq += (float64(r) - mean) * (float64(r) - mean)
+		}
+		s.jitter, s.hasJitter = time.Duration(math.Round(math.Sqrt(sq/float64(len(rtts))))), true
+	}
+	return s
+}
+
+// loss is the fraction 0..1 of the round's probes that went unanswered.
+func (s roundStats) loss() float64 {
+	return float64(s.sent-min(s.answered, s.sent)) / float64(s.sent)
 }
 
 // probeMsg tags a result with the prober generation, so results of a prober
@@ -131,6 +175,7 @@ func (rt *uplinkRuntime) stopProber() {
 	}
 	rt.proberSource, rt.proberIface = netip.Addr{}, ""
 	rt.rounds = nil
+	rt.last = nil
 }
 
 // feedLinks gives every health machine the pass's link-layer verdict and
@@ -229,6 +274,12 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 	delete(rt.rounds, m.r.Round)
 	before := rt.health.Usable()
 	d.logHealth(rt, rt.proberIface, rt.health.Round(rd.ok, rd.rtts, now))
+	last := newRoundStats(len(rt.check.Targets), rd.ok, rd.rtts)
+	rt.last = &last
+	// The status and metrics show every round as it ends, not at the next
+	// pass: with probes answering and nothing else happening there may be
+	// no pass for hours.
+	d.publishStatus()
 	return rt.health.Usable() != before
 }
 

@@ -1,8 +1,11 @@
 // Package metrics is uplinkd's optional Prometheus endpoint ([daemon]
-// metrics_listen): per-uplink state, loss, rtt, transitions and reconnects;
-// passes, pass duration, repairs and netlink overflows; the two-gateway HA
-// role (SetHARole); and the process's own figures (RSS, CPU, file
-// descriptors, Go runtime).
+// metrics_listen): per-uplink state, loss, rtt, jitter (of the last probe
+// round), transitions and reconnects; passes, pass duration, repairs and
+// netlink overflows; the two-gateway HA role (SetHARole); publish attempts
+// (PublishResult); the [[service]] backends' health, the publishers' last
+// results and the DHCP server's leases, read from their owners at each
+// scrape (SetSources); and the process's own figures (RSS, CPU, file
+// descriptors, Go runtime). docs/metrics.md lists every series.
 //
 // It uses github.com/VictoriaMetrics/metrics rather than
 // prometheus/client_golang: it writes the same Prometheus text format

@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,13 +65,16 @@ func scrape(t *testing.T, url string) string {
 // labels, value.
 var sample = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*"(, ?)?)*\})? \S+$`)
 
+// unknown is a Probe without a finished round.
+var unknown = Probe{Loss: -1, RTT: -1, Jitter: -1}
+
 func TestScrape(t *testing.T) {
 	r := New()
 	url := serve(t, r)
 
-	r.SetUplink("dsl", "up", 0.25, 31500*time.Microsecond)
-	r.SetUplink("lte", "checking", -1, -1) // no probe round yet
-	r.SetUplink(`we"ird`, "down", -1, -1)
+	r.SetUplink("dsl", "up", Probe{Loss: 0.25, RTT: 31500 * time.Microsecond, Jitter: 2 * time.Millisecond})
+	r.SetUplink("lte", "checking", unknown) // no probe round yet
+	r.SetUplink(`we"ird`, "down", unknown)
 	r.Transition("dsl")
 	r.Transition("dsl")
 	r.Reconnect("lte")
@@ -89,6 +95,7 @@ func TestScrape(t *testing.T) {
 		`uplinkd_uplink_state{uplink="we\"ird",state="down"} 1`,
 		`uplinkd_uplink_loss_ratio{uplink="dsl"} 0.25`,
 		`uplinkd_uplink_rtt_seconds{uplink="dsl"} 0.0315`,
+		`uplinkd_uplink_jitter_seconds{uplink="dsl"} 0.002`,
 		`uplinkd_uplink_transitions_total{uplink="dsl"} 2`,
 		`uplinkd_uplink_transitions_total{uplink="lte"} 0`,
 		`uplinkd_uplink_reconnects_total{uplink="lte"} 1`,
@@ -110,7 +117,7 @@ func TestScrape(t *testing.T) {
 			t.Errorf("missing %q", want)
 		}
 	}
-	for _, absent := range []string{`uplinkd_uplink_loss_ratio{uplink="lte"}`, `uplinkd_uplink_rtt_seconds{uplink="lte"}`} {
+	for _, absent := range []string{`uplinkd_uplink_loss_ratio{uplink="lte"}`, `uplinkd_uplink_rtt_seconds{uplink="lte"}`, `uplinkd_uplink_jitter_seconds{uplink="lte"}`} {
 		if strings.Contains(body, absent) {
 			t.Errorf("unknown value exported: %s", absent)
 		}
@@ -122,10 +129,10 @@ func TestScrape(t *testing.T) {
 	}
 
 	// Loss becomes unknown again, and a reload removes an uplink.
-	r.SetUplink("dsl", "failed", -1, -1)
+	r.SetUplink("dsl", "failed", unknown)
 	r.RemoveUplink("lte")
 	body = scrape(t, url)
-	for _, gone := range []string{`uplinkd_uplink_loss_ratio{uplink="dsl"}`, `uplink="lte"`} {
+	for _, gone := range []string{`uplinkd_uplink_loss_ratio{uplink="dsl"}`, `uplinkd_uplink_jitter_seconds{uplink="dsl"}`, `uplink="lte"`} {
 		if strings.Contains(body, gone) {
 			t.Errorf("still exported after removal: %s", gone)
 		}
@@ -143,7 +150,9 @@ func TestOffIsFree(t *testing.T) {
 		r.PassDone(time.Millisecond, true)
 		r.Repair()
 		r.Overflow()
-		r.SetUplink("dsl", "up", 0.1, time.Millisecond)
+		r.SetUplink("dsl", "up", Probe{Loss: 0.1, RTT: time.Millisecond})
+		r.PublishResult("dsl", "dyn", "ok")
+		r.SetSources(Sources{})
 		r.Transition("dsl")
 		r.Reconnect("dsl")
 		r.RemoveUplink("dsl")
@@ -191,5 +200,162 @@ func TestServeStopsMidScrape(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+}
+
+// TestLiveSources: services, publishers and DHCP are read from their
+// sources at every scrape, one HELP/TYPE per family, and what a source no
+// longer reports is gone from the next scrape.
+func TestLiveSources(t *testing.T) {
+	r := New()
+	url := serve(t, r)
+	var (
+		mu       sync.Mutex
+		backends = []Backend{{"web", "10.0.0.3:8080", true}, {"web", "10.0.0.4:8080", false}, {`d"ns`, "10.0.0.5:53", true}}
+		pubs     = []Publisher{{Uplink: "dsl", Name: "dyn", Result: "ok", PublishedAt: time.Unix(1700000000, 500e6)}, {Uplink: "lte", Name: "command-1"}}
+		dhcp     = DHCP{Mode: "embedded", Listening: true, Binds: 2, InUse: 3, Free: 97, Resting: 1, Dropped: 5}
+		dhcpOn   = true
+	)
+	r.SetSources(Sources{
+		Services:   func() []Backend { mu.Lock(); defer mu.Unlock(); return slices.Clone(backends) },
+		Publishers: func() []Publisher { mu.Lock(); defer mu.Unlock(); return slices.Clone(pubs) },
+		DHCP:       func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, dhcpOn },
+	})
+	r.PublishResult("dsl", "dyn", "retry")
+	r.PublishResult("dsl", "dyn", "ok")
+	r.PublishResult("dsl", "dyn", "ok")
+
+	body := scrape(t, url)
+	for _, want := range []string{
+		`uplinkd_service_backend_healthy{service="web",backend="10.0.0.3:8080"} 1`,
+		`uplinkd_service_backend_healthy{service="web",backend="10.0.0.4:8080"} 0`,
+		`uplinkd_service_backend_healthy{service="d\"ns",backend="10.0.0.5:53"} 1`,
+		`uplinkd_publisher_last_result{uplink="dsl",publisher="dyn",result="ok"} 1`,
+		`uplinkd_publisher_last_result{uplink="dsl",publisher="dyn",result="retry"} 0`,
+		`uplinkd_publisher_last_result{uplink="lte",publisher="command-1",result="none"} 1`,
+		`uplinkd_publisher_published_timestamp_seconds{uplink="dsl",publisher="dyn"} 1.7000000005e+09`,
+		`uplinkd_publisher_attempts_total{uplink="dsl",publisher="dyn",result="ok"} 2`,
+		`uplinkd_publisher_attempts_total{uplink="dsl",publisher="dyn",result="retry"} 1`,
+		`uplinkd_dhcp_up{mode="embedded"} 1`,
+		`uplinkd_dhcp_listening 1`,
+		`uplinkd_dhcp_binds_total 2`,
+		`uplinkd_dhcp_leases_in_use 3`,
+		`uplinkd_dhcp_leases_free 97`,
+		`uplinkd_dhcp_addresses_resting 1`,
+		`uplinkd_dhcp_dropped_packets_total 5`,
+		`# TYPE uplinkd_service_backend_healthy gauge`,
+		`# TYPE uplinkd_dhcp_dropped_packets_total counter`,
+		`# TYPE uplinkd_publisher_attempts_total counter`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("missing %q", want)
+		}
+	}
+	if strings.Contains(body, `published_timestamp_seconds{uplink="lte"`) {
+		t.Error("a publisher that never published has a publish time")
+	}
+	types := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+		if f, ok := strings.CutPrefix(l, "# TYPE "); ok {
+			types[strings.Fields(f)[0]]++
+			continue
+		}
+		if !strings.HasPrefix(l, "#") && !sample.MatchString(l) {
+			t.Errorf("not a valid sample line: %q", l)
+		}
+	}
+	for name, n := range types {
+		if n != 1 {
+			t.Errorf("%d TYPE lines for %s", n, name)
+		}
+	}
+
+	// The sources change: the next scrape follows.
+	mu.Lock()
+	backends = backends[:1]
+	dhcp = DHCP{Mode: "service", Restarts: 4}
+	mu.Unlock()
+	body = scrape(t, url)
+	for _, want := range []string{`uplinkd_dhcp_up{mode="service"} 1`, `uplinkd_dhcp_service_restarts_total 4`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("missing %q", want)
+		}
+	}
+	for _, gone := range []string{`backend="10.0.0.4:8080"`, `uplinkd_dhcp_leases_in_use`} {
+		if strings.Contains(body, gone) {
+			t.Errorf("still exported: %s", gone)
+		}
+	}
+	mu.Lock()
+	dhcpOn = false
+	mu.Unlock()
+	if body = scrape(t, url); strings.Contains(body, "uplinkd_dhcp_") {
+		t.Error("DHCP series with [lan.dhcp] off")
+	}
+}
+
+// TestDocumentedMetrics: docs/metrics.md lists exactly the families the
+// registry exports (every series set, DHCP in both modes), with their
+// types.
+func TestDocumentedMetrics(t *testing.T) {
+	data, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{} // name → type
+	row := regexp.MustCompile("^\\| `(uplinkd_[a-z_]+)` \\| ([a-z]+) \\|")
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			documented[m[1]] = m[2]
+		}
+	}
+	if len(documented) == 0 {
+		t.Fatal("no metrics table in docs/metrics.md")
+	}
+
+	r := New()
+	url := serve(t, r)
+	r.PassDone(time.Millisecond, true)
+	r.Repair()
+	r.Overflow()
+	r.SetUplink("dsl", "up", Probe{Loss: 0.5, RTT: time.Millisecond, Jitter: time.Millisecond})
+	r.Transition("dsl")
+	r.Reconnect("dsl")
+	r.SetHARole("master", time.Now())
+	r.PublishResult("dsl", "dyn", "ok")
+	var mu sync.Mutex
+	dhcp := DHCP{Mode: "embedded"}
+	r.SetSources(Sources{
+		Services: func() []Backend { return []Backend{{"web", "10.0.0.3:80", true}} },
+		Publishers: func() []Publisher {
+			return []Publisher{{Uplink: "dsl", Name: "dyn", Result: "ok", PublishedAt: time.Now()}}
+		},
+		DHCP: func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
+	})
+	exported := map[string]string{}
+	collect := func() {
+		for _, line := range strings.Split(scrape(t, url), "\n") {
+			if f, ok := strings.CutPrefix(line, "# TYPE "); ok && strings.HasPrefix(f, "uplinkd_") {
+				name, typ, _ := strings.Cut(f, " ")
+				exported[name] = typ
+			}
+		}
+	}
+	collect()
+	mu.Lock()
+	dhcp = DHCP{Mode: "service"}
+	mu.Unlock()
+	collect()
+	for name, typ := range exported {
+		if d, ok := documented[name]; !ok {
+			t.Errorf("%s (%s) is exported but not in docs/metrics.md", name, typ)
+		} else if d != typ {
+			t.Errorf("%s is a %s, docs/metrics.md says %s", name, typ, d)
+		}
+	}
+	for name := range documented {
+		if _, ok := exported[name]; !ok {
+			t.Errorf("docs/metrics.md lists %s, which is not exported", name)
+		}
 	}
 }

@@ -26,14 +26,17 @@ type Registry struct {
 	repairs      *vm.Counter
 	overflows    *vm.Counter
 
-	mu      sync.Mutex
-	uplinks map[string]*uplinkSeries
+	mu         sync.Mutex
+	uplinks    map[string]*uplinkSeries
+	sources    Sources
+	publishers map[[3]string]*vm.Counter // attempts by uplink, publisher, result
 }
 
 type uplinkSeries struct {
 	label       string // `uplink="NAME"`
 	state       [len(states)]*vm.Gauge
 	loss, rtt   *vm.Gauge // nil while unknown
+	jitter      *vm.Gauge // nil while unknown
 	transitions *vm.Counter
 	reconnects  *vm.Counter
 }
@@ -50,6 +53,7 @@ func New() *Registry {
 		repairs:      s.NewCounter("uplinkd_repairs_total"),
 		overflows:    s.NewCounter("uplinkd_netlink_overflows_total"),
 		uplinks:      map[string]*uplinkSeries{},
+		publishers:   map[[3]string]*vm.Counter{},
 	}
 }
 
@@ -82,11 +86,19 @@ func (r *Registry) Overflow() {
 	r.overflows.Inc()
 }
 
-// SetUplink sets an uplink's state (down, checking, up or failed), its probe
-// loss (fraction 0..1) and round-trip time. A negative loss or rtt means
-// unknown (no health check, no round finished) and removes that series.
-// The daemon calls it for every uplink after every pass.
-func (r *Registry) SetUplink(name, state string, loss float64, rtt time.Duration) {
+// Probe is an uplink's last finished probe round. A negative field is
+// unknown (no health check, no round finished, no probe answered, fewer than
+// two answered for Jitter) and its series is removed.
+type Probe struct {
+	Loss   float64       // fraction 0..1 of the round's probes unanswered
+	RTT    time.Duration // mean RTT of the answered probes
+	Jitter time.Duration // population standard deviation of those RTTs
+}
+
+// SetUplink sets an uplink's state (down, checking, up or failed) and its
+// last probe round. The daemon calls it for every uplink after every pass
+// and every finished probe round.
+func (r *Registry) SetUplink(name, state string, p Probe) {
 	if r == nil {
 		return
 	}
@@ -100,8 +112,9 @@ func (r *Registry) SetUplink(name, state string, loss float64, rtt time.Duration
 		}
 		u.state[i].Set(v)
 	}
-	u.loss = r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", loss)
-	u.rtt = r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", rtt.Seconds())
+	u.loss = r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", p.Loss)
+	u.rtt = r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", p.RTT.Seconds())
+	u.jitter = r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", p.Jitter.Seconds())
 }
 
 func (r *Registry) optionalGauge(g *vm.Gauge, name string, v float64) *vm.Gauge {
@@ -159,6 +172,7 @@ func (r *Registry) RemoveUplink(name string) {
 	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
 	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
+	r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", -1)
 }
 
 func (r *Registry) uplinkLocked(name string) *uplinkSeries {

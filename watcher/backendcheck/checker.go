@@ -7,6 +7,7 @@ package backendcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -223,11 +224,14 @@ func (c *Checker) run(ctx context.Context, b *backend) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, k.timeout)
 		err := c.opts.Dial(cctx, k.iface, target)
+		// Read before cancel, which sets every context's Err: only a dial
+		// that ran out of time is "no answer"; a refusal says so.
+		timedOut := errors.Is(cctx.Err(), context.DeadlineExceeded)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if err != nil && cctx.Err() != nil {
+		if err != nil && timedOut {
 			err = fmt.Errorf("no answer within %s", k.timeout)
 		}
 		c.mu.Lock()

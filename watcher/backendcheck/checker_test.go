@@ -196,3 +196,33 @@ func TestSpecs(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckerLastError: the status names the check's own error; only a
+// dial that ran out of time is "no answer within TIMEOUT".
+func TestCheckerLastError(t *testing.T) {
+	a := netip.MustParseAddrPort("10.0.0.2:80")
+	for _, tc := range []struct {
+		name string
+		dial DialFunc
+		want string
+	}{
+		{"refused", func(context.Context, string, netip.AddrPort) error {
+			return errors.New("dial tcp4 10.0.0.2:80: connect: connection refused")
+		}, "dial tcp4 10.0.0.2:80: connect: connection refused"},
+		{"no answer", func(ctx context.Context, _ string, _ netip.AddrPort) error {
+			<-ctx.Done()
+			return ctx.Err()
+		}, "no answer within 20ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			notify := make(chan struct{}, 16)
+			c := New([]Spec{{Service: "web", Backends: []netip.AddrPort{a}, Interval: 5 * time.Millisecond, Timeout: 20 * time.Millisecond, Down: 1, Up: 1}},
+				Options{Dial: tc.dial, Notify: func() { notify <- struct{}{} }})
+			defer c.Close()
+			waitNotify(t, notify)
+			if b := c.Status()[0].Backends[0]; b.Healthy || b.LastError != tc.want {
+				t.Errorf("backend %+v, want unhealthy with last error %q", b, tc.want)
+			}
+		})
+	}
+}

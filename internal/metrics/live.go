@@ -1,0 +1,173 @@
+package metrics
+
+import (
+	"bytes"
+	"io"
+	"strconv"
+	"time"
+)
+
+// Sources are the daemon's parts whose state other goroutines than the
+// loop own: the [[service]] backend checker, the address publishers and the
+// LAN DHCP server. Their series are read from them at every scrape (never
+// cached), so a scrape shows what `uplinkd status` would show at that
+// moment, and a backend, publisher or DHCP server a reload removed has no
+// series left. A nil function exports nothing.
+type Sources struct {
+	Services   func() []Backend
+	Publishers func() []Publisher
+	// DHCP reports the LAN DHCP side; ok is false when [lan.dhcp] is off.
+	DHCP func() (d DHCP, ok bool)
+}
+
+// Backend is one backend of a [[service]].
+type Backend struct {
+	Service string
+	Address string // IPv4:PORT
+	Healthy bool   // in the set new connections are balanced over
+}
+
+// Publisher is one [[uplink.publish]] entry.
+type Publisher struct {
+	Uplink, Name string
+	// Result of the last attempt: ok, retry, permanent, running; "" none yet.
+	Result string
+	// PublishedAt is when an address was last published (zero: never).
+	PublishedAt time.Time
+}
+
+// DHCP is the LAN DHCP side.
+type DHCP struct {
+	Mode                 string // embedded or service
+	Listening            bool
+	Binds                int
+	InUse, Free, Resting int
+	Dropped              uint64
+	Restarts             int // service mode
+}
+
+// publishResults are the results the last-result gauge has a series for.
+var publishResults = [...]string{"none", "running", "ok", "retry", "permanent"}
+
+// SetSources sets where the live series come from; call it once, before
+// the endpoint serves.
+func (r *Registry) SetSources(s Sources) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.sources = s
+	r.mu.Unlock()
+	r.set.RegisterMetricsWriter(r.writeLive)
+}
+
+// PublishResult counts one finished attempt of a publisher:
+// uplinkd_publisher_attempts_total{uplink,publisher,result}.
+func (r *Registry) PublishResult(uplink, publisher, result string) {
+	if r == nil {
+		return
+	}
+	k := [3]string{uplink, publisher, result}
+	r.mu.Lock()
+	c := r.publishers[k]
+	if c == nil {
+		c = r.set.NewCounter(`uplinkd_publisher_attempts_total{uplink="` + escapeLabel(uplink) +
+			`",publisher="` + escapeLabel(publisher) + `",result="` + escapeLabel(result) + `"}`)
+		r.publishers[k] = c
+	}
+	r.mu.Unlock()
+	c.Inc()
+}
+
+// family writes one metric family: HELP and TYPE once, then its samples.
+type family struct {
+	name, typ, help string
+	lines           bytes.Buffer
+}
+
+func (f *family) add(labels string, v float64) {
+	f.lines.WriteString(f.name)
+	if labels != "" {
+		f.lines.WriteString("{" + labels + "}")
+	}
+	f.lines.WriteByte(' ')
+	f.lines.WriteString(strconv.FormatFloat(v, 'g', -1, 64))
+	f.lines.WriteByte('\n')
+}
+
+func (f *family) writeTo(w io.Writer) {
+	if f.lines.Len() == 0 {
+		return
+	}
+	io.WriteString(w, "# HELP "+f.name+" "+f.help+"\n# TYPE "+f.name+" "+f.typ+"\n")
+	w.Write(f.lines.Bytes())
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// writeLive writes the series of the Sources (the vm Set calls it at every
+// scrape, after its own series).
+func (r *Registry) writeLive(w io.Writer) {
+	r.mu.Lock()
+	src := r.sources
+	r.mu.Unlock()
+	var fams []*family
+	newFam := func(name, typ, help string) *family {
+		f := &family{name: name, typ: typ, help: help}
+		fams = append(fams, f)
+		return f
+	}
+	if src.Services != nil {
+		healthy := newFam("uplinkd_service_backend_healthy", "gauge",
+			"1 while the backend is in its service's healthy set (unchecked services: always 1)")
+		for _, b := range src.Services() {
+			healthy.add(`service="`+escapeLabel(b.Service)+`",backend="`+escapeLabel(b.Address)+`"`, b2f(b.Healthy))
+		}
+	}
+	if src.Publishers != nil {
+		last := newFam("uplinkd_publisher_last_result", "gauge",
+			"1 for the result of the publisher's last attempt (none: no attempt yet)")
+		at := newFam("uplinkd_publisher_published_timestamp_seconds", "gauge",
+			"Unix time an address was last published; absent while never")
+		for _, p := range src.Publishers() {
+			lbl := `uplink="` + escapeLabel(p.Uplink) + `",publisher="` + escapeLabel(p.Name) + `"`
+			res := p.Result
+			if res == "" {
+				res = "none"
+			}
+			for _, name := range publishResults {
+				last.add(lbl+`,result="`+name+`"`, b2f(name == res))
+			}
+			if !p.PublishedAt.IsZero() {
+				at.add(lbl, float64(p.PublishedAt.UnixNano())/1e9)
+			}
+		}
+	}
+	if src.DHCP != nil {
+		if d, ok := src.DHCP(); ok {
+			mode := `mode="` + escapeLabel(d.Mode) + `"`
+			newFam("uplinkd_dhcp_up", "gauge", "1 with [lan.dhcp] on, by mode (embedded, service)").add(mode, 1)
+			if d.Mode == "service" {
+				newFam("uplinkd_dhcp_service_restarts_total", "counter",
+					"restarts of the external DHCP server").add("", float64(d.Restarts))
+			} else {
+				newFam("uplinkd_dhcp_listening", "gauge", "1 while the embedded server's socket is bound").add("", b2f(d.Listening))
+				newFam("uplinkd_dhcp_binds_total", "counter", "times the embedded server bound its socket").add("", float64(d.Binds))
+				newFam("uplinkd_dhcp_leases_in_use", "gauge", "leases held, fixed hosts included").add("", float64(d.InUse))
+				newFam("uplinkd_dhcp_leases_free", "gauge", "pool addresses free to lease").add("", float64(d.Free))
+				newFam("uplinkd_dhcp_addresses_resting", "gauge",
+					"pool addresses resting after a decline or an address conflict").add("", float64(d.Resting))
+				newFam("uplinkd_dhcp_dropped_packets_total", "counter",
+					"DHCP packets dropped (malformed, relayed, over the rate limit)").add("", float64(d.Dropped))
+			}
+		}
+	}
+	for _, f := range fams {
+		f.writeTo(w)
+	}
+}
