@@ -60,7 +60,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		if msg == "" {
 			msg = "request failed"
 		}
-		return resp, &RemoteError{Msg: msg, Problems: resp.Problems}
+		return resp, &RemoteError{Msg: msg, Problems: resp.Problems, Busy: resp.Busy}
 	}
 	return resp, nil
 }
