@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -52,8 +53,13 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		}
 		if ctx.Err() != nil {
 			err = ctx.Err()
+		} else if notAnswer(err) {
+			return Response{}, &ProtocolError{Err: err}
 		}
 		return Response{}, fmt.Errorf("control socket: no answer: %w", err)
+	}
+	if resp.V != Version {
+		return Response{}, &ProtocolError{Err: fmt.Errorf("protocol version %d, want %d", resp.V, Version)}
 	}
 	if !resp.OK {
 		msg := resp.Error
@@ -63,4 +69,23 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		return resp, &RemoteError{Msg: msg, Problems: resp.Problems, Busy: resp.Busy}
 	}
 	return resp, nil
+}
+
+// ProtocolError: something answered on the socket, but not with an
+// uplinkd response (not JSON, closed without an answer, another protocol
+// version): the path is not uplinkd's socket, or the daemon is of another
+// version.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string {
+	return "control socket: not an uplinkd answer: " + e.Err.Error()
+}
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// notAnswer tells a reply that is not uplinkd's (garbage, or the
+// connection closed before any answer) from a transport failure.
+func notAnswer(err error) bool {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	return errors.As(err, &se) || errors.As(err, &te) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
