@@ -55,21 +55,30 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		fs.StringVar(&remote, "remote", "", "the peer's address (pppd's PPP_REMOTE)")
 		fs.StringVar(&role, "role", "", "this gateway's VRRP role: master, backup or fault")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, commandHelp[cmd])
-			return exitOK, true
+	// Flags may come before or after the arguments, as in
+	// `reconnect dsl --socket PATH`.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, commandHelp[cmd])
+				return exitOK, true
+			}
+			return usageError(stderr, cmd, err), true
 		}
-		return usageError(stderr, cmd, err), true
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 
 	req := control.Request{Cmd: cmd}
 	switch cmd {
 	case "reconnect":
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			return usageError(stderr, cmd, errors.New("name one uplink: uplinkd reconnect NAME")), true
 		}
-		req.Uplink = fs.Arg(0)
+		req.Uplink = positional[0]
 	case "event":
 		ev, err := parseEvent(iface, state, local, remote, role)
 		if err != nil {
@@ -77,8 +86,8 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		}
 		req.Event = &ev
 	}
-	if cmd != "reconnect" && fs.NArg() != 0 {
-		return usageError(stderr, cmd, fmt.Errorf("unexpected argument %q", fs.Arg(0))), true
+	if cmd != "reconnect" && len(positional) != 0 {
+		return usageError(stderr, cmd, fmt.Errorf("unexpected argument %q", positional[0])), true
 	}
 
 	set := map[string]bool{}
@@ -182,7 +191,7 @@ const maxConfigSize = 4 << 20
 func controlSocketOf(path string) (string, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		return "", &os.PathError{Op: "open", Path: path, Err: err}
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()

@@ -48,13 +48,15 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	// peer before reading), and that answer says more than the send error.
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxResponse)).Decode(&resp); err != nil {
-		if werr != nil {
-			return Response{}, fmt.Errorf("control socket: send: %w", werr)
-		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			err = ctx.Err()
-		} else if notAnswer(err) {
+		case notAnswer(err):
+			// Garbage, or closed without a word: a daemon of ours
+			// always answers, even when it refuses.
 			return Response{}, &ProtocolError{Err: err}
+		case werr != nil:
+			return Response{}, fmt.Errorf("control socket: send: %w", werr)
 		}
 		return Response{}, fmt.Errorf("control socket: no answer: %w", err)
 	}
