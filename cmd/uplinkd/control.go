@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -237,7 +238,7 @@ func controlSocketOf(path string) (string, error) {
 // the socket is missing or refuses connections: a daemon being restarted).
 func callRetry(ctx context.Context, path string, req control.Request, retryFor time.Duration, restarting bool) (control.Response, error) {
 	until := time.Now().Add(retryFor)
-	wait := 2 * time.Millisecond
+	wait := time.Millisecond
 	for {
 		resp, err := control.Call(ctx, path, req)
 		if err == nil || !retryable(err, restarting) {
@@ -247,12 +248,14 @@ func callRetry(ctx context.Context, path string, req control.Request, retryFor t
 		if dl, ok := ctx.Deadline(); next.After(until) || (ok && next.After(dl)) {
 			return resp, err
 		}
+		// Jittered, so that clients refused together do not come back
+		// together.
 		select {
-		case <-time.After(wait):
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
 		case <-ctx.Done():
 			return resp, err
 		}
-		wait = min(2*wait, 20*time.Millisecond)
+		wait = min(2*wait, 10*time.Millisecond)
 	}
 }
 
