@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest
+.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest fuzz
 
 all: build
 
@@ -50,6 +50,22 @@ examples:
 # Fast tests without root or kernel changes.
 unit:
 	$(GO) test -count=1 -short $(PKGS)
+
+# Go fuzz targets, each for FUZZTIME (go test -fuzz takes one target and one
+# package at a time). Their seed corpora (testdata/fuzz/) also run as plain
+# tests in `make test`. A failure leaves the input in the package's
+# testdata/fuzz/TARGET/: keep it there as a regression case.
+# FUZZ_TARGETS: one PACKAGE:TARGET per line (the config loader's
+# ./policy:FuzzLoad goes on the line after the control protocol's).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./internal/control:FuzzControlRequest
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
 
 # Builds, starts the lab (namespaces only), runs the daemon in it with the
 # lab config and prints its events until Ctrl-C, then removes the lab.

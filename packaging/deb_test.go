@@ -209,17 +209,16 @@ func TestDeb(t *testing.T) {
 	})
 
 	t.Run("default config", func(t *testing.T) {
-		// The packaged config is valid but has no uplink: check passes with
-		// the warning, --strict fails on it, and run refuses with EX_CONFIG
-		// (78, the unit's RestartPreventExitStatus) before touching anything.
+		// The packaged config is valid but has no uplink: run refuses it
+		// with EX_CONFIG (78, the unit's RestartPreventExitStatus) before
+		// touching anything, and check, which predicts run, exits 1 saying
+		// why.
 		bin, conf := filepath.Join(x, "usr/sbin/uplinkd"), filepath.Join(x, "etc/uplinkd/uplinkd.toml")
-		const warning = "warning: no [[uplink]]: `uplinkd run` refuses to start until one is configured"
+		const refusal = "no [[uplink]]: `uplinkd run` refuses to start until one is configured (or set [daemon] allow_no_uplinks = true)"
 		out, err := exec.Command(bin, "check", "--config", conf).CombinedOutput()
-		if err != nil {
-			t.Fatalf("uplinkd check on the packaged config: %v\n%s", err, out)
-		}
-		if !strings.Contains(string(out), "ok (0 uplinks") || !strings.Contains(string(out), warning) {
-			t.Errorf("uplinkd check on the packaged config says %q, want it valid with no uplinks and the warning", out)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), refusal) || strings.Contains(string(out), "warning:") {
+			t.Errorf("uplinkd check on the packaged config: %v, %q; want exit 1 and the refusal as an error", err, out)
 		}
 		for _, tc := range []struct {
 			args []string
@@ -427,7 +426,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
 			step installed "$(dpkg-query -W -f="\${Status} \${Version}" uplinkd)"
 			step enabled "$(readlink /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
-			step check "$(uplinkd check 2>/dev/null)"
+			step check "$(uplinkd check >/dev/null 2>&1 && echo exit 0 || echo exit $?)"
 			echo "# edited by the admin" >> /etc/uplinkd/uplinkd.toml
 			mkdir -p /var/lib/uplinkd && echo x > /var/lib/uplinkd/state
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
@@ -449,11 +448,11 @@ func dpkgLifecycle(t *testing.T, deb string) {
 	if strings.Contains(out, "SKIP: ") {
 		t.Skip(strings.TrimSpace(out))
 	}
-	// `check` on the packaged config: valid, no uplinks, with the warning.
+	// `check` on the packaged config: refused as run refuses it (no uplink).
 	want := []string{
 		"== installed install ok installed " + testVersion,
 		"== enabled /lib/systemd/system/uplinkd.service",
-		"== check /etc/uplinkd/uplinkd.toml: ok (0 uplinks, 0 rules)",
+		"== check exit 1",
 		"== edit-kept-on-reinstall # edited by the admin",
 		"== removed deinstall ok config-files binary-gone",
 		"== conffile-kept # edited by the admin",

@@ -65,7 +65,7 @@ func TestUnitKeepsWhatPppdAndHooksNeed(t *testing.T) {
 		"RestartPreventExitStatus": "78",
 		"KillMode":                 "process",
 		"ExecStart":                "/usr/sbin/uplinkd run --config /etc/uplinkd/uplinkd.toml",
-		"ExecReload":               "/usr/sbin/uplinkd reload",
+		"ExecReload":               "/usr/sbin/uplinkd reload --config /etc/uplinkd/uplinkd.toml", // the socket of ExecStart's config
 		"RuntimeDirectory":         "uplinkd",
 		"RuntimeDirectoryMode":     "0755",
 		"RuntimeDirectoryPreserve": "yes", // the HA track file keeps its "stopped" value

@@ -7,29 +7,30 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
 	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/policy"
+	"golang.org/x/sys/unix"
 )
 
 // eventDeadline bounds the daemon call of `uplinkd event`: it runs from
-// pppd's and ifupdown's hook scripts and must never hold them up. The
-// command as a whole, process start and exit included, gets 100 ms; the
-// call gets 90 of them.
+// pppd's, ifupdown's and keepalived's hook scripts and must never hold them
+// up. The command as a whole, process start and exit included, gets 100 ms;
+// the calls (retries included) get 90 of them.
 const eventDeadline = 90 * time.Millisecond
 
-const controlUsage = `
-commands that ask the running daemon (flag --socket PATH, default ` + control.DefaultPath + `;
-use it when [daemon] control_socket is set to another path):
-  status [--json]                 uplinks, state and why, addresses, loss, rtt, last event
-  reconnect NAME                  reconnect the uplink NAME now
-  reload                          re-read the config; prints its problems and exits 1 when it is bad
-  event --iface IF --state up|down [--local A --remote B]
-  event --role master|backup|fault
-                                  poke from ppp/ifupdown/keepalived hooks; gives up after 100 ms and
-                                  exits 0 with a warning when the daemon is not reachable
-`
+// busyRetry bounds how long the interactive commands (status, reload,
+// reconnect) retry a daemon that answers "busy".
+const busyRetry = 2 * time.Second
 
 // runControl runs the commands that talk to the daemon over its control
 // socket. handled is false for any other command.
@@ -40,8 +41,9 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		return 0, false
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("socket", control.DefaultPath, "the daemon's control socket ([daemon] control_socket)")
+	fs.SetOutput(io.Discard)
+	socket := fs.String("socket", "", "the daemon's control socket (default: the config's [daemon] control_socket)")
+	configPath := fs.String("config", policy.DefaultConfigPath, "the configuration file that names the control socket")
 	var asJSON bool
 	var iface, state, local, remote, role string
 	switch cmd {
@@ -54,56 +56,80 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		fs.StringVar(&remote, "remote", "", "the peer's address (pppd's PPP_REMOTE)")
 		fs.StringVar(&role, "role", "", "this gateway's VRRP role: master, backup or fault")
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2, true
+	// Flags may come before or after the arguments, as in
+	// `reconnect dsl --socket PATH`.
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, commandHelp[cmd])
+				return exitOK, true
+			}
+			return usageError(stderr, cmd, err), true
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 
 	req := control.Request{Cmd: cmd}
 	switch cmd {
 	case "reconnect":
-		if fs.NArg() != 1 {
-			fmt.Fprintln(stderr, "usage: uplinkd reconnect [--socket PATH] NAME")
-			return 2, true
+		if len(positional) != 1 {
+			return usageError(stderr, cmd, errors.New("name one uplink: uplinkd reconnect NAME")), true
 		}
-		req.Uplink = fs.Arg(0)
+		req.Uplink = positional[0]
 	case "event":
 		ev, err := parseEvent(iface, state, local, remote, role)
 		if err != nil {
-			fmt.Fprintf(stderr, "uplinkd event: %v\n", err)
-			return 2, true
+			return usageError(stderr, cmd, err), true
 		}
 		req.Event = &ev
 	}
-	if cmd != "reconnect" && fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "uplinkd %s: unexpected argument %q\n", cmd, fs.Arg(0))
-		return 2, true
+	if cmd != "reconnect" && len(positional) != 0 {
+		return usageError(stderr, cmd, fmt.Errorf("unexpected argument %q", positional[0])), true
+	}
+
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	target, err := findSocket(*configPath, set["config"], *socket, set["socket"])
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd %s: %v\n", cmd, err)
+		if errors.Is(err, errNoSocket) {
+			return exitNotRunning, true
+		}
+		return exitUsage, true
 	}
 
 	if cmd == "event" {
-		return sendEvent(*socket, req, stderr), true
+		return sendEvent(target, req, stderr), true
 	}
-	resp, err := control.Call(context.Background(), *socket, req)
-	var remoteErr *control.RemoteError
+	ctx, cancel := context.WithTimeout(context.Background(), control.DefaultCallTimeout)
+	defer cancel()
+	resp, err := callRetry(ctx, target.path, req, busyRetry, false)
 	if err != nil {
+		var remoteErr *control.RemoteError
 		if errors.As(err, &remoteErr) {
 			for _, p := range remoteErr.Problems {
 				fmt.Fprintln(stderr, p)
 			}
 		}
-		fmt.Fprintf(stderr, "uplinkd %s: %v\n", cmd, err)
-		return 1, true
+		code, msg := explain(err, target)
+		fmt.Fprintf(stderr, "uplinkd %s: %s\n", cmd, msg)
+		return code, true
 	}
 	switch cmd {
 	case "status":
 		if resp.Status == nil {
-			fmt.Fprintln(stderr, "uplinkd status: the daemon sent no status")
-			return 1, true
+			fmt.Fprintf(stderr, "uplinkd status: %s answered without a status: not an uplinkd of this version?\n", target.path)
+			return exitProtocol, true
 		}
 		if asJSON {
 			data, err := json.MarshalIndent(resp.Status, "", "  ")
 			if err != nil {
 				fmt.Fprintf(stderr, "uplinkd status: %v\n", err)
-				return 1, true
+				return exitFailure, true
 			}
 			fmt.Fprintf(stdout, "%s\n", data)
 		} else {
@@ -114,7 +140,175 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 	case "reconnect":
 		fmt.Fprintf(stdout, "reconnect of %s requested\n", req.Uplink)
 	}
-	return 0, true
+	return exitOK, true
+}
+
+// socketTarget is the socket a client command uses and where it came from,
+// for the messages.
+type socketTarget struct {
+	path string
+	// from: "--socket", the config file's path, or "" for the default
+	// socket (no --config given, and the default config unreadable).
+	from string
+	// fallback says why the default config did not name the socket.
+	fallback string
+}
+
+// errNoSocket: the config says the daemon runs without a control socket.
+var errNoSocket = errors.New("no control socket")
+
+// findSocket picks the control socket: --socket; else [daemon]
+// control_socket of the config (--config, default /etc/uplinkd/uplinkd.toml);
+// else, only when --config was not given and the default config cannot be
+// read, the default socket. A --config given that cannot be read is an
+// error: the admin named a file, and another daemon's socket is not what
+// they asked for.
+func findSocket(configPath string, configGiven bool, socket string, socketGiven bool) (socketTarget, error) {
+	if socketGiven {
+		if socket == "" {
+			return socketTarget{}, errors.New("--socket: empty path")
+		}
+		return socketTarget{path: socket, from: "--socket"}, nil
+	}
+	path, err := controlSocketOf(configPath)
+	switch {
+	case err == nil && path == "-":
+		return socketTarget{}, fmt.Errorf("%s: [daemon] control_socket = \"-\": the daemon runs without a control socket: %w", configPath, errNoSocket)
+	case err == nil:
+		return socketTarget{path: path, from: configPath}, nil
+	case configGiven:
+		return socketTarget{}, fmt.Errorf("--config %v (or name the socket with --socket)", err)
+	}
+	return socketTarget{path: control.DefaultPath, fallback: err.Error()}, nil
+}
+
+// maxConfigSize bounds the config read by a client command.
+const maxConfigSize = 4 << 20
+
+// controlSocketOf reads [daemon] control_socket from the config file at
+// path, leniently: only that key is read, so a file the daemon would refuse
+// for other reasons (one being edited) still names its socket. A FIFO or a
+// device is refused without blocking on it.
+func controlSocketOf(path string) (string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return "", fmt.Errorf("%s: larger than %d bytes", path, maxConfigSize)
+	}
+	var doc struct {
+		Daemon struct {
+			ControlSocket *string `toml:"control_socket"`
+		} `toml:"daemon"`
+	}
+	if err := toml.Unmarshal(data, &doc); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return "", fmt.Errorf("%s:%d:%d: %s", path, row, col, strings.ReplaceAll(de.Error(), "\n", " "))
+		}
+		return "", fmt.Errorf("%s: [daemon] control_socket: %v", path, err)
+	}
+	if doc.Daemon.ControlSocket == nil || *doc.Daemon.ControlSocket == "" {
+		return policy.DefaultControlSocket, nil
+	}
+	sock := *doc.Daemon.ControlSocket
+	if sock != "-" && !filepath.IsAbs(sock) {
+		return "", fmt.Errorf("%s: [daemon] control_socket %q is not an absolute path", path, sock)
+	}
+	return sock, nil
+}
+
+// callRetry calls the daemon and retries, until ctx ends or for at most
+// retryFor, while the daemon answers "busy" (and, with restarting, while
+// the socket is missing or refuses connections: a daemon being restarted).
+func callRetry(ctx context.Context, path string, req control.Request, retryFor time.Duration, restarting bool) (control.Response, error) {
+	until := time.Now().Add(retryFor)
+	wait := time.Millisecond
+	for {
+		resp, err := control.Call(ctx, path, req)
+		if err == nil || !retryable(err, restarting) {
+			return resp, err
+		}
+		next := time.Now().Add(wait)
+		if dl, ok := ctx.Deadline(); next.After(until) || (ok && next.After(dl)) {
+			return resp, err
+		}
+		// Jittered, so that clients refused together do not come back
+		// together.
+		select {
+		case <-time.After(wait/2 + rand.N(wait/2+1)):
+		case <-ctx.Done():
+			return resp, err
+		}
+		wait = min(2*wait, 10*time.Millisecond)
+	}
+}
+
+func retryable(err error, restarting bool) bool {
+	var re *control.RemoteError
+	if errors.As(err, &re) {
+		return re.Busy
+	}
+	// A full listen backlog: the daemon is there, the queue is not.
+	if errors.Is(err, syscall.EAGAIN) {
+		return true
+	}
+	return restarting && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED))
+}
+
+// explain turns a Call error into the command's one line and exit status.
+func explain(err error, t socketTarget) (int, string) {
+	var re *control.RemoteError
+	var pe *control.ProtocolError
+	where := t.path
+	if t.from != "" && t.from != "--socket" {
+		where += " (control_socket of " + t.from + ")"
+	}
+	if t.fallback != "" {
+		where += " (the default socket: " + t.fallback + ")"
+	}
+	start := "; start it with: systemctl start uplinkd"
+	switch {
+	case errors.As(err, &re) && re.Busy:
+		return exitFailure, fmt.Sprintf("the daemon on %s stayed busy for %s (too many control connections); try again", t.path, busyRetry)
+	case errors.As(err, &re) && re.Msg == "permission denied":
+		return exitDenied, fmt.Sprintf("the daemon on %s refused us: permission denied (run as root or as a member of [daemon] control_group)", t.path)
+	case errors.As(err, &re):
+		return exitFailure, re.Msg
+	case errors.As(err, &pe):
+		return exitProtocol, fmt.Sprintf("%s answered, but not as uplinkd does (%v): is it uplinkd's socket?", t.path, pe.Err)
+	case errors.Is(err, syscall.ENOENT):
+		return exitNotRunning, "uplinkd is not running: no socket at " + where + start
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return exitNotRunning, "uplinkd is not running: nothing listens on " + where + " (a stale socket)" + start
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		return exitDenied, "permission denied on " + where + " (run as root or as a member of [daemon] control_group)"
+	case errors.Is(err, syscall.ENOTSOCK) || errors.Is(err, syscall.ENOTDIR):
+		return exitNotRunning, where + " is not a socket: uplinkd is not running there" + start
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return exitNotRunning, "uplinkd on " + where + " did not answer in time: the daemon is stuck, or the socket is not uplinkd's"
+	}
+	return exitNotRunning, fmt.Sprintf("uplinkd on %s not reached: %v", where, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // parseEvent builds the event from the flags: an interface with a state
@@ -137,23 +331,33 @@ func parseEvent(iface, state, local, remote, role string) (control.Event, error)
 	return ev, ev.Validate()
 }
 
-// sendEvent delivers an event within eventDeadline. A daemon that is not
-// running or does not answer in time is a warning and exit 0: the hook
-// that called us must go on, and the daemon reads the kernel state when it
-// starts anyway. A daemon that answers with an error is exit 1.
-func sendEvent(socket string, req control.Request, stderr io.Writer) int {
+// sendEvent delivers an event within eventDeadline, retrying a busy or
+// restarting daemon. An interface event that does not get through is a
+// warning and exit 0: the hook that called us must go on, and the daemon
+// reads every link from netlink anyway (at start too). A role event that
+// does not get through exits 3 with an error: nothing else tells the
+// daemon the role (keepalived notifies on changes only), so the hook must
+// see the failure (uplinkd-notify logs it). A daemon that answers with an
+// error is exit 1.
+func sendEvent(t socketTarget, req control.Request, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), eventDeadline)
 	defer cancel()
-	_, err := control.Call(ctx, socket, req)
+	_, err := callRetry(ctx, t.path, req, eventDeadline, true)
 	var remoteErr *control.RemoteError
 	switch {
 	case err == nil:
-		return 0
-	case errors.As(err, &remoteErr):
-		fmt.Fprintf(stderr, "uplinkd event: %v\n", err)
-		return 1
+		return exitOK
+	case errors.As(err, &remoteErr) && !remoteErr.Busy:
+		code, msg := explain(err, t)
+		fmt.Fprintf(stderr, "uplinkd event: %s\n", msg)
+		return code
+	case req.Event.Role != "":
+		_, msg := explain(err, t)
+		fmt.Fprintf(stderr, "uplinkd event: role %s NOT delivered: %s\n", req.Event.Role, msg)
+		return exitNotRunning
 	default:
-		fmt.Fprintf(stderr, "uplinkd event: warning: daemon not reached, event dropped: %v\n", err)
-		return 0
+		_, msg := explain(err, t)
+		fmt.Fprintf(stderr, "uplinkd event: warning: event dropped: %s\n", msg)
+		return exitOK
 	}
 }

@@ -101,11 +101,12 @@ func TestControlCommands(t *testing.T) {
 		{"reload bad file", []string{"reload", "--socket", badSock}, 1, "", "uplinkd.toml:9:10: no uplink named \"ppp9\"", 3},
 		{"event", []string{"event", "--socket", sock, "--iface", "ppp0", "--state", "up", "--local", "203.0.113.9", "--remote", "198.51.100.1"}, 0, "", "", 0},
 		{"role not supported", []string{"event", "--socket", sock, "--role", "master"}, 1, "", "not supported yet", 1},
-		{"no daemon: status", []string{"status", "--socket", sock + ".nope"}, 1, "", "no such file", 1},
-		{"no daemon: event", []string{"event", "--socket", sock + ".nope", "--iface", "ppp0", "--state", "down"}, 0, "", "warning: daemon not reached", 1},
-		{"bad flag", []string{"status", "--jsn"}, 2, "", "flag provided but not defined", 0},
+		{"no daemon: status", []string{"status", "--socket", sock + ".nope"}, exitNotRunning, "", "uplinkd status: uplinkd is not running: no socket at " + sock + ".nope; start it with: systemctl start uplinkd", 1},
+		{"no daemon: event", []string{"event", "--socket", sock + ".nope", "--iface", "ppp0", "--state", "down"}, 0, "", "uplinkd event: warning: event dropped: uplinkd is not running", 1},
+		{"no daemon: role event", []string{"event", "--socket", sock + ".nope", "--role", "master"}, exitNotRunning, "", "uplinkd event: role master NOT delivered: uplinkd is not running", 1},
+		{"bad flag", []string{"status", "--jsn"}, 2, "", "uplinkd status: flag provided but not defined: -jsn (see uplinkd help status)", 1},
 		{"extra argument", []string{"reload", "now"}, 2, "", `unexpected argument "now"`, 1},
-		{"reconnect without name", []string{"reconnect"}, 2, "", "usage: uplinkd reconnect", 1},
+		{"reconnect without name", []string{"reconnect"}, 2, "", "uplinkd reconnect: name one uplink: uplinkd reconnect NAME (see uplinkd help reconnect)", 1},
 		{"event without state", []string{"event", "--iface", "ppp0"}, 2, "", "needs a state", 1},
 		{"event bad state", []string{"event", "--iface", "ppp0", "--state", "sideways"}, 2, "", `state "sideways"`, 1},
 		{"event bad address", []string{"event", "--iface", "ppp0", "--state", "up", "--local", "ppp"}, 2, "", "--local", 1},
@@ -159,7 +160,7 @@ func TestEventDaemonHangs(t *testing.T) {
 	if code := run([]string{"event", "--socket", path, "--iface", "ppp0", "--state", "up"}, &out, &errb); code != 0 {
 		t.Errorf("exit %d, want 0", code)
 	}
-	if !strings.Contains(errb.String(), "warning: daemon not reached") || strings.Count(errb.String(), "\n") != 1 {
+	if !strings.Contains(errb.String(), "warning: event dropped") || !strings.Contains(errb.String(), "did not answer in time") || strings.Count(errb.String(), "\n") != 1 {
 		t.Errorf("stderr %q, want one warning line", errb.String())
 	}
 }

@@ -13,11 +13,13 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/internal/earlysig"
 	"github.com/uplinkd/uplinkd/internal/journald"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
@@ -25,37 +27,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-const usage = `usage: uplinkd COMMAND [flags] [PATH]
-
-PATH (or --config PATH) is the configuration file; default ` + policy.DefaultConfigPath + `.
-
-commands:
-  run   [--flush-on-exit] [PATH]
-                          run the daemon (systemd Type=notify); needs CAP_NET_ADMIN. A stop
-                          leaves routes, rules and NAT in place; --flush-on-exit removes what
-                          uplinkd owns (like flush) when it stops on SIGTERM or SIGINT
-  check [--strict] [PATH] validate the config; PATH:LINE:COL: message per problem
-                          (warnings too; --strict fails on warnings)
-  plan  [PATH]            print what run would change now: ip/sysctl commands, then the firewall batch
-  flush [PATH]            remove every rule, route and firewall table/chain uplinkd owns
-
-flags:
-  --config PATH           the configuration file
-  --log-format FORMAT     auto (journal under systemd, else text) | text | json | journal
-` + controlUsage
-
-// Exit codes. exitConfig is sysexits' EX_CONFIG: `uplinkd run` exits with it
-// on a config it will not run, and the systemd unit lists it in
-// RestartPreventExitStatus so that a broken file is not retried forever.
-const (
-	exitFailure = 1
-	exitUsage   = 2
-	exitConfig  = 78
-)
-
 var logFormats = []string{"auto", "text", "json", "journal"}
 
 func main() {
+	// SIGHUP is caught from package initialisation on (internal/earlysig,
+	// imported above): no command of uplinkd dies of it.
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -65,12 +41,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		return help(args, stdout, stderr)
+	case "version", "-version", "--version", "-V":
+		if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(stdout, commandHelp["version"])
+			return exitOK
+		}
+		if len(args) > 0 {
+			return usageError(stderr, "version", fmt.Errorf("unexpected argument %q", args[0]))
+		}
+		printVersion(stdout)
+		return exitOK
+	}
 	if code, ok := runControl(cmd, args, stdout, stderr); ok {
 		return code
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
+	// Parse errors are printed as one line by usageError.
+	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
 	logFormat := fs.String("log-format", "auto", "log format: "+strings.Join(logFormats, " | "))
 	strict, flushOnExit := false, false
@@ -80,18 +70,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		fs.BoolVar(&flushOnExit, "flush-on-exit", false, "remove everything uplinkd owns when it stops")
 	case "plan", "flush":
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return 0
 	default:
-		fmt.Fprintf(stderr, "uplinkd: unknown command %q\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "uplinkd: unknown command %q; commands: %s (see uplinkd help)\n", cmd, commandNames())
 		return exitUsage
 	}
 	// Flags may come before or after the path, as in `check PATH --strict`.
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return exitUsage
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, commandHelp[cmd])
+				return exitOK
+			}
+			return usageError(stderr, cmd, err)
 		}
 		if fs.NArg() == 0 {
 			break
@@ -100,8 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	path, err := configArg(fs, *configPath, positional)
 	if err != nil {
-		fmt.Fprintf(stderr, "uplinkd %s: %v\n", cmd, err)
-		return exitUsage
+		return usageError(stderr, cmd, err)
 	}
 	if !slices.Contains(logFormats, *logFormat) {
 		fmt.Fprintf(stderr, "uplinkd: --log-format must be one of %s (got %q)\n", strings.Join(logFormats, ", "), *logFormat)
@@ -123,14 +113,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printConfigError(stderr, err)
 		return badConfig
 	}
-	for _, line := range cfg.Warnings.Lines() {
-		fmt.Fprintln(stderr, line)
-	}
-	// Hook dir, publisher secrets, DHCP: checked by check and run alike.
+	// check and run refuse alike, with the same lines: check predicts run.
 	if cmd == "check" || cmd == "run" {
-		if err := daemon.CheckConfig(cfg); err != nil {
-			fmt.Fprintln(stderr, err)
+		if !preflight(cfg, stderr) {
 			return badConfig
+		}
+	} else {
+		for _, line := range cfg.Warnings.Lines() {
+			fmt.Fprintln(stderr, line)
 		}
 	}
 	log := newLogger(stderr, *logFormat, string(cfg.Daemon.LogLevel))
@@ -149,10 +139,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return flush(cfg, stdout, stderr)
 	}
 
-	if err := cfg.CheckRunnable(); err != nil {
-		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
-		return exitConfig
-	}
 	if err := needNetAdmin(); err != nil {
 		// Without it every netlink write fails with EPERM, and the loop
 		// would retry that forever.
@@ -161,8 +147,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	loopRuns := make(chan struct{})
+	var once sync.Once
 	d, err := daemon.Open(daemon.Options{ConfigPath: path, NetNS: -1, Logger: log, Signals: true,
-		WatchConfig: true, FlushOnExit: flushOnExit, Version: version})
+		WatchConfig: true, FlushOnExit: flushOnExit, Version: version,
+		// The first pass is made by the loop, whose SIGHUP handler is in
+		// place by then.
+		OnSync: func(daemon.SyncResult) { once.Do(func() { close(loopRuns) }) }})
 	if err != nil {
 		printConfigError(stderr, err)
 		if policy.IsProblems(err) || errors.Is(err, policy.ErrNoUplinks) || daemon.IsConfigError(err) {
@@ -171,12 +162,65 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	log.Info("uplinkd starting", "event", "start", "config", cfg.Path, "uplinks", len(cfg.Uplinks), "version", version)
+	var early sync.WaitGroup
+	early.Go(func() { earlyReload(ctx, d, log, loopRuns) })
+	defer early.Wait()
 	if err := d.Run(ctx); err != nil {
 		log.Error("uplinkd stopped", "reason", err.Error())
 		return exitFailure
 	}
 	log.Info("uplinkd stopped", "event", "stop")
 	return 0
+}
+
+// earlyReload hands the loop the SIGHUPs that arrived while the daemon
+// started (caught by internal/earlysig) as one reload, once the loop runs
+// and handles SIGHUP itself. The config read at start may predate the
+// signal, so the reload is not skipped.
+func earlyReload(ctx context.Context, d *daemon.Daemon, log *slog.Logger, loopRuns <-chan struct{}) {
+	select {
+	case <-loopRuns:
+	case <-ctx.Done():
+		return
+	}
+	earlysig.Stop()
+	if !earlysig.Pending() {
+		return
+	}
+	log.Info("SIGHUP received while starting; reloading now", "event", "config-reload", "reason", "SIGHUP before the loop ran")
+	if err := d.Reload(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("reload after an early SIGHUP failed; the running config stays", "event", "config-reload", "reason", err.Error())
+	}
+}
+
+// preflight prints the config's warnings and runs the refusals that `run`
+// makes before it starts (daemon.CheckConfig: hook directory, secrets,
+// DHCP; Config.CheckRunnable: no [[uplink]]). It reports whether run would
+// start. A warning about what run refuses is printed as the error it is.
+func preflight(cfg *policy.Config, stderr io.Writer) bool {
+	runnable := cfg.CheckRunnable()
+	promoted := false
+	lines := slices.Clone(cfg.Warnings)
+	for i, w := range lines {
+		if runnable != nil && errors.Is(runnable, policy.ErrNoUplinks) && w.Msg == policy.NoUplinksWarning && !promoted {
+			lines[i].Warning, lines[i].Msg, promoted = false, policy.ErrNoUplinks.Error(), true
+		}
+	}
+	for _, line := range lines.Lines() {
+		fmt.Fprintln(stderr, line)
+	}
+	ok := true
+	if err := daemon.CheckConfig(cfg); err != nil {
+		fmt.Fprintln(stderr, err)
+		ok = false
+	}
+	if runnable != nil {
+		if !promoted {
+			fmt.Fprintf(stderr, "uplinkd: %v\n", runnable)
+		}
+		ok = false
+	}
+	return ok
 }
 
 // configArg is the config path: the one positional argument, or --config.

@@ -84,6 +84,7 @@ const goodConfig = "[[uplink]]\nname = \"ppp0\"\ntable = 200\nrule_priority = 20
 func TestCommandLine(t *testing.T) {
 	good := writeConfig(t, goodConfig)
 	empty := writeConfig(t, "")
+	noUplinksOK := writeConfig(t, "[daemon]\nallow_no_uplinks = true\n")
 	bad := writeConfig(t, goodConfig+"[[rule]]\nname = \"x\"\nuid = 1\nuplink = \"ppp0\"\nmark = 65536\npriority = 100\n")
 	tests := []struct {
 		name     string
@@ -98,8 +99,9 @@ func TestCommandLine(t *testing.T) {
 		{"both agree", []string{"check", "--config", good, good}, 0, good + ": ok", "", true},
 		{"both differ", []string{"check", "--config", good, empty}, exitUsage, "", "two config files given", false},
 		{"two paths", []string{"check", good, empty}, exitUsage, "", "one config file at most", false},
-		{"flag after path", []string{"check", empty, "--strict"}, exitFailure, "", empty + ":1:1: warning: no [[uplink]]", false},
-		{"warning without --strict", []string{"check", empty}, 0, empty + ": ok (0 uplinks", empty + ":1:1: warning: no [[uplink]]: `uplinkd run` refuses to start until one is configured", false},
+		{"flag after path", []string{"check", good, "--strict"}, 0, good + ": ok", "", true},
+		{"no uplinks: run refuses, so check does", []string{"check", empty}, exitFailure, "", empty + ":1:1: no [[uplink]]: `uplinkd run` refuses to start until one is configured (or set [daemon] allow_no_uplinks = true)\n", false},
+		{"no uplinks allowed", []string{"check", noUplinksOK}, 0, noUplinksOK + ": ok (0 uplinks", "", true},
 		{"--strict on a clean file", []string{"check", "--strict", good}, 0, ": ok", "", true},
 		{"error", []string{"check", bad}, exitFailure, "", bad + ":9:8: mark must be 1..65535", false},
 		{"plan on a bad file", []string{"plan", bad}, exitFailure, "", bad + ":9:8:", false},
@@ -107,7 +109,23 @@ func TestCommandLine(t *testing.T) {
 		{"run without uplinks", []string{"run", empty}, exitConfig, "", "no [[uplink]]: `uplinkd run` refuses to start", false},
 		{"run on a missing file", []string{"run", empty + ".missing"}, exitConfig, "", "no such file", false},
 		{"bad log format", []string{"check", "--log-format", "bogus", good}, exitUsage, "", `--log-format must be one of auto, text, json, journal (got "bogus")`, false},
-		{"--strict is check's", []string{"plan", "--strict", good}, exitUsage, "", "flag provided but not defined: -strict", false},
+		{"--strict is check's", []string{"plan", "--strict", good}, exitUsage, "", "uplinkd plan: flag provided but not defined: -strict (see uplinkd help plan)\n", false},
+		{"help", []string{"help"}, 0, "usage: uplinkd COMMAND", "", true},
+		{"--help", []string{"--help"}, 0, "usage: uplinkd COMMAND", "", true},
+		{"help run", []string{"help", "run"}, 0, "usage: uplinkd run [--flush-on-exit]", "", true},
+		{"run --help", []string{"run", "--help"}, 0, "usage: uplinkd run [--flush-on-exit]", "", true},
+		{"check -h", []string{"check", "-h"}, 0, "usage: uplinkd check [--strict]", "", true},
+		{"plan --help after a path", []string{"plan", good, "--help"}, 0, "usage: uplinkd plan", "", true},
+		{"status --help", []string{"status", "--help"}, 0, "usage: uplinkd status [--json] [--config PATH] [--socket PATH]", "", true},
+		{"event --help", []string{"event", "--help"}, 0, "uplinkd event --role master|backup|fault", "", true},
+		{"help event", []string{"help", "event"}, 0, "a role event exits 3", "", true},
+		{"help of an unknown command", []string{"help", "frob"}, exitUsage, "", "uplinkd help: unknown command \"frob\"", false},
+		{"version", []string{"version"}, 0, "uplinkd dev (go", "", true},
+		{"--version", []string{"--version"}, 0, "uplinkd dev (go", "", true},
+		{"version --help", []string{"version", "--help"}, 0, "usage: uplinkd version", "", true},
+		{"version with an argument", []string{"version", "x"}, exitUsage, "", "uplinkd version: unexpected argument \"x\"", false},
+		{"unknown flag", []string{"check", "--frob", good}, exitUsage, "", "uplinkd check: flag provided but not defined: -frob (see uplinkd help check)\n", false},
+		{"unknown command", []string{"frob"}, exitUsage, "", "uplinkd: unknown command \"frob\"; commands: run, check", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,9 +3,11 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -47,20 +49,48 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 	// peer before reading), and that answer says more than the send error.
 	var resp Response
 	if err := json.NewDecoder(io.LimitReader(c, maxResponse)).Decode(&resp); err != nil {
-		if werr != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		case notAnswer(err):
+			// Garbage, or closed without a word: a daemon of ours
+			// always answers, even when it refuses.
+			return Response{}, &ProtocolError{Err: err}
+		case werr != nil:
 			return Response{}, fmt.Errorf("control socket: send: %w", werr)
 		}
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
 		return Response{}, fmt.Errorf("control socket: no answer: %w", err)
+	}
+	if resp.V != Version {
+		return Response{}, &ProtocolError{Err: fmt.Errorf("protocol version %d, want %d", resp.V, Version)}
 	}
 	if !resp.OK {
 		msg := resp.Error
 		if msg == "" {
 			msg = "request failed"
 		}
-		return resp, &RemoteError{Msg: msg, Problems: resp.Problems}
+		return resp, &RemoteError{Msg: msg, Problems: resp.Problems, Busy: resp.Busy}
 	}
 	return resp, nil
+}
+
+// ProtocolError: something answered on the socket, but not with an
+// uplinkd response (not JSON, closed without an answer, another protocol
+// version): the path is not uplinkd's socket, or the daemon is of another
+// version.
+type ProtocolError struct{ Err error }
+
+func (e *ProtocolError) Error() string {
+	return "control socket: not an uplinkd answer: " + e.Err.Error()
+}
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// notAnswer tells a reply that is not uplinkd's (garbage, or the
+// connection closed or reset before any answer: the server answers every
+// connection it accepts, refused ones too) from a transport failure.
+func notAnswer(err error) bool {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	return errors.As(err, &se) || errors.As(err, &te) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }

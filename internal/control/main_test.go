@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(clientEnv); path != "" {
 		os.Exit(clientMain(path))
 	}
+	if path := os.Getenv(hostileEnv); path != "" {
+		os.Exit(hostileMain(path))
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -1,8 +1,11 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 )
 
@@ -33,6 +36,9 @@ type Response struct {
 	Error    string   `json:"error,omitempty"`
 	Status   *Status  `json:"status,omitempty"`
 	Problems []string `json:"problems,omitempty"`
+	// Busy marks the answer to a connection that found no free slot
+	// (Error is BusyMessage): nothing was done, and a retry may succeed.
+	Busy bool `json:"busy,omitempty"`
 }
 
 // LinkState is what a hook script says about an interface.
@@ -127,6 +133,59 @@ func (r *Request) validate() error {
 type RemoteError struct {
 	Msg      string
 	Problems []string
+	// Busy: the daemon had no free connection slot and did nothing; a
+	// retry may succeed.
+	Busy bool
 }
 
 func (e *RemoteError) Error() string { return e.Msg }
+
+// errTooLarge ends the read of a request over MaxRequest.
+var errTooLarge = errors.New("request too large")
+
+type limitReader struct {
+	r io.Reader
+	n int
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		// At the limit: the request is too large only if there is more
+		// (a request of exactly the limit that ends here is judged as it
+		// is; found by FuzzControlRequest).
+		var one [1]byte
+		if n, err := l.r.Read(one[:]); n == 0 && err != nil {
+			return 0, err
+		}
+		return 0, errTooLarge
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= n
+	return n, err
+}
+
+// readRequest reads the one request of a connection: a JSON object of at
+// most max bytes. A timeout of r is returned as it is (a net.Error); every
+// other error says what was wrong with the request and goes to the client.
+// The request is not validated yet (Request.validate).
+func readRequest(r io.Reader, max int) (Request, error) {
+	var req Request
+	dec := json.NewDecoder(&limitReader{r: r, n: max})
+	err := dec.Decode(&req)
+	if err == nil {
+		return req, nil
+	}
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return req, err
+	case errors.Is(err, errTooLarge):
+		return req, fmt.Errorf("request larger than %d bytes", max)
+	case errors.Is(err, io.EOF):
+		return req, errors.New("empty request")
+	}
+	return req, fmt.Errorf("malformed request: %w", err)
+}

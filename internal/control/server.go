@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for Options.
@@ -20,7 +23,15 @@ const (
 	DefaultDeadline       = 2 * time.Second
 	DefaultMaxConns       = 16
 	DefaultHandlerTimeout = 10 * time.Second
+	// DefaultRequestDeadline bounds the wait for the request itself: a
+	// client (Call) writes it right after connecting, so an idle peer
+	// holds its slot this long at most, not the whole Deadline.
+	DefaultRequestDeadline = 500 * time.Millisecond
 )
+
+// BusyMessage is the error of the answer to a connection that finds no free
+// slot; the answer also has Busy set. Clients may retry at once.
+const BusyMessage = "busy: too many control connections, try again"
 
 // Options configure Listen and Serve. Zero values take the defaults above,
 // except Group.
@@ -33,11 +44,23 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxRequest is the largest request accepted, in bytes.
 	MaxRequest int
-	// Deadline bounds reading the request and writing the response.
+	// Deadline bounds writing the response (and reading the request when
+	// it is shorter than RequestDeadline).
 	Deadline time.Duration
+	// RequestDeadline bounds reading the request, from accept on.
+	RequestDeadline time.Duration
 	// MaxConns bounds the connections served at once; more are answered
-	// "busy" at once.
+	// "busy" at once. A connection takes its slot only after its peer's
+	// credentials were checked.
 	MaxConns int
+	// MaxConnsPerUID bounds the slots that one uid other than root (and
+	// the daemon's own user) may hold at once; default MaxConns/4, at
+	// least 1.
+	MaxConnsPerUID int
+	// RootReserve is how many of the MaxConns slots only root (and the
+	// daemon's own user) may take, so that members of the control group
+	// cannot starve root out; default MaxConns/4.
+	RootReserve int
 	// HandlerTimeout bounds each Handler call.
 	HandlerTimeout time.Duration
 }
@@ -61,6 +84,16 @@ func (o *Options) defaults() {
 	if o.HandlerTimeout <= 0 {
 		o.HandlerTimeout = DefaultHandlerTimeout
 	}
+	if o.RequestDeadline <= 0 {
+		o.RequestDeadline = min(DefaultRequestDeadline, o.Deadline)
+	}
+	if o.MaxConnsPerUID <= 0 {
+		o.MaxConnsPerUID = max(1, o.MaxConns/4)
+	}
+	if o.RootReserve <= 0 {
+		o.RootReserve = o.MaxConns / 4
+	}
+	o.RootReserve = min(o.RootReserve, o.MaxConns-1)
 }
 
 // Serve listens on opts.Path and answers requests with h until ctx ends:
@@ -103,13 +136,14 @@ func Listen(opts Options) (*Socket, error) {
 func (sock *Socket) Serve(ctx context.Context, h Handler) error {
 	defer sock.Close()
 	s := &server{
-		opts:    sock.opts,
-		h:       h,
-		log:     sock.opts.Logger,
-		slots:   make(chan struct{}, sock.opts.MaxConns),
-		conns:   map[net.Conn]struct{}{},
-		refused: map[uint32]bool{},
-		self:    uint32(os.Geteuid()),
+		opts:     sock.opts,
+		h:        h,
+		log:      sock.opts.Logger,
+		perUID:   map[uint32]int{},
+		refusers: make(chan struct{}, maxRefusers),
+		conns:    map[net.Conn]struct{}{},
+		refused:  map[uint32]bool{},
+		self:     uint32(os.Geteuid()),
 	}
 	s.serve(ctx, sock.ln)
 	return nil
@@ -131,17 +165,19 @@ func (sock *Socket) Close() error {
 }
 
 type server struct {
-	opts  Options
-	h     Handler
-	log   *slog.Logger
-	slots chan struct{}
-	self  uint32
+	opts Options
+	h    Handler
+	log  *slog.Logger
+	self uint32
 
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closing bool
-	refused map[uint32]bool // uids already logged at warn
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	used     int            // slots taken
+	perUID   map[uint32]int // slots taken by each unprivileged uid
+	refusers chan struct{}  // goroutines answering refused connections
+	conns    map[net.Conn]struct{}
+	closing  bool
+	refused  map[uint32]bool // uids already logged at warn
 }
 
 func (s *server) serve(ctx context.Context, ln *net.UnixListener) {
@@ -180,31 +216,133 @@ func (s *server) serve(ctx context.Context, ln *net.UnixListener) {
 			}
 			continue
 		}
-		select {
-		case s.slots <- struct{}{}:
-		default:
-			// Answered inline: a small write into a fresh socket's buffer
-			// does not block, and the deadline covers the case that would.
-			c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-			writeResponse(c, Response{V: Version, Error: "busy: too many control connections, try again"})
-			c.Close()
+		// Who is calling is known at accept, from the kernel: strangers
+		// and peers over their share are answered here, before they can
+		// take a slot, and never wait for a request.
+		p, err := peerCred(c)
+		if err != nil {
+			s.log.Warn("control connection without peer credentials", "event", "control-refused", "reason", err.Error())
+			s.refuse(c, Response{V: Version, Error: "permission denied"})
+			continue
+		}
+		if !allowed(p, s.opts.Group, s.self, "/proc") {
+			s.logRefused(p)
+			s.refuse(c, Response{V: Version, Error: "permission denied"})
+			continue
+		}
+		if !s.acquire(p.uid) {
+			s.refuse(c, Response{V: Version, Error: BusyMessage, Busy: true})
 			continue
 		}
 		if !s.track(c) {
-			<-s.slots
+			s.release(p.uid)
 			c.Close()
 			break
 		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer func() { <-s.slots }()
+			defer s.release(p.uid)
 			defer s.untrack(c)
-			s.handle(ctx, c)
+			s.handle(ctx, c, p)
 		}()
 	}
 	close(stop)
 	s.wg.Wait()
+}
+
+// privileged: root and the daemon's own user, who own the socket anyway.
+func (s *server) privileged(uid uint32) bool { return uid == 0 || uid == s.self }
+
+// acquire takes a slot for a peer of uid, or reports that none is free for
+// it: privileged peers may take any free slot, others only the ones
+// outside RootReserve and at most MaxConnsPerUID each.
+func (s *server) acquire(uid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.privileged(uid) {
+		if s.used >= s.opts.MaxConns {
+			return false
+		}
+		s.used++
+		return true
+	}
+	if s.used >= s.opts.MaxConns-s.opts.RootReserve || s.perUID[uid] >= s.opts.MaxConnsPerUID {
+		return false
+	}
+	s.used++
+	s.perUID[uid]++
+	return true
+}
+
+func (s *server) release(uid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.used--
+	if !s.privileged(uid) {
+		if s.perUID[uid]--; s.perUID[uid] <= 0 {
+			delete(s.perUID, uid)
+		}
+	}
+}
+
+// maxRefusers bounds the goroutines that answer refused connections.
+const maxRefusers = 64
+
+// refuseWait bounds how long a refused connection's request is waited for.
+const refuseWait = 100 * time.Millisecond
+
+// refuse answers a connection that gets no slot and closes it. The answer
+// is written at once; then the request the client sends is read and
+// dropped (until its newline, EOF or refuseWait), because closing a unix
+// stream socket with unread data makes the client's next read fail with
+// ECONNRESET: a client that reads until EOF (nc -U, socat, a script) would
+// see a reset instead of "busy". The wait runs on a goroutine of its own,
+// at most maxRefusers of them; beyond that the request is drained without
+// waiting, inline.
+func (s *server) refuse(c *net.UnixConn, resp Response) {
+	c.SetDeadline(time.Now().Add(refuseWait))
+	writeResponse(c, resp)
+	c.CloseWrite()
+	select {
+	case s.refusers <- struct{}{}:
+	default:
+		drain(c)
+		c.Close()
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.refusers }()
+		defer c.Close()
+		buf := make([]byte, 4096)
+		for total := 0; total < s.opts.MaxRequest; {
+			n, err := c.Read(buf)
+			total += n
+			if err != nil || bytes.IndexByte(buf[:n], '\n') >= 0 {
+				return
+			}
+		}
+	}()
+}
+
+// drain discards what the peer has sent so far, without blocking.
+func drain(c *net.UnixConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	var buf [4096]byte
+	raw.Read(func(fd uintptr) bool {
+		for range 16 { // 64 KiB at most: a request is never larger
+			n, err := unix.Read(int(fd), buf[:])
+			if n <= 0 || err != nil {
+				break
+			}
+		}
+		return true // never wait for more
+	})
 }
 
 func (s *server) track(c net.Conn) bool {
@@ -215,7 +353,7 @@ func (s *server) track(c net.Conn) bool {
 	}
 	// Set under the lock, so that shutdown's read deadline always comes
 	// after it and is not overwritten.
-	c.SetDeadline(time.Now().Add(s.opts.Deadline))
+	c.SetReadDeadline(time.Now().Add(s.opts.RequestDeadline))
 	s.conns[c] = struct{}{}
 	return true
 }
@@ -227,52 +365,14 @@ func (s *server) untrack(c net.Conn) {
 	c.Close()
 }
 
-// errTooLarge ends the read of a request over MaxRequest.
-var errTooLarge = errors.New("request too large")
-
-type limitReader struct {
-	r io.Reader
-	n int
-}
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errTooLarge
-	}
-	if len(p) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= n
-	return n, err
-}
-
-func (s *server) handle(ctx context.Context, c *net.UnixConn) {
+func (s *server) handle(ctx context.Context, c *net.UnixConn, p peer) {
 	start := time.Now()
-	p, err := peerCred(c)
+	req, err := readRequest(c, s.opts.MaxRequest)
 	if err != nil {
-		s.log.Warn("control connection without peer credentials", "event", "control-refused", "reason", err.Error())
-		writeResponse(c, Response{V: Version, Error: "permission denied"})
-		return
-	}
-	if !allowed(p, s.opts.Group, s.self, "/proc") {
-		s.logRefused(p)
-		writeResponse(c, Response{V: Version, Error: "permission denied"})
-		return
-	}
-
-	var req Request
-	dec := json.NewDecoder(&limitReader{r: c, n: s.opts.MaxRequest})
-	if err := dec.Decode(&req); err != nil {
-		msg := "malformed request: " + err.Error()
+		msg := err.Error()
 		var ne net.Error
-		switch {
-		case errors.Is(err, errTooLarge):
-			msg = fmt.Sprintf("request larger than %d bytes", s.opts.MaxRequest)
-		case errors.As(err, &ne) && ne.Timeout():
-			msg = fmt.Sprintf("request not complete within %s", s.opts.Deadline)
-		case errors.Is(err, io.EOF):
-			msg = "empty request"
+		if errors.As(err, &ne) && ne.Timeout() {
+			msg = fmt.Sprintf("request not complete within %s", s.opts.RequestDeadline)
 		}
 		s.log.Debug("control request rejected", "event", "control-request", "pid", p.pid, "uid", p.uid, "reason", msg)
 		// The read deadline may have passed: give the answer its own.

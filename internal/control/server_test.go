@@ -127,7 +127,7 @@ func rawExchange(t *testing.T, path string, data []byte) (Response, error) {
 // status request from being answered.
 func TestAbusiveClients(t *testing.T) {
 	const deadline = 3 * time.Second
-	path, _ := serveT(t, Options{Deadline: deadline}, &fakeHandler{})
+	path, _ := serveT(t, Options{Deadline: deadline, RequestDeadline: deadline}, &fakeHandler{})
 
 	// The slow client goes first and holds its connection open.
 	slow, err := net.Dial("unix", path)
@@ -424,7 +424,7 @@ func TestPeerCredentials(t *testing.T) {
 	}
 }
 
-func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+func copyFile(t testing.TB, from, to string, mode os.FileMode) {
 	t.Helper()
 	src, err := os.Open(from)
 	if err != nil {

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/control"
+)
+
+// TestCheckPredictsRun: for every file `run` refuses, `check` exits
+// non-zero with the same lines, and run refuses it with EX_CONFIG before it
+// touches anything (so calling run here is safe). Empty files and files
+// without [[uplink]] were accepted by check (exit 0) while run refused them.
+func TestCheckPredictsRun(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "c.sock")
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	daemon := "[daemon]\ncontrol_socket = \"" + sock + "\"\n"
+	for _, tc := range []struct {
+		name, path string
+		stderr     string // in both outputs
+	}{
+		{"empty file", write("empty.toml", ""), "no [[uplink]]"},
+		{"comments only", write("comments.toml", "# nothing yet\n\n"), "no [[uplink]]"},
+		{"daemon section only", write("daemon.toml", daemon), "no [[uplink]]"},
+		{"allow_no_uplinks false", write("false.toml", daemon+"allow_no_uplinks = false\n"), "allow_no_uplinks = true"},
+		{"lan without uplinks", write("lan.toml", daemon+"\n[lan]\ninterface = \"eth1\"\nnetworks = [\"10.0.0.0/24\"]\n"), "[lan] without any [[uplink]]"},
+		{"syntax error", write("syntax.toml", "[[uplink]\nname = \"x\"\n"), "syntax.toml:1:"},
+		{"unknown key", write("key.toml", goodConfig+"colour = \"blue\"\n"), "key.toml:5:1:"},
+		{"missing file", filepath.Join(dir, "missing.toml"), "no such file"},
+		{"a directory", dir, "uplinkd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var cout, cerr, rout, rerr bytes.Buffer
+			ccode := run([]string{"check", tc.path}, &cout, &cerr)
+			rcode := run([]string{"run", "--log-format", "text", tc.path}, &rout, &rerr)
+			if ccode == 0 {
+				t.Errorf("check exit 0 (stdout %q), but run refuses with %d:\n%s", cout.String(), rcode, rerr.String())
+			}
+			if rcode != exitConfig {
+				t.Errorf("run exit %d, want %d; stderr:\n%s", rcode, exitConfig, rerr.String())
+			}
+			if cerr.String() != rerr.String() {
+				t.Errorf("check and run say different things:\n--- check\n%s--- run\n%s", cerr.String(), rerr.String())
+			}
+			if !strings.Contains(cerr.String(), tc.stderr) {
+				t.Errorf("check stderr %q, want %q in it", cerr.String(), tc.stderr)
+			}
+			if strings.Contains(cerr.String(), "warning: no [[uplink]]") {
+				t.Errorf("what run refuses is printed as a warning:\n%s", cerr.String())
+			}
+		})
+	}
+	// And what run accepts, check accepts.
+	for _, text := range []string{goodConfig, daemon + "allow_no_uplinks = true\n"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{"check", "--strict", write("ok.toml", text)}, &out, &errb); code != 0 {
+			t.Errorf("check of %q: exit %d: %s", text, code, errb.String())
+		}
+	}
+}
+
+// TestClientCommandsFindTheSocket: every client command takes --config
+// and uses its [daemon] control_socket; --socket wins over it; a --config
+// given that cannot be read is an error; without --config a missing
+// default config means the default socket.
+func TestClientCommandsFindTheSocket(t *testing.T) {
+	h := &ctlHandler{events: make(chan control.Event, 16)}
+	sock := serveControl(t, h)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "custom.toml")
+	// A file the daemon would refuse (an unknown key) still names its
+	// socket: an admin editing it can still ask for the status.
+	text := "[daemon]\ncontrol_socket = \"" + sock + "\"\nbogus = 1\n\n[[uplink]]\nname = \"dsl\"\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noSocket := filepath.Join(dir, "nosock.toml")
+	os.WriteFile(noSocket, []byte("[daemon]\ncontrol_socket = \"-\"\n"), 0o600)
+	relative := filepath.Join(dir, "relative.toml")
+	os.WriteFile(relative, []byte("[daemon]\ncontrol_socket = \"run/x.sock\"\n"), 0o600)
+	broken := filepath.Join(dir, "broken.toml")
+	os.WriteFile(broken, []byte("[daemon\ncontrol_socket = 1\n"), 0o600)
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := filepath.Join(dir, "other.sock")
+
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{"status via --config", []string{"status", "--config", cfg}, 0, "dsl     ppp0   failed", ""},
+		{"status --json via --config", []string{"status", "--json", "--config", cfg}, 0, `"name": "dsl"`, ""},
+		{"reload via --config", []string{"reload", "--config", cfg}, 0, "config reloaded", ""},
+		{"reconnect via --config", []string{"reconnect", "--config", cfg, "dsl"}, 0, "reconnect of dsl requested", ""},
+		{"event via --config", []string{"event", "--config", cfg, "--iface", "ppp0", "--state", "up"}, 0, "", ""},
+		{"--socket wins", []string{"status", "--config", cfg, "--socket", elsewhere}, exitNotRunning, "", "no socket at " + elsewhere + ";"},
+		{"--socket without a config", []string{"status", "--config", filepath.Join(dir, "none.toml"), "--socket", sock}, 0, "dsl", ""},
+		{"--config missing", []string{"status", "--config", filepath.Join(dir, "none.toml")}, exitUsage, "", "uplinkd status: --config " + filepath.Join(dir, "none.toml") + ": no such file or directory (or name the socket with --socket)\n"},
+		{"--config is a FIFO", []string{"reload", "--config", fifo}, exitUsage, "", fifo + ": not a regular file"},
+		{"--config with a syntax error", []string{"status", "--config", broken}, exitUsage, "", broken + ":1:"},
+		{"--config with a relative socket", []string{"status", "--config", relative}, exitUsage, "", "is not an absolute path"},
+		{"control_socket = -", []string{"status", "--config", noSocket}, exitNotRunning, "", "the daemon runs without a control socket"},
+		{"not running, socket from the config", []string{"status", "--config", writeConfig(t, "[daemon]\ncontrol_socket = \""+elsewhere+"\"\n")}, exitNotRunning, "",
+			"uplinkd is not running: no socket at " + elsewhere + " (control_socket of "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tc.args, &out, &errb)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, errb.String())
+			}
+			if !strings.Contains(out.String(), tc.stdout) {
+				t.Errorf("stdout %q does not contain %q", out.String(), tc.stdout)
+			}
+			if tc.stderr == "" && errb.Len() > 0 || !strings.Contains(errb.String(), tc.stderr) {
+				t.Errorf("stderr %q, want %q", errb.String(), tc.stderr)
+			}
+			if strings.Count(errb.String(), "\n") > 1 {
+				t.Errorf("more than one line on stderr:\n%s", errb.String())
+			}
+		})
+	}
+}
+
+// TestFindSocketDefault: without --config, a missing default config means
+// the default socket, and the message says so when nothing answers there.
+func TestFindSocketDefault(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "uplinkd.toml")
+	got, err := findSocket(missing, false, "", false)
+	if err != nil || got.path != "/run/uplinkd/uplinkd.sock" || !strings.Contains(got.fallback, "no such file") {
+		t.Fatalf("findSocket = %+v, %v; want the default socket with the reason", got, err)
+	}
+	if _, err := findSocket(missing, true, "", false); err == nil {
+		t.Error("an explicit --config that is missing is accepted")
+	}
+	code, msg := explain(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}, got)
+	if code != exitNotRunning || !strings.Contains(msg, "(the default socket: "+missing+": no such file or directory)") {
+		t.Errorf("explain = %d %q", code, msg)
+	}
+}
+
+// TestGarbageOnTheSocket: something that is not uplinkd on the socket (an
+// HTTP server, a daemon that closes at once) gives one line and exit 5;
+// nothing that listens gives exit 3.
+func TestGarbageOnTheSocket(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, reply string
+	}{
+		{"http", "HTTP/1.0 400 Bad Request\r\n\r\n"},
+		{"closes without a word", ""},
+		{"other protocol version", `{"v":7,"ok":true}` + "\n"},
+		{"json of another shape", `[1,2,3]` + "\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".sock")
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Write([]byte(tc.reply))
+					c.Close()
+				}
+			}()
+			for _, args := range [][]string{{"status"}, {"reload"}, {"reconnect", "dsl"}} {
+				var out, errb bytes.Buffer
+				code := run(append(args, "--socket", path), &out, &errb)
+				if code != exitProtocol || strings.Count(errb.String(), "\n") != 1 ||
+					!strings.Contains(errb.String(), path+" answered, but not as uplinkd does") {
+					t.Errorf("%s: exit %d, stderr %q; want %d and one line", args[0], code, errb.String(), exitProtocol)
+				}
+			}
+		})
+	}
+	// A socket file nothing listens on (a daemon killed with -9).
+	stale := filepath.Join(dir, "stale.sock")
+	ln, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"status", "--socket", stale}, &out, &errb); code != exitNotRunning ||
+		!strings.Contains(errb.String(), "nothing listens on "+stale+" (a stale socket); start it with: systemctl start uplinkd") {
+		t.Errorf("stale socket: exit %d, stderr %q", code, errb.String())
+	}
+}
