@@ -163,14 +163,23 @@ func uplinkState(u *Uplink, obs Observed) UplinkState {
 	}
 	st.Addr, st.Peer = addrs[0].Prefix.Addr(), addrs[0].Peer
 	p2p := u.PointToPoint() || link.PointToPoint || st.Peer.IsValid()
+	offSubnet := ""
 	if !p2p {
 		st.Gateway = gatewayFor(u, obs, addrs[0].Prefix)
+		offSubnet = gatewayOffSubnet(u, st.Gateway, addrs)
 	}
 	switch {
 	case !link.Up:
 		st.Reason = "interface down"
 	case !link.Carrier:
 		st.Reason = "no carrier"
+	case offSubnet != "":
+		// The kernel refuses a route via a gateway it cannot reach on
+		// the link (in uplinkd's default table, which holds no route to
+		// it): asking again every pass would fail every pass. The uplink
+		// is down with the reason, which the daemon logs when it changes
+		// and `status` shows.
+		st.Gateway, st.Reason = netip.Addr{}, offSubnet
 	case !p2p && !st.Gateway.IsValid():
 		st.Reason = "no gateway"
 	default:
@@ -205,6 +214,27 @@ func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
 		}
 	}
 	return own
+}
+
+// gatewayOffSubnet says why the configured gateway gw cannot be used on
+// the uplink's link, or "" when it can: it must lie on the subnet of one of
+// the interface's addresses and be none of them. A gateway learned from
+// the kernel (a DHCP client's route) is already known to work.
+func gatewayOffSubnet(u *Uplink, gw netip.Addr, addrs []Addr) string {
+	if !u.Gateway.IsValid() || gw != u.Gateway {
+		return ""
+	}
+	for _, a := range addrs {
+		if a.Prefix.Addr() == gw {
+			return fmt.Sprintf("gateway %s is the interface's own address", gw)
+		}
+	}
+	for _, a := range addrs {
+		if a.Prefix.Masked().Contains(gw) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("gateway %s is not on %s's subnet %s", gw, u.Interface, addrs[0].Prefix.Masked())
 }
 
 func tableRoutes(u *Uplink, st UplinkState) []Route {

@@ -328,3 +328,50 @@ func TestRepairs(t *testing.T) {
 		t.Errorf("removing the LAN default route counts %d repairs, want 1", n)
 	}
 }
+
+// A configured gateway off the interface's subnet (the loader cannot know
+// the address) is refused before the kernel is asked: the uplink is down
+// with the reason and no route names the gateway. Before, every pass asked
+// the kernel for the route and failed (issue 17).
+func TestComputeGatewayOffSubnet(t *testing.T) {
+	tests := []struct {
+		name   string
+		addr   string // wlan0's address; the configured gateway is 192.168.50.1
+		usable bool
+		reason string
+	}{
+		{"on the subnet", "192.168.50.7/24", true, "up"},
+		{"on a second address's subnet", "", true, "up"},
+		{"off the subnet", "10.9.0.7/24", false, "gateway 192.168.50.1 is not on wlan0's subnet 10.9.0.0/24"},
+		{"a /32 address", "192.168.50.7/32", false, "gateway 192.168.50.1 is not on wlan0's subnet 192.168.50.7/32"},
+		{"the own address", "192.168.50.1/24", false, "gateway 192.168.50.1 is the interface's own address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ethConfig(t)
+			obs := ethObserved()
+			obs.Links["eth1"] = Link{Index: 3, Name: "eth1", Up: true} // no carrier: backup is the only way out
+			if tt.addr == "" {
+				obs.Addrs["wlan0"] = []Addr{{Prefix: netip.MustParsePrefix("10.9.0.7/24")}, {Prefix: netip.MustParsePrefix("192.168.50.7/24")}}
+			} else {
+				obs.Addrs["wlan0"] = []Addr{{Prefix: netip.MustParsePrefix(tt.addr)}}
+			}
+			d := Compute(cfg, obs, nil)
+			st := d.Uplinks[1]
+			if st.Usable != tt.usable || st.Reason != tt.reason {
+				t.Errorf("backup: usable=%v reason=%q, want %v %q", st.Usable, st.Reason, tt.usable, tt.reason)
+			}
+			gw := netip.MustParseAddr("192.168.50.1")
+			var named bool
+			for _, r := range d.Routes {
+				for _, nh := range r.Nexthops {
+					named = named || nh.Gateway == gw
+				}
+				named = named || r.Dst == netip.PrefixFrom(gw, 32)
+			}
+			if named != tt.usable {
+				t.Errorf("routes name the gateway: %v, want %v; routes: %+v", named, tt.usable, d.Routes)
+			}
+		})
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pelletier/go-toml/v2/unstable"
 )
@@ -110,6 +111,9 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			l.wrongType(n, path, name, t)
 			return
 		}
+		if !l.plainString(n, path, name) {
+			return
+		}
 		v.SetString(n.data)
 	case t.Kind() == reflect.Bool:
 		if n.kind != unstable.Bool {
@@ -156,6 +160,21 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 	default:
 		panic("policy: config field of unsupported type " + t.String())
 	}
+}
+
+// plainString reports a string the kernel or the system would cut short
+// or refuse: one with a NUL byte (TOML allows "\u0000") or, through an
+// escape, invalid UTF-8.
+func (l *loader) plainString(n *tomlNode, path, name string) bool {
+	switch {
+	case strings.IndexByte(n.data, 0) >= 0:
+		l.invalid(n, path, "%s must not contain a NUL byte", name)
+		return false
+	case !utf8.ValidString(n.data):
+		l.invalid(n, path, "%s must be valid UTF-8", name)
+		return false
+	}
+	return true
 }
 
 // tableNumber decodes `table`: a number, or a name from rt_tables (a string

@@ -84,7 +84,7 @@ restart_interval = "0s"
 			`t.toml:10:8: mode service needs exactly one of unit or command`,
 			`t.toml:12:12: command[0] must be an absolute path (got "service")`,
 			`t.toml:13:9: range does not apply to mode service`,
-			`t.toml:14:20: restart_interval must be positive (got 0s)`,
+			`t.toml:14:20: restart_interval must be 1s..1h (got 0s)`,
 		},
 	}, {
 		name: "service needs one of unit and command",

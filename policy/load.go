@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"slices"
@@ -92,7 +93,7 @@ var beforeRead = func(attempt int) {}
 // (a pipe, /dev/stdin) cannot be read twice and is read once.
 func ReadStable(path string) ([]byte, error) {
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
-		return os.ReadFile(path)
+		return readBounded(path)
 	}
 	var prev *snapshot
 	for i := range readAttempts {
@@ -146,7 +147,7 @@ func readOnce(path string) (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	data, err := os.ReadFile(path)
+	data, err := readBounded(path)
 	if err != nil {
 		return snapshot{}, err
 	}
@@ -154,8 +155,26 @@ func readOnce(path string) (snapshot, error) {
 	if err != nil {
 		return snapshot{}, err
 	}
-	return snapshot{data: data, stamp: after, consistent: before == after && int64(len(data)) == after.size}, nil
+	whole := int64(len(data)) == after.size || len(data) > MaxConfigSize && after.size > MaxConfigSize
+	return snapshot{data: data, stamp: after, consistent: before == after && whole}, nil
 }
+
+// readBounded reads at most one byte more than MaxConfigSize, enough for
+// Parse to refuse the file: a huge file (or an endless pipe) is not read
+// into memory.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, MaxConfigSize+1))
+}
+
+// MaxConfigSize is the largest config file uplinkd reads: the commented
+// reference is 17 KB, and a file of megabytes is a mistake (a log or an
+// image written over it) that would only cost time and memory to parse.
+const MaxConfigSize = 1 << 20
 
 // utf8BOM is what some Windows editors put at the start of a UTF-8 file.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
@@ -171,7 +190,10 @@ func Parse(path string, data []byte, tables map[string]int) (*Config, error) {
 	}
 	l := &loader{file: path, data: data, tables: tables, pos: map[string]int{}, bad: map[string]bool{}, bare: map[string]bool{}}
 	cfg := &Config{Path: path}
-	if root := l.parse(); root != nil {
+	if len(data) > MaxConfigSize {
+		// Reported where the limit is crossed; nothing is parsed.
+		l.problemAt(MaxConfigSize, "the file is larger than %d bytes, the limit of a config file (is it the right file?)", MaxConfigSize)
+	} else if root := l.parse(); root != nil {
 		l.decode(root, reflect.ValueOf(cfg).Elem(), "", "")
 		l.applyDefaults(cfg)
 		l.validate(cfg)

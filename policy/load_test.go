@@ -383,7 +383,7 @@ rule_priority = 101
 			`t.toml:4:8: kind must be one of ppp, wlan, ethernet (got "dsl")`,
 			`t.toml:7:11: gateway must be an IPv4 address (got "fe80::1")`,
 			`t.toml:8:8: snat must be one of snat, masquerade, off (got "nat")`,
-			`t.toml:9:8: tier must be at least 1 (got 0)`,
+			`t.toml:9:8: tier must be 1..255 (got 0)`,
 			`t.toml:10:10: weight must be 1..256 (got 257)`,
 			`t.toml:11:13: rp_filter must be one of off, loose, strict (got "on")`,
 			`t.toml:14:13: interface "a/b" is not a valid interface name`,
@@ -417,9 +417,9 @@ check = { method = "smtp", targets = [] }
 			`t.toml:6:27: targets[1] must be an IPv4 address for method "icmp" (got "example.com")`,
 			`t.toml:7:14: timeout 800ms must not exceed interval 500ms`,
 			`t.toml:8:17: reliability must be 1..2 (got 3)`,
-			`t.toml:9:10: down must be at least 1 (got 0)`,
+			`t.toml:9:10: down must be 1..1000 (got 0)`,
 			`t.toml:10:14: max_loss must be between 0 and 1 (got 1.5)`,
-			`t.toml:11:17: max_latency must be positive (got -1s)`,
+			`t.toml:11:17: max_latency must be 1ms..1m (got -1s)`,
 			`t.toml:16:38: targets[0] must be HOST:PORT for method "tcp" (got "192.0.2.1")`,
 			`t.toml:16:62: timeout 2s must not exceed interval 1s`,
 			`t.toml:21:20: method must be one of icmp, tcp, dns, http (got "smtp")`,
@@ -452,7 +452,7 @@ rule_priority = 100
 			`t.toml:11:42: ports[1] must be 1..65535 (got 70000)`,
 			`t.toml:11:52: missing "ports" in [[uplink.firewall.allow]]`,
 			`t.toml:12:12: missing "seconds" in [[uplink.firewall.limit]]`,
-			`t.toml:12:47: hits must be at least 1 (got 0)`,
+			`t.toml:12:47: hits must be 1..1000000 (got 0)`,
 			`t.toml:13:20: icmp_types[1] must be 0..255 (got 256)`,
 		},
 	}, {
@@ -544,7 +544,7 @@ networks = ["10.0.0.0/24", "10.0.0.0"]
 [firewall]
 backend = "pf"
 input_policy = "reject"
-deny = [{ action = "block" }, { source = "10.0.0.0/8", mac = "xx" }]
+deny = [{ action = "block" }, { source = "11.0.0.0/8", mac = "xx" }]
 [[service]]
 name = "ssh"
 port = 0
@@ -556,7 +556,7 @@ balance = "rr"
 			`t.toml:2:13: state_dir must be an absolute path (got "var/lib/uplinkd")`,
 			"t.toml:3:1: default_metric was removed in 0.3: uplinkd's default route now lives in its own table (default_table) behind `lookup main suppress_prefixlength 0`, so no metric can make it lose to a foreign default route",
 			`t.toml:4:13: log_level must be one of debug, info, warn, error (got "verbose")`,
-			`t.toml:5:21: min_sync_interval must not be negative (got -1s)`,
+			`t.toml:5:21: min_sync_interval must be 0s..1m: events inside it wait for the next pass, so a longer one leaves damage unrepaired (got -1s)`,
 			`t.toml:6:1: [lan] without any [[uplink]]: there is nothing to route the LAN to`,
 			`t.toml:7:28: networks[1] must be an IPv4 prefix such as "10.0.0.0/24" (got "10.0.0.0")`,
 			`t.toml:9:10: mode must be one of embedded, service, off (got "dhcpd")`,

@@ -22,7 +22,13 @@ type tomlNode struct {
 	items  []*tomlNode   // Array
 	keys   []*tomlEntry  // Table, in document order
 	origin tomlOrigin    // Array and Table
+	// index finds keys of a Table with many of them: a file of a hundred
+	// thousand keys must not cost a scan per key.
+	index map[string]*tomlEntry
 }
+
+// indexFrom is the number of keys from which a table keeps an index.
+const indexFrom = 16
 
 type tomlEntry struct {
 	key string
@@ -42,6 +48,9 @@ const (
 )
 
 func (n *tomlNode) get(key string) *tomlEntry {
+	if n.index != nil {
+		return n.index[key]
+	}
 	for _, e := range n.keys {
 		if e.key == key {
 			return e
@@ -51,7 +60,17 @@ func (n *tomlNode) get(key string) *tomlEntry {
 }
 
 func (n *tomlNode) add(key string, off int, val *tomlNode) {
-	n.keys = append(n.keys, &tomlEntry{key: key, off: off, val: val})
+	e := &tomlEntry{key: key, off: off, val: val}
+	n.keys = append(n.keys, e)
+	switch {
+	case n.index != nil:
+		n.index[key] = e
+	case len(n.keys) >= indexFrom:
+		n.index = make(map[string]*tomlEntry, 2*len(n.keys))
+		for _, e := range n.keys {
+			n.index[e.key] = e
+		}
+	}
 }
 
 // parse builds the document tree, or reports the syntax error and returns nil.

@@ -182,10 +182,10 @@ check.enabled = true
 `,
 		want: []string{
 			`t.toml:18:12: source-hash spreads clients over the weights divided by their common divisor, at most 32 slots (got 33): use smaller weights`,
-			`t.toml:19:18: hits must be at least 1 (got 0)`,
+			`t.toml:19:18: hits must be 1..1000000 (got 0)`,
 			`t.toml:19:31: seconds = 7 cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: 6 or 8)`,
-			`t.toml:21:14: interval must be positive (got 0s)`,
-			`t.toml:22:13: timeout must be positive (got -1s)`,
+			`t.toml:21:14: interval must be 100ms..1h: a shorter one keeps a core busy with probes (got 0s)`,
+			`t.toml:22:13: timeout must be 10ms..1m (got -1s)`,
 			`t.toml:23:10: down must be 1..1000 (got 0)`,
 			`t.toml:24:8: up must be 1..1000 (got 1001)`,
 			`t.toml:25:10: port must be 1..65535 (got 0)`,

@@ -40,7 +40,7 @@ func (l *loader) validate(c *Config) {
 	l.rules(c, priorities)
 	l.stickyPriorities(c, priorities)
 	l.defaultRules(c, priorities)
-	l.firewall(&c.Firewall)
+	l.firewall(c)
 	l.services(c)
 	l.ha(c)
 	if len(c.Uplinks) == 0 && !c.Daemon.AllowNoUplinks {
@@ -59,7 +59,7 @@ func (l *loader) stickyPriorities(c *Config, priorities map[string]string) {
 	n := max(len(c.Uplinks), 1)
 	first := c.Daemon.StickyPriority
 	last := first + n - 1
-	if !l.inRange("daemon.sticky_priority", first, 1, 32765-n+1) {
+	if !l.countAt("daemon.sticky_priority", first, int64(32765-n+1)) {
 		return
 	}
 	for p := first; p <= last; p++ {
@@ -87,7 +87,7 @@ func (l *loader) daemon(d *Daemon) {
 	}
 	enum(l, "daemon.log_level", d.LogLevel, LogDebug, LogInfo, LogWarn, LogError)
 	enum(l, "daemon.last_resort", d.LastResort, LastResortLink, LastResortNone)
-	l.notNegative("daemon.min_sync_interval", d.MinSyncInterval)
+	l.duration("daemon.min_sync_interval", d.MinSyncInterval)
 }
 
 // isListenAddr accepts HOST:PORT and :PORT (every address).
@@ -106,9 +106,13 @@ func (l *loader) lan(c *Config) {
 	if lan.Interface == "" && l.set("lan.masquerade") {
 		l.errorf("lan.masquerade", "masquerade needs [lan] interface: without it uplinkd does not know which traffic is the LAN's")
 	}
-	for i := range lan.Networks {
-		if p := fmt.Sprintf("lan.networks[%d]", i); l.bare[p] {
-			l.errorf(p, "networks[%d] must be an IPv4 prefix such as \"10.0.0.0/24\" (got %q)", i, lan.Networks[i].Addr())
+	for i, n := range lan.Networks {
+		p := fmt.Sprintf("lan.networks[%d]", i)
+		switch a := n.Masked().Addr(); {
+		case l.bare[p]:
+			l.errorf(p, "networks[%d] must be an IPv4 prefix such as \"10.0.0.0/24\" (got %q)", i, n.Addr())
+		case n.Bits() < 8 || a.As4()[0] == 0 || a.IsLoopback() || a.IsMulticast() || a.As4()[0] >= 240:
+			l.errorf(p, "networks[%d] must be %s (got %s)", i, limitOf("lan.networks[]").RangeText(), n)
 		}
 	}
 	if lan.DHCP == nil {
@@ -142,7 +146,8 @@ func (l *loader) lan(c *Config) {
 			l.errorf("lan.dhcp.mode", "mode service needs exactly one of unit or command")
 		}
 		l.argv("lan.dhcp.command", d.Command, false)
-		l.positive("lan.dhcp.restart_interval", d.RestartInterval)
+		l.length("lan.dhcp.unit", "", d.Unit)
+		l.duration("lan.dhcp.restart_interval", d.RestartInterval)
 	}
 	if modeOK && d.Mode != DHCPEmbedded {
 		return
@@ -162,13 +167,21 @@ func (l *loader) lan(c *Config) {
 			return p.Masked().Contains(d.Range[0]) && p.Masked().Contains(d.Range[1])
 		}):
 			l.errorf("lan.dhcp.range", "range %s..%s is not inside one of lan.networks", d.Range[0], d.Range[1])
+		case ipv4Num(d.Range[1])-ipv4Num(d.Range[0]) >= 1<<16:
+			l.errorf("lan.dhcp.range", "range %s..%s holds %d addresses, at most 65536 fit in the pool", d.Range[0], d.Range[1], ipv4Num(d.Range[1])-ipv4Num(d.Range[0])+1)
+		default:
+			for i, a := range d.Range {
+				if n, edge := subnetEdge(lan.Networks, a); edge {
+					l.errorf(fmt.Sprintf("lan.dhcp.range[%d]", i), "range includes %s, the network or broadcast address of %s: no client can use it", a, n)
+				}
+			}
 		}
 	}
 	names, macs, ips := map[string]string{}, map[string]string{}, map[string]string{}
 	for i := range d.Hosts {
 		h := &d.Hosts[i]
 		p := fmt.Sprintf("lan.dhcp.hosts[%d]", i)
-		if h.Name != "" {
+		if h.Name != "" && l.name(p+".name", h.Name) {
 			l.unique(names, h.Name, p+".name", fmt.Sprintf("host name %q", h.Name))
 		}
 		if l.required(p+".mac", h.MAC != "") {
@@ -179,12 +192,12 @@ func (l *loader) lan(c *Config) {
 				l.errorf(p+".mac", "mac must be a MAC address such as \"dc:a6:32:90:31:cc\" (got %q)", h.MAC)
 			}
 		}
-		if l.required(p+".ip", h.IP.IsValid()) {
+		if l.required(p+".ip", h.IP.IsValid()) && l.unicast(p+".ip", h.IP) {
 			l.unique(ips, h.IP.String(), p+".ip", fmt.Sprintf("host ip %s", h.IP))
 		}
 	}
-	l.positive("lan.dhcp.lease", d.Lease)
-	l.positive("lan.dhcp.max_lease", d.MaxLease)
+	l.duration("lan.dhcp.lease", d.Lease)
+	l.duration("lan.dhcp.max_lease", d.MaxLease)
 	if d.MaxLease > 0 && d.MaxLease < d.Lease {
 		l.errorf("lan.dhcp.max_lease", "max_lease %s is shorter than lease %s", d.MaxLease, d.Lease)
 	}
@@ -195,10 +208,12 @@ func (l *loader) lan(c *Config) {
 		for i, a := range k.addrs {
 			if !a.Is4() {
 				l.errorf(fmt.Sprintf("lan.dhcp.%s[%d]", k.key, i), "%s[%d] must be an IPv4 address (got %s)", k.key, i, a)
+			} else {
+				l.unicast(fmt.Sprintf("lan.dhcp.%s[%d]", k.key, i), a)
 			}
 		}
 	}
-	if d.Domain != "" && !domainRE.MatchString(d.Domain) {
+	if d.Domain != "" && l.length("lan.dhcp.domain", "", d.Domain) && !domainRE.MatchString(d.Domain) {
 		l.errorf("lan.dhcp.domain", "domain %q is not a domain name", d.Domain)
 	}
 	for i, h := range d.Hosts {
@@ -217,9 +232,10 @@ func (l *loader) uplinks(c *Config, priorities map[string]string) {
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]
 		p := fmt.Sprintf("uplink[%d]", i)
-		if l.required(p+".name", u.Name != "") {
+		if l.required(p+".name", u.Name != "") && l.name(p+".name", u.Name) {
 			l.unique(names, u.Name, p+".name", fmt.Sprintf("uplink name %q", u.Name))
 		}
+		l.unicast(p+".gateway", u.Gateway)
 		switch {
 		case u.Interface != "":
 			l.iface(p+".interface", u.Interface)
@@ -234,12 +250,12 @@ func (l *loader) uplinks(c *Config, priorities map[string]string) {
 		if l.required(p+".table", l.set(p+".table")) && u.Table != 0 {
 			l.unique(tables, strconv.Itoa(u.Table), p+".table", fmt.Sprintf("table %d", u.Table))
 		}
-		if l.required(p+".rule_priority", l.set(p+".rule_priority")) && l.inRange(p+".rule_priority", u.RulePriority, 1, 32765) {
+		if l.required(p+".rule_priority", l.set(p+".rule_priority")) && l.count(p+".rule_priority", u.RulePriority) {
 			l.unique(priorities, strconv.Itoa(u.RulePriority), p+".rule_priority", fmt.Sprintf("rule priority %d", u.RulePriority))
 		}
 		enum(l, p+".snat", u.SNAT, SNATSNAT, SNATMasquerade, SNATOff)
-		l.atLeast(p+".tier", u.Tier, 1)
-		l.inRange(p+".weight", u.Weight, 1, 256)
+		l.count(p+".tier", u.Tier)
+		l.count(p+".weight", u.Weight)
 		enum(l, p+".rp_filter", u.RPFilter, RPFilterOff, RPFilterLoose, RPFilterStrict)
 		if u.Check != nil {
 			l.check(p+".check", u.Check)
@@ -254,7 +270,7 @@ func (l *loader) uplinks(c *Config, priorities map[string]string) {
 		for j := range u.Publish {
 			q := fmt.Sprintf("%s.publish[%d]", p, j)
 			l.publish(q, &u.Publish[j])
-			if u.Publish[j].Name != "" {
+			if u.Publish[j].Name != "" && l.name(q+".name", u.Publish[j].Name) {
 				l.unique(pubNames, u.Publish[j].Name, q+".name", fmt.Sprintf("publish name %q", u.Publish[j].Name))
 			}
 		}
@@ -266,16 +282,26 @@ func (l *loader) uplinks(c *Config, priorities map[string]string) {
 
 func (l *loader) check(p string, c *Check) {
 	enum(l, p+".method", c.Method, ProbeICMP, ProbeTCP, ProbeDNS, ProbeHTTP)
-	l.required(p+".targets", len(c.Targets) > 0)
+	if l.required(p+".targets", len(c.Targets) > 0) {
+		l.count(p+".targets", len(c.Targets))
+	}
 	if form, ok := probeTargetForms[c.Method]; ok {
 		for i, t := range c.Targets {
+			q := fmt.Sprintf("%s.targets[%d]", p, i)
+			if !l.length(q, "", t) {
+				continue
+			}
+			if a, err := netip.ParseAddr(t); err == nil && !isUnicast(a) {
+				l.unicast(q, a)
+				continue
+			}
 			if !form.valid(t) {
 				l.errorf(fmt.Sprintf("%s.targets[%d]", p, i), "targets[%d] must be %s for method %q (got %q)", i, form.want, c.Method, t)
 			}
 		}
 	}
-	l.positive(p+".interval", c.Interval)
-	l.positive(p+".timeout", c.Timeout)
+	l.duration(p+".interval", c.Interval)
+	l.duration(p+".timeout", c.Timeout)
 	if c.Timeout > c.Interval {
 		// Point at what the user wrote: a default timeout is not the mistake.
 		at := p + ".timeout"
@@ -284,16 +310,16 @@ func (l *loader) check(p string, c *Check) {
 		}
 		l.errorf(at, "timeout %s must not exceed interval %s", c.Timeout, c.Interval)
 	}
-	l.inRange(p+".reliability", c.Reliability, 1, max(len(c.Targets), 1))
-	l.atLeast(p+".down", c.Down, 1)
-	l.atLeast(p+".up", c.Up, 1)
+	l.countAt(p+".reliability", c.Reliability, int64(max(len(c.Targets), 1)))
+	l.count(p+".down", c.Down)
+	l.count(p+".up", c.Up)
 	// 0s is allowed: fail back at once.
-	l.notNegative(p+".hold_down", c.HoldDown)
+	l.duration(p+".hold_down", c.HoldDown)
 	if !(c.MaxLoss >= 0 && c.MaxLoss <= 1) {
 		l.errorf(p+".max_loss", "max_loss must be between 0 and 1 (got %v)", c.MaxLoss)
 	}
 	if l.set(p + ".max_latency") {
-		l.positive(p+".max_latency", c.MaxLatency)
+		l.duration(p+".max_latency", c.MaxLatency)
 	}
 }
 
@@ -303,14 +329,14 @@ func (l *loader) reconnect(p string, r *Reconnect, kind Kind) {
 	}
 	l.argv(p+".command", r.Command, false)
 	l.argv(p+".stop_command", r.StopCommand, false)
-	l.positive(p+".reconnect_after", r.ReconnectAfter)
-	l.positive(p+".backoff", r.Backoff)
-	l.positive(p+".max_backoff", r.MaxBackoff)
+	l.duration(p+".reconnect_after", r.ReconnectAfter)
+	l.duration(p+".backoff", r.Backoff)
+	l.duration(p+".max_backoff", r.MaxBackoff)
 	if r.MaxBackoff < r.Backoff {
 		l.errorf(p+".max_backoff", "max_backoff %s must not be less than backoff %s", r.MaxBackoff, r.Backoff)
 	}
-	l.positive(p+".timeout", r.Timeout)
-	l.positive(p+".dial_timeout", r.DialTimeout)
+	l.duration(p+".timeout", r.Timeout)
+	l.duration(p+".dial_timeout", r.DialTimeout)
 }
 
 // limitDay is the longest unit both firewall backends can express a rate in;
@@ -343,15 +369,13 @@ func (l *loader) uplinkFirewall(p string, f *UplinkFirewall) {
 // express exactly.
 func (l *loader) limitWindow(q string, hits, seconds int) {
 	if l.required(q+".hits", l.set(q+".hits")) {
-		l.atLeast(q+".hits", hits, 1)
+		l.count(q+".hits", hits)
 	}
-	if l.required(q+".seconds", l.set(q+".seconds")) && seconds >= 1 {
+	if l.required(q+".seconds", l.set(q+".seconds")) && l.count(q+".seconds", seconds) {
 		if limitDay%seconds != 0 {
 			l.errorf(q+".seconds", "seconds = %d cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: %s)",
 				seconds, nearestDivisors(seconds))
 		}
-	} else if l.set(q + ".seconds") {
-		l.atLeast(q+".seconds", seconds, 1)
 	}
 }
 
@@ -401,7 +425,9 @@ func (l *loader) publish(p string, pub *Publish) {
 			}
 		}
 		l.fqdn(p+".hostname", &pub.Hostname, true)
-		l.required(p+".username", pub.Username != "")
+		if l.required(p+".username", pub.Username != "") {
+			l.length(p+".username", "", pub.Username)
+		}
 		l.required(p+".password_file", pub.PasswordFile != "")
 		l.absPath(p+".password_file", pub.PasswordFile)
 		l.absPath(p+".ca_file", pub.CAFile)
@@ -420,15 +446,15 @@ func (l *loader) publish(p string, pub *Publish) {
 		}
 		l.required(p+".key_file", pub.KeyFile != "")
 		l.absPath(p+".key_file", pub.KeyFile)
-		l.positive(p+".ttl", pub.TTL)
+		l.duration(p+".ttl", pub.TTL)
 		if pub.TTL%1e9 != 0 {
 			l.errorf(p+".ttl", "ttl must be whole seconds (got %s)", pub.TTL)
 		}
 	}
-	l.notNegative(p+".settle", pub.Settle)
-	l.notNegative(p+".min_interval", pub.MinInterval)
-	l.notNegative(p+".refresh", pub.Refresh) // 0: never refresh
-	l.positive(p+".timeout", pub.Timeout)
+	l.duration(p+".settle", pub.Settle)
+	l.duration(p+".min_interval", pub.MinInterval)
+	l.duration(p+".refresh", pub.Refresh) // 0: never refresh
+	l.duration(p+".timeout", pub.Timeout)
 }
 
 // fqdn checks a required DNS name and stores it without a trailing dot.
@@ -451,7 +477,7 @@ func (l *loader) hook(p string, h Hook) {
 	}
 	l.argv(p+".command", h.Command, true)
 	if l.set(p + ".timeout") {
-		l.positive(p+".timeout", h.Timeout)
+		l.duration(p+".timeout", h.Timeout)
 	}
 }
 
@@ -463,7 +489,7 @@ func (l *loader) rules(c *Config, priorities map[string]string) {
 	}
 	for i, r := range c.Rules {
 		p := fmt.Sprintf("rule[%d]", i)
-		if l.required(p+".name", r.Name != "") {
+		if l.required(p+".name", r.Name != "") && l.name(p+".name", r.Name) {
 			l.unique(names, r.Name, p+".name", fmt.Sprintf("rule name %q", r.Name))
 		}
 		if l.required(p+".uplink", r.Uplink != "") && c.UplinkByName(r.Uplink) == nil {
@@ -484,7 +510,7 @@ func (l *loader) rules(c *Config, priorities map[string]string) {
 				l.errorf(p+".mark", "mark %d already sends traffic via uplink %q (rule %q)", r.Mark, c.Rules[j].Uplink, c.Rules[j].Name)
 			}
 		}
-		if l.required(p+".priority", l.set(p+".priority")) && l.inRange(p+".priority", r.Priority, 1, 32765) {
+		if l.required(p+".priority", l.set(p+".priority")) && l.count(p+".priority", r.Priority) {
 			l.unique(priorities, strconv.Itoa(r.Priority), p+".priority", fmt.Sprintf("rule priority %d", r.Priority))
 		}
 		if r.Proto != "" || l.set(p+".proto") {
@@ -516,7 +542,8 @@ func (l *loader) rules(c *Config, priorities map[string]string) {
 	}
 }
 
-func (l *loader) firewall(f *Firewall) {
+func (l *loader) firewall(c *Config) {
+	f := &c.Firewall
 	enum(l, "firewall.backend", f.Backend, BackendNFTables, BackendIPTables)
 	enum(l, "firewall.iptables_variant", f.IPTablesVariant, IPTablesAuto, IPTablesLegacy, IPTablesNFT)
 	enum(l, "firewall.input_policy", f.InputPolicy, PolicyAccept, PolicyDrop)
@@ -526,6 +553,9 @@ func (l *loader) firewall(f *Firewall) {
 		p := fmt.Sprintf("firewall.deny[%d]", i)
 		if !l.set(p+".source") && d.MAC == "" {
 			l.errorf(p, "deny needs a source or a mac")
+		}
+		if d.Source.IsValid() {
+			l.denySource(p+".source", d.Source, c.LAN.Networks)
 		}
 		if d.MAC != "" {
 			if mac, ok := canonicalMAC(d.MAC); ok {
@@ -543,7 +573,7 @@ func (l *loader) services(c *Config) {
 	for i := range c.Services {
 		s := &c.Services[i]
 		p := fmt.Sprintf("service[%d]", i)
-		if l.required(p+".name", s.Name != "") {
+		if l.required(p+".name", s.Name != "") && l.name(p+".name", s.Name) {
 			l.unique(names, s.Name, p+".name", fmt.Sprintf("service name %q", s.Name))
 		}
 		l.required(p+".uplinks", len(s.Uplinks) > 0)
@@ -590,10 +620,11 @@ func (l *loader) serviceBackends(c *Config, p string, s *Service) {
 			continue
 		}
 		l.unique(seen, b.Address.String(), q, fmt.Sprintf("backend %s", b.Address))
+		l.unicast(q+".address", b.Address.Addr())
 		if nets := c.LAN.Networks; len(nets) > 0 && !slices.ContainsFunc(nets, func(n netip.Prefix) bool { return n.Masked().Contains(b.Address.Addr()) }) {
 			l.errorf(q+".address", "backend %s is not inside [lan] networks", b.Address)
 		}
-		if l.inRange(q+".weight", b.Weight, 1, MaxBackendWeight) {
+		if l.count(q+".weight", b.Weight) {
 			weights = append(weights, b.Weight)
 		}
 	}
@@ -633,13 +664,13 @@ func (l *loader) serviceCheck(p string, s *Service) {
 	if l.set(p+".port") && ch.Port == 0 {
 		l.errorf(p+".port", "port must be 1..65535 (got 0)")
 	}
-	l.positive(p+".interval", ch.Interval)
-	l.positive(p+".timeout", ch.Timeout)
+	l.duration(p+".interval", ch.Interval)
+	l.duration(p+".timeout", ch.Timeout)
 	if ch.Timeout > ch.Interval && ch.Interval > 0 {
 		l.errorf(p+".timeout", "timeout %s must not exceed interval %s", ch.Timeout, ch.Interval)
 	}
-	l.inRange(p+".down", ch.Down, 1, 1000)
-	l.inRange(p+".up", ch.Up, 1, 1000)
+	l.count(p+".down", ch.Down)
+	l.count(p+".up", ch.Up)
 }
 
 // defaultRules checks that uplinkd's default table and the two rules that
@@ -658,7 +689,7 @@ func (l *loader) defaultRules(c *Config, priorities map[string]string) {
 		}
 	}
 	first := d.DefaultPriority
-	if !l.inRange("daemon.default_priority", first, 1, 32764) {
+	if !l.count("daemon.default_priority", first) {
 		return
 	}
 	sticky, n := d.StickyPriority, max(len(c.Uplinks), 1)
@@ -693,7 +724,7 @@ func (l *loader) ha(c *Config) {
 	if !on && l.set("ha.lost_uplink_weight") {
 		l.errorf("ha.lost_uplink_weight", "lost_uplink_weight has no effect without [ha] track_file")
 	}
-	l.inRange("ha.lost_uplink_weight", c.HA.LostUplinkWeight, MinHAWeight, 0)
+	l.count("ha.lost_uplink_weight", c.HA.LostUplinkWeight)
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]
 		p := fmt.Sprintf("uplink[%d].ha", i)
@@ -704,7 +735,7 @@ func (l *loader) ha(c *Config) {
 			continue
 		}
 		enum(l, p+".mode", u.HA.Mode, HAActive, HAExclusive)
-		l.inRange(p+".weight", u.HA.Weight, MinHAWeight, 0)
+		l.count(p+".weight", u.HA.Weight)
 		if u.HA.Mode != HAExclusive {
 			continue
 		}
@@ -721,4 +752,51 @@ func (l *loader) ha(c *Config) {
 			l.errorf(p+".mode", "mode \"exclusive\" needs [uplink.reconnect] stop_command with a custom command: a BACKUP must hang the uplink up")
 		}
 	}
+}
+
+// denySource refuses a deny prefix that would cut off the LAN or the
+// host's own loopback traffic: a deny drops input and forwarding from every
+// interface, so 0.0.0.0/0 (seen in the field) silently dropped everything,
+// the LAN's traffic and the admin's ssh included. An admin who denies a
+// range means hosts outside, or single LAN hosts; one who means "drop
+// everything from outside" sets the uplink's firewall or input_policy.
+func (l *loader) denySource(path string, src netip.Prefix, lan []netip.Prefix) {
+	src = src.Masked()
+	switch {
+	case src.Bits() == 0:
+		l.errorf(path, "source %s would drop all input and forwarding, the LAN's and the host's own included: deny the hosts or ranges you mean (input_policy = \"drop\" and [uplink.firewall] close the uplinks)", src)
+		return
+	case src.Contains(netip.AddrFrom4([4]byte{127, 0, 0, 1})):
+		l.errorf(path, "source %s covers the loopback network: the host's own traffic would be dropped", src)
+		return
+	}
+	for i, n := range lan {
+		if n = n.Masked(); src.Bits() <= n.Bits() && src.Contains(n.Addr()) {
+			l.errorf(path, "source %s covers all of lan.networks[%d] (%s): the whole LAN would be cut off; deny single hosts or smaller ranges", src, i, n)
+			return
+		}
+	}
+}
+
+// ipv4Num is an IPv4 address as a number, for sizes of ranges.
+func ipv4Num(a netip.Addr) int64 {
+	b := a.As4()
+	return int64(b[0])<<24 | int64(b[1])<<16 | int64(b[2])<<8 | int64(b[3])
+}
+
+// subnetEdge reports whether a is the network or broadcast address of the
+// network among nets that holds it (prefixes up to /30 have both).
+func subnetEdge(nets []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
+	for _, n := range nets {
+		n = n.Masked()
+		if !n.Contains(a) || n.Bits() > 30 {
+			continue
+		}
+		first := ipv4Num(n.Addr())
+		last := first + 1<<(32-n.Bits()) - 1
+		if v := ipv4Num(a); v == first || v == last {
+			return n, true
+		}
+	}
+	return netip.Prefix{}, false
 }

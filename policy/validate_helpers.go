@@ -9,7 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Helpers of the semantic checks: positions of keys, and the checks that
@@ -70,20 +71,6 @@ func (l *loader) required(path string, ok bool) bool {
 	return ok
 }
 
-func (l *loader) inRange(path string, v, lo, hi int) bool {
-	if v < lo || v > hi {
-		l.errorf(path, "%s must be %d..%d (got %d)", pathKey(path), lo, hi, v)
-		return false
-	}
-	return true
-}
-
-func (l *loader) atLeast(path string, v, lo int) {
-	if v < lo {
-		l.errorf(path, "%s must be at least %d (got %d)", pathKey(path), lo, v)
-	}
-}
-
 // warnf records a harmless problem at path (see errorf for the position).
 func (l *loader) warnf(path, format string, args ...any) {
 	line, col := l.lineCol(l.off(path))
@@ -103,18 +90,6 @@ func enum[T ~string](l *loader, path string, v T, allowed ...T) bool {
 	return false
 }
 
-func (l *loader) positive(path string, d time.Duration) {
-	if d <= 0 {
-		l.errorf(path, "%s must be positive (got %s)", pathKey(path), d)
-	}
-}
-
-func (l *loader) notNegative(path string, d time.Duration) {
-	if d < 0 {
-		l.errorf(path, "%s must not be negative (got %s)", pathKey(path), d)
-	}
-}
-
 func (l *loader) ports(path string, ports []uint16) {
 	for i, p := range ports {
 		if p == 0 {
@@ -132,6 +107,7 @@ func (l *loader) argv(path string, argv []string, need bool) {
 	}
 	for i, a := range argv {
 		switch {
+		case !l.length(fmt.Sprintf("%s[%d]", path, i), "", a):
 		case a == "":
 			l.errorf(fmt.Sprintf("%s[%d]", path, i), "%s[%d] must not be empty", pathKey(path), i)
 		case i == 0 && !filepath.IsAbs(a):
@@ -143,13 +119,52 @@ func (l *loader) argv(path string, argv []string, need bool) {
 func (l *loader) absPath(path, v string) {
 	if v != "" && !filepath.IsAbs(v) {
 		l.errorf(path, "%s must be an absolute path (got %q)", pathKey(path), v)
+		return
+	}
+	l.length(path, "", v)
+}
+
+// iface checks an interface name as the kernel's dev_valid_name does, so
+// that no name reaches netlink that it would refuse.
+func (l *loader) iface(path, v string) {
+	if !l.length(path, "", v) {
+		return
+	}
+	if v == "." || v == ".." || strings.ContainsFunc(v, func(r rune) bool {
+		// isspace() in the kernel: space, \t, \n, \v, \f, \r.
+		return r == '/' || r == ':' || r == ' ' || r >= '\t' && r <= '\r'
+	}) {
+		l.errorf(path, "%s %q is not a valid interface name", pathKey(path), v)
 	}
 }
 
-func (l *loader) iface(path, v string) {
-	if len(v) > 15 || strings.ContainsAny(v, "/: \t") {
-		l.errorf(path, "%s %q is not a valid interface name", pathKey(path), v)
+// name checks one of the names the user gives things (uplinks, rules,
+// services, publishers, DHCP hosts): bounded, printable UTF-8.
+func (l *loader) name(path, v string) bool {
+	if !l.length(path, "", v) {
+		return false
 	}
+	if !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+		l.errorf(path, "%s must be printable UTF-8 without control characters (got %q)", pathKey(path), v)
+		return false
+	}
+	return true
+}
+
+// isUnicast reports whether a is an IPv4 address a host can have: not in
+// 0.0.0.0/8 ("this network"), loopback, multicast or the limited broadcast
+// address.
+func isUnicast(a netip.Addr) bool {
+	return a.Is4() && a.As4()[0] != 0 && !a.IsLoopback() && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+}
+
+// unicast reports an address that no host can have (see KeyLimits).
+func (l *loader) unicast(path string, a netip.Addr) bool {
+	if a.IsValid() && !isUnicast(a) {
+		l.errorf(path, "%s must be a unicast address, not %s (0.0.0.0/8, loopback, multicast and 255.255.255.255 are not)", pathKey(path), a)
+		return false
+	}
+	return true
 }
 
 // unique reports a value used twice within one namespace. The report goes

@@ -200,7 +200,7 @@ firewall.limit = [
 `,
 		want: []string{
 			`t.toml:7:51: seconds = 7 cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: 6 or 8)`,
-			`t.toml:8:51: seconds = 86401 cannot be enforced exactly: nftables and iptables hashlimit count a rate per second, minute, hour or day, so the window must divide 86400 (nearest: 86400)`,
+			`t.toml:8:51: seconds must be 1..86400 (got 86401)`,
 		},
 	}, {
 		name: "unknown user at its key",
@@ -257,7 +257,7 @@ allow_no_uplinks = "yes"
 		name: "reconnect dial_timeout",
 		src: uplinkTOML + `reconnect.dial_timeout = "0s"
 `,
-		want: []string{`t.toml:5:26: dial_timeout must be positive (got 0s)`},
+		want: []string{`t.toml:5:26: dial_timeout must be 1s..1h (got 0s)`},
 	}, {
 		name: "publish keys per kind",
 		src: uplinkTOML + `
@@ -303,8 +303,8 @@ timeout = "0s"
 			`t.toml:26:11: ca_file does not apply to kind "rfc2136"`,
 			`t.toml:27:1: missing "key_file" in [[uplink.publish]]`,
 			`t.toml:28:8: duplicate publish name "dns" (first at line 19)`,
-			`t.toml:33:11: refresh must not be negative (got -1s)`,
-			`t.toml:34:11: timeout must be positive (got 0s)`,
+			`t.toml:33:11: refresh must be 0s..8760h (got -1s)`,
+			`t.toml:34:11: timeout must be 1s..10m (got 0s)`,
 		},
 	}}
 	for _, tt := range tests {

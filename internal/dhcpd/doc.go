@@ -27,6 +27,11 @@
 // batch of changes and then releases the batch's ACKs (a group commit), so
 // 200 clients at once cost a few writes, not 200.
 //
+// Warnings that a LAN host triggers with each packet it sends (a full
+// pool, a conflict, a decline, a failed send) go through internal/lograte:
+// one per kind a minute, the next with the count suppressed, keyed by kind
+// and not by MAC, which the sender chooses.
+//
 // The pool is pure: it takes the time as an argument and never touches the
 // network, so the RFC 2131 state handling is tested without sockets. The
 // server is tested with real DHCP clients (busybox udhcpc) in lab namespaces.

@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/uplinkd/uplinkd/internal/lograte"
 )
 
 // Request states of RFC 2131 §4.3.2, told apart by the packet itself (and,
@@ -55,7 +57,28 @@ type handler struct {
 	save     func([]Lease) error // the committer's; the handler never writes
 	now      func() time.Time
 	log      *slog.Logger
-	stats    counters
+	// lanWarn limits the warnings a LAN host triggers with every packet it
+	// sends (a full pool, a conflict, a decline) to one per event and
+	// warnEvery, each with the count suppressed before it; nil logs all.
+	lanWarn *lograte.Limiter
+	stats   counters
+}
+
+// warnEvery is how often a warning that LAN traffic triggers is logged at
+// most. One host asking a full pool sends a DISCOVER every few milliseconds
+// to seconds; logging each one buried every other log line (issue 17).
+const warnEvery = time.Minute
+
+// warnLAN logs a warning triggered by a LAN packet, rate-limited by event:
+// not by MAC, which the sender chooses (a flood with a new chaddr per
+// packet must not get through). The record names the latest sender.
+func (h *handler) warnLAN(event, msg string, args ...any) {
+	args = append([]any{"event", event}, args...)
+	if h.lanWarn == nil {
+		h.log.Warn(msg, args...)
+		return
+	}
+	h.lanWarn.Warn(h.log, event, msg, args...)
 }
 
 // reply is a packet to send and where to. gen > 0: it may only leave once
@@ -161,7 +184,7 @@ func (h *handler) discover(ctx context.Context, m *dhcpv4.DHCPv4) *reply {
 		if err != nil {
 			h.mu.Unlock()
 			h.stats.noFreeAddress.Add(1)
-			h.log.Warn("dhcp: no address to offer", "event", "dhcp_pool_exhausted", "mac", mac, "reason", err.Error())
+			h.warnLAN("dhcp_pool_exhausted", "dhcp: no address to offer", "mac", mac, "reason", err.Error())
 			return nil
 		}
 		h.pool.offer(client, mac, host, ip, h.now())
@@ -169,7 +192,7 @@ func (h *handler) discover(ctx context.Context, m *dhcpv4.DHCPv4) *reply {
 		h.mu.Unlock()
 		if !known && check != nil && check(ctx, ip, m.ClientHWAddr) {
 			h.stats.conflicts.Add(1)
-			h.log.Warn("dhcp: pool address in use by an unknown host, skipped", "event", "dhcp_conflict", "ip", ip.String())
+			h.warnLAN("dhcp_conflict", "dhcp: pool address in use by an unknown host, skipped", "ip", ip.String())
 			h.mu.Lock()
 			h.pool.markBad(ip, h.now())
 			h.mu.Unlock()
@@ -286,7 +309,7 @@ func (h *handler) decline(m *dhcpv4.DHCPv4) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pool.decline(clientKey(m), ip, h.now()) {
-		h.log.Warn("dhcp: client declined its address (in use by another host)", "event", "dhcp_decline", "mac", m.ClientHWAddr.String(), "ip", ip.String())
+		h.warnLAN("dhcp_decline", "dhcp: client declined its address (in use by another host)", "mac", m.ClientHWAddr.String(), "ip", ip.String())
 		h.changedLocked()
 	}
 }

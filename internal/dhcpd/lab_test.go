@@ -216,9 +216,19 @@ type running struct {
 
 func (d *dhcpLab) start(spec Spec) *running {
 	d.t.Helper()
-	s, err := New(spec, slog.New(slog.NewTextHandler(testWriter{d.t}, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	return d.startWith(spec, slog.New(slog.NewTextHandler(testWriter{d.t}, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+}
+
+// startWith is start with a logger of the test's and a function that may
+// change the server before it runs.
+func (d *dhcpLab) startWith(spec Spec, log *slog.Logger, prepare func(*Server)) *running {
+	d.t.Helper()
+	s, err := New(spec, log)
 	if err != nil {
 		d.t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -17,6 +17,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/lograte"
 )
 
 // Server is the DHCP side of the LAN: an embedded DHCPv4 server or the
@@ -125,12 +127,13 @@ func New(spec Spec, log *slog.Logger) (*Server, error) {
 	}
 	st := store{dir: spec.StateDir}
 	h := &handler{
-		pool:  newPool(spec),
-		net:   spec.Network,
-		save:  st.save,
-		now:   time.Now,
-		dirty: make(chan struct{}, 1),
-		log:   log,
+		pool:    newPool(spec),
+		net:     spec.Network,
+		save:    st.save,
+		now:     time.Now,
+		dirty:   make(chan struct{}, 1),
+		log:     log,
+		lanWarn: lograte.New(warnEvery),
 	}
 	if spec.ServerIP.IsValid() {
 		h.opts = newReplyOptions(spec, spec.ServerIP, spec.Network)
@@ -531,7 +534,9 @@ func (s *Server) send(k *sockets, r *reply) {
 	}
 	if _, err := k.conn.WriteTo(r.msg.ToBytes(), nil, net.UDPAddrFromAddrPort(r.to)); err != nil {
 		s.setErr(fmt.Errorf("send %s to %s: %w", r.msg.MessageType(), r.to, err))
-		s.log.Warn("dhcp: cannot send reply", "event", "dhcp_send_failed", "iface", s.spec.Interface, "reason", err.Error())
+		// Every request is answered, so a flood of them meets every
+		// failure (a full socket buffer) once per packet.
+		s.h.warnLAN("dhcp_send_failed", "dhcp: cannot send reply", "iface", s.spec.Interface, "reason", err.Error())
 	}
 }
 
