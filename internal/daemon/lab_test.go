@@ -123,7 +123,7 @@ func (r *running) stop() {
 		if err != nil {
 			r.t.Errorf("daemon: %v", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitLong):
 		r.t.Error("daemon did not stop")
 	}
 }
@@ -134,18 +134,22 @@ func (r *running) waitSync() SyncResult {
 	select {
 	case s := <-r.syncs:
 		return s
-	case <-time.After(5 * time.Second):
-		r.t.Fatal("no reconcile pass within 5s")
+	case <-time.After(waitLong):
+		r.t.Fatalf("no reconcile pass within %v", waitLong)
 	}
 	return SyncResult{}
 }
 
+// waitLong bounds the lab tests' waits for an event or a state: generous,
+// so that a busy machine makes them slower, never failing.
+const waitLong = 20 * time.Second
+
 // eventually re-checks cond after every reconcile pass (and at most every
-// 50 ms) until it holds or 5 s pass. Reading kernel state in a test is fine:
-// it is the daemon that must not poll.
+// 50 ms) until it holds or waitLong passes. Reading kernel state in a test
+// is fine: it is the daemon that must not poll.
 func (r *running) eventually(what string, cond func() bool) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for !cond() {
 		if time.Now().After(deadline) {
 			r.t.Fatalf("timed out waiting for: %s\nrouter rules:\n%s\nroutes:\n%s", what,
