@@ -93,17 +93,18 @@ func (s *udpStream) lost(from, to uint32) int {
 	return n
 }
 
-// waitPast waits until a packet sent after sequence number q has arrived:
-// then every packet up to q that was going to arrive has (one path, in
-// order), and lost can count them.
-func (s *udpStream) waitPast(tb testing.TB, q uint32, within time.Duration) {
+// waitPast waits until a packet sent after sequence number q has arrived
+// and returns the highest number that arrived: then every packet up to q
+// that was going to arrive has (one path, in order), and lost can count
+// them.
+func (s *udpStream) waitPast(tb testing.TB, q uint32, within time.Duration) uint32 {
 	tb.Helper()
 	for deadline := time.Now().Add(within); ; time.Sleep(time.Millisecond) {
 		s.mu.Lock()
 		last := s.last
 		s.mu.Unlock()
 		if last > q {
-			return
+			return last
 		}
 		if time.Now().After(deadline) {
 			tb.Fatalf("no packet after #%d arrived within %v (the last was #%d)", q, within, last)
