@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest fuzz
+.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest fuzz stress-test
 
 all: build
 
@@ -32,6 +32,12 @@ test: deps lint
 # image is cached in /var/cache/uplinkd-vm.
 vmtest: deps
 	$(GO) test -count=1 -v -timeout 15m -run TestVM ./internal/vmtest/
+
+# The suite without the VM suite STRESS_N times (default 5) while CPU hogs
+# keep every core busy; prints failures/runs of each failing test and fails
+# if any run failed (scripts/stress-test.sh: STRESS_PKGS, STRESS_RUN, ...).
+stress-test: deps
+	@GO=$(GO) scripts/stress-test.sh
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -94,7 +94,9 @@ func readFile(t *testing.T, p string) string {
 // waitFor polls cond (real time) until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	// Never less than 20 s: a deadline only decides when to give up, and a
+	// busy machine must make a test slower, not failing.
+	deadline := time.Now().Add(max(timeout, 20*time.Second))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -374,7 +374,7 @@ func TestDynDNS2Manager(t *testing.T) {
 	clock.Advance(time.Minute)
 	waitEvents(3)
 	clock.Advance(time.Hour)
-	time.Sleep(20 * time.Millisecond)
+	waitIdle(t, m)
 	if got := myips(); !slices.Equal(got, []string{"198.51.100.10", "198.51.100.10", "198.51.100.11"}) {
 		t.Fatalf("requests %q", got)
 	}
@@ -387,7 +387,7 @@ func TestDynDNS2Manager(t *testing.T) {
 	for range 5 {
 		clock.Advance(time.Hour)
 	}
-	time.Sleep(20 * time.Millisecond)
+	waitIdle(t, m)
 	if n := len(srv.got()); n != 4 {
 		t.Fatalf("%d requests after badauth, want 4", n)
 	}

@@ -76,7 +76,7 @@ func TestPublishLab(t *testing.T) {
 			select {
 			case ev := <-events:
 				got[ev.Publisher] = ev
-			case <-time.After(10 * time.Second):
+			case <-time.After(20 * time.Second):
 				t.Fatalf("publish of %s: got only %+v", addr, got)
 			}
 		}
@@ -103,10 +103,19 @@ func TestPublishLab(t *testing.T) {
 	route()
 	m.Update("ppp0", res.New)
 	expect(res.New)
+	// No extra publish: every attempt has finished (its event sent) and
+	// nothing is scheduled (min_interval and refresh are 0), so none can
+	// come without a new address.
+	waitAttempts(t, m)
 	select {
 	case ev := <-events:
 		t.Fatalf("extra publish %+v", ev)
-	case <-time.After(time.Second):
+	default:
+	}
+	for _, st := range m.Status() {
+		if st.Result != "ok" || !st.NextTry.IsZero() {
+			t.Errorf("%s after the publish: %+v, want ok and nothing scheduled", st.Name, st)
+		}
 	}
 	srv.mu.Lock()
 	from, reqs := slices.Clone(srv.from), slices.Clone(srv.requests)

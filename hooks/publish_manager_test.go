@@ -94,18 +94,46 @@ func newRig(t *testing.T, spec PublishSpec, stateDir string, fake *fakePublisher
 // waitEvents waits (real time) until n attempts have been reported.
 func (r *mgrRig) waitEvents(n int) {
 	r.t.Helper()
-	waitFor(r.t, "publish results", 5*time.Second, func() bool {
+	waitFor(r.t, "publish results", 20*time.Second, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return len(r.events) >= n
 	})
 }
 
-// expectCalls asserts the addresses published so far, after giving a
-// wrongly started attempt a moment to show up.
+// waitIdle waits until no publish of m runs. The fake clock runs due timers
+// inside Advance and an attempt is marked running when it starts, so after
+// Advance and waitIdle every attempt the advance started has finished.
+func waitIdle(t *testing.T, m *PublishManager) {
+	t.Helper()
+	waitFor(t, "no publish running", 20*time.Second, func() bool {
+		for _, st := range m.Status() {
+			if st.Result == "running" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// waitAttempts waits until every attempt goroutine of m has returned, its
+// result reported; call it when no Advance or Update can start another.
+func waitAttempts(t *testing.T, m *PublishManager) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("a publish attempt still runs")
+	}
+}
+
+// expectCalls asserts the addresses published so far, once any attempt
+// (a wrongly started one too) has finished.
 func (r *mgrRig) expectCalls(want ...string) {
 	r.t.Helper()
-	time.Sleep(20 * time.Millisecond)
+	waitIdle(r.t, r.m)
 	if got := r.fake.addrs(); !slices.Equal(got, want) {
 		r.t.Fatalf("published %q, want %q", got, want)
 	}

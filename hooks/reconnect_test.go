@@ -398,14 +398,14 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 	t.Run("runCommand", func(t *testing.T) {
 		start := time.Now()
 		res := runCommand(context.Background(), quiet(), []string{cmd}, nil, 300*time.Millisecond)
-		if el := time.Since(start); el > 3*time.Second {
+		if el := time.Since(start); el > 20*time.Second { // the command would hang for 60 s
 			t.Fatalf("took %v", el)
 		}
 		if res.Outcome() != "timeout" || !res.TimedOut || res.ExitCode != -1 {
 			t.Fatalf("result %+v (%s)", res, res.Outcome())
 		}
 		pid := readPid()
-		waitFor(t, "sleep child killed", 3*time.Second, func() bool { return !alive(pid) })
+		waitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
 	})
 
 	t.Run("reconnector", func(t *testing.T) {
@@ -417,7 +417,7 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 		waitTimer(t, clk)
 		r.Close()
 		pid := readPid()
-		waitFor(t, "sleep child killed", 3*time.Second, func() bool { return !alive(pid) })
+		waitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
 		if recs := logs.find(t, "reconnect attempt finished", map[string]any{"result": "timeout", "exit_code": -1.0}); len(recs) != 1 {
 			t.Fatalf("no timeout record: %v", logs.records(t))
 		}
@@ -431,7 +431,7 @@ func TestCloseKillsRunningAttempt(t *testing.T) {
 	r.Down(true)
 	start := time.Now()
 	r.Close()
-	if el := time.Since(start); el > 3*time.Second {
+	if el := time.Since(start); el > 20*time.Second { // the command would hang for 60 s
 		t.Fatalf("Close took %v", el)
 	}
 	r.Down(true)
@@ -451,7 +451,7 @@ func TestDetachedChildDoesNotBlock(t *testing.T) {
 	res := runCommand(context.Background(), quiet(), []string{cmd}, nil, 20*time.Second)
 	pid, _ := strconv.Atoi(strings.TrimSpace(readFile(t, pidfile)))
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
-	if el := time.Since(start); el > pipeGrace+2*time.Second {
+	if el := time.Since(start); el > pipeGrace+15*time.Second { // the child lives 30 s
 		t.Fatalf("took %v", el)
 	}
 	if res.Outcome() != "ok" || res.ExitCode != 0 {

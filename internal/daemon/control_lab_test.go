@@ -101,8 +101,18 @@ func TestLabControlSocket(t *testing.T) {
 	if _, err := r.call(control.Request{Cmd: control.CmdReconnect, Uplink: "ppp1"}); err != nil {
 		t.Fatalf("reconnect: %v", err)
 	}
-	r.eventually("the reconnect command ran", func() bool { _, err := os.Stat(attempts); return err == nil })
-	time.Sleep(time.Second) // backoff is 300ms: a cycle would have run again
+	// The attempt's record has no retry_in when no next attempt was
+	// scheduled; otherwise the cycle must end (its record is written once
+	// the next attempt's timer is stopped) before the attempts are counted.
+	finished := func() []map[string]any {
+		return r.logs.records(map[string]any{"msg": "reconnect attempt finished", "uplink": "ppp1"})
+	}
+	r.eventually("the reconnect attempt finished", func() bool { return len(finished()) > 0 })
+	if _, retry := finished()[0]["retry_in"]; retry {
+		r.eventually("the reconnect cycle ended", func() bool {
+			return len(r.logs.records(map[string]any{"msg": "uplink back, reconnect cycle ends", "uplink": "ppp1"})) > 0
+		})
+	}
 	if data, _ := os.ReadFile(attempts); strings.TrimSpace(string(data)) != "ppp1 1" {
 		t.Errorf("reconnect attempts: %q, want one for ppp1", data)
 	}

@@ -18,6 +18,7 @@ type udpStream struct {
 	mu   sync.Mutex
 	seq  uint32
 	got  map[uint32]bool
+	last uint32 // the highest sequence number that arrived
 	stop chan struct{}
 	done sync.WaitGroup
 }
@@ -43,7 +44,9 @@ func startStream(b testing.TB, l *lab.Lab) *udpStream {
 			}
 			if n >= 4 {
 				s.mu.Lock()
-				s.got[binary.BigEndian.Uint32(buf)] = true
+				q := binary.BigEndian.Uint32(buf)
+				s.got[q] = true
+				s.last = max(s.last, q)
 				s.mu.Unlock()
 			}
 		}
@@ -88,6 +91,25 @@ func (s *udpStream) lost(from, to uint32) int {
 		}
 	}
 	return n
+}
+
+// waitPast waits until a packet sent after sequence number q has arrived
+// and returns the highest number that arrived: then every packet up to q
+// that was going to arrive has (one path, in order), and lost can count
+// them.
+func (s *udpStream) waitPast(tb testing.TB, q uint32, within time.Duration) uint32 {
+	tb.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(time.Millisecond) {
+		s.mu.Lock()
+		last := s.last
+		s.mu.Unlock()
+		if last > q {
+			return last
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no packet after #%d arrived within %v (the last was #%d)", q, within, last)
+		}
+	}
 }
 
 func (s *udpStream) close() {

@@ -442,7 +442,7 @@ func startLoop(t testing.TB, o loopOpts) *loop {
 	t.Cleanup(l.stop)
 	select {
 	case l.out = <-events.out:
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitLong):
 		t.Fatal("the loop never started its event source")
 	}
 	l.send(watcher.Event{Kind: watcher.KindResync})
@@ -484,7 +484,7 @@ func (l *loop) send(ev watcher.Event) {
 	}
 	select {
 	case l.out <- ev:
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitLong):
 		l.t.Fatal("the loop does not take events")
 	}
 }
@@ -566,7 +566,7 @@ func script(t *testing.T, dir, name, body string) string {
 // waitUntil polls cond in real time (for work in other goroutines: hooks).
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

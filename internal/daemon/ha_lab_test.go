@@ -388,13 +388,13 @@ func (hp *haPair) eventually(what string, within time.Duration, cond func() bool
 // BACKUP and both daemons know it.
 func (hp *haPair) settle() {
 	hp.t.Helper()
-	hp.eventually("A holds the virtual address", 15*time.Second, func() bool { return hp.hasVIP(0) && !hp.hasVIP(1) })
+	hp.eventually("A holds the virtual address", waitLong, func() bool { return hp.hasVIP(0) && !hp.hasVIP(1) })
 	if !hp.opts.binary {
-		hp.eventually("roles reported: A master, B backup", 5*time.Second, func() bool {
+		hp.eventually("roles reported: A master, B backup", waitLong, func() bool {
 			return hp.role(0) == "master" && hp.role(1) == "backup"
 		})
 	}
-	hp.waitThrough(0, 5*time.Second)
+	hp.waitThrough(0, waitLong)
 }
 
 // statusRole checks `uplinkd status --json` (the real CLI) against router
@@ -443,28 +443,28 @@ func TestHAFailover(t *testing.T) {
 			// -254 (FAULT), B takes the address, and the client's new
 			// connections leave through B's uplinks.
 			lost := hp.setCarrier(0, false)
-			moved := hp.waitThrough(1, 10*time.Second)
+			moved := hp.waitThrough(1, waitLong)
 			t.Logf("A's uplinks lost -> client's first connection through B: %v", moved.Sub(lost))
 			if v, err := ha.Read(hp.r[0].track); err != nil || v != -254 {
 				t.Errorf("A's track file = %d, %v; want -254 with both lines lost", v, err)
 			}
-			hp.eventually("roles: A fault, B master", 5*time.Second, func() bool {
+			hp.eventually("roles: A fault, B master", waitLong, func() bool {
 				return hp.role(0) == "fault" && hp.role(1) == "master" && hp.hasVIP(1) && !hp.hasVIP(0)
 			})
 
 			// Restored: A leaves FAULT, and takes the address back only
 			// after the preemption delay.
 			restored := hp.setCarrier(0, true)
-			hp.eventually("A's track file back to 0", 5*time.Second, func() bool {
+			hp.eventually("A's track file back to 0", waitLong, func() bool {
 				v, err := ha.Read(hp.r[0].track)
 				return err == nil && v == 0
 			})
-			back := hp.waitThrough(0, 15*time.Second)
+			back := hp.waitThrough(0, waitLong)
 			t.Logf("A's uplinks restored -> client's first connection through A: %v (preempt_delay %ds)", back.Sub(restored), preempt)
 			if back.Sub(restored) < preempt*time.Second {
 				t.Errorf("fail-back after %v, before the preemption delay of %ds", back.Sub(restored), preempt)
 			}
-			hp.eventually("roles: A master, B backup", 5*time.Second, func() bool {
+			hp.eventually("roles: A master, B backup", waitLong, func() bool {
 				return hp.role(0) == "master" && hp.role(1) == "backup"
 			})
 		})
@@ -477,13 +477,13 @@ func TestHAFailover(t *testing.T) {
 func TestHAExclusive(t *testing.T) {
 	hp := newHAPair(t, haOpts{kaWeight: 1, preemptDelay: 3, exclusive: true})
 	hp.settle()
-	hp.eventually("A (master) holds the dsl0 session", 10*time.Second, func() bool { return hp.acct.session() == 0 })
+	hp.eventually("A (master) holds the dsl0 session", waitLong, func() bool { return hp.acct.session() == 0 })
 	if v, err := ha.Read(hp.r[1].track); err != nil || v != 0 {
 		t.Errorf("B's track file = %d, %v; want 0: an exclusive uplink a BACKUP has not dialled counts as available", v, err)
 	}
 
 	hp.setCarrier(0, false)
-	hp.eventually("B (new master) holds the dsl0 session, A hung up", 10*time.Second, func() bool {
+	hp.eventually("B (new master) holds the dsl0 session, A hung up", waitLong, func() bool {
 		return hp.role(1) == "master" && hp.acct.session() == 1 && !hp.r[0].lab.UplinkAddr("dsl0").IsValid()
 	})
 	hp.setCarrier(0, true)
@@ -531,9 +531,9 @@ func TestHADaemonStops(t *testing.T) {
 			if err := a.lab.Wait(a.proc); tc.sig == syscall.SIGTERM && err != nil {
 				t.Errorf("uplinkd after SIGTERM: %v", err)
 			}
-			moved := hp.waitThrough(1, 10*time.Second)
+			moved := hp.waitThrough(1, waitLong)
 			t.Logf("A's uplinkd %v -> client's first connection through B: %v", tc.sig, moved.Sub(at))
-			hp.eventually("B holds the virtual address", 5*time.Second, func() bool { return hp.hasVIP(1) && !hp.hasVIP(0) })
+			hp.eventually("B holds the virtual address", waitLong, func() bool { return hp.hasVIP(1) && !hp.hasVIP(0) })
 			if v, err := ha.Read(a.track); err != nil || v != tc.track {
 				t.Errorf("A's track file = %d, %v; want %d", v, err, tc.track)
 			}

@@ -59,7 +59,7 @@ func newInetServer(t *testing.T, l *lab.Lab, addr string) *inetServer {
 // closes (nc -z) returns before the server's accept goroutine has run.
 func (s *inetServer) peer(t *testing.T, n int) string {
 	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLong); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		s.mu.Lock()
 		if len(s.peers) >= n {
 			p := s.peers[n-1]

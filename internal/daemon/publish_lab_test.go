@@ -59,7 +59,18 @@ rule_priority = 200
 		t.Fatal(err)
 	}
 	r.eventually("the new address published", func() bool { return len(lines(out)) >= 2 })
-	time.Sleep(500 * time.Millisecond) // settle and min_interval are 100ms: a repeat would be here
+	// Nothing more is due: the new address is published, none pending,
+	// and no retry scheduled (at most the far-off refresh): a repeat could
+	// only come from a new event.
+	r.eventually("the publisher idle with the new address", func() bool {
+		st := r.statusJSON()
+		if len(st.Publishers) != 1 {
+			return false
+		}
+		p := st.Publishers[0]
+		return p.Address == res.New && !p.Pending.IsValid() && p.Result == "ok" &&
+			(p.NextTry.IsZero() || time.Until(p.NextTry) > time.Minute)
+	})
 	got := lines(out)
 	if want := fmt.Sprintf("publish ppp0 ppp0 command-1 %s %s arg1", res.New, old); len(got) != 2 || got[1] != want {
 		t.Errorf("publishes: %q, want the first and then exactly %q", got, want)

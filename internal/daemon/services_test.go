@@ -26,6 +26,14 @@ type backendSrv struct {
 	mu   sync.Mutex
 	ln   net.Listener
 	peer string
+	// accepted counts the connections that reached the backend.
+	accepted int
+}
+
+func (b *backendSrv) accepts() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accepted
 }
 
 func newBackend(t *testing.T, l *lab.Lab, addr, name string) *backendSrv {
@@ -58,6 +66,7 @@ func (b *backendSrv) listen() error {
 			}
 			b.mu.Lock()
 			b.peer = c.RemoteAddr().(*net.TCPAddr).IP.String()
+			b.accepted++
 			b.mu.Unlock()
 			go func() {
 				defer c.Close()
@@ -116,7 +125,7 @@ func askName(l *lab.Lab, ns, laddr, raddr string) (string, error) {
 // waitCond polls cond (reading kernel state in a test is fine) for up to 10 s.
 func waitCond(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLong); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for: %s", what)
 		}
@@ -227,7 +236,7 @@ func TestLabServices(t *testing.T) {
 		ppp0 := func() string { return l.UplinkAddr("ppp0").String() + ":80" }
 		ppp1 := func() string { return l.UplinkAddr("ppp1").String() + ":80" }
 		var lastErr error
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(waitLong); ; time.Sleep(100 * time.Millisecond) {
 			_, lastErr = askName(l, l.Inet, "192.0.2.1", ppp0())
 			if lastErr == nil {
 				break
@@ -520,7 +529,7 @@ func TestLabServiceChecksIgnoreMarkRules(t *testing.T) {
 	if err := l.AddLANAddrs(netip.MustParseAddr("10.0.0.3")); err != nil {
 		t.Fatal(err)
 	}
-	newBackend(t, l, "10.0.0.3:8080", "b3")
+	b3 := newBackend(t, l, "10.0.0.3:8080", "b3")
 	cfg := strings.Replace(serviceConfig("nftables"), `backends = [{ address = "10.0.0.3:8080", weight = 3 }, "10.0.0.4:8080", "10.0.0.5:8080"]`,
 		`backends = ["10.0.0.3:8080"]`, 1)
 	cfg += `
@@ -533,7 +542,10 @@ priority = 100
 `
 	r := start(t, l, writeConfig(t, cfg))
 	r.eventually("the mark rule", r.has("fwmark 0x1/0xffff lookup 201", "rule"))
-	time.Sleep(time.Second) // four check intervals
+	// Two checks reach the backend with the rule in place: at least one
+	// was made after it (a check sent out of ppp1 would never get there).
+	n := b3.accepts()
+	waitCond(t, "two more checks at the backend", func() bool { return b3.accepts() >= n+2 })
 	st := r.d.ServiceStatus()
 	if len(st) == 0 || len(st[0].Backends) != 1 {
 		t.Fatalf("status %+v", st)

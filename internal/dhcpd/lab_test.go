@@ -185,7 +185,7 @@ func (d *dhcpLab) renewNow(c *client) string {
 // waitReachable waits until the client's interface reaches dst again.
 func (d *dhcpLab) waitReachable(c *client, dst string) {
 	d.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for {
 		_, err := d.Exec(d.LAN, "ping", "-c1", "-W1", "-I", c.name, dst)
 		if err == nil {
@@ -253,7 +253,7 @@ func (d *dhcpLab) startWith(spec Spec, log *slog.Logger, prepare func(*Server)) 
 	d.t.Cleanup(r.stop)
 	// Listening before a client asks: otherwise the first DISCOVERs are
 	// lost and the test only measures the client's retry interval.
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for !s.Status().Listening {
 		if time.Now().After(deadline) {
 			d.t.Fatalf("server not listening: %+v", s.Status())
@@ -443,7 +443,14 @@ func TestLabNoAddressTwice(t *testing.T) {
 	for s.Status().InUse < 4 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	time.Sleep(2 * time.Second) // let the two left over try and fail
+	// The two left over try and fail: each DISCOVER without an address to
+	// offer counts (they retry every second); four of them mean the
+	// server has refused them again and again, not just once in passing.
+	for deadline := time.Now().Add(waitLong); s.Status().Counters["pool_exhausted"] < 4; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the clients left over were not refused: %+v", s.Status())
+		}
+	}
 	owner := map[string]string{}
 	bound := 0
 	for _, c := range cs {
@@ -611,7 +618,7 @@ func TestLabMalformedDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for s.Status().Dropped < uint64(len(junk)-1) { // the empty datagram may not count
 		if time.Now().After(deadline) {
 			t.Fatalf("dropped %d of %d", s.Status().Dropped, len(junk))

@@ -35,6 +35,11 @@ type supervisor struct {
 	// restart is the action (replaced in tests); start is true for the
 	// first "up" (start if not running) and false for a restart.
 	restart func(ctx context.Context, start bool) error
+	// idle, if set (tests), is called each time run is about to wait, with
+	// the number of link wake-ups handled so far and whether an action is
+	// due (waiting for MinInterval): a test waits for this state instead
+	// of sleeping.
+	idle func(wakes int, due bool)
 
 	mu          sync.Mutex
 	restarts    int
@@ -67,14 +72,19 @@ func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *ato
 		start   bool  // the due action is "start if not running"
 		timer   = time.NewTimer(time.Hour)
 		lastRun time.Time
+		wakes   int
 	)
 	timer.Stop()
 	defer timer.Stop()
 	for {
+		if s.idle != nil {
+			s.idle(wakes, pending && last == 1)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-linkc:
+			wakes++
 			flapped := wentDown.Swap(false)
 			up := linkUp.Load()
 			switch {

@@ -2,17 +2,24 @@ package dhcpd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
+// waitLong bounds every wait in these tests: generous, so that a busy
+// machine only makes them slower, never failing.
+const waitLong = 20 * time.Second
+
 // startSupervised runs a mode-service server whose restart action is
-// replaced by a recorder.
-func startSupervised(t *testing.T, svc Service, restart func(ctx context.Context, start bool) error) *Server {
+// replaced by a recorder (when restart is set) and whose supervisor reports
+// to r each time it is about to wait.
+func startSupervised(t *testing.T, svc Service, r *recorder, restart func(ctx context.Context, start bool) error) *Server {
 	t.Helper()
 	s, err := New(Spec{Mode: ModeService, Interface: "lan0", Service: svc}, nil)
 	if err != nil {
@@ -21,6 +28,9 @@ func startSupervised(t *testing.T, svc Service, restart func(ctx context.Context
 	if restart != nil {
 		s.sup.restart = restart
 	}
+	if r != nil {
+		s.sup.idle = r.idle
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -28,17 +38,23 @@ func startSupervised(t *testing.T, svc Service, restart func(ctx context.Context
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(waitLong):
 			t.Error("Run did not return")
 		}
 	})
 	return s
 }
 
+// recorder records the supervisor's actions and its state each time it
+// waits.
 type recorder struct {
 	mu    sync.Mutex
 	calls []bool // start flags
 	at    []time.Time
+	// From the supervisor's last idle report: wake-ups handled, whether an
+	// action was due, and how many actions had run by then.
+	wakes, callsAtIdle int
+	due                bool
 }
 
 func (r *recorder) restart(_ context.Context, start bool) error {
@@ -49,18 +65,35 @@ func (r *recorder) restart(_ context.Context, start bool) error {
 	return nil
 }
 
-func (r *recorder) waitCalls(t *testing.T, n int, within time.Duration) []bool {
+func (r *recorder) idle(wakes int, due bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.wakes, r.due, r.callsAtIdle = wakes, due, len(r.calls)
+}
+
+// waitFor polls the recorder until cond holds (under its lock).
+func (r *recorder) waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(waitLong)
 	for {
 		r.mu.Lock()
-		c := append([]bool(nil), r.calls...)
+		ok := cond()
+		calls, wakes, due := append([]bool(nil), r.calls...), r.wakes, r.due
 		r.mu.Unlock()
-		if len(c) >= n || time.Now().After(deadline) {
-			return c
+		if ok {
+			return
 		}
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: actions %v, %d wake-ups handled, action due %v", what, calls, wakes, due)
+		}
+		time.Sleep(time.Millisecond)
 	}
+}
+
+func (r *recorder) got() []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]bool(nil), r.calls...)
 }
 
 func TestSupervisorWhenToRestart(t *testing.T) {
@@ -80,19 +113,17 @@ func TestSupervisorWhenToRestart(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var r recorder
-			s := startSupervised(t, tt.svc, r.restart)
-			for _, up := range tt.events {
+			s := startSupervised(t, tt.svc, &r, r.restart)
+			for i, up := range tt.events {
 				s.LinkChanged(up)
-				time.Sleep(20 * time.Millisecond) // let each event be seen on its own
+				// Each event is seen on its own: the next is sent only
+				// once the supervisor has handled this one.
+				r.waitFor(t, fmt.Sprintf("event %d handled", i+1), func() bool { return r.wakes == i+1 })
 			}
-			got := r.waitCalls(t, len(tt.want)+1, 300*time.Millisecond)
-			if len(got) != len(tt.want) {
+			// Every event handled and no action due: nothing more can run.
+			r.waitFor(t, "no action due", func() bool { return r.wakes == len(tt.events) && !r.due })
+			if got := r.got(); !slices.Equal(got, tt.want) {
 				t.Fatalf("actions %v, want %v", got, tt.want)
-			}
-			for i := range got {
-				if got[i] != tt.want[i] {
-					t.Fatalf("actions %v, want %v", got, tt.want)
-				}
 			}
 		})
 	}
@@ -101,28 +132,52 @@ func TestSupervisorWhenToRestart(t *testing.T) {
 // A flapping link gets one restart at once and one more when MinInterval
 // has passed, not one per flap; LinkChanged never waits for a restart.
 func TestSupervisorRateLimit(t *testing.T) {
+	const interval = time.Second
 	var r recorder
+	release := make(chan struct{})
+	var held, released sync.Once
+	// The first restart is a slow unit restart: it lasts until the test
+	// has flapped the link ten times.
 	slow := func(ctx context.Context, start bool) error {
-		time.Sleep(200 * time.Millisecond) // a slow unit restart
-		return r.restart(ctx, start)
+		err := r.restart(ctx, start)
+		held.Do(func() { <-release })
+		return err
 	}
-	s := startSupervised(t, Service{Command: []string{"true"}, MinInterval: 700 * time.Millisecond}, slow)
-	begin := time.Now()
-	for range 10 {
-		s.LinkChanged(false)
-		time.Sleep(5 * time.Millisecond)
-		s.LinkChanged(true)
-		time.Sleep(5 * time.Millisecond)
+	s := startSupervised(t, Service{Command: []string{"true"}, MinInterval: interval}, &r, slow)
+	t.Cleanup(func() { released.Do(func() { close(release) }) }) // before Run is stopped
+	s.LinkChanged(false)
+	r.waitFor(t, "down handled", func() bool { return r.wakes == 1 })
+	s.LinkChanged(true)
+	r.waitFor(t, "the first restart", func() bool { return len(r.calls) == 1 })
+
+	// Ten flaps while that restart runs: if LinkChanged waited for it,
+	// they would never finish.
+	flapped := make(chan struct{})
+	go func() {
+		defer close(flapped)
+		for range 10 {
+			s.LinkChanged(false)
+			s.LinkChanged(true)
+		}
+	}()
+	select {
+	case <-flapped:
+	case <-time.After(waitLong):
+		t.Fatal("LinkChanged blocked while a restart ran")
 	}
-	if d := time.Since(begin); d > 150*time.Millisecond+10*10*time.Millisecond {
-		t.Errorf("LinkChanged blocked: 20 calls took %s", d)
-	}
-	got := r.waitCalls(t, 3, 2*time.Second)
+	released.Do(func() { close(release) })
+
+	// One more restart for all ten flaps, then nothing is due.
+	r.waitFor(t, "the second restart, then nothing due", func() bool { return r.callsAtIdle == 2 && !r.due })
+	got := r.got()
 	if len(got) != 2 {
 		t.Fatalf("%d restarts for 10 flaps, want 2 (one now, one after the interval)", len(got))
 	}
-	if gap := r.at[1].Sub(r.at[0]); gap < 700*time.Millisecond-50*time.Millisecond {
-		t.Errorf("second restart %s after the first, want >= MinInterval", gap)
+	// Without the rate limit the second restart would follow the first
+	// as soon as it was released (a few ms); the supervisor sets the
+	// interval's start just before calling restart, hence the slack.
+	if gap := r.at[1].Sub(r.at[0]); gap < interval/2 {
+		t.Errorf("second restart %s after the first, want about MinInterval (%s)", gap, interval)
 	}
 	if st := s.Status(); st.Restarts != 2 {
 		t.Errorf("status restarts %d", st.Restarts)
@@ -133,10 +188,10 @@ func TestSupervisorRateLimit(t *testing.T) {
 // interface in its environment; a failing command shows in status.
 func TestSupervisorRunsCommand(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	s := startSupervised(t, Service{Command: []string{"/bin/sh", "-c", `echo "$UPLINKD_IFACE $UPLINKD_EVENT" > "$0"`, out}}, nil)
+	s := startSupervised(t, Service{Command: []string{"/bin/sh", "-c", `echo "$UPLINKD_IFACE $UPLINKD_EVENT" > "$0"`, out}}, nil, nil)
 	s.LinkChanged(false)
 	s.LinkChanged(true)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(waitLong)
 	for {
 		b, _ := os.ReadFile(out)
 		if strings.TrimSpace(string(b)) == "lan0 lan-up" {
@@ -148,10 +203,10 @@ func TestSupervisorRunsCommand(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	f := startSupervised(t, Service{Command: []string{"/bin/false"}}, nil)
+	f := startSupervised(t, Service{Command: []string{"/bin/false"}}, nil, nil)
 	f.LinkChanged(false)
 	f.LinkChanged(true)
-	deadline = time.Now().Add(5 * time.Second)
+	deadline = time.Now().Add(waitLong)
 	for f.Status().LastError == "" {
 		if time.Now().After(deadline) {
 			t.Fatal("failed command not in status")

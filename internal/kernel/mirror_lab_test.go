@@ -310,13 +310,13 @@ func TestRPFilterFromMirror(t *testing.T) {
 	// Notifications may trail the change a little; the marker orders them.
 	agree := func(step, want string) {
 		t.Helper()
-		for try := 0; ; try++ {
+		for deadline := time.Now().Add(20 * time.Second); ; {
 			f.sync()
 			m, fl := mirror(), file()
 			if m == fl && (want == "" || m == want) {
 				return
 			}
-			if try == 20 {
+			if time.Now().After(deadline) {
 				t.Fatalf("after %s: mirror says %q, the file %q (want %q)", step, m, fl, want)
 			}
 			time.Sleep(50 * time.Millisecond)

@@ -71,12 +71,28 @@ func (f *fakeDial) set(a netip.AddrPort, down bool) {
 	f.mu.Unlock()
 }
 
+// waitLong bounds every wait: generous, so that a busy machine makes the
+// tests slower, never failing.
+const waitLong = 20 * time.Second
+
 func waitNotify(t *testing.T, ch <-chan struct{}) {
 	t.Helper()
 	select {
 	case <-ch:
-	case <-time.After(5 * time.Second):
+	case <-time.After(waitLong):
 		t.Fatal("no notification")
+	}
+}
+
+// waitStopped waits until every check goroutine of c has returned.
+func waitStopped(t *testing.T, c *Checker) {
+	t.Helper()
+	stopped := make(chan struct{})
+	go func() { c.wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(waitLong):
+		t.Fatal("check goroutines still running")
 	}
 }
 
@@ -128,12 +144,9 @@ func TestCheckerUpdateKeepsStateAndStopsRemoved(t *testing.T) {
 	if st := c.Status(); len(st) != 1 || st[0].Checked || len(st[0].Backends) != 2 || !st[0].Backends[0].Healthy || st[0].Backends[0].Checked {
 		t.Fatalf("with the check off Status = %+v", st)
 	}
-	time.Sleep(20 * time.Millisecond)
-	n := f.n.Load()
-	time.Sleep(50 * time.Millisecond)
-	if f.n.Load() != n {
-		t.Error("checks of a removed service still run")
-	}
+	// The checks of the removed backends end: every goroutine returns
+	// (a check that went on would keep Wait from returning).
+	waitStopped(t, c)
 }
 
 // TestCheckerRealConnect: the default dialer is a real TCP connect; a
@@ -157,8 +170,12 @@ func TestCheckerRealConnect(t *testing.T) {
 	c := New([]Spec{{Service: "s", Backends: []netip.AddrPort{addr}, Interval: 10 * time.Millisecond, Timeout: time.Second, Down: 1, Up: 1}},
 		Options{Notify: func() { notify <- struct{}{} }})
 	defer c.Close()
-	time.Sleep(50 * time.Millisecond)
-	if st := c.Status(); !st[0].Backends[0].Checked || !st[0].Backends[0].Healthy {
+	for deadline := time.Now().Add(waitLong); !c.Status()[0].Backends[0].Checked; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the backend was never checked")
+		}
+	}
+	if st := c.Status(); !st[0].Backends[0].Healthy {
 		t.Fatalf("listening backend: %+v", st)
 	}
 	ln.Close()

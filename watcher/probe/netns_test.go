@@ -261,8 +261,8 @@ func (r *running) stop() {
 	r.cancel()
 	select {
 	case <-r.errc:
-	case <-time.After(5 * time.Second):
-		panic("probe.Run did not return within 5s of cancel")
+	case <-time.After(20 * time.Second):
+		panic("probe.Run did not return within 20s of cancel")
 	}
 }
 
@@ -271,7 +271,7 @@ func (r *running) stop() {
 // delivered by Run.
 func (r *running) round(tb testing.TB) ([]Result, time.Time) {
 	tb.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(20 * time.Second)
 	for {
 		select {
 		case res := <-r.out:
@@ -297,7 +297,7 @@ func (r *running) round(tb testing.TB) ([]Result, time.Time) {
 		case err := <-r.errc:
 			tb.Fatalf("Run returned early: %v", err)
 		case <-deadline:
-			tb.Fatalf("no complete round within 5s")
+			tb.Fatalf("no complete round within 20s")
 		}
 	}
 }
