@@ -487,7 +487,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 			step() { echo "== $*"; }
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
 			step installed "$(dpkg-query -W -f="\${Status} \${Version}" uplinkd)"
-			step enabled "$(readlink /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
+			step enabled "$(readlink -f /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
 			step check "$(uplinkd check 2>/dev/null)"
 			echo "# edited by the admin" >> /etc/uplinkd/uplinkd.toml
 			mkdir -p /var/lib/uplinkd && echo x > /var/lib/uplinkd/state
@@ -513,6 +513,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 	// `check` on the packaged config: valid, no uplinks, with the warning.
 	want := []string{
 		"== installed install ok installed " + testVersion,
+		// deb-systemd-helper links /lib/...; merged /usr resolves it.
 		"== enabled /usr/lib/systemd/system/uplinkd.service",
 		"== check /etc/uplinkd/uplinkd.toml: ok (0 uplinks, 0 rules)",
 		"== edit-kept-on-reinstall # edited by the admin",
