@@ -9,7 +9,8 @@
 #   scripts/cross-exec.sh QEMU TESTBINARY [ARGS...]
 #
 # go test builds the binary in a work directory only root may read: it is
-# copied to a directory nobody may read, and removed afterwards.
+# copied to a directory of nobody's (also the tests' TMPDIR), removed
+# afterwards.
 set -euo pipefail
 qemu=$1 bin=$2
 shift 2
@@ -18,9 +19,9 @@ trap 'rm -rf "$dir"' EXIT
 cp "$bin" "$dir/"
 chmod 0755 "$dir" "$dir/${bin##*/}"
 if [[ $(id -u) == 0 ]]; then
+  chown 65534:65534 "$dir"
   runas=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --)
 else
   runas=()
 fi
-# A test that writes a temporary file needs a TMPDIR nobody may write to.
 TMPDIR="$dir" HOME="$dir" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
