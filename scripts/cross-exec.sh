@@ -14,7 +14,7 @@
 set -euo pipefail
 qemu=$1 bin=$2
 shift 2
-dir=$(mktemp -d /tmp/uplinkd-cross.XXXXXX)
+dir=$(mktemp -d /tmp/ux.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cp "$bin" "$dir/"
 chmod 0755 "$dir" "$dir/${bin##*/}"
@@ -24,4 +24,4 @@ if [[ $(id -u) == 0 ]]; then
 else
   runas=()
 fi
-TMPDIR="$dir" HOME="$dir" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
+HOME="$dir" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
