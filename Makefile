@@ -103,9 +103,10 @@ release-build:
 # and the Debian changelog (packaging/changelog with this build's version
 # and date), compressed as Debian wants them: gzip -9n (best, no name or
 # time stamp).
+# mangen runs here: built for this machine whatever GOARCH the package is for.
 package-docs:
 	rm -rf $(GENDIR) && mkdir -p $(GENDIR)
-	$(GO) run ./internal/mangen -version '$(VERSION)' -date "$$(date -u -d @$(PKGEPOCH) +%F)" -out $(GENDIR) docs/man/*.md
+	env -u GOARCH -u GOARM $(GO) run ./internal/mangen -version '$(VERSION)' -date "$$(date -u -d @$(PKGEPOCH) +%F)" -out $(GENDIR) docs/man/*.md
 	sed -e 's/@VERSION@/$(VERSION)/' -e "s/@DATE@/$$(LC_ALL=C date -u -R -d @$(PKGEPOCH))/" packaging/changelog > $(GENDIR)/changelog
 	gzip -9nf $(GENDIR)/*
 
