@@ -7,7 +7,7 @@ BIN     := bin/uplinkd
 PKGS    := ./...
 BENCHTIME ?= 1x
 
-.PHONY: all build deps test lint examples unit run bench clean deb install release-build vmtest fuzz stress-test
+.PHONY: all build deps deps-lab test lint examples unit run bench clean deb debs install release-build package-docs vmtest cross-test fuzz stress-test
 
 all: build
 
@@ -17,6 +17,10 @@ build:
 deps:
 	@scripts/deps.sh
 
+# Only what the lab uses (`make run`): not the VM suite's or the tests' tools.
+deps-lab:
+	@scripts/deps.sh lab
+
 # Everything: lint, then all tests (pure and lab/real-kernel) under the race
 # detector. Lab tests need root; they create and always remove their own
 # network namespaces and fail if the host namespace changed.
@@ -24,6 +28,7 @@ deps:
 # core for minutes, and the lab tests' timings should not compete with it.
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m -skip '^TestVM$$' $(PKGS)
+	@$(MAKE) --no-print-directory cross-test
 	$(GO) test -count=1 -timeout 15m -v -run '^TestVM$$' ./internal/vmtest/
 
 # Only the VM acceptance suite (internal/vmtest; also part of `make test`):
@@ -75,7 +80,7 @@ fuzz:
 
 # Builds, starts the lab (namespaces only), runs the daemon in it with the
 # lab config and prints its events until Ctrl-C, then removes the lab.
-run: deps build
+run: deps-lab build
 	$(GO) build -o bin/labrun ./internal/labrun
 	bin/labrun -uplinkd $(BIN) -config contrib/lab.toml -demo
 
@@ -89,37 +94,66 @@ clean:
 # --- Packaging -------------------------------------------------------------
 # `make deb`: bin/uplinkd_VERSION_DEBARCH.deb (nfpm, see packaging/nfpm.yaml).
 # `make install DESTDIR=... PREFIX=/usr`: the same files, for other systems.
-# `make deb GOARCH=arm64` builds for a Raspberry Pi; the binary is static
-# (CGO_ENABLED=0), so the package needs no libc dependency. VERSION: a v* tag
-# (git describe), else 0.3.0~gitCOUNT.SHA, which sorts before 0.3.0.
+# The binary is static (CGO_ENABLED=0), so the package needs no libc
+# dependency. VERSION: a v* tag (git describe), else 0.3.0~gitCOUNT.SHA,
+# which sorts before 0.3.0.
+# Raspberry Pi: `make deb GOARCH=arm64` (64-bit Raspberry Pi OS), `make deb
+# GOARCH=arm` (32-bit Raspberry Pi OS: Debian's armhf, built for ARMv6
+# hard-float, GOARM=6, so that it runs on every Pi). `make debs` builds
+# amd64, arm64 and armhf.
 BUILDDIR ?= bin
 GOARCH   ?= $(shell $(GO) env GOARCH)
+# ARMv6 unless told otherwise: Raspberry Pi OS's armhf runs on the Pi 1 and Zero.
+GOARM    ?= $(if $(filter arm,$(GOARCH)),6)
+# dpkg's name for the architecture: Go's arm is armhf (armel for GOARM=5).
+DEBARCH  := $(if $(filter arm,$(GOARCH)),$(if $(filter 5,$(GOARM)),armel,armhf),$(if $(filter 386,$(GOARCH)),i386,$(GOARCH)))
 ifeq ($(origin VERSION),undefined)
 VERSION  := $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - . || \
               echo "0.3.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 endif
-RELBIN   := $(BUILDDIR)/pkg/$(GOARCH)/uplinkd
+RELBIN   := $(BUILDDIR)/pkg/$(DEBARCH)/uplinkd
 NFPM     ?= nfpm
+# The date of the man pages and of the changelog's newest entry: the last
+# commit's, so that a rebuild of one commit gives the same files.
+PKGEPOCH := $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+GENDIR   := $(BUILDDIR)/pkg/doc
 
 release-build:
-	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
+	CGO_ENABLED=0 GOARCH=$(GOARCH) GOARM=$(GOARM) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
 
-deb: release-build
+# The man pages, rendered from docs/man/*.md (internal/mangen, go-md2man),
+# and the Debian changelog (packaging/changelog with this build's version
+# and date), compressed as Debian wants them: gzip -9n (best, no name or
+# time stamp).
+# mangen runs here: built for this machine whatever GOARCH the package is for.
+package-docs:
+	rm -rf $(GENDIR) && mkdir -p $(GENDIR)
+	env -u GOARCH -u GOARM $(GO) run ./internal/mangen -version '$(VERSION)' -date "$$(date -u -d @$(PKGEPOCH) +%F)" -out $(GENDIR) docs/man/*.md
+	sed -e 's/@VERSION@/$(VERSION)/' -e "s/@DATE@/$$(LC_ALL=C date -u -R -d @$(PKGEPOCH))/" packaging/changelog > $(GENDIR)/changelog
+	gzip -9nf $(GENDIR)/*
+
+deb: release-build package-docs
 	@command -v $(NFPM) >/dev/null || { echo "nfpm missing: run scripts/deps.sh"; exit 1; }
-	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(GOARCH)' UPLINKD_BIN='$(RELBIN)' \
+	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(DEBARCH)' UPLINKD_BIN='$(RELBIN)' UPLINKD_GEN='$(GENDIR)' \
 	  $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(BUILDDIR)/
+
+debs:
+	@set -e; for a in amd64 arm64 arm; do $(MAKE) --no-print-directory deb GOARCH=$$a; done
 
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 SBINDIR    ?= $(PREFIX)/sbin
 DOCDIR     ?= $(PREFIX)/share/doc/uplinkd
-# Debian's layout under /usr; systemd also reads /usr/local/lib/systemd/system.
-UNITDIR    ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+MANDIR     ?= $(PREFIX)/share/man
+# bash-completion also reads /usr/local/share/bash-completion/completions.
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# /usr/lib/systemd/system on Debian; systemd also reads /usr/local/lib/systemd/system.
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 # networkd-dispatcher reads /usr/lib/networkd-dispatcher and /etc/networkd-dispatcher only.
 NDDIR      ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/networkd-dispatcher,$(SYSCONFDIR)/networkd-dispatcher)
 
 # An existing /etc/uplinkd/uplinkd.toml is never overwritten.
-install: release-build
+install: release-build package-docs
 	install -D -m 0755 $(RELBIN) $(DESTDIR)$(SBINDIR)/uplinkd
 	sed 's|/usr/sbin/uplinkd|$(SBINDIR)/uplinkd|g' packaging/systemd/uplinkd.service > $(BUILDDIR)/uplinkd.service
 	install -D -m 0644 $(BUILDDIR)/uplinkd.service $(DESTDIR)$(UNITDIR)/uplinkd.service
@@ -137,9 +171,27 @@ install: release-build
 	  install -D -m 0755 packaging/networkd-dispatcher/off.d/uplinkd $(DESTDIR)$(NDDIR)/$$s.d/uplinkd || exit 1; \
 	done
 	install -D -m 0644 packaging/lintian-overrides $(DESTDIR)$(PREFIX)/share/lintian/overrides/uplinkd
+	install -D -m 0644 packaging/bash-completion/uplinkd $(DESTDIR)$(BASHCOMPDIR)/uplinkd
+	install -D -m 0644 $(GENDIR)/uplinkd.8.gz $(DESTDIR)$(MANDIR)/man8/uplinkd.8.gz
+	install -D -m 0644 $(GENDIR)/uplinkd.toml.5.gz $(DESTDIR)$(MANDIR)/man5/uplinkd.toml.5.gz
+	install -D -m 0644 packaging/copyright $(DESTDIR)$(DOCDIR)/copyright
+	install -D -m 0644 $(GENDIR)/changelog.gz $(DESTDIR)$(DOCDIR)/changelog.gz
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR)/docs docs/*.md
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR)/docs/man docs/man/*.md
 	install -D -m 0644 packaging/systemd/networkd-uplinkd.conf $(DESTDIR)$(DOCDIR)/examples/networkd-uplinkd.conf
 	install -D -m 0755 packaging/keepalived/uplinkd-notify $(DESTDIR)$(PREFIX)/lib/uplinkd/uplinkd-notify
 	install -D -m 0644 packaging/keepalived/keepalived.conf $(DESTDIR)$(DOCDIR)/examples/keepalived.conf
 	install -m 0644 contrib/*.toml $(DESTDIR)$(DOCDIR)/examples/
-	install -D -m 0755 -t $(DESTDIR)$(DOCDIR)/examples/hooks contrib/hooks/*
+	install -D -m 0755 -t $(DESTDIR)$(DOCDIR)/examples/hooks contrib/hooks/*.sh
+	install -D -m 0644 -t $(DESTDIR)$(DOCDIR)/examples/hooks contrib/hooks/*.toml
+
+# The tests that need no root, for the Raspberry Pi's arm64 and armhf
+# (GOARM=6) under qemu-user (scripts/deps.sh installs it): 32-bit ARM
+# catches alignment and struct-size bugs in the netlink code. The test
+# binaries run as nobody (scripts/cross-exec.sh), so the tests that need
+# root (namespaces, the kernel) skip themselves as for any non-root user.
+CROSS_PKGS ?= ./policy/... ./internal/kernel ./internal/linklog ./internal/control ./internal/dhcpd ./watcher/... ./firewall/...
+cross-test:
+	GOARCH=arm64 $(GO) test -short -count=1 -timeout 20m -exec '$(CURDIR)/scripts/cross-exec.sh qemu-aarch64' $(CROSS_PKGS)
+	GOARCH=arm GOARM=6 $(GO) test -short -count=1 -timeout 20m -exec '$(CURDIR)/scripts/cross-exec.sh qemu-arm' $(CROSS_PKGS)

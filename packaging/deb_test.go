@@ -46,7 +46,7 @@ func installed(t *testing.T, root string) packaged {
 	exe, conf := "-rwxr-xr-x", "-rw-r--r--"
 	want := packaged{
 		"/usr/sbin/uplinkd":                                     exe,
-		"/lib/systemd/system/uplinkd.service":                   conf,
+		"/usr/lib/systemd/system/uplinkd.service":               conf,
 		"/etc/uplinkd/uplinkd.toml":                             conf,
 		"/etc/uplinkd/hooks.d/":                                 "drwxr-xr-x",
 		"/etc/ppp/ip-up.d/uplinkd":                              exe,
@@ -61,6 +61,11 @@ func installed(t *testing.T, root string) packaged {
 		"/usr/lib/networkd-dispatcher/degraded.d/uplinkd":       exe,
 		"/usr/share/lintian/overrides/uplinkd":                  conf,
 		"/usr/share/doc/uplinkd/README.md":                      conf,
+		"/usr/share/doc/uplinkd/copyright":                      conf,
+		"/usr/share/doc/uplinkd/changelog.gz":                   conf,
+		"/usr/share/man/man8/uplinkd.8.gz":                      conf,
+		"/usr/share/man/man5/uplinkd.toml.5.gz":                 conf,
+		"/usr/share/bash-completion/completions/uplinkd":        conf,
 		"/usr/share/doc/uplinkd/examples/networkd-uplinkd.conf": conf,
 		"/usr/lib/uplinkd/uplinkd-notify":                       exe,
 		"/usr/share/doc/uplinkd/examples/keepalived.conf":       conf,
@@ -73,15 +78,26 @@ func installed(t *testing.T, root string) packaged {
 	for _, f := range tomls {
 		want["/usr/share/doc/uplinkd/examples/"+filepath.Base(f)] = conf
 	}
+	// Scripts are executables, anything else (publisher examples) text:
+	// lintian's executable-not-elf-or-script otherwise.
 	for _, f := range hooks {
-		want["/usr/share/doc/uplinkd/examples/hooks/"+filepath.Base(f)] = exe
+		mode := conf
+		if strings.HasSuffix(f, ".sh") {
+			mode = exe
+		}
+		want["/usr/share/doc/uplinkd/examples/hooks/"+filepath.Base(f)] = mode
+	}
+	for dst := range docSources(t, root) {
+		want[dst] = conf
 	}
 	return want
 }
 
 // sources maps installed files to the repository file they must equal.
 var sources = map[string]string{
-	"/lib/systemd/system/uplinkd.service":               "packaging/systemd/uplinkd.service",
+	"/usr/lib/systemd/system/uplinkd.service":           "packaging/systemd/uplinkd.service",
+	"/usr/share/doc/uplinkd/copyright":                  "packaging/copyright",
+	"/usr/share/bash-completion/completions/uplinkd":    "packaging/bash-completion/uplinkd",
 	"/etc/uplinkd/uplinkd.toml":                         "packaging/uplinkd.toml",
 	"/etc/ppp/ip-up.d/uplinkd":                          "packaging/ppp/ip-up.d/uplinkd",
 	"/etc/ppp/ip-down.d/uplinkd":                        "packaging/ppp/ip-down.d/uplinkd",
@@ -97,6 +113,25 @@ var sources = map[string]string{
 	"/usr/share/lintian/overrides/uplinkd":              "packaging/lintian-overrides",
 	"/usr/lib/uplinkd/uplinkd-notify":                   "packaging/keepalived/uplinkd-notify",
 	"/usr/share/doc/uplinkd/examples/keepalived.conf":   "packaging/keepalived/keepalived.conf",
+}
+
+// docSources maps the installed docs/*.md and docs/man/*.md to their
+// sources: the README links them, so they ship under the same relative
+// paths.
+func docSources(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, glob := range []string{"docs/*.md", "docs/man/*.md"} {
+		files, _ := filepath.Glob(filepath.Join(root, glob))
+		if len(files) == 0 {
+			t.Fatalf("no %s", glob)
+		}
+		for _, f := range files {
+			rel, _ := filepath.Rel(root, f)
+			out["/usr/share/doc/uplinkd/"+rel] = rel
+		}
+	}
+	return out
 }
 
 // entriesOf keeps the files (and the directories named in want) of a
@@ -197,6 +232,9 @@ func TestDeb(t *testing.T) {
 
 	t.Run("files", func(t *testing.T) {
 		for dst, src := range sources {
+			sameFile(t, filepath.Join(x, dst), filepath.Join(root, src))
+		}
+		for dst, src := range docSources(t, root) {
 			sameFile(t, filepath.Join(x, dst), filepath.Join(root, src))
 		}
 		bin, err := os.ReadFile(filepath.Join(x, "usr/sbin/uplinkd"))
@@ -330,6 +368,29 @@ func TestDeb(t *testing.T) {
 		for dst, src := range sources {
 			sameFile(t, filepath.Join(dest, dst), filepath.Join(root, src))
 		}
+		for _, gz := range []string{"/usr/share/doc/uplinkd/changelog.gz", "/usr/share/man/man8/uplinkd.8.gz", "/usr/share/man/man5/uplinkd.toml.5.gz"} {
+			sameFile(t, filepath.Join(dest, gz), filepath.Join(x, gz))
+		}
+	})
+
+	t.Run("lintian", func(t *testing.T) {
+		lintianClean(t, deb)
+	})
+
+	t.Run("man pages", func(t *testing.T) {
+		manPages(t, x)
+	})
+
+	t.Run("changelog", func(t *testing.T) {
+		// A native package's changelog, its newest entry this build.
+		out := runOK(t, "zcat", filepath.Join(x, "usr/share/doc/uplinkd/changelog.gz"))
+		first, _, _ := strings.Cut(out, "\n")
+		if want := "uplinkd (" + testVersion + ") unstable; urgency=medium"; first != want {
+			t.Errorf("changelog starts %q, want %q", first, want)
+		}
+		if regexp.MustCompile(`@[A-Z]+@`).MatchString(out) {
+			t.Errorf("changelog has an unfilled placeholder:\n%s", out)
+		}
 	})
 }
 
@@ -340,7 +401,7 @@ func systemdAnalyze(t *testing.T, x string) {
 	}
 	// verify insists that ExecStart= exists on this host: point it at the
 	// extracted binary, change nothing else.
-	unit, err := os.ReadFile(filepath.Join(x, "lib/systemd/system/uplinkd.service"))
+	unit, err := os.ReadFile(filepath.Join(x, "usr/lib/systemd/system/uplinkd.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +486,7 @@ func dpkgLifecycle(t *testing.T, deb string) {
 			step() { echo "== $*"; }
 			dpkg -i /tmp/uplinkd.deb >/dev/null 2>&1
 			step installed "$(dpkg-query -W -f="\${Status} \${Version}" uplinkd)"
-			step enabled "$(readlink /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
+			step enabled "$(readlink -f /etc/systemd/system/multi-user.target.wants/uplinkd.service || echo no)"
 			step check "$(uplinkd check >/dev/null 2>&1 && echo exit 0 || echo exit $?)"
 			echo "# edited by the admin" >> /etc/uplinkd/uplinkd.toml
 			mkdir -p /var/lib/uplinkd && echo x > /var/lib/uplinkd/state
@@ -451,7 +512,8 @@ func dpkgLifecycle(t *testing.T, deb string) {
 	// `check` on the packaged config: refused as run refuses it (no uplink).
 	want := []string{
 		"== installed install ok installed " + testVersion,
-		"== enabled /lib/systemd/system/uplinkd.service",
+		// deb-systemd-helper links /lib/...; merged /usr resolves it.
+		"== enabled /usr/lib/systemd/system/uplinkd.service",
 		"== check exit 1",
 		"== edit-kept-on-reinstall # edited by the admin",
 		"== removed deinstall ok config-files binary-gone",

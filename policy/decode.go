@@ -198,7 +198,7 @@ func (l *loader) tableNumber(n *tomlNode, v reflect.Value, path, name string) {
 				l.invalid(n, path, "unknown table name %q (not in rt_tables)", n.data)
 				return
 			}
-			i = int64(num)
+			i = num
 		}
 		id, desc = i, fmt.Sprintf("%q (%d)", n.data, i)
 	default:

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"testing"
 )
@@ -16,7 +17,7 @@ func TestKeysMatchFormat(t *testing.T) {
 		{Priority: 32765, Table: MainTable, SuppressDefault: true},
 		{Priority: 1, Table: 1001, Mark: 0x10000, Mask: 0xff0000, Extra: "iif lan0"},
 		{Priority: 7, Table: 7, Mark: 0x2},
-		{Priority: -1, Table: 0xffffffff, Src: netip.MustParsePrefix("10.0.0.0/8")},
+		{Priority: -1, Table: math.MaxInt32, Src: netip.MustParsePrefix("10.0.0.0/8")},
 	}
 	for _, r := range rules {
 		want := fmt.Sprintf("%d/%d/%s/%x/%x/%t/%s", r.Priority, r.Table, r.Src, r.Mark, r.effectiveMask(), r.SuppressDefault, r.Extra)

@@ -182,7 +182,7 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // Parse is Load on bytes with an explicit table-name map. On any problem it
 // returns a nil Config and Problems; warnings alone come back in
 // Config.Warnings.
-func Parse(path string, data []byte, tables map[string]int) (*Config, error) {
+func Parse(path string, data []byte, tables map[string]int64) (*Config, error) {
 	if bytes.HasPrefix(data, utf8BOM) {
 		// Blank it out rather than cut it, so byte columns on line 1 stay
 		// the ones an editor shows; TOML allows leading whitespace.
@@ -219,7 +219,7 @@ func IsProblems(err error) bool {
 type loader struct {
 	file   string
 	data   []byte
-	tables map[string]int
+	tables map[string]int64
 	probs  Problems
 	warns  Problems
 	// pos maps the path of every key present in the file, like

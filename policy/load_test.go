@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-var testTables = map[string]int{"PPP0": 200, "PPP1": 201, "main": 254}
+var testTables = map[string]int64{"PPP0": 200, "PPP1": 201, "main": 254}
 
 // tomlDoc lets a test document start on the line after the backquote, so that
 // line numbers in the expectations are the ones you count in the source.

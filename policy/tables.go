@@ -25,8 +25,8 @@ var DefaultTablePaths = []string{
 // and returns name → table number. A directory contributes its *.conf files in
 // name order; missing paths are skipped because most hosts have only some of
 // them. When a name is defined twice, the first definition wins.
-func LoadTables(paths ...string) (map[string]int, error) {
-	tables := map[string]int{}
+func LoadTables(paths ...string) (map[string]int64, error) {
+	tables := map[string]int64{}
 	for _, p := range paths {
 		fi, err := os.Stat(p)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -51,7 +51,7 @@ func LoadTables(paths ...string) (map[string]int, error) {
 	return tables, nil
 }
 
-func readTables(path string, tables map[string]int) error {
+func readTables(path string, tables map[string]int64) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -76,12 +76,14 @@ func readTables(path string, tables map[string]int) error {
 }
 
 // parseTableID reads a table number the way iproute2 does: decimal, or hex
-// with a 0x prefix (a leading 0 does not mean octal).
-func parseTableID(s string) (int, error) {
+// with a 0x prefix (a leading 0 does not mean octal). The kernel's table
+// numbers are 32 bits unsigned: int64 holds them on 32-bit platforms too
+// (an int there turned 4294967295 into -1).
+func parseTableID(s string) (int64, error) {
 	base := 10
 	if h, ok := strings.CutPrefix(s, "0x"); ok {
 		s, base = h, 16
 	}
 	v, err := strconv.ParseUint(s, base, 32)
-	return int(v), err
+	return int64(v), err
 }

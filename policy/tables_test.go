@@ -16,7 +16,7 @@ func TestLoadTables(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int{
+	want := map[string]int64{
 		"local": 255, "main": 254, "default": 253, "unspec": 0,
 		"PPP0": 200, // rt_tables.d/uplinkd.conf says 202, but rt_tables came first
 		"PPP1": 0xc9,
@@ -44,7 +44,7 @@ func TestLoadTablesMalformed(t *testing.T) {
 func TestParseTableID(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
-		want int
+		want int64
 		ok   bool
 	}{
 		{"200", 200, true},

@@ -1,34 +1,69 @@
 #!/usr/bin/env bash
-# Installs what the tests and the lab need on a fresh Debian 12 machine:
-# the real tools uplinkd drives or tests against, and the Go linters.
+# Installs what uplinkd's make targets need on a fresh Debian 12 machine.
 # Idempotent: installs only what is missing.
+#
+#   scripts/deps.sh lab    what `make run` uses: the tools the namespace lab
+#                          and the daemon in it run (iproute2, nftables,
+#                          iptables, ping, nc); nothing else
+#   scripts/deps.sh [full] what `make test` uses: the lab's tools, the real
+#                          tools uplinkd drives or tests against, the VM
+#                          suite's tool chain, the packaging checks (lintian,
+#                          man), qemu-user for the arm tests, the Go linters
+#                          and nfpm
 set -euo pipefail
 
+mode=${1:-full}
+case $mode in
+lab | full) ;;
+*)
+  echo "usage: scripts/deps.sh [lab|full]" >&2
+  exit 2
+  ;;
+esac
+
 need=()
-for pair in ip:iproute2 nft:nftables iptables:iptables iptables-legacy:iptables \
-            conntrack:conntrack ping:iputils-ping nc:netcat-openbsd setpriv:util-linux \
-            sysctl:procps knotd:knot kdig:knot-dnsutils systemd-analyze:systemd \
-            dpkg-deb:dpkg run-parts:debianutils unshare:util-linux pppd:ppp \
-            busybox:busybox dhclient:isc-dhcp-client keepalived:keepalived; do
-  cmd=${pair%%:*} pkg=${pair##*:}
-  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
-done
-# The VM acceptance suite (internal/vmtest): qemu and the image recipe's tools.
-for pair in qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4:e2fsprogs \
-            debugfs:e2fsprogs; do
-  cmd=${pair%%:*} pkg=${pair##*:}
-  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
-done
+# want CMD:PACKAGE...: adds PACKAGE to need when CMD is not on the PATH.
+want() {
+  local pair cmd pkg
+  for pair in "$@"; do
+    cmd=${pair%%:*} pkg=${pair##*:}
+    command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 ||
+      need+=("$pkg")
+  done
+}
+
+# The lab (internal/lab, `make run`): namespaces and veths with ip, the
+# daemon's firewall (nftables by default), the host-namespace guard
+# (iptables-save, nft), traffic with ping and nc.
+want ip:iproute2 nft:nftables iptables:iptables iptables-save:iptables ping:iputils-ping nc:netcat-openbsd
+
+if [[ $mode == full ]]; then
+  # The tests: the real tools uplinkd drives or tests against.
+  want iptables-legacy:iptables conntrack:conntrack setpriv:util-linux sysctl:procps knotd:knot \
+       kdig:knot-dnsutils systemd-analyze:systemd dpkg-deb:dpkg run-parts:debianutils unshare:util-linux \
+       pppd:ppp busybox:busybox dhclient:isc-dhcp-client keepalived:keepalived
+  # The VM acceptance suite (internal/vmtest): qemu and the image recipe's tools.
+  want qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap mkfs.ext4:e2fsprogs debugfs:e2fsprogs
+  # The package checks (packaging/): lintian on the .deb, man on the pages,
+  # bash for the completion; the arm64 and armhf tests (make cross-test).
+  want lintian:lintian man:man-db groff:groff-base gzip:gzip bash:bash qemu-aarch64:qemu-user qemu-arm:qemu-user
+fi
+
 if ((${#need[@]})); then
   if [[ $(id -u) != 0 ]]; then
     echo "deps: missing packages ${need[*]}; run as root (apt-get install)" >&2
     exit 1
   fi
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   echo "deps: apt-get install ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+# The lab builds uplinkd and labrun with the go command alone (the modules
+# are fetched by the build).
+[[ $mode == lab ]] && exit 0
 
 export PATH="/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin:$PATH"
 if ! command -v staticcheck >/dev/null 2>&1; then

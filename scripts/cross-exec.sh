@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# go test -exec wrapper of `make cross-test`: runs a test binary built for
+# another architecture under qemu-user as the user nobody, so that the tests
+# that need root (namespaces, the kernel's routing and firewall) skip
+# themselves as they do for any non-root user, and the rest — pure logic,
+# netlink and nfnetlink message encoding and decoding, config — run on the
+# emulated CPU.
+#
+#   scripts/cross-exec.sh QEMU TESTBINARY [ARGS...]
+#
+# go test builds the binary in a work directory only root may read: it is
+# copied to a directory of nobody's (also the tests' TMPDIR), removed
+# afterwards.
+set -euo pipefail
+qemu=$1 bin=$2
+shift 2
+dir=$(mktemp -d /tmp/ux.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+cp "$bin" "$dir/"
+chmod 0755 "$dir" "$dir/${bin##*/}"
+if [[ $(id -u) == 0 ]]; then
+  chown 65534:65534 "$dir"
+  runas=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --)
+else
+  runas=()
+fi
+HOME="$dir" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
