@@ -29,6 +29,7 @@ deps-lab:
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m -skip '^TestVM$$' $(PKGS)
 	@$(MAKE) --no-print-directory cross-test
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s
 	$(GO) test -count=1 -timeout 15m -v -run '^TestVM$$' ./internal/vmtest/
 
 # Only the VM acceptance suite (internal/vmtest; also part of `make test`):
@@ -66,11 +67,11 @@ unit:
 # package at a time). Their seed corpora (testdata/fuzz/) also run as plain
 # tests in `make test`. A failure leaves the input in the package's
 # testdata/fuzz/TARGET/: keep it there as a regression case.
-# FUZZ_TARGETS: one PACKAGE:TARGET per line (the config loader's
-# ./policy:FuzzLoad goes on the line after the control protocol's).
+# FUZZ_TARGETS: one PACKAGE:TARGET per entry.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := \
-	./internal/control:FuzzControlRequest
+	./internal/control:FuzzControlRequest \
+	./policy:FuzzLoad
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
