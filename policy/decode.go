@@ -353,6 +353,15 @@ func tomlKindNoun(n *tomlNode) string {
 // tomlTableName shows a path the way the table is written in TOML:
 // "uplink[0].check" is [uplink.check], "uplink[0]" is [[uplink]].
 func tomlTableName(path string) string {
+	if strings.HasSuffix(path, "]") {
+		return "[[" + withoutIndexes(path) + "]]"
+	}
+	return "[" + withoutIndexes(path) + "]"
+}
+
+// withoutIndexes drops the "[N]" element indexes of a path:
+// "uplink[0].check" is "uplink.check".
+func withoutIndexes(path string) string {
 	var b strings.Builder
 	skip := false
 	for _, r := range path {
@@ -365,10 +374,7 @@ func tomlTableName(path string) string {
 			b.WriteRune(r)
 		}
 	}
-	if strings.HasSuffix(path, "]") {
-		return "[[" + b.String() + "]]"
-	}
-	return "[" + b.String() + "]"
+	return b.String()
 }
 
 // suggestKey returns the known key the user most likely meant: the same key in

@@ -192,22 +192,11 @@ func limitKey(path string) string {
 	if elem {
 		path = path[:strings.LastIndexByte(path, '[')]
 	}
-	var b strings.Builder
-	skip := false
-	for _, r := range path {
-		switch {
-		case r == '[':
-			skip = true
-		case r == ']':
-			skip = false
-		case !skip:
-			b.WriteRune(r)
-		}
-	}
+	key := withoutIndexes(path)
 	if elem {
-		b.WriteString("[]")
+		key += "[]"
 	}
-	return b.String()
+	return key
 }
 
 // limitOf returns the row of a key; a key without one is a bug in the
