@@ -287,10 +287,12 @@ func (s *server) release(uid uint32) {
 }
 
 // maxRefusers bounds the goroutines that answer refused connections.
-const maxRefusers = 64
+const maxRefusers = 256
 
-// refuseWait bounds how long a refused connection's request is waited for.
-const refuseWait = 100 * time.Millisecond
+// refuseWait bounds how long a refused connection's request is waited for:
+// as long as a served peer gets to send its request, so that a client
+// delayed by a busy scheduler still finds the answer instead of a reset.
+const refuseWait = 500 * time.Millisecond
 
 // refuse answers a connection that gets no slot and closes it. The answer
 // is written at once; then the request the client sends is read and
