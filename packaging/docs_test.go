@@ -222,7 +222,7 @@ name = "p2p"
 		{[]string{"uplinkd", "reconnect", "--config", conf, ""}, []string{"ppp0", "wlan0"}},
 		{[]string{"uplinkd", "reconnect", "--config", "=", conf, "w"}, []string{"wlan0"}},
 		{[]string{"uplinkd", "reconnect", "--config", filepath.Join(dir, "missing.toml"), ""}, nil},
-		{[]string{"uplinkd", "check", "--"}, []string{"--config", "--help", "--log-format", "--strict"}},
+		{[]string{"uplinkd", "check", "--"}, []string{"--condition", "--config", "--help", "--log-format", "--strict"}},
 		{[]string{"uplinkd", "run", "--log-format", ""}, []string{"auto", "journal", "json", "text"}},
 		{[]string{"uplinkd", "status", "--"}, []string{"--config", "--help", "--json", "--socket"}},
 		{[]string{"uplinkd", "event", "--state", ""}, []string{"down", "up"}},

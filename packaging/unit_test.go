@@ -65,6 +65,8 @@ func TestUnitKeepsWhatPppdAndHooksNeed(t *testing.T) {
 		"RestartPreventExitStatus": "78",
 		"KillMode":                 "process",
 		"ExecStart":                "/usr/sbin/uplinkd run --config /etc/uplinkd/uplinkd.toml",
+		// An unconfigured install is skipped, not failed, at boot; same file as ExecStart.
+		"ExecCondition":            "/usr/sbin/uplinkd check --condition --config /etc/uplinkd/uplinkd.toml",
 		"ExecReload":               "/usr/sbin/uplinkd reload --config /etc/uplinkd/uplinkd.toml", // the socket of ExecStart's config
 		"RuntimeDirectory":         "uplinkd",
 		"RuntimeDirectoryMode":     "0755",

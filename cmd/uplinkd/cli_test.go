@@ -16,6 +16,11 @@ import (
 // non-zero with the same lines, and run refuses it with EX_CONFIG before it
 // touches anything (so calling run here is safe). Empty files and files
 // without [[uplink]] were accepted by check (exit 0) while run refused them.
+//
+// It also pins `check --condition`, the unit's ExecCondition=: systemd skips
+// the unit (not failed) when it exits 1..254 and otherwise runs `run`, which
+// fails the unit with 78. So only a missing file or a clean one without an
+// uplink is skipped; every broken file reaches run and fails the unit.
 func TestCheckPredictsRun(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "c.sock")
@@ -30,16 +35,18 @@ func TestCheckPredictsRun(t *testing.T) {
 	for _, tc := range []struct {
 		name, path string
 		stderr     string // in both outputs
+		skipped    bool   // check --condition exits 1: the unit is skipped, not failed
 	}{
-		{"empty file", write("empty.toml", ""), "no [[uplink]]"},
-		{"comments only", write("comments.toml", "# nothing yet\n\n"), "no [[uplink]]"},
-		{"daemon section only", write("daemon.toml", daemon), "no [[uplink]]"},
-		{"allow_no_uplinks false", write("false.toml", daemon+"allow_no_uplinks = false\n"), "allow_no_uplinks = true"},
-		{"lan without uplinks", write("lan.toml", daemon+"\n[lan]\ninterface = \"eth1\"\nnetworks = [\"10.0.0.0/24\"]\n"), "[lan] without any [[uplink]]"},
-		{"syntax error", write("syntax.toml", "[[uplink]\nname = \"x\"\n"), "syntax.toml:1:"},
-		{"unknown key", write("key.toml", goodConfig+"colour = \"blue\"\n"), "key.toml:5:1:"},
-		{"missing file", filepath.Join(dir, "missing.toml"), "no such file"},
-		{"a directory", dir, "uplinkd"},
+		{"empty file", write("empty.toml", ""), "no [[uplink]]", true},
+		{"comments only", write("comments.toml", "# nothing yet\n\n"), "no [[uplink]]", true},
+		{"daemon section only", write("daemon.toml", daemon), "no [[uplink]]", true},
+		{"allow_no_uplinks false", write("false.toml", daemon+"allow_no_uplinks = false\n"), "allow_no_uplinks = true", true},
+		{"lan without uplinks", write("lan.toml", daemon+"\n[lan]\ninterface = \"eth1\"\nnetworks = [\"10.0.0.0/24\"]\n"), "[lan] without any [[uplink]]", false},
+		{"no uplinks and a bad key", write("nokey.toml", daemon+"colour = \"blue\"\n"), "nokey.toml:3:1:", false},
+		{"syntax error", write("syntax.toml", "[[uplink]\nname = \"x\"\n"), "syntax.toml:1:", false},
+		{"unknown key", write("key.toml", goodConfig+"colour = \"blue\"\n"), "key.toml:5:1:", false},
+		{"missing file", filepath.Join(dir, "missing.toml"), "no such file", true},
+		{"a directory", dir, "uplinkd", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var cout, cerr, rout, rerr bytes.Buffer
@@ -60,14 +67,34 @@ func TestCheckPredictsRun(t *testing.T) {
 			if strings.Contains(cerr.String(), "warning: no [[uplink]]") {
 				t.Errorf("what run refuses is printed as a warning:\n%s", cerr.String())
 			}
+			var qout, qerr bytes.Buffer
+			qcode := run([]string{"check", "--condition", "--config", tc.path}, &qout, &qerr)
+			want := exitOK // run starts, refuses the file with 78: the unit fails
+			if tc.skipped {
+				want = exitFailure
+			}
+			if qcode != want {
+				t.Errorf("check --condition exit %d, want %d (skipped %v); stdout %q stderr %q", qcode, want, tc.skipped, qout.String(), qerr.String())
+			}
+			if tc.skipped && !strings.Contains(qout.String(), "uplinkd is not started") {
+				t.Errorf("check --condition skips without saying why: %q", qout.String())
+			}
 		})
 	}
-	// And what run accepts, check accepts.
+	// And what run accepts, check accepts, and the condition lets it run.
 	for _, text := range []string{goodConfig, daemon + "allow_no_uplinks = true\n"} {
 		var out, errb bytes.Buffer
-		if code := run([]string{"check", "--strict", write("ok.toml", text)}, &out, &errb); code != 0 {
+		path := write("ok.toml", text)
+		if code := run([]string{"check", "--strict", path}, &out, &errb); code != 0 {
 			t.Errorf("check of %q: exit %d: %s", text, code, errb.String())
 		}
+		if code := run([]string{"check", "--condition", path}, &out, &errb); code != exitOK {
+			t.Errorf("check --condition of %q: exit %d: %s", text, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--condition", "--strict", filepath.Join(dir, "x.toml")}, &out, &errb); code != exitUsage {
+		t.Errorf("check --condition --strict: exit %d, want %d (usage)", code, exitUsage)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -63,10 +64,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	configPath := fs.String("config", policy.DefaultConfigPath, "configuration file")
 	logFormat := fs.String("log-format", "auto", "log format: "+strings.Join(logFormats, " | "))
-	strict, flushOnExit := false, false
+	strict, flushOnExit, condition := false, false, false
 	switch cmd {
 	case "check":
 		fs.BoolVar(&strict, "strict", false, "exit 1 on warnings too")
+		fs.BoolVar(&condition, "condition", false, "the unit's ExecCondition: exit 1 only when there is nothing to run")
 	case "run":
 		fs.BoolVar(&flushOnExit, "flush-on-exit", false, "remove everything uplinkd owns when it stops")
 	case "plan", "flush":
@@ -101,6 +103,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Writing to a journal that is not there would drop every line.
 		fmt.Fprintln(stderr, "uplinkd: --log-format journal: journald is not available (no /run/systemd/journal/socket); use text or json")
 		return exitUsage
+	}
+
+	if condition {
+		if strict {
+			return usageError(stderr, cmd, errors.New("--condition and --strict exclude each other"))
+		}
+		return startCondition(path, stdout)
 	}
 
 	// Config problems are exit 1 for the tools and EX_CONFIG for run.
@@ -221,6 +230,31 @@ func preflight(cfg *policy.Config, stderr io.Writer) bool {
 		ok = false
 	}
 	return ok
+}
+
+// startCondition is `check --condition`, the unit's ExecCondition=. systemd
+// skips the unit, without marking it failed, when an ExecCondition command
+// exits 1..254, and fails it on 255. So it exits 1 only when there is
+// nothing to run yet: the file is missing, or it is a clean file without
+// any [[uplink]] (and without [daemon] allow_no_uplinks), as the package
+// installs it. Anything else, a broken file included, exits 0: `run` then
+// refuses a broken file with its problems and exit 78, so the unit fails as
+// it did before and RestartPreventExitStatus=78 keeps it from being retried.
+// (Exiting 78 here would only skip the unit and hide the mistake.)
+func startCondition(path string, stdout io.Writer) int {
+	cfg, err := daemon.LoadConfig(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		fmt.Fprintf(stdout, "%s: no such file; uplinkd is not started until it describes an uplink\n", path)
+		return exitFailure
+	case err != nil:
+		return exitOK
+	}
+	if errors.Is(cfg.CheckRunnable(), policy.ErrNoUplinks) && daemon.CheckConfig(cfg) == nil {
+		fmt.Fprintf(stdout, "%s: no [[uplink]] configured; uplinkd is not started until one is (or [daemon] allow_no_uplinks = true)\n", cfg.Path)
+		return exitFailure
+	}
+	return exitOK
 }
 
 // configArg is the config path: the one positional argument, or --config.

@@ -114,7 +114,7 @@ func TestCommandLine(t *testing.T) {
 		{"--help", []string{"--help"}, 0, "usage: uplinkd COMMAND", "", true},
 		{"help run", []string{"help", "run"}, 0, "usage: uplinkd run [--flush-on-exit]", "", true},
 		{"run --help", []string{"run", "--help"}, 0, "usage: uplinkd run [--flush-on-exit]", "", true},
-		{"check -h", []string{"check", "-h"}, 0, "usage: uplinkd check [--strict]", "", true},
+		{"check -h", []string{"check", "-h"}, 0, "usage: uplinkd check [--strict | --condition]", "", true},
 		{"plan --help after a path", []string{"plan", good, "--help"}, 0, "usage: uplinkd plan", "", true},
 		{"status --help", []string{"status", "--help"}, 0, "usage: uplinkd status [--json] [--config PATH] [--socket PATH]", "", true},
 		{"event --help", []string{"event", "--help"}, 0, "uplinkd event --role master|backup|fault", "", true},

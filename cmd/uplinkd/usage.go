@@ -39,11 +39,16 @@ touches anything. A stop leaves routes, rules and NAT in place.
 SIGHUP re-reads the config (also during start-up: it is then applied once
 the loop runs); SIGTERM and SIGINT stop the daemon.
 `,
-	"check": `usage: uplinkd check [--strict] [--config PATH | PATH]
+	"check": `usage: uplinkd check [--strict | --condition] [--config PATH | PATH]
 
 Validates the config as run would: exit 0 when run would start with it, 1
 when run would refuse it (one line per problem, PATH:LINE:COL: message).
 Warnings are printed too; --strict fails on them.
+
+--condition is the systemd unit's ExecCondition=: exit 1 (the unit is
+skipped, not failed) only when the file is missing or has no [[uplink]]
+and no other problem; 0 otherwise, so that run reports a broken file and
+fails the unit with exit 78.
 `,
 	"plan": `usage: uplinkd plan [--config PATH | PATH]
 
@@ -103,6 +108,7 @@ The daemon and its tools (PATH or --config PATH is the configuration file;
 default ` + policy.DefaultConfigPath + `):
   run   [--flush-on-exit] [PATH]  run the daemon (systemd Type=notify); needs CAP_NET_ADMIN
   check [--strict] [PATH]         exit 0 when run would start with the config; problems as PATH:LINE:COL
+  check --condition [PATH]        the unit's ExecCondition: exit 1 when there is no uplink to run yet
   plan  [PATH]                    print what run would change now
   flush [PATH]                    remove every rule, route and firewall table uplinkd owns
 

@@ -26,6 +26,21 @@ ip route show | grep -q '^default dev ppp0' && echo "pppd's defaultroute: $(ip r
 
 # ---- install and start as a user would
 install_uplinkd || exit 1
+
+# ---- installed but not configured: the packaged uplinkd.toml has no
+# [[uplink]]. Starting the enabled unit (what boot does) must skip it through
+# ExecCondition= (`uplinkd check --condition`), not leave it "failed".
+systemctl reset-failed uplinkd >/dev/null 2>&1 || true
+systemctl start uplinkd >/tmp/unconfigured.out 2>&1
+unconfigured=$(systemctl show -p ActiveState -p Result uplinkd 2>&1 | sort | tr '\n' ' ')
+if [[ $unconfigured == "ActiveState=inactive Result=exec-condition " ]]; then
+  pass unconfigured_not_failed
+else
+  fail unconfigured_not_failed "after systemctl start with the packaged config: $unconfigured$(cat /tmp/unconfigured.out)"
+fi
+check unconfigured_says_why "the journal does not say why uplinkd was not started" \
+  bash -c "journalctl -u uplinkd --no-pager | grep -q 'no \[\[uplink\]\] configured'"
+
 mkdir -p /etc/uplinkd
 cat >$CONF <<'TOML'
 # The seed's dual PPPoE server: everything via ppp0, the P2P user (uid 108)
