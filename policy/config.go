@@ -193,10 +193,11 @@ type Uplink struct {
 	Interface string `toml:"interface"`
 	Kind      Kind   `toml:"kind"`
 	// Table is the routing table number; the file may name it by a name
-	// from /etc/iproute2/rt_tables, which the loader resolves.
+	// from /etc/iproute2/rt_tables, which the loader resolves. Left out,
+	// it is DefaultUplinkTable(N) for the uplink's 1-based position N.
 	Table        int        `toml:"table,rt_tables"`
-	RulePriority int        `toml:"rule_priority"`
-	Gateway      netip.Addr `toml:"gateway"` // invalid: learned from the link
+	RulePriority int        `toml:"rule_priority"` // left out: DefaultRulePriority(N)
+	Gateway      netip.Addr `toml:"gateway"`       // invalid: learned from the link
 	SNAT         SNATMode   `toml:"snat"`
 	Tier         int        `toml:"tier"`
 	Weight       int        `toml:"weight"`
@@ -210,6 +211,12 @@ type Uplink struct {
 	// HA is the uplink's part in two-gateway HA; always filled in (defaults
 	// when the file has no [uplink.ha]), used only when [ha] is on.
 	HA UplinkHA `toml:"ha"`
+
+	// TableDefaulted and RulePriorityDefaulted say that the file left
+	// table or rule_priority out and the loader chose the number (`plan`
+	// shows it).
+	TableDefaulted        bool `toml:"-"`
+	RulePriorityDefaulted bool `toml:"-"`
 }
 
 // ProbeMethod is [uplink.check] method.

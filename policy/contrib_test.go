@@ -97,3 +97,19 @@ func hasDefaultIn(d Desired, table int, dev string) bool {
 	}
 	return false
 }
+
+// TestMinimalExample: contrib/minimal.toml, the README's ten lines, gets the
+// default numbers and fails over from ppp0 to wlan0.
+func TestMinimalExample(t *testing.T) {
+	cfg := loadContrib(t, "minimal.toml")
+	ppp0, wlan0 := cfg.UplinkByName("ppp0"), cfg.UplinkByName("wlan0")
+	if ppp0 == nil || wlan0 == nil {
+		t.Fatalf("uplinks %+v", cfg.Uplinks)
+	}
+	if ppp0.Table != 1001 || ppp0.RulePriority != 1100 || wlan0.Table != 1002 || wlan0.RulePriority != 1200 {
+		t.Errorf("numbers ppp0 %d/%d wlan0 %d/%d, want 1001/1100 and 1002/1200", ppp0.Table, ppp0.RulePriority, wlan0.Table, wlan0.RulePriority)
+	}
+	if ppp0.Kind != KindPPP || wlan0.Kind != KindWLAN || wlan0.Tier != 2 {
+		t.Errorf("ppp0 %+v, wlan0 %+v", ppp0, wlan0)
+	}
+}

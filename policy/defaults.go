@@ -23,6 +23,18 @@ const (
 	DefaultLogLevel       = LogInfo
 	DefaultLastResort     = LastResortLink
 
+	// An uplink without table or rule_priority gets table
+	// DefaultTableBase+N and rule priority DefaultRulePriorityBase+
+	// DefaultRulePriorityStep×N, N its 1-based position among the
+	// [[uplink]]s (DefaultUplinkTable, DefaultRulePriority). With at most
+	// MaxUplinks uplinks that is tables 1001..1255, clear of the kernel's
+	// (253..255) and of default_table 157, and priorities 1100..26500,
+	// after the usual [[rule]] priorities (the seed's 100) and before the
+	// sticky rules (32000) and the default-route rules (32600).
+	DefaultTableBase        = 1000
+	DefaultRulePriorityBase = 1000
+	DefaultRulePriorityStep = 100
+
 	DefaultTier     = 1
 	DefaultWeight   = 1
 	DefaultSNAT     = SNATSNAT
@@ -73,6 +85,16 @@ const (
 	DefaultLostUplinkWeight = -50
 	DefaultHAMode           = HAActive
 )
+
+// DefaultUplinkTable is the table of the n-th (1-based) uplink when the
+// file leaves table out.
+func DefaultUplinkTable(n int) int { return DefaultTableBase + n }
+
+// DefaultRulePriority is the rule priority of the n-th (1-based) uplink
+// when the file leaves rule_priority out.
+func DefaultRulePriority(n int) int {
+	return DefaultRulePriorityBase + DefaultRulePriorityStep*n
+}
 
 // setDefault fills in a key the file does not set. A key set to its zero
 // value keeps it, so that `down = 0` is reported instead of silently becoming 3.
@@ -138,6 +160,10 @@ func (l *loader) applyDefaults(c *Config) {
 		p := fmt.Sprintf("uplink[%d]", i)
 		setDefault(l, p+".interface", &u.Interface, u.Name)
 		setDefault(l, p+".kind", &u.Kind, inferUplinkKind(u.Interface))
+		u.TableDefaulted = !l.set(p + ".table")
+		setDefault(l, p+".table", &u.Table, DefaultUplinkTable(i+1))
+		u.RulePriorityDefaulted = !l.set(p + ".rule_priority")
+		setDefault(l, p+".rule_priority", &u.RulePriority, DefaultRulePriority(i+1))
 		setDefault(l, p+".snat", &u.SNAT, DefaultSNAT)
 		setDefault(l, p+".tier", &u.Tier, DefaultTier)
 		setDefault(l, p+".weight", &u.Weight, DefaultWeight)

@@ -123,6 +123,46 @@ deny = [{ mac = "00:11:22:33:44:55" }]
 	}
 }
 
+// TestUplinkNumberDefaults: an uplink without table or rule_priority gets
+// 1000+N and 1000+100×N (N its 1-based position), whatever the other
+// uplinks set; explicit numbers stay as they are.
+func TestUplinkNumberDefaults(t *testing.T) {
+	cfg, err := Parse("t.toml", tomlDoc(`
+[[uplink]]
+name = "ppp0"
+[[uplink]]
+name = "ppp1"
+table = 200
+rule_priority = 300
+[[uplink]]
+name = "wlan0"
+table = 7
+[[uplink]]
+name = "eth1"
+rule_priority = 50
+`), nil)
+	if err != nil {
+		t.Fatalf("Parse:\n%v", err)
+	}
+	type nums struct {
+		table, prio     int
+		tableDef, prDef bool
+	}
+	want := []nums{{1001, 1100, true, true}, {200, 300, false, false}, {7, 1300, false, true}, {1004, 50, true, false}}
+	for i, u := range cfg.Uplinks {
+		if got := (nums{u.Table, u.RulePriority, u.TableDefaulted, u.RulePriorityDefaulted}); got != want[i] {
+			t.Errorf("uplink %s: %+v, want %+v", u.Name, got, want[i])
+		}
+	}
+	// The largest defaults stay clear of uplinkd's own numbers.
+	if DefaultUplinkTable(MaxUplinks) >= 253 && DefaultUplinkTable(1) <= 255 || DefaultUplinkTable(1) <= DefaultTable {
+		t.Errorf("default tables %d..%d meet the kernel's 253..255 or default_table %d", DefaultUplinkTable(1), DefaultUplinkTable(MaxUplinks), DefaultTable)
+	}
+	if last := DefaultRulePriority(MaxUplinks); last >= DefaultStickyPriority || last >= DefaultPriority {
+		t.Errorf("default rule priorities reach %d, into the sticky (%d) or default-route (%d) rules", last, DefaultStickyPriority, DefaultPriority)
+	}
+}
+
 func TestParseProblems(t *testing.T) {
 	tests := []struct {
 		name string
@@ -180,8 +220,6 @@ kind = "command"
 			`t.toml:1:2: unknown key "deamon" (did you mean "daemon"?)`,
 			`t.toml:3:1: unknown key "interfaces" in [lan] (did you mean "interface"?)`,
 			`t.toml:5:6: unknown key "leases" in [lan.dhcp] (did you mean "lease"?)`,
-			`t.toml:6:1: missing "table" in [[uplink]]`,
-			`t.toml:6:1: missing "rule_priority" in [[uplink]]`,
 			`t.toml:8:11: unknown key "backof" in [uplink.reconnect] (did you mean "backoff"?)`,
 			`t.toml:9:3: missing "targets" in [uplink.check]`,
 			`t.toml:10:3: unknown key "x" in [uplink.check]`,
@@ -266,13 +304,9 @@ check.up = 3
 		want: []string{
 			`t.toml:3:1: duplicate key "log_level"`,
 			`t.toml:4:2: table [daemon] is already defined`,
-			`t.toml:5:1: missing "table" in [[uplink]]`,
-			`t.toml:5:1: missing "rule_priority" in [[uplink]]`,
 			`t.toml:7:2: table [uplink] is already defined`,
 			`t.toml:8:1: lan must be a table, not an array of tables`,
 			`t.toml:10:1: missing "name" in [[uplink]]`,
-			`t.toml:10:1: missing "table" in [[uplink]]`,
-			`t.toml:10:1: missing "rule_priority" in [[uplink]]`,
 			`t.toml:11:9: missing "targets" in [uplink.check]`,
 			`t.toml:12:1: "check" is already defined and cannot be extended here`,
 			`t.toml:13:9: table [uplink.check] is already defined`,
@@ -287,8 +321,6 @@ mark = 0
 `,
 		want: []string{
 			`t.toml:1:1: missing "name" in [[uplink]]`,
-			`t.toml:1:1: missing "table" in [[uplink]]`,
-			`t.toml:1:1: missing "rule_priority" in [[uplink]]`,
 			`t.toml:3:1: missing "name" in [[rule]]`,
 			`t.toml:3:1: missing "uplink" in [[rule]]`,
 			`t.toml:3:1: missing "priority" in [[rule]]`,
@@ -324,6 +356,28 @@ priority = 300
 			`t.toml:13:9: duplicate table 200 (first at line 8)`,
 			`t.toml:16:8: duplicate rule name "p2p" (first at line 2)`,
 			`t.toml:19:12: duplicate rule priority 300 (first at line 14)`,
+		},
+	}, {
+		name: "defaulted numbers meet explicit ones",
+		src: `
+[[uplink]]
+name = "a"
+[[uplink]]
+name = "b"
+table = 1001
+rule_priority = 1100
+[[uplink]]
+name = "c"
+[[rule]]
+name = "r"
+uplink = "c"
+mark = 1
+priority = 1300
+`,
+		want: []string{
+			`t.toml:1:1: uplink "a" has no table, and its default 1001 (1000 + its position 1) is the table set at line 5: set table here`,
+			`t.toml:1:1: uplink "a" has no rule_priority, and its default 1100 (1000 + 100 × its position 1) is the priority set at line 6: set rule_priority here`,
+			`t.toml:7:1: uplink "c" has no rule_priority, and its default 1300 (1000 + 100 × its position 3) is the priority set at line 13: set rule_priority here`,
 		},
 	}, {
 		name: "unknown uplinks and tables",

@@ -35,9 +35,10 @@ func (l *loader) validate(c *Config) {
 	// Mark rules and the uplinks' source rules share one priority space: the
 	// kernel orders two rules of one priority by insertion, which uplinkd
 	// does not control.
-	priorities := map[string]string{}
-	l.uplinks(c, priorities)
+	priorities, tables := map[string]string{}, map[string]string{}
+	l.uplinks(c, tables, priorities)
 	l.rules(c, priorities)
+	l.defaultedNumbers(c, tables, priorities)
 	l.stickyPriorities(c, priorities)
 	l.defaultRules(c, priorities)
 	l.firewall(c)
@@ -227,8 +228,8 @@ func (l *loader) lan(c *Config) {
 // and inner hyphens.
 var domainRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
-func (l *loader) uplinks(c *Config, priorities map[string]string) {
-	names, ifaces, tables := map[string]string{}, map[string]string{}, map[string]string{}
+func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
+	names, ifaces := map[string]string{}, map[string]string{}
 	for i := range c.Uplinks {
 		u := &c.Uplinks[i]
 		p := fmt.Sprintf("uplink[%d]", i)
@@ -247,10 +248,12 @@ func (l *loader) uplinks(c *Config, priorities map[string]string) {
 			l.errorf(p+".interface", "interface must not be empty")
 		}
 		enum(l, p+".kind", u.Kind, KindPPP, KindWLAN, KindEthernet)
-		if l.required(p+".table", l.set(p+".table")) && u.Table != 0 {
+		// Explicit numbers first; the defaulted ones are checked against
+		// all of them in defaultedNumbers.
+		if !u.TableDefaulted && u.Table != 0 {
 			l.unique(tables, strconv.Itoa(u.Table), p+".table", fmt.Sprintf("table %d", u.Table))
 		}
-		if l.required(p+".rule_priority", l.set(p+".rule_priority")) && l.count(p+".rule_priority", u.RulePriority) {
+		if !u.RulePriorityDefaulted && l.count(p+".rule_priority", u.RulePriority) {
 			l.unique(priorities, strconv.Itoa(u.RulePriority), p+".rule_priority", fmt.Sprintf("rule priority %d", u.RulePriority))
 		}
 		enum(l, p+".snat", u.SNAT, SNATSNAT, SNATMasquerade, SNATOff)
@@ -671,6 +674,37 @@ func (l *loader) serviceCheck(p string, s *Service) {
 	}
 	l.count(p+".down", ch.Down)
 	l.count(p+".up", ch.Up)
+}
+
+// defaultedNumbers checks the tables and rule priorities the loader chose
+// for uplinks that leave them out (DefaultUplinkTable, DefaultRulePriority)
+// against every number the file sets explicitly, uplinks' and [[rule]]s'
+// alike. Defaults never move to dodge a clash (a number must not depend on
+// what other keys happen to say): a clash is an error at the uplink without
+// the key, which is where setting it fixes the file.
+func (l *loader) defaultedNumbers(c *Config, tables, priorities map[string]string) {
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		p := fmt.Sprintf("uplink[%d]", i)
+		if u.TableDefaulted {
+			key := strconv.Itoa(u.Table)
+			if at, ok := tables[key]; ok {
+				l.errorf(p+".table", "uplink %q has no table, and its default %d (%d + its position %d) is the table set at line %d: set table here",
+					u.Name, u.Table, DefaultTableBase, i+1, l.line(at))
+			} else {
+				tables[key] = p + ".table"
+			}
+		}
+		if u.RulePriorityDefaulted {
+			key := strconv.Itoa(u.RulePriority)
+			if at, ok := priorities[key]; ok {
+				l.errorf(p+".rule_priority", "uplink %q has no rule_priority, and its default %d (%d + %d × its position %d) is the priority set at line %d: set rule_priority here",
+					u.Name, u.RulePriority, DefaultRulePriorityBase, DefaultRulePriorityStep, i+1, l.line(at))
+			} else {
+				priorities[key] = p + ".rule_priority"
+			}
+		}
+	}
 }
 
 // defaultRules checks that uplinkd's default table and the two rules that

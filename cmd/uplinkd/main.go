@@ -351,6 +351,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	changes := policy.Diff(desired, obs)
+	planNumbers(cfg, stdout)
 	for _, st := range desired.Uplinks {
 		fmt.Fprintf(stdout, "# uplink %s\n", st)
 	}
@@ -371,6 +372,24 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "# firewall (%s): the whole state uplinkd keeps, loaded in one batch\n", cfg.Firewall.Backend)
 	fmt.Fprint(stdout, fw.Plan(rs))
 	return 0
+}
+
+// planNumbers prints the table and rule priority the loader chose for each
+// uplink that leaves them out. Uplinks with both set print nothing, so a
+// file with explicit numbers plans exactly as before defaults existed.
+func planNumbers(cfg *policy.Config, w io.Writer) {
+	for i, u := range cfg.Uplinks {
+		var parts []string
+		if u.TableDefaulted {
+			parts = append(parts, fmt.Sprintf("table %d", u.Table))
+		}
+		if u.RulePriorityDefaulted {
+			parts = append(parts, fmt.Sprintf("rule_priority %d", u.RulePriority))
+		}
+		if len(parts) > 0 {
+			fmt.Fprintf(w, "# uplink %s: %s (defaults for position %d)\n", u.Name, strings.Join(parts, ", "), i+1)
+		}
+	}
 }
 
 // flush removes every owned rule and route, whatever the config says (an

@@ -447,6 +447,32 @@ func TestLabPlanChangesNothing(t *testing.T) {
 	}
 }
 
+// TestLabPlanShowsDefaultNumbers: a file that leaves table and
+// rule_priority out gets 1000+N and 1000+100×N, plan says so and its commands
+// use them; a file with explicit numbers prints no such line (its plan is
+// as it was before defaults existed).
+func TestLabPlanShowsDefaultNumbers(t *testing.T) {
+	l := dualLab(t)
+	minimal := "[[uplink]]\nname = \"ppp0\"\n\n[[uplink]]\nname = \"ppp1\"\ntable = 201\n"
+	out := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", writeConfig(t, minimal))
+	a0, a1 := l.UplinkAddr("ppp0").String(), l.UplinkAddr("ppp1").String()
+	for _, want := range []string{
+		"# uplink ppp0: table 1001, rule_priority 1100 (defaults for position 1)\n",
+		"# uplink ppp1: rule_priority 1200 (defaults for position 2)\n",
+		"ip rule add priority 1100 from " + a0 + " lookup 1001 proto 157",
+		"ip rule add priority 1200 from " + a1 + " lookup 201 proto 157",
+		"ip route add default dev ppp0 table 1001 proto 157",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	explicit := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", writeConfig(t, labConfig))
+	if strings.Contains(explicit, "defaults for position") || !strings.Contains(explicit, "lookup 200 proto 157") {
+		t.Errorf("plan of a file with explicit numbers:\n%s", explicit)
+	}
+}
+
 // TestLabRepairRateLimited: another actor deletes an owned rule again and
 // again; uplinkd restores it at once a few times (the burst), then at most
 // about once a second, and meanwhile still applies other changes. The fight
