@@ -2,9 +2,11 @@
 # Installs what uplinkd's make targets need on a fresh Debian 12 machine.
 # Idempotent: installs only what is missing.
 #
-#   scripts/deps.sh lab    what `make run` uses: the tools the namespace lab
-#                          and the daemon in it run (iproute2, nftables,
-#                          iptables, ping, nc); nothing else
+#   scripts/deps.sh lab    what `make run` uses: ip for the namespace lab
+#                          (the daemon in it needs no other program with
+#                          contrib/lab.toml's nftables backend), and nft and
+#                          ping, which the lab's banner tells you to try;
+#                          nothing else
 #   scripts/deps.sh [full] what `make test` uses: the lab's tools, the real
 #                          tools uplinkd drives or tests against, the VM
 #                          suite's tool chain, the packaging checks (lintian,
@@ -32,12 +34,16 @@ want() {
   done
 }
 
-# The lab (internal/lab, `make run`): namespaces and veths with ip, the
-# daemon's firewall (nftables by default), the host-namespace guard
-# (iptables-save, nft), traffic with ping and nc.
-want ip:iproute2 nft:nftables iptables:iptables iptables-save:iptables ping:iputils-ping nc:netcat-openbsd
+# `make run` (internal/labrun): namespaces and veths with ip; the daemon
+# writes nftables over netlink and runs no program. nft and ping are what the
+# banner suggests for poking the lab (tcpdump, which it also mentions, is
+# left to the user).
+want ip:iproute2 nft:nftables ping:iputils-ping
 
 if [[ $mode == full ]]; then
+  # The lab tests: the host-namespace guard (iptables-save), the iptables
+  # backend, traffic with nc.
+  want iptables:iptables iptables-save:iptables nc:netcat-openbsd
   # The tests: the real tools uplinkd drives or tests against.
   want iptables-legacy:iptables conntrack:conntrack setpriv:util-linux sysctl:procps knotd:knot \
        kdig:knot-dnsutils systemd-analyze:systemd dpkg-deb:dpkg run-parts:debianutils unshare:util-linux \

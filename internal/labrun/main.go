@@ -218,7 +218,7 @@ func printBanner(l *lab.Lab, bin, cfg string, demo bool, every time.Duration) {
 	if len(l.ISPs) > 0 {
 		u := l.Uplinks()[0]
 		w("  ip netns exec %s ip link set %s down          # %s loses carrier (up again: ... up)", l.ISPs[0], lab.CustIface, u.Name)
-		w("  ip netns exec %s tcpdump -ni %s", l.Router, u.Name)
+		w("  ip netns exec %s tcpdump -ni %s                 # needs tcpdump (apt-get install tcpdump)", l.Router, u.Name)
 	}
 	w("  %s status --socket /run/uplinkd-lab/uplinkd.sock   # the daemon's view (contrib/lab.toml's control_socket)", bin)
 	w("  ip netns exec %s bash                          # a shell in the router (killed when the lab goes)", l.Router)
