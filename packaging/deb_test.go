@@ -432,7 +432,7 @@ func systemdAnalyze(t *testing.T, x string) {
 	}
 	exposure, _ := strconv.ParseFloat(string(m[1]), 64)
 	t.Logf("systemd-analyze security --offline=yes: exposure %.1f", exposure)
-	// README records 3.1. Relaxing the sandbox beyond "OK" must be a
+	// docs/install.md records 3.1. Relaxing the sandbox beyond "OK" must be a
 	// deliberate change of this bound, with the reason in the unit.
 	if exposure > 4.0 {
 		t.Errorf("exposure %.1f, want at most 4.0:\n%s", exposure, out)

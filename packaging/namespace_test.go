@@ -53,7 +53,7 @@ func TestDebianPPPScriptsRunOurs(t *testing.T) {
 			},
 		},
 		{
-			// What the README says to do when ip-up.local exists.
+			// What docs/install.md says to do when ip-up.local exists.
 			name:  "ip-up.local calling our script",
 			local: "#!/bin/sh\nexec /etc/ppp/$(basename \"$0\" .local).d/uplinkd \"$@\"\n",
 			want: func(state string) []string {
@@ -61,7 +61,7 @@ func TestDebianPPPScriptsRunOurs(t *testing.T) {
 			},
 		},
 		{
-			// The pitfall the README warns about: Debian skips ip-up.d.
+			// The pitfall docs/install.md warns about: Debian skips ip-up.d.
 			name:  "ip-up.local of its own",
 			local: "#!/bin/sh\nexit 0\n",
 			want:  func(string) []string { return nil },

@@ -10,7 +10,7 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-// Exit statuses, the same for every command (README "Exit statuses").
+// Exit statuses, the same for every command (docs/commands.md, "Exit statuses").
 // exitConfig is sysexits' EX_CONFIG: `uplinkd run` exits with it on a
 // config it will not run, and the systemd unit lists it in
 // RestartPreventExitStatus so that a broken file is not retried forever.

@@ -311,7 +311,7 @@ func (d *Daemon) haReconnectRefused(name string) error {
 // haClose runs when the loop ends: the track file then says "stopped"
 // (ha.StoppedWeight, FAULT for keepalived whatever the file's weight), so
 // the other gateway takes over after a clean stop. A killed uplinkd cannot
-// do this; keepalived's track_process on uplinkd covers that (README).
+// do this; keepalived's track_process on uplinkd covers that (docs/two-gateways.md).
 func (d *Daemon) haClose() {
 	h := d.ha
 	if h.graceTimer != nil {

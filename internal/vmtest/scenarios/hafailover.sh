@@ -7,7 +7,7 @@
 # master's loss: conntrackd on the new master commits the entries it was
 # sent, uplinkd there SNATs to the same address and must not delete them.
 #
-# The address model this needs is in README "Two gateways (keepalived)":
+# The address model this needs is in docs/two-gateways.md ("conntrackd"):
 # a connection NATed to a box's own address (its own DSL line) cannot move,
 # because the other box does not own that address.
 source /vmtest/lib.sh
