@@ -38,8 +38,10 @@ if [[ $unconfigured == "ActiveState=inactive Result=exec-condition " ]]; then
 else
   fail unconfigured_not_failed "after systemctl start with the packaged config: $unconfigured$(cat /tmp/unconfigured.out)"
 fi
-check unconfigured_says_why "the journal does not say why uplinkd was not started" \
-  bash -c "journalctl -u uplinkd --no-pager | grep -q 'no \[\[uplink\]\] configured'"
+# The condition's stdout reaches the journal asynchronously: wait for it.
+says_why() { journalctl -u uplinkd --no-pager | grep -q 'no \[\[uplink\]\] configured'; }
+if wait_until 10000 says_why >/dev/null; then pass unconfigured_says_why
+else fail unconfigured_says_why "the journal does not say why uplinkd was not started"; fi
 
 mkdir -p /etc/uplinkd
 cat >$CONF <<'TOML'
