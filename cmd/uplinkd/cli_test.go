@@ -237,3 +237,43 @@ func TestGarbageOnTheSocket(t *testing.T) {
 		t.Errorf("stale socket: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestRoleEventAnswers: an `event --role` the daemon could not read (its
+// request deadline passed while a loaded client was still writing) or had no
+// slot for was not delivered, and says so with exit 3; an event the daemon
+// read and refused is that refusal, exit 1.
+func TestRoleEventAnswers(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, reply string
+		code        int
+		prefix      string
+	}{
+		{"unread", `{"v":1,"ok":false,"error":"request not complete within 500ms","unread":true}` + "\n", exitNotRunning, "uplinkd event: role master NOT delivered: request not complete within 500ms\n"},
+		{"refused", `{"v":1,"ok":false,"error":"no such role"}` + "\n", exitFailure, "uplinkd event: no such role\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".sock")
+			ln, err := net.Listen("unix", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Write([]byte(tc.reply))
+					c.Close()
+				}
+			}()
+			var out, errb bytes.Buffer
+			code := run([]string{"event", "--socket", path, "--role", "master"}, &out, &errb)
+			if code != tc.code || errb.String() != tc.prefix {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, errb.String(), tc.code, tc.prefix)
+			}
+		})
+	}
+}

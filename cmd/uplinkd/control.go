@@ -347,7 +347,9 @@ func sendEvent(t socketTarget, req control.Request, stderr io.Writer) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &remoteErr) && !remoteErr.Busy:
+	case errors.As(err, &remoteErr) && !remoteErr.Busy && !remoteErr.Unread:
+		// The daemon read the event and refused it (a bad name, a role
+		// off the master): that is the answer, not a delivery failure.
 		code, msg := explain(err, t)
 		fmt.Fprintf(stderr, "uplinkd event: %s\n", msg)
 		return code

@@ -69,7 +69,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 		if msg == "" {
 			msg = "request failed"
 		}
-		return resp, &RemoteError{Msg: msg, Problems: resp.Problems, Busy: resp.Busy}
+		return resp, &RemoteError{Msg: msg, Problems: resp.Problems, Busy: resp.Busy, Unread: resp.Unread}
 	}
 	return resp, nil
 }

@@ -39,6 +39,11 @@ type Response struct {
 	// Busy marks the answer to a connection that found no free slot
 	// (Error is BusyMessage): nothing was done, and a retry may succeed.
 	Busy bool `json:"busy,omitempty"`
+	// Unread marks the answer to a request the daemon could not read
+	// whole (not complete within the request deadline, too large, not
+	// JSON): nothing was done. A client that must know whether its request
+	// took effect (event --role) reads it like Busy, not like a refusal.
+	Unread bool `json:"unread,omitempty"`
 }
 
 // LinkState is what a hook script says about an interface.
@@ -136,6 +141,8 @@ type RemoteError struct {
 	// Busy: the daemon had no free connection slot and did nothing; a
 	// retry may succeed.
 	Busy bool
+	// Unread: the daemon could not read the whole request and did nothing.
+	Unread bool
 }
 
 func (e *RemoteError) Error() string { return e.Msg }

@@ -379,7 +379,7 @@ func (s *server) handle(ctx context.Context, c *net.UnixConn, p peer) {
 		s.log.Debug("control request rejected", "event", "control-request", "pid", p.pid, "uid", p.uid, "reason", msg)
 		// The read deadline may have passed: give the answer its own.
 		c.SetWriteDeadline(time.Now().Add(s.opts.Deadline))
-		writeResponse(c, Response{V: Version, Error: msg})
+		writeResponse(c, Response{V: Version, Error: msg, Unread: true})
 		return
 	}
 	resp := s.dispatch(ctx, &req)

@@ -165,6 +165,9 @@ func TestAbusiveClients(t *testing.T) {
 			if resp.OK || !strings.Contains(resp.Error, tc.want) {
 				t.Errorf("answer %+v, want an error containing %q", resp, tc.want)
 			}
+			if tc.name != "wrong version" && !resp.Unread {
+				t.Errorf("answer %+v to a request the daemon could not read is not marked unread", resp)
+			}
 		})
 	}
 
@@ -179,8 +182,8 @@ func TestAbusiveClients(t *testing.T) {
 	default:
 	}
 	r := <-slowAnswer
-	if r.OK || !strings.Contains(r.Error, "not complete within 3s") {
-		t.Errorf("slow client got %+v, want a timeout error", r)
+	if r.OK || !strings.Contains(r.Error, "not complete within 3s") || !r.Unread {
+		t.Errorf("slow client got %+v, want a timeout error marked unread", r)
 	}
 }
 
