@@ -30,6 +30,10 @@ install_uplinkd || exit 1
 # ---- installed but not configured: the packaged uplinkd.toml has no
 # [[uplink]]. Starting the enabled unit (what boot does) must skip it through
 # ExecCondition= (`uplinkd check --condition`), not leave it "failed".
+# An earlier scenario in this VM may have left its own config (dpkg -i keeps
+# a changed conffile): put the packaged one back from the .deb itself.
+mkdir -p /etc/uplinkd
+dpkg-deb --fsys-tarfile /vmtest/uplinkd.deb | tar -xO ./etc/uplinkd/uplinkd.toml >/etc/uplinkd/uplinkd.toml
 systemctl reset-failed uplinkd >/dev/null 2>&1 || true
 systemctl start uplinkd >/tmp/unconfigured.out 2>&1
 unconfigured=$(systemctl show -p ActiveState -p Result uplinkd 2>&1 | sort | tr '\n' ' ')
@@ -42,6 +46,8 @@ fi
 says_why() { journalctl -u uplinkd --no-pager | grep -q 'no \[\[uplink\]\] configured'; }
 if wait_until 10000 says_why >/dev/null; then pass unconfigured_says_why
 else fail unconfigured_says_why "the journal does not say why uplinkd was not started"; fi
+# Whatever happened above, the scenario starts from a stopped unit.
+systemctl stop uplinkd >/dev/null 2>&1 || true
 
 mkdir -p /etc/uplinkd
 cat >$CONF <<'TOML'
