@@ -23,6 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 type ctlHandler struct {
 	problems []string
 	events   chan control.Event
+	drains   chan control.Drain // nil: drain requests are not recorded
 }
 
 func (h *ctlHandler) Status(context.Context) (control.Status, error) {
@@ -48,6 +49,19 @@ func (h *ctlHandler) Reconnect(_ context.Context, name string) error {
 }
 
 func (h *ctlHandler) Reload(context.Context) ([]string, error) { return h.problems, nil }
+
+func (h *ctlHandler) Drain(_ context.Context, d control.Drain) error {
+	if d.Uplink != "dsl" {
+		return fmt.Errorf("no uplink named %q", d.Uplink)
+	}
+	if !d.Undrain && !d.Force {
+		return errors.New("dsl is the last uplink that carries the default route: draining it leaves none (use --force to drain it anyway)")
+	}
+	if h.drains != nil {
+		h.drains <- d
+	}
+	return nil
+}
 
 func (h *ctlHandler) Event(_ context.Context, ev control.Event) error {
 	if ev.Role != "" {

@@ -124,7 +124,7 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer ns.Close()
-			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, ControlSocket: "-", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -287,7 +287,7 @@ func benchDaemonD(b *testing.B, l *lab.Lab, cfg string, onSync func(SyncResult),
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", OnSync: onSync, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", OnSync: onSync, StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -36,6 +36,9 @@ func (h haHandler) Status(context.Context) (control.Status, error) {
 	return control.Status{V: 1, HA: h.d.HAStatus()}, nil
 }
 func (h haHandler) Reconnect(context.Context, string) error { return errors.New("not in this test") }
+func (h haHandler) Drain(context.Context, control.Drain) error {
+	return errors.New("not in this test")
+}
 func (h haHandler) Reload(context.Context) ([]string, error) {
 	return nil, errors.New("not in this test")
 }
