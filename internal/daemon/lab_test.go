@@ -419,7 +419,7 @@ func uplinkdBinary(t testing.TB) string {
 
 func TestLabPlanChangesNothing(t *testing.T) {
 	l := dualLab(t)
-	cfg := writeConfig(t, labConfig)
+	cfg := writeConfig(t, fmt.Sprintf("[daemon]\nstate_dir = %q\n", t.TempDir())+labConfig)
 	before := mustExec(t, l, l.Router, "ip", "rule")
 	routesBefore := mustExec(t, l, l.Router, "ip", "route", "show", "table", "all")
 	out := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", cfg)
