@@ -121,12 +121,13 @@ func (d *Daemon) onDrain(req control.Drain) (bool, error) {
 		return false, nil
 	}
 	if !req.Undrain {
-		links := d.drain.lastLinks
-		if len(links) != len(d.cfg.Uplinks) {
-			// No pass yet with this config: nothing carries a default.
-			links = policy.LinkStates(d.cfg, policy.Observed{})
+		obs, links := d.drain.lastObs, d.drain.lastLinks
+		if !slices.EqualFunc(links, d.cfg.Uplinks, func(st policy.UplinkState, u policy.Uplink) bool { return st.Name == u.Name }) {
+			// No pass yet with this config (a reload just now): judge on
+			// the last snapshot with the new config's uplinks.
+			links = policy.LinkStates(d.cfg, obs)
 		}
-		if err := policy.DrainRefusal(d.cfg, d.drain.lastObs, links, d.currentHealth(), d.drainedSet(), name); err != nil {
+		if err := policy.DrainRefusal(d.cfg, obs, links, d.currentHealth(), d.drainedSet(), name); err != nil {
 			if !req.Force {
 				d.log.Warn("drain refused", "event", verb, "uplink", name, "uid", who.UID, "pid", who.PID, "reason", err.Error())
 				return false, fmt.Errorf("%w (use --force to drain it anyway)", err)
