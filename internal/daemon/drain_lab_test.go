@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -205,4 +206,45 @@ func exitCode(err error) int {
 		return -1
 	}
 	return 0
+}
+
+// TestLabPlanReadsDrainState: `uplinkd plan` computes with the drain state
+// the daemon keeps, so it shows the default route without the drained
+// uplink, and it neither moves a corrupt file nor fails on it.
+func TestLabPlanReadsDrainState(t *testing.T) {
+	l := dualLab(t)
+	stateDir := t.TempDir()
+	cfg := writeConfig(t, fmt.Sprintf("[daemon]\nstate_dir = %q\n", stateDir)+labConfig)
+	if err := drainstate.Save(drainstate.Path(stateDir), drainstate.Set{"ppp1": {}, "gone": {}}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.Exec(l.Router, uplinkdBinary(t), "plan", "--config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"# drained ppp1",
+		"# uplink ppp1=drained(",
+		"ip route add default dev ppp0 table 157 proto 157 scope link metric 0",
+		`drained uplink "gone" is not in the config`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "nexthop dev ppp1") {
+		t.Errorf("plan balances over the drained ppp1:\n%s", out)
+	}
+
+	path := drainstate.Path(stateDir)
+	if err := os.WriteFile(path, []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = l.Exec(l.Router, uplinkdBinary(t), "plan", "--config", cfg)
+	if err != nil || !strings.Contains(out, "unreadable") || !strings.Contains(out, "nexthop dev ppp1") {
+		t.Errorf("plan with a corrupt drain file: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "{" {
+		t.Errorf("plan changed the corrupt file: %q, %v", b, err)
+	}
 }
