@@ -261,8 +261,9 @@ func benchLab(b *testing.B, n int) *lab.Lab {
 func writeBenchConfig(b *testing.B, n int, backend string) string {
 	var sb strings.Builder
 	p := filepath.Join(b.TempDir(), "bench.toml")
-	// Its own control socket: the default path is the host's.
-	fmt.Fprintf(&sb, "[daemon]\nlog_level = \"warn\"\ncontrol_socket = %q\n[lan]\ninterface = \"lan0\"\n", p+".sock")
+	// Its own control socket and state directory: the defaults are the
+	// host's.
+	fmt.Fprintf(&sb, "[daemon]\nlog_level = \"warn\"\ncontrol_socket = %q\nstate_dir = %q\n[lan]\ninterface = \"lan0\"\n", p+".sock", p+".state")
 	name, variant, _ := strings.Cut(backend, "-")
 	if variant == "" {
 		variant = "auto"
