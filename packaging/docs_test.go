@@ -217,7 +217,11 @@ name = "p2p"
 		words []string
 		want  []string
 	}{
-		{[]string{"uplinkd", ""}, []string{"--help", "--version", "check", "event", "flush", "help", "plan", "reconnect", "reload", "run", "status", "version"}},
+		{[]string{"uplinkd", ""}, []string{"--help", "--version", "check", "drain", "event", "flush", "help", "plan", "reconnect", "reload", "run", "status", "undrain", "version"}},
+		{[]string{"uplinkd", "drain", "--config", conf, ""}, []string{"ppp0", "wlan0"}},
+		{[]string{"uplinkd", "drain", "--"}, []string{"--config", "--force", "--help", "--socket"}},
+		{[]string{"uplinkd", "undrain", "--config", conf, "p"}, []string{"ppp0"}},
+		{[]string{"uplinkd", "undrain", "--"}, []string{"--config", "--help", "--socket"}},
 		{[]string{"uplinkd", "re"}, []string{"reconnect", "reload"}},
 		{[]string{"uplinkd", "reconnect", "--config", conf, ""}, []string{"ppp0", "wlan0"}},
 		{[]string{"uplinkd", "reconnect", "--config", "=", conf, "w"}, []string{"wlan0"}},
@@ -227,7 +231,7 @@ name = "p2p"
 		{[]string{"uplinkd", "status", "--"}, []string{"--config", "--help", "--json", "--socket"}},
 		{[]string{"uplinkd", "event", "--state", ""}, []string{"down", "up"}},
 		{[]string{"uplinkd", "event", "--role", "m"}, []string{"master"}},
-		{[]string{"uplinkd", "help", ""}, []string{"check", "event", "flush", "help", "plan", "reconnect", "reload", "run", "status", "version"}},
+		{[]string{"uplinkd", "help", ""}, []string{"check", "drain", "event", "flush", "help", "plan", "reconnect", "reload", "run", "status", "undrain", "version"}},
 		{[]string{"uplinkd", "check", filepath.Join(dir, "u.t")}, []string{conf}},
 	} {
 		var quoted []string

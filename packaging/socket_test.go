@@ -23,6 +23,7 @@ type recorder struct {
 
 func (r *recorder) Status(context.Context) (control.Status, error) { return control.Status{}, nil }
 func (r *recorder) Reconnect(context.Context, string) error        { return nil }
+func (r *recorder) Drain(context.Context, control.Drain) error     { return nil }
 func (r *recorder) Reload(context.Context) ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -12,6 +12,14 @@ import (
 // means no verdict, which counts as healthy (uplinks without probes).
 type Health map[string]bool
 
+// Drained is the set of uplinks an administrator took out of service by
+// hand (`uplinkd drain NAME`), by name. A drained uplink keeps its table,
+// its `from <address>` rule, its sticky rule and NAT, so connections that
+// already use it and traffic pinned to it by a [[rule]] go on; it only
+// stops taking new default traffic: it is left out of the default route,
+// its load balancing and the tier choice. A nil set drains nothing.
+type Drained map[string]bool
+
 // UserMarkMask is the part of the packet mark that [[rule]] marks live in;
 // the upper bits are left to the firewall's per-uplink connection marks.
 const UserMarkMask = 0x0000ffff
@@ -41,17 +49,18 @@ const reasonProbesFailing = "probes failing"
 // wants. It never looks at what uplinkd already installed, so the same inputs
 // always give the same output (adoption after a restart falls out of that).
 func Compute(cfg *Config, obs Observed, health Health) Desired {
-	return ComputeFrom(cfg, obs, LinkStates(cfg, obs), health)
+	return ComputeFrom(cfg, obs, LinkStates(cfg, obs), health, nil)
 }
 
 // ComputeFrom is Compute for a caller that already has LinkStates(cfg, obs)
-// (the daemon feeds them to the health machines first); links is not
-// modified.
-func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health) Desired {
+// (the daemon feeds them to the health machines first), with the uplinks
+// drained by hand; links is not modified.
+func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health, drained Drained) Desired {
 	var d Desired
 	for i := range cfg.Uplinks {
 		u := &cfg.Uplinks[i]
 		st := links[i]
+		st.Drained = drained[u.Name]
 		if st.Usable {
 			if ok, known := health[u.Name]; known && !ok {
 				st.Usable, st.Reason = false, reasonProbesFailing
@@ -258,11 +267,14 @@ func tableRoutes(u *Uplink, st UplinkState) []Route {
 // When no uplink is usable and last_resort is "link", the uplinks whose only
 // fault is failing probes carry it: probes can be wrong (a probe target
 // down), and a doubtful route beats none.
+//
+// A drained uplink is never picked, not even as the last resort: draining is
+// the administrator's word, and health cannot overrule it.
 func defaultRouteOf(cfg *Config, states []UplinkState) (Route, bool) {
-	pick := func(st UplinkState) bool { return st.Usable }
+	pick := func(st UplinkState) bool { return st.Usable && !st.Drained }
 	best := bestTier(cfg, states, pick)
 	if best == 0 && cfg.Daemon.LastResort != LastResortNone {
-		pick = func(st UplinkState) bool { return st.Reason == reasonProbesFailing }
+		pick = func(st UplinkState) bool { return st.Reason == reasonProbesFailing && !st.Drained }
 		if best = bestTier(cfg, states, pick); best != 0 {
 			for i := range states {
 				if pick(states[i]) && cfg.Uplinks[i].Tier == best {
@@ -301,6 +313,37 @@ func bestTier(cfg *Config, states []UplinkState, pick func(UplinkState) bool) in
 	return best
 }
 
+// DrainRefusal says why draining the uplink name on top of drained would
+// take away the last default route, or returns nil when it would not. The
+// inputs are those of ComputeFrom for the current pass. Draining is refused
+// (unless forced) when the default route has an uplink now and would have
+// none after, or when every configured uplink would be drained: the box
+// would then route nothing out however its uplinks fare later.
+func DrainRefusal(cfg *Config, obs Observed, links []UplinkState, health Health, drained Drained, name string) error {
+	if drained[name] {
+		return nil // already drained: changes nothing
+	}
+	with := make(Drained, len(drained)+1)
+	for n, ok := range drained {
+		with[n] = ok
+	}
+	with[name] = true
+	if !slices.ContainsFunc(cfg.Uplinks, func(u Uplink) bool { return !with[u.Name] }) {
+		return fmt.Errorf("%s is the last uplink that is not drained: draining it leaves no uplink for the default route", name)
+	}
+	before := ComputeFrom(cfg, obs, links, health, drained)
+	after := ComputeFrom(cfg, obs, links, health, with)
+	if before.DefaultRoute() && !after.DefaultRoute() {
+		return fmt.Errorf("%s is the last uplink that carries the default route: draining it leaves none", name)
+	}
+	return nil
+}
+
+// DefaultRoute reports whether d routes default traffic through an uplink.
+func (d Desired) DefaultRoute() bool {
+	return slices.ContainsFunc(d.Uplinks, func(st UplinkState) bool { return st.Active })
+}
+
 // SysctlKeys lists the sysctls d sets, for the snapshot to read.
 func (d Desired) SysctlKeys() []string {
 	keys := make([]string, len(d.Sysctls))
@@ -316,6 +359,8 @@ func (s UplinkState) String() string {
 	switch {
 	case s.Active:
 		state = "active"
+	case s.Usable && s.Drained:
+		state = "drained"
 	case s.Usable:
 		state = "standby"
 	}

@@ -121,6 +121,9 @@ type UplinkState struct {
 	Peer    netip.Addr
 	Usable  bool // can carry the main default route
 	Active  bool // is in the main default route now
+	// Drained: taken out of the default route by hand (Drained); Usable
+	// still says what the link could do.
+	Drained bool
 	Reason  string
 }
 

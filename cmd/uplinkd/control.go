@@ -29,14 +29,14 @@ import (
 const eventDeadline = 90 * time.Millisecond
 
 // busyRetry bounds how long the interactive commands (status, reload,
-// reconnect) retry a daemon that answers "busy".
+// reconnect, drain, undrain) retry a daemon that answers "busy".
 const busyRetry = 2 * time.Second
 
 // runControl runs the commands that talk to the daemon over its control
 // socket. handled is false for any other command.
 func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, handled bool) {
 	switch cmd {
-	case "status", "reconnect", "reload", "event":
+	case "status", "reconnect", "reload", "event", "drain", "undrain":
 	default:
 		return 0, false
 	}
@@ -44,11 +44,13 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 	fs.SetOutput(io.Discard)
 	socket := fs.String("socket", "", "the daemon's control socket (default: the config's [daemon] control_socket)")
 	configPath := fs.String("config", policy.DefaultConfigPath, "the configuration file that names the control socket")
-	var asJSON bool
+	var asJSON, force bool
 	var iface, state, local, remote, role string
 	switch cmd {
 	case "status":
 		fs.BoolVar(&asJSON, "json", false, "print the status as JSON (schema v1, docs/status.md)")
+	case "drain":
+		fs.BoolVar(&force, "force", false, "drain even the last uplink that carries the default route")
 	case "event":
 		fs.StringVar(&iface, "iface", "", "the interface the event is about")
 		fs.StringVar(&state, "state", "", "up or down")
@@ -73,21 +75,22 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		positional, args = append(positional, fs.Arg(0)), fs.Args()[1:]
 	}
 
-	req := control.Request{Cmd: cmd}
-	switch cmd {
-	case "reconnect":
+	req := control.Request{Cmd: cmd, Force: force}
+	named := cmd == "reconnect" || cmd == "drain" || cmd == "undrain"
+	switch {
+	case named:
 		if len(positional) != 1 {
-			return usageError(stderr, cmd, errors.New("name one uplink: uplinkd reconnect NAME")), true
+			return usageError(stderr, cmd, fmt.Errorf("name one uplink: uplinkd %s NAME", cmd)), true
 		}
 		req.Uplink = positional[0]
-	case "event":
+	case cmd == "event":
 		ev, err := parseEvent(iface, state, local, remote, role)
 		if err != nil {
 			return usageError(stderr, cmd, err), true
 		}
 		req.Event = &ev
 	}
-	if cmd != "reconnect" && len(positional) != 0 {
+	if !named && len(positional) != 0 {
 		return usageError(stderr, cmd, fmt.Errorf("unexpected argument %q", positional[0])), true
 	}
 
@@ -139,6 +142,10 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		fmt.Fprintln(stdout, "config reloaded")
 	case "reconnect":
 		fmt.Fprintf(stdout, "reconnect of %s requested\n", req.Uplink)
+	case "drain":
+		fmt.Fprintf(stdout, "%s drained: out of the default route and its balancing; its connections go on\n", req.Uplink)
+	case "undrain":
+		fmt.Fprintf(stdout, "%s undrained: back in the default route and its balancing\n", req.Uplink)
 	}
 	return exitOK, true
 }

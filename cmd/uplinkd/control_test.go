@@ -23,6 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 type ctlHandler struct {
 	problems []string
 	events   chan control.Event
+	drains   chan control.Drain // nil: drain requests are not recorded
 }
 
 func (h *ctlHandler) Status(context.Context) (control.Status, error) {
@@ -48,6 +49,19 @@ func (h *ctlHandler) Reconnect(_ context.Context, name string) error {
 }
 
 func (h *ctlHandler) Reload(context.Context) ([]string, error) { return h.problems, nil }
+
+func (h *ctlHandler) Drain(_ context.Context, d control.Drain) error {
+	if d.Uplink != "dsl" {
+		return fmt.Errorf("no uplink named %q", d.Uplink)
+	}
+	if !d.Undrain && !d.Force {
+		return errors.New("dsl is the last uplink that carries the default route: draining it leaves none (use --force to drain it anyway)")
+	}
+	if h.drains != nil {
+		h.drains <- d
+	}
+	return nil
+}
 
 func (h *ctlHandler) Event(_ context.Context, ev control.Event) error {
 	if ev.Role != "" {
@@ -81,7 +95,7 @@ func serveControl(t *testing.T, h control.Handler) string {
 }
 
 func TestControlCommands(t *testing.T) {
-	h := &ctlHandler{events: make(chan control.Event, 4)}
+	h := &ctlHandler{events: make(chan control.Event, 4), drains: make(chan control.Drain, 8)}
 	sock := serveControl(t, h)
 	bad := &ctlHandler{problems: []string{"/etc/uplinkd/uplinkd.toml:3:1: unknown key \"Table\"", "/etc/uplinkd/uplinkd.toml:9:10: no uplink named \"ppp9\""}}
 	badSock := serveControl(t, bad)
@@ -97,6 +111,14 @@ func TestControlCommands(t *testing.T) {
 		{"status", []string{"status", "--socket", sock}, 0, "dsl     ppp0   failed", "", 0},
 		{"reconnect", []string{"reconnect", "--socket", sock, "dsl"}, 0, "reconnect of dsl requested", "", 0},
 		{"reconnect unknown", []string{"reconnect", "--socket", sock, "cable"}, 1, "", `uplinkd reconnect: no uplink named "cable"`, 1},
+		{"drain refused", []string{"drain", "--socket", sock, "dsl"}, 1, "", "uplinkd drain: dsl is the last uplink that carries the default route: draining it leaves none (use --force to drain it anyway)", 1},
+		{"drain forced", []string{"drain", "--force", "--socket", sock, "dsl"}, 0, "dsl drained", "", 0},
+		{"drain flag after name", []string{"drain", "--socket", sock, "dsl", "--force"}, 0, "dsl drained", "", 0},
+		{"drain unknown", []string{"drain", "--force", "--socket", sock, "cable"}, 1, "", `uplinkd drain: no uplink named "cable"`, 1},
+		{"undrain", []string{"undrain", "--socket", sock, "dsl"}, 0, "dsl undrained", "", 0},
+		{"undrain has no --force", []string{"undrain", "--force", "dsl"}, 2, "", "flag provided but not defined: -force", 1},
+		{"drain without name", []string{"drain", "--force"}, 2, "", "uplinkd drain: name one uplink: uplinkd drain NAME (see uplinkd help drain)", 1},
+		{"undrain two names", []string{"undrain", "a", "b"}, 2, "", "name one uplink", 1},
 		{"reload", []string{"reload", "--socket", sock}, 0, "config reloaded", "", 0},
 		{"reload bad file", []string{"reload", "--socket", badSock}, 1, "", "uplinkd.toml:9:10: no uplink named \"ppp9\"", 3},
 		{"event", []string{"event", "--socket", sock, "--iface", "ppp0", "--state", "up", "--local", "203.0.113.9", "--remote", "198.51.100.1"}, 0, "", "", 0},
@@ -134,6 +156,19 @@ func TestControlCommands(t *testing.T) {
 				}
 			}
 		})
+	}
+	// What reached the daemon, in order: the two forced drains, then the
+	// undrain.
+	for i, want := range []control.Drain{{Uplink: "dsl", Force: true}, {Uplink: "dsl", Force: true}, {Uplink: "dsl", Undrain: true}} {
+		select {
+		case d := <-h.drains:
+			d.Caller = control.Caller{} // the kernel's word; the control package tests it
+			if d != want {
+				t.Errorf("drain request %d: %+v, want %+v", i, d, want)
+			}
+		default:
+			t.Errorf("drain request %d never reached the daemon", i)
+		}
 	}
 	select {
 	case ev := <-h.events:

@@ -20,6 +20,7 @@ import (
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/internal/drainstate"
 	"github.com/uplinkd/uplinkd/internal/earlysig"
 	"github.com/uplinkd/uplinkd/internal/journald"
 	"github.com/uplinkd/uplinkd/internal/kernel"
@@ -345,7 +346,8 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer k.Close()
-	desired := policy.Compute(cfg, obs, nil)
+	drained := planDrained(cfg, stdout, stderr)
+	desired := policy.ComputeFrom(cfg, obs, policy.LinkStates(cfg, obs), nil, drained)
 	if obs.Sysctls, err = k.ReadSysctls(desired.SysctlKeys()); err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		return 1
@@ -390,6 +392,30 @@ func planNumbers(cfg *policy.Config, w io.Writer) {
 			fmt.Fprintf(w, "# uplink %s: %s (defaults for position %d)\n", u.Name, strings.Join(parts, ", "), i+1)
 		}
 	}
+}
+
+// planDrained reads the drain state the daemon keeps (read only: a corrupt
+// file is reported and left for the daemon to move aside), so that plan
+// shows what the daemon does. Names the config has no uplink of are
+// reported and ignored, as the daemon does.
+func planDrained(cfg *policy.Config, stdout, stderr io.Writer) policy.Drained {
+	set, err := drainstate.Read(drainstate.Path(cfg.Daemon.StateDir))
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd plan: warning: %v\n", err)
+	}
+	var drained policy.Drained
+	for _, n := range set.Names() {
+		if cfg.UplinkByName(n) == nil {
+			fmt.Fprintf(stderr, "uplinkd plan: warning: drained uplink %q is not in the config; ignoring it\n", n)
+			continue
+		}
+		if drained == nil {
+			drained = policy.Drained{}
+		}
+		drained[n] = true
+		fmt.Fprintf(stdout, "# drained %s (uplinkd undrain %s puts it back)\n", n, n)
+	}
+	return drained
 }
 
 // flush removes every owned rule and route, whatever the config says (an

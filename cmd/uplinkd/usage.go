@@ -74,6 +74,21 @@ printed one problem a line, exit 1, and the running config stays.
 
 Asks the daemon to reconnect the uplink NAME now (its [uplink.reconnect]).
 ` + clientFlagsHelp,
+	"drain": `usage: uplinkd drain [--force] [--config PATH] [--socket PATH] NAME
+
+Asks the daemon to take the uplink NAME out of the default route, its load
+balancing and failover (docs/drain.md). Connections already on it go on;
+its own from rule, its table and traffic a [[rule]] sends through it stay.
+The drain is kept in [daemon] state_dir and outlives a restart. Draining the
+last uplink that carries the default route is refused unless --force.
+
+  --force         drain even the last uplink that carries the default route
+` + clientFlagsHelp,
+	"undrain": `usage: uplinkd undrain [--config PATH] [--socket PATH] NAME
+
+Asks the daemon to put the drained uplink NAME back into the default route,
+its load balancing and failover.
+` + clientFlagsHelp,
 	"event": `usage: uplinkd event --iface IF --state up|down [--local A --remote B] [--config PATH] [--socket PATH]
        uplinkd event --role master|backup|fault [--config PATH] [--socket PATH]
 
@@ -116,6 +131,8 @@ Commands that ask the running daemon on its control socket (the config's
 [daemon] control_socket; --config PATH, --socket PATH):
   status [--json]                 uplinks, state and why, addresses, loss, rtt, last event
   reconnect NAME                  reconnect the uplink NAME now
+  drain [--force] NAME            take the uplink NAME out of the default route and balancing
+  undrain NAME                    put the uplink NAME back
   reload                          re-read the config; prints its problems and exits 1 when it is bad
   event --iface IF --state up|down [--local A --remote B]
   event --role master|backup|fault
@@ -153,7 +170,7 @@ func help(args []string, stdout, stderr io.Writer) int {
 }
 
 func commandNames() string {
-	return "run, check, plan, flush, status, reload, reconnect, event, version, help"
+	return "run, check, plan, flush, status, reload, reconnect, drain, undrain, event, version, help"
 }
 
 // usageError prints the one line for a bad command line, pointing at the

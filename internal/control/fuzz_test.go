@@ -13,6 +13,12 @@ type fuzzHandler struct {
 	fakeHandler
 	lastEvent *Event
 	reconnect string
+	drain     *Drain
+}
+
+func (h *fuzzHandler) Drain(_ context.Context, d Drain) error {
+	h.drain = &d
+	return nil
 }
 
 func (h *fuzzHandler) Event(_ context.Context, ev Event) error {
@@ -38,6 +44,9 @@ func FuzzControlRequest(f *testing.F) {
 		`{"v":1,"cmd":"reload"}`,
 		`{"v":1,"cmd":"reconnect","uplink":"ppp0"}`,
 		`{"v":1,"cmd":"reconnect"}`,
+		`{"v":1,"cmd":"drain","uplink":"ppp0","force":true}`,
+		`{"v":1,"cmd":"undrain","uplink":"ppp0"}`,
+		`{"v":1,"cmd":"drain"}`,
 		`{"v":1,"cmd":"event","event":{"iface":"ppp0","state":"up","local":"203.0.113.9","remote":"198.51.100.1"}}`,
 		`{"v":1,"cmd":"event","event":{"role":"master"}}`,
 		`{"v":1,"cmd":"event","event":{"role":"master","iface":"eth0"}}`,
@@ -67,7 +76,7 @@ func FuzzControlRequest(f *testing.F) {
 			}
 			resp = Response{V: Version, Error: err.Error()}
 		} else {
-			resp = s.dispatch(context.Background(), &req)
+			resp = s.dispatch(context.Background(), &req, Caller{UID: 0, PID: 1})
 		}
 		var buf bytes.Buffer
 		if err := writeResponse(&buf, resp); err != nil {
@@ -89,6 +98,10 @@ func FuzzControlRequest(f *testing.F) {
 		}
 		if h.reconnect == "" && req.Cmd == CmdReconnect && resp.OK {
 			t.Fatalf("reconnect answered ok without a name")
+		}
+		if h.drain != nil && (h.drain.Uplink == "" || (req.Cmd != CmdDrain && req.Cmd != CmdUndrain) ||
+			h.drain.Undrain != (req.Cmd == CmdUndrain) || h.drain.Force != req.Force) {
+			t.Fatalf("drain handler got %+v for %+v", *h.drain, req)
 		}
 		if resp.OK && req.V != Version {
 			t.Fatalf("version %d accepted", req.V)

@@ -18,4 +18,7 @@ type Handler interface {
 	Reload(ctx context.Context) (problems []string, err error)
 	// Event takes a validated poke from a hook script.
 	Event(ctx context.Context, ev Event) error
+	// Drain takes an uplink out of the default route and its balancing, or
+	// puts it back (d.Undrain); the error says why it was refused.
+	Drain(ctx context.Context, d Drain) error
 }

@@ -55,6 +55,7 @@ type fakeHandler struct {
 
 	mu     sync.Mutex
 	events []Event
+	drains []Drain
 }
 
 func (f *fakeHandler) Status(ctx context.Context) (Status, error) {
@@ -84,6 +85,19 @@ func (f *fakeHandler) Event(_ context.Context, ev Event) error {
 	}
 	f.mu.Lock()
 	f.events = append(f.events, ev)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeHandler) Drain(_ context.Context, d Drain) error {
+	if d.Uplink != "ppp0" && d.Uplink != "wlan" {
+		return fmt.Errorf("no uplink named %q", d.Uplink)
+	}
+	if d.Uplink == "ppp0" && !d.Undrain && !d.Force {
+		return errors.New("ppp0 is the last uplink that carries the default route")
+	}
+	f.mu.Lock()
+	f.drains = append(f.drains, d)
 	f.mu.Unlock()
 	return nil
 }

@@ -18,14 +18,36 @@ const (
 	CmdReconnect = "reconnect"
 	CmdReload    = "reload"
 	CmdEvent     = "event"
+	CmdDrain     = "drain"
+	CmdUndrain   = "undrain"
 )
 
 // Request is what a client sends: one JSON object per connection.
 type Request struct {
 	V      int    `json:"v"`
 	Cmd    string `json:"cmd"`
-	Uplink string `json:"uplink,omitempty"` // reconnect
+	Uplink string `json:"uplink,omitempty"` // reconnect, drain, undrain
 	Event  *Event `json:"event,omitempty"`  // event
+	// Force: drain even the last uplink that carries the default route.
+	Force bool `json:"force,omitempty"`
+}
+
+// Caller is who sent a request, from the kernel (SO_PEERCRED), never from
+// anything the client says: what the daemon logs for a request that changes
+// what it does.
+type Caller struct {
+	UID uint32
+	PID int32
+}
+
+// Drain is a drain or undrain request as the Handler gets it.
+type Drain struct {
+	Uplink string
+	// Undrain: put the uplink back; otherwise take it out.
+	Undrain bool
+	// Force: drain even the last uplink that carries the default route.
+	Force  bool
+	Caller Caller
 }
 
 // Response is the daemon's one answer. OK false carries Error and, for a
@@ -114,9 +136,9 @@ func (r *Request) validate() error {
 	}
 	switch r.Cmd {
 	case CmdStatus, CmdReload:
-	case CmdReconnect:
+	case CmdReconnect, CmdDrain, CmdUndrain:
 		if r.Uplink == "" {
-			return errors.New("reconnect: no uplink named")
+			return fmt.Errorf("%s: no uplink named", r.Cmd)
 		}
 	case CmdEvent:
 		if r.Event == nil {

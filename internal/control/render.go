@@ -21,6 +21,12 @@ func FormatStatus(st Status, now time.Time) string {
 		last = age(d.LastPass, now) + " ago"
 	}
 	fmt.Fprintf(&b, "passes %d (last %s), repairs %d\n", d.Passes, last, d.Repairs)
+	if d.Error != "" {
+		fmt.Fprintf(&b, "error: %s\n", d.Error)
+	}
+	if len(d.DrainedUnknown) > 0 {
+		fmt.Fprintf(&b, "drained but not configured (ignored): %s\n", strings.Join(d.DrainedUnknown, ", "))
+	}
 	if st.HA != nil {
 		fmt.Fprintf(&b, "ha role %s", st.HA.Role)
 		if !st.HA.Since.IsZero() {
@@ -45,8 +51,11 @@ func FormatStatus(st Status, now time.Time) string {
 			gw = u.Gateway.String()
 		}
 		def := "n"
-		if u.Default {
+		switch {
+		case u.Default:
 			def = "y"
+		case u.Drained:
+			def = "drained"
 		}
 		loss, rtt, jitter := "-", "-", "-"
 		if u.Loss != nil {

@@ -382,7 +382,7 @@ func (s *server) handle(ctx context.Context, c *net.UnixConn, p peer) {
 		writeResponse(c, Response{V: Version, Error: msg, Unread: true})
 		return
 	}
-	resp := s.dispatch(ctx, &req)
+	resp := s.dispatch(ctx, &req, Caller{UID: p.uid, PID: p.pid})
 	c.SetWriteDeadline(time.Now().Add(s.opts.Deadline))
 	if err := writeResponse(c, resp); err != nil {
 		s.log.Debug("control response not delivered", "event", "control-request", "cmd", req.Cmd, "reason", err.Error())
@@ -390,7 +390,7 @@ func (s *server) handle(ctx context.Context, c *net.UnixConn, p peer) {
 	s.log.Debug("control request", "event", "control-request", "cmd", req.Cmd, "uid", p.uid, "ok", resp.OK, "duration", time.Since(start))
 }
 
-func (s *server) dispatch(ctx context.Context, req *Request) Response {
+func (s *server) dispatch(ctx context.Context, req *Request, who Caller) Response {
 	resp := Response{V: Version}
 	if err := req.validate(); err != nil {
 		resp.Error = err.Error()
@@ -419,6 +419,8 @@ func (s *server) dispatch(ctx context.Context, req *Request) Response {
 		}
 	case CmdEvent:
 		err = s.h.Event(ctx, *req.Event)
+	case CmdDrain, CmdUndrain:
+		err = s.h.Drain(ctx, Drain{Uplink: req.Uplink, Undrain: req.Cmd == CmdUndrain, Force: req.Force, Caller: who})
 	}
 	if err != nil {
 		resp.Error = err.Error()

@@ -80,6 +80,55 @@ func TestCommands(t *testing.T) {
 	}
 }
 
+// TestDrainDispatch: drain and undrain reach the Handler with the uplink,
+// the force flag and the caller the kernel names (this process: the test
+// dials its own socket), and a refusal comes back as the daemon's error.
+func TestDrainDispatch(t *testing.T) {
+	h := &fakeHandler{}
+	path, _ := serveT(t, Options{}, h)
+	me := Caller{UID: uint32(os.Getuid()), PID: int32(os.Getpid())}
+	for _, tc := range []struct {
+		name string
+		req  Request
+		want *Drain // nil: refused
+		err  string
+	}{
+		{"drain", Request{Cmd: CmdDrain, Uplink: "wlan"}, &Drain{Uplink: "wlan", Caller: me}, ""},
+		{"undrain", Request{Cmd: CmdUndrain, Uplink: "wlan"}, &Drain{Uplink: "wlan", Undrain: true, Caller: me}, ""},
+		{"refused without force", Request{Cmd: CmdDrain, Uplink: "ppp0"}, nil, "last uplink that carries the default route"},
+		{"forced", Request{Cmd: CmdDrain, Uplink: "ppp0", Force: true}, &Drain{Uplink: "ppp0", Force: true, Caller: me}, ""},
+		{"unknown uplink", Request{Cmd: CmdUndrain, Uplink: "nope"}, nil, `no uplink named "nope"`},
+		{"no uplink", Request{Cmd: CmdDrain}, nil, "drain: no uplink named"},
+		{"undrain no uplink", Request{Cmd: CmdUndrain, Force: true}, nil, "undrain: no uplink named"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.mu.Lock()
+			h.drains = nil
+			h.mu.Unlock()
+			_, err := call(t, path, tc.req)
+			h.mu.Lock()
+			got := h.drains
+			h.mu.Unlock()
+			if tc.want == nil {
+				var re *RemoteError
+				if !errors.As(err, &re) || !strings.Contains(re.Msg, tc.err) {
+					t.Errorf("err = %v, want a daemon error containing %q", err, tc.err)
+				}
+				if len(got) != 0 {
+					t.Errorf("handler took %+v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0] != *tc.want {
+				t.Errorf("handler saw %+v, want [%+v]", got, *tc.want)
+			}
+		})
+	}
+}
+
 func TestReloadProblems(t *testing.T) {
 	h := &fakeHandler{problems: []string{"/etc/uplinkd/uplinkd.toml:3:1: unknown key \"Table\""}}
 	path, _ := serveT(t, Options{}, h)

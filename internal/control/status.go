@@ -100,6 +100,12 @@ type Daemon struct {
 	LastPass     time.Time `json:"last_pass,omitzero"`
 	Passes       uint64    `json:"passes"`
 	Repairs      uint64    `json:"repairs"`
+	// Error is a problem of the daemon's own that needs a human, e.g. a
+	// drain state file it could not read; absent when there is none.
+	Error string `json:"error,omitempty"`
+	// DrainedUnknown are names in the drain state that no configured uplink
+	// has (ignored); absent when there are none.
+	DrainedUnknown []string `json:"drained_unknown,omitempty"`
 }
 
 // UplinkState is an uplink's health state, as the daemon's health machine
@@ -129,6 +135,9 @@ type Uplink struct {
 	// Default: the uplink carries default traffic now (is in the main
 	// default route).
 	Default bool `json:"default"`
+	// Drained: taken out of the default route by hand (`uplinkd drain`);
+	// absent when not.
+	Drained bool `json:"drained,omitempty"`
 	// Loss is the fraction 0..1 of the last probe round's probes that
 	// went unanswered; absent when the uplink has no health check, its
 	// link is not usable or no round finished since its prober started.

@@ -54,6 +54,36 @@ func TestStatusJSONGolden(t *testing.T) {
 	}
 }
 
+// TestStatusDrainedJSON: drained and the daemon's drain problems are in the
+// JSON under the documented names, and absent when there is nothing to say
+// (the v1 golden above has none of them).
+func TestStatusDrainedJSON(t *testing.T) {
+	st := daemonStatus()
+	st.Uplinks[0].Drained = true
+	st.Daemon.Error = "broken"
+	st.Daemon.DrainedUnknown = []string{"gone"}
+	data, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Daemon  map[string]any   `json:"daemon"`
+		Uplinks []map[string]any `json:"uplinks"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw.Uplinks[0]["drained"] != true {
+		t.Errorf("uplinks[0].drained = %v", raw.Uplinks[0]["drained"])
+	}
+	if _, ok := raw.Uplinks[1]["drained"]; ok {
+		t.Errorf("uplinks[1].drained present for an uplink that is not drained")
+	}
+	if raw.Daemon["error"] != "broken" || !reflect.DeepEqual(raw.Daemon["drained_unknown"], []any{"gone"}) {
+		t.Errorf("daemon = %v", raw.Daemon)
+	}
+}
+
 func TestFormatStatusGolden(t *testing.T) {
 	for _, tc := range []struct {
 		file string
@@ -65,6 +95,16 @@ func TestFormatStatusGolden(t *testing.T) {
 			// publishers or DHCP.
 			st := daemonStatus()
 			st.HA, st.Services, st.Publishers, st.DHCP = nil, nil, nil, nil
+			return st
+		}()},
+		{"status_drained.txt", func() Status {
+			// A drained uplink, a lost drain file and a drained name
+			// the config no longer has.
+			st := daemonStatus()
+			st.HA, st.Services, st.Publishers, st.DHCP = nil, nil, nil, nil
+			st.Uplinks[0].Default, st.Uplinks[0].Drained = false, true
+			st.Daemon.Error = "drain state /var/lib/uplinkd/drained.json is unreadable (unexpected EOF); moved it to /var/lib/uplinkd/drained.json.bad and treat it as empty"
+			st.Daemon.DrainedUnknown = []string{"old-dsl"}
 			return st
 		}()},
 		{"status_empty.txt", Status{V: Version, Daemon: Daemon{Version: "0.3.0", PID: 1, Started: goldenNow.Add(-3 * 24 * time.Hour),

@@ -124,7 +124,7 @@ func BenchmarkFullResync(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer ns.Close()
-			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, ControlSocket: "-", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -261,8 +261,9 @@ func benchLab(b *testing.B, n int) *lab.Lab {
 func writeBenchConfig(b *testing.B, n int, backend string) string {
 	var sb strings.Builder
 	p := filepath.Join(b.TempDir(), "bench.toml")
-	// Its own control socket: the default path is the host's.
-	fmt.Fprintf(&sb, "[daemon]\nlog_level = \"warn\"\ncontrol_socket = %q\n[lan]\ninterface = \"lan0\"\n", p+".sock")
+	// Its own control socket and state directory: the defaults are the
+	// host's.
+	fmt.Fprintf(&sb, "[daemon]\nlog_level = \"warn\"\ncontrol_socket = %q\nstate_dir = %q\n[lan]\ninterface = \"lan0\"\n", p+".sock", p+".state")
 	name, variant, _ := strings.Cut(backend, "-")
 	if variant == "" {
 		variant = "auto"
@@ -287,7 +288,7 @@ func benchDaemonD(b *testing.B, l *lab.Lab, cfg string, onSync func(SyncResult),
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", OnSync: onSync, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", OnSync: onSync, StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}

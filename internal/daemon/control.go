@@ -74,9 +74,10 @@ type uplinkInfo struct {
 
 // ctlMsg is a control request handed to the loop.
 type ctlMsg struct {
-	reconnect string        // the uplink to reconnect now
-	event     control.Event // an interface poke: resync
-	kick      string        // this uplink's reconnect attempt ended: a pass re-evaluates the need
+	reconnect string         // the uplink to reconnect now
+	event     control.Event  // an interface poke: resync
+	kick      string         // this uplink's reconnect attempt ended: a pass re-evaluates the need
+	drain     *control.Drain // drain or undrain an uplink
 	done      chan error
 }
 
@@ -208,6 +209,7 @@ func (d *Daemon) reloadExtras(cfg *policy.Config) {
 	d.setUplinkHooks(cfg)
 	d.reloadPublishing(cfg)
 	d.reloadDHCP(d.runCtx, cfg)
+	d.noteUnknownDrained(cfg)
 	for name := range d.x.states {
 		if cfg.UplinkByName(name) == nil {
 			delete(d.x.states, name)
@@ -356,6 +358,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			Version: d.opts.Version, PID: os.Getpid(), Started: d.x.started.UTC(),
 			Config: d.cfg.Path, ConfigLoaded: d.x.configLoaded.UTC(),
 			Passes: d.x.passes, Repairs: d.x.repairs,
+			Error: d.drain.loadErr, DrainedUnknown: slices.Clone(d.drain.unknown),
 		},
 		Uplinks: make([]control.Uplink, 0, len(d.cfg.Uplinks)),
 	}
@@ -421,7 +424,9 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			}
 			cu.Reconnect = reconnectStatus(in.reconn)
 		}
+		_, cu.Drained = d.drain.set[u.Name]
 		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
+		d.x.metrics.SetDrained(u.Name, cu.Drained)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st
@@ -471,6 +476,11 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 			rt.manualUntil = time.Time{}
 		}
 		return true
+	}
+	if m.drain != nil {
+		changed, err := d.onDrain(*m.drain)
+		m.done <- err
+		return changed
 	}
 	if m.reconnect == "" {
 		// An interface poke from a hook script: only a trigger. What
@@ -550,6 +560,10 @@ func (h ctlHandler) send(ctx context.Context, m ctlMsg) error {
 
 func (h ctlHandler) Reconnect(ctx context.Context, uplink string) error {
 	return h.send(ctx, ctlMsg{reconnect: uplink, done: make(chan error, 1)})
+}
+
+func (h ctlHandler) Drain(ctx context.Context, req control.Drain) error {
+	return h.send(ctx, ctlMsg{drain: &req, done: make(chan error, 1)})
 }
 
 func (h ctlHandler) Reload(ctx context.Context) ([]string, error) {

@@ -172,7 +172,7 @@ func TestLabControlSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	if d2, err := Open(Options{ConfigPath: cfgPath, NetNS: ns, ControlSocket: r.socket}); err == nil {
+	if d2, err := Open(Options{ConfigPath: cfgPath, NetNS: ns, ControlSocket: r.socket, StateDir: t.TempDir()}); err == nil {
 		d2.kernel.Close()
 		d2.fw.Close()
 		t.Fatal("a second daemon opened on the same control socket")
@@ -197,7 +197,7 @@ func TestLabFlushOnExit(t *testing.T) {
 			}
 			defer ns.Close()
 			syncs := make(chan SyncResult, 64)
-			d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", FlushOnExit: flush,
+			d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", FlushOnExit: flush, StateDir: t.TempDir(),
 				OnSync: func(s SyncResult) {
 					select {
 					case syncs <- s:

@@ -51,6 +51,10 @@ type Options struct {
 	// ControlSocket, if set, replaces [daemon] control_socket (lab tests
 	// use a temporary path); "-" runs without a control socket.
 	ControlSocket string
+	// StateDir, if set, replaces [daemon] state_dir, at start and on every
+	// reload: tests use a temporary directory so that they never read or
+	// write the host's /var/lib/uplinkd.
+	StateDir string
 	// FlushOnExit removes every rule, route and firewall object uplinkd
 	// owns when Run returns after a clean stop (uplinkd run --flush-on-exit).
 	FlushOnExit bool
@@ -59,6 +63,14 @@ type Options struct {
 	// MetricsListener, if set, serves the metrics instead of a listener
 	// on [daemon] metrics_listen (tests listen on 127.0.0.1:0).
 	MetricsListener net.Listener
+}
+
+// overrideStateDir applies Options.StateDir to a config the daemon is about
+// to use.
+func (o Options) overrideStateDir(cfg *policy.Config) {
+	if o.StateDir != "" {
+		cfg.Daemon.StateDir = o.StateDir
+	}
 }
 
 // SyncResult describes one reconcile pass.
@@ -118,6 +130,7 @@ type Daemon struct {
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
 	ha           *haRuntime // HA: two-gateway state (ha.go)
+	drain        drain      // uplinks drained by hand (drain.go)
 
 	// wg holds every goroutine Run starts (watcher, monitors, probers, the
 	// asynchronous closing of retired reconnectors); Run waits for all.
@@ -160,6 +173,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	if err := cfg.CheckRunnable(); err != nil {
 		return nil, err
 	}
+	opts.overrideStateDir(cfg)
 	logConfigWarnings(opts.Logger, cfg)
 	if deps.Probe == nil {
 		deps.Probe = probe.Run
@@ -186,6 +200,9 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
 	}
+	// The drain state before initExtras builds the first status, so that
+	// it shows from the start.
+	d.loadDrained(cfg)
 	if err := d.initExtras(); err != nil {
 		return nil, err
 	}
@@ -529,6 +546,9 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	if err == nil {
 		err = cfg.CheckRunnable()
 	}
+	if err == nil {
+		d.opts.overrideStateDir(cfg)
+	}
 	if err == nil && (cfg.Firewall.Backend != d.cfg.Firewall.Backend || cfg.Firewall.IPTablesVariant != d.cfg.Firewall.IPTablesVariant) {
 		err = fmt.Errorf("%s: [firewall] backend and iptables_variant cannot change on reload; restart uplinkd", cfg.Path)
 	}
@@ -564,7 +584,8 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now))
+	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now), d.drainedSet())
+	d.drain.lastObs, d.drain.lastLinks = obs, links
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
 	}

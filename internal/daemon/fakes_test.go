@@ -397,12 +397,14 @@ type loop struct {
 	fw      *fakeFirewall
 	clk     *hooks.FakeClock
 	cfgPath string
-	d       *Daemon
-	out     chan<- watcher.Event
-	syncs   chan SyncResult
-	logs    *logBuf
-	cancel  context.CancelFunc
-	done    chan error
+	// stateDir replaces [daemon] state_dir (Options.StateDir).
+	stateDir string
+	d        *Daemon
+	out      chan<- watcher.Event
+	syncs    chan SyncResult
+	logs     *logBuf
+	cancel   context.CancelFunc
+	done     chan error
 
 	mu      sync.Mutex
 	notices []string
@@ -416,6 +418,7 @@ type loopOpts struct {
 	services ServiceChecksFunc
 	probe    ProbeFunc // nil: the real prober
 	watch    bool      // Options.WatchConfig
+	stateDir string    // Options.StateDir; "": a temporary one
 }
 
 func startLoop(t testing.TB, o loopOpts) *loop {
@@ -430,7 +433,13 @@ func startLoop(t testing.TB, o loopOpts) *loop {
 	}
 	events := fakeEvents{out: make(chan chan<- watcher.Event, 1)}
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }},
+	// Off the host's /var/lib/uplinkd: every loop gets its own state
+	// directory, unless the test names one (restart tests).
+	l.stateDir = o.stateDir
+	if l.stateDir == "" && cfg.Daemon.StateDir == policy.DefaultStateDir {
+		l.stateDir = t.TempDir()
+	}
+	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, StateDir: l.stateDir, OnSync: func(s SyncResult) { l.syncs <- s }},
 		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
 			Services: o.services, Probe: o.probe})
 	if err != nil {

@@ -39,7 +39,7 @@ func BenchmarkForeignRoutes(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := Open(Options{ConfigPath: cfg, NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}

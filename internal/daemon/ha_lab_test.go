@@ -36,6 +36,9 @@ func (h haHandler) Status(context.Context) (control.Status, error) {
 	return control.Status{V: 1, HA: h.d.HAStatus()}, nil
 }
 func (h haHandler) Reconnect(context.Context, string) error { return errors.New("not in this test") }
+func (h haHandler) Drain(context.Context, control.Drain) error {
+	return errors.New("not in this test")
+}
 func (h haHandler) Reload(context.Context) ([]string, error) {
 	return nil, errors.New("not in this test")
 }
@@ -208,9 +211,10 @@ func newHAPair(t testing.TB, opts haOpts) *haPair {
 				r.prefix = append(r.prefix, lab.CustomerPrefix(l.UplinkIndex(u.Name)))
 			}
 		}
-		// Each router's daemon gets a control socket of its own: the
-		// default path is on the host's file system, shared by both.
-		text := fmt.Sprintf("[daemon]\ncontrol_socket = %q\n", filepath.Join(r.dir, "daemon.sock")) +
+		// Each router's daemon gets a control socket and a state
+		// directory of its own: the defaults are on the host's file
+		// system, shared by both (and the host's own).
+		text := fmt.Sprintf("[daemon]\ncontrol_socket = %q\nstate_dir = %q\n", filepath.Join(r.dir, "daemon.sock"), filepath.Join(r.dir, "state")) +
 			fmt.Sprintf(haUplinkConfig, r.track)
 		if opts.exclusive {
 			// The lab dialled every uplink at build time; the account

@@ -76,6 +76,18 @@ func writeConfig(t *testing.T, text string) string {
 	return p
 }
 
+// stateDirFor keeps tests off the host's /var/lib/uplinkd: a config that
+// leaves [daemon] state_dir at its default gets a temporary directory
+// (Options.StateDir); one that names its own keeps it (restart tests).
+func stateDirFor(t testing.TB, configPath string) string {
+	t.Helper()
+	cfg, err := LoadConfig(configPath)
+	if err != nil || cfg.Daemon.StateDir != policy.DefaultStateDir {
+		return "" // a bad config fails in Open, as the test expects
+	}
+	return t.TempDir()
+}
+
 func start(t testing.TB, l *lab.Lab, configPath string) *running {
 	t.Helper()
 	return startWith(t, l, configPath, nil)
@@ -96,12 +108,13 @@ func startWith(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener
 	if r.socket == "" {
 		r.socket = filepath.Join(t.TempDir(), "c.sock")
 	}
-	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, ControlSocket: r.socket, MetricsListener: r.metrics, OnSync: func(s SyncResult) {
-		select {
-		case r.syncs <- s:
-		default:
-		}
-	}})
+	r.d, err = Open(Options{ConfigPath: configPath, NetNS: ns, Logger: logger, ControlSocket: r.socket, MetricsListener: r.metrics,
+		StateDir: stateDirFor(t, configPath), OnSync: func(s SyncResult) {
+			select {
+			case r.syncs <- s:
+			default:
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,7 +419,7 @@ func uplinkdBinary(t testing.TB) string {
 
 func TestLabPlanChangesNothing(t *testing.T) {
 	l := dualLab(t)
-	cfg := writeConfig(t, labConfig)
+	cfg := writeConfig(t, fmt.Sprintf("[daemon]\nstate_dir = %q\n", t.TempDir())+labConfig)
 	before := mustExec(t, l, l.Router, "ip", "rule")
 	routesBefore := mustExec(t, l, l.Router, "ip", "route", "show", "table", "all")
 	out := mustExec(t, l, l.Router, uplinkdBinary(t), "plan", "--config", cfg)

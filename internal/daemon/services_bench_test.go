@@ -87,7 +87,7 @@ backends = ["10.0.0.3:8080", "10.0.0.4:8080"]
 	}
 	defer ns.Close()
 	syncs := make(chan SyncResult, 4096)
-	d, err := Open(Options{ConfigPath: writeBenchFile(b, cfg), NetNS: ns, ControlSocket: "-", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	d, err := Open(Options{ConfigPath: writeBenchFile(b, cfg), NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnSync: func(s SyncResult) { syncs <- s }})
 	if err != nil {
 		b.Fatal(err)

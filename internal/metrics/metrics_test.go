@@ -78,6 +78,9 @@ func TestScrape(t *testing.T) {
 	r.Transition("dsl")
 	r.Transition("dsl")
 	r.Reconnect("lte")
+	r.SetDrained("dsl", true)
+	r.SetDrained("lte", true)
+	r.SetDrained("lte", false)
 	r.PassDone(400*time.Microsecond, false)
 	r.PassDone(3*time.Millisecond, false)
 	r.PassDone(40*time.Millisecond, true)
@@ -99,6 +102,9 @@ func TestScrape(t *testing.T) {
 		`uplinkd_uplink_transitions_total{uplink="dsl"} 2`,
 		`uplinkd_uplink_transitions_total{uplink="lte"} 0`,
 		`uplinkd_uplink_reconnects_total{uplink="lte"} 1`,
+		`uplinkd_uplink_drained{uplink="dsl"} 1`,
+		`uplinkd_uplink_drained{uplink="lte"} 0`,
+		`uplinkd_uplink_drained{uplink="we\"ird"} 0`,
 		`uplinkd_passes_total 3`,
 		`uplinkd_pass_failures_total 1`,
 		`uplinkd_pass_duration_seconds_bucket{le="0.0005"} 1`,

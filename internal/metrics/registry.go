@@ -39,6 +39,7 @@ type uplinkSeries struct {
 	jitter      *vm.Gauge // nil while unknown
 	transitions *vm.Counter
 	reconnects  *vm.Counter
+	drained     *vm.Gauge
 }
 
 // New returns a Registry with the daemon-wide series at zero. Call it only
@@ -131,6 +132,17 @@ func (r *Registry) optionalGauge(g *vm.Gauge, name string, v float64) *vm.Gauge 
 	return g
 }
 
+// SetDrained sets whether the uplink is drained by hand (`uplinkd drain`).
+func (r *Registry) SetDrained(name string, drained bool) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	u := r.uplinkLocked(name)
+	r.mu.Unlock()
+	u.drained.Set(b2f(drained))
+}
+
 // Transition records a change of the uplink's state.
 func (r *Registry) Transition(name string) {
 	if r == nil {
@@ -170,6 +182,7 @@ func (r *Registry) RemoveUplink(name string) {
 	}
 	r.set.UnregisterMetric("uplinkd_uplink_transitions_total{" + u.label + "}")
 	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	r.set.UnregisterMetric("uplinkd_uplink_drained{" + u.label + "}")
 	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
 	r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", -1)
@@ -185,6 +198,7 @@ func (r *Registry) uplinkLocked(name string) *uplinkSeries {
 	}
 	u.transitions = r.set.NewCounter("uplinkd_uplink_transitions_total{" + u.label + "}")
 	u.reconnects = r.set.NewCounter("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	u.drained = r.set.NewGauge("uplinkd_uplink_drained{"+u.label+"}", nil)
 	r.uplinks[name] = u
 	return u
 }
