@@ -517,6 +517,7 @@ type ctlHandler struct{ d *Daemon }
 func (h ctlHandler) Status(context.Context) (control.Status, error) {
 	st := *h.d.x.status.Load()
 	h.d.freshReconnects(&st)
+	h.d.addTraffic(&st)
 	// The sections other goroutines own are read live, not from the
 	// loop's snapshot: backend checks, publishers and the DHCP server
 	// change without a pass.

@@ -47,6 +47,9 @@ type Firewall interface {
 	Sync(rs firewall.Ruleset) (changed bool, err error)
 	Check() (intact bool, err error)
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// ReadTraffic reads the per-uplink counters for status, metrics and
+	// the traffic trigger.
+	firewall.TrafficReader
 	Close() error
 }
 

@@ -294,6 +294,23 @@ type fakeFirewall struct {
 	last    *firewall.Ruleset
 	damaged bool
 	closed  bool
+	// traffic is what ReadTraffic returns, per interface; reads counts
+	// the calls.
+	traffic map[string]firewall.Traffic
+	reads   int
+}
+
+func (f *fakeFirewall) ReadTraffic(ifaces ...string) (map[string]firewall.Traffic, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	out := map[string]firewall.Traffic{}
+	for k, v := range f.traffic {
+		if len(ifaces) == 0 || slices.Contains(ifaces, k) {
+			out[k] = v
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeFirewall) Sync(rs firewall.Ruleset) (bool, error) {
