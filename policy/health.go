@@ -246,6 +246,21 @@ func (h *HealthMachine) judge(answered int) (reason func(inARow int) string, fai
 	return nil, false
 }
 
+// TrafficConfirmed fails an Up or Checking uplink at once, without waiting
+// for down failed rounds: the traffic trigger saw packets leave with none
+// coming back, and a burst of probes to every target confirmed it (issue
+// 20). reason is logged and shown as is; it should start with
+// "traffic-confirmed". Recovery is the usual one (up good rounds, then
+// hold_down).
+func (h *HealthMachine) TrafficConfirmed(reason string, now time.Time) Transition {
+	due := h.Tick(now)
+	if h.state != HealthUp && h.state != HealthChecking {
+		return due
+	}
+	h.oks, h.fails, h.holdUntil = 0, h.down, time.Time{}
+	return mergeTransitions(due, h.set(HealthFailed, reason, now))
+}
+
 // failed handles a failed round.
 func (h *HealthMachine) failed(reason func(int) string, now time.Time) Transition {
 	h.oks = 0
