@@ -390,6 +390,11 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 				cu.State = control.StateUp
 			case policy.HealthFailed:
 				cu.State = control.StateFailed
+				// A confirmed traffic outage says so: the user sees why
+				// it failed within a second, not "probes failing".
+				if r := rt.health.Reason(); strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
+					cu.Reason = r
+				}
 			default:
 				cu.State = control.StateChecking
 			}

@@ -437,6 +437,12 @@ type loopOpts struct {
 
 func startLoop(t testing.TB, o loopOpts) *loop {
 	t.Helper()
+	return startLoopWith(t, o, nil)
+}
+
+// startLoopWith is startLoop with a last say over the Deps.
+func startLoopWith(t testing.TB, o loopOpts, deps func(*Deps)) *loop {
+	t.Helper()
 	l := &loop{t: t, k: newFakeKernel(o.obs), fw: &fakeFirewall{}, clk: hooks.NewFakeClock(time.Time{}),
 		syncs: make(chan SyncResult, 1024), logs: &logBuf{}, done: make(chan error, 1)}
 	l.cfgPath = filepath.Join(t.TempDir(), "uplinkd.toml")
@@ -447,9 +453,12 @@ func startLoop(t testing.TB, o loopOpts) *loop {
 	}
 	events := fakeEvents{out: make(chan chan<- watcher.Event, 1)}
 	logger := slog.New(slog.NewJSONHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }},
-		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
-			Services: o.services, Probe: o.probe})
+	dp := Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
+		Services: o.services, Probe: o.probe}
+	if deps != nil {
+		deps(&dp)
+	}
+	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, OnSync: func(s SyncResult) { l.syncs <- s }}, dp)
 	if err != nil {
 		t.Fatal(err)
 	}
