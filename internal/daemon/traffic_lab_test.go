@@ -200,7 +200,7 @@ func TestLabTrafficCounters(t *testing.T) {
 			after, otherAfter := statusUplink(st, "ppp0").Traffic, statusUplink(st, "ppp1").Traffic
 			mAfter := scrapeMetrics(t, r)
 			for _, d := range []struct {
-				dir       string
+				dir        string
 				b, a, o, p control.Count
 			}{
 				{"in", before.In, after.In, other.In, otherAfter.In},
