@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -85,4 +86,51 @@ func TestTrafficCounters(t *testing.T) {
 func within(got, want uint64, frac float64) bool {
 	diff := float64(got) - float64(want)
 	return diff >= 0 && diff <= frac*float64(want) || diff < 0 && -diff <= frac*float64(want)
+}
+
+// BenchmarkReadTraffic measures one read of the traffic counters of one
+// uplink among 2 and 16 (what the traffic trigger does every half window),
+// per backend.
+//
+// Run: go test -run '^$' -bench ReadTraffic ./firewall
+func BenchmarkReadTraffic(b *testing.B) {
+	for _, k := range backendKinds {
+		for _, n := range []int{2, 16} {
+			b.Run(fmt.Sprintf("%s/uplinks=%d", k.name, n), func(b *testing.B) {
+				ns := newNS(b)
+				be := k.make(b, ns)
+				if _, err := be.Sync(Compute(benchInput(n, 0, 0))); err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					tr, err := be.ReadTraffic("ppp0")
+					if _, ok := tr["ppp0"]; err != nil || !ok {
+						b.Fatalf("ReadTraffic = %v, %v", tr, err)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestParseCountLine(t *testing.T) {
+	for _, c := range []struct {
+		line, chain, iface string
+		out                bool
+		c                  Count
+		ok                 bool
+	}{
+		{"[12:3456] -A UPLINKD-COUNT-IN -i ppp0", iptCountIn, "ppp0", false, Count{12, 3456}, true},
+		{"[0:0] -A UPLINKD-COUNT-FWD -o wan.1", iptCountFwd, "wan.1", true, Count{}, true},
+		{"[18446744073709551615:1] -A UPLINKD-COUNT-OUT -o ppp1", iptCountOut, "ppp1", true, Count{1<<64 - 1, 1}, true},
+		{"[1:2] -A UPLINKD-PREROUTING -i ppp0", "", "", false, Count{}, false},
+		{"[1:2] -A UPLINKD-COUNT-IN -i ppp0 -j RETURN", "", "", false, Count{}, false},
+		{"[x:2] -A UPLINKD-COUNT-IN -i ppp0", "", "", false, Count{}, false},
+		{":UPLINKD-COUNT-IN - [0:0]", "", "", false, Count{}, false},
+	} {
+		s, chain, ok := parseCountLine(c.line)
+		if ok != c.ok || ok && (chain != c.chain || s.iface != c.iface || s.out != c.out || s.c != c.c) {
+			t.Errorf("%q: %+v %q %v", c.line, s, chain, ok)
+		}
+	}
 }

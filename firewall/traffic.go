@@ -193,70 +193,63 @@ func iptCountRules(rs Ruleset, mangle *iptTable) {
 	}
 }
 
-// ReadTraffic reads the counting chains with go-iptables' ListWithCounters
-// (`iptables -t mangle -S CHAIN -v`, one run per chain): lines like
-// "-A UPLINKD-COUNT-IN -i ppp0 -c 12 3456". go-iptables' StructuredStats
-// cannot be used: its parser needs a target column, and these rules have
-// none.
+// ReadTraffic reads the counting chains with one `iptables-save -c -t
+// mangle` (lines like "[12:3456] -A UPLINKD-COUNT-IN -i ppp0"): one
+// process instead of one `iptables -S -v` per chain (go-iptables'
+// ListWithCounters; its StructuredStats cannot parse a rule without a
+// target). iptables has no cheaper way: the counters are text.
 func (b *iptBackend) ReadTraffic(ifaces ...string) (map[string]Traffic, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, errClosed
 	}
+	text, err := b.exec("", b.save, "-c", "-t", "mangle")
+	if err != nil {
+		return nil, fmt.Errorf("read traffic: %w", err)
+	}
 	out := map[string]Traffic{}
-	for _, chain := range []string{iptCountIn, iptCountOut, iptCountFwd} {
-		var lines []string
-		err := b.run.do(func() (err error) {
-			lines, err = b.ipt.ListWithCounters("mangle", chain)
-			return err
-		})
-		if err != nil {
-			if b.want == nil {
-				continue // no Sync yet
-			}
-			return nil, fmt.Errorf("read traffic: chain %s: %w", chain, err)
+	for _, line := range strings.Split(text, "\n") {
+		s, chain, ok := parseCountLine(line)
+		if !ok || (len(ifaces) > 0 && !contains(ifaces, s.iface)) {
+			continue
 		}
-		for _, line := range lines {
-			s, ok := parseCountLine(line)
-			if !ok || (len(ifaces) > 0 && !contains(ifaces, s.iface)) {
-				continue
-			}
-			t := out[s.iface]
-			switch {
-			case chain == iptCountIn:
-				t.In = s.c
-			case chain == iptCountOut:
-				t.Out = s.c
-			case s.out:
-				t.ForwardOut = s.c
-			default:
-				t.ForwardIn = s.c
-			}
-			out[s.iface] = t
+		t := out[s.iface]
+		switch {
+		case chain == iptCountIn:
+			t.In = s.c
+		case chain == iptCountOut:
+			t.Out = s.c
+		case chain == iptCountFwd && s.out:
+			t.ForwardOut = s.c
+		case chain == iptCountFwd:
+			t.ForwardIn = s.c
+		default:
+			continue
 		}
+		out[s.iface] = t
 	}
 	return out, nil
 }
 
-// parseCountLine reads "-A CHAIN -i IFACE -c PACKETS BYTES" (or -o).
-func parseCountLine(line string) (iptStat, bool) {
-	f := strings.Fields(line)
-	var s iptStat
-	okIf, okC := false, false
-	for i := 0; i < len(f); i++ {
-		switch {
-		case (f[i] == "-i" || f[i] == "-o") && i+1 < len(f):
-			s.iface, s.out, okIf = f[i+1], f[i] == "-o", true
-			i++
-		case f[i] == "-c" && i+2 < len(f):
-			p, err1 := strconv.ParseUint(f[i+1], 10, 64)
-			by, err2 := strconv.ParseUint(f[i+2], 10, 64)
-			s.c, okC = Count{Packets: p, Bytes: by}, err1 == nil && err2 == nil
-			i += 2
-		}
+// parseCountLine reads "[PACKETS:BYTES] -A CHAIN -i IFACE" (or -o) of
+// one of the counting chains.
+func parseCountLine(line string) (s iptStat, chain string, ok bool) {
+	cnt, rule, found := strings.Cut(line, "] -A "+ChainPrefix+"COUNT-")
+	if !found || !strings.HasPrefix(cnt, "[") {
+		return s, "", false
 	}
-	return s, okIf && okC
+	p, by, found := strings.Cut(cnt[1:], ":")
+	packets, err1 := strconv.ParseUint(p, 10, 64)
+	bytes, err2 := strconv.ParseUint(by, 10, 64)
+	if !found || err1 != nil || err2 != nil {
+		return s, "", false
+	}
+	f := strings.Fields(rule)
+	if len(f) != 3 || (f[1] != "-i" && f[1] != "-o") {
+		return s, "", false
+	}
+	return iptStat{iface: f[2], out: f[1] == "-o", c: Count{Packets: packets, Bytes: bytes}}, ChainPrefix + "COUNT-" + f[0], true
 }
 
 type iptStat struct {
