@@ -17,7 +17,8 @@ import (
 // connection: the old one stays on ppp1, where it failed over).
 //
 // UPLINKD_DETECT_TRIALS trials per mode (default 10); one iteration is
-// enough:
+// enough. UPLINKD_DETECT_TIMEOUT sets the check's timeout (default 800ms),
+// which the burst's verdict waits for:
 //
 //	UPLINKD_DETECT_TRIALS=20 go test -run '^$' -bench TrafficDetection -benchtime 1x ./internal/daemon
 func BenchmarkTrafficDetection(b *testing.B) {
@@ -32,6 +33,12 @@ func BenchmarkTrafficDetection(b *testing.B) {
 	l := benchLab(b, 2)
 	echoServer(b, l, "192.0.2.1:9000")
 	cfg := strings.Replace(triggerConfig("nftables"), "[lan]", "[daemon]\nlog_level = \"warn\"\n[lan]", 1)
+	if v := os.Getenv("UPLINKD_DETECT_TIMEOUT"); v != "" {
+		if _, err := time.ParseDuration(v); err != nil {
+			b.Fatalf("UPLINKD_DETECT_TIMEOUT: %v", err)
+		}
+		cfg = strings.ReplaceAll(cfg, "  hold_down = ", "  timeout = \""+v+"\"\n  hold_down = ")
+	}
 	syncs := make(chan SyncResult, 4096)
 	stop := benchDaemon(b, l, writeConfigB(b, cfg), func(s SyncResult) { syncs <- s })
 	defer stop()
