@@ -105,9 +105,12 @@ type BurstFunc func(ctx context.Context, spec probe.Spec, count int, gap time.Du
 // ctx is done (the prober's context: an address change or link loss ends
 // it), while armed says the uplink is up. It waits on the daemon's clock, so
 // the loop tests drive it with a fake one. It owns w; a burst runs on its
-// own goroutine and reports back here before the loop hears of it.
-func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, gen int, spec probe.Spec, armed *atomic.Bool) {
-	c := rt.check
+// own goroutine and reports back here before the loop hears of it. c is
+// the check the watcher started with (rt.check belongs to the loop; a
+// reload that changes it restarts the prober and so this watcher). rt is
+// only handed back to the loop, which owns it.
+func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, c policy.Check, gen int, spec probe.Spec, armed *atomic.Bool) {
+	name := spec.Uplink
 	w := newTrafficWatch(c.TrafficWindow, c.Interval, len(c.Targets))
 	period := c.TrafficWindow / 2
 	tick := make(chan struct{}, 1)
@@ -135,10 +138,10 @@ func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, gen int
 			confirmed := v.err == nil && v.res.Answered == 0
 			w.burstDone(confirmed, now)
 			if v.err != nil {
-				d.log.Warn("traffic trigger: burst failed to start", "event", "traffic", "uplink", rt.name, "reason", v.err.Error())
+				d.log.Warn("traffic trigger: burst failed to start", "event", "traffic", "uplink", name, "reason", v.err.Error())
 				continue
 			}
-			d.log.Debug("traffic trigger: burst done", "event", "traffic", "uplink", rt.name,
+			d.log.Debug("traffic trigger: burst done", "event", "traffic", "uplink", name,
 				"sent", v.res.Sent, "answered", v.res.Answered, "took", v.res.Took)
 			if !confirmed {
 				continue
@@ -160,7 +163,7 @@ func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, gen int
 		}
 		tr, err := d.deps.Firewall.ReadTraffic(spec.Iface)
 		if err != nil {
-			d.log.Debug("traffic trigger: reading counters failed", "event", "traffic", "uplink", rt.name, "reason", err.Error())
+			d.log.Debug("traffic trigger: reading counters failed", "event", "traffic", "uplink", name, "reason", err.Error())
 			continue
 		}
 		t, ok := tr[spec.Iface]
@@ -171,7 +174,7 @@ func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, gen int
 		if !burst {
 			continue
 		}
-		d.log.Debug("traffic trigger: burst", "event", "traffic", "uplink", rt.name, "why", why)
+		d.log.Debug("traffic trigger: burst", "event", "traffic", "uplink", name, "why", why)
 		d.wg.Go(func() {
 			res, err := d.deps.Burst(ctx, spec, burstCount, burstGap)
 			verdicts <- verdict{res, err, why} // room for one: one burst at a time

@@ -236,8 +236,8 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 	if rt.check.TrafficTrigger {
 		rt.trafficArmed = new(atomic.Bool)
 		d.armTraffic(rt)
-		armed := rt.trafficArmed
-		d.wg.Go(func() { d.runTrafficWatch(ctx, rt, gen, spec, armed) })
+		armed, check := rt.trafficArmed, *rt.check
+		d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
 	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
 	run := d.deps.Probe
