@@ -30,6 +30,8 @@ type Backend interface {
 	// entries whose mark satisfies (ct mark & mask) == mark, and returns how
 	// many went. mask must not be 0.
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// TrafficReader reads the per-uplink traffic counters (traffic.go).
+	TrafficReader
 	// Close releases the backend's sockets; kernel state is left in place so
 	// a restarted daemon adopts it.
 	Close() error

@@ -48,6 +48,9 @@ var iptJumps = []iptJump{
 	{"nat", "POSTROUTING", iptPostrouting},
 	{"filter", "INPUT", iptInput},
 	{"filter", "FORWARD", iptForward},
+	{"mangle", "PREROUTING", iptCountIn},
+	{"mangle", "POSTROUTING", iptCountOut},
+	{"mangle", "FORWARD", iptCountFwd},
 }
 
 func (j iptJump) rulespec() []string { return []string{"-j", j.target} }
@@ -155,6 +158,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 	for _, j := range iptJumps {
 		p.tables[j.table].chain(j.target)
 	}
+	iptCountRules(rs, mangle)
 
 	// mangle: marks.
 	var marks []uint32

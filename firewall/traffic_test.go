@@ -28,7 +28,7 @@ type lab struct {
 	s0MAC                  string
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	l := &lab{client: newNS(t), router: newNS(t), server: newNS(t)}
 	veth(t, l.client, "lan1", l.router, "lan0")
 	veth(t, l.router, "wan0", l.server, "s0")

@@ -246,6 +246,14 @@ type Check struct {
 	MaxLoss float64 `toml:"max_loss"`
 	// MaxLatency is 0 (the default) when latency is not judged.
 	MaxLatency time.Duration `toml:"max_latency"`
+	// TrafficTrigger watches the uplink's traffic counters every
+	// TrafficWindow: packets leaving with none coming back start an
+	// immediate burst of probes, and a burst that all targets leave
+	// unanswered fails the uplink at once (issue 20, docs/design.md).
+	TrafficTrigger bool `toml:"traffic_trigger"`
+	// TrafficWindow is how long outgoing packets may go unanswered before
+	// the burst; always set by the loader (default 300ms).
+	TrafficWindow time.Duration `toml:"traffic_window"`
 }
 
 // Reconnect configures how a downed uplink is brought back. Empty commands

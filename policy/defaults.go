@@ -48,6 +48,7 @@ const (
 	DefaultCheckUp          = 3
 	DefaultCheckHoldDown    = 30 * time.Second
 	DefaultCheckMaxLoss     = 1.0 // any loss: loss alone never fails a round
+	DefaultTrafficWindow    = 300 * time.Millisecond
 
 	DefaultReconnectAfter   = 10 * time.Second
 	DefaultReconnectBackoff = 5 * time.Second
@@ -188,6 +189,9 @@ func (l *loader) applyDefaults(c *Config) {
 			setDefault(l, q+".up", &ch.Up, DefaultCheckUp)
 			setDefault(l, q+".hold_down", &ch.HoldDown, DefaultCheckHoldDown)
 			setDefault(l, q+".max_loss", &ch.MaxLoss, DefaultCheckMaxLoss)
+			// A shorter interval shortens the default window with it
+			// (never below the window's least value).
+			setDefault(l, q+".traffic_window", &ch.TrafficWindow, max(min(DefaultTrafficWindow, ch.Interval), 100*time.Millisecond))
 		}
 		if r := u.Reconnect; r != nil {
 			// The default commands come from hooks.DefaultCommands, at run time.

@@ -96,7 +96,8 @@ type HealthMachine struct {
 	maxLoss                     float64 // < 0: not set
 	maxLatency                  time.Duration
 
-	state HealthState
+	state  HealthState
+	reason string // of the change into state
 	// fresh: never Up or Failed yet, so the first Link(true) assumes Up.
 	fresh bool
 	// oks and fails count successful and failed rounds in a row.
@@ -172,6 +173,9 @@ func intOr(i, def int) int {
 // State is the current state.
 func (h *HealthMachine) State() HealthState { return h.state }
 
+// Reason is why the machine entered its current state ("" at start).
+func (h *HealthMachine) Reason() string { return h.reason }
+
 // Usable reports whether the uplink may carry traffic: exactly when the
 // state is HealthUp.
 func (h *HealthMachine) Usable() bool { return h.state == HealthUp }
@@ -244,6 +248,24 @@ func (h *HealthMachine) judge(answered int) (reason func(inARow int) string, fai
 		return func(int) string { return r }, true
 	}
 	return nil, false
+}
+
+// ReasonTrafficConfirmed starts the reason of a TrafficConfirmed failure.
+const ReasonTrafficConfirmed = "traffic-confirmed"
+
+// TrafficConfirmed fails an Up or Checking uplink at once, without waiting
+// for down failed rounds: the traffic trigger saw packets leave with none
+// coming back, and a burst of probes to every target confirmed it (issue
+// 20). reason is logged and shown as is; it should start with
+// "traffic-confirmed". Recovery is the usual one (up good rounds, then
+// hold_down).
+func (h *HealthMachine) TrafficConfirmed(reason string, now time.Time) Transition {
+	due := h.Tick(now)
+	if h.state != HealthUp && h.state != HealthChecking {
+		return due
+	}
+	h.oks, h.fails, h.holdUntil = 0, h.down, time.Time{}
+	return mergeTransitions(due, h.set(HealthFailed, reason, now))
 }
 
 // failed handles a failed round.
@@ -350,7 +372,7 @@ func (h *HealthMachine) Stats() (loss float64, avgRTT time.Duration) {
 // (a state that expects rounds waits for them from now on).
 func (h *HealthMachine) set(to HealthState, reason string, now time.Time) Transition {
 	t := Transition{From: h.state, To: to, Reason: reason}
-	h.state = to
+	h.state, h.reason = to, reason
 	h.lastRound = now
 	if to == HealthUp || to == HealthFailed {
 		h.fresh = false

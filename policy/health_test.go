@@ -634,3 +634,51 @@ func TestHealthDefaultsAndWindow(t *testing.T) {
 		t.Fatalf("Stats = %v, %s after 10 good rounds", loss, avg)
 	}
 }
+
+// TestHealthTrafficConfirmed: a confirmed traffic outage fails an Up
+// uplink at once, is ignored while Down or already Failed, and recovery
+// then takes the usual up rounds and hold-down.
+func TestHealthTrafficConfirmed(t *testing.T) {
+	c := Check{Targets: []string{"a", "b"}, Interval: time.Second, Timeout: 800 * time.Millisecond,
+		Reliability: 1, Down: 3, Up: 2, HoldDown: 5 * time.Second, MaxLoss: 1}
+	now := healthEpoch
+	h := NewHealthMachine(c, now)
+	if tr := h.TrafficConfirmed("traffic-confirmed: x", now); tr.Changed() && tr.To != HealthFailed {
+		t.Fatalf("checking: %+v", tr)
+	}
+	h = NewHealthMachine(c, now)
+	h.Link(true, now)
+	if h.State() != HealthUp {
+		t.Fatalf("state %s, want up", h.State())
+	}
+	now = now.Add(100 * time.Millisecond)
+	tr := h.TrafficConfirmed("traffic-confirmed: 300 packets out, none in", now)
+	if tr.From != HealthUp || tr.To != HealthFailed || !strings.HasPrefix(tr.Reason, "traffic-confirmed") {
+		t.Fatalf("transition %+v, want up -> failed with the reason", tr)
+	}
+	if tr := h.TrafficConfirmed("traffic-confirmed: again", now); tr.Changed() {
+		t.Errorf("already failed: %+v", tr)
+	}
+	// Recovery: up good rounds, then the hold-down.
+	for i := range 2 {
+		now = now.Add(time.Second)
+		tr = h.Round(2, []time.Duration{time.Millisecond, time.Millisecond}, now)
+		if i == 0 && tr.Changed() {
+			t.Fatalf("changed after one good round: %+v", tr)
+		}
+	}
+	if h.State() != HealthChecking {
+		t.Fatalf("after up rounds: %s, want checking (hold-down)", h.State())
+	}
+	for range 5 {
+		now = now.Add(time.Second)
+		tr = h.Round(2, nil, now)
+	}
+	if tr.To != HealthUp {
+		t.Fatalf("after hold-down: %+v, want up", tr)
+	}
+	h.Link(false, now)
+	if tr := h.TrafficConfirmed("traffic-confirmed: down", now); tr.Changed() {
+		t.Errorf("down: %+v", tr)
+	}
+}

@@ -65,7 +65,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeICMP, Targets: []string{"192.0.2.1", "192.0.2.2"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0,
+			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0, TrafficWindow: 300 * time.Millisecond,
 		},
 		Reconnect: &Reconnect{
 			Peer:           "dsl-provider",
@@ -78,7 +78,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeHTTP, Targets: []string{"http://192.0.2.80/generate_204"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1,
+			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1, TrafficWindow: 300 * time.Millisecond,
 		},
 		Hooks: []Hook{{On: []HookEvent{"down", "up"}, Command: []string{"/usr/local/bin/notify", "--quiet"}}},
 	}}
@@ -466,6 +466,21 @@ name = "ppp2"
 table = 202
 rule_priority = 202
 check = { method = "smtp", targets = [] }
+[[uplink]]
+name = "ppp3"
+table = 203
+rule_priority = 203
+check = { targets = ["192.0.2.1"], interval = "200ms", timeout = "100ms", traffic_trigger = true, traffic_window = "250ms" }
+[[uplink]]
+name = "ppp4"
+table = 204
+rule_priority = 204
+check = { targets = ["192.0.2.1"], traffic_window = "50ms" }
+[[uplink]]
+name = "ppp5"
+table = 205
+rule_priority = 205
+check = { targets = ["192.0.2.1"], interval = "200ms", timeout = "100ms" }
 `,
 		want: []string{
 			`t.toml:6:27: targets[1] must be an IPv4 address for method "icmp" (got "example.com")`,
@@ -478,6 +493,8 @@ check = { method = "smtp", targets = [] }
 			`t.toml:16:62: timeout 2s must not exceed interval 1s`,
 			`t.toml:21:20: method must be one of icmp, tcp, dns, http (got "smtp")`,
 			`t.toml:21:38: targets must not be empty`,
+			`t.toml:26:116: traffic_window 250ms must not exceed interval 200ms`,
+			`t.toml:31:53: traffic_window must be 100ms..10s: shorter windows mistake a slow reply for an outage and read the counters more often (got 50ms)`,
 		},
 	}, {
 		name: "reconnect and uplink firewall",

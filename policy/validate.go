@@ -324,6 +324,13 @@ func (l *loader) check(p string, c *Check) {
 	if l.set(p + ".max_latency") {
 		l.duration(p+".max_latency", c.MaxLatency)
 	}
+	if l.duration(p+".traffic_window", c.TrafficWindow) && c.TrafficWindow > c.Interval && (c.TrafficTrigger || l.set(p+".traffic_window")) {
+		at := p + ".traffic_window"
+		if !l.set(at) {
+			at = p + ".interval"
+		}
+		l.errorf(at, "traffic_window %s must not exceed interval %s", c.TrafficWindow, c.Interval)
+	}
 }
 
 func (l *loader) reconnect(p string, r *Reconnect, kind Kind) {

@@ -62,8 +62,8 @@ Removes every rule, route and firewall table or chain uplinkd owns.
 	"status": `usage: uplinkd status [--json] [--config PATH] [--socket PATH]
 
 Asks the running daemon for the uplinks, their state and why, addresses,
-loss, RTT and the last event. --json prints the status schema v1
-(docs/status.md).
+loss, RTT, the last event and the traffic counters. --json prints the
+status schema v1 (docs/status.md).
 ` + clientFlagsHelp,
 	"reload": `usage: uplinkd reload [--config PATH] [--socket PATH]
 

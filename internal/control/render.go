@@ -81,10 +81,53 @@ func FormatStatus(st Status, now time.Time) string {
 	}
 	tw.Flush()
 	formatReconnects(&b, st.Uplinks, now)
+	formatTraffic(&b, st.Uplinks)
 	formatServices(&b, st.Services, now)
 	formatPublishers(&b, st.Publishers, now)
 	formatDHCP(&b, st.DHCP, now)
 	return b.String()
+}
+
+// formatTraffic renders the traffic counters: one line per uplink that
+// has them.
+func formatTraffic(b *strings.Builder, ups []Uplink) {
+	first := true
+	var tw *tabwriter.Writer
+	for _, u := range ups {
+		t := u.Traffic
+		if t == nil {
+			continue
+		}
+		if first {
+			b.WriteString("\n")
+			tw = tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TRAFFIC\tIN\tOUT\tFORWARDED IN\tFORWARDED OUT")
+			first = false
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, countText(t.In), countText(t.Out), countText(t.ForwardIn), countText(t.ForwardOut))
+	}
+	if tw != nil {
+		tw.Flush()
+	}
+}
+
+// countText is "1.5 MB / 1200 pkts": bytes in SI units, packets exact.
+func countText(c Count) string {
+	return siBytes(c.Bytes) + " / " + strconv.FormatUint(c.Packets, 10) + " pkts"
+}
+
+func siBytes(n uint64) string {
+	if n < 1000 {
+		return strconv.FormatUint(n, 10) + " B"
+	}
+	v, unit := float64(n), ""
+	for _, u := range []string{"kB", "MB", "GB", "TB", "PB"} {
+		v, unit = v/1000, u
+		if v < 1000 {
+			break
+		}
+	}
+	return strconv.FormatFloat(v, 'f', 1, 64) + " " + unit
 }
 
 // formatServices renders the services section: one line per backend.

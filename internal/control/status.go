@@ -155,6 +155,26 @@ type Uplink struct {
 	// Reconnect is what its reconnector does now; absent without
 	// [uplink.reconnect].
 	Reconnect *Reconnect `json:"reconnect,omitempty"`
+	// Traffic is what uplinkd's own netfilter counters counted on the
+	// uplink's interface; absent before the first firewall sync.
+	Traffic *Traffic `json:"traffic,omitempty"`
+}
+
+// Traffic is an uplink's counters by direction: everything that arrived
+// on (in) and left through (out) its interface, and the forwarded part of
+// each (forward_in: to the LAN, forward_out: from the LAN). The counters
+// restart from zero when uplinkd rewrites their chains (docs/status.md).
+type Traffic struct {
+	In         Count `json:"in"`
+	Out        Count `json:"out"`
+	ForwardIn  Count `json:"forward_in"`
+	ForwardOut Count `json:"forward_out"`
+}
+
+// Count is a packet and byte counter.
+type Count struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Reconnect is an uplink's reconnect state: idle, dialling (a command

@@ -176,6 +176,8 @@ func daemonStatus() Status {
 				Table: 201, Tier: 1, Weight: 2, Default: true, Loss: f64(0), RTTms: f64(12.25), JitterMs: f64(1.5),
 				Since: now.Add(-90 * time.Minute), Reconnects: 1,
 				LastEvent: &LastEvent{Name: "probe-up", At: now.Add(-90 * time.Minute)},
+				Traffic: &Traffic{In: Count{Packets: 120000, Bytes: 150_300_000}, Out: Count{Packets: 60000, Bytes: 4_200_000},
+					ForwardIn: Count{Packets: 119000, Bytes: 150_000_000}, ForwardOut: Count{Packets: 59000, Bytes: 4_100_000}},
 			},
 			{
 				Name: "cable", Interface: "eth1", Kind: "ethernet", State: StateUp, Reason: "up",

@@ -393,6 +393,11 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 				cu.State = control.StateUp
 			case policy.HealthFailed:
 				cu.State = control.StateFailed
+				// A confirmed traffic outage says so: the user sees why
+				// it failed within a second, not "probes failing".
+				if r := rt.health.Reason(); strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
+					cu.Reason = r
+				}
 			default:
 				cu.State = control.StateChecking
 			}
@@ -527,6 +532,7 @@ type ctlHandler struct{ d *Daemon }
 func (h ctlHandler) Status(context.Context) (control.Status, error) {
 	st := *h.d.x.status.Load()
 	h.d.freshReconnects(&st)
+	h.d.addTraffic(&st)
 	// The sections other goroutines own are read live, not from the
 	// loop's snapshot: backend checks, publishers and the DHCP server
 	// change without a pass.

@@ -126,6 +126,7 @@ type Daemon struct {
 	ctFlush      []int // indexes of uplinks whose connections must go this pass
 	runtimes     map[string]*uplinkRuntime
 	probes       chan probeMsg
+	traffic      chan trafficMsg // burst verdicts of the traffic trigger
 	runCtx       context.Context
 	hookRunner   *hooks.Runner
 	pendingHooks []pendingHook
@@ -178,6 +179,9 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	if deps.Probe == nil {
 		deps.Probe = probe.Run
 	}
+	if deps.Burst == nil {
+		deps.Burst = probe.Burst
+	}
 	if deps.Notify == nil {
 		deps.Notify = func(string) {}
 	}
@@ -195,6 +199,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		repairs:    rate.NewLimiter(rate.Every(repairRefill), repairBurst),
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
+		traffic:    make(chan trafficMsg, 16),
 		wasActive:  map[string]bool{},
 		lostAddr:   map[string]netip.Addr{},
 		svcChanged: make(chan struct{}, 1),
@@ -397,6 +402,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case m := <-d.probes:
 			if d.onProbe(m, d.clock.Now()) {
 				due(m.r.At)
+			}
+		case m := <-d.traffic:
+			if d.onTraffic(m) {
+				due(m.at)
 			}
 		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
 			d.haWake(m)

@@ -47,6 +47,9 @@ type Firewall interface {
 	Sync(rs firewall.Ruleset) (changed bool, err error)
 	Check() (intact bool, err error)
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// ReadTraffic reads the per-uplink counters for status, metrics and
+	// the traffic trigger.
+	firewall.TrafficReader
 	Close() error
 }
 
@@ -82,6 +85,7 @@ type Deps struct {
 	FirewallPoll    time.Duration
 	Clock           Clock     // nil: the real clock
 	Probe           ProbeFunc // nil: probe.Run
+	Burst           BurstFunc // nil: probe.Burst (traffic_trigger)
 	// Notify sends one sd_notify state ("READY=1", "WATCHDOG=1",
 	// "STATUS=..."); nil: none. It must not block (a datagram).
 	Notify func(state string)

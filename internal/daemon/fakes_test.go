@@ -294,6 +294,23 @@ type fakeFirewall struct {
 	last    *firewall.Ruleset
 	damaged bool
 	closed  bool
+	// traffic is what ReadTraffic returns, per interface; reads counts
+	// the calls.
+	traffic map[string]firewall.Traffic
+	reads   int
+}
+
+func (f *fakeFirewall) ReadTraffic(ifaces ...string) (map[string]firewall.Traffic, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	out := map[string]firewall.Traffic{}
+	for k, v := range f.traffic {
+		if len(ifaces) == 0 || slices.Contains(ifaces, k) {
+			out[k] = v
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeFirewall) Sync(rs firewall.Ruleset) (bool, error) {
@@ -423,6 +440,12 @@ type loopOpts struct {
 
 func startLoop(t testing.TB, o loopOpts) *loop {
 	t.Helper()
+	return startLoopWith(t, o, nil)
+}
+
+// startLoopWith is startLoop with a last say over the Deps.
+func startLoopWith(t testing.TB, o loopOpts, deps func(*Deps)) *loop {
+	t.Helper()
 	l := &loop{t: t, k: newFakeKernel(o.obs), fw: &fakeFirewall{}, clk: hooks.NewFakeClock(time.Time{}),
 		syncs: make(chan SyncResult, 1024), logs: &logBuf{}, done: make(chan error, 1)}
 	l.cfgPath = filepath.Join(t.TempDir(), "uplinkd.toml")
@@ -439,9 +462,12 @@ func startLoop(t testing.TB, o loopOpts) *loop {
 	if l.stateDir == "" && cfg.Daemon.StateDir == policy.DefaultStateDir {
 		l.stateDir = t.TempDir()
 	}
-	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, StateDir: l.stateDir, OnSync: func(s SyncResult) { l.syncs <- s }},
-		Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
-			Services: o.services, Probe: o.probe})
+	dp := Deps{Kernel: l.k, Firewall: l.fw, Events: events, Clock: l.clk, Watchdog: o.watchdog, Notify: l.notify, FirewallPoll: o.fwPoll,
+		Services: o.services, Probe: o.probe}
+	if deps != nil {
+		deps(&dp)
+	}
+	l.d, err = New(cfg, Options{ConfigPath: l.cfgPath, Logger: logger, WatchConfig: o.watch, StateDir: l.stateDir, OnSync: func(s SyncResult) { l.syncs <- s }}, dp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/metrics"
 )
 
@@ -32,6 +33,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 		Services:   d.serviceMetrics,
 		Publishers: d.publisherMetrics,
 		DHCP:       d.dhcpMetrics,
+		Traffic:    d.trafficMetrics,
 	})
 	d.log.Info("metrics endpoint listening", "event", "metrics-listen", "addr", ln.Addr().String())
 	d.wg.Go(func() {
@@ -76,4 +78,26 @@ func (d *Daemon) dhcpMetrics() (metrics.DHCP, bool) {
 	s := r.srv.Status()
 	return metrics.DHCP{Mode: s.Mode, Listening: s.Listening, Binds: s.Binds, InUse: s.InUse, Free: s.Free,
 		Resting: s.Bad, Dropped: s.Dropped, Restarts: s.Restarts}, true
+}
+
+// trafficMetrics is metrics.Sources.Traffic: the counters of the uplinks
+// in the latest status snapshot, read at the scrape.
+func (d *Daemon) trafficMetrics() []metrics.Traffic {
+	st := d.x.status.Load()
+	if st == nil {
+		return nil
+	}
+	cp := *st
+	d.addTraffic(&cp)
+	var out []metrics.Traffic
+	for _, u := range cp.Uplinks {
+		if u.Traffic == nil {
+			continue
+		}
+		for _, dir := range firewall.Directions {
+			c := trafficDir(u.Traffic, dir)
+			out = append(out, metrics.Traffic{Uplink: u.Name, Direction: dir, Packets: c.Packets, Bytes: c.Bytes})
+		}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -27,6 +28,9 @@ type uplinkRuntime struct {
 	proberSource netip.Addr
 	proberIface  string
 	rounds       map[uint64]*probeRound
+	// trafficArmed tells the running traffic watcher (traffic_trigger)
+	// that the uplink is up; nil without one.
+	trafficArmed *atomic.Bool
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
@@ -228,6 +232,13 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 		Source: st.Addr, Iface: st.Iface, NetNS: d.netnsFD(),
 	}
 	gen := rt.proberGen
+	rt.trafficArmed = nil
+	if rt.check.TrafficTrigger {
+		rt.trafficArmed = new(atomic.Bool)
+		d.armTraffic(rt)
+		armed, check := rt.trafficArmed, *rt.check
+		d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
 	run := d.deps.Probe
 	d.wg.Go(func() {
@@ -248,6 +259,30 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 			d.log.Warn("prober stopped", "event", "probe", "uplink", rt.name, "iface", st.Iface, "reason", err.Error())
 		}
 	})
+}
+
+// armTraffic tells rt's traffic watcher whether the uplink is up: only
+// then are its counters read.
+func (d *Daemon) armTraffic(rt *uplinkRuntime) {
+	if rt.trafficArmed != nil && rt.health != nil {
+		rt.trafficArmed.Store(rt.health.State() == policy.HealthUp)
+	}
+}
+
+// onTraffic applies a burst's verdict; true when the uplink's usability
+// changed (a pass is due).
+func (d *Daemon) onTraffic(m trafficMsg) bool {
+	rt := m.rt
+	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || !m.confirmed {
+		return false // a retired watcher's late verdict
+	}
+	before := rt.health.Usable()
+	d.logHealth(rt, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
+	if rt.health.Usable() == before {
+		return false
+	}
+	d.publishStatus()
+	return true
 }
 
 // onProbe folds one result into its round; a complete round goes to the
@@ -363,6 +398,7 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition
 	if !tr.Changed() {
 		return
 	}
+	d.armTraffic(rt)
 	event := "health"
 	switch tr.To {
 	case policy.HealthFailed:

@@ -364,3 +364,36 @@ func (l *Lab) Blackhole(name string, on bool) error {
 	u.blackholed = on
 	return nil
 }
+
+// lossTable is the nftables table of RandomLoss in an ISP namespace.
+const lossTable = "lab_loss"
+
+// RandomLoss makes the named uplink's ISP drop percent % of the IP packets
+// it sends towards the customer (the downstream of an access line, where a
+// lossy line loses most), at random (nftables `numgen random`: the lab
+// kernel has no sch_netem); percent 0 removes the loss. Upstream packets
+// pass, so a probe or request is lost with exactly that probability.
+func (l *Lab) RandomLoss(name string, percent int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u, err := l.uplinkLocked(name)
+	if err != nil {
+		return err
+	}
+	if percent < 0 || percent > 100 {
+		return fmt.Errorf("lab: loss %d%% out of 0..100", percent)
+	}
+	// Declaring the table first makes the delete valid when it is absent.
+	rs := "table inet " + lossTable + " {}\ndelete table inet " + lossTable + "\n"
+	if percent > 0 {
+		rs += fmt.Sprintf(`table inet %s {
+	chain forward { type filter hook forward priority -290; policy accept; oifname "%s" numgen random mod 100 < %d drop; }
+	chain output { type filter hook output priority -290; policy accept; oifname "%s" numgen random mod 100 < %d drop; }
+}
+`, lossTable, CustIface, percent, CustIface, percent)
+	}
+	if _, err := execIn(u.isp.name, strings.NewReader(rs), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("lab: random loss %s %d%%: %w", name, percent, err)
+	}
+	return nil
+}

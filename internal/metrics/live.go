@@ -18,6 +18,15 @@ type Sources struct {
 	Publishers func() []Publisher
 	// DHCP reports the LAN DHCP side; ok is false when [lan.dhcp] is off.
 	DHCP func() (d DHCP, ok bool)
+	// Traffic reads the per-uplink traffic counters (at every scrape).
+	Traffic func() []Traffic
+}
+
+// Traffic is one uplink's counter in one direction (in, out, forward_in,
+// forward_out).
+type Traffic struct {
+	Uplink, Direction string
+	Packets, Bytes    uint64
 }
 
 // Backend is one backend of a [[service]].
@@ -165,6 +174,17 @@ func (r *Registry) writeLive(w io.Writer) {
 				newFam("uplinkd_dhcp_dropped_packets_total", "counter",
 					"DHCP packets dropped (malformed, relayed, over the rate limit)").add("", float64(d.Dropped))
 			}
+		}
+	}
+	if src.Traffic != nil {
+		bytesF := newFam("uplinkd_uplink_traffic_bytes_total", "counter",
+			"bytes counted on the uplink's interface by uplinkd's own netfilter rules, by direction")
+		pktsF := newFam("uplinkd_uplink_traffic_packets_total", "counter",
+			"packets counted on the uplink's interface by uplinkd's own netfilter rules, by direction")
+		for _, t := range src.Traffic() {
+			lbl := `uplink="` + escapeLabel(t.Uplink) + `",direction="` + escapeLabel(t.Direction) + `"`
+			bytesF.add(lbl, float64(t.Bytes))
+			pktsF.add(lbl, float64(t.Packets))
 		}
 	}
 	for _, f := range fams {

@@ -226,6 +226,9 @@ func TestLiveSources(t *testing.T) {
 		Services:   func() []Backend { mu.Lock(); defer mu.Unlock(); return slices.Clone(backends) },
 		Publishers: func() []Publisher { mu.Lock(); defer mu.Unlock(); return slices.Clone(pubs) },
 		DHCP:       func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, dhcpOn },
+		Traffic: func() []Traffic {
+			return []Traffic{{Uplink: "dsl", Direction: "in", Packets: 10, Bytes: 12345}, {Uplink: "dsl", Direction: "out", Packets: 7, Bytes: 700}}
+		},
 	})
 	r.PublishResult("dsl", "dyn", "retry")
 	r.PublishResult("dsl", "dyn", "ok")
@@ -252,6 +255,9 @@ func TestLiveSources(t *testing.T) {
 		`# TYPE uplinkd_service_backend_healthy gauge`,
 		`# TYPE uplinkd_dhcp_dropped_packets_total counter`,
 		`# TYPE uplinkd_publisher_attempts_total counter`,
+		`uplinkd_uplink_traffic_bytes_total{uplink="dsl",direction="in"} 12345`,
+		`uplinkd_uplink_traffic_packets_total{uplink="dsl",direction="out"} 7`,
+		`# TYPE uplinkd_uplink_traffic_bytes_total counter`,
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("missing %q", want)
@@ -336,7 +342,8 @@ func TestDocumentedMetrics(t *testing.T) {
 		Publishers: func() []Publisher {
 			return []Publisher{{Uplink: "dsl", Name: "dyn", Result: "ok", PublishedAt: time.Now()}}
 		},
-		DHCP: func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
+		DHCP:    func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
+		Traffic: func() []Traffic { return []Traffic{{Uplink: "dsl", Direction: "in", Packets: 1, Bytes: 100}} },
 	})
 	exported := map[string]string{}
 	collect := func() {
