@@ -468,6 +468,11 @@ func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	if ev.Kind == watcher.KindResync {
 		d.noteResync()
 	}
+	if ev.IPv6 && !d.cfg.IPv6On() && ev.Protocol != policy.Protocol {
+		// The watcher always hears IPv6; with no uplink on IPv6 only
+		// uplinkd's own leftovers (a run with ipv6 on) matter.
+		return false
+	}
 	return !ownEcho(ev)
 }
 

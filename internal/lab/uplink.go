@@ -29,6 +29,7 @@ type uplink struct {
 
 	dials      int        // number of dials so far; selects the next address
 	addr       netip.Addr // router-side address; valid while the link exists
+	addr6      netip.Addr // router-side global IPv6 address (IPv6 labs)
 	last       netip.Addr // last address assigned, kept across DropLink
 	present    bool       // the router-side link exists
 	index      int        // router-side ifindex while present
@@ -192,7 +193,7 @@ func (l *Lab) dropLocked(u *uplink) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("delete %s: %w", u.spec.Name, err)
 	}
 	t := time.Now()
-	u.present, u.addr, u.index, u.peerIndex = false, netip.Addr{}, 0, 0
+	u.present, u.addr, u.addr6, u.index, u.peerIndex = false, netip.Addr{}, netip.Addr{}, 0, 0
 	return t, nil
 }
 
@@ -238,6 +239,11 @@ func (l *Lab) dialLocked(u *uplink) (res RedialResult, err error) {
 	// uplinkd: the address event comes last.
 	if err := l.router.h.LinkSetUp(v); err != nil {
 		return res, fmt.Errorf("set %s up: %w", u.spec.Name, err)
+	}
+	if l.spec.IPv6 {
+		if u.addr6, err = l.dial6(u, v, peer); err != nil {
+			return res, err
+		}
 	}
 	a := &netlink.Addr{IPNet: ipnet(routerPrefix)}
 	if routerPeer.IsValid() {
