@@ -76,6 +76,19 @@ func compute6(cfg *Config, obs Observed, health Health, d *Desired) {
 	}
 }
 
+// LinkStates6 is the link-layer verdict on each uplink's IPv6 side, in
+// config order (zero for uplinks with ipv6 off), without probe verdicts:
+// what the IPv6 health machines are fed before Compute.
+func LinkStates6(cfg *Config, obs Observed) []UplinkState6 {
+	out := make([]UplinkState6, len(cfg.Uplinks))
+	for i := range cfg.Uplinks {
+		if cfg.Uplinks[i].IPv6 {
+			out[i], _ = uplinkState6(&cfg.Uplinks[i], obs)
+		}
+	}
+	return out
+}
+
 // uplinkState6 is the link-layer verdict on an uplink's IPv6 side, and
 // its usable global addresses.
 func uplinkState6(u *Uplink, obs Observed) (st UplinkState6, addrs []netip.Addr) {

@@ -146,6 +146,23 @@ type Uplink struct {
 	// Reconnect is what its reconnector does now; absent without
 	// [uplink.reconnect].
 	Reconnect *Reconnect `json:"reconnect,omitempty"`
+	// IPv6 is the uplink's IPv6 side, health apart from IPv4's; absent
+	// when the uplink has ipv6 off.
+	IPv6 *UplinkIPv6 `json:"ipv6,omitempty"`
+}
+
+// UplinkIPv6 is the IPv6 side of an uplink (docs/ipv6.md): State is that
+// of its own health machine (up without IPv6 probe targets once the link
+// is usable); Default: it is in uplinkd's IPv6 default route. Loss and
+// RTTms are of the last IPv6 probe round, as for IPv4.
+type UplinkIPv6 struct {
+	State   UplinkState `json:"state"`
+	Reason  string      `json:"reason,omitempty"`
+	Address netip.Addr  `json:"address,omitzero"`
+	Gateway netip.Addr  `json:"gateway,omitzero"`
+	Default bool        `json:"default"`
+	Loss    *float64    `json:"loss,omitempty"`
+	RTTms   *float64    `json:"rtt_ms,omitempty"`
 }
 
 // Reconnect is an uplink's reconnect state: idle, dialling (a command

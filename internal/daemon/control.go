@@ -405,6 +405,9 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 				}
 			}
 		}
+		if u.IPv6 {
+			cu.IPv6 = statusIPv6(ls.IPv6, seen, rt)
+		}
 		prev, ok := d.x.states[u.Name]
 		if !ok || prev.state != cu.State {
 			if ok {
@@ -459,6 +462,39 @@ func (d *Daemon) freshReconnects(st *control.Status) {
 }
 
 // millis is d in milliseconds, for the status.
+// statusIPv6 is the status of an uplink's IPv6 side from the last pass's
+// verdict and its IPv6 health machine.
+func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.UplinkIPv6 {
+	out := &control.UplinkIPv6{State: control.StateDown, Reason: "no pass yet"}
+	if !seen {
+		return out
+	}
+	out.Reason, out.Address, out.Gateway, out.Default = v.Reason, v.Addr, v.Gateway, v.Active
+	linkOK := v.Addr.IsValid() && (v.Usable || v.Reason == "probes failing")
+	switch {
+	case !linkOK:
+	case rt == nil || rt.v6.health == nil:
+		out.State = control.StateUp
+	default:
+		switch rt.v6.health.State() {
+		case policy.HealthUp:
+			out.State = control.StateUp
+		case policy.HealthFailed:
+			out.State = control.StateFailed
+		default:
+			out.State = control.StateChecking
+		}
+		if last := rt.v6.last; last != nil {
+			loss := last.loss()
+			out.Loss = &loss
+			if last.hasRTT {
+				out.RTTms = millis(last.rtt)
+			}
+		}
+	}
+	return out
+}
+
 func millis(d time.Duration) *float64 {
 	ms := float64(d) / float64(time.Millisecond)
 	return &ms

@@ -446,7 +446,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	cancel()
 	d.stopExtras()
 	for _, rt := range d.runtimes {
-		rt.stopProber()
+		rt.stopProbers()
 		if rt.reconn != nil {
 			rt.reconn.Kill()
 		}
@@ -568,8 +568,9 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
+	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now))
+	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, links6, now))
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
 	}
@@ -617,7 +618,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	d.flushConntrack()
 	d.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
 	res.End = d.clock.Now()
-	d.afterApply(links, now)
+	d.afterApply(links, links6, now)
 	d.fireHooks()
 	res.Changes = changes
 	d.rememberLinks(obs)
