@@ -196,13 +196,28 @@ func defaultRoute6Of(cfg *Config, states []UplinkState) (Route, bool) {
 		return Route{}, false
 	}
 	r := Route{Table: cfg.Daemon.DefaultTable, Dst: defaultRoute6, Metric: Metric6, Protocol: Protocol}
+	var chosen []int
 	for i := range states {
-		u := &cfg.Uplinks[i]
-		if !states[i].IPv6.Usable || u.Tier != best {
-			continue
+		if states[i].IPv6.Usable && cfg.Uplinks[i].Tier == best {
+			chosen = append(chosen, i)
 		}
+	}
+	// The kernel refuses an IPv6 multipath route with a device-only path
+	// ("Device only routes can not be added for IPv6 using the multipath
+	// API"): with such an uplink among several, the heaviest one (the
+	// first in the file on a tie) carries IPv6 alone, the others stand by.
+	if len(chosen) > 1 && slices.ContainsFunc(chosen, func(i int) bool { return !states[i].IPv6.Gateway.IsValid() }) {
+		heaviest := chosen[0]
+		for _, i := range chosen[1:] {
+			if cfg.Uplinks[i].Weight > cfg.Uplinks[heaviest].Weight {
+				heaviest = i
+			}
+		}
+		chosen = []int{heaviest}
+	}
+	for _, i := range chosen {
 		states[i].IPv6.Active = true
-		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].IPv6.Gateway, Dev: u.Interface, Weight: u.Weight})
+		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].IPv6.Gateway, Dev: cfg.Uplinks[i].Interface, Weight: cfg.Uplinks[i].Weight})
 	}
 	return r, true
 }

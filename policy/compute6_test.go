@@ -131,6 +131,17 @@ func TestCompute6(t *testing.T) {
 			"rule -6 priority 1002 from 2001:db8:d::2 lookup 102 proto 157",
 		},
 	}, {
+		name: "a device-only path among several: the heaviest carries IPv6 alone (the kernel refuses such multipath)",
+		obs: func(o Observed) Observed {
+			o.Links["eth1"] = p2pLink("eth1", 2, true) // a ppp-like link without gateway6
+			return o
+		},
+		want: []string{
+			"route -6 default via fe80::2 dev eth2 table 157 proto 157 metric 1024",
+			"uplink b ipv6: up addr 2001:db8:b::2 gw fe80::2 active",
+			"uplink a ipv6: up addr 2001:db8:a::2",
+		},
+	}, {
 		name: "no RA route and no gateway6: no IPv6 gateway",
 		obs: func(o Observed) Observed {
 			o.Routes = o.Routes[:2]
