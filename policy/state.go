@@ -347,34 +347,31 @@ func (r Route) IPRoute() string {
 // package has installed rt_protos.d/uplinkd.conf, and plan output must run anywhere.
 func protoName(p int) string { return fmt.Sprint(p) }
 
+// writeVerdict ends an uplink line of Desired.String: its address, gateway
+// and whether it carries the default route.
+func writeVerdict(b *strings.Builder, addr, gw netip.Addr, active bool) {
+	if addr.IsValid() {
+		fmt.Fprintf(b, " addr %s", addr)
+	}
+	if gw.IsValid() {
+		fmt.Fprintf(b, " gw %s", gw)
+	}
+	if active {
+		b.WriteString(" active")
+	}
+	b.WriteString("\n")
+}
+
 // String renders the desired state as text, one object per line, in a stable
 // order: the golden files of the policy tests and `plan --verbose` use it.
 func (d Desired) String() string {
 	var b strings.Builder
 	for _, u := range d.Uplinks {
 		fmt.Fprintf(&b, "uplink %s iface %s table %d: %s", u.Name, u.Iface, u.Table, u.Reason)
-		if u.Addr.IsValid() {
-			fmt.Fprintf(&b, " addr %s", u.Addr)
-		}
-		if u.Gateway.IsValid() {
-			fmt.Fprintf(&b, " gw %s", u.Gateway)
-		}
-		if u.Active {
-			b.WriteString(" active")
-		}
-		b.WriteString("\n")
+		writeVerdict(&b, u.Addr, u.Gateway, u.Active)
 		if v6 := u.IPv6; v6.On {
 			fmt.Fprintf(&b, "uplink %s ipv6: %s", u.Name, v6.Reason)
-			if v6.Addr.IsValid() {
-				fmt.Fprintf(&b, " addr %s", v6.Addr)
-			}
-			if v6.Gateway.IsValid() {
-				fmt.Fprintf(&b, " gw %s", v6.Gateway)
-			}
-			if v6.Active {
-				b.WriteString(" active")
-			}
-			b.WriteString("\n")
+			writeVerdict(&b, v6.Addr, v6.Gateway, v6.Active)
 		}
 	}
 	for _, r := range d.Rules {

@@ -385,14 +385,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 		case rt == nil || rt.health == nil:
 			cu.State = control.StateUp
 		default:
-			switch rt.health.State() {
-			case policy.HealthUp:
-				cu.State = control.StateUp
-			case policy.HealthFailed:
-				cu.State = control.StateFailed
-			default:
-				cu.State = control.StateChecking
-			}
+			cu.State = healthState(rt.health)
 			if last := rt.last; last != nil {
 				// The last finished round of the running prober.
 				loss := last.loss()
@@ -462,6 +455,17 @@ func (d *Daemon) freshReconnects(st *control.Status) {
 }
 
 // millis is d in milliseconds, for the status.
+// healthState is the status state of a health machine's verdict.
+func healthState(h *policy.HealthMachine) control.UplinkState {
+	switch h.State() {
+	case policy.HealthUp:
+		return control.StateUp
+	case policy.HealthFailed:
+		return control.StateFailed
+	}
+	return control.StateChecking
+}
+
 // statusIPv6 is the status of an uplink's IPv6 side from the last pass's
 // verdict and its IPv6 health machine.
 func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.UplinkIPv6 {
@@ -476,14 +480,7 @@ func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.Up
 	case rt == nil || rt.v6.health == nil:
 		out.State = control.StateUp
 	default:
-		switch rt.v6.health.State() {
-		case policy.HealthUp:
-			out.State = control.StateUp
-		case policy.HealthFailed:
-			out.State = control.StateFailed
-		default:
-			out.State = control.StateChecking
-		}
+		out.State = healthState(rt.v6.health)
 		if last := rt.v6.last; last != nil {
 			loss := last.loss()
 			out.Loss = &loss

@@ -121,22 +121,12 @@ func (l *Lab) dial6(u *uplink, v, peer netlink.Link) (netip.Addr, error) {
 // UplinkAddr6 returns the router-side global IPv6 address of uplink name,
 // or the zero Addr if the link is dropped or the lab has no IPv6.
 func (l *Lab) UplinkAddr6(name string) netip.Addr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok && u.present {
-		return u.addr6
-	}
-	return netip.Addr{}
+	return l.addrOf(name, true, func(u *uplink) netip.Addr { return u.addr6 })
 }
 
 // ISPAddr6 returns the global IPv6 address of the ISP end of uplink name.
 func (l *Lab) ISPAddr6(name string) netip.Addr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok {
-		return ISPAddr6Of(u.idx)
-	}
-	return netip.Addr{}
+	return l.addrOf(name, false, func(u *uplink) netip.Addr { return ISPAddr6Of(u.idx) })
 }
 
 // blackhole6Table drops IPv6 from and to the customer link except

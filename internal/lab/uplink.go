@@ -87,10 +87,16 @@ func (l *Lab) uplinkLocked(name string) (*uplink, error) {
 // UplinkAddr returns the router-side address currently assigned to uplink
 // name, or the zero Addr if the link is dropped (or the name is unknown).
 func (l *Lab) UplinkAddr(name string) netip.Addr {
+	return l.addrOf(name, true, func(u *uplink) netip.Addr { return u.addr })
+}
+
+// addrOf is f of uplink name under the lab's lock; the zero Addr for an
+// unknown name, or (present) a dropped link.
+func (l *Lab) addrOf(name string, present bool, f func(*uplink) netip.Addr) netip.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok && u.present {
-		return u.addr
+	if u, ok := l.uplinks[name]; ok && (u.present || !present) {
+		return f(u)
 	}
 	return netip.Addr{}
 }
@@ -98,12 +104,7 @@ func (l *Lab) UplinkAddr(name string) netip.Addr {
 // ISPAddr returns the ISP end of uplink name: the ppp peer, or the ethernet
 // gateway. It is the zero Addr for an unknown name.
 func (l *Lab) ISPAddr(name string) netip.Addr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok {
-		return ISPAddrOf(u.idx)
-	}
-	return netip.Addr{}
+	return l.addrOf(name, false, func(u *uplink) netip.Addr { return ISPAddrOf(u.idx) })
 }
 
 // ISP returns the namespace of the ISP behind uplink name ("" if unknown).
