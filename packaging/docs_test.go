@@ -83,7 +83,7 @@ func TestManConfigKeys(t *testing.T) {
 	text := map[string]string{}
 	table := ""
 	heading := regexp.MustCompile(`^### \[\[?([a-z_.]+)\]\]?$`)
-	term := regexp.MustCompile("^`([a-z_]+)` \\(")
+	term := regexp.MustCompile("^`([a-z_0-9]+)` \\(")
 	for _, line := range strings.Split(string(md), "\n") {
 		if m := heading.FindStringSubmatch(line); m != nil {
 			table = m[1]

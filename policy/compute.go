@@ -122,6 +122,7 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health, 
 				Mark: UplinkMark(i), Mask: UplinkMarkMask, Protocol: Protocol})
 		}
 	}
+	compute6(cfg, obs, health, &d)
 	if len(cfg.Uplinks) > 1 {
 		// Hash on the 5-tuple, so weights split connections, not hosts.
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/fib_multipath_hash_policy", Value: "1"})
@@ -138,7 +139,7 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health, 
 
 	if lan := cfg.LAN.Interface; lan != "" && cfg.LAN.RemoveDefaultRoute {
 		for _, r := range obs.Routes {
-			if r.Table == MainTable && r.Dst.Bits() == 0 && r.Protocol != Protocol &&
+			if r.Table == MainTable && r.Dst.Bits() == 0 && !r.IPv6() && r.Protocol != Protocol &&
 				slices.ContainsFunc(r.Nexthops, func(nh Nexthop) bool { return nh.Dev == lan }) {
 				d.Unwanted = append(d.Unwanted, r)
 			}
@@ -208,7 +209,7 @@ func gatewayFor(u *Uplink, obs Observed, onLink netip.Prefix) netip.Addr {
 	}
 	var own netip.Addr
 	for _, r := range obs.Routes {
-		if r.Dst.Bits() != 0 || len(r.Nexthops) != 1 {
+		if r.Dst.Bits() != 0 || r.IPv6() || len(r.Nexthops) != 1 {
 			continue
 		}
 		nh := r.Nexthops[0]

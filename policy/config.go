@@ -202,6 +202,15 @@ type Uplink struct {
 	Tier         int        `toml:"tier"`
 	Weight       int        `toml:"weight"`
 	RPFilter     RPFilter   `toml:"rp_filter"`
+	// IPv6 turns on uplinkd's IPv6 routing for the uplink (docs/ipv6.md):
+	// source rules for its usable global addresses, a default route in
+	// its table, a place in uplinkd's IPv6 default route and, with IPv6
+	// probe targets, IPv6 health. Off (the default) leaves IPv6 alone.
+	IPv6 bool `toml:"ipv6"`
+	// Gateway6 is the IPv6 next hop (link-local or global); invalid:
+	// learned from a foreign IPv6 default route via the interface (the
+	// kernel's RA route), and none on a point-to-point link.
+	Gateway6 netip.Addr `toml:"gateway6"`
 
 	Check     *Check          `toml:"check"`     // nil: link state alone decides
 	Reconnect *Reconnect      `toml:"reconnect"` // nil: never reconnect
@@ -233,8 +242,9 @@ const (
 // Check configures health probes sent out of an uplink.
 type Check struct {
 	Method ProbeMethod `toml:"method"`
-	// Targets are validated for Method: icmp an IPv4 address, tcp HOST:PORT,
-	// dns IPv4 or IPv4:PORT, http an http(s) URL.
+	// Targets are validated for Method: icmp an IPv4 address (or an IPv6
+	// address on an uplink with ipv6 on: an IPv6 health probe), tcp
+	// HOST:PORT, dns IPv4 or IPv4:PORT, http an http(s) URL.
 	Targets     []string      `toml:"targets"`
 	Interval    time.Duration `toml:"interval"`
 	Timeout     time.Duration `toml:"timeout"`

@@ -53,7 +53,14 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			return // not set: gateway = "" is how the reference file spells the default
 		}
 		a, err := netip.ParseAddr(n.data)
-		if err != nil || !a.Is4() {
+		if strings.HasSuffix(path, ".gateway6") {
+			// The one IPv6 address key; a zone would name an interface
+			// the uplink already names.
+			if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+				l.invalid(n, path, "%s must be an IPv6 address without a zone such as \"fe80::1\" (got %q)", name, n.data)
+				return
+			}
+		} else if err != nil || !a.Is4() {
 			l.invalid(n, path, "%s must be an IPv4 address (got %q)", name, n.data)
 			return
 		}

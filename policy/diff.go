@@ -118,15 +118,15 @@ func (c Change) Command() string {
 	case OpSetSysctl:
 		return fmt.Sprintf("sysctl -w %s=%s", strings.ReplaceAll(c.Sysctl.Key, "/", "."), c.Sysctl.Value)
 	case OpAddRoute:
-		return "ip route add " + c.Route.IPRoute()
+		return "ip " + ipFamily(c.Route.IPv6()) + "route add " + c.Route.IPRoute()
 	case OpReplaceRoute:
-		return "ip route replace " + c.Route.IPRoute()
+		return "ip " + ipFamily(c.Route.IPv6()) + "route replace " + c.Route.IPRoute()
 	case OpAddRule:
-		return "ip rule add " + c.Rule.IPRule()
+		return "ip " + ipFamily(c.Rule.IPv6) + "rule add " + c.Rule.IPRule()
 	case OpDelRule:
-		return "ip rule del " + c.Rule.IPRule()
+		return "ip " + ipFamily(c.Rule.IPv6) + "rule del " + c.Rule.IPRule()
 	case OpDelRoute, OpDelForeignRoute:
-		return "ip route del " + c.Route.IPRoute()
+		return "ip " + ipFamily(c.Route.IPv6()) + "route del " + c.Route.IPRoute()
 	case OpConflict:
 		return fmt.Sprintf("# conflict: wanted %q but a foreign route holds the slot: %q", c.Route.IPRoute(), c.Old.IPRoute())
 	}

@@ -28,11 +28,33 @@ type Link struct {
 	PointToPoint bool
 }
 
-// Addr is one IPv4 address on an interface.
+// Addr is one IPv4 or IPv6 address on an interface.
 type Addr struct {
 	Prefix netip.Prefix
 	// Peer is the remote end of a point-to-point address (`peer B`), if any.
 	Peer netip.Addr
+	// Flags are the IPv6 address states that make an address unusable as
+	// a source (always 0 for IPv4).
+	Flags AddrFlags
+}
+
+// AddrFlags are IPv6 address states (IFA_F_*), in uplinkd's own bits.
+type AddrFlags uint8
+
+// IPv6 address states: an address in any of them is not usable as a
+// source. Tentative: duplicate address detection is still running (the
+// kernel does not let a socket bind it); DADFailed: another host has it;
+// Deprecated: its preferred lifetime ended (a renumbered prefix), new
+// connections must not start from it.
+const (
+	AddrTentative AddrFlags = 1 << iota
+	AddrDeprecated
+	AddrDADFailed
+)
+
+// Usable6 reports whether an IPv6 address may source new connections.
+func (a Addr) Usable6() bool {
+	return a.Flags&(AddrTentative|AddrDeprecated|AddrDADFailed) == 0 && a.Prefix.Addr().IsGlobalUnicast()
 }
 
 // Observed is a snapshot of the kernel state that policy decisions depend on.
@@ -40,11 +62,17 @@ type Observed struct {
 	Links map[string]Link
 	// Addrs are the global-scope IPv4 addresses per interface name, primary first.
 	Addrs map[string][]Addr
-	// Routes are the IPv4 unicast routes uplinkd decides on: those of main
-	// and the uplinks' tables, uplinkd's own in any table, and the default
-	// routes of every table (owned and foreign).
+	// Addrs6 are the IPv6 addresses (global and link-local) per interface
+	// name with their states, when IPv6 is observed (some uplink has ipv6
+	// on); nil otherwise.
+	Addrs6 map[string][]Addr
+	// Routes are the unicast routes uplinkd decides on: those of main and
+	// the uplinks' tables, uplinkd's own in any table, and the default
+	// routes of every table (owned and foreign). IPv6 routes (Dst is an
+	// IPv6 prefix) are there only when IPv6 is observed.
 	Routes []Route
-	// Rules are all IPv4 policy rules (owned and foreign).
+	// Rules are all policy rules (owned and foreign); IPv6 ones (IPv6 set)
+	// only when IPv6 is observed.
 	Rules []Rule
 	// Sysctls holds the current values of the keys Desired names.
 	Sysctls map[string]string
@@ -61,7 +89,7 @@ type Nexthop struct {
 	Weight  int // 1..256; 0 means 1
 }
 
-// Route is one IPv4 route.
+// Route is one IPv4 or IPv6 route; its family is that of Dst.
 type Route struct {
 	Table    int
 	Dst      netip.Prefix
@@ -72,8 +100,11 @@ type Route struct {
 	Nexthops  []Nexthop
 }
 
-// Rule is one IPv4 policy-routing rule.
+// Rule is one IPv4 or IPv6 policy-routing rule.
 type Rule struct {
+	// IPv6: an IPv6 rule (`ip -6 rule`); a rule "from all" has no other
+	// trace of its family.
+	IPv6     bool
 	Priority int
 	Table    int
 	Src      netip.Prefix // invalid: from all
@@ -125,6 +156,22 @@ type UplinkState struct {
 	// still says what the link could do.
 	Drained bool
 	Reason  string
+
+	// IPv6 is the uplink's IPv6 side; zero when the uplink has ipv6 off.
+	IPv6 UplinkState6
+}
+
+// UplinkState6 is what policy concluded about an uplink's IPv6 side.
+type UplinkState6 struct {
+	On bool // the uplink has ipv6 on
+	// Addr is the first usable global address (the kernel's order): the
+	// one probes leave from. Every usable one has its rule. (One address,
+	// not the list, keeps UplinkState comparable.)
+	Addr    netip.Addr
+	Gateway netip.Addr // invalid on point-to-point links
+	Usable  bool       // can carry uplinkd's IPv6 default route
+	Active  bool       // is in uplinkd's IPv6 default route now
+	Reason  string
 }
 
 // Key identifies a rule: two rules with the same key are the same rule.
@@ -147,6 +194,10 @@ func (r Rule) Key() string {
 	b = strconv.AppendBool(b, r.SuppressDefault)
 	b = append(b, '/')
 	b = append(b, r.Extra...)
+	if r.IPv6 {
+		// Appended, so IPv4 keys (and what they are compared with) stay.
+		b = append(b, "/6"...)
+	}
 	return string(b)
 }
 
@@ -220,12 +271,23 @@ func tableName(t int) string {
 	return fmt.Sprint(t)
 }
 
+// IPv6 reports whether the route is an IPv6 route.
+func (r Route) IPv6() bool { return r.Dst.Addr().Is6() }
+
+// ipFamily is the `ip` option of a family: "-6 " for IPv6, else "".
+func ipFamily(v6 bool) string {
+	if v6 {
+		return "-6 "
+	}
+	return ""
+}
+
 // IPRule renders the rule as `ip rule` arguments (after "ip rule add|del").
 func (r Rule) IPRule() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "priority %d", r.Priority)
 	if r.Src.IsValid() {
-		if r.Src.Bits() == 32 {
+		if r.Src.Bits() == r.Src.Addr().BitLen() {
 			fmt.Fprintf(&b, " from %s", r.Src.Addr())
 		} else {
 			fmt.Fprintf(&b, " from %s", r.Src)
@@ -252,7 +314,7 @@ func (r Route) IPRoute() string {
 	var b strings.Builder
 	if r.Dst.Bits() == 0 {
 		b.WriteString("default")
-	} else if r.Dst.Bits() == 32 {
+	} else if r.Dst.Bits() == r.Dst.Addr().BitLen() {
 		b.WriteString(r.Dst.Addr().String())
 	} else {
 		b.WriteString(r.Dst.String())
@@ -288,34 +350,44 @@ func (r Route) IPRoute() string {
 // package has installed rt_protos.d/uplinkd.conf, and plan output must run anywhere.
 func protoName(p int) string { return fmt.Sprint(p) }
 
+// writeVerdict ends an uplink line of Desired.String: its address, gateway
+// and whether it carries the default route.
+func writeVerdict(b *strings.Builder, addr, gw netip.Addr, active bool) {
+	if addr.IsValid() {
+		fmt.Fprintf(b, " addr %s", addr)
+	}
+	if gw.IsValid() {
+		fmt.Fprintf(b, " gw %s", gw)
+	}
+	if active {
+		b.WriteString(" active")
+	}
+	b.WriteString("\n")
+}
+
 // String renders the desired state as text, one object per line, in a stable
 // order: the golden files of the policy tests and `plan --verbose` use it.
 func (d Desired) String() string {
 	var b strings.Builder
 	for _, u := range d.Uplinks {
 		fmt.Fprintf(&b, "uplink %s iface %s table %d: %s", u.Name, u.Iface, u.Table, u.Reason)
-		if u.Addr.IsValid() {
-			fmt.Fprintf(&b, " addr %s", u.Addr)
+		writeVerdict(&b, u.Addr, u.Gateway, u.Active)
+		if v6 := u.IPv6; v6.On {
+			fmt.Fprintf(&b, "uplink %s ipv6: %s", u.Name, v6.Reason)
+			writeVerdict(&b, v6.Addr, v6.Gateway, v6.Active)
 		}
-		if u.Gateway.IsValid() {
-			fmt.Fprintf(&b, " gw %s", u.Gateway)
-		}
-		if u.Active {
-			b.WriteString(" active")
-		}
-		b.WriteString("\n")
 	}
 	for _, r := range d.Rules {
-		fmt.Fprintf(&b, "rule %s\n", r.IPRule())
+		fmt.Fprintf(&b, "rule %s%s\n", ipFamily(r.IPv6), r.IPRule())
 	}
 	for _, r := range d.Routes {
-		fmt.Fprintf(&b, "route %s\n", r.IPRoute())
+		fmt.Fprintf(&b, "route %s%s\n", ipFamily(r.IPv6()), r.IPRoute())
 	}
 	for _, s := range d.Sysctls {
 		fmt.Fprintf(&b, "sysctl %s=%s\n", s.Key, s.Value)
 	}
 	for _, r := range d.Unwanted {
-		fmt.Fprintf(&b, "remove %s\n", r.IPRoute())
+		fmt.Fprintf(&b, "remove %s%s\n", ipFamily(r.IPv6()), r.IPRoute())
 	}
 	return b.String()
 }

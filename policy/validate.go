@@ -237,6 +237,7 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 			l.unique(names, u.Name, p+".name", fmt.Sprintf("uplink name %q", u.Name))
 		}
 		l.unicast(p+".gateway", u.Gateway)
+		l.ipv6(p, u)
 		switch {
 		case u.Interface != "":
 			l.iface(p+".interface", u.Interface)
@@ -261,7 +262,7 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 		l.count(p+".weight", u.Weight)
 		enum(l, p+".rp_filter", u.RPFilter, RPFilterOff, RPFilterLoose, RPFilterStrict)
 		if u.Check != nil {
-			l.check(p+".check", u.Check)
+			l.check(p+".check", u.Check, u.IPv6)
 		}
 		if u.Reconnect != nil {
 			l.reconnect(p+".reconnect", u.Reconnect, u.Kind)
@@ -283,7 +284,22 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 	}
 }
 
-func (l *loader) check(p string, c *Check) {
+// ipv6 checks the uplink's IPv6 keys: gateway6 only with ipv6 on, and a
+// next hop the kernel accepts (unicast: link-local, unique local or global).
+func (l *loader) ipv6(p string, u *Uplink) {
+	if !u.Gateway6.IsValid() {
+		return
+	}
+	if !u.IPv6 {
+		l.errorf(p+".gateway6", "gateway6 needs ipv6 = true on the uplink")
+		return
+	}
+	if !u.Gateway6.IsGlobalUnicast() && !u.Gateway6.IsLinkLocalUnicast() {
+		l.errorf(p+".gateway6", "gateway6 must be a link-local or global unicast address, not %s", u.Gateway6)
+	}
+}
+
+func (l *loader) check(p string, c *Check, ipv6 bool) {
 	enum(l, p+".method", c.Method, ProbeICMP, ProbeTCP, ProbeDNS, ProbeHTTP)
 	if l.required(p+".targets", len(c.Targets) > 0) {
 		l.count(p+".targets", len(c.Targets))
@@ -292,6 +308,16 @@ func (l *loader) check(p string, c *Check) {
 		for i, t := range c.Targets {
 			q := fmt.Sprintf("%s.targets[%d]", p, i)
 			if !l.length(q, "", t) {
+				continue
+			}
+			if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == ProbeICMP {
+				// An IPv6 target is an IPv6 health probe (docs/ipv6.md).
+				switch {
+				case !ipv6:
+					l.errorf(q, "targets[%d] is an IPv6 address (%s) but the uplink has ipv6 off; set ipv6 = true or use an IPv4 target", i, a)
+				case !a.IsGlobalUnicast() || a.Zone() != "":
+					l.errorf(q, "targets[%d] must be a global unicast IPv6 address without a zone (got %q)", i, t)
+				}
 				continue
 			}
 			if a, err := netip.ParseAddr(t); err == nil && !isUnicast(a) {

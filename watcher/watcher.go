@@ -73,12 +73,14 @@ func (k Kind) String() string {
 // needed to log it and to decide whether it is relevant, not the full object.
 type Event struct {
 	Kind     Kind
-	Deleted  bool      // RTM_DEL*
-	Index    int       // ifindex (link, addr, route's output dev if single path)
-	Iface    string    // link name (link events only; "" otherwise)
-	Table    int       // route/rule table (RTA_TABLE/FRA_TABLE when present, else header)
-	Protocol int       // route/rule protocol byte
-	At       time.Time // when the message was read from the socket
+	Deleted  bool   // RTM_DEL*
+	Index    int    // ifindex (link, addr, route's output dev if single path)
+	Iface    string // link name (link events only; "" otherwise)
+	Table    int    // route/rule table (RTA_TABLE/FRA_TABLE when present, else header)
+	Protocol int    // route/rule protocol byte
+	// IPv6: an address, route or rule notification of the IPv6 family.
+	IPv6 bool
+	At   time.Time // when the message was read from the socket
 }
 
 // Options configure Run.
@@ -105,9 +107,14 @@ type Sink interface {
 const (
 	// Groups is the multicast group bitmask Run subscribes to. IPv4
 	// netconf (a sysctl such as rp_filter written) produces no event; it
-	// only keeps a Sink's copy of those values current.
+	// only keeps a Sink's copy of those values current. The IPv6 groups
+	// are always joined, also when no uplink has ipv6 on: a reload can then
+	// turn IPv6 on without a resubscription (which would be a gap in the
+	// link history), and the consumer drops IPv6 events it has no use for
+	// (Event.IPv6) before they cost a pass.
 	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
-		1<<(unix.RTNLGRP_IPV4_NETCONF-1)
+		1<<(unix.RTNLGRP_IPV4_NETCONF-1) |
+		unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_IPV6_ROUTE | 1<<(unix.RTNLGRP_IPV6_RULE-1)
 
 	defaultReadBuffer = 4 << 20
 	minBackoff        = 10 * time.Millisecond
@@ -339,6 +346,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		if len(b) < sizeofIfAddrmsg {
 			return ev, true, errShort
 		}
+		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Index = int(binary.NativeEndian.Uint32(b[ifaddrIndexOffset:]))
 		return ev, true, nil
 
@@ -347,6 +355,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		if len(b) < sizeofRtMsg {
 			return ev, true, errShort
 		}
+		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
 		ev.Protocol = int(b[rtmsgProtoOffset])
 		multipath := false
@@ -370,6 +379,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		if len(b) < sizeofFibRuleHdr {
 			return ev, true, errShort
 		}
+		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
 		err = walkAttrs(b[sizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
 			switch ad.Type() {

@@ -80,6 +80,7 @@ func FormatStatus(st Status, now time.Time) string {
 			loss, rtt, jitter, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()
+	formatIPv6(&b, st.Uplinks)
 	formatReconnects(&b, st.Uplinks, now)
 	formatTraffic(&b, st.Uplinks)
 	formatServices(&b, st.Services, now)
@@ -105,6 +106,45 @@ func formatTraffic(b *strings.Builder, ups []Uplink) {
 			first = false
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, countText(t.In), countText(t.Out), countText(t.ForwardIn), countText(t.ForwardOut))
+	}
+	if tw != nil {
+		tw.Flush()
+	}
+}
+
+// formatIPv6 renders one line per uplink with ipv6 on; nothing when none
+// has it (an IPv4-only status reads as it always did).
+func formatIPv6(b *strings.Builder, ups []Uplink) {
+	first := true
+	var tw *tabwriter.Writer
+	for _, u := range ups {
+		v := u.IPv6
+		if v == nil {
+			continue
+		}
+		if first {
+			first = false
+			b.WriteString("\n")
+			tw = tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "IPV6\tSTATE\tADDRESS\tGATEWAY\tDEFAULT\tLOSS\tRTT\tWHY")
+		}
+		addr, gw, def, loss, rtt := "-", "-", "n", "-", "-"
+		if v.Address.IsValid() {
+			addr = v.Address.String()
+		}
+		if v.Gateway.IsValid() {
+			gw = v.Gateway.String()
+		}
+		if v.Default {
+			def = "y"
+		}
+		if v.Loss != nil {
+			loss = strconv.FormatFloat(*v.Loss*100, 'f', 0, 64) + "%"
+		}
+		if v.RTTms != nil {
+			rtt = strconv.FormatFloat(*v.RTTms, 'f', 1, 64) + "ms"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, v.State, addr, gw, def, loss, rtt, orDash(v.Reason))
 	}
 	if tw != nil {
 		tw.Flush()

@@ -158,6 +158,9 @@ type Uplink struct {
 	// Traffic is what uplinkd's own netfilter counters counted on the
 	// uplink's interface; absent before the first firewall sync.
 	Traffic *Traffic `json:"traffic,omitempty"`
+	// IPv6 is the uplink's IPv6 side, health apart from IPv4's; absent
+	// when the uplink has ipv6 off.
+	IPv6 *UplinkIPv6 `json:"ipv6,omitempty"`
 }
 
 // Traffic is an uplink's counters by direction: everything that arrived
@@ -175,6 +178,20 @@ type Traffic struct {
 type Count struct {
 	Packets uint64 `json:"packets"`
 	Bytes   uint64 `json:"bytes"`
+}
+
+// UplinkIPv6 is the IPv6 side of an uplink (docs/ipv6.md): State is that
+// of its own health machine (up without IPv6 probe targets once the link
+// is usable); Default: it is in uplinkd's IPv6 default route. Loss and
+// RTTms are of the last IPv6 probe round, as for IPv4.
+type UplinkIPv6 struct {
+	State   UplinkState `json:"state"`
+	Reason  string      `json:"reason,omitempty"`
+	Address netip.Addr  `json:"address,omitzero"`
+	Gateway netip.Addr  `json:"gateway,omitzero"`
+	Default bool        `json:"default"`
+	Loss    *float64    `json:"loss,omitempty"`
+	RTTms   *float64    `json:"rtt_ms,omitempty"`
 }
 
 // Reconnect is an uplink's reconnect state: idle, dialling (a command

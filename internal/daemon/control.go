@@ -388,18 +388,11 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 		case rt == nil || rt.health == nil:
 			cu.State = control.StateUp
 		default:
-			switch rt.health.State() {
-			case policy.HealthUp:
-				cu.State = control.StateUp
-			case policy.HealthFailed:
-				cu.State = control.StateFailed
-				// A confirmed traffic outage says so: the user sees why
-				// it failed within a second, not "probes failing".
-				if r := rt.health.Reason(); strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
-					cu.Reason = r
-				}
-			default:
-				cu.State = control.StateChecking
+			cu.State = healthState(rt.health)
+			// A confirmed traffic outage says so: the user sees why it
+			// failed within a second, not "probes failing".
+			if r := rt.health.Reason(); cu.State == control.StateFailed && strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
+				cu.Reason = r
 			}
 			if last := rt.last; last != nil {
 				// The last finished round of the running prober.
@@ -412,6 +405,9 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 					cu.JitterMs, probe.Jitter = millis(last.jitter), last.jitter
 				}
 			}
+		}
+		if u.IPv6 {
+			cu.IPv6 = statusIPv6(ls.IPv6, seen, rt)
 		}
 		prev, ok := d.x.states[u.Name]
 		if !ok || prev.state != cu.State {
@@ -469,6 +465,43 @@ func (d *Daemon) freshReconnects(st *control.Status) {
 }
 
 // millis is d in milliseconds, for the status.
+// healthState is the status state of a health machine's verdict.
+func healthState(h *policy.HealthMachine) control.UplinkState {
+	switch h.State() {
+	case policy.HealthUp:
+		return control.StateUp
+	case policy.HealthFailed:
+		return control.StateFailed
+	}
+	return control.StateChecking
+}
+
+// statusIPv6 is the status of an uplink's IPv6 side from the last pass's
+// verdict and its IPv6 health machine.
+func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.UplinkIPv6 {
+	out := &control.UplinkIPv6{State: control.StateDown, Reason: "no pass yet"}
+	if !seen {
+		return out
+	}
+	out.Reason, out.Address, out.Gateway, out.Default = v.Reason, v.Addr, v.Gateway, v.Active
+	linkOK := v.Addr.IsValid() && (v.Usable || v.Reason == "probes failing")
+	switch {
+	case !linkOK:
+	case rt == nil || rt.v6.health == nil:
+		out.State = control.StateUp
+	default:
+		out.State = healthState(rt.v6.health)
+		if last := rt.v6.last; last != nil {
+			loss := last.loss()
+			out.Loss = &loss
+			if last.hasRTT {
+				out.RTTms = millis(last.rtt)
+			}
+		}
+	}
+	return out
+}
+
 func millis(d time.Duration) *float64 {
 	ms := float64(d) / float64(time.Millisecond)
 	return &ms

@@ -472,7 +472,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	cancel()
 	d.stopExtras()
 	for _, rt := range d.runtimes {
-		rt.stopProber()
+		rt.stopProbers()
 		if rt.reconn != nil {
 			rt.reconn.Kill()
 		}
@@ -493,6 +493,11 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	if ev.Kind == watcher.KindResync {
 		d.noteResync()
+	}
+	if ev.IPv6 && !d.cfg.IPv6On() && ev.Protocol != policy.Protocol {
+		// The watcher always hears IPv6; with no uplink on IPv6 only
+		// uplinkd's own leftovers (a run with ipv6 on) matter.
+		return false
 	}
 	return !ownEcho(ev)
 }
@@ -592,8 +597,9 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
 	links := policy.LinkStates(d.cfg, obs)
+	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, now), d.drainedSet())
+	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet())
 	d.drain.lastObs, d.drain.lastLinks = obs, links
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
@@ -642,7 +648,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	d.flushConntrack()
 	d.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
 	res.End = d.clock.Now()
-	d.afterApply(links, now)
+	d.afterApply(links, links6, now)
 	d.fireHooks()
 	res.Changes = changes
 	d.rememberLinks(obs)

@@ -124,7 +124,7 @@ func Open(opts Options) (*Daemon, error) {
 		closeSocket(sock)
 		return nil, err
 	}
-	k.SetTables(cfg.Tables())
+	setTables(k, cfg)
 	fd := nsFD(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {

@@ -17,11 +17,29 @@ import (
 )
 
 // uplinkRuntime is what lives across passes (and reloads) for one uplink:
-// its health machine, its prober and its reconnector.
+// its health machines, its probers and its reconnector.
 type uplinkRuntime struct {
-	name   string
+	name string
+	// probeSide is the IPv4 side (embedded: most of the daemon knows only
+	// it); v6 probes the IPv6 targets of an uplink with ipv6 on, with a
+	// health machine of its own (docs/ipv6.md).
+	probeSide
+	v6 probeSide
+
+	reconnSpec     hooks.ReconnectSpec
+	reconn         *hooks.Reconnector // nil: reconnecting not configured
+	reconnectAfter time.Duration
+	troubleSince   time.Time // link present but unusable, or probes failed
+	manualUntil    time.Time // a reconnect asked for on the control socket is under way until then (control.go)
+
+	hooks []hooks.HookSpec
+}
+
+// probeSide is one address family's probing of an uplink: the check with
+// that family's targets, its health machine and its prober.
+type probeSide struct {
 	check  *policy.Check
-	health *policy.HealthMachine // nil without [uplink.check]: link state alone decides
+	health *policy.HealthMachine // nil without targets of the family: link state alone decides
 
 	proberGen    int
 	proberCancel context.CancelFunc
@@ -34,14 +52,35 @@ type uplinkRuntime struct {
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
+}
 
-	reconnSpec     hooks.ReconnectSpec
-	reconn         *hooks.Reconnector // nil: reconnecting not configured
-	reconnectAfter time.Duration
-	troubleSince   time.Time // link present but unusable, or probes failed
-	manualUntil    time.Time // a reconnect asked for on the control socket is under way until then (control.go)
-
-	hooks []hooks.HookSpec
+// splitCheck divides an uplink's check by the family of its targets: icmp
+// targets that are IPv6 addresses probe the uplink's IPv6 (the loader
+// accepts them only with ipv6 on); everything else its IPv4. A side
+// without targets gets no check. Reliability is capped at the side's
+// number of targets.
+func splitCheck(c *policy.Check) (v4, v6 *policy.Check) {
+	if c == nil {
+		return nil, nil
+	}
+	var t4, t6 []string
+	for _, t := range c.Targets {
+		if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == policy.ProbeICMP {
+			t6 = append(t6, t)
+		} else {
+			t4 = append(t4, t)
+		}
+	}
+	side := func(targets []string) *policy.Check {
+		if len(targets) == 0 {
+			return nil
+		}
+		cc := *c
+		cc.Targets = targets
+		cc.Reliability = min(cc.Reliability, len(targets))
+		return &cc
+	}
+	return side(t4), side(t6)
 }
 
 type probeRound struct {
@@ -92,9 +131,10 @@ func (s roundStats) loss() float64 {
 // probeMsg tags a result with the prober generation, so results of a prober
 // that was restarted for a new source address are not mixed into new rounds.
 type probeMsg struct {
-	rt  *uplinkRuntime
-	gen int
-	r   probe.Result
+	rt   *uplinkRuntime
+	side *probeSide
+	gen  int
+	r    probe.Result
 }
 
 // syncRuntimes creates, keeps or retires the runtimes to match cfg. A health
@@ -113,13 +153,9 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 			rt = &uplinkRuntime{name: u.Name}
 			d.runtimes[u.Name] = rt
 		}
-		if !reflect.DeepEqual(rt.check, u.Check) {
-			rt.stopProber()
-			rt.check, rt.health = u.Check, nil
-			if u.Check != nil {
-				rt.health = policy.NewHealthMachine(*u.Check, d.clock.Now())
-			}
-		}
+		c4, c6 := splitCheck(u.Check)
+		rt.probeSide.setCheck(c4, d.clock.Now())
+		rt.v6.setCheck(c6, d.clock.Now())
 		spec, ok := hooks.ReconnectSpecFor(u)
 		if !reflect.DeepEqual(spec, rt.reconnSpec) || (ok != (rt.reconn != nil)) {
 			old := rt.reconn
@@ -142,7 +178,7 @@ func (d *Daemon) syncRuntimes(cfg *policy.Config) {
 	}
 	for name, rt := range d.runtimes {
 		if !keep[name] {
-			rt.stopProber()
+			rt.stopProbers()
 			d.retireReconnector(rt.reconn)
 			rt.reconn = nil
 			// Its hook worker ends once the hooks already queued have run.
@@ -172,7 +208,25 @@ func (d *Daemon) retireReconnector(r *hooks.Reconnector) {
 	d.wg.Go(r.Close)
 }
 
-func (rt *uplinkRuntime) stopProber() {
+// setCheck keeps the side's health machine while its check is unchanged,
+// so a reload never resets a verdict.
+func (p *probeSide) setCheck(c *policy.Check, now time.Time) {
+	if reflect.DeepEqual(p.check, c) {
+		return
+	}
+	p.stopProber()
+	p.check, p.health = c, nil
+	if c != nil {
+		p.health = policy.NewHealthMachine(*c, now)
+	}
+}
+
+func (rt *uplinkRuntime) stopProbers() {
+	rt.stopProber()
+	rt.v6.stopProber()
+}
+
+func (rt *probeSide) stopProber() {
 	if rt.proberCancel != nil {
 		rt.proberCancel()
 		rt.proberCancel = nil
@@ -182,69 +236,84 @@ func (rt *uplinkRuntime) stopProber() {
 	rt.last = nil
 }
 
-// feedLinks gives every health machine the pass's link-layer verdict and
-// returns the probe verdicts for Compute.
-func (d *Daemon) feedLinks(links []policy.UplinkState, now time.Time) policy.Health {
+// feedLinks gives every health machine the pass's link-layer verdict (the
+// IPv6 ones links6's) and returns the probe verdicts for Compute.
+func (d *Daemon) feedLinks(links []policy.UplinkState, links6 []policy.UplinkState6, now time.Time) policy.Health {
 	health := policy.Health{}
-	for _, st := range links {
+	for i, st := range links {
 		rt := d.runtimes[st.Name]
-		if rt == nil || rt.health == nil {
+		if rt == nil {
 			continue
 		}
-		d.logHealth(rt, st.Iface, rt.health.Link(st.Usable, now))
-		health[st.Name] = rt.health.Usable()
+		if rt.health != nil {
+			d.logHealth(rt, &rt.probeSide, st.Iface, rt.health.Link(st.Usable, now))
+			health[st.Name] = rt.health.Usable()
+		}
+		if rt.v6.health != nil && i < len(links6) {
+			d.logHealth(rt, &rt.v6, st.Iface, rt.v6.health.Link(links6[i].Usable, now))
+			health[policy.Health6Key(st.Name)] = rt.v6.health.Usable()
+		}
 	}
 	return health
 }
 
 // afterApply starts/stops probers and drives reconnects once the kernel
 // state of the pass is in place.
-func (d *Daemon) afterApply(links []policy.UplinkState, now time.Time) {
-	for _, st := range links {
+func (d *Daemon) afterApply(links []policy.UplinkState, links6 []policy.UplinkState6, now time.Time) {
+	for i, st := range links {
 		rt := d.runtimes[st.Name]
 		if rt == nil {
 			continue
 		}
-		d.manageProber(rt, st)
+		d.manageProber(rt, &rt.probeSide, st.Usable, st.Addr, st.Iface)
+		var st6 policy.UplinkState6
+		if i < len(links6) {
+			st6 = links6[i]
+		}
+		d.manageProber(rt, &rt.v6, st6.Usable, st6.Addr, st.Iface)
 		d.manageReconnect(rt, st, now)
 	}
 }
 
-// manageProber keeps one prober per uplink that has a check and a usable
-// link, sending from the uplink's current address: a new address restarts
-// it at once.
-func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
-	if rt.check == nil || !st.Usable {
-		rt.stopProber()
+// manageProber keeps one prober per uplink and family that has a check and
+// a usable link, sending from the uplink's current address of the family: a
+// new address restarts it at once.
+func (d *Daemon) manageProber(rt *uplinkRuntime, side *probeSide, usable bool, src netip.Addr, iface string) {
+	if side.check == nil || !usable {
+		side.stopProber()
 		return
 	}
-	if rt.proberCancel != nil && rt.proberSource == st.Addr && rt.proberIface == st.Iface {
+	if side.proberCancel != nil && side.proberSource == src && side.proberIface == iface {
 		return
 	}
-	rt.stopProber()
-	rt.proberGen++
+	side.stopProber()
+	side.proberGen++
 	ctx, cancel := context.WithCancel(d.runCtx)
-	rt.proberCancel, rt.proberSource, rt.proberIface = cancel, st.Addr, st.Iface
-	rt.rounds = map[uint64]*probeRound{}
+	side.proberCancel, side.proberSource, side.proberIface = cancel, src, iface
+	side.rounds = map[uint64]*probeRound{}
 	spec := probe.Spec{
-		Uplink: rt.name, Method: string(rt.check.Method), Targets: rt.check.Targets,
-		Interval: rt.check.Interval, Timeout: rt.check.Timeout,
-		Source: st.Addr, Iface: st.Iface, NetNS: d.netnsFD(),
+		Uplink: rt.name, Method: string(side.check.Method), Targets: side.check.Targets,
+		Interval: side.check.Interval, Timeout: side.check.Timeout,
+		Source: src, Iface: iface, NetNS: d.netnsFD(),
 	}
-	gen := rt.proberGen
-	rt.trafficArmed = nil
-	if rt.check.TrafficTrigger {
-		rt.trafficArmed = new(atomic.Bool)
-		d.armTraffic(rt)
-		armed, check := rt.trafficArmed, *rt.check
-		d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+	gen := side.proberGen
+	// The traffic trigger watches uplinkd's IPv4 counters: it belongs to
+	// the IPv4 side's prober only.
+	if side == &rt.probeSide {
+		rt.trafficArmed = nil
+		if rt.check.TrafficTrigger {
+			rt.trafficArmed = new(atomic.Bool)
+			d.armTraffic(rt)
+			armed, check := rt.trafficArmed, *rt.check
+			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+		}
 	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
 	run := d.deps.Probe
 	d.wg.Go(func() {
 		for r := range results {
 			select {
-			case d.probes <- probeMsg{rt: rt, gen: gen, r: r}:
+			case d.probes <- probeMsg{rt: rt, side: side, gen: gen, r: r}:
 			case <-ctx.Done():
 				// Drain, so the prober never blocks on a full channel.
 				for range results {
@@ -256,7 +325,7 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, st policy.UplinkState) {
 	d.wg.Go(func() {
 		defer close(results)
 		if err := run(ctx, spec, results); err != nil {
-			d.log.Warn("prober stopped", "event", "probe", "uplink", rt.name, "iface", st.Iface, "reason", err.Error())
+			d.log.Warn("prober stopped", "event", "probe", "uplink", rt.name, "iface", iface, "family", family(side == &rt.v6), "reason", err.Error())
 		}
 	})
 }
@@ -277,7 +346,7 @@ func (d *Daemon) onTraffic(m trafficMsg) bool {
 		return false // a retired watcher's late verdict
 	}
 	before := rt.health.Usable()
-	d.logHealth(rt, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
+	d.logHealth(rt, &rt.probeSide, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
 	if rt.health.Usable() == before {
 		return false
 	}
@@ -288,34 +357,37 @@ func (d *Daemon) onTraffic(m trafficMsg) bool {
 // onProbe folds one result into its round; a complete round goes to the
 // health machine. It reports whether the verdict changed (a pass is due).
 func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
-	rt := m.rt
-	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || rt.rounds == nil {
+	rt, side := m.rt, m.side
+	if side == nil {
+		side = &rt.probeSide
+	}
+	if d.runtimes[rt.name] != rt || m.gen != side.proberGen || side.health == nil || side.rounds == nil {
 		return false // a retired prober's late result
 	}
-	rd := rt.rounds[m.r.Round]
+	rd := side.rounds[m.r.Round]
 	if rd == nil {
 		rd = &probeRound{}
-		rt.rounds[m.r.Round] = rd
-		delete(rt.rounds, m.r.Round-4) // a round that never completed
+		side.rounds[m.r.Round] = rd
+		delete(side.rounds, m.r.Round-4) // a round that never completed
 	}
 	rd.results++
 	if m.r.OK {
 		rd.ok++
 		rd.rtts = append(rd.rtts, m.r.RTT)
 	}
-	if rd.results < len(rt.check.Targets) {
+	if rd.results < len(side.check.Targets) {
 		return false
 	}
-	delete(rt.rounds, m.r.Round)
-	before := rt.health.Usable()
-	d.logHealth(rt, rt.proberIface, rt.health.Round(rd.ok, rd.rtts, now))
-	last := newRoundStats(len(rt.check.Targets), rd.ok, rd.rtts)
-	rt.last = &last
+	delete(side.rounds, m.r.Round)
+	before := side.health.Usable()
+	d.logHealth(rt, side, side.proberIface, side.health.Round(rd.ok, rd.rtts, now))
+	last := newRoundStats(len(side.check.Targets), rd.ok, rd.rtts)
+	side.last = &last
 	// The status and metrics show every round as it ends, not at the next
 	// pass: with probes answering and nothing else happening there may be
 	// no pass for hours.
 	d.publishStatus()
-	return rt.health.Usable() != before
+	return side.health.Usable() != before
 }
 
 // tick lets hold-downs and silence deadlines expire; true when a verdict
@@ -323,12 +395,14 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 func (d *Daemon) tick(now time.Time) bool {
 	changed := false
 	for _, rt := range d.runtimes {
-		if rt.health == nil {
-			continue
+		for _, side := range []*probeSide{&rt.probeSide, &rt.v6} {
+			if side.health == nil {
+				continue
+			}
+			before := side.health.Usable()
+			d.logHealth(rt, side, side.proberIface, side.health.Tick(now))
+			changed = changed || side.health.Usable() != before
 		}
-		before := rt.health.Usable()
-		d.logHealth(rt, rt.proberIface, rt.health.Tick(now))
-		changed = changed || rt.health.Usable() != before
 	}
 	return changed
 }
@@ -384,6 +458,9 @@ func (d *Daemon) nextDeadline() time.Time {
 		if rt.health != nil {
 			earlier(rt.health.NextDeadline())
 		}
+		if rt.v6.health != nil {
+			earlier(rt.v6.health.NextDeadline())
+		}
 		if rt.reconn != nil && !rt.troubleSince.IsZero() {
 			if at := rt.troubleSince.Add(rt.reconnectAfter); at.After(d.clock.Now()) {
 				earlier(at)
@@ -393,9 +470,25 @@ func (d *Daemon) nextDeadline() time.Time {
 	return next
 }
 
-// logHealth writes one record per health transition (docs/design.md).
-func (d *Daemon) logHealth(rt *uplinkRuntime, iface string, tr policy.Transition) {
+// family names a probe side in logs.
+func family(v6 bool) string {
+	if v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// logHealth writes one record per health transition (docs/design.md). An
+// IPv6 transition is logged with family=ipv6 and runs no hook: hooks and
+// their events speak of the uplink as a whole (docs/ipv6.md).
+func (d *Daemon) logHealth(rt *uplinkRuntime, side *probeSide, iface string, tr policy.Transition) {
 	if !tr.Changed() {
+		return
+	}
+	if side == &rt.v6 {
+		loss, rtt := side.health.Stats()
+		d.log.Info("uplink ipv6 "+tr.To.String(), "event", "health", "uplink", rt.name, "iface", iface, "family", "ipv6",
+			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
 		return
 	}
 	d.armTraffic(rt)

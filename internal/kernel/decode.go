@@ -124,7 +124,7 @@ func decodeNetconf(b []byte) (index int32, rp int32, ok bool, err error) {
 	return index, rp, err == nil && index > 0 && rp >= 0, err
 }
 
-// maddr is one IPv4 address.
+// maddr is one IPv4 or IPv6 address.
 type maddr struct {
 	index int32
 	local netip.Addr // IFA_LOCAL (IFA_ADDRESS when there is none)
@@ -144,7 +144,7 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	if len(b) < unix.SizeofIfAddrmsg {
 		return a, false, errShort
 	}
-	if b[0] != unix.AF_INET {
+	if b[0] != unix.AF_INET && b[0] != unix.AF_INET6 {
 		return a, false, nil
 	}
 	a.bits, a.flags, a.scope = b[1], uint32(b[2]), b[3]
@@ -153,9 +153,9 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	err = walk(b[unix.SizeofIfAddrmsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.IFA_LOCAL:
-			a.local = addr4(ad.Bytes())
+			a.local = addrOf(ad.Bytes())
 		case unix.IFA_ADDRESS:
-			address = addr4(ad.Bytes())
+			address = addrOf(ad.Bytes())
 		case unix.IFA_FLAGS:
 			a.flags = ad.Uint32()
 		}
@@ -168,8 +168,8 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	return a, err == nil && a.local.IsValid(), err
 }
 
-// rkey is the kernel's identity of an IPv4 route slot: table, prefix, tos
-// and priority. Several routes (aliases) may share one slot.
+// rkey is the kernel's identity of a route slot: table, prefix (with its
+// family), tos and priority. Several routes (aliases) may share one slot.
 type rkey struct {
 	table  uint32
 	dst    netip.Prefix
@@ -183,7 +183,7 @@ type mnexthop struct {
 	hops uint8 // weight - 1
 }
 
-// mroute is one IPv4 route.
+// mroute is one IPv4 or IPv6 route (the family is key.dst's).
 type mroute struct {
 	key     rkey
 	typ     uint8
@@ -245,21 +245,24 @@ func decodeRoute(b []byte, h routeHeader, table uint32) (r mroute, err error) {
 	err = walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.RTA_DST:
-			dst = addr4(ad.Bytes())
+			dst = addrOf(ad.Bytes())
 		case unix.RTA_PRIORITY:
 			r.key.metric = ad.Uint32()
 		case unix.RTA_PREFSRC:
-			r.prefsrc = addr4(ad.Bytes())
+			r.prefsrc = addrOf(ad.Bytes())
 		case unix.RTA_OIF:
 			single.oif = int32(ad.Uint32())
 		case unix.RTA_GATEWAY:
-			single.gw = addr4(ad.Bytes())
+			single.gw = addrOf(ad.Bytes())
 		case unix.RTA_MULTIPATH:
 			r.nhs = decodeMultipath(ad.Bytes())
 		}
 	})
 	if !dst.IsValid() {
 		dst = netip.IPv4Unspecified()
+		if h.family == unix.AF_INET6 {
+			dst = netip.IPv6Unspecified()
+		}
 	}
 	r.key.dst = netip.PrefixFrom(dst, int(h.dstLen))
 	if r.nhs == nil {
@@ -280,7 +283,7 @@ func decodeMultipath(b []byte) []mnexthop {
 		nh := mnexthop{hops: b[3], oif: int32(binary.NativeEndian.Uint32(b[4:]))}
 		_ = walk(b[unix.SizeofRtNexthop:l], func(ad *netlink.AttributeDecoder) {
 			if ad.Type() == unix.RTA_GATEWAY {
-				nh.gw = addr4(ad.Bytes())
+				nh.gw = addrOf(ad.Bytes())
 			}
 		})
 		out = append(out, nh)
@@ -289,9 +292,10 @@ func decodeMultipath(b []byte) []mnexthop {
 	return out
 }
 
-// mrule is one IPv4 policy rule: its policy form plus the fields that make
-// two rules different in the kernel.
+// mrule is one IPv4 or IPv6 policy rule: its policy form plus the fields
+// that make two rules different in the kernel.
 type mrule struct {
+	v6          bool
 	prio, table uint32
 	src         netip.Prefix
 	mark, mask  uint32 // mask: FRA_FWMASK (0xffffffff for a mark without one)
@@ -308,7 +312,7 @@ type mrule struct {
 // id is what tells rules apart for the mirror: the policy form's fields.
 func (r *mrule) id() string {
 	if r.key == "" {
-		r.key = fmt.Sprintf("%d/%d/%s/%x/%x/%d/%t/%s", r.prio, r.table, r.src, r.mark, r.mask, r.proto, r.suppress, r.extra)
+		r.key = fmt.Sprintf("%d/%d/%s/%x/%x/%d/%t/%s/%t", r.prio, r.table, r.src, r.mark, r.mask, r.proto, r.suppress, r.extra, r.v6)
 	}
 	return r.key
 }
@@ -317,9 +321,10 @@ func decodeRule(b []byte) (r mrule, ok bool, err error) {
 	if len(b) < 12 { // struct fib_rule_hdr
 		return r, false, errShort
 	}
-	if b[0] != unix.AF_INET {
+	if b[0] != unix.AF_INET && b[0] != unix.AF_INET6 {
 		return r, false, nil
 	}
+	r.v6 = b[0] == unix.AF_INET6
 	dstLen, srcLen, tos, action := b[1], b[2], b[3], b[7]
 	flags := binary.NativeEndian.Uint32(b[8:])
 	r.table = uint32(b[4])
@@ -333,9 +338,9 @@ func decodeRule(b []byte) (r mrule, ok bool, err error) {
 	err = walk(b[12:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.FRA_DST:
-			dst = addr4(ad.Bytes())
+			dst = addrOf(ad.Bytes())
 		case unix.FRA_SRC:
-			src = addr4(ad.Bytes())
+			src = addrOf(ad.Bytes())
 		case unix.FRA_IIFNAME:
 			iif = ad.String()
 		case unix.FRA_OIFNAME:
@@ -399,11 +404,15 @@ func decodeRule(b []byte) (r mrule, ok bool, err error) {
 	return r, err == nil, err
 }
 
-func addr4(b []byte) netip.Addr {
-	if len(b) != 4 {
-		return netip.Addr{}
+// addrOf is an IPv4 (4 bytes) or IPv6 (16 bytes) address attribute.
+func addrOf(b []byte) netip.Addr {
+	switch len(b) {
+	case 4:
+		return netip.AddrFrom4([4]byte(b))
+	case 16:
+		return netip.AddrFrom16([16]byte(b))
 	}
-	return netip.AddrFrom4([4]byte(b))
+	return netip.Addr{}
 }
 
 func walk(b []byte, fn func(*netlink.AttributeDecoder)) error {

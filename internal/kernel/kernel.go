@@ -145,6 +145,28 @@ func (k *Kernel) SetTables(tables []int) {
 	k.m.tables = want
 }
 
+// SetIPv6 says whether the mirror keeps IPv6 addresses and foreign IPv6
+// routes and rules (some uplink has ipv6 on); uplinkd's own are always
+// kept. Turning it on makes the next Snapshot dump: the rest was dropped
+// on the way in until now.
+func (k *Kernel) SetIPv6(on bool) {
+	k.m.mu.Lock()
+	defer k.m.mu.Unlock()
+	if on && !k.m.v6 {
+		k.m.stale = true
+	}
+	if !on {
+		clear(k.m.addrs6)
+		k.m.rules = slices.DeleteFunc(k.m.rules, func(r *mrule) bool { return r.v6 && r.proto != policy.Protocol })
+		for key, rs := range k.m.routes {
+			if key.dst.Addr().Is6() {
+				k.m.setSlot(key, slices.DeleteFunc(rs, func(r *mroute) bool { return r.proto != policy.Protocol }))
+			}
+		}
+	}
+	k.m.v6 = on
+}
+
 // Snapshot returns a copy of the mirror in the shape policy reads. A stale
 // mirror is dumped first.
 func (k *Kernel) Snapshot() (policy.Observed, error) {
@@ -439,7 +461,7 @@ func ignore(err error, codes ...unix.Errno) error {
 
 func toNetlinkRoute(r policy.Route, obs policy.Observed) *netlink.Route {
 	nr := &netlink.Route{
-		Family:   unix.AF_INET,
+		Family:   family(r.IPv6()),
 		Table:    r.Table,
 		Priority: r.Metric,
 		Protocol: netlink.RouteProtocol(r.Protocol),
@@ -451,7 +473,7 @@ func toNetlinkRoute(r policy.Route, obs policy.Observed) *netlink.Route {
 	}
 	// Always explicit, also for the default route: netlink wants a
 	// destination (0.0.0.0/0) when the route has no gateway.
-	nr.Dst = &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)}
+	nr.Dst = &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())}
 	if len(r.Nexthops) == 1 {
 		nh := r.Nexthops[0]
 		nr.LinkIndex = obs.Links[nh.Dev].Index
@@ -487,7 +509,7 @@ func sortedNexthops(in []policy.Nexthop) []policy.Nexthop {
 // kernel's notification of the write will say.
 func mrouteOf(nr *netlink.Route) *mroute {
 	ones, _ := nr.Dst.Mask.Size()
-	dst, _ := netip.AddrFromSlice(nr.Dst.IP.To4())
+	dst := ipOf(nr.Dst.IP, nr.Family)
 	r := &mroute{
 		key:   rkey{table: uint32(nr.Table), dst: netip.PrefixFrom(dst, ones), metric: uint32(nr.Priority)},
 		typ:   unix.RTN_UNICAST,
@@ -495,15 +517,31 @@ func mrouteOf(nr *netlink.Route) *mroute {
 		scope: uint8(nr.Scope),
 	}
 	if len(nr.MultiPath) == 0 {
-		gw, _ := netip.AddrFromSlice(nr.Gw.To4())
-		r.nhs = []mnexthop{{gw: gw, oif: int32(nr.LinkIndex)}}
+		r.nhs = []mnexthop{{gw: ipOf(nr.Gw, nr.Family), oif: int32(nr.LinkIndex)}}
 		return r
 	}
 	for _, nh := range nr.MultiPath {
-		gw, _ := netip.AddrFromSlice(nh.Gw.To4())
-		r.nhs = append(r.nhs, mnexthop{gw: gw, oif: int32(nh.LinkIndex), hops: uint8(nh.Hops)})
+		r.nhs = append(r.nhs, mnexthop{gw: ipOf(nh.Gw, nr.Family), oif: int32(nh.LinkIndex), hops: uint8(nh.Hops)})
 	}
 	return r
+}
+
+// family is the address family of a route or rule.
+func family(v6 bool) int {
+	if v6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// ipOf is a net.IP of the given family as the mirror keeps it; the zero
+// Addr for none.
+func ipOf(ip net.IP, fam int) netip.Addr {
+	if fam == unix.AF_INET {
+		ip = ip.To4()
+	}
+	a, _ := netip.AddrFromSlice(ip)
+	return a
 }
 
 func effectiveMask(r policy.Rule) uint32 {
@@ -515,7 +553,7 @@ func effectiveMask(r policy.Rule) uint32 {
 
 func toNetlinkRule(r policy.Rule) *netlink.Rule {
 	nr := netlink.NewRule()
-	nr.Family = unix.AF_INET
+	nr.Family = family(r.IPv6)
 	nr.Priority = r.Priority
 	nr.Table = r.Table
 	nr.Protocol = uint8(r.Protocol)
@@ -523,7 +561,7 @@ func toNetlinkRule(r policy.Rule) *netlink.Rule {
 		nr.SuppressPrefixlen = 0
 	}
 	if r.Src.IsValid() {
-		nr.Src = &net.IPNet{IP: r.Src.Addr().AsSlice(), Mask: net.CIDRMask(r.Src.Bits(), 32)}
+		nr.Src = &net.IPNet{IP: r.Src.Addr().AsSlice(), Mask: net.CIDRMask(r.Src.Bits(), r.Src.Addr().BitLen())}
 	}
 	if r.Mark != 0 {
 		nr.Mark = r.Mark
@@ -535,6 +573,6 @@ func toNetlinkRule(r policy.Rule) *netlink.Rule {
 
 // mruleOf is the mirror's form of a rule uplinkd writes or deletes.
 func mruleOf(r policy.Rule) *mrule {
-	return &mrule{prio: uint32(r.Priority), table: uint32(r.Table), src: r.Src, mark: r.Mark,
+	return &mrule{v6: r.IPv6, prio: uint32(r.Priority), table: uint32(r.Table), src: r.Src, mark: r.Mark,
 		mask: effectiveMask(r), proto: uint8(r.Protocol), suppress: r.SuppressDefault, extra: r.Extra}
 }

@@ -29,9 +29,17 @@ type mirror struct {
 	dumps uint64
 
 	links  map[int32]*mlink
-	addrs  map[int32][]maddr // per ifindex, in the kernel's list order
+	addrs  map[int32][]maddr // IPv4, per ifindex, in the kernel's list order
+	addrs6 map[int32][]maddr // IPv6, per ifindex (only while v6)
 	routes map[rkey][]*mroute
 	rules  []*mrule
+
+	// v6: IPv6 addresses and foreign IPv6 routes and rules are kept (some
+	// uplink has ipv6 on). Off, only uplinkd's own IPv6 routes and rules
+	// are (so what an earlier run with ipv6 on wrote is found and removed),
+	// and the IPv6 notifications the watcher always receives are dropped
+	// on the way in.
+	v6 bool
 
 	// history is the link history this mirror writes (linklog): one record
 	// per transition a notification makes, a Gap per link at every load.
@@ -64,6 +72,7 @@ func newMirror() *mirror {
 func (m *mirror) reset() {
 	m.links = map[int32]*mlink{}
 	m.addrs = map[int32][]maddr{}
+	m.addrs6 = map[int32][]maddr{}
 	m.routes = map[rkey][]*mroute{}
 	m.rules = nil
 	// A dump shows the kernel as it is: echoes still on their way would
@@ -120,8 +129,11 @@ func (m *mirror) ownRuleEcho(op string, r *mrule) bool {
 
 // keepRoute is the cheap filter: header fields and the table only.
 func (m *mirror) keepRoute(h routeHeader, table uint32) bool {
-	if h.family != unix.AF_INET || table == unix.RT_TABLE_LOCAL {
+	switch {
+	case table == unix.RT_TABLE_LOCAL || h.family != unix.AF_INET && h.family != unix.AF_INET6:
 		return false
+	case h.family == unix.AF_INET6 && !m.v6:
+		return h.proto == policy.Protocol
 	}
 	return m.tables[table] || h.dstLen == 0 || h.proto == policy.Protocol
 }
@@ -151,6 +163,12 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		a, ok, err := decodeAddr(b)
 		if !ok {
 			return err
+		}
+		if a.local.Is6() {
+			if m.v6 {
+				m.setAddr6(a, typ == unix.RTM_DELADDR)
+			}
+			return nil
 		}
 		if typ == unix.RTM_DELADDR {
 			m.delAddr(a)
@@ -196,6 +214,9 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		r, ok, err := decodeRule(b)
 		if !ok {
 			return err
+		}
+		if r.v6 && !m.v6 && r.proto != policy.Protocol {
+			return nil
 		}
 		op := "+"
 		if typ == unix.RTM_DELRULE {
@@ -298,6 +319,7 @@ func (m *mirror) delLink(index int32) {
 	m.record(rec)
 	delete(m.links, index)
 	delete(m.addrs, index)
+	delete(m.addrs6, index)
 	// NETDEV_UNREGISTER: every route with a nexthop on the device goes.
 	m.flushDev(index, true)
 }
@@ -312,7 +334,32 @@ func (m *mirror) delLink(index int32) {
 // in the order it sent them): the flush came before the write and the route
 // is there. A link that bounces between two passes is exactly this case.
 func (m *mirror) flushDev(index int32, any bool) {
+	m.flushDevFamily(index, any, true)
+}
+
+// flushDevFamily is flushDev for IPv4 routes only (v6: for both): an IPv4
+// device losing its last IPv4 address keeps its IPv6 routes.
+func (m *mirror) flushDevFamily(index int32, any, v6 bool) {
 	for k, rs := range m.routes {
+		if !v6 && k.dst.Addr().Is6() {
+			continue
+		}
+		if any && k.dst.Addr().Is6() {
+			// An IPv6 multipath route is a set of sibling routes: an
+			// unregistered device takes its own paths, the rest stay.
+			for i, r := range rs {
+				if r.via(index) && !m.awaitingAdd(r) {
+					c := *r
+					c.nhs = slices.DeleteFunc(slices.Clone(r.nhs), func(nh mnexthop) bool { return nh.oif == index })
+					if len(c.nhs) == 1 {
+						c.nhs[0].hops = 0
+					}
+					rs[i] = &c
+				}
+			}
+			m.setSlot(k, slices.DeleteFunc(rs, func(r *mroute) bool { return len(r.nhs) == 0 }))
+			continue
+		}
 		rs = slices.DeleteFunc(rs, func(r *mroute) bool {
 			if m.awaitingAdd(r) {
 				return false
@@ -388,7 +435,31 @@ func (m *mirror) delAddr(a maddr) {
 		// fib_inetaddr_event: the last IPv4 address went, IP is disabled
 		// on the device (fib_disable_ip with force).
 		delete(m.addrs, a.index)
-		m.flushDev(a.index, false)
+		m.flushDevFamily(a.index, false, false)
+	}
+}
+
+// setAddr6 adds, updates (its flags: DAD done, deprecated) or removes an
+// IPv6 address. Unlike IPv4, the kernel announces the routes an IPv6
+// address takes with it, so nothing is flushed here.
+func (m *mirror) setAddr6(a maddr, del bool) {
+	list := m.addrs6[a.index]
+	i := slices.IndexFunc(list, a.same)
+	switch {
+	case del && i >= 0:
+		m.recordAddr(linklog.AddrRemoved, a)
+		list = slices.Delete(list, i, i+1)
+	case del:
+	case i >= 0:
+		list[i] = a
+	default:
+		m.recordAddr(linklog.AddrAdded, a)
+		list = append(list, a)
+	}
+	if len(list) == 0 {
+		delete(m.addrs6, a.index)
+	} else {
+		m.addrs6[a.index] = list
 	}
 }
 
@@ -541,6 +612,9 @@ func (m *mirror) snapshot() policy.Observed {
 			obs.Addrs[name] = out
 		}
 	}
+	if m.v6 {
+		obs.Addrs6 = m.snapshotAddrs6(names)
+	}
 	// In a stable order, as a dump gives them: whoever picks "the first"
 	// route of a kind (gateway learning) must not flip between passes.
 	keys := make([]rkey, 0, len(m.routes))
@@ -560,10 +634,39 @@ func (m *mirror) snapshot() policy.Observed {
 	rules := slices.Clone(m.rules)
 	slices.SortStableFunc(rules, func(a, b *mrule) int { return cmp.Compare(a.prio, b.prio) })
 	for _, r := range rules {
-		obs.Rules = append(obs.Rules, policy.Rule{Priority: int(r.prio), Table: int(r.table), Src: r.src, Mark: r.mark,
+		obs.Rules = append(obs.Rules, policy.Rule{IPv6: r.v6, Priority: int(r.prio), Table: int(r.table), Src: r.src, Mark: r.mark,
 			Mask: r.mask, Protocol: int(r.proto), SuppressDefault: r.suppress, Extra: r.extra})
 	}
 	return obs
+}
+
+// snapshotAddrs6 is the policy view of the IPv6 addresses: global and
+// link-local ones (not ::1), with the states that make them unusable.
+func (m *mirror) snapshotAddrs6(names map[int32]string) map[string][]policy.Addr {
+	out := map[string][]policy.Addr{}
+	for index, list := range m.addrs6 {
+		name := names[index]
+		if name == "" {
+			continue
+		}
+		for _, a := range list {
+			if a.scope == unix.RT_SCOPE_HOST {
+				continue
+			}
+			pa := policy.Addr{Prefix: netip.PrefixFrom(a.local, int(a.bits)), Peer: a.peer}
+			if a.flags&unix.IFA_F_TENTATIVE != 0 {
+				pa.Flags |= policy.AddrTentative
+			}
+			if a.flags&unix.IFA_F_DEPRECATED != 0 {
+				pa.Flags |= policy.AddrDeprecated
+			}
+			if a.flags&unix.IFA_F_DADFAILED != 0 {
+				pa.Flags |= policy.AddrDADFailed
+			}
+			out[name] = append(out[name], pa)
+		}
+	}
+	return out
 }
 
 func (r *mroute) policy(names map[int32]string) policy.Route {
@@ -588,10 +691,16 @@ func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink
 	m.dumps++
 	m.loading = true
 	defer func() { m.loading = false }()
-	for _, q := range []struct {
+	type query struct {
 		typ    netlink.HeaderType
 		family uint8
-	}{{unix.RTM_GETLINK, unix.AF_UNSPEC}, {unix.RTM_GETADDR, unix.AF_INET}, {unix.RTM_GETROUTE, unix.AF_INET}, {unix.RTM_GETRULE, unix.AF_INET}} {
+	}
+	queries := []query{{unix.RTM_GETLINK, unix.AF_UNSPEC}, {unix.RTM_GETADDR, unix.AF_INET}, {unix.RTM_GETROUTE, unix.AF_INET}, {unix.RTM_GETRULE, unix.AF_INET},
+		{unix.RTM_GETROUTE, unix.AF_INET6}, {unix.RTM_GETRULE, unix.AF_INET6}}
+	if m.v6 {
+		queries = append(queries, query{unix.RTM_GETADDR, unix.AF_INET6})
+	}
+	for _, q := range queries {
 		msgs, err := dump(q.typ, q.family)
 		if err != nil {
 			m.stale = true

@@ -49,7 +49,12 @@ func newFixtureRun(t *testing.T, run bool) *fixture { return newFixtureBuffer(t,
 
 // newFixtureBuffer: readBuffer > 0 is the subscription's receive buffer.
 func newFixtureBuffer(t *testing.T, run bool, readBuffer int) *fixture {
-	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: lab.KindPPP}, {Name: "eth1", Kind: lab.KindEthernet}}})
+	return newFixtureSpec(t, run, readBuffer, false)
+}
+
+// newFixtureSpec: ipv6 builds an IPv6 lab and turns the mirror's IPv6 on.
+func newFixtureSpec(t *testing.T, run bool, readBuffer int, ipv6 bool) *fixture {
+	l := lab.NewT(t, lab.Spec{Uplinks: []lab.UplinkSpec{{Name: "ppp0", Kind: lab.KindPPP}, {Name: "eth1", Kind: lab.KindEthernet}}, IPv6: ipv6})
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		t.Fatal(err)
@@ -65,6 +70,7 @@ func newFixtureBuffer(t *testing.T, run bool, readBuffer int) *fixture {
 		t.Fatal(err)
 	}
 	k.SetTables([]int{tableA, tableB})
+	k.SetIPv6(ipv6)
 	k.readBuffer = readBuffer
 	if !run {
 		t.Cleanup(func() { k.Close() })

@@ -95,6 +95,9 @@ type UplinkSpec struct {
 // Spec describes the topology to build.
 type Spec struct {
 	Uplinks []UplinkSpec
+	// IPv6 keeps IPv6 on in every namespace and gives every uplink a
+	// global IPv6 address too (ipv6.go); off, the lab is IPv4 only.
+	IPv6 bool
 }
 
 // Lab is one built topology. Its exported fields are namespace names that
@@ -320,6 +323,11 @@ func (l *Lab) buildRest() error {
 		if err := l.buildInet(); err != nil {
 			return fmt.Errorf("inet: %w", err)
 		}
+		if l.spec.IPv6 {
+			if err := l.buildInet6(); err != nil {
+				return fmt.Errorf("inet: %w", err)
+			}
+		}
 	}
 	for i, us := range l.spec.Uplinks {
 		u := &uplink{spec: us, idx: l.uplinkBase() + i, isp: l.isps[i]}
@@ -359,6 +367,12 @@ func (l *Lab) addNS(name string) (*nsState, error) {
 	}
 	if err := h.LinkSetUp(lo); err != nil {
 		return nil, fmt.Errorf("%s: lo up: %w", name, err)
+	}
+	if l.spec.IPv6 {
+		if err := sysctlIn(name, ipv6Sysctls); err != nil {
+			return nil, fmt.Errorf("%s: IPv6: %w", name, err)
+		}
+		return s, nil
 	}
 	// Missing IPv6 support in the kernel is not an error: the lab is IPv4.
 	_ = sysctlIn(name, map[string]string{
@@ -423,11 +437,17 @@ func (l *Lab) buildISP(u *uplink) error {
 	if err := addRoute(u.isp.h, &netlink.Route{LinkIndex: wan.Attrs().Index, Gw: inetSide.AsSlice()}); err != nil {
 		return err
 	}
-	return addRoute(l.inet.h, &netlink.Route{
+	if err := addRoute(l.inet.h, &netlink.Route{
 		LinkIndex: iv.Attrs().Index,
 		Dst:       ipnet(CustomerPrefix(u.idx)),
 		Gw:        ispWAN.AsSlice(),
-	})
+	}); err != nil {
+		return err
+	}
+	if l.spec.IPv6 {
+		return l.buildISP6(u, wan, iv)
+	}
+	return nil
 }
 
 // farIndexBase is where explicit ifindexes of far veth ends start (see

@@ -29,6 +29,7 @@ type uplink struct {
 
 	dials      int        // number of dials so far; selects the next address
 	addr       netip.Addr // router-side address; valid while the link exists
+	addr6      netip.Addr // router-side global IPv6 address (IPv6 labs)
 	last       netip.Addr // last address assigned, kept across DropLink
 	present    bool       // the router-side link exists
 	index      int        // router-side ifindex while present
@@ -86,10 +87,16 @@ func (l *Lab) uplinkLocked(name string) (*uplink, error) {
 // UplinkAddr returns the router-side address currently assigned to uplink
 // name, or the zero Addr if the link is dropped (or the name is unknown).
 func (l *Lab) UplinkAddr(name string) netip.Addr {
+	return l.addrOf(name, true, func(u *uplink) netip.Addr { return u.addr })
+}
+
+// addrOf is f of uplink name under the lab's lock; the zero Addr for an
+// unknown name, or (present) a dropped link.
+func (l *Lab) addrOf(name string, present bool, f func(*uplink) netip.Addr) netip.Addr {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok && u.present {
-		return u.addr
+	if u, ok := l.uplinks[name]; ok && (u.present || !present) {
+		return f(u)
 	}
 	return netip.Addr{}
 }
@@ -97,12 +104,7 @@ func (l *Lab) UplinkAddr(name string) netip.Addr {
 // ISPAddr returns the ISP end of uplink name: the ppp peer, or the ethernet
 // gateway. It is the zero Addr for an unknown name.
 func (l *Lab) ISPAddr(name string) netip.Addr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if u, ok := l.uplinks[name]; ok {
-		return ISPAddrOf(u.idx)
-	}
-	return netip.Addr{}
+	return l.addrOf(name, false, func(u *uplink) netip.Addr { return ISPAddrOf(u.idx) })
 }
 
 // ISP returns the namespace of the ISP behind uplink name ("" if unknown).
@@ -192,7 +194,7 @@ func (l *Lab) dropLocked(u *uplink) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("delete %s: %w", u.spec.Name, err)
 	}
 	t := time.Now()
-	u.present, u.addr, u.index, u.peerIndex = false, netip.Addr{}, 0, 0
+	u.present, u.addr, u.addr6, u.index, u.peerIndex = false, netip.Addr{}, netip.Addr{}, 0, 0
 	return t, nil
 }
 
@@ -238,6 +240,11 @@ func (l *Lab) dialLocked(u *uplink) (res RedialResult, err error) {
 	// uplinkd: the address event comes last.
 	if err := l.router.h.LinkSetUp(v); err != nil {
 		return res, fmt.Errorf("set %s up: %w", u.spec.Name, err)
+	}
+	if l.spec.IPv6 {
+		if u.addr6, err = l.dial6(u, v, peer); err != nil {
+			return res, err
+		}
 	}
 	a := &netlink.Addr{IPNet: ipnet(routerPrefix)}
 	if routerPeer.IsValid() {

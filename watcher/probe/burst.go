@@ -27,7 +27,7 @@ func Burst(ctx context.Context, s Spec, count int, gap time.Duration) (BurstResu
 	if err != nil {
 		return BurstResult{}, fmt.Errorf("probe burst %s: %w", s.Uplink, err)
 	}
-	p, err := newProber(s)
+	p, err := newProber(s, is6(s, targets))
 	if err != nil {
 		return BurstResult{}, fmt.Errorf("probe burst %s: %s: %w", s.Uplink, s.Method, err)
 	}

@@ -18,10 +18,13 @@ import (
 )
 
 const (
-	icmpEchoReply   = 0
-	icmpEchoRequest = 8
-	icmpHeaderLen   = 8
-	cookieLen       = 8
+	icmpEchoReply    = 0
+	icmpEchoRequest  = 8
+	icmp6EchoRequest = 128
+	icmp6EchoReply   = 129
+	icmpHeaderLen    = 8
+	cookieLen        = 8
+	icmpChecksumOff  = 2 // offset of the checksum field
 )
 
 // icmpFilterMask is the ICMP_FILTER bitmap (a set bit drops that type): all
@@ -44,6 +47,7 @@ var forcePingSocket bool
 // goroutine that hands replies to the probes waiting for them.
 type icmpProber struct {
 	conn   net.PacketConn
+	v6     bool // ICMPv6 (an IPv6 source or IPv6 targets)
 	raw    bool // raw socket: our identifier; ping socket: the kernel's
 	id     uint16
 	cookie [cookieLen]byte
@@ -60,11 +64,11 @@ type echo struct {
 	reply chan time.Time // arrival time; buffered: the reader never blocks on it
 }
 
-func newICMP(s Spec) (*icmpProber, error) {
-	if s.Source.IsValid() && !s.Source.Is4() {
-		return nil, fmt.Errorf("source %s: icmp probes are IPv4 only", s.Source)
-	}
+// newICMP opens the prober's socket: ICMPv6 when the source or the
+// targets are IPv6 (Spec.parse has checked that they agree), else ICMP.
+func newICMP(s Spec, v6 bool) (*icmpProber, error) {
 	p := &icmpProber{
+		v6:      v6,
 		id:      uint16(nextID.Add(1)),
 		pending: make(map[uint16]*echo),
 		done:    make(chan struct{}),
@@ -76,7 +80,7 @@ func newICMP(s Spec) (*icmpProber, error) {
 	if !forcePingSocket {
 		err := inNetNS(s.NetNS, func() error {
 			var err error
-			p.conn, err = openICMP(s, true, p.id)
+			p.conn, err = openICMP(s, v6, true, p.id)
 			return err
 		})
 		if err == nil {
@@ -92,7 +96,7 @@ func newICMP(s Spec) (*icmpProber, error) {
 		// group is in net.ipv4.ping_group_range.
 		err := inNetNS(s.NetNS, func() error {
 			var err error
-			p.conn, err = openICMP(s, false, 0)
+			p.conn, err = openICMP(s, v6, false, 0)
 			return err
 		})
 		if err != nil {
@@ -107,12 +111,16 @@ func newICMP(s Spec) (*icmpProber, error) {
 // else SOCK_DGRAM (a "ping" socket). It is built by hand rather than with
 // x/net/icmp.ListenPacket because the device binding and the filters must be
 // in place before the first reply can arrive.
-func openICMP(s Spec, raw bool, id uint16) (net.PacketConn, error) {
+func openICMP(s Spec, v6, raw bool, id uint16) (net.PacketConn, error) {
 	typ, what := unix.SOCK_DGRAM, "ping"
 	if raw {
 		typ, what = unix.SOCK_RAW, "raw ICMP"
 	}
-	fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+	family, proto := unix.AF_INET, unix.IPPROTO_ICMP
+	if v6 {
+		family, proto, what = unix.AF_INET6, unix.IPPROTO_ICMPV6, what+"v6"
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return nil, fmt.Errorf("open %s socket: %w", what, err)
 	}
@@ -123,7 +131,15 @@ func openICMP(s Spec, raw bool, id uint16) (net.PacketConn, error) {
 			return nil, fmt.Errorf("bind %s socket to device %s: %w", what, s.Iface, err)
 		}
 	}
-	if raw {
+	switch {
+	case raw && v6:
+		// A raw ICMPv6 socket sees the message without the IPv6 header;
+		// the kernel computes the checksum (RFC 3542) on its own. One BPF
+		// program keeps only echo replies with our identifier.
+		if err := attachIDFilter6(fd, id); err != nil {
+			return nil, err
+		}
+	case raw:
 		// A raw ICMP socket gets a copy of every ICMP message for its
 		// address. Filtering in the kernel, first by type (ICMP_FILTER:
 		// set bits are dropped), then by our identifier (BPF), keeps
@@ -135,9 +151,15 @@ func openICMP(s Spec, raw bool, id uint16) (net.PacketConn, error) {
 			return nil, err
 		}
 	}
-	sa := &unix.SockaddrInet4{}
-	if s.Source.IsValid() {
-		sa.Addr = s.Source.As4()
+	var sa unix.Sockaddr = &unix.SockaddrInet4{}
+	if v6 {
+		sa6 := &unix.SockaddrInet6{}
+		if s.Source.IsValid() {
+			sa6.Addr = s.Source.As16()
+		}
+		sa = sa6
+	} else if s.Source.IsValid() {
+		sa = &unix.SockaddrInet4{Addr: s.Source.As4()}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return nil, fmt.Errorf("bind %s socket to %s: %w", what, s.Source, err)
@@ -149,17 +171,36 @@ func openICMP(s Spec, raw bool, id uint16) (net.PacketConn, error) {
 	return c, nil
 }
 
+// attachIDFilter6 is attachIDFilter for a raw ICMPv6 socket, where the
+// program sees the ICMPv6 header at offset 0: echo replies with identifier
+// id pass, everything else (neighbour discovery, other probers) is dropped.
+func attachIDFilter6(fd int, id uint16) error {
+	return attachFilter(fd, []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 0, Size: 1}, // A = type
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmp6EchoReply, SkipFalse: 3},
+		bpf.LoadAbsolute{Off: 4, Size: 2}, // A = identifier
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(id), SkipFalse: 1},
+		bpf.RetConstant{Val: 0xffff},
+		bpf.RetConstant{Val: 0},
+	})
+}
+
 // attachIDFilter installs a classic BPF program that accepts only packets
 // whose ICMP identifier is id. On a raw IPv4 socket the program sees the IP
 // header first, so the ICMP header starts at 4*IHL.
 func attachIDFilter(fd int, id uint16) error {
-	prog, err := bpf.Assemble([]bpf.Instruction{
+	return attachFilter(fd, []bpf.Instruction{
 		bpf.LoadMemShift{Off: 0},          // X = 4 * (ip[0] & 0xf)
 		bpf.LoadIndirect{Off: 4, Size: 2}, // A = icmp identifier
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(id), SkipFalse: 1},
 		bpf.RetConstant{Val: 0xffff}, // accept (up to 64 KiB)
 		bpf.RetConstant{Val: 0},      // drop
 	})
+}
+
+// attachFilter assembles and attaches a classic BPF socket filter.
+func attachFilter(fd int, ins []bpf.Instruction) error {
+	prog, err := bpf.Assemble(ins)
 	if err != nil {
 		return fmt.Errorf("assemble ICMP id filter: %w", err)
 	}
@@ -177,6 +218,9 @@ func attachIDFilter(fd int, id uint16) error {
 func (p *icmpProber) probe(ctx context.Context, t *target, timeout time.Duration) (time.Duration, error) {
 	msg := make([]byte, icmpHeaderLen+2*cookieLen)
 	msg[0] = icmpEchoRequest
+	if p.v6 {
+		msg[0] = icmp6EchoRequest
+	}
 	binary.BigEndian.PutUint16(msg[4:], p.id)
 	copy(msg[icmpHeaderLen:], p.cookie[:])
 
@@ -197,7 +241,11 @@ func (p *icmpProber) probe(ctx context.Context, t *target, timeout time.Duration
 	}()
 
 	binary.BigEndian.PutUint16(msg[6:], seq)
-	binary.BigEndian.PutUint16(msg[2:], checksum(msg))
+	if !p.v6 {
+		// ICMPv6's checksum covers a pseudo-header only the kernel
+		// knows (the source it picks): the kernel fills it in.
+		binary.BigEndian.PutUint16(msg[icmpChecksumOff:], checksum(msg))
+	}
 	var dst net.Addr = &net.IPAddr{IP: t.addr.AsSlice()}
 	if !p.raw {
 		dst = &net.UDPAddr{IP: t.addr.AsSlice()}
@@ -239,7 +287,11 @@ func (p *icmpProber) read() {
 			continue
 		}
 		b := buf[:n]
-		if len(b) < icmpHeaderLen+cookieLen || b[0] != icmpEchoReply || b[1] != 0 {
+		reply := byte(icmpEchoReply)
+		if p.v6 {
+			reply = icmp6EchoReply
+		}
+		if len(b) < icmpHeaderLen+cookieLen || b[0] != reply || b[1] != 0 {
 			continue
 		}
 		if p.raw && binary.BigEndian.Uint16(b[4:]) != p.id {

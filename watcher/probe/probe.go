@@ -65,7 +65,8 @@ type Spec struct {
 	Uplink string
 	// Method is icmp, tcp, dns or http.
 	Method string
-	// Targets as the config loader validates them: icmp an IPv4 address; tcp
+	// Targets as the config loader validates them: icmp an IPv4 or IPv6
+	// address (all of one family: ICMPv6 for IPv6); tcp
 	// HOST:PORT; dns IP or IP:PORT (default port 53); http an http:// or
 	// https:// URL. Host names are resolved by the system resolver before
 	// every probe, not through the uplink (the local resolver may well sit
@@ -143,7 +144,7 @@ func Run(ctx context.Context, s Spec, out chan<- Result) error {
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", s.Uplink, err)
 	}
-	p, err := newProber(s)
+	p, err := newProber(s, is6(s, targets))
 	if err != nil {
 		return fmt.Errorf("probe %s: %s: %w", s.Uplink, s.Method, err)
 	}
@@ -182,10 +183,19 @@ func Run(ctx context.Context, s Spec, out chan<- Result) error {
 	}
 }
 
-func newProber(s Spec) (prober, error) {
+// is6 tells an IPv6 prober: its source, or else its first target, is IPv6
+// (parse has checked that every target has the source's family).
+func is6(s Spec, targets []*target) bool {
+	if s.Source.IsValid() {
+		return s.Source.Is6()
+	}
+	return len(targets) > 0 && targets[0].addr.Is6()
+}
+
+func newProber(s Spec, v6 bool) (prober, error) {
 	switch s.Method {
 	case MethodICMP:
-		return newICMP(s)
+		return newICMP(s, v6)
 	case MethodTCP:
 		return &tcpProber{d: newDialer(s)}, nil
 	case MethodDNS:
@@ -219,6 +229,10 @@ func (s *Spec) parse() ([]*target, error) {
 		if t.addr.IsValid() && s.Source.IsValid() && t.addr.Is4() != s.Source.Is4() {
 			return nil, fmt.Errorf("target %q: address family differs from source %s", raw, s.Source)
 		}
+		if s.Method == MethodICMP && len(out) > 0 && t.addr.Is4() != out[0].addr.Is4() {
+			// One socket per prober: one family.
+			return nil, fmt.Errorf("target %q: icmp targets of one prober must be of one family", raw)
+		}
 		out = append(out, t)
 	}
 	return out, nil
@@ -229,8 +243,8 @@ func parseTarget(method, raw string) (*target, error) {
 	switch method {
 	case MethodICMP:
 		a, err := netip.ParseAddr(raw)
-		if err != nil || !a.Is4() {
-			return nil, errors.New("icmp needs an IPv4 address")
+		if err != nil || a.Is4In6() || a.Zone() != "" {
+			return nil, errors.New("icmp needs an IPv4 or IPv6 address")
 		}
 		t.addr = a
 	case MethodTCP:

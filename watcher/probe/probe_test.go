@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -296,7 +297,7 @@ func TestSpecValidation(t *testing.T) {
 		{"interval", func(s *Spec) { s.Interval = 0 }, "interval must be positive"},
 		{"timeout", func(s *Spec) { s.Timeout = 0 }, "timeout must be positive"},
 		{"targets", func(s *Spec) { s.Targets = nil }, "no targets"},
-		{"icmp v6", func(s *Spec) { s.Targets = []string{"2001:db8::1"} }, "IPv4"},
+		{"icmp v6 from v4", func(s *Spec) { s.Targets, s.Source = []string{"2001:db8::1"}, netip.MustParseAddr("192.0.2.2") }, "address family differs"},
 		{"icmp host", func(s *Spec) { s.Targets = []string{"example.net"} }, "IPv4"},
 		{"tcp port", func(s *Spec) { s.Method, s.Targets = MethodTCP, []string{"192.0.2.1"} }, "HOST:PORT"},
 		{"tcp port 0", func(s *Spec) { s.Method, s.Targets = MethodTCP, []string{"192.0.2.1:0"} }, "bad port"},

@@ -1,0 +1,172 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+// ipv6Lab: two ethernet uplinks and a ppp one, all with IPv6 addresses.
+func ipv6Lab(t *testing.T) *lab.Lab {
+	return lab.NewT(t, lab.Spec{IPv6: true, Uplinks: []lab.UplinkSpec{
+		{Name: "eth1", Kind: lab.KindEthernet}, {Name: "eth2", Kind: lab.KindEthernet}, {Name: "ppp0", Kind: lab.KindPPP}}})
+}
+
+// ipv6Config: a (eth1, weight 1) and b (eth2, weight 3) with ipv6 on, the
+// ISP's link-local router as gateway6, each probed over IPv4 and IPv6; c
+// (ppp0, tier 2) with ipv6 off although its link has an IPv6 address.
+func ipv6Config(l *lab.Lab) string {
+	var b strings.Builder
+	b.WriteString("[lan]\ninterface = \"lan0\"\n")
+	for i, name := range []string{"eth1", "eth2"} {
+		fmt.Fprintf(&b, `
+[[uplink]]
+name = %q
+interface = %q
+kind = "ethernet"
+table = %d
+rule_priority = %d
+gateway = %q
+weight = %d
+ipv6 = true
+gateway6 = %q
+  [uplink.check]
+  targets = [%q, %q]
+  interval = "200ms"
+  timeout = "150ms"
+  down = 3
+  up = 3
+  hold_down = "0s"
+`, string(rune('a'+i)), name, 100+i, 100+i, l.ISPAddr(name), 1+2*i, lab.ISPLinkLocal, lab.InetHosts[0], lab.InetHosts6[0])
+	}
+	b.WriteString(`
+[[uplink]]
+name = "c"
+interface = "ppp0"
+kind = "ppp"
+table = 102
+rule_priority = 102
+tier = 2
+`)
+	return b.String()
+}
+
+func uplinkStatus(t *testing.T, st control.Status, name string) control.Uplink {
+	t.Helper()
+	for _, u := range st.Uplinks {
+		if u.Name == name {
+			return u
+		}
+	}
+	t.Fatalf("no uplink %s in the status", name)
+	return control.Uplink{}
+}
+
+// TestLabIPv6: source rules and per-table defaults for the uplinks with
+// ipv6 on and nothing for the one without; a weighted IPv6 default; an
+// IPv6 blackhole on one uplink moves the IPv6 default and leaves IPv4
+// alone; an address change rewrites the rules, the new one first.
+func TestLabIPv6(t *testing.T) {
+	l := ipv6Lab(t)
+	r := start(t, l, writeConfig(t, ipv6Config(l)))
+	a6, b6 := l.UplinkAddr6("eth1"), l.UplinkAddr6("eth2")
+	r.eventually("weighted IPv6 default", func() bool {
+		m := r.ip("-6", "route", "show", "table", "157")
+		return strings.Contains(m, "nexthop via fe80::1 dev eth1 weight 1") && strings.Contains(m, "nexthop via fe80::1 dev eth2 weight 3")
+	})
+	r.eventually("IPv6 source rules", func() bool {
+		rules := r.ip("-6", "rule")
+		return strings.Contains(rules, "from "+a6.String()+" lookup 100") && strings.Contains(rules, "from "+b6.String()+" lookup 101") &&
+			strings.Contains(rules, "lookup main suppress_prefixlength 0")
+	})
+	r.eventually("per-table IPv6 default", r.has("default via fe80::1 dev eth1 proto 157", "-6", "route", "show", "table", "100"))
+	// c has ipv6 off: no IPv6 rule or route of its own, its IPv4 is there.
+	if rules := r.ip("-6", "rule"); strings.Contains(rules, "lookup 102") {
+		t.Errorf("an IPv6 rule for c, whose ipv6 is off:\n%s", rules)
+	}
+	if routes := r.ip("-6", "route", "show", "table", "all"); strings.Contains(routes, "table 102") || strings.Contains(routes, "dev ppp0 proto 157") {
+		t.Errorf("an IPv6 route for c, whose ipv6 is off:\n%s", routes)
+	}
+	r.eventually("c's IPv4 rule", r.has("lookup 102", "rule"))
+	// Real traffic: the router reaches the IPv6 internet host, from each
+	// uplink's address through that uplink.
+	for _, src := range []string{a6.String(), b6.String()} {
+		mustExec(t, l, l.Router, "ping", "-6", "-c1", "-W2", "-I", src, lab.InetHosts6[0].String())
+	}
+	mustExec(t, l, l.Router, "ping", "-6", "-c1", "-W2", lab.InetHosts6[0].String())
+
+	st := r.statusJSON()
+	if v := uplinkStatus(t, st, "a").IPv6; v == nil || v.Address != a6 || !v.Default {
+		t.Fatalf("a's IPv6 status = %+v, want address %s and default", v, a6)
+	}
+	if v := uplinkStatus(t, st, "c").IPv6; v != nil {
+		t.Fatalf("c has ipv6 off but an IPv6 status: %+v", v)
+	}
+
+	// IPv6 dies upstream of eth1; its IPv4 and its link stay.
+	if err := l.Blackhole6("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("IPv6 default via eth2 only", r.has("default via fe80::1 dev eth2 proto 157", "-6", "route", "show", "table", "157"))
+	if m := r.ip("route", "show", "table", "157"); !strings.Contains(m, "dev eth1") || !strings.Contains(m, "dev eth2") {
+		t.Fatalf("IPv4 default changed with eth1's IPv6:\n%s", m)
+	}
+	mustExec(t, l, l.Router, "ping", "-6", "-c1", "-W2", lab.InetHosts6[0].String())
+	mustExec(t, l, l.Router, "ping", "-c1", "-W2", "-I", l.UplinkAddr("eth1").String(), lab.InetHosts[0].String())
+	var a control.Uplink
+	r.eventually("a's status: IPv4 up, IPv6 failed", func() bool {
+		a = uplinkStatus(t, r.statusJSON(), "a")
+		return a.State == control.StateUp && a.IPv6 != nil && a.IPv6.State == control.StateFailed
+	})
+	if a.IPv6.Default || !a.Default {
+		t.Fatalf("a with failed IPv6: IPv6 default %v, IPv4 default %v; want false, true", a.IPv6.Default, a.Default)
+	}
+	if err := l.Blackhole6("eth1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("eth1 back in the IPv6 default", r.has("nexthop via fe80::1 dev eth1 weight 1", "-6", "route", "show", "table", "157"))
+
+	// Renumbering: a new address comes, the old one goes. The new rule
+	// is there while the old address still is (make-before-break), and the
+	// old rule leaves with its address.
+	pfx := lab.CustomerPrefix6(l.UplinkIndex("eth1"))
+	n := pfx.Addr().As16()
+	n[15] = 0x99
+	renum := netip.AddrFrom16(n).String()
+	mustExec(t, l, l.Router, "ip", "addr", "add", renum+"/64", "dev", "eth1", "nodad")
+	r.eventually("rule for the new address", r.has("from "+renum+" lookup 100", "-6", "rule"))
+	if rules := r.ip("-6", "rule"); !strings.Contains(rules, "from "+a6.String()+" lookup 100") {
+		t.Fatalf("the old address's rule went before the address:\n%s", rules)
+	}
+	mustExec(t, l, l.Router, "ip", "addr", "del", a6.String()+"/64", "dev", "eth1")
+	r.eventually("old rule gone", r.lacks("from "+a6.String()+" ", "-6", "rule"))
+	mustExec(t, l, l.Router, "ping", "-6", "-c1", "-W2", "-I", renum, lab.InetHosts6[0].String())
+	// Deprecated (preferred lifetime 0): no rule for it.
+	mustExec(t, l, l.Router, "ip", "addr", "change", renum+"/64", "dev", "eth1", "preferred_lft", "0")
+	r.eventually("deprecated address loses its rule", r.lacks("from "+renum+" ", "-6", "rule"))
+	r.eventually("eth1 out of the IPv6 default", r.lacks("dev eth1", "-6", "route", "show", "table", "157"))
+}
+
+// TestLabIPv6Off: an IPv4-only config on a box with IPv6 writes no IPv6
+// rule or route at all.
+func TestLabIPv6Off(t *testing.T) {
+	l := ipv6Lab(t)
+	cfg := strings.ReplaceAll(ipv6Config(l), "ipv6 = true", "ipv6 = false")
+	cfg = strings.ReplaceAll(cfg, fmt.Sprintf("gateway6 = %q\n", lab.ISPLinkLocal), "")
+	cfg = strings.ReplaceAll(cfg, fmt.Sprintf(", %q]", lab.InetHosts6[0]), "]")
+	r := start(t, l, writeConfig(t, cfg))
+	r.eventually("IPv4 default", r.has("dev eth2", "route", "show", "table", "157"))
+	if rules := r.ip("-6", "rule"); strings.Contains(rules, "proto 157") {
+		t.Errorf("IPv6 rules of uplinkd with ipv6 off:\n%s", rules)
+	}
+	if routes := r.ip("-6", "route", "show", "table", "all"); strings.Contains(routes, "proto 157") {
+		t.Errorf("IPv6 routes of uplinkd with ipv6 off:\n%s", routes)
+	}
+	if v := uplinkStatus(t, r.statusJSON(), "a").IPv6; v != nil {
+		t.Errorf("IPv6 status with ipv6 off: %+v", v)
+	}
+}
