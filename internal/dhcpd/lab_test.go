@@ -58,8 +58,11 @@ func newDHCPLab(t *testing.T) *dhcpLab {
 		t.Skip("lab test")
 	}
 	needClient(t)
-	l := lab.NewT(t, lab.Spec{})
+	// The directory before the lab: cleanups run last-in first-out, so the
+	// lab's Close stops the clients (dhclient and its script write here)
+	// before the directory is removed.
 	dir := t.TempDir()
+	l := lab.NewT(t, lab.Spec{})
 	script := filepath.Join(dir, "udhcpc.script")
 	if err := os.WriteFile(script, []byte(clientScript), 0o755); err != nil {
 		t.Fatal(err)
