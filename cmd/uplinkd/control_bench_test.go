@@ -169,10 +169,12 @@ func (h *holdHandler) Event(ctx context.Context, _ control.Event) error {
 // for BenchmarkEventUnderLoad, not a pass/fail bound.
 func TestEventUnderLoad(t *testing.T) {
 	reported, delivered := eventRate(t, 200, time.Millisecond)
+	// How many make the 90 ms budget depends on the machine's load (under
+	// CPU hogs it can be none): a figure for BenchmarkEventUnderLoad. What
+	// must hold on any machine is checked in eventRate: no call claims a
+	// delivery the daemon did not get, and every other call says NOT
+	// delivered.
 	t.Logf("200 parallel role events: %d reported delivered, %d reached the daemon", reported, delivered)
-	if reported == 0 {
-		t.Error("no role event delivered at all")
-	}
 }
 
 // BenchmarkEventUnderLoad reports the share of 200 parallel role events
