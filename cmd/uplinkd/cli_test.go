@@ -198,21 +198,7 @@ func TestGarbageOnTheSocket(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".sock")
-			ln, err := net.Listen("unix", path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Write([]byte(tc.reply))
-					c.Close()
-				}
-			}()
+			answerEvery(t, path, tc.reply)
 			for _, args := range [][]string{{"status"}, {"reload"}, {"reconnect", "dsl"}} {
 				var out, errb bytes.Buffer
 				code := run(append(args, "--socket", path), &out, &errb)
@@ -254,21 +240,7 @@ func TestRoleEventAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".sock")
-			ln, err := net.Listen("unix", path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Write([]byte(tc.reply))
-					c.Close()
-				}
-			}()
+			answerEvery(t, path, tc.reply)
 			var out, errb bytes.Buffer
 			code := run([]string{"event", "--socket", path, "--role", "master"}, &out, &errb)
 			if code != tc.code || errb.String() != tc.prefix {
@@ -276,4 +248,25 @@ func TestRoleEventAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// answerEvery listens on path until the test ends and answers every
+// connection with reply, whatever it sent, then closes it.
+func answerEvery(t *testing.T, path, reply string) {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(reply))
+			c.Close()
+		}
+	}()
 }
