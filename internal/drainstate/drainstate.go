@@ -81,22 +81,14 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 // set with a *CorruptError; any other error (the file cannot be read) comes
 // with an empty set too, and the file is left alone.
 func Load(path string) (Set, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Set{}, nil
+	set, err := Read(path)
+	var ce *CorruptError
+	if errors.As(err, &ce) {
+		if rerr := os.Rename(path, path+".bad"); rerr == nil {
+			ce.Moved = path + ".bad"
+		}
 	}
-	if err != nil {
-		return Set{}, fmt.Errorf("drain state: %w", err)
-	}
-	set, err := decode(data)
-	if err == nil {
-		return set, nil
-	}
-	ce := &CorruptError{Path: path, Err: err}
-	if rerr := os.Rename(path, path+".bad"); rerr == nil {
-		ce.Moved = path + ".bad"
-	}
-	return Set{}, ce
+	return set, err
 }
 
 // Read is Load for readers that must change nothing (`uplinkd plan`): a
