@@ -186,9 +186,12 @@ func tableRoute6(u *Uplink, obs Observed, st UplinkState6) (Route, bool) {
 // failed hands IPv6 to the next tier while it keeps IPv4). Marks the
 // chosen ones Active.
 func defaultRoute6Of(cfg *Config, states []UplinkState) (Route, bool) {
+	// A drained uplink (uplinkd drain) leaves the IPv6 default as it
+	// leaves the IPv4 one; its own rules and table stay.
+	carries := func(st UplinkState) bool { return st.IPv6.Usable && !st.Drained }
 	best := 0
 	for i, st := range states {
-		if t := cfg.Uplinks[i].Tier; st.IPv6.Usable && (best == 0 || t < best) {
+		if t := cfg.Uplinks[i].Tier; carries(st) && (best == 0 || t < best) {
 			best = t
 		}
 	}
@@ -198,7 +201,7 @@ func defaultRoute6Of(cfg *Config, states []UplinkState) (Route, bool) {
 	r := Route{Table: cfg.Daemon.DefaultTable, Dst: defaultRoute6, Metric: Metric6, Protocol: Protocol}
 	var chosen []int
 	for i := range states {
-		if states[i].IPv6.Usable && cfg.Uplinks[i].Tier == best {
+		if carries(states[i]) && cfg.Uplinks[i].Tier == best {
 			chosen = append(chosen, i)
 		}
 	}

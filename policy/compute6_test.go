@@ -67,11 +67,12 @@ func obs6() Observed {
 
 func TestCompute6(t *testing.T) {
 	tests := []struct {
-		name   string
-		obs    func(Observed) Observed
-		health Health
-		want   []string // lines of Desired.String that must be there
-		absent []string // lines that must not
+		name    string
+		obs     func(Observed) Observed
+		health  Health
+		drained Drained
+		want    []string // lines of Desired.String that must be there
+		absent  []string // lines that must not
 	}{{
 		name: "all up: per-address rules, table defaults, weighted default of tier 1",
 		want: []string{
@@ -142,6 +143,15 @@ func TestCompute6(t *testing.T) {
 			"uplink a ipv6: up addr 2001:db8:a::2",
 		},
 	}, {
+		name:    "b drained: the IPv6 default leaves it as the IPv4 one does; its own rule and table stay",
+		drained: Drained{"b": true},
+		want: []string{
+			"route -6 default via fe80::1 dev eth1 table 157 proto 157 metric 1024",
+			"rule -6 priority 1001 from 2001:db8:b::2 lookup 101 proto 157",
+			"route -6 default via fe80::2 dev eth2 table 101 proto 157 metric 1024",
+		},
+		absent: []string{"nexthop via fe80::2"},
+	}, {
 		name: "no RA route and no gateway6: no IPv6 gateway",
 		obs: func(o Observed) Observed {
 			o.Routes = o.Routes[:2]
@@ -164,7 +174,8 @@ func TestCompute6(t *testing.T) {
 			if tt.obs != nil {
 				obs = tt.obs(obs)
 			}
-			got := Compute(dual6(t), obs, tt.health).String()
+			cfg := dual6(t)
+			got := ComputeFrom(cfg, obs, LinkStates(cfg, obs), tt.health, tt.drained).String()
 			lines := strings.Split(got, "\n")
 			for _, w := range tt.want {
 				if !slices.Contains(lines, w) {
