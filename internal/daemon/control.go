@@ -78,6 +78,7 @@ type ctlMsg struct {
 	event     control.Event  // an interface poke: resync
 	kick      string         // this uplink's reconnect attempt ended: a pass re-evaluates the need
 	drain     *control.Drain // drain or undrain an uplink
+	delegated *control.Event // a delegated prefix learned or ended
 	done      chan error
 }
 
@@ -520,6 +521,11 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 		m.done <- err
 		return changed
 	}
+	if m.delegated != nil {
+		changed, err := d.onDelegated(*m.delegated)
+		m.done <- err
+		return changed
+	}
 	if m.reconnect == "" {
 		// An interface poke from a hook script: only a trigger. What
 		// happened to the link is in the kernel mirror's link history,
@@ -622,6 +628,9 @@ func (h ctlHandler) Event(ctx context.Context, ev control.Event) error {
 		// keepalived's notify script: the role changes in the loop at once
 		// (ErrHAOff without [ha]).
 		return h.d.SetRole(ctx, string(ev.Role))
+	}
+	if ev.Delegated != "" {
+		return h.send(ctx, ctlMsg{delegated: &ev, done: make(chan error, 1)})
 	}
 	return h.send(ctx, ctlMsg{event: ev})
 }

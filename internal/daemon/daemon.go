@@ -132,6 +132,7 @@ type Daemon struct {
 	pendingHooks []pendingHook
 	ha           *haRuntime // HA: two-gateway state (ha.go)
 	drain        drain      // uplinks drained by hand (drain.go)
+	deleg        delegated  // IPv6 prefixes the PD clients reported (delegated.go)
 
 	// wg holds every goroutine Run starts (watcher, monitors, probers, the
 	// asynchronous closing of retired reconnectors); Run waits for all.
@@ -208,6 +209,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	// The drain state before initExtras builds the first status, so that
 	// it shows from the start.
 	d.loadDrained(cfg)
+	d.loadDelegated(cfg)
 	if err := d.initExtras(); err != nil {
 		return nil, err
 	}
@@ -596,6 +598,8 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
+	d.expireDelegated(now)
+	obs.Delegated = d.deleg.set.Prefixes()
 	links := policy.LinkStates(d.cfg, obs)
 	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/internal/delegstate"
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// delegated is the loop's state of the IPv6 prefixes delegated to the
+// uplinks that the PD clients reported (`uplinkd event --delegated`),
+// persisted in <state_dir>/delegated.json (internal/delegstate). The loop
+// owns it; each pass hands the prefixes to Compute (Observed.Delegated)
+// and the status snapshot carries a copy.
+type delegated struct {
+	set delegstate.Set
+	// loadErr is why the file read at start was not used ("" when it was).
+	loadErr string
+}
+
+// loadDelegated reads the delegation state at start, without what expired
+// while the daemon was not running. It never fails the start: a corrupt
+// file is moved aside and reported (the PD client reports its prefix
+// again at its next renewal).
+func (d *Daemon) loadDelegated(cfg *policy.Config) {
+	path := delegstate.Path(cfg.Daemon.StateDir)
+	set, err := delegstate.Load(path)
+	d.deleg.set = set
+	if err != nil {
+		d.deleg.loadErr = err.Error()
+		reason := "unreadable"
+		var ce *delegstate.CorruptError
+		if errors.As(err, &ce) {
+			reason = "corrupt"
+		}
+		d.log.Error("delegation state not used; no delegated prefix is known until the PD clients report again", "event", "delegated", "path", path, "reason", reason, "error", err.Error())
+	}
+	d.expireDelegated(d.clock.Now())
+	for _, iface := range set.Ifaces() {
+		cur := set[iface][0]
+		d.log.Info("delegated prefix (from the delegation state)", "event", "delegated", "iface", iface, "prefix", cur.Prefix.String(), "valid_until", cur.ValidUntil)
+	}
+}
+
+// onDelegated takes a delegation event in the loop: learn or end the
+// interface's delegation, keep the file current. True when the prefixes
+// changed (a pass is due). An interface no uplink has is refused, so a
+// hook on the wrong interface is seen; an uplink that does not use its
+// delegation (ipv6 off, [lan.ipv6] mode off) keeps it, with a warning.
+func (d *Daemon) onDelegated(ev control.Event) (bool, error) {
+	var u *policy.Uplink
+	for i := range d.cfg.Uplinks {
+		if d.cfg.Uplinks[i].Interface == ev.Iface {
+			u = &d.cfg.Uplinks[i]
+		}
+	}
+	if u == nil {
+		return false, fmt.Errorf("no [[uplink]] has interface %q", ev.Iface)
+	}
+	now := d.clock.Now()
+	var changed bool
+	if ev.Delegated == control.DelegatedNone {
+		changed = d.deleg.set.End(ev.Iface)
+		d.log.Info("delegated prefix ended", "event", "delegated", "uplink", u.Name, "iface", ev.Iface, "reason", "PD client: none")
+	} else {
+		p := ev.DelegatedPrefix()
+		prev := ""
+		if cur := d.deleg.set[ev.Iface]; len(cur) > 0 {
+			prev = cur[0].Prefix.String()
+		}
+		changed = d.deleg.set.Learn(ev.Iface, p, delegstate.Lifetimes{Preferred: ev.PreferredLifetime, Valid: ev.ValidLifetime}, now)
+		level := d.log.Debug // a renewal
+		if changed {
+			level = d.log.Info
+		}
+		level("delegated prefix learned", "event", "delegated", "uplink", u.Name, "iface", ev.Iface, "prefix", p.String(), "previous", prev,
+			"valid_until", d.deleg.set[ev.Iface][0].ValidUntil)
+		switch {
+		case !u.IPv6:
+			d.log.Warn("delegated prefix not used: the uplink has ipv6 off", "event", "delegated", "uplink", u.Name, "prefix", p.String())
+		case d.cfg.LAN.IPv6.Mode == policy.LAN6Off:
+			d.log.Warn("delegated prefix not used: [lan.ipv6] mode is off", "event", "delegated", "uplink", u.Name, "prefix", p.String())
+		case u.DelegatedPrefix.IsValid():
+			d.log.Warn("delegated prefix not used: the uplink's delegated_prefix is configured", "event", "delegated", "uplink", u.Name, "prefix", p.String(), "configured", u.DelegatedPrefix.String())
+		}
+	}
+	d.saveDelegated()
+	return changed, nil
+}
+
+// expireDelegated drops the delegations whose time is over; true when one
+// went (and the file was rewritten).
+func (d *Daemon) expireDelegated(now time.Time) bool {
+	gone := d.deleg.set.Expire(now)
+	for _, g := range gone {
+		d.log.Info("delegated prefix expired", "event", "delegated", "iface", g.Iface, "prefix", g.Prefix.String(), "valid_until", g.ValidUntil, "replaced", g.Replaced)
+	}
+	if len(gone) > 0 {
+		d.saveDelegated()
+	}
+	return len(gone) > 0
+}
+
+// saveDelegated writes the file. A failure is logged and the prefixes
+// are kept in memory: the daemon routes them all the same, and a restart
+// learns them again from the PD client's next renewal.
+func (d *Daemon) saveDelegated() {
+	path := delegstate.Path(d.cfg.Daemon.StateDir)
+	if err := delegstate.Save(path, d.deleg.set); err != nil {
+		d.log.Error("cannot save the delegation state; kept in memory", "event", "delegated", "path", path, "error", err.Error())
+	}
+}
