@@ -524,6 +524,9 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 	if m.delegated != nil {
 		changed, err := d.onDelegated(*m.delegated)
 		m.done <- err
+		if err == nil {
+			d.saveDelegated() // a renewal's new lifetimes too
+		}
 		return changed
 	}
 	if m.reconnect == "" {

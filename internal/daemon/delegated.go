@@ -46,8 +46,9 @@ func (d *Daemon) loadDelegated(cfg *policy.Config) {
 }
 
 // onDelegated takes a delegation event in the loop: learn or end the
-// interface's delegation, keep the file current. True when the prefixes
-// changed (a pass is due). An interface no uplink has is refused, so a
+// interface's delegation in memory. True when the prefixes changed (a pass
+// is due); the caller answers the hook first and then saves the file
+// (saveDelegated): an fsync must not eat the hook's 90 ms. An interface no uplink has is refused, so a
 // hook on the wrong interface is seen; an uplink that does not use its
 // delegation (ipv6 off, [lan.ipv6] mode off) keeps it, with a warning.
 func (d *Daemon) onDelegated(ev control.Event) (bool, error) {
@@ -87,7 +88,6 @@ func (d *Daemon) onDelegated(ev control.Event) (bool, error) {
 			d.log.Warn("delegated prefix not used: the uplink's delegated_prefix is configured", "event", "delegated", "uplink", u.Name, "prefix", p.String(), "configured", u.DelegatedPrefix.String())
 		}
 	}
-	d.saveDelegated()
 	return changed, nil
 }
 

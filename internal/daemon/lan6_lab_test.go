@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/lab"
+)
+
+// countFrom6 installs an nft counter of forwarded IPv6 packets from src in
+// the ISP namespace of uplink name (what the ISP sees arrive from the
+// customer) and returns a reader of it.
+func countFrom6(t *testing.T, l *lab.Lab, name string, src netip.Prefix) func() int {
+	t.Helper()
+	ns := l.ISP(name)
+	table := "labcount_" + strings.NewReplacer(":", "_", "/", "_").Replace(src.String())
+	rules := fmt.Sprintf("table ip6 %s {\n chain c1 { type filter hook forward priority 0; policy accept; iifname %q ip6 saddr %s counter\n }\n}\n", table, lab.CustIface, src)
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft in %s: %v\n%s", ns, err, out)
+	}
+	re := regexp.MustCompile(`counter packets (\d+)`)
+	return func() int {
+		out := mustExec(t, l, ns, "nft", "list", "table", "ip6", table)
+		m := re.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no counter in %s:\n%s", ns, out)
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+}
+
+// sendEvent runs `uplinkd event` against the running daemon.
+func (r *running) event(args ...string) {
+	r.t.Helper()
+	out, err := exec.Command(uplinkdBinary(r.t), append([]string{"event", "--socket", r.socket}, args...)...).CombinedOutput()
+	if err != nil || len(out) > 0 {
+		r.t.Fatalf("uplinkd event %q: %v\n%s", args, err, out)
+	}
+}
+
+// TestLabLAN6Prefix: [lan.ipv6] mode prefix with one learned delegation
+// (`uplinkd event --delegated`, eth1) and one configured (eth2): a LAN
+// host holding an address from each prefix reaches the IPv6 inet host
+// from each, and each source leaves through the ISP its prefix came from
+// (counted at the ISPs); uplinkd turned IPv6 forwarding on, accept_ra 2
+// first; a delegation that ends takes its rule along.
+func TestLabLAN6Prefix(t *testing.T) {
+	l := ipv6Lab(t)
+	pa, err := l.Delegate6("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := l.Delegate6("eth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
+		"\n[lan.ipv6]\nmode = \"prefix\"\n"
+	r := start(t, l, writeConfig(t, cfg))
+	r.event("--iface", "eth1", "--delegated", pa.String(), "--valid-lifetime", "3600")
+	r.eventually("rules for both delegated prefixes", func() bool {
+		rules := r.ip("-6", "rule")
+		return strings.Contains(rules, "from "+pa.String()+" lookup 100") && strings.Contains(rules, "from "+pb.String()+" lookup 101")
+	})
+	for key, want := range map[string]string{"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.eth1.accept_ra": "2", "net.ipv6.conf.eth2.accept_ra": "2"} {
+		if got := strings.TrimSpace(mustExec(t, l, l.Router, "sysctl", "-n", key)); got != want {
+			t.Errorf("%s = %s, want %s", key, got, want)
+		}
+	}
+
+	lanA, _ := lab.LANSubnet6For(pa)
+	lanB, _ := lab.LANSubnet6For(pb)
+	hostA, err := l.AddLAN6(lanA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostB, err := l.AddLAN6(lanB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aFromA, aFromB := countFrom6(t, l, "eth1", pa), countFrom6(t, l, "eth1", pb)
+	bFromB, bFromA := countFrom6(t, l, "eth2", pb), countFrom6(t, l, "eth2", pa)
+	const n = 3
+	for _, src := range []netip.Addr{hostA, hostB} {
+		mustExec(t, l, l.LAN, "ping", "-6", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "2", "-I", src.String(), lab.InetHosts6[0].String())
+	}
+	if got := [4]int{aFromA(), aFromB(), bFromB(), bFromA()}; got != [4]int{n, 0, n, 0} {
+		t.Errorf("ISP eth1 saw %d from %s and %d from %s; ISP eth2 %d from %s and %d from %s; want %d, 0, %d, 0",
+			got[0], pa, got[1], pb, got[2], pb, got[3], pa, n, n)
+	}
+
+	// The delegation of eth1 ends: its rule goes, eth2's stays.
+	r.event("--iface", "eth1", "--delegated", "none")
+	r.eventually("eth1's prefix rule gone", r.lacks("from "+pa.String()+" ", "-6", "rule"))
+	if rules := r.ip("-6", "rule"); !strings.Contains(rules, "from "+pb.String()+" lookup 101") {
+		t.Errorf("eth2's configured prefix lost its rule:\n%s", rules)
+	}
+}
