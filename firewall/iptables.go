@@ -46,6 +46,13 @@ type iptBackend struct {
 	// closed: the namespace thread is gone; running commands now would run
 	// them in the daemon's own namespace.
 	closed bool
+
+	// npt6Applied is the ip6tables-restore text of the NPTv6 chains the
+	// last sync wrote ("" none), valid while npt6Known (iptnpt6.go);
+	// npt6Maps is how many mappings it holds.
+	npt6Applied string
+	npt6Known   bool
+	npt6Maps    int
 }
 
 const execTimeout = 30 * time.Second
@@ -87,12 +94,19 @@ func NewIPTables(netnsFd int, log *slog.Logger, legacy bool) (Backend, error) {
 func (b *iptBackend) reset() {
 	b.applied, b.want, b.known = map[string]string{}, nil, nil
 	b.jumpsOK, b.snapshot, b.counts, b.extraJumps = false, nil, nil, nil
+	b.npt6Known = false
 }
 
 // Plan renders all three tables. Sync sends only the tables whose text
 // changed since the last Sync, plus `-X` lines for UPLINKD-* chains that are
 // no longer wanted.
-func (b *iptBackend) Plan(rs Ruleset) string { return buildIPT(rs).text() }
+func (b *iptBackend) Plan(rs Ruleset) string {
+	text := buildIPT(rs).text()
+	if npt := iptNPT6Text(rs.NPT6); npt != "" {
+		text += "# ip6tables\n" + npt
+	}
+	return text
+}
 
 // exec runs a command in the backend's namespace with stdin.
 func (b *iptBackend) exec(stdin string, name string, args ...string) (string, error) {
@@ -207,8 +221,14 @@ func (b *iptBackend) Sync(rs Ruleset) (bool, error) {
 		input.WriteString(tbl.text(stale))
 		changed = append(changed, t)
 	}
+	npt6Changed, err := b.syncNPT6(rs.NPT6)
+	if err != nil {
+		b.reset()
+		return false, err
+	}
+	b.npt6Maps = len(rs.NPT6)
 	if len(changed) == 0 && b.jumpsOK {
-		return false, nil
+		return npt6Changed, nil
 	}
 	if len(changed) > 0 {
 		b.snapshot, b.counts = nil, nil
@@ -296,11 +316,17 @@ func (b *iptBackend) Flush() error {
 			input.WriteString((&iptTable{name: t}).text(chains))
 		}
 	}
-	if input.Len() == 0 {
-		return nil
+	if input.Len() > 0 {
+		if _, err := b.exec(input.String(), b.restore, "--noflush", "-w", "5"); err != nil {
+			return fmt.Errorf("iptables flush: %w", err)
+		}
 	}
-	if _, err := b.exec(input.String(), b.restore, "--noflush", "-w", "5"); err != nil {
-		return fmt.Errorf("iptables flush: %w", err)
+	// The NPTv6 chains of a run with [lan.ipv6] mode npt; without a
+	// working ip6tables there are none.
+	if seen, err := b.readNPT6(); err == nil {
+		if err := b.removeNPT6(seen); err != nil {
+			return fmt.Errorf("iptables flush: %w", err)
+		}
 	}
 	return nil
 }
@@ -321,6 +347,11 @@ func (b *iptBackend) Check() (bool, error) {
 		return false, fmt.Errorf("iptables check: %w", err)
 	}
 	why := b.compare(s)
+	if why == "" {
+		if why, err = b.checkNPT6(b.npt6Maps); err != nil {
+			return false, err
+		}
+	}
 	if why != "" {
 		b.log.Info("iptables chains damaged", "reason", why)
 		b.reset()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,7 +111,7 @@ func (b *nftBackend) redial() {
 	}
 }
 
-func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() }
+func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() + npt6Text(rs.NPT6) }
 
 // Sync compares rs with the last Ruleset it applied (rs must not be modified
 // afterwards), then sends only the chains and set contents that differ, or
@@ -125,6 +126,17 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 		return false, nil
 	}
 	start := time.Now()
+	old := b.last
+	if old != nil && rulesetEqual(withoutNPT6(*old), withoutNPT6(rs)) {
+		// Only the NPTv6 mappings changed: table ip uplinkd stays.
+		cur := b.cur
+		b.forget()
+		if err := b.syncNPT6(old, rs.NPT6); err != nil {
+			return false, err
+		}
+		b.last, b.cur = &rs, cur
+		return true, nil
+	}
 	prog := buildNFT(rs)
 	cur := b.cur
 	b.forget()
@@ -140,6 +152,9 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	if !full {
 		err := b.conn.Flush()
 		if err == nil {
+			if err := b.syncNPT6(old, rs.NPT6); err != nil {
+				return false, err
+			}
 			b.last, b.cur = &rs, prog
 			b.log.Debug("nftables sync", "event", "apply", "full", false, "duration", time.Since(start))
 			return true, nil
@@ -157,6 +172,9 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	if err := b.conn.Flush(); err != nil {
 		b.redial()
 		return false, fmt.Errorf("nftables sync: commit table ip %s: %w", TableName, err)
+	}
+	if err := b.syncNPT6(old, rs.NPT6); err != nil {
+		return false, err
 	}
 	b.last, b.cur = &rs, prog
 	b.log.Debug("nftables sync", "event", "apply", "full", true, "chains", len(prog.chains), "sets", len(prog.sets),
@@ -186,6 +204,42 @@ func (b *nftBackend) Flush() error {
 		b.redial()
 		return fmt.Errorf("nftables flush: delete table ip %s: %w", TableName, err)
 	}
+	return b.syncNPT6(nil, nil)
+}
+
+// withoutNPT6 is rs without its NPTv6 mappings: what table ip uplinkd
+// renders.
+func withoutNPT6(rs Ruleset) Ruleset {
+	rs.NPT6 = nil
+	return rs
+}
+
+// syncNPT6 replaces table ip6 uplinkd6 by maps when they differ from
+// what old (the last Sync's Ruleset; nil: unknown) put there. With no
+// mapping and an unknown state, the table is deleted only when it exists
+// (a run with mode npt left it): an IPv4-only box gets no IPv6 request
+// beyond that one read.
+func (b *nftBackend) syncNPT6(old *Ruleset, maps []NPT6) error {
+	if old != nil && slices.Equal(old.NPT6, maps) {
+		return nil
+	}
+	if len(maps) == 0 && old == nil {
+		tables, err := b.conn.ListTablesOfFamily(nftables.TableFamilyIPv6)
+		if err != nil {
+			return fmt.Errorf("nftables sync: list ip6 tables: %w", err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table6Name }) {
+			return nil
+		}
+	}
+	if err := queueNPT6(b.conn, maps); err != nil {
+		b.redial()
+		return fmt.Errorf("nftables sync: build table ip6 %s: %w", Table6Name, err)
+	}
+	if err := b.conn.Flush(); err != nil {
+		b.redial()
+		return fmt.Errorf("nftables sync: commit table ip6 %s: %w", Table6Name, err)
+	}
 	return nil
 }
 
@@ -206,6 +260,9 @@ func (b *nftBackend) Check() (bool, error) {
 		return true, nil
 	}
 	ok, why, err := b.verify()
+	if err == nil && ok && b.last != nil && len(b.last.NPT6) > 0 {
+		ok, why, err = b.nf.verifyNPT6(b.last.NPT6)
+	}
 	if err != nil {
 		return false, fmt.Errorf("nftables check: %w", err)
 	}

@@ -47,6 +47,9 @@ type Input struct {
 	// health check. A service missing from the map has all its backends
 	// in the set (its check is off, or nothing has been checked yet).
 	Healthy map[string][]netip.AddrPort
+	// NPT6 are the NPTv6 mappings of [lan.ipv6] mode npt
+	// (policy.NPT6Maps of this pass's observation).
+	NPT6 []policy.NPT6
 }
 
 // Policy is the verdict for packets no rule decided on.
@@ -89,6 +92,10 @@ type Ruleset struct {
 	// HairpinSources are the LAN networks whose DNATed connections back
 	// into the LAN are masqueraded (empty: no hairpin).
 	HairpinSources []netip.Prefix
+
+	// NPT6 are the NPTv6 mappings (npt6.go); nil for an IPv4-only config,
+	// which then renders and writes exactly what it did before.
+	NPT6 []NPT6
 }
 
 // UplinkRules is everything that is per uplink.
@@ -282,6 +289,9 @@ func Compute(in Input) Ruleset {
 		}
 	}
 	computeServices(&rs, cfg, state, in.Healthy)
+	for _, m := range in.NPT6 {
+		rs.NPT6 = append(rs.NPT6, NPT6{Uplink: m.Uplink, Iface: m.Iface, Inside: m.Inside, Outside: m.Outside})
+	}
 
 	rs.Deny.DropAddrs = mergePrefixes(rs.Deny.DropAddrs)
 	rs.Deny.RejectAddrs = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs), rs.Deny.DropAddrs)

@@ -374,7 +374,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer fw.Close()
-	rs := firewall.Compute(firewall.Input{Config: cfg, Uplinks: desired.Uplinks})
+	rs := firewall.Compute(firewall.Input{Config: cfg, Uplinks: desired.Uplinks, NPT6: policy.NPT6Maps(cfg, obs)})
 	fmt.Fprintf(stdout, "# firewall (%s): the whole state uplinkd keeps, loaded in one batch\n", cfg.Firewall.Backend)
 	fmt.Fprint(stdout, fw.Plan(rs))
 	return 0

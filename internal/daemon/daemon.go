@@ -642,7 +642,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends()})
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends(), NPT6: d.npt6Maps(obs)})
 	var fwChanged bool
 	res.Err, fwChanged, err = d.applyBoth(changes, obs, rs)
 	if err != nil {

@@ -19,6 +19,9 @@ type delegated struct {
 	set delegstate.Set
 	// loadErr is why the file read at start was not used ("" when it was).
 	loadErr string
+	// tooShort are the uplinks whose delegation holds no [lan.ipv6]
+	// subnet (logged when they join).
+	tooShort map[string]bool
 }
 
 // loadDelegated reads the delegation state at start, without what expired
@@ -112,4 +115,32 @@ func (d *Daemon) saveDelegated() {
 	if err := delegstate.Save(path, d.deleg.set); err != nil {
 		d.log.Error("cannot save the delegation state; kept in memory", "event", "delegated", "path", path, "error", err.Error())
 	}
+}
+
+// npt6Maps are the NPTv6 mappings of this pass (policy.NPT6Maps). An
+// uplink with ipv6 on whose current delegation does not hold the [lan.ipv6]
+// subnet gets none: logged once each time that changes.
+func (d *Daemon) npt6Maps(obs policy.Observed) []policy.NPT6 {
+	maps := policy.NPT6Maps(d.cfg, obs)
+	if d.cfg.LAN.IPv6.Mode != policy.LAN6NPT {
+		d.deleg.tooShort = nil
+		return maps
+	}
+	short := map[string]bool{}
+	for i := range d.cfg.Uplinks {
+		u := &d.cfg.Uplinks[i]
+		ps, _ := policy.Delegated(u, obs)
+		if !u.IPv6 || len(ps) == 0 {
+			continue
+		}
+		if _, ok := policy.LANSubnet6(ps[0], d.cfg.LAN.IPv6.Subnet); !ok {
+			short[u.Name] = true
+			if !d.deleg.tooShort[u.Name] {
+				d.log.Warn("delegated prefix too short for [lan.ipv6] subnet; no NPTv6 through the uplink", "event", "delegated",
+					"uplink", u.Name, "prefix", ps[0].String(), "subnet", d.cfg.LAN.IPv6.Subnet)
+			}
+		}
+	}
+	d.deleg.tooShort = short
+	return maps
 }

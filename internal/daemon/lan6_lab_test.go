@@ -2,14 +2,17 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // countFrom6 installs an nft counter of forwarded IPv6 packets from src in
@@ -102,5 +105,106 @@ func TestLabLAN6Prefix(t *testing.T) {
 	r.eventually("eth1's prefix rule gone", r.lacks("from "+pa.String()+" ", "-6", "rule"))
 	if rules := r.ip("-6", "rule"); !strings.Contains(rules, "from "+pb.String()+" lookup 101") {
 		t.Errorf("eth2's configured prefix lost its rule:\n%s", rules)
+	}
+}
+
+// acceptFrom connects from the LAN client to the inet host's TCP listener
+// ln and returns the source address the inet host saw.
+func acceptFrom(t *testing.T, l *lab.Lab, ln net.Listener) netip.Addr {
+	t.Helper()
+	got := make(chan netip.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- netip.Addr{}
+			return
+		}
+		c.Close()
+		got <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
+	}()
+	c, err := l.DialIn(l.LAN, "tcp6", "", ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("LAN → inet over IPv6: %v", err)
+	}
+	c.Close()
+	select {
+	case a := <-got:
+		return a
+	case <-time.After(waitLong):
+		t.Fatal("the inet host accepted nothing")
+	}
+	return netip.Addr{}
+}
+
+// TestLabLAN6NPT: [lan.ipv6] mode npt on each firewall backend with real
+// traffic. The LAN host has one inside address (fd42:0:0:1::2); the inet
+// host sees its pings and TCP connections from the /64 `subnet` 3 of
+// uplink a's delegation (learned); IPv6 dies upstream of a, the IPv6
+// default moves to b, and new connections arrive from b's /64
+// (configured delegation), with no renumbering on the LAN.
+func TestLabLAN6NPT(t *testing.T) {
+	for _, fw := range []struct{ name, toml string }{
+		{"nftables", ""},
+		{"iptables-legacy", "[firewall]\nbackend = \"iptables\"\niptables_variant = \"legacy\"\n"},
+		{"iptables-nft", "[firewall]\nbackend = \"iptables\"\niptables_variant = \"nft\"\n"},
+	} {
+		t.Run(fw.name, func(t *testing.T) {
+			l := ipv6Lab(t)
+			pa, err := l.Delegate6("eth1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pb, err := l.Delegate6("eth2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// b in tier 2: the IPv6 default is a's alone until a fails.
+			cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\ntier = 2\n", pb), 1) +
+				"\n[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42:0:0:1::/64\"\nsubnet = 3\n" + fw.toml
+			r := start(t, l, writeConfig(t, cfg))
+			r.event("--iface", "eth1", "--delegated", pa.String())
+			outA, _ := policy.LANSubnet6(pa, 3)
+			outB, _ := policy.LANSubnet6(pb, 3)
+			host, err := l.AddLAN6(netip.MustParsePrefix("fd42:0:0:1::/64"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.eventually("IPv6 default via eth1 alone", func() bool {
+				m := r.ip("-6", "route", "show", "table", "157")
+				return strings.Contains(m, "dev eth1") && !strings.Contains(m, "dev eth2")
+			})
+			ln, err := l.ListenIn(l.Inet, "tcp6", "["+lab.InetHosts6[0].String()+"]:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			// The rewrite is in place once a connection arrives from a's /64.
+			var src netip.Addr
+			r.eventually("the inet host sees a's /64", func() bool {
+				src = acceptFrom(t, l, ln)
+				return outA.Contains(src)
+			})
+			if _, err := l.Exec(l.LAN, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-I", host.String(), lab.InetHosts6[0].String()); err != nil {
+				out, _ := l.Exec(l.Router, "nft", "list", "ruleset")
+				o2, _ := l.Exec(l.Router, "ip", "-6", "route", "show", "table", "all")
+				o3, _ := l.Exec(l.Router, "ip", "-6", "rule")
+				o4, _ := l.Exec(l.Inet, "nstat", "-az")
+				t.Fatalf("ping: %v\n%s\n%s\n%s\n%s", err, out, o2, o3, o4)
+			}
+
+			if err := l.Blackhole6("eth1", true); err != nil {
+				t.Fatal(err)
+			}
+			r.eventually("IPv6 default via eth2", r.has("dev eth2", "-6", "route", "show", "table", "157"))
+			src = acceptFrom(t, l, ln)
+			if !outB.Contains(src) {
+				t.Fatalf("after a's IPv6 failed the inet host saw %s, want a source in %s", src, outB)
+			}
+			mustExec(t, l, l.LAN, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-I", host.String(), lab.InetHosts6[0].String())
+			// The LAN host kept its one address.
+			if out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "scope", "global"); strings.Count(out, "inet6 ") != 1 {
+				t.Errorf("LAN host addresses changed:\n%s", out)
+			}
+		})
 	}
 }
