@@ -431,6 +431,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 		d.x.metrics.SetDrained(u.Name, cu.Drained)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
+	st.LAN = d.lan6Status()
 	return st
 }
 
@@ -526,6 +527,9 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 		m.done <- err
 		if err == nil {
 			d.saveDelegated() // a renewal's new lifetimes too
+			if !changed {
+				d.publishStatus() // no pass follows: the lifetimes show now
+			}
 		}
 		return changed
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/delegstate"
+	"github.com/uplinkd/uplinkd/internal/metrics"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -143,4 +144,53 @@ func (d *Daemon) npt6Maps(obs policy.Observed) []policy.NPT6 {
 	}
 	d.deleg.tooShort = short
 	return maps
+}
+
+// lan6Status is the status's lan.ipv6: nil with mode off. It runs in the
+// loop (buildStatus), which owns the delegations.
+func (d *Daemon) lan6Status() *control.LAN {
+	mode := d.cfg.LAN.IPv6.Mode
+	if mode == policy.LAN6Off || mode == "" {
+		return nil
+	}
+	st := &control.LAN6{Mode: string(mode), Prefix: d.cfg.LAN.IPv6.Prefix, Uplinks: []control.LAN6Uplink{}}
+	obs := policy.Observed{Delegated: d.deleg.set.Prefixes()}
+	for i := range d.cfg.Uplinks {
+		u := &d.cfg.Uplinks[i]
+		if !u.IPv6 {
+			continue
+		}
+		cu := control.LAN6Uplink{Name: u.Name}
+		ps, src := policy.Delegated(u, obs)
+		if len(ps) > 0 {
+			cu.Delegated, cu.Source = ps[0], string(src)
+			if src == policy.DelegationLearned {
+				ds := d.deleg.set[u.Interface]
+				cu.Learned, cu.PreferredUntil, cu.ValidUntil = ds[0].Learned, ds[0].PreferredUntil, ds[0].ValidUntil
+				cu.Former = ps[1:]
+			}
+			if mode == policy.LAN6NPT {
+				cu.NPT, _ = policy.LANSubnet6(ps[0], d.cfg.LAN.IPv6.Subnet)
+			}
+		}
+		st.Uplinks = append(st.Uplinks, cu)
+	}
+	return &control.LAN{IPv6: st}
+}
+
+// lan6Metrics is metrics.Sources.LAN6: the delegations of the status
+// snapshot.
+func (d *Daemon) lan6Metrics() []metrics.Delegation {
+	st := d.x.status.Load()
+	if st == nil || st.LAN == nil || st.LAN.IPv6 == nil {
+		return nil
+	}
+	var out []metrics.Delegation
+	for _, u := range st.LAN.IPv6.Uplinks {
+		if u.Delegated.IsValid() {
+			out = append(out, metrics.Delegation{Uplink: u.Name, Prefix: u.Delegated.String(), Source: u.Source,
+				PreferredUntil: u.PreferredUntil, ValidUntil: u.ValidUntil})
+		}
+	}
+	return out
 }

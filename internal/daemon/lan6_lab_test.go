@@ -65,14 +65,51 @@ func TestLabLAN6Prefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stateDir := t.TempDir()
 	cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
 		"\n[lan.ipv6]\nmode = \"prefix\"\n"
-	r := start(t, l, writeConfig(t, cfg))
-	r.event("--iface", "eth1", "--delegated", pa.String(), "--valid-lifetime", "3600")
-	r.eventually("rules for both delegated prefixes", func() bool {
+	// The metrics listener is opened by the test, the config names it.
+	start := func() (*running, net.Addr) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := fmt.Sprintf("[daemon]\nstate_dir = %q\nmetrics_listen = %q\n", stateDir, ln.Addr().String())
+		return startWith(t, l, writeConfig(t, head+cfg), ln), ln.Addr()
+	}
+	r, maddr := start()
+	r.event("--iface", "eth1", "--delegated", pa.String(), "--preferred-lifetime", "1800", "--valid-lifetime", "3600")
+	sent := time.Now()
+	bothRules := func() bool {
 		rules := r.ip("-6", "rule")
 		return strings.Contains(rules, "from "+pa.String()+" lookup 100") && strings.Contains(rules, "from "+pb.String()+" lookup 101")
-	})
+	}
+	r.eventually("rules for both delegated prefixes", bothRules)
+
+	// What the daemon reports: status --json lan.ipv6 and the metrics.
+	st := r.statusJSON()
+	if st.LAN == nil || st.LAN.IPv6 == nil || st.LAN.IPv6.Mode != "prefix" || len(st.LAN.IPv6.Uplinks) != 2 {
+		t.Fatalf("status lan = %+v", st.LAN)
+	}
+	a, b := st.LAN.IPv6.Uplinks[0], st.LAN.IPv6.Uplinks[1]
+	if a.Name != "a" || a.Delegated != pa || a.Source != "learned" ||
+		a.ValidUntil.Sub(sent).Round(time.Minute) != time.Hour || a.PreferredUntil.Sub(sent).Round(time.Minute) != 30*time.Minute {
+		t.Errorf("status of a: %+v", a)
+	}
+	if b.Name != "b" || b.Delegated != pb || b.Source != "config" || !b.ValidUntil.IsZero() {
+		t.Errorf("status of b: %+v", b)
+	}
+	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_delegated_prefix_info{uplink="a",prefix="%s",source="learned"}`, pa), "1")
+	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_delegated_prefix_info{uplink="b",prefix="%s",source="config"}`, pb), "1")
+	scrapeMetric(t, maddr, `uplinkd_lan6_delegation_valid_until_timestamp_seconds{uplink="a"}`, strconv.FormatFloat(float64(a.ValidUntil.Unix()), 'g', -1, 64))
+
+	// A restart keeps the learned prefix (delegated.json).
+	r.stop()
+	r, _ = start()
+	r.eventually("both rules after a restart", bothRules)
+	if a := r.statusJSON().LAN.IPv6.Uplinks[0]; a.Delegated != pa || a.Source != "learned" {
+		t.Errorf("a after a restart: %+v", a)
+	}
 	for key, want := range map[string]string{"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.eth1.accept_ra": "2", "net.ipv6.conf.eth2.accept_ra": "2"} {
 		if got := strings.TrimSpace(mustExec(t, l, l.Router, "sysctl", "-n", key)); got != want {
 			t.Errorf("%s = %s, want %s", key, got, want)
