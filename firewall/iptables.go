@@ -47,12 +47,13 @@ type iptBackend struct {
 	// them in the daemon's own namespace.
 	closed bool
 
-	// npt6Applied is the ip6tables-restore text of the NPTv6 chains the
-	// last sync wrote ("" none), valid while npt6Known (iptnpt6.go);
-	// npt6Maps is how many mappings it holds.
-	npt6Applied string
-	npt6Known   bool
-	npt6Maps    int
+	// ip6Applied is the ip6tables-restore text of the IPv6 chains the
+	// last sync wrote ("" none), valid while ip6Known (iptnpt6.go), with
+	// each chain's rule count and the jumps, for Check.
+	ip6Applied string
+	ip6Known   bool
+	ip6Counts  map[string]int
+	ip6Jumps   []iptJump
 }
 
 const execTimeout = 30 * time.Second
@@ -94,7 +95,7 @@ func NewIPTables(netnsFd int, log *slog.Logger, legacy bool) (Backend, error) {
 func (b *iptBackend) reset() {
 	b.applied, b.want, b.known = map[string]string{}, nil, nil
 	b.jumpsOK, b.snapshot, b.counts, b.extraJumps = false, nil, nil, nil
-	b.npt6Known = false
+	b.ip6Known = false
 }
 
 // Plan renders all three tables. Sync sends only the tables whose text
@@ -102,8 +103,8 @@ func (b *iptBackend) reset() {
 // no longer wanted.
 func (b *iptBackend) Plan(rs Ruleset) string {
 	text := buildIPT(rs).text()
-	if npt := iptNPT6Text(rs.NPT6); npt != "" {
-		text += "# ip6tables\n" + npt
+	if ip6, _ := ip6Program(rs); ip6 != "" {
+		text += "# ip6tables\n" + ip6
 	}
 	return text
 }
@@ -221,14 +222,13 @@ func (b *iptBackend) Sync(rs Ruleset) (bool, error) {
 		input.WriteString(tbl.text(stale))
 		changed = append(changed, t)
 	}
-	npt6Changed, err := b.syncNPT6(rs.NPT6)
+	ip6Changed, err := b.syncIP6(rs)
 	if err != nil {
 		b.reset()
 		return false, err
 	}
-	b.npt6Maps = len(rs.NPT6)
 	if len(changed) == 0 && b.jumpsOK {
-		return npt6Changed, nil
+		return ip6Changed, nil
 	}
 	if len(changed) > 0 {
 		b.snapshot, b.counts = nil, nil
@@ -321,10 +321,10 @@ func (b *iptBackend) Flush() error {
 			return fmt.Errorf("iptables flush: %w", err)
 		}
 	}
-	// The NPTv6 chains of a run with [lan.ipv6] mode npt; without a
-	// working ip6tables there are none.
-	if seen, err := b.readNPT6(); err == nil {
-		if err := b.removeNPT6(seen); err != nil {
+	// The IPv6 chains of a run with IPv6 state; without a working
+	// ip6tables there are none.
+	if seen, err := b.readIP6(); err == nil {
+		if err := b.removeIP6(seen); err != nil {
 			return fmt.Errorf("iptables flush: %w", err)
 		}
 	}
@@ -348,7 +348,7 @@ func (b *iptBackend) Check() (bool, error) {
 	}
 	why := b.compare(s)
 	if why == "" {
-		if why, err = b.checkNPT6(b.npt6Maps); err != nil {
+		if why, err = b.checkIP6(); err != nil {
 			return false, err
 		}
 	}

@@ -111,7 +111,7 @@ func (b *nftBackend) redial() {
 	}
 }
 
-func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() + npt6Text(rs.NPT6) }
+func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() + npt6Text(rs) }
 
 // Sync compares rs with the last Ruleset it applied (rs must not be modified
 // afterwards), then sends only the chains and set contents that differ, or
@@ -128,10 +128,10 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	start := time.Now()
 	old := b.last
 	if old != nil && rulesetEqual(withoutNPT6(*old), withoutNPT6(rs)) {
-		// Only the NPTv6 mappings changed: table ip uplinkd stays.
+		// Only the IPv6 state changed: table ip uplinkd stays.
 		cur := b.cur
 		b.forget()
-		if err := b.syncNPT6(old, rs.NPT6); err != nil {
+		if err := b.syncNPT6(old, rs); err != nil {
 			return false, err
 		}
 		b.last, b.cur = &rs, cur
@@ -152,7 +152,7 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	if !full {
 		err := b.conn.Flush()
 		if err == nil {
-			if err := b.syncNPT6(old, rs.NPT6); err != nil {
+			if err := b.syncNPT6(old, rs); err != nil {
 				return false, err
 			}
 			b.last, b.cur = &rs, prog
@@ -173,7 +173,7 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 		b.redial()
 		return false, fmt.Errorf("nftables sync: commit table ip %s: %w", TableName, err)
 	}
-	if err := b.syncNPT6(old, rs.NPT6); err != nil {
+	if err := b.syncNPT6(old, rs); err != nil {
 		return false, err
 	}
 	b.last, b.cur = &rs, prog
@@ -204,26 +204,29 @@ func (b *nftBackend) Flush() error {
 		b.redial()
 		return fmt.Errorf("nftables flush: delete table ip %s: %w", TableName, err)
 	}
-	return b.syncNPT6(nil, nil)
+	return b.syncNPT6(nil, Ruleset{})
 }
 
-// withoutNPT6 is rs without its NPTv6 mappings: what table ip uplinkd
+// withoutNPT6 is rs without its IPv6 state: what table ip uplinkd
 // renders.
 func withoutNPT6(rs Ruleset) Ruleset {
-	rs.NPT6 = nil
+	rs.NPT6, rs.Filters6 = nil, nil
 	return rs
 }
 
-// syncNPT6 replaces table ip6 uplinkd6 by maps when they differ from
-// what old (the last Sync's Ruleset; nil: unknown) put there. With no
-// mapping and an unknown state, the table is deleted only when it exists
-// (a run with mode npt left it): an IPv4-only box gets no IPv6 request
+// has6 reports whether rs has IPv6 state (table ip6 uplinkd6).
+func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6) > 0 }
+
+// syncNPT6 replaces table ip6 uplinkd6 by rs's IPv6 state when it differs
+// from what old (the last Sync's Ruleset; nil: unknown) put there. With
+// no IPv6 state and an unknown kernel, the table is deleted only when it
+// exists (an earlier run left it): an IPv4-only box gets no IPv6 request
 // beyond that one read.
-func (b *nftBackend) syncNPT6(old *Ruleset, maps []NPT6) error {
-	if old != nil && slices.Equal(old.NPT6, maps) {
+func (b *nftBackend) syncNPT6(old *Ruleset, rs Ruleset) error {
+	if old != nil && reflect.DeepEqual(old.NPT6, rs.NPT6) && reflect.DeepEqual(old.Filters6, rs.Filters6) {
 		return nil
 	}
-	if len(maps) == 0 && old == nil {
+	if !has6(rs) && (old == nil || !has6(*old)) {
 		tables, err := b.conn.ListTablesOfFamily(nftables.TableFamilyIPv6)
 		if err != nil {
 			return fmt.Errorf("nftables sync: list ip6 tables: %w", err)
@@ -232,7 +235,7 @@ func (b *nftBackend) syncNPT6(old *Ruleset, maps []NPT6) error {
 			return nil
 		}
 	}
-	if err := queueNPT6(b.conn, maps); err != nil {
+	if err := queueNPT6(b.conn, rs); err != nil {
 		b.redial()
 		return fmt.Errorf("nftables sync: build table ip6 %s: %w", Table6Name, err)
 	}
@@ -260,8 +263,8 @@ func (b *nftBackend) Check() (bool, error) {
 		return true, nil
 	}
 	ok, why, err := b.verify()
-	if err == nil && ok && b.last != nil && len(b.last.NPT6) > 0 {
-		ok, why, err = b.nf.verifyNPT6(b.last.NPT6)
+	if err == nil && ok && b.last != nil && has6(*b.last) {
+		ok, why, err = b.nf.verifyNPT6(*b.last)
 	}
 	if err != nil {
 		return false, fmt.Errorf("nftables check: %w", err)

@@ -11,16 +11,49 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NPTv6 of [lan.ipv6] mode npt (docs/ipv6.md): traffic leaving an uplink
+// The IPv6 state of the firewall (docs/ipv6.md): the input filter of the
+// uplinks with ipv6 on and [uplink.firewall], and NPTv6.
+//
+// NPTv6 of [lan.ipv6] mode npt: traffic leaving an uplink
 // from the inside /64 has its source /64 rewritten to the uplink's LAN
 // /64, and traffic arriving on the uplink for that /64 is rewritten back.
 // The mapping follows the outgoing interface, so a failover needs no
 // renumbering. ip6tables does it statelessly (SNPT/DNPT, RFC 6296);
 // nftables with its NAT engine per connection (see nptNATPart). Both
 // backends keep it apart from their
-// IPv4 state (nftables: table ip6 uplinkd6; iptables: ip6tables mangle
-// chains UPLINKD-NPT6-*), written only while some mapping exists, so an
-// IPv4-only config renders and writes exactly what it did before.
+// IPv4 state (nftables: table ip6 uplinkd6; iptables: ip6tables chains
+// UPLINKD-NPT6-* and UPLINKD-IN6*), written only while there is IPv6
+// state, so an IPv4-only config renders and writes exactly what it did.
+//
+// The IPv6 input filter of an uplink is its [uplink.firewall] for IPv6:
+// established and related traffic, the allowed ports and the limits as
+// for IPv4, and always what IPv6 needs to work on the link: ICMPv6 errors
+// (path MTU discovery), router advertisements, neighbour discovery,
+// redirects and DHCPv6 replies to the client (udp 546 from a link-local
+// address; a DHCPv6-PD exchange starts at a multicast address, so
+// connection tracking cannot pair the reply). Echo requests pass when
+// icmp_types allows the IPv4 echo request (8). Everything else that
+// arrives on the uplink is dropped.
+
+// Filter6 is the IPv6 input filter of one uplink.
+type Filter6 struct {
+	Uplink string
+	Iface  string
+	Filter *InputFilter
+}
+
+// ICMPv6 types every filtered uplink keeps open.
+var icmp6Always = []uint8{1, 2, 3, 4, 134, 135, 136, 137} // errors, RA, NS, NA, redirect
+
+// icmp6Kept are the ICMPv6 types f lets in: icmp6Always, and echo
+// request (128) when its icmp_types allow the IPv4 echo request.
+func icmp6Kept(f *InputFilter) []uint8 {
+	out := slices.Clone(icmp6Always)
+	if slices.Contains(f.ICMPTypes, 8) {
+		out = append(out, 128)
+	}
+	return out
+}
 
 // NPT6 is one mapping: out of Iface, Inside becomes Outside; into Iface,
 // Outside becomes Inside. Both are /64s.
@@ -118,6 +151,9 @@ func (p nptNATPart) exprs(*exprBuilder) []expr.Any {
 // destination mapping of unsolicited inbound traffic to the outside /64
 // (prerouting, dstnat); replies follow the connection tracking.
 func npt6Chains(maps []NPT6) []*nftChain {
+	if len(maps) == 0 {
+		return nil
+	}
 	post := &nftChain{name: "npt-postrouting", typ: nftables.ChainTypeNAT, hook: "postrouting", priority: "srcnat", policy: Accept}
 	pre := &nftChain{name: "npt-prerouting", typ: nftables.ChainTypeNAT, hook: "prerouting", priority: "dstnat", policy: Accept}
 	for _, m := range maps {
@@ -129,16 +165,99 @@ func npt6Chains(maps []NPT6) []*nftChain {
 	return []*nftChain{post, pre}
 }
 
+// icmp6TypePart matches an ICMPv6 type.
+type icmp6TypePart struct{ typ uint8 }
+
+func (p icmp6TypePart) text() string { return fmt.Sprintf("icmpv6 type %d", p.typ) }
+
+func (p icmp6TypePart) exprs(b *exprBuilder) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.typ}},
+	}
+}
+
+// dhcp6ClientPart matches DHCPv6 messages to the client: udp 546 from a
+// link-local address.
+type dhcp6ClientPart struct{}
+
+func (dhcp6ClientPart) text() string { return "ip6 saddr fe80::/10 udp dport 546" }
+
+func (dhcp6ClientPart) exprs(b *exprBuilder) []expr.Any {
+	// As nft encodes a /10: the whole address, masked.
+	mask, net := make([]byte, 16), make([]byte, 16)
+	mask[0], mask[1], net[0], net[1] = 0xff, 0xc0, 0xfe, 0x80
+	return append([]expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: ip6SrcOff, Len: 16},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net},
+	}, dportPart{protoUDP, []uint16{546}}.exprs(b)...)
+}
+
+// filter6Chains are the IPv6 input filter's chains: the input base chain
+// jumping to one chain per filtered uplink; and the per-source meters of
+// the limits (sets of IPv6 addresses).
+func filter6Chains(fs []Filter6) ([]*nftChain, []*nftSet) {
+	if len(fs) == 0 {
+		return nil, nil
+	}
+	r := func(comment string, parts ...nftPart) nftRule { return nftRule{parts: parts, comment: comment} }
+	input := &nftChain{name: "input", typ: nftables.ChainTypeFilter, hook: "input", priority: "filter", policy: Accept}
+	chains := []*nftChain{input}
+	var sets []*nftSet
+	for _, f := range fs {
+		c := &nftChain{name: nftInChain(f.Iface)}
+		c.rules = append(c.rules,
+			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
+			r("invalid", ctStatePart{ctInvalid}, vDrop))
+		for _, t := range icmp6Kept(f.Filter) {
+			c.rules = append(c.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
+		}
+		c.rules = append(c.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
+		for _, l := range f.Filter.Limits {
+			sets = append(sets, &nftSet{name: l.Name, keyType: nftables.TypeIP6Addr, dynamic: true, timeout: l.Expire, size: 65535})
+			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
+				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l, v6: true}, vDrop))
+		}
+		for _, a := range f.Filter.Allow {
+			if len(a.Ports) > 0 {
+				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
+			} else {
+				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
+			}
+		}
+		c.rules = append(c.rules, r("not allowed on "+f.Uplink, vDrop))
+		chains = append(chains, c)
+		input.rules = append(input.rules, r("uplink "+f.Uplink, ifnamePart{name: f.Iface}, vJump(c.name)))
+	}
+	return chains, sets
+}
+
+// ip6Chains are table ip6 uplinkd6's chains and sets for rs.
+func ip6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
+	chains, sets := filter6Chains(rs.Filters6)
+	return append(npt6Chains(rs.NPT6), chains...), sets
+}
+
 // npt6Text is table ip6 uplinkd6 as `nft -f` text (Plan); "" without
-// mappings (the table is then deleted, which Plan does not show).
-func npt6Text(maps []NPT6) string {
-	if len(maps) == 0 {
+// IPv6 state (the table is then deleted, which Plan does not show).
+func npt6Text(rs Ruleset) string {
+	chains, sets := ip6Chains(rs)
+	if len(chains) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table ip6 %s {}\ndelete table ip6 %s\ntable ip6 %s {\n", Table6Name, Table6Name, Table6Name)
-	for _, c := range npt6Chains(maps) {
-		fmt.Fprintf(&b, "\tchain %s {\n\t\ttype %s hook %s priority %s; policy %s;\n", c.name, c.typ, c.hook, c.priority, c.policy)
+	for _, s := range sets {
+		b.WriteString(s.text())
+	}
+	for _, c := range chains {
+		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
+		if c.base() {
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy %s;\n", c.typ, c.hook, c.priority, c.policy)
+		}
 		b.WriteString(c.rulesText())
 		b.WriteString("\t}\n")
 	}
@@ -147,35 +266,46 @@ func npt6Text(maps []NPT6) string {
 }
 
 // queueNPT6 adds to conn's batch the replacement of table ip6 uplinkd6 by
-// maps (its deletion when there are none). The table is small: it is
-// always replaced whole.
-func queueNPT6(conn *nftables.Conn, maps []NPT6) error {
+// rs's IPv6 state (its deletion when there is none). The table is small:
+// it is always replaced whole.
+func queueNPT6(conn *nftables.Conn, rs Ruleset) error {
 	t := nftTable6
 	conn.AddTable(t)
 	conn.DelTable(t)
-	if len(maps) == 0 {
+	chains, sets := ip6Chains(rs)
+	if len(chains) == 0 {
 		return nil
 	}
 	conn.AddTable(t)
 	b := &exprBuilder{conn: conn, table: t, named: map[string]*nftables.Set{}}
-	for _, c := range npt6Chains(maps) {
-		c.queueRules(conn, b, conn.AddChain(c.kernelChain(t)))
+	for _, s := range sets {
+		ns := s.kernelSet(t)
+		ns.ID = b.id()
+		if err := conn.AddSet(ns, nil); err != nil {
+			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+		b.named[s.name] = ns
+	}
+	kc := map[string]*nftables.Chain{}
+	for _, c := range chains {
+		kc[c.name] = conn.AddChain(c.kernelChain(t))
+	}
+	for _, c := range chains {
+		c.queueRules(conn, b, kc[c.name])
 	}
 	return b.err
 }
 
-// verifyNPT6 reports whether table ip6 uplinkd6 holds the rules of maps
-// (by their comments), or is absent when there are none.
-func (n *nfConn) verifyNPT6(maps []NPT6) (bool, string, error) {
+// verifyNPT6 reports whether table ip6 uplinkd6 holds rs's rules (by
+// their comments), or is absent when there are none.
+func (n *nfConn) verifyNPT6(rs Ruleset) (bool, string, error) {
 	rules, err := n.nftRuleComments(unix.NFPROTO_IPV6, Table6Name)
 	if err != nil {
 		return false, "", err
 	}
 	want := map[string][]string{}
-	for _, c := range npt6Chains(maps) {
-		if len(c.rules) == 0 {
-			continue
-		}
+	chains, _ := ip6Chains(rs)
+	for _, c := range chains {
 		for _, r := range c.rules {
 			want[c.name] = append(want[c.name], r.comment)
 		}
@@ -189,34 +319,4 @@ func (n *nfConn) verifyNPT6(maps []NPT6) (bool, string, error) {
 		}
 	}
 	return true, "", nil
-}
-
-// ---- iptables: ip6tables SNPT/DNPT in mangle ----
-
-// ip6tables chains of the NPTv6 rules and their jumps.
-const (
-	iptNPT6Post = ChainPrefix + "NPT6-POST"
-	iptNPT6Pre  = ChainPrefix + "NPT6-PRE"
-)
-
-var iptNPT6Jumps = []iptJump{{"mangle", "POSTROUTING", iptNPT6Post}, {"mangle", "PREROUTING", iptNPT6Pre}}
-
-// iptNPT6Text is the ip6tables-restore input of the NPTv6 chains: RFC 6296
-// SNPT/DNPT (checksum-neutral, stateless); "" without mappings.
-func iptNPT6Text(maps []NPT6) string {
-	if len(maps) == 0 {
-		return ""
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n", iptNPT6Post, iptNPT6Pre)
-	for _, m := range maps {
-		fmt.Fprintf(&b, "-A %s -o %s -s %s -m comment --comment \"npt6 %s\" -j SNPT --src-pfx %s --dst-pfx %s\n",
-			iptNPT6Post, m.Iface, m.Inside, m.Uplink, m.Inside, m.Outside)
-	}
-	for _, m := range maps {
-		fmt.Fprintf(&b, "-A %s -i %s -d %s -m comment --comment \"npt6 %s\" -j DNPT --src-pfx %s --dst-pfx %s\n",
-			iptNPT6Pre, m.Iface, m.Outside, m.Uplink, m.Outside, m.Inside)
-	}
-	b.WriteString("COMMIT\n")
-	return b.String()
 }

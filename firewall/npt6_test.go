@@ -8,9 +8,14 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-// npt6Input is the seed config with NPTv6 mappings on both uplinks.
+// npt6Input is the seed config (whose uplinks have [uplink.firewall])
+// with NPTv6 mappings on both uplinks (none for ""), and ipv6 on in both
+// uplinks when some mapping is given.
 func npt6Input(outA, outB string) Input {
 	in := Input{Config: seedConfig(), Uplinks: seedState("192.0.2.1", "198.51.100.1")}
+	for i := range in.Config.Uplinks {
+		in.Config.Uplinks[i].IPv6 = outA != "" || outB != ""
+	}
 	inside := netip.MustParsePrefix("fd42:0:0:1::/64")
 	for i, out := range []string{outA, outB} {
 		if out == "" {
@@ -62,7 +67,7 @@ func TestNPT6PlanMatchesSync(t *testing.T) {
 	rs := Compute(npt6Input("2001:db8:8000:3::/64", "2001:db8:8100::/64"))
 	viaText, viaGo := newNS(t), newNS(t)
 	b := backendKinds[0].make(t, viaGo)
-	viaText.runStdin(t, npt6Text(rs.NPT6), "nft", "-f", "-")
+	viaText.runStdin(t, npt6Text(rs), "nft", "-f", "-")
 	if _, err := b.Sync(rs); err != nil {
 		t.Fatal(err)
 	}
@@ -75,22 +80,23 @@ func TestNPT6PlanMatchesSync(t *testing.T) {
 			viaText, viaSync := newNS(t), newNS(t)
 			b := k.make(t, viaSync)
 			ip6 := strings.Replace(k.iptables, "iptables", "ip6tables", 1)
-			viaText.runStdin(t, iptNPT6Text(rs.NPT6), ip6+"-restore", "--noflush")
+			text, _ := ip6Program(rs)
+			viaText.runStdin(t, text, ip6+"-restore", "--noflush")
 			if _, err := b.Sync(rs); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := npt6Rules(t, viaSync, ip6), npt6Rules(t, viaText, ip6); got != want || !strings.Contains(got, "SNPT") {
+			if got, want := npt6Rules(t, viaSync, ip6), npt6Rules(t, viaText, ip6); got != want || !strings.Contains(got, "SNPT") || !strings.Contains(got, "--icmpv6-type 134") {
 				t.Errorf("Sync differs from the plan\n--- restore\n%s\n--- Sync\n%s", want, got)
 			}
 		})
 	}
 }
 
-// npt6Rules is ip6tables-save limited to the NPTv6 chains' content.
+// npt6Rules is ip6tables-save limited to uplinkd's chains' content.
 func npt6Rules(t testing.TB, ns *netNS, ip6tables string) string {
 	var out []string
 	for _, line := range strings.Split(ns.mustRun(t, ip6tables+"-save"), "\n") {
-		if strings.HasPrefix(line, ":"+ChainPrefix+"NPT6") || strings.HasPrefix(line, "-A "+ChainPrefix+"NPT6") {
+		if strings.HasPrefix(line, ":"+ChainPrefix) || strings.HasPrefix(line, "-A "+ChainPrefix) {
 			out = append(out, line)
 		}
 	}
@@ -107,7 +113,7 @@ func ip6State(t testing.TB, ns *netNS) string {
 	}
 	for _, save := range []string{"ip6tables-save", "ip6tables-legacy-save"} {
 		for _, line := range strings.Split(ns.mustRun(t, save), "\n") {
-			if strings.Contains(line, "NPT6") {
+			if strings.Contains(line, ChainPrefix) {
 				out = append(out, save+": "+line)
 			}
 		}

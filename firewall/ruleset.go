@@ -93,9 +93,11 @@ type Ruleset struct {
 	// into the LAN are masqueraded (empty: no hairpin).
 	HairpinSources []netip.Prefix
 
-	// NPT6 are the NPTv6 mappings (npt6.go); nil for an IPv4-only config,
+	// NPT6 are the NPTv6 mappings and Filters6 the IPv6 input filters of
+	// the uplinks with ipv6 on (npt6.go); nil for an IPv4-only config,
 	// which then renders and writes exactly what it did before.
-	NPT6 []NPT6
+	NPT6     []NPT6
+	Filters6 []Filter6
 }
 
 // UplinkRules is everything that is per uplink.
@@ -258,6 +260,9 @@ func Compute(in Input) Ruleset {
 		}
 		if cu.Firewall != nil {
 			ur.Filter = computeFilter(cu.Interface, cu.Firewall)
+			if cu.IPv6 {
+				rs.Filters6 = append(rs.Filters6, Filter6{Uplink: cu.Name, Iface: cu.Interface, Filter: ur.Filter})
+			}
 		}
 		rs.Uplinks = append(rs.Uplinks, ur)
 	}

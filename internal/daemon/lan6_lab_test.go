@@ -245,3 +245,65 @@ func TestLabLAN6NPT(t *testing.T) {
 		})
 	}
 }
+
+// TestLabIPv6InputFilter: an uplink with ipv6 on and [uplink.firewall] is
+// filtered for IPv6 as for IPv4, on each backend: from the inet host an
+// allowed port answers, another is dropped, echo requests pass
+// (icmp_types 8), neighbour discovery keeps working (the traffic flows);
+// an uplink without [uplink.firewall] stays open.
+func TestLabIPv6InputFilter(t *testing.T) {
+	for _, fw := range []struct{ name, toml string }{
+		{"nftables", ""},
+		{"iptables-legacy", "[firewall]\nbackend = \"iptables\"\niptables_variant = \"legacy\"\n"},
+		{"iptables-nft", "[firewall]\nbackend = \"iptables\"\niptables_variant = \"nft\"\n"},
+	} {
+		t.Run(fw.name, func(t *testing.T) {
+			l := ipv6Lab(t)
+			cfg := strings.Replace(ipv6Config(l), "\n[[uplink]]\nname = \"b\"",
+				"  [uplink.firewall]\n  allow = [{ proto = \"tcp\", ports = [22] }]\n  icmp_types = [8]\n\n[[uplink]]\nname = \"b\"", 1) + fw.toml
+			r := start(t, l, writeConfig(t, cfg))
+			a6, b6 := l.UplinkAddr6("eth1"), l.UplinkAddr6("eth2")
+			listen := func(a netip.Addr, port int) {
+				ln, err := l.ListenIn(l.Router, "tcp", netip.AddrPortFrom(a, uint16(port)).String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						c.Close()
+					}
+				}()
+			}
+			listen(a6, 22)
+			listen(a6, 2323)
+			listen(b6, 2323)
+			a4 := l.UplinkAddr("eth1")
+			listen(a4, 2323)
+			dial := func(a netip.Addr, port int, timeout time.Duration) error {
+				c, err := l.DialIn(l.Inet, "tcp", "", netip.AddrPortFrom(a, uint16(port)).String(), timeout)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			}
+			// The filter is in place once port 2323 of a stops answering.
+			r.eventually("a's IPv6 port 2323 filtered", func() bool { return dial(a6, 2323, time.Second) != nil })
+			if err := dial(a6, 22, 10*time.Second); err != nil {
+				t.Errorf("allowed port 22 of a over IPv6: %v", err)
+			}
+			if err := dial(b6, 2323, 10*time.Second); err != nil {
+				t.Errorf("b has no [uplink.firewall], yet its IPv6 port 2323: %v", err)
+			}
+			mustExec(t, l, l.Inet, "ping", "-6", "-c1", "-W5", a6.String())
+			// a's IPv4 is filtered as before.
+			if dial(a4, 2323, time.Second) == nil {
+				t.Error("a's IPv4 port 2323 answers")
+			}
+		})
+	}
+}
