@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"golang.org/x/sys/unix"
 )
 
 // iptBackend owns the UPLINKD-* chains and their jumps.
@@ -404,6 +405,16 @@ func (b *iptBackend) ClearConntrackByMark(mark, mask uint32) error {
 		return errClosed
 	}
 	return b.nf.clearConntrackByMark(mark, mask)
+}
+
+// ClearConntrack6ByMark deletes the IPv6 conntrack entries with the mark.
+func (b *iptBackend) ClearConntrack6ByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMarkFamily(mark, mask, unix.AF_INET6)
 }
 
 func (b *iptBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {

@@ -17,15 +17,20 @@ import (
 
 // ip6tables chains and their jumps.
 const (
-	iptNPT6Post = ChainPrefix + "NPT6-POST"
-	iptNPT6Pre  = ChainPrefix + "NPT6-PRE"
-	iptIn6      = ChainPrefix + "IN6"
-	iptIn6Of    = ChainPrefix + "IN6-" // + interface
+	iptMark6Pre  = ChainPrefix + "MARK6-PRE"
+	iptMark6Post = ChainPrefix + "MARK6-POST"
+	iptNPT6Post  = ChainPrefix + "NPT6-POST"
+	iptNPT6Pre   = ChainPrefix + "NPT6-PRE"
+	iptIn6       = ChainPrefix + "IN6"
+	iptIn6Of     = ChainPrefix + "IN6-" // + interface
 )
 
 // ip6Jumps are the jumps rs needs.
 func ip6Jumps(rs Ruleset) []iptJump {
 	var out []iptJump
+	if len(rs.Marks6) > 0 {
+		out = append(out, iptJump{"mangle", "PREROUTING", iptMark6Pre}, iptJump{"mangle", "POSTROUTING", iptMark6Post})
+	}
 	if len(rs.NPT6) > 0 {
 		out = append(out, iptJump{"mangle", "POSTROUTING", iptNPT6Post}, iptJump{"mangle", "PREROUTING", iptNPT6Pre})
 	}
@@ -44,9 +49,25 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 		fmt.Fprintf(&b, "-A %s %s\n", chain, strings.Join(args, " "))
 		counts[chain]++
 	}
-	if len(rs.NPT6) > 0 {
-		fmt.Fprintf(&b, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n", iptNPT6Post, iptNPT6Pre)
-		counts[iptNPT6Post], counts[iptNPT6Pre] = 0, 0
+	if len(rs.Marks6)+len(rs.NPT6) > 0 {
+		// Every chain is declared before the first rule.
+		b.WriteString("*mangle\n")
+		var chains []string
+		if len(rs.Marks6) > 0 {
+			chains = append(chains, iptMark6Pre, iptMark6Post)
+		}
+		if len(rs.NPT6) > 0 {
+			chains = append(chains, iptNPT6Post, iptNPT6Pre)
+		}
+		for _, c := range chains {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+			counts[c] = 0
+		}
+		for _, m := range rs.Marks6 {
+			set := []string{"-j", "CONNMARK", "--set-xmark", hexMark(m.ConnMark) + "/" + hexMark(UplinkMarkMask)}
+			add(iptMark6Pre, append([]string{"-i", m.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
+			add(iptMark6Post, append([]string{"-o", m.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
+		}
 		for _, m := range rs.NPT6 {
 			add(iptNPT6Post, "-o", m.Iface, "-s", m.Inside.String(), "-m", "comment", "--comment", `"npt6 `+m.Uplink+`"`,
 				"-j", "SNPT", "--src-pfx", m.Inside.String(), "--dst-pfx", m.Outside.String())

@@ -210,12 +210,12 @@ func (b *nftBackend) Flush() error {
 // withoutNPT6 is rs without its IPv6 state: what table ip uplinkd
 // renders.
 func withoutNPT6(rs Ruleset) Ruleset {
-	rs.NPT6, rs.Filters6 = nil, nil
+	rs.NPT6, rs.Filters6, rs.Marks6 = nil, nil, nil
 	return rs
 }
 
 // has6 reports whether rs has IPv6 state (table ip6 uplinkd6).
-func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6) > 0 }
+func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6)+len(rs.Marks6) > 0 }
 
 // syncNPT6 replaces table ip6 uplinkd6 by rs's IPv6 state when it differs
 // from what old (the last Sync's Ruleset; nil: unknown) put there. With
@@ -223,7 +223,7 @@ func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6) > 0 }
 // exists (an earlier run left it): an IPv4-only box gets no IPv6 request
 // beyond that one read.
 func (b *nftBackend) syncNPT6(old *Ruleset, rs Ruleset) error {
-	if old != nil && reflect.DeepEqual(old.NPT6, rs.NPT6) && reflect.DeepEqual(old.Filters6, rs.Filters6) {
+	if old != nil && reflect.DeepEqual(old.NPT6, rs.NPT6) && reflect.DeepEqual(old.Filters6, rs.Filters6) && reflect.DeepEqual(old.Marks6, rs.Marks6) {
 		return nil
 	}
 	if !has6(rs) && (old == nil || !has6(*old)) {
@@ -384,6 +384,16 @@ func (b *nftBackend) ClearConntrackByMark(mark, mask uint32) error {
 		return errClosed
 	}
 	return b.nf.clearConntrackByMark(mark, mask)
+}
+
+// ClearConntrack6ByMark deletes the IPv6 conntrack entries with the mark.
+func (b *nftBackend) ClearConntrack6ByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMarkFamily(mark, mask, unix.AF_INET6)
 }
 
 func (b *nftBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {

@@ -35,6 +35,31 @@ import (
 // icmp_types allows the IPv4 echo request (8). Everything else that
 // arrives on the uplink is dropped.
 
+// Mark6 is an uplink with ipv6 on: its new IPv6 connections get its
+// connection mark as IPv4 ones do, so that its IPv6 connections can be
+// deleted when its IPv6 side fails or renumbers (ClearConntrack6ByMark).
+type Mark6 struct {
+	Uplink   string
+	Iface    string
+	ConnMark uint32
+}
+
+// mark6Chains set the uplink's connection mark on new IPv6 connections
+// arriving (prerouting) or leaving (postrouting) through it.
+func mark6Chains(ms []Mark6) []*nftChain {
+	if len(ms) == 0 {
+		return nil
+	}
+	pre := &nftChain{name: "mark-prerouting", typ: nftables.ChainTypeFilter, hook: "prerouting", priority: "mangle", policy: Accept}
+	post := &nftChain{name: "mark-postrouting", typ: nftables.ChainTypeFilter, hook: "postrouting", priority: "mangle", policy: Accept}
+	for _, m := range ms {
+		set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: m.ConnMark}
+		pre.rules = append(pre.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{name: m.Iface}, set}})
+		post.rules = append(post.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{out: true, name: m.Iface}, set}})
+	}
+	return []*nftChain{pre, post}
+}
+
 // Filter6 is the IPv6 input filter of one uplink.
 type Filter6 struct {
 	Uplink string
@@ -238,7 +263,7 @@ func filter6Chains(fs []Filter6) ([]*nftChain, []*nftSet) {
 // ip6Chains are table ip6 uplinkd6's chains and sets for rs.
 func ip6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
 	chains, sets := filter6Chains(rs.Filters6)
-	return append(npt6Chains(rs.NPT6), chains...), sets
+	return slices.Concat(mark6Chains(rs.Marks6), npt6Chains(rs.NPT6), chains), sets
 }
 
 // npt6Text is table ip6 uplinkd6 as `nft -f` text (Plan); "" without

@@ -98,6 +98,7 @@ type Ruleset struct {
 	// which then renders and writes exactly what it did before.
 	NPT6     []NPT6
 	Filters6 []Filter6
+	Marks6   []Mark6
 }
 
 // UplinkRules is everything that is per uplink.
@@ -257,6 +258,9 @@ func Compute(in Input) Ruleset {
 		}
 		if ur.NAT != NATOff {
 			ur.NoNAT = noNAT
+		}
+		if cu.IPv6 && ur.ConnMark != 0 {
+			rs.Marks6 = append(rs.Marks6, Mark6{Uplink: cu.Name, Iface: cu.Interface, ConnMark: ur.ConnMark})
 		}
 		if cu.Firewall != nil {
 			ur.Filter = computeFilter(cu.Interface, cu.Firewall)

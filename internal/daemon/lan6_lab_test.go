@@ -307,3 +307,59 @@ func TestLabIPv6InputFilter(t *testing.T) {
 		})
 	}
 }
+
+// TestLabIPv6ConntrackPurge: IPv6 connections carry their uplink's
+// connection mark, and when the uplink's IPv6 side fails (an IPv6-only
+// blackhole) its IPv6 connections are deleted while its IPv4 ones stay.
+func TestLabIPv6ConntrackPurge(t *testing.T) {
+	l := ipv6Lab(t)
+	r := start(t, l, writeConfig(t, ipv6Config(l)))
+	a6, a4 := l.UplinkAddr6("eth1"), l.UplinkAddr("eth1")
+	r.eventually("IPv6 source rules", r.has("from "+a6.String()+" lookup 100", "-6", "rule"))
+	keep := func(network, laddr, raddr string) net.Conn {
+		ln, err := l.ListenIn(l.Inet, network, raddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		c, err := l.DialIn(l.Router, network, laddr, ln.Addr().String(), 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c6 := keep("tcp6", "["+a6.String()+"]:0", "["+lab.InetHosts6[1].String()+"]:0")
+	c4 := keep("tcp4", a4.String()+":0", lab.InetHosts[1].String()+":0")
+	tracked := func(family string, c net.Conn) string {
+		local := c.LocalAddr().(*net.TCPAddr)
+		out, _ := l.Exec(l.Router, "conntrack", "-L", "-f", family, "-p", "tcp", "--sport", strconv.Itoa(local.Port))
+		return out
+	}
+	mark := fmt.Sprintf("mark=%d", 0x10000) // uplink a's connection mark
+	if out := tracked("ipv6", c6); !strings.Contains(out, mark) {
+		t.Fatalf("the IPv6 connection through a does not carry a's mark:\n%s", out)
+	}
+	if out := tracked("ipv4", c4); !strings.Contains(out, mark) {
+		t.Fatalf("the IPv4 connection through a does not carry a's mark:\n%s", out)
+	}
+	if err := l.Blackhole6("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("a's IPv6 connection deleted", func() bool { return !strings.Contains(tracked("ipv6", c6), "ESTABLISHED") })
+	if out := tracked("ipv4", c4); !strings.Contains(out, "ESTABLISHED") {
+		t.Errorf("a's IPv4 connection went with its IPv6 side:\n%s", out)
+	}
+	if recs := r.logs.records(map[string]any{"event": "conntrack", "uplink": "a", "family": "ipv6"}); len(recs) == 0 {
+		t.Error("no log record of the IPv6 conntrack deletion")
+	}
+}
