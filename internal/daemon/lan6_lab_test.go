@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,20 +265,7 @@ func TestLabIPv6InputFilter(t *testing.T) {
 			r := start(t, l, writeConfig(t, cfg))
 			a6, b6 := l.UplinkAddr6("eth1"), l.UplinkAddr6("eth2")
 			listen := func(a netip.Addr, port int) {
-				ln, err := l.ListenIn(l.Router, "tcp", netip.AddrPortFrom(a, uint16(port)).String())
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { ln.Close() })
-				go func() {
-					for {
-						c, err := ln.Accept()
-						if err != nil {
-							return
-						}
-						c.Close()
-					}
-				}()
+				serveIn(t, l, l.Router, "tcp", netip.AddrPortFrom(a, uint16(port)).String())
 			}
 			listen(a6, 22)
 			listen(a6, 2323)
@@ -317,20 +305,7 @@ func TestLabIPv6ConntrackPurge(t *testing.T) {
 	a6, a4 := l.UplinkAddr6("eth1"), l.UplinkAddr("eth1")
 	r.eventually("IPv6 source rules", r.has("from "+a6.String()+" lookup 100", "-6", "rule"))
 	keep := func(network, laddr, raddr string) net.Conn {
-		ln, err := l.ListenIn(l.Inet, network, raddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
-			}
-		}()
+		ln := serveIn(t, l, l.Inet, network, raddr)
 		c, err := l.DialIn(l.Router, network, laddr, ln.Addr().String(), 10*time.Second)
 		if err != nil {
 			t.Fatal(err)
@@ -362,4 +337,37 @@ func TestLabIPv6ConntrackPurge(t *testing.T) {
 	if recs := r.logs.records(map[string]any{"event": "conntrack", "uplink": "a", "family": "ipv6"}); len(recs) == 0 {
 		t.Error("no log record of the IPv6 conntrack deletion")
 	}
+}
+
+// serveIn listens in namespace ns and accepts every connection, keeping
+// it open until the test ends (the listener and the connections close
+// then).
+func serveIn(t *testing.T, l *lab.Lab, ns, network, address string) net.Listener {
+	t.Helper()
+	ln, err := l.ListenIn(ns, network, address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln
 }
