@@ -524,7 +524,12 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 	}
 	if m.delegated != nil {
 		changed, err := d.onDelegated(*m.delegated)
-		m.done <- err
+		if m.done != nil {
+			m.done <- err
+		} else if err != nil {
+			// Queued before a reload took the interface away.
+			d.log.Warn("delegation event not used", "event", "delegated", "iface", m.delegated.Iface, "reason", err.Error())
+		}
 		if err == nil {
 			d.saveDelegated() // a renewal's new lifetimes too
 			if !changed {
@@ -637,7 +642,23 @@ func (h ctlHandler) Event(ctx context.Context, ev control.Event) error {
 		return h.d.SetRole(ctx, string(ev.Role))
 	}
 	if ev.Delegated != "" {
-		return h.send(ctx, ctlMsg{delegated: &ev, done: make(chan error, 1)})
+		// Answered once queued, not once the loop took it: a pass can
+		// keep the loop longer than the hook's 90 ms (an iptables pass
+		// on a busy box), and a dropped delegation is not repaired until
+		// the PD client's next renewal. The interface is checked against
+		// the status snapshot, so a hook on the wrong interface still
+		// hears so.
+		if !h.d.statusHasIface(ev.Iface) {
+			return fmt.Errorf("no [[uplink]] has interface %q", ev.Iface)
+		}
+		return h.send(ctx, ctlMsg{delegated: &ev})
 	}
 	return h.send(ctx, ctlMsg{event: ev})
+}
+
+// statusHasIface reports whether the status snapshot has an uplink on
+// iface (safe on the control socket's goroutines).
+func (d *Daemon) statusHasIface(iface string) bool {
+	st := d.x.status.Load()
+	return st != nil && slices.ContainsFunc(st.Uplinks, func(u control.Uplink) bool { return u.Interface == iface })
 }
