@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/internal/delegstate"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // TestEventDelegated: `uplinkd event --iface IF --delegated PREFIX|none`
@@ -62,3 +68,50 @@ func TestEventDelegated(t *testing.T) {
 }
 
 func eqU32(a, b *uint32) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
+
+// TestPlanDelegated: plan reads the learned delegations (read only),
+// drops the expired ones and names each IPv6 uplink's delegation.
+func TestPlanDelegated(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)
+	set := delegstate.Set{}
+	hour, minute := uint32(3600), uint32(60)
+	set.Learn("ppp0", netip.MustParsePrefix("2001:db8:a::/56"), delegstate.Lifetimes{Valid: &hour}, now)
+	set.Learn("ppp1", netip.MustParsePrefix("2001:db8:b::/56"), delegstate.Lifetimes{Valid: &minute}, now.Add(-time.Hour))
+	if err := delegstate.Save(delegstate.Path(dir), set); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := policy.Parse("t.toml", []byte(fmt.Sprintf(`[daemon]
+state_dir = %q
+[lan.ipv6]
+mode = "prefix"
+[[uplink]]
+name = "dsl"
+interface = "ppp0"
+ipv6 = true
+[[uplink]]
+name = "lte"
+interface = "ppp1"
+ipv6 = true
+[[uplink]]
+name = "fixed"
+interface = "eth1"
+ipv6 = true
+delegated_prefix = "2001:db8:c::/48"
+`, dir)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	got := planDelegated(cfg, now, &out, &errb)
+	if len(got) != 1 || got["ppp0"][0].String() != "2001:db8:a::/56" {
+		t.Errorf("learned = %v, want ppp0's alone (ppp1's expired)", got)
+	}
+	want := "# uplink dsl delegated 2001:db8:a::/56 (learned)\n# uplink fixed delegated 2001:db8:c::/48 (config)\n"
+	if out.String() != want || errb.Len() > 0 {
+		t.Errorf("stdout %q, stderr %q; want %q", out.String(), errb.String(), want)
+	}
+	if _, err := os.Stat(delegstate.Path(dir)); err != nil {
+		t.Errorf("plan changed the state file: %v", err)
+	}
+}
