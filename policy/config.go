@@ -116,7 +116,41 @@ type LAN6 struct {
 	// Subnet picks the /64 of each uplink's delegated prefix that the LAN
 	// uses in mode npt (the rewrite target): 0 is the first.
 	Subnet int `toml:"subnet"`
+	// Announce makes uplinkd send the LAN's router advertisements itself
+	// (internal/radv): one /64 per uplink with a delegation in mode
+	// prefix, deprecated at once when its uplink fails; the inside prefix
+	// in mode npt. Off (the default) leaves them to radvd or the like.
+	Announce bool `toml:"announce"`
+	// RDNSS and DNSSL are the DNS servers and search domains announced
+	// (RFC 8106); empty leaves the option out.
+	RDNSS []netip.Addr `toml:"rdnss"`
+	DNSSL []string     `toml:"dnssl"`
+	// MinInterval and MaxInterval bound the periodic advertisements (RFC
+	// 4861 MinRtrAdvInterval, MaxRtrAdvInterval); RouterLifetime is the
+	// default router lifetime announced while some uplink has IPv6.
+	MinInterval    time.Duration `toml:"min_interval"`
+	MaxInterval    time.Duration `toml:"max_interval"`
+	RouterLifetime time.Duration `toml:"router_lifetime"`
+	// RouterPreference is the default router preference (RFC 4191):
+	// low, medium or high.
+	RouterPreference RouterPreference `toml:"router_preference"`
 }
+
+// RouterPreference is [lan.ipv6] router_preference.
+type RouterPreference string
+
+// Router preferences of RFC 4191 2.1.
+const (
+	PreferenceLow    RouterPreference = "low"
+	PreferenceMedium RouterPreference = "medium"
+	PreferenceHigh   RouterPreference = "high"
+)
+
+// Defaults of the [lan.ipv6] announcement (RFC 4861 6.2.1's: min is a
+// third of max, the router lifetime three times max).
+const (
+	DefaultRAMaxInterval = 600 * time.Second
+)
 
 // LAN6Mode is [lan.ipv6] mode.
 type LAN6Mode string

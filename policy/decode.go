@@ -53,9 +53,9 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			return // not set: gateway = "" is how the reference file spells the default
 		}
 		a, err := netip.ParseAddr(n.data)
-		if strings.HasSuffix(path, ".gateway6") {
-			// The one IPv6 address key; a zone would name an interface
-			// the uplink already names.
+		if strings.HasSuffix(path, ".gateway6") || strings.HasPrefix(path, "lan.ipv6.rdnss[") {
+			// The IPv6 address keys; a zone would name an interface
+			// the key's table already names.
 			if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
 				l.invalid(n, path, "%s must be an IPv6 address without a zone such as \"fe80::1\" (got %q)", name, n.data)
 				return

@@ -137,6 +137,12 @@ func (l *loader) applyDefaults(c *Config) {
 	setDefault(l, "lan.forwarding", &lan.Forwarding, hasLAN)
 	setDefault(l, "lan.remove_default_route", &lan.RemoveDefaultRoute, true)
 	setDefault(l, "lan.ipv6.mode", &lan.IPv6.Mode, LAN6Off)
+	if v := &lan.IPv6; v.Announce {
+		setDefault(l, "lan.ipv6.max_interval", &v.MaxInterval, DefaultRAMaxInterval)
+		setDefault(l, "lan.ipv6.min_interval", &v.MinInterval, max(3*time.Second, v.MaxInterval/3))
+		setDefault(l, "lan.ipv6.router_lifetime", &v.RouterLifetime, 3*v.MaxInterval)
+		setDefault(l, "lan.ipv6.router_preference", &v.RouterPreference, PreferenceMedium)
+	}
 	if dh := lan.DHCP; dh != nil {
 		setDefault(l, "lan.dhcp.mode", &dh.Mode, DefaultDHCPMode)
 		switch dh.Mode {

@@ -46,7 +46,7 @@ ipv6 = true
 		src:  "[lan.ipv6]\nmode = \"prefix\"\nprefix = \"fd42::/64\"\nsubnet = 1\n" + two6,
 		want: []string{
 			`t.toml:3:10: prefix applies to mode npt only (mode is prefix)`,
-			`t.toml:4:10: subnet applies to mode npt only (mode is prefix)`,
+			`t.toml:4:10: subnet applies to mode npt, or to mode prefix with announce = true`,
 		},
 	}, {
 		name: "npt without prefix",
@@ -80,6 +80,31 @@ ipv6 = true
 		name: "inside prefix inside a delegation",
 		src:  "[lan.ipv6]\nmode = \"npt\"\nprefix = \"2001:db8:a:1::/64\"\n" + two6,
 		want: []string{`t.toml:10:20: delegated_prefix 2001:db8:a::/56 overlaps [lan.ipv6] prefix 2001:db8:a:1::/64`},
+	}, {
+		name: "announce with every key",
+		src: "[lan]\ninterface = \"lan0\"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\nrdnss = [\"2001:db8::53\", \"fe80::1\"]\n" +
+			"subnet = 3\ndnssl = [\"lan.example\"]\nmin_interval = \"30s\"\nmax_interval = \"90s\"\nrouter_lifetime = \"270s\"\nrouter_preference = \"high\"\n" + two6,
+	}, {
+		name: "announce with mode off",
+		src:  "[lan]\ninterface = \"lan0\"\n[lan.ipv6]\nannounce = true\n" + two6,
+		want: []string{`t.toml:4:12: announce needs [lan.ipv6] mode prefix or npt (mode is off)`, `t.toml:11:20: delegated_prefix needs`},
+	}, {
+		name: "RA keys without announce",
+		src:  "[lan]\ninterface = \"lan0\"\n[lan.ipv6]\nmode = \"prefix\"\nrdnss = [\"2001:db8::53\"]\n" + two6,
+		want: []string{`t.toml:5:9: rdnss applies only with announce = true`},
+	}, {
+		name: "announce: no LAN interface, IPv4 rdnss, bad domain, intervals against RFC 4861, unknown preference",
+		src: "[lan.ipv6]\nmode = \"prefix\"\nannounce = true\nrdnss = [\"192.0.2.53\", \"ff02::1\"]\ndnssl = [\"bad domain\"]\n" +
+			"min_interval = \"100s\"\nmax_interval = \"120s\"\nrouter_lifetime = \"60s\"\nrouter_preference = \"top\"\n" + two6,
+		want: []string{
+			`t.toml:3:12: announce needs [lan] interface`,
+			`t.toml:4:10: rdnss[0] must be an IPv6 address without a zone such as "fe80::1" (got "192.0.2.53")`,
+			`t.toml:4:24: rdnss[1] must be a unicast IPv6 address (got ff02::1)`,
+			`t.toml:5:10: dnssl[0] "bad domain" is not a domain name`,
+			`t.toml:6:16: min_interval 1m40s is more than 3/4 of max_interval 2m0s`,
+			`t.toml:8:19: router_lifetime 1m0s is shorter than max_interval 2m0s`,
+			`t.toml:9:21: router_preference must be one of low, medium, high (got "top")`,
+		},
 	}, {
 		name: "mode without an IPv6 uplink",
 		src:  "[lan.ipv6]\nmode = \"prefix\"\n[[uplink]]\nname = \"a\"\ntable = 100\nrule_priority = 100\n",

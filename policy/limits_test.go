@@ -158,11 +158,34 @@ server = "ns1.example.net"
 hostname = "home.example.net"
 zone = "example.net"
 key_file = `, "\n")},
-	"rule.mark":             {num, in(uplinkTOML+"[[rule]]\nname = \"r\"\nuid = 1\nuplink = \"ppp0\"\npriority = 100\nmark = ", "\n")},
-	"ha.lost_uplink_weight": {num, in(haTOML+"lost_uplink_weight = ", "\n"+uplinkTOML)},
-	"uplink.ha.weight":      {num, in(haTOML+uplinkTOML+"[uplink.ha]\nweight = ", "\n")},
-	"uplink":                {uplinksOf, in("", "")},
-	"lan.ipv6.subnet":       {num, in("[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42::/64\"\nsubnet = ", "\n"+strings.Replace(uplinkTOML, "rule_priority = 200\n", "rule_priority = 200\nipv6 = true\n", 1))},
+	"rule.mark":                {num, in(uplinkTOML+"[[rule]]\nname = \"r\"\nuid = 1\nuplink = \"ppp0\"\npriority = 100\nmark = ", "\n")},
+	"ha.lost_uplink_weight":    {num, in(haTOML+"lost_uplink_weight = ", "\n"+uplinkTOML)},
+	"uplink.ha.weight":         {num, in(haTOML+uplinkTOML+"[uplink.ha]\nweight = ", "\n")},
+	"uplink":                   {uplinksOf, in("", "")},
+	"lan.ipv6.max_interval":    {dur, in(lan6Announce+"max_interval = ", "\n"+uplink6TOML)},
+	"lan.ipv6.min_interval":    {dur, in(lan6Announce+"max_interval = \"1800s\"\nmin_interval = ", "\n"+uplink6TOML)},
+	"lan.ipv6.router_lifetime": {dur, in(lan6Announce+"max_interval = \"4s\"\nrouter_lifetime = ", "\n"+uplink6TOML)},
+	"lan.ipv6.rdnss":           {listOf(func(i int64) string { return fmt.Sprintf("2001:db8::%x", i+1) }), in(lan6Announce+"rdnss = ", "\n"+uplink6TOML)},
+	"lan.ipv6.dnssl":           {listOf(func(i int64) string { return fmt.Sprintf("d%d.example", i) }), in(lan6Announce+"dnssl = ", "\n"+uplink6TOML)},
+	"lan.ipv6.dnssl[]":         {domainOf, in(lan6Announce+"dnssl = [", "]\n"+uplink6TOML)},
+	"lan.ipv6.subnet":          {num, in("[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42::/64\"\nsubnet = ", "\n"+strings.Replace(uplinkTOML, "rule_priority = 200\n", "rule_priority = 200\nipv6 = true\n", 1))},
+}
+
+// lan6Announce starts [lan.ipv6] with router advertisements on; uplink6TOML
+// is the uplink it needs.
+const lan6Announce = "[lan]\ninterface = \"eth1\"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\n"
+
+var uplink6TOML = strings.Replace(uplinkTOML, "rule_priority = 200\n", "rule_priority = 200\nipv6 = true\n", 1)
+
+// listOf is an array builder of n quoted elements.
+func listOf(elem func(i int64) string) func(int64) string {
+	return func(n int64) string {
+		e := make([]string, max(n, 0))
+		for i := range e {
+			e[i] = fmt.Sprintf("%q", elem(int64(i)))
+		}
+		return "[" + strings.Join(e, ", ") + "]"
+	}
 }
 
 // dyndns2TOML lacks username (and the file keys that follow it).
@@ -210,8 +233,8 @@ func TestKeyLimitBounds(t *testing.T) {
 				src := bc.doc(bc.val(tr.v))
 				name := fmt.Sprintf("%s=%d", key, tr.v)
 				t.Run(name, func(t *testing.T) {
-					if key == "uplink" && tr.v < 0 {
-						t.Skip("no file has fewer than zero uplinks")
+					if (key == "uplink" || key == "lan.ipv6.rdnss" || key == "lan.ipv6.dnssl") && tr.v < 0 {
+						t.Skip("no list has fewer than zero elements")
 					}
 					_, err := Parse("t.toml", tomlDoc(src), testTables)
 					if tr.accept {

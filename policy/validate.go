@@ -322,7 +322,7 @@ func (l *loader) delegatedPrefix(c *Config, i int) {
 		l.errorf(p, "delegated_prefix %s is longer than /64 (or is ::/0): a LAN needs a whole /64", d)
 	case !d.Addr().IsGlobalUnicast() || d.Addr().IsLinkLocalUnicast():
 		l.errorf(p, "delegated_prefix %s must be global unicast or unique local", d)
-	case mode == LAN6NPT && c.LAN.IPv6.Subnet >= 1<<(64-d.Bits()):
+	case (mode == LAN6NPT || c.LAN.IPv6.Announce) && c.LAN.IPv6.Subnet >= 1<<(64-d.Bits()):
 		l.errorf(p, "delegated_prefix %s holds %d /64s: [lan.ipv6] subnet %d is not one of them", d, 1<<(64-d.Bits()), c.LAN.IPv6.Subnet)
 	default:
 		for j, o := range c.Uplinks[:i] {
@@ -346,14 +346,29 @@ func (l *loader) lan6(c *Config) {
 	}
 	if v.Mode != LAN6NPT {
 		for _, k := range []string{"prefix", "subnet"} {
+			// Mode prefix announces the subnet-th /64 of each delegation.
+			if k == "subnet" && v.Mode == LAN6Prefix {
+				if v.Announce {
+					l.count("lan.ipv6.subnet", v.Subnet)
+				} else if l.set("lan.ipv6.subnet") {
+					l.errorf("lan.ipv6.subnet", "subnet applies to mode npt, or to mode prefix with announce = true")
+				}
+				continue
+			}
 			if l.set("lan.ipv6." + k) {
 				l.errorf("lan.ipv6."+k, "%s applies to mode npt only (mode is %s)", k, v.Mode)
 			}
 		}
 	}
 	if v.Mode == LAN6Off {
+		for _, k := range []string{"announce", "rdnss", "dnssl", "min_interval", "max_interval", "router_lifetime", "router_preference"} {
+			if l.set("lan.ipv6." + k) {
+				l.errorf("lan.ipv6."+k, "%s needs [lan.ipv6] mode prefix or npt (mode is off)", k)
+			}
+		}
 		return
 	}
+	l.announce(c)
 	if len(c.Uplinks) > 0 && !c.IPv6On() {
 		l.errorf("lan.ipv6.mode", "mode %s needs an [[uplink]] with ipv6 = true", v.Mode)
 	}
@@ -369,6 +384,47 @@ func (l *loader) lan6(c *Config) {
 		l.errorf("lan.ipv6.prefix", "prefix %s must be a /64: NPTv6 rewrites the network part of a /64 and keeps the interface identifier", v.Prefix)
 	case !a.IsGlobalUnicast() || a.IsLinkLocalUnicast():
 		l.errorf("lan.ipv6.prefix", "prefix %s must be unique local (fd00::/8) or global unicast", v.Prefix)
+	}
+}
+
+// announce checks the router advertisement keys of [lan.ipv6]: only with
+// announce on, a LAN interface to send on, and the RFC 4861 6.2.1 bounds
+// between the intervals and the router lifetime.
+func (l *loader) announce(c *Config) {
+	v := &c.LAN.IPv6
+	if !v.Announce {
+		for _, k := range []string{"rdnss", "dnssl", "min_interval", "max_interval", "router_lifetime", "router_preference"} {
+			if l.set("lan.ipv6." + k) {
+				l.errorf("lan.ipv6."+k, "%s applies only with announce = true", k)
+			}
+		}
+		return
+	}
+	if c.LAN.Interface == "" {
+		l.errorf("lan.ipv6.announce", "announce needs [lan] interface: the advertisements leave on it")
+	}
+	enum(l, "lan.ipv6.router_preference", v.RouterPreference, PreferenceLow, PreferenceMedium, PreferenceHigh)
+	if l.count("lan.ipv6.rdnss", len(v.RDNSS)) {
+		for i, a := range v.RDNSS {
+			if p := fmt.Sprintf("lan.ipv6.rdnss[%d]", i); !a.IsGlobalUnicast() && !a.IsLinkLocalUnicast() {
+				l.errorf(p, "rdnss[%d] must be a unicast IPv6 address (got %s)", i, a)
+			}
+		}
+	}
+	if l.count("lan.ipv6.dnssl", len(v.DNSSL)) {
+		for i, d := range v.DNSSL {
+			p := fmt.Sprintf("lan.ipv6.dnssl[%d]", i)
+			if l.length(p, "", d) && !domainRE.MatchString(d) {
+				l.errorf(p, "dnssl[%d] %q is not a domain name", i, d)
+			}
+		}
+	}
+	okMax := l.duration("lan.ipv6.max_interval", v.MaxInterval)
+	if l.duration("lan.ipv6.min_interval", v.MinInterval) && okMax && v.MinInterval > v.MaxInterval*3/4 {
+		l.errorf("lan.ipv6.min_interval", "min_interval %s is more than 3/4 of max_interval %s (RFC 4861 6.2.1)", v.MinInterval, v.MaxInterval)
+	}
+	if l.duration("lan.ipv6.router_lifetime", v.RouterLifetime) && okMax && v.RouterLifetime < v.MaxInterval {
+		l.errorf("lan.ipv6.router_lifetime", "router_lifetime %s is shorter than max_interval %s: hosts would drop the router between two advertisements (RFC 4861 6.2.1)", v.RouterLifetime, v.MaxInterval)
 	}
 }
 

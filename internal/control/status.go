@@ -237,6 +237,35 @@ type LAN6 struct {
 	Mode    string       `json:"mode"`
 	Prefix  netip.Prefix `json:"prefix,omitzero"`
 	Uplinks []LAN6Uplink `json:"uplinks"`
+	// Announce is the router advertisement sender ([lan.ipv6] announce);
+	// absent when it is off.
+	Announce *LAN6Announce `json:"announce,omitempty"`
+}
+
+// LAN6Announce is what the router advertisements say and when the last
+// one left. Lifetimes are in seconds.
+type LAN6Announce struct {
+	Interface string `json:"interface"`
+	// Active: this gateway announces (false: an HA backup).
+	Active         bool         `json:"active"`
+	RouterLifetime int64        `json:"router_lifetime"`
+	Prefixes       []LAN6Prefix `json:"prefixes"`
+	LastSent       time.Time    `json:"last_sent,omitzero"`
+	Sent           uint64       `json:"sent"`
+	Solicited      uint64       `json:"solicited"`
+	// Error is why no advertisement can leave (no link-local address on
+	// the interface yet, the interface is missing).
+	Error string `json:"error,omitempty"`
+}
+
+// LAN6Prefix is one announced /64: its uplink ("" for the npt inside
+// prefix), preferred or deprecated, and the lifetimes announced.
+type LAN6Prefix struct {
+	Prefix            netip.Prefix `json:"prefix"`
+	Uplink            string       `json:"uplink,omitempty"`
+	State             string       `json:"state"`
+	PreferredLifetime int64        `json:"preferred_lifetime"`
+	ValidLifetime     int64        `json:"valid_lifetime"`
 }
 
 // LAN6Uplink is one uplink's delegation. Delegated is absent while the

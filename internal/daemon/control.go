@@ -49,8 +49,11 @@ type extras struct {
 	dhcp *dhcpRuntime
 	// dhcpStatus is read by the control socket's goroutines.
 	dhcpStatus atomic.Pointer[dhcpRuntime]
-	lan        lanSeen
-	hookDir    string // the hook directory in use ("" when it does not exist)
+	// radv is the router advertisement sender (radv.go); the loop starts
+	// and stops it, the status reads it.
+	radv    atomic.Pointer[radvRuntime]
+	lan     lanSeen
+	hookDir string // the hook directory in use ("" when it does not exist)
 	// listening: control_socket, control_group and metrics_listen as
 	// started; a reload cannot move them.
 	listening [3]string
@@ -184,6 +187,7 @@ func (d *Daemon) startExtras(ctx context.Context) error {
 	}
 	d.startPublishing(d.cfg)
 	d.startDHCP(ctx, d.cfg)
+	d.startRadv(ctx, d.cfg)
 	if d.opts.WatchConfig {
 		d.watchConfig(ctx)
 	}
@@ -197,6 +201,7 @@ func (d *Daemon) stopExtras() {
 		p.m.Close()
 	}
 	d.stopDHCP()
+	d.stopRadv()
 }
 
 // reloadExtras follows a reload that succeeded.
@@ -210,6 +215,7 @@ func (d *Daemon) reloadExtras(cfg *policy.Config) {
 	d.setUplinkHooks(cfg)
 	d.reloadPublishing(cfg)
 	d.reloadDHCP(d.runCtx, cfg)
+	d.reloadRadv(d.runCtx, cfg)
 	d.noteUnknownDrained(cfg)
 	for name := range d.x.states {
 		if cfg.UplinkByName(name) == nil {
@@ -334,6 +340,9 @@ func (d *Daemon) afterPass(res SyncResult) {
 	}
 	d.x.metrics.PassDone(res.End.Sub(res.Start), res.Err != nil)
 	d.x.lastPass = res.End
+	// The advertisements first: a withdrawal must not wait for anything
+	// else the pass publishes.
+	d.passRadv(res.Desired.Uplinks, res.End)
 	st := d.publishStatus()
 	if p := d.x.pub.Load(); p != nil {
 		for _, u := range st.Uplinks {
@@ -594,6 +603,13 @@ func (h ctlHandler) Status(context.Context) (control.Status, error) {
 	}
 	if r := h.d.x.dhcpStatus.Load(); r != nil {
 		st.DHCP = dhcpStatus(r.srv.Status())
+	}
+	// The advertisement sender too (it counts what it sends).
+	if st.LAN != nil && st.LAN.IPv6 != nil {
+		lan, v6 := *st.LAN, *st.LAN.IPv6
+		v6.Announce = h.d.radvStatus()
+		lan.IPv6 = &v6
+		st.LAN = &lan
 	}
 	return st, nil
 }

@@ -175,6 +175,7 @@ func (d *Daemon) lan6Status() *control.LAN {
 		}
 		st.Uplinks = append(st.Uplinks, cu)
 	}
+	st.Announce = d.radvStatus()
 	return &control.LAN{IPv6: st}
 }
 

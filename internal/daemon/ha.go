@@ -169,6 +169,7 @@ func (d *Daemon) haWake(m haMsg) {
 	}
 	d.log.Info("ha role changed", "event", "ha-role", "role", string(m.role), "old_role", string(old))
 	h.publish()
+	d.radvRole()
 }
 
 func (h *haRuntime) publish() {

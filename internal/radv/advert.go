@@ -64,6 +64,25 @@ func (a Advert) Equal(b Advert) bool {
 		slices.Equal(a.DNSSL, b.DNSSL) && a.DNSLifetime == b.DNSLifetime
 }
 
+// SameShape reports whether a and b differ at most in lifetimes that
+// merely count down (a learned delegation's remaining lifetimes change
+// every second): the same prefixes, each preferred or deprecated alike,
+// the same router lifetime and options. Only a change of shape is sent at
+// once; the counted-down lifetimes leave with the next periodic one.
+func (a Advert) SameShape(b Advert) bool {
+	if a.RouterLifetime != b.RouterLifetime || a.Preference != b.Preference || len(a.Prefixes) != len(b.Prefixes) ||
+		!slices.Equal(a.RDNSS, b.RDNSS) || !slices.Equal(a.DNSSL, b.DNSSL) || a.DNSLifetime != b.DNSLifetime {
+		return false
+	}
+	for i, p := range a.Prefixes {
+		q := b.Prefixes[i]
+		if p.Prefix != q.Prefix || p.Uplink != q.Uplink || p.Deprecated() != q.Deprecated() {
+			return false
+		}
+	}
+	return true
+}
+
 // Message is the router advertisement of a, sent from link-local address
 // src's interface with link-layer address mac (the source link-layer
 // address option lets hosts skip a neighbour solicitation; nil leaves it

@@ -79,7 +79,17 @@ func TestFinal(t *testing.T) {
 	if ra.RouterLifetime != 0 || ra.RouterSelectionPreference != ndp.Medium || len(ra.Options) != 1 {
 		t.Errorf("final: %+v", ra)
 	}
-	if a.Equal(a.Final()) || !a.Equal(a) {
+	if a.Equal(a.Final()) || !a.Equal(a) || a.SameShape(a.Final()) {
 		t.Error("Equal")
+	}
+	// Lifetimes counting down keep the shape; a deprecation does not.
+	b := a
+	b.Prefixes = []Prefix{{Prefix: a.Prefixes[0].Prefix, Preferred: time.Minute, Valid: time.Minute}}
+	if !a.SameShape(b) || a.Equal(b) {
+		t.Error("counted-down lifetimes change the shape")
+	}
+	b.Prefixes[0].Preferred = 0
+	if a.SameShape(b) {
+		t.Error("a deprecation keeps the shape")
 	}
 }

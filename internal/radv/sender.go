@@ -80,10 +80,11 @@ func New(spec Spec, log *slog.Logger) *Sender {
 
 // Set is what to announce. active false (an HA backup) sends nothing, after
 // one final advertisement with router lifetime 0 if it was announcing. A
-// change leaves at once, as a burst; an unchanged Set does nothing.
+// change of shape (Advert.SameShape) leaves at once, as a burst; other
+// changes (lifetimes counting down) leave with the next periodic one.
 func (s *Sender) Set(a Advert, active bool) {
 	s.mu.Lock()
-	changed := !a.Equal(s.adv) || active != s.active
+	changed := !a.SameShape(s.adv) || active != s.active
 	s.adv, s.active = a, active
 	s.mu.Unlock()
 	if changed {

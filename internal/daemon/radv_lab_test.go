@@ -1,0 +1,156 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/control"
+	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// slaacHost makes the lab's LAN namespace a host that configures itself
+// from router advertisements (the kernel's SLAAC, nothing else), and gives
+// the router's lan0 an address in each LAN /64, as a PD client does on the
+// LAN interface (so that the /64s route to the LAN).
+func slaacHost(t *testing.T, l *lab.Lab, lans ...netip.Prefix) {
+	t.Helper()
+	for k, v := range map[string]string{
+		"net.ipv6.conf." + lab.ClientIface + ".accept_ra": "2",
+		"net.ipv6.conf." + lab.ClientIface + ".autoconf":  "1",
+	} {
+		if err := l.Sysctl(l.LAN, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range lans {
+		mustExec(t, l, l.Router, "ip", "-6", "addr", "add", netip.PrefixFrom(p.Addr().Next(), 64).String(), "dev", lab.LANIface, "nodad")
+	}
+}
+
+// hostAddr6 is the LAN host's SLAAC address in p and whether `ip -6 addr`
+// shows it deprecated; invalid when it has none.
+func hostAddr6(t *testing.T, l *lab.Lab, p netip.Prefix) (netip.Addr, bool) {
+	t.Helper()
+	out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "dev", lab.ClientIface, "scope", "global")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "inet6" {
+			continue
+		}
+		if a, err := netip.ParsePrefix(f[1]); err == nil && p.Contains(a.Addr()) {
+			return a.Addr(), strings.Contains(line, "deprecated")
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// announced is the status's entry for LAN prefix p.
+func announced(st control.Status, p netip.Prefix) (control.LAN6Prefix, bool) {
+	if st.LAN == nil || st.LAN.IPv6 == nil || st.LAN.IPv6.Announce == nil {
+		return control.LAN6Prefix{}, false
+	}
+	for _, e := range st.LAN.IPv6.Announce.Prefixes {
+		if e.Prefix == p {
+			return e, true
+		}
+	}
+	return control.LAN6Prefix{}, false
+}
+
+// TestLabRAPrefixFailover: [lan.ipv6] mode prefix with announce: a LAN
+// host with the kernel's SLAAC takes an address from a's learned and b's
+// configured delegation; a's IPv6 dies upstream (probes fail) → the host's
+// a address shows deprecated, a new connection from the host (no source
+// pinned) leaves from b's prefix and reaches the inet host through b; a
+// comes back → the a address is preferred again. The status says the same.
+func TestLabRAPrefixFailover(t *testing.T) {
+	l := ipv6Lab(t)
+	pa, err := l.Delegate6("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := l.Delegate6("eth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanA, _ := policy.LANSubnet6(pa, 0)
+	lanB, _ := policy.LANSubnet6(pb, 0)
+	slaacHost(t, l, lanA, lanB)
+	cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
+		"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\nrdnss = [\"2001:db8::53\"]\ndnssl = [\"lan.example\"]\nmax_interval = \"30s\"\n"
+	r := start(t, l, writeConfig(t, cfg))
+	r.event("--iface", "eth1", "--delegated", pa.String(), "--preferred-lifetime", "1800", "--valid-lifetime", "3600")
+
+	hostState := func(p netip.Prefix, deprecated bool) func() bool {
+		return func() bool {
+			a, dep := hostAddr6(t, l, p)
+			return a.IsValid() && dep == deprecated
+		}
+	}
+	r.eventually("host addresses in both prefixes, preferred", func() bool { return hostState(lanA, false)() && hostState(lanB, false)() })
+	st := r.statusJSON()
+	ea, ok := announced(st, lanA)
+	if !ok || ea.Uplink != "a" || ea.State != "preferred" || ea.PreferredLifetime > 1800 || ea.PreferredLifetime < 1700 || ea.ValidLifetime > 3600 {
+		t.Errorf("status of %s: %+v (%v)", lanA, ea, ok)
+	}
+	if eb, ok := announced(st, lanB); !ok || eb.Uplink != "b" || eb.State != "preferred" || eb.PreferredLifetime != 4*3600 {
+		t.Errorf("status of %s: %+v", lanB, eb)
+	}
+	if an := st.LAN.IPv6.Announce; !an.Active || an.RouterLifetime != 90 || an.Sent == 0 || an.LastSent.IsZero() || an.Error != "" {
+		t.Errorf("status announce: %+v", an)
+	}
+
+	ln, err := l.ListenIn(l.Inet, "tcp6", "["+lab.InetHosts6[0].String()+"]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	if err := l.Blackhole6("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("host's a address deprecated", hostState(lanA, true))
+	if e, _ := announced(r.statusJSON(), lanA); e.State != "deprecated" || e.PreferredLifetime != 0 || e.ValidLifetime > 2*3600 {
+		t.Errorf("status of %s after a failed: %+v", lanA, e)
+	}
+	if src := acceptFrom(t, l, ln); !lanB.Contains(src) {
+		t.Errorf("after a's IPv6 failed the host connected from %s, want b's %s", src, lanB)
+	}
+	if a, dep := hostAddr6(t, l, lanB); !a.IsValid() || dep {
+		t.Errorf("b's address %s deprecated=%v", a, dep)
+	}
+
+	if err := l.Blackhole6("eth1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("host's a address preferred again", hostState(lanA, false))
+}
+
+// TestLabRANPT: mode npt with announce: the host takes one address from
+// the inside prefix and keeps it, preferred, when a's IPv6 fails.
+func TestLabRANPT(t *testing.T) {
+	l := ipv6Lab(t)
+	pb, err := l.Delegate6("eth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := netip.MustParsePrefix("fd42:0:0:1::/64")
+	slaacHost(t, l, in)
+	cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
+		"\n[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42:0:0:1::/64\"\nannounce = true\n"
+	r := start(t, l, writeConfig(t, cfg))
+	r.eventually("host address in the inside prefix", func() bool { a, dep := hostAddr6(t, l, in); return a.IsValid() && !dep })
+	if err := l.Blackhole6("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("a's IPv6 not usable", func() bool { return uplinkStatus(t, r.statusJSON(), "a").IPv6.State != control.StateUp })
+	if a, dep := hostAddr6(t, l, in); !a.IsValid() || dep {
+		t.Errorf("inside address %s deprecated=%v after a failed", a, dep)
+	}
+	if out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "scope", "global"); strings.Count(out, "inet6 ") != 1 {
+		t.Errorf("LAN host addresses:\n%s", out)
+	}
+}
