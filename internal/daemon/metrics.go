@@ -35,6 +35,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 		DHCP:       d.dhcpMetrics,
 		Traffic:    d.trafficMetrics,
 		LAN6:       d.lan6Metrics,
+		RA:         d.radvMetrics,
 	})
 	d.log.Info("metrics endpoint listening", "event", "metrics-listen", "addr", ln.Addr().String())
 	d.wg.Go(func() {

@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/ha"
+	"github.com/uplinkd/uplinkd/internal/metrics"
 	"github.com/uplinkd/uplinkd/internal/radv"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -279,4 +280,21 @@ func (d *Daemon) radvStatus() *control.LAN6Announce {
 			PreferredLifetime: int64(p.Preferred / time.Second), ValidLifetime: int64(p.Valid / time.Second)})
 	}
 	return out
+}
+
+// radvMetrics is metrics.Sources.RA: the sender's state at the scrape.
+func (d *Daemon) radvMetrics() (metrics.RA, bool) {
+	r := d.x.radv.Load()
+	if r == nil {
+		return metrics.RA{}, false
+	}
+	st := r.s.Status()
+	out := metrics.RA{RouterLifetime: st.Advert.RouterLifetime, Sent: st.Sent, LastSent: st.LastSent}
+	if !st.Active {
+		out.RouterLifetime = 0
+	}
+	for _, p := range st.Advert.Prefixes {
+		out.Prefixes = append(out.Prefixes, metrics.RAPrefix{Prefix: p.Prefix.String(), Uplink: p.Uplink, Deprecated: p.Deprecated(), Preferred: p.Preferred, Valid: p.Valid})
+	}
+	return out, true
 }

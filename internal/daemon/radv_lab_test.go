@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -81,7 +82,12 @@ func TestLabRAPrefixFailover(t *testing.T) {
 	slaacHost(t, l, lanA, lanB)
 	cfg := strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
 		"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\nrdnss = [\"2001:db8::53\"]\ndnssl = [\"lan.example\"]\nmax_interval = \"30s\"\n"
-	r := start(t, l, writeConfig(t, cfg))
+	ln0, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := ln0.Addr()
+	r := startWith(t, l, writeConfig(t, fmt.Sprintf("[daemon]\nmetrics_listen = %q\n", maddr.String())+cfg), ln0)
 	r.event("--iface", "eth1", "--delegated", pa.String(), "--preferred-lifetime", "1800", "--valid-lifetime", "3600")
 
 	hostState := func(p netip.Prefix, deprecated bool) func() bool {
@@ -99,6 +105,8 @@ func TestLabRAPrefixFailover(t *testing.T) {
 	if eb, ok := announced(st, lanB); !ok || eb.Uplink != "b" || eb.State != "preferred" || eb.PreferredLifetime != 4*3600 {
 		t.Errorf("status of %s: %+v", lanB, eb)
 	}
+	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_prefix_preferred{prefix="%s",uplink="a"}`, lanA), "1")
+	scrapeMetric(t, maddr, `uplinkd_lan6_router_lifetime_seconds`, "90")
 	if an := st.LAN.IPv6.Announce; !an.Active || an.RouterLifetime != 90 || an.Sent == 0 || an.LastSent.IsZero() || an.Error != "" {
 		t.Errorf("status announce: %+v", an)
 	}
@@ -116,6 +124,8 @@ func TestLabRAPrefixFailover(t *testing.T) {
 	if e, _ := announced(r.statusJSON(), lanA); e.State != "deprecated" || e.PreferredLifetime != 0 || e.ValidLifetime > 2*3600 {
 		t.Errorf("status of %s after a failed: %+v", lanA, e)
 	}
+	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_prefix_preferred{prefix="%s",uplink="a"}`, lanA), "0")
+	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_prefix_preferred_lifetime_seconds{prefix="%s",uplink="a"}`, lanA), "0")
 	if src := acceptFrom(t, l, ln); !lanB.Contains(src) {
 		t.Errorf("after a's IPv6 failed the host connected from %s, want b's %s", src, lanB)
 	}
@@ -152,5 +162,41 @@ func TestLabRANPT(t *testing.T) {
 	}
 	if out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "scope", "global"); strings.Count(out, "inet6 ") != 1 {
 		t.Errorf("LAN host addresses:\n%s", out)
+	}
+}
+
+// TestLabRAHA: with [ha], only the VRRP master announces: before
+// keepalived reports a role nothing is sent; as master the host takes its
+// address and default router; as backup one final RA (router lifetime 0)
+// makes the host drop the gateway as its router at once.
+func TestLabRAHA(t *testing.T) {
+	l := ipv6Lab(t)
+	pb, err := l.Delegate6("eth2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanB, _ := policy.LANSubnet6(pb, 0)
+	slaacHost(t, l, lanB)
+	cfg := fmt.Sprintf("[ha]\ntrack_file = %q\n", t.TempDir()+"/track") +
+		strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
+		"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\n"
+	r := start(t, l, writeConfig(t, cfg))
+	r.waitSync()
+	if an := r.statusJSON().LAN.IPv6.Announce; an == nil || an.Active || an.Sent != 0 {
+		t.Fatalf("announce before a role: %+v", an)
+	}
+	raRoute := func() bool {
+		out := mustExec(t, l, l.LAN, "ip", "-6", "route", "show", "default", "proto", "ra")
+		return strings.Contains(out, "fe80::")
+	}
+	r.event("--role", "master")
+	r.eventually("host address and RA default route from the master", func() bool {
+		a, dep := hostAddr6(t, l, lanB)
+		return a.IsValid() && !dep && raRoute()
+	})
+	r.event("--role", "backup")
+	r.eventually("host dropped the backup as its router", func() bool { return !raRoute() })
+	if an := r.statusJSON().LAN.IPv6.Announce; an.Active {
+		t.Errorf("announce as backup: %+v", an)
 	}
 }

@@ -22,6 +22,27 @@ type Sources struct {
 	Traffic func() []Traffic
 	// LAN6 reports the uplinks' delegated IPv6 prefixes ([lan.ipv6]).
 	LAN6 func() []Delegation
+	// RA reports the router advertisement sender ([lan.ipv6] announce);
+	// ok is false when it is off.
+	RA func() (ra RA, ok bool)
+}
+
+// RA is the router advertisement sender: the prefixes it announces and
+// what it sent.
+type RA struct {
+	Prefixes []RAPrefix
+	// RouterLifetime is the router lifetime announced (0: not a default
+	// router).
+	RouterLifetime time.Duration
+	Sent           uint64
+	LastSent       time.Time // zero: none yet
+}
+
+// RAPrefix is one announced /64.
+type RAPrefix struct {
+	Prefix, Uplink   string
+	Deprecated       bool
+	Preferred, Valid time.Duration
 }
 
 // Delegation is an uplink's delegated IPv6 prefix: its current one, where
@@ -212,6 +233,29 @@ func (r *Registry) writeLive(w io.Writer) {
 			}
 			if !d.ValidUntil.IsZero() {
 				valid.add(lbl, float64(d.ValidUntil.Unix()))
+			}
+		}
+	}
+	if src.RA != nil {
+		if ra, ok := src.RA(); ok {
+			state := newFam("uplinkd_lan6_prefix_preferred", "gauge",
+				"1 while the announced LAN /64 is preferred, 0 while it is deprecated (its uplink failed, is drained or lost the delegation)")
+			pl := newFam("uplinkd_lan6_prefix_preferred_lifetime_seconds", "gauge", "preferred lifetime last announced for the LAN /64")
+			vl := newFam("uplinkd_lan6_prefix_valid_lifetime_seconds", "gauge", "valid lifetime last announced for the LAN /64")
+			for _, p := range ra.Prefixes {
+				lbl := `prefix="` + escapeLabel(p.Prefix) + `",uplink="` + escapeLabel(p.Uplink) + `"`
+				v := 1.0
+				if p.Deprecated {
+					v = 0
+				}
+				state.add(lbl, v)
+				pl.add(lbl, p.Preferred.Seconds())
+				vl.add(lbl, p.Valid.Seconds())
+			}
+			newFam("uplinkd_lan6_router_lifetime_seconds", "gauge", "router lifetime announced on the LAN (0: hosts do not route through the gateway)").add("", ra.RouterLifetime.Seconds())
+			newFam("uplinkd_lan6_ra_sent_total", "counter", "router advertisements sent on the LAN").add("", float64(ra.Sent))
+			if !ra.LastSent.IsZero() {
+				newFam("uplinkd_lan6_ra_last_sent_timestamp_seconds", "gauge", "Unix time the last router advertisement left").add("", float64(ra.LastSent.UnixMilli())/1000)
 			}
 		}
 	}

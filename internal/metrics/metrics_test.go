@@ -347,6 +347,10 @@ func TestDocumentedMetrics(t *testing.T) {
 		LAN6: func() []Delegation {
 			return []Delegation{{Uplink: "dsl", Prefix: "2001:db8:a::/56", Source: "learned", PreferredUntil: time.Now(), ValidUntil: time.Now()}}
 		},
+		RA: func() (RA, bool) {
+			return RA{Prefixes: []RAPrefix{{Prefix: "2001:db8:a::/64", Uplink: "dsl", Preferred: time.Hour, Valid: time.Hour}},
+				RouterLifetime: time.Hour, Sent: 3, LastSent: time.Now()}, true
+		},
 	})
 	exported := map[string]string{}
 	collect := func() {
