@@ -16,7 +16,7 @@ import (
 // from router advertisements (the kernel's SLAAC, nothing else), and gives
 // the router's lan0 an address in each LAN /64, as a PD client does on the
 // LAN interface (so that the /64s route to the LAN).
-func slaacHost(t *testing.T, l *lab.Lab, lans ...netip.Prefix) {
+func slaacHost(t testing.TB, l *lab.Lab, lans ...netip.Prefix) {
 	t.Helper()
 	for k, v := range map[string]string{
 		"net.ipv6.conf." + lab.ClientIface + ".accept_ra": "2",
@@ -27,15 +27,20 @@ func slaacHost(t *testing.T, l *lab.Lab, lans ...netip.Prefix) {
 		}
 	}
 	for _, p := range lans {
-		mustExec(t, l, l.Router, "ip", "-6", "addr", "add", netip.PrefixFrom(p.Addr().Next(), 64).String(), "dev", lab.LANIface, "nodad")
+		if out, err := l.Exec(l.Router, "ip", "-6", "addr", "add", netip.PrefixFrom(p.Addr().Next(), 64).String(), "dev", lab.LANIface, "nodad"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
 	}
 }
 
 // hostAddr6 is the LAN host's SLAAC address in p and whether `ip -6 addr`
 // shows it deprecated; invalid when it has none.
-func hostAddr6(t *testing.T, l *lab.Lab, p netip.Prefix) (netip.Addr, bool) {
+func hostAddr6(t testing.TB, l *lab.Lab, p netip.Prefix) (netip.Addr, bool) {
 	t.Helper()
-	out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "dev", lab.ClientIface, "scope", "global")
+	out, err := l.Exec(l.LAN, "ip", "-6", "addr", "show", "dev", lab.ClientIface, "scope", "global")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 || f[0] != "inet6" {
