@@ -376,7 +376,9 @@ type Publish struct {
 type HookEvent string
 
 // HookEvents are every event name hooks may name.
-var HookEvents = []HookEvent{"link-down", "link-up", "addr-change", "probe-down", "probe-up", "down", "up", "reconnect", "publish"}
+// probe6-down and probe6-up are the IPv6 side's health transitions
+// (docs/ipv6.md).
+var HookEvents = []HookEvent{"link-down", "link-up", "addr-change", "probe-down", "probe-up", "probe6-down", "probe6-up", "down", "up", "reconnect", "publish"}
 
 // Hook runs a user command on uplink events.
 type Hook struct {

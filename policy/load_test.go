@@ -554,7 +554,7 @@ rule_priority = 200
 			`t.toml:8:19: password_file must be an absolute path (got "dyn.secret")`,
 			`t.toml:9:3: missing "command" in [[uplink.publish]]`,
 			`t.toml:12:10: kind must be one of command, dyndns2, rfc2136 (got "mail")`,
-			`t.toml:14:17: on[1] must be one of link-down, link-up, addr-change, probe-down, probe-up, down, up, reconnect, publish (got "sometimes")`,
+			`t.toml:14:17: on[1] must be one of link-down, link-up, addr-change, probe-down, probe-up, probe6-down, probe6-up, down, up, reconnect, publish (got "sometimes")`,
 			`t.toml:15:13: command must not be empty`,
 			`t.toml:16:3: missing "on" in [[uplink.hook]]`,
 		},

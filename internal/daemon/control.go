@@ -406,8 +406,10 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 				}
 			}
 		}
+		ipv6State, probe6 := "", metrics.Probe{Loss: -1, RTT: -1, Jitter: -1}
 		if u.IPv6 {
-			cu.IPv6 = statusIPv6(ls.IPv6, seen, rt)
+			cu.IPv6, probe6 = statusIPv6(ls.IPv6, seen, rt)
+			ipv6State = string(cu.IPv6.State)
 		}
 		prev, ok := d.x.states[u.Name]
 		if !ok || prev.state != cu.State {
@@ -428,6 +430,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 		_, cu.Drained = d.drain.set[u.Name]
 		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
 		d.x.metrics.SetDrained(u.Name, cu.Drained)
+		d.x.metrics.SetUplinkIPv6(u.Name, ipv6State, probe6)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st
@@ -477,11 +480,13 @@ func healthState(h *policy.HealthMachine) control.UplinkState {
 }
 
 // statusIPv6 is the status of an uplink's IPv6 side from the last pass's
-// verdict and its IPv6 health machine.
-func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.UplinkIPv6 {
+// verdict and its IPv6 health machine, and its last probe round for the
+// metrics.
+func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) (*control.UplinkIPv6, metrics.Probe) {
 	out := &control.UplinkIPv6{State: control.StateDown, Reason: "no pass yet"}
+	probe := metrics.Probe{Loss: -1, RTT: -1, Jitter: -1} // unknown
 	if !seen {
-		return out
+		return out, probe
 	}
 	out.Reason, out.Address, out.Gateway, out.Default = v.Reason, v.Addr, v.Gateway, v.Active
 	linkOK := v.Addr.IsValid() && (v.Usable || v.Reason == "probes failing")
@@ -493,13 +498,16 @@ func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.Up
 		out.State = healthState(rt.v6.health)
 		if last := rt.v6.last; last != nil {
 			loss := last.loss()
-			out.Loss = &loss
+			out.Loss, probe.Loss = &loss, loss
 			if last.hasRTT {
-				out.RTTms = millis(last.rtt)
+				out.RTTms, probe.RTT = millis(last.rtt), last.rtt
+			}
+			if last.hasJitter {
+				probe.Jitter = last.jitter
 			}
 		}
 	}
-	return out
+	return out, probe
 }
 
 func millis(d time.Duration) *float64 {

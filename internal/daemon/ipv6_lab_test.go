@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/lab"
@@ -168,5 +171,89 @@ func TestLabIPv6Off(t *testing.T) {
 	}
 	if v := uplinkStatus(t, r.statusJSON(), "a").IPv6; v != nil {
 		t.Errorf("IPv6 status with ipv6 off: %+v", v)
+	}
+}
+
+// TestLabIPv6Health: an IPv6-only outage on one uplink is reported like
+// an IPv4 one, from the running daemon: the probe6-down and probe6-up
+// hooks run with UPLINKD_FAMILY=ipv6 and the uplink's IPv6 address, the
+// journal records say family=ipv6, the uplinkd_uplink_ipv6_* series follow
+// (the IPv4 ones stay up), and no reconnect is made for it.
+func TestLabIPv6Health(t *testing.T) {
+	l := ipv6Lab(t)
+	dir := t.TempDir()
+	trace := newTrace(t)
+	hook := script(t, dir, "hook", `echo "$UPLINKD_EVENT,$UPLINKD_FAMILY,$UPLINKD_NEW_IP" >> `+trace.path)
+	redial := script(t, dir, "redial", `echo "reconnect" >> `+trace.path)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("[daemon]\nmetrics_listen = %q\n", ln.Addr()) + strings.Replace(ipv6Config(l), `  hold_down = "0s"
+`, fmt.Sprintf(`  hold_down = "0s"
+  [[uplink.hook]]
+  on = ["probe-down", "probe-up", "probe6-down", "probe6-up"]
+  command = [%q]
+  [uplink.reconnect]
+  command = [%q]
+  reconnect_after = "1s"
+`, hook, redial), 1)
+	r := startWith(t, l, writeConfig(t, cfg), ln)
+	a6 := l.UplinkAddr6("eth1")
+	up6, failed6 := `uplinkd_uplink_ipv6_state{uplink="a",state="up"} 1`, `uplinkd_uplink_ipv6_state{uplink="a",state="failed"} 1`
+	up4 := `uplinkd_uplink_state{uplink="a",state="up"} 1`
+	r.eventually("IPv4 and IPv6 up in the metrics", func() bool {
+		m := scrapeMetrics(t, r)
+		return strings.Contains(m, up6) && strings.Contains(m, up4) &&
+			strings.Contains(m, `uplinkd_uplink_ipv6_loss_ratio{uplink="a"} 0`+"\n") &&
+			strings.Contains(m, `uplinkd_uplink_ipv6_rtt_seconds{uplink="a"} `)
+	})
+	if m := scrapeMetrics(t, r); strings.Contains(m, `uplinkd_uplink_ipv6_state{uplink="c"`) {
+		t.Errorf("IPv6 series for c, whose ipv6 is off:\n%s", m)
+	}
+	r.eventually("probe6-up hook", func() bool { return slices.Contains(trace.lines(), "probe6-up,ipv6,"+a6.String()) })
+
+	if err := l.Blackhole6("eth1", true); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("probe6-down hook", func() bool { return slices.Contains(trace.lines(), "probe6-down,ipv6,"+a6.String()) })
+	down := time.Now()
+	r.eventually("IPv6 failed, IPv4 up in the metrics", func() bool {
+		m := scrapeMetrics(t, r)
+		return strings.Contains(m, failed6) && strings.Contains(m, up4) &&
+			strings.Contains(m, `uplinkd_uplink_ipv6_loss_ratio{uplink="a"} 1`+"\n")
+	})
+	recs := r.logs.records(map[string]any{"event": "probe6-down", "uplink": "a", "family": "ipv6", "new_ip": a6.String()})
+	if len(recs) != 1 {
+		t.Errorf("journal: %d probe6-down records of a, want 1", len(recs))
+	}
+	// No reconnect for an IPv6-only failure: reconnect_after (1s) passes
+	// twice over with IPv6 failed while probe rounds go on.
+	r.eventually("2s with IPv6 failed", func() bool {
+		return time.Since(down) > 2*time.Second && uplinkStatus(t, r.statusJSON(), "a").IPv6.State == control.StateFailed
+	})
+	if err := l.Blackhole6("eth1", false); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("probe6-up hook again", func() bool {
+		n := 0
+		for _, line := range trace.lines() {
+			if line == "probe6-up,ipv6,"+a6.String() {
+				n++
+			}
+		}
+		return n == 2
+	})
+	r.eventually("IPv6 up in the metrics again", func() bool {
+		m := scrapeMetrics(t, r)
+		return strings.Contains(m, up6) && strings.Contains(m, `uplinkd_uplink_ipv6_transitions_total{uplink="a"} 2`+"\n")
+	})
+	for _, line := range trace.lines() {
+		if line == "reconnect" || strings.HasPrefix(line, "probe-down") {
+			t.Errorf("an IPv6-only outage made %q; trace %v", line, trace.lines())
+		}
+	}
+	if st := uplinkStatus(t, r.statusJSON(), "a"); st.Reconnects != 0 || st.State != control.StateUp {
+		t.Errorf("a: state %s, %d reconnects; want up, 0", st.State, st.Reconnects)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,9 @@ type probeSide struct {
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
+	// addr is the side's address at the last pass (the IPv6 side's
+	// UPLINKD_NEW_IP).
+	addr netip.Addr
 }
 
 // splitCheck divides an uplink's check by the family of its targets: icmp
@@ -250,6 +254,7 @@ func (d *Daemon) feedLinks(links []policy.UplinkState, links6 []policy.UplinkSta
 			health[st.Name] = rt.health.Usable()
 		}
 		if rt.v6.health != nil && i < len(links6) {
+			rt.v6.addr = links6[i].Addr
 			d.logHealth(rt, &rt.v6, st.Iface, rt.v6.health.Link(links6[i].Usable, now))
 			health[policy.Health6Key(st.Name)] = rt.v6.health.Usable()
 		}
@@ -478,20 +483,19 @@ func family(v6 bool) string {
 	return "ipv4"
 }
 
-// logHealth writes one record per health transition (docs/design.md). An
-// IPv6 transition is logged with family=ipv6 and runs no hook: hooks and
-// their events speak of the uplink as a whole (docs/ipv6.md).
+// logHealth writes one record per health transition (docs/design.md) and
+// queues its hook event. An IPv6 transition is probe6-down or probe6-up
+// (UPLINKD_FAMILY=ipv6, UPLINKD_NEW_IP the address probed from), so a hook
+// on probe-down keeps meaning the uplink's IPv4, and it drives no
+// reconnect (docs/ipv6.md).
 func (d *Daemon) logHealth(rt *uplinkRuntime, side *probeSide, iface string, tr policy.Transition) {
 	if !tr.Changed() {
 		return
 	}
-	if side == &rt.v6 {
-		loss, rtt := side.health.Stats()
-		d.log.Info("uplink ipv6 "+tr.To.String(), "event", "health", "uplink", rt.name, "iface", iface, "family", "ipv6",
-			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
-		return
+	v6 := side == &rt.v6
+	if !v6 {
+		d.armTraffic(rt)
 	}
-	d.armTraffic(rt)
 	event := "health"
 	switch tr.To {
 	case policy.HealthFailed:
@@ -499,10 +503,25 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, side *probeSide, iface string, tr 
 	case policy.HealthUp:
 		event = "probe-up"
 	}
-	loss, rtt := rt.health.Stats()
-	d.log.Info("uplink "+tr.To.String(), "event", event, "uplink", rt.name, "iface", iface,
-		"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
-	d.queueHook(rt, hooks.HookEvent{Event: event, Uplink: rt.name, Iface: iface, Reason: tr.Reason})
+	ev := hooks.HookEvent{Uplink: rt.name, Iface: iface, Reason: tr.Reason, Family: family(v6)}
+	msg := "uplink " + tr.To.String()
+	if v6 {
+		if event != "health" {
+			event = strings.Replace(event, "probe", "probe6", 1)
+		}
+		msg = "uplink ipv6 " + tr.To.String()
+		if side.addr.IsValid() {
+			ev.NewIP = side.addr.String()
+		}
+	}
+	ev.Event = event
+	loss, rtt := side.health.Stats()
+	attrs := []any{"event", event, "uplink", rt.name, "iface", iface, "family", ev.Family}
+	if ev.NewIP != "" {
+		attrs = append(attrs, "new_ip", ev.NewIP)
+	}
+	d.log.Info(msg, append(attrs, "from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)...)
+	d.queueHook(rt, ev)
 }
 
 // queueHook collects hook events of a pass; they run after the kernel state
