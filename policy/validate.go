@@ -20,7 +20,7 @@ var probeTargetForms = map[ProbeMethod]struct {
 }{
 	ProbeICMP: {isIPv4Addr, "an IPv4 address"},
 	ProbeTCP:  {isHostPort, "HOST:PORT"},
-	ProbeDNS:  {func(s string) bool { return isIPv4Addr(s) || isIPv4Port(s) }, "an IPv4 address or IPv4:PORT"},
+	ProbeDNS:  {func(s string) bool { return isIPv4Addr(s) || isIPv4Port(s) }, "an IPv4 address or IPv4:PORT (IPv6: an address or [IPv6]:PORT)"},
 	ProbeHTTP: {isHTTPURL, "an http:// or https:// URL"},
 }
 
@@ -310,7 +310,7 @@ func (l *loader) check(p string, c *Check, ipv6 bool) {
 			if !l.length(q, "", t) {
 				continue
 			}
-			if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == ProbeICMP {
+			if a, ok := ProbeTargetAddr(c.Method, t); ok && a.Is6() && !a.Is4In6() {
 				// An IPv6 target is an IPv6 health probe (docs/ipv6.md).
 				switch {
 				case !ipv6:

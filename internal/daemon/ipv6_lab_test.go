@@ -3,11 +3,15 @@ package daemon
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/lab"
@@ -256,4 +260,130 @@ func TestLabIPv6Health(t *testing.T) {
 	if st := uplinkStatus(t, r.statusJSON(), "a"); st.Reconnects != 0 || st.State != control.StateUp {
 		t.Errorf("a: state %s, %d reconnects; want up, 0", st.State, st.Reconnects)
 	}
+}
+
+// TestLabIPv6ProbeMethods: tcp, dns and http probes to IPv6 targets,
+// against real servers in the inet namespace (a TCP listener, a miekg/dns
+// server, an HTTP server): each uplink's IPv6 probes leave from its own
+// IPv6 address (the servers see both), decide its IPv6 health on their
+// own, and an IPv6 blackhole on eth1 fails a's IPv6 only, with the IPv4
+// probes of the same method still up.
+func TestLabIPv6ProbeMethods(t *testing.T) {
+	for _, method := range []string{"tcp", "dns", "http"} {
+		t.Run(method, func(t *testing.T) {
+			l := ipv6Lab(t)
+			v4, v6 := lab.InetHosts[0].String(), lab.InetHosts6[0].String()
+			peers := &peerSet{}
+			var targets string
+			switch method {
+			case "tcp":
+				for _, a := range []string{v4 + ":7001", "[" + v6 + "]:7001"} {
+					ln := listenInet(t, l, a)
+					go func() {
+						for {
+							c, err := ln.Accept()
+							if err != nil {
+								return
+							}
+							peers.add(c.RemoteAddr())
+							c.Close()
+						}
+					}()
+				}
+				targets = fmt.Sprintf(`"%s:7001", "[%s]:7001"`, v4, v6)
+			case "dns":
+				for _, a := range []string{v4 + ":53", "[" + v6 + "]:53"} {
+					pc, err := l.ListenPacketIn(l.Inet, "udp", a)
+					if err != nil {
+						t.Fatal(err)
+					}
+					srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+						peers.add(w.RemoteAddr())
+						m := new(dns.Msg)
+						m.SetReply(q)
+						_ = w.WriteMsg(m)
+					})}
+					go srv.ActivateAndServe()
+					t.Cleanup(func() { _ = srv.Shutdown() })
+				}
+				targets = fmt.Sprintf(`%q, %q`, v4, v6) // port 53
+			case "http":
+				for _, a := range []string{v4 + ":8080", "[" + v6 + "]:8080"} {
+					srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+							peers.add(net.TCPAddrFromAddrPort(ap))
+						}
+						_, _ = w.Write([]byte("ok\n"))
+					})}
+					go srv.Serve(listenInet(t, l, a))
+					t.Cleanup(func() { srv.Close() })
+				}
+				targets = fmt.Sprintf(`"http://%s:8080/", "http://[%s]:8080/"`, v4, v6)
+			}
+			cfg := strings.ReplaceAll(ipv6Config(l), fmt.Sprintf("  targets = [%q, %q]\n", v4, v6),
+				fmt.Sprintf("  method = %q\n  targets = [%s]\n", method, targets))
+			r := start(t, l, writeConfig(t, cfg))
+			a6, b6 := l.UplinkAddr6("eth1"), l.UplinkAddr6("eth2")
+			answered := func(u control.Uplink) bool {
+				return u.State == control.StateUp && u.Loss != nil && *u.Loss == 0 &&
+					u.IPv6 != nil && u.IPv6.State == control.StateUp && u.IPv6.Loss != nil && *u.IPv6.Loss == 0
+			}
+			r.eventually("IPv4 and IPv6 probes of a and b answered", func() bool {
+				st := r.statusJSON()
+				return answered(uplinkStatus(t, st, "a")) && answered(uplinkStatus(t, st, "b"))
+			})
+			r.eventually("the servers saw each uplink's IPv6 and IPv4 address", func() bool {
+				return peers.has(a6) && peers.has(b6) && peers.has(l.UplinkAddr("eth1")) && peers.has(l.UplinkAddr("eth2"))
+			})
+			if err := l.Blackhole6("eth1", true); err != nil {
+				t.Fatal(err)
+			}
+			r.eventually("a's IPv6 failed, its IPv4 and b's IPv6 up", func() bool {
+				st := r.statusJSON()
+				a, b := uplinkStatus(t, st, "a"), uplinkStatus(t, st, "b")
+				return a.State == control.StateUp && a.IPv6.State == control.StateFailed && answered(b)
+			})
+			r.eventually("IPv6 default via eth2 only", r.has("default via fe80::1 dev eth2 proto 157", "-6", "route", "show", "table", "157"))
+		})
+	}
+}
+
+// listenInet opens a TCP listener on address in the lab's inet namespace,
+// closed when the test ends.
+func listenInet(t *testing.T, l *lab.Lab, address string) net.Listener {
+	t.Helper()
+	ln, err := l.ListenIn(l.Inet, "tcp", address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// peerSet records the source addresses a test server saw.
+type peerSet struct {
+	mu   sync.Mutex
+	seen map[netip.Addr]bool
+}
+
+func (p *peerSet) add(a net.Addr) {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case *net.UDPAddr:
+		ap = a.AddrPort()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.seen == nil {
+		p.seen = map[netip.Addr]bool{}
+	}
+	p.seen[ap.Addr().Unmap()] = true
+}
+
+func (p *peerSet) has(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[a]
 }

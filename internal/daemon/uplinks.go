@@ -58,18 +58,18 @@ type probeSide struct {
 	addr netip.Addr
 }
 
-// splitCheck divides an uplink's check by the family of its targets: icmp
-// targets that are IPv6 addresses probe the uplink's IPv6 (the loader
-// accepts them only with ipv6 on); everything else its IPv4. A side
-// without targets gets no check. Reliability is capped at the side's
-// number of targets.
+// splitCheck divides an uplink's check by the family of its targets:
+// targets that name an IPv6 address (of any method) probe the uplink's IPv6
+// (the loader accepts them only with ipv6 on); everything else, host names
+// included, its IPv4. A side without targets gets no check. Reliability is
+// capped at the side's number of targets.
 func splitCheck(c *policy.Check) (v4, v6 *policy.Check) {
 	if c == nil {
 		return nil, nil
 	}
 	var t4, t6 []string
 	for _, t := range c.Targets {
-		if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == policy.ProbeICMP {
+		if a, ok := policy.ProbeTargetAddr(c.Method, t); ok && a.Is6() && !a.Is4In6() {
 			t6 = append(t6, t)
 		} else {
 			t4 = append(t4, t)
