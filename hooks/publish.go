@@ -65,6 +65,10 @@ type PublishSpec struct {
 	Zone   string // rfc2136: the zone to update
 	TTL    time.Duration
 
+	// IPv6: the publisher publishes the uplink's IPv6 address (family =
+	// "ipv6"; UpdateIPv6 feeds it): a dyndns2 myipv6, an rfc2136 AAAA.
+	IPv6 bool
+
 	Hostname     string // dyndns2, rfc2136: the name whose address is set
 	Username     string // dyndns2
 	PasswordFile string // dyndns2: mode checked, first line is the password
@@ -84,7 +88,13 @@ func (s PublishSpec) target() string {
 	if s.URL != nil {
 		u = s.URL.String()
 	}
-	h := sha256.Sum256([]byte(strings.Join(append([]string{string(s.Kind), u, s.Server, s.Zone, s.Hostname, s.Username}, s.Command...), "\x00")))
+	fields := []string{string(s.Kind), u, s.Server, s.Zone, s.Hostname, s.Username}
+	if s.IPv6 {
+		// Only then: an IPv4 publisher keeps the target (and the state
+		// file's verdict) it had before publishers had a family.
+		fields = append(fields, "ipv6")
+	}
+	h := sha256.Sum256([]byte(strings.Join(append(fields, s.Command...), "\x00")))
 	return hex.EncodeToString(h[:8])
 }
 

@@ -125,3 +125,96 @@ func TestPublishLab(t *testing.T) {
 		t.Fatalf("dyndns2 server saw %+v from %q", reqs, from)
 	}
 }
+
+// TestPublishLabIPv6: publishers with family ipv6 publish the uplink's IPv6
+// address over IPv6 to real servers on inet IPv6 hosts: an AAAA record in
+// knotd (the A record untouched) and a dyndns2 myipv6 (no myip); a new
+// address is published once, and UpdateIPv6 alone feeds them.
+func TestPublishLabIPv6(t *testing.T) {
+	bin := knotBinary(t)
+	l := lab.NewT(t, lab.Spec{IPv6: true, Uplinks: []lab.UplinkSpec{{Name: "eth1", Kind: lab.KindEthernet}}})
+	// What the daemon's IPv6 routing would do: leave through the uplink.
+	if _, err := l.Exec(l.Router, "ip", "-6", "route", "replace", "default", "via", lab.ISPLinkLocal.String(), "dev", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	k, cf := knotConfig(t, lab.InetHosts6[0].String(), 53)
+	kcmd, err := l.Start(l.Inet, bin, "-c", cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { l.Wait(kcmd); close(exited) }()
+	k.dial = func(network, address string) (net.Conn, error) {
+		return l.DialIn(l.Inet, network, "", address, time.Second)
+	}
+	k.waitReady(t, exited, func() string { return lab.Output(kcmd) })
+	ln, err := l.ListenIn(l.Inet, "tcp", net.JoinHostPort(lab.InetHosts6[1].String(), "443"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t)
+	dir := t.TempDir()
+	srv := newDynServerOn(t, ca, ln)
+	dyn, dnsSpec := dynSpec(t, srv, dir, ca.file(t, dir, "ca.pem")), k.spec()
+	for _, s := range []*PublishSpec{&dyn, &dnsSpec} {
+		s.Uplink, s.Iface, s.Settle, s.MinInterval, s.Refresh, s.IPv6 = "eth1", "eth1", 300*time.Millisecond, 0, 0, true
+	}
+	events := make(chan PublishEvent, 10)
+	m, err := NewPublishManager([]PublishSpec{dyn, dnsSpec}, PublishOptions{StateDir: t.TempDir(), Log: quiet(),
+		OnResult: func(ev PublishEvent) { events <- ev },
+		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+			return l.DialIn(l.Router, network, "", address, 5*time.Second)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	expect := func(addr netip.Addr) {
+		t.Helper()
+		got := map[string]PublishEvent{}
+		for len(got) < 2 {
+			select {
+			case ev := <-events:
+				got[ev.Publisher] = ev
+			case <-time.After(20 * time.Second):
+				t.Fatalf("publish of %s: got only %+v", addr, got)
+			}
+		}
+		for name, ev := range got {
+			if ev.Result != "ok" || ev.NewIP != addr || ev.HookEvent().Family != "ipv6" {
+				t.Fatalf("%s: %+v", name, ev)
+			}
+		}
+		if a, err := k.query(t, "home.example.test.", dns.TypeAAAA); err != nil || !slices.Equal(a, []string{addr.String() + " 60"}) {
+			t.Fatalf("inet resolves AAAA %q %v, want %s", a, err, addr)
+		}
+		if a, err := k.query(t, "home.example.test.", dns.TypeA); err != nil || !slices.Equal(a, []string{"192.0.2.99 3600"}) {
+			t.Fatalf("the A record changed: %q %v", a, err)
+		}
+	}
+	// The IPv4 address is not what these publish.
+	m.Update("eth1", l.UplinkAddr("eth1"))
+	first := l.UplinkAddr6("eth1")
+	m.UpdateIPv6("eth1", first)
+	expect(first)
+
+	// Renumbered: a new global address takes over.
+	n := lab.CustomerPrefix6(l.UplinkIndex("eth1")).Addr().As16()
+	n[15] = 0x99
+	renum := netip.AddrFrom16(n)
+	if _, err := l.Exec(l.Router, "ip", "addr", "add", renum.String()+"/64", "dev", "eth1", "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	m.UpdateIPv6("eth1", renum)
+	expect(renum)
+	waitAttempts(t, m)
+	select {
+	case ev := <-events:
+		t.Fatalf("extra publish %+v", ev)
+	default:
+	}
+	reqs := srv.got()
+	if len(reqs) != 2 || reqs[0].myipv6 != first.String() || reqs[1].myipv6 != renum.String() || reqs[0].myip != "" || reqs[1].myip != "" {
+		t.Fatalf("dyndns2 server saw %+v", reqs)
+	}
+}

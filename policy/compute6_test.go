@@ -296,6 +296,40 @@ targets = ["fe80::1"]
 			`t.toml:13:12: targets[0] must be a global unicast IPv6 address without a zone (got "fe80::1")`,
 		},
 	}, {
+		name: "publishers by family",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+ipv6 = true
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "ipv6"
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+`,
+	}, {
+		name: "an IPv6 publisher without ipv6, a bad family",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "ipv6"
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "both"
+`,
+		want: []string{
+			`t.toml:8:10: family = "ipv6" publishes the uplink's IPv6 address and needs ipv6 = true on the uplink`,
+			`t.toml:12:10: family must be one of ipv4, ipv6 (got "both")`,
+		},
+	}, {
 		name: "tcp, dns and http to IPv6 targets",
 		src: `[[uplink]]
 name = "a"

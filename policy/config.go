@@ -370,7 +370,19 @@ type Publish struct {
 	Refresh time.Duration `toml:"refresh"`
 	// Timeout bounds one update.
 	Timeout time.Duration `toml:"timeout"`
+	// Family is the address published: the uplink's IPv4 address (A,
+	// myip) or its IPv6 address (AAAA, myipv6; needs ipv6 on the uplink).
+	Family Family `toml:"family"`
 }
+
+// Family is an address family of [[uplink.publish]] family.
+type Family string
+
+// Address families.
+const (
+	FamilyIPv4 Family = "ipv4"
+	FamilyIPv6 Family = "ipv6"
+)
 
 // HookEvent is an event a [[uplink.hook]] runs on.
 type HookEvent string

@@ -215,6 +215,7 @@ func (l *loader) applyDefaults(c *Config) {
 			setDefault(l, q+".min_interval", &pub.MinInterval, DefaultPublishMinInterval)
 			setDefault(l, q+".refresh", &pub.Refresh, DefaultPublishRefresh)
 			setDefault(l, q+".timeout", &pub.Timeout, DefaultPublishTimeout)
+			setDefault(l, q+".family", &pub.Family, FamilyIPv4)
 		}
 	}
 

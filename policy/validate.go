@@ -274,6 +274,9 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 		for j := range u.Publish {
 			q := fmt.Sprintf("%s.publish[%d]", p, j)
 			l.publish(q, &u.Publish[j])
+			if u.Publish[j].Family == FamilyIPv6 && !u.IPv6 {
+				l.errorf(q+".family", "family = %q publishes the uplink's IPv6 address and needs ipv6 = true on the uplink", FamilyIPv6)
+			}
 			if u.Publish[j].Name != "" && l.name(q+".name", u.Publish[j].Name) {
 				l.unique(pubNames, u.Publish[j].Name, q+".name", fmt.Sprintf("publish name %q", u.Publish[j].Name))
 			}
@@ -491,6 +494,7 @@ func (l *loader) publish(p string, pub *Publish) {
 	l.duration(p+".min_interval", pub.MinInterval)
 	l.duration(p+".refresh", pub.Refresh) // 0: never refresh
 	l.duration(p+".timeout", pub.Timeout)
+	enum(l, p+".family", pub.Family, FamilyIPv4, FamilyIPv6)
 }
 
 // fqdn checks a required DNS name and stores it without a trailing dot.

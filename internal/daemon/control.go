@@ -337,6 +337,9 @@ func (d *Daemon) afterPass(res SyncResult) {
 	if p := d.x.pub.Load(); p != nil {
 		for _, u := range st.Uplinks {
 			p.m.Update(u.Name, u.Address)
+			if u.IPv6 != nil { // ipv6 on: its family-ipv6 publishers
+				p.m.UpdateIPv6(u.Name, u.IPv6.Address)
+			}
 		}
 	}
 	d.passDHCP()

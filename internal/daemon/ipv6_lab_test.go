@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -386,4 +387,59 @@ func (p *peerSet) has(a netip.Addr) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.seen[a]
+}
+
+// TestLabIPv6Publish: a command publisher with family ipv6 runs for the
+// uplink's IPv6 address (UPLINKD_FAMILY=ipv6) and, after renumbering,
+// once for the new one; the IPv4 publisher of the same uplink publishes
+// its IPv4 address, once.
+func TestLabIPv6Publish(t *testing.T) {
+	l := ipv6Lab(t)
+	dir := t.TempDir()
+	trace := newTrace(t)
+	pub := script(t, dir, "publish", `echo "$UPLINKD_PUBLISHER,$UPLINKD_FAMILY,$UPLINKD_NEW_IP,$UPLINKD_OLD_IP" >> `+trace.path)
+	cfg := strings.Replace(ipv6Config(l), `  hold_down = "0s"
+`, fmt.Sprintf(`  hold_down = "0s"
+  [[uplink.publish]]
+  name = "v6"
+  kind = "command"
+  command = [%[1]q]
+  family = "ipv6"
+  settle = "100ms"
+  min_interval = "100ms"
+  [[uplink.publish]]
+  name = "v4"
+  kind = "command"
+  command = [%[1]q]
+  settle = "100ms"
+  min_interval = "100ms"
+`, pub), 1)
+	cfg = fmt.Sprintf("[daemon]\nstate_dir = %q\n", filepath.Join(dir, "state")) + cfg
+	r := start(t, l, writeConfig(t, cfg))
+	a4, a6 := l.UplinkAddr("eth1"), l.UplinkAddr6("eth1")
+	want := []string{"v4,ipv4," + a4.String() + ",", "v6,ipv6," + a6.String() + ","}
+	r.eventually("both addresses published", func() bool {
+		got := slices.Sorted(slices.Values(trace.lines()))
+		return slices.Equal(got, want)
+	})
+	pfx := lab.CustomerPrefix6(l.UplinkIndex("eth1"))
+	n := pfx.Addr().As16()
+	n[15] = 0x99
+	renum := netip.AddrFrom16(n)
+	mustExec(t, l, l.Router, "ip", "addr", "add", renum.String()+"/64", "dev", "eth1", "nodad")
+	mustExec(t, l, l.Router, "ip", "addr", "del", a6.String()+"/64", "dev", "eth1")
+	r.eventually("the new IPv6 address published, nothing pending", func() bool {
+		for _, p := range r.statusJSON().Publishers {
+			if p.Name == "v6" {
+				return p.Address == renum && !p.Pending.IsValid() && p.Result == "ok"
+			}
+		}
+		return false
+	})
+	got := slices.Sorted(slices.Values(trace.lines()))
+	want = append(want, "v6,ipv6,"+renum.String()+","+a6.String())
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("publishes %q, want %q", got, want)
+	}
 }
