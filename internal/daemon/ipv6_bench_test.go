@@ -11,7 +11,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/lab"
 )
 
-// BenchmarkRedialToApplied6 measures, on dual-stack ppp uplinks (ipv6 on,
+// BenchmarkDualStackRedial measures, on dual-stack ppp uplinks (ipv6 on,
 // the lab's IPv6: every dial brings a new global /64 address besides the
 // new IPv4 one), the redial event → applied time of both families in the
 // same run, so that the IPv6 figure is compared with the IPv4 one under
@@ -24,8 +24,8 @@ import (
 //     uplinkd's IPv6 default come with it);
 //   - ratio-p50 and ratio-p99: v6 over v4 (issue 18: within 1.2).
 //
-// Run: go test -run '^$' -bench RedialToApplied6 -benchtime 1x ./internal/daemon
-func BenchmarkRedialToApplied6(b *testing.B) {
+// Run: go test -run '^$' -bench DualStackRedial -benchtime 1x ./internal/daemon
+func BenchmarkDualStackRedial(b *testing.B) {
 	l := benchLab6(b, 2)
 	syncs := make(chan SyncResult, 4096)
 	stop := benchDaemon(b, l, writeBenchConfig6(b, 2, "nftables", true), func(s SyncResult) { syncs <- s })
