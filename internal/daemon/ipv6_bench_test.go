@@ -36,14 +36,7 @@ func BenchmarkDualStackRedial(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		for range redials {
-			if _, err := l.DropLink("ppp1"); err != nil {
-				b.Fatal(err)
-			}
-			waitFor(b, syncs, func(s SyncResult) bool { return !hasActive(s, "ppp1") && len(s.Changes) > 0 })
-			res, err := l.Dial("ppp1")
-			if err != nil {
-				b.Fatal(err)
-			}
+			res := dropAndDial(b, l, syncs, "ppp1")
 			new4, new6 := res.New.String(), l.UplinkAddr6("ppp1").String()
 			// The two addresses come as two events, IPv6 first (the lab's
 			// dial); one pass or two may apply them.
@@ -64,6 +57,21 @@ func BenchmarkDualStackRedial(b *testing.B) {
 	report(b, "v6-event", v6)
 	b.ReportMetric(quantile(v6, 0.5)/quantile(v4, 0.5), "ratio-p50")
 	b.ReportMetric(quantile(v6, 0.99)/quantile(v4, 0.99), "ratio-p99")
+}
+
+// dropAndDial drops uplink name's link, waits for the pass that took it out
+// of the default, and dials it again.
+func dropAndDial(b *testing.B, l *lab.Lab, syncs <-chan SyncResult, name string) lab.RedialResult {
+	b.Helper()
+	if _, err := l.DropLink(name); err != nil {
+		b.Fatal(err)
+	}
+	waitFor(b, syncs, func(s SyncResult) bool { return !hasActive(s, name) && len(s.Changes) > 0 })
+	res, err := l.Dial(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return res
 }
 
 // quantile is the q quantile of ds in µs.
