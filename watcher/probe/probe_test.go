@@ -164,7 +164,7 @@ func TestTCP(t *testing.T) {
 func dnsServer(t *testing.T, ns *netNS, addr string, rcode uint16) net.PacketConn {
 	var pc net.PacketConn
 	ns.do(t, func() (err error) {
-		pc, err = net.ListenPacket("udp4", addr)
+		pc, err = net.ListenPacket("udp", addr) // the address's family
 		return err
 	})
 	go func() {
