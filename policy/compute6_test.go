@@ -296,7 +296,7 @@ targets = ["fe80::1"]
 			`t.toml:13:12: targets[0] must be a global unicast IPv6 address without a zone (got "fe80::1")`,
 		},
 	}, {
-		name: "publishers by family",
+		name: "publishers by family, IPv6 health hooks",
 		src: `[[uplink]]
 name = "a"
 table = 100
@@ -308,6 +308,9 @@ command = ["/bin/true"]
 family = "ipv6"
 [[uplink.publish]]
 kind = "command"
+command = ["/bin/true"]
+[[uplink.hook]]
+on = ["probe6-down", "probe6-up"]
 command = ["/bin/true"]
 `,
 	}, {
@@ -328,6 +331,27 @@ family = "both"
 		want: []string{
 			`t.toml:8:10: family = "ipv6" publishes the uplink's IPv6 address and needs ipv6 = true on the uplink`,
 			`t.toml:12:10: family must be one of ipv4, ipv6 (got "both")`,
+		},
+	}, {
+		name: "IPv6 health hooks need ipv6",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+[[uplink.hook]]
+on = ["probe-down", "probe6-down"]
+command = ["/bin/true"]
+[[uplink]]
+name = "b"
+table = 101
+rule_priority = 101
+ipv6 = true
+[[uplink.hook]]
+on = ["probe6-down", "probe6-up"]
+command = ["/bin/true"]
+`,
+		want: []string{
+			`t.toml:6:21: on[1] = "probe6-down" is the uplink's IPv6 health and needs ipv6 = true on the uplink`,
 		},
 	}, {
 		name: "tcp, dns and http to IPv6 targets",

@@ -282,7 +282,7 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 			}
 		}
 		for j, h := range u.Hooks {
-			l.hook(fmt.Sprintf("%s.hook[%d]", p, j), h)
+			l.hook(fmt.Sprintf("%s.hook[%d]", p, j), h, u.IPv6)
 		}
 	}
 }
@@ -510,10 +510,14 @@ func (l *loader) fqdn(path string, v *string, need bool) bool {
 	return true
 }
 
-func (l *loader) hook(p string, h Hook) {
+func (l *loader) hook(p string, h Hook, ipv6 bool) {
 	l.required(p+".on", len(h.On) > 0)
 	for i, ev := range h.On {
-		enum(l, fmt.Sprintf("%s.on[%d]", p, i), ev, HookEvents...)
+		q := fmt.Sprintf("%s.on[%d]", p, i)
+		if enum(l, q, ev, HookEvents...) && !ipv6 && (ev == "probe6-down" || ev == "probe6-up") {
+			// It could never run: only an uplink with ipv6 on has IPv6 health.
+			l.errorf(q, "on[%d] = %q is the uplink's IPv6 health and needs ipv6 = true on the uplink", i, ev)
+		}
 	}
 	l.argv(p+".command", h.Command, true)
 	if l.set(p + ".timeout") {
