@@ -192,6 +192,8 @@ type UplinkIPv6 struct {
 	Default bool        `json:"default"`
 	Loss    *float64    `json:"loss,omitempty"`
 	RTTms   *float64    `json:"rtt_ms,omitempty"`
+	// JitterMs is like the IPv4 jitter_ms, of the IPv6 probes.
+	JitterMs *float64 `json:"jitter_ms,omitempty"`
 }
 
 // Reconnect is an uplink's reconnect state: idle, dialling (a command

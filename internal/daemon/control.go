@@ -506,7 +506,7 @@ func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) (*control.U
 				out.RTTms, probe.RTT = millis(last.rtt), last.rtt
 			}
 			if last.hasJitter {
-				probe.Jitter = last.jitter
+				out.JitterMs, probe.Jitter = millis(last.jitter), last.jitter
 			}
 		}
 	}

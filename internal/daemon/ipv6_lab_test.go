@@ -194,7 +194,9 @@ func TestLabIPv6Health(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("[daemon]\nmetrics_listen = %q\n", ln.Addr()) + strings.Replace(ipv6Config(l), `  hold_down = "0s"
+	// Two IPv6 targets: a round has a jitter.
+	v6targets := strings.ReplaceAll(ipv6Config(l), fmt.Sprintf("%q]", lab.InetHosts6[0]), fmt.Sprintf("%q, %q]", lab.InetHosts6[0], lab.InetHosts6[1]))
+	cfg := fmt.Sprintf("[daemon]\nmetrics_listen = %q\n", ln.Addr()) + strings.Replace(v6targets, `  hold_down = "0s"
 `, fmt.Sprintf(`  hold_down = "0s"
   [[uplink.hook]]
   on = ["probe-down", "probe-up", "probe6-down", "probe6-up"]
@@ -211,8 +213,12 @@ func TestLabIPv6Health(t *testing.T) {
 		m := scrapeMetrics(t, r)
 		return strings.Contains(m, up6) && strings.Contains(m, up4) &&
 			strings.Contains(m, `uplinkd_uplink_ipv6_loss_ratio{uplink="a"} 0`+"\n") &&
-			strings.Contains(m, `uplinkd_uplink_ipv6_rtt_seconds{uplink="a"} `)
+			strings.Contains(m, `uplinkd_uplink_ipv6_rtt_seconds{uplink="a"} `) &&
+			strings.Contains(m, `uplinkd_uplink_ipv6_jitter_seconds{uplink="a"} `)
 	})
+	if v := uplinkStatus(t, r.statusJSON(), "a").IPv6; v == nil || v.RTTms == nil || v.JitterMs == nil {
+		t.Errorf("a's IPv6 status without rtt or jitter: %+v", v)
+	}
 	if m := scrapeMetrics(t, r); strings.Contains(m, `uplinkd_uplink_ipv6_state{uplink="c"`) {
 		t.Errorf("IPv6 series for c, whose ipv6 is off:\n%s", m)
 	}
