@@ -602,23 +602,31 @@ func TestLoopReloadReadsOutsideTheLoop(t *testing.T) {
 	default:
 	}
 	// Now the file arrives: without the [[rule]], whose rule then goes.
-	// It is offered to every reader until Reload returns (a loader may
-	// read the file more than once).
+	// The reader blocked on the FIFO gets the text once, then EOF; every
+	// later open (a loader may read the file more than once) finds a
+	// regular file with the same text. Offering the text on the FIFO
+	// repeatedly instead can hand one reader two copies ("table [lan] is
+	// already defined") when a second writer opens before it saw EOF.
 	cfg := fakeConfig("", "")
 	text := []byte(cfg[:strings.Index(cfg, "[[rule]]")])
-	var err error
-	for done := false; !done; {
-		select {
-		case err = <-reloaded:
-			done = true
-		default:
-			if f, oerr := os.OpenFile(l.cfgPath, os.O_WRONLY|syscall.O_NONBLOCK, 0); oerr == nil {
-				_, _ = f.Write(text)
-				f.Close()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+	// O_RDWR opens a FIFO without waiting for a reader (Linux), and as a
+	// writer it releases a reader waiting in open.
+	fifo, err := os.OpenFile(l.cfgPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	regular := l.cfgPath + ".new"
+	if err := os.WriteFile(regular, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(regular, l.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fifo.Write(text); err != nil {
+		t.Fatal(err)
+	}
+	fifo.Close()
+	err = <-reloaded
 	if err != nil {
 		t.Fatal(err)
 	}
