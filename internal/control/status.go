@@ -138,6 +138,13 @@ type Uplink struct {
 	// Drained: taken out of the default route by hand (`uplinkd drain`);
 	// absent when not.
 	Drained bool `json:"drained,omitempty"`
+	// Degraded: up, but its probes' loss or latency over the health
+	// window is above [uplink.check] warn_loss or warn_latency; it carries
+	// less new traffic, or none, per the check's degraded. Absent when not.
+	Degraded bool `json:"degraded,omitempty"`
+	// QualityReason is why the quality level last changed (to degraded or
+	// back); absent when it never did since the uplink came up.
+	QualityReason string `json:"quality_reason,omitempty"`
 	// Loss is the fraction 0..1 of the last probe round's probes that
 	// went unanswered; absent when the uplink has no health check, its
 	// link is not usable or no round finished since its prober started.

@@ -426,8 +426,12 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			cu.Reconnect = reconnectStatus(in.reconn)
 		}
 		_, cu.Drained = d.drain.set[u.Name]
+		if rt != nil && rt.health != nil && cu.State == control.StateUp {
+			cu.Degraded, cu.QualityReason = rt.health.Degraded(), rt.health.DegradedReason()
+		}
 		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
 		d.x.metrics.SetDrained(u.Name, cu.Drained)
+		d.x.metrics.SetDegraded(u.Name, cu.Degraded)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st

@@ -246,7 +246,9 @@ func (d *Daemon) feedLinks(links []policy.UplinkState, links6 []policy.UplinkSta
 			continue
 		}
 		if rt.health != nil {
+			wasDegraded := rt.health.Degraded()
 			d.logHealth(rt, &rt.probeSide, st.Iface, rt.health.Link(st.Usable, now))
+			d.logQuality(rt, wasDegraded)
 			health[st.Name] = rt.health.Usable()
 		}
 		if rt.v6.health != nil && i < len(links6) {
@@ -345,8 +347,9 @@ func (d *Daemon) onTraffic(m trafficMsg) bool {
 	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || !m.confirmed {
 		return false // a retired watcher's late verdict
 	}
-	before := rt.health.Usable()
+	before, wasDegraded := rt.health.Usable(), rt.health.Degraded()
 	d.logHealth(rt, &rt.probeSide, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
+	d.logQuality(rt, wasDegraded)
 	if rt.health.Usable() == before {
 		return false
 	}
@@ -379,15 +382,18 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 		return false
 	}
 	delete(side.rounds, m.r.Round)
-	before := side.health.Usable()
+	before, wasDegraded := side.health.Usable(), side.health.Degraded()
 	d.logHealth(rt, side, side.proberIface, side.health.Round(rd.ok, rd.rtts, now))
 	last := newRoundStats(len(side.check.Targets), rd.ok, rd.rtts)
 	side.last = &last
+	// A quality level change moves the default route's weights: a pass.
+	// (The IPv6 side's level is not used: docs/design.md.)
+	requal := side == &rt.probeSide && d.logQuality(rt, wasDegraded)
 	// The status and metrics show every round as it ends, not at the next
 	// pass: with probes answering and nothing else happening there may be
 	// no pass for hours.
 	d.publishStatus()
-	return side.health.Usable() != before
+	return side.health.Usable() != before || requal
 }
 
 // tick lets hold-downs and silence deadlines expire; true when a verdict
@@ -399,8 +405,11 @@ func (d *Daemon) tick(now time.Time) bool {
 			if side.health == nil {
 				continue
 			}
-			before := side.health.Usable()
+			before, wasDegraded := side.health.Usable(), side.health.Degraded()
 			d.logHealth(rt, side, side.proberIface, side.health.Tick(now))
+			if side == &rt.probeSide {
+				d.logQuality(rt, wasDegraded)
+			}
 			changed = changed || side.health.Usable() != before
 		}
 	}
