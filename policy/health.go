@@ -126,6 +126,7 @@ type roundSample struct {
 	sent, answered int
 	rttSum         time.Duration
 	rttSq          float64 // sum of squared RTTs in ns², for the jitter
+	rttMax         time.Duration
 	rttN           int
 }
 
@@ -229,6 +230,7 @@ func (h *HealthMachine) Round(answered int, rtts []time.Duration, now time.Time)
 	for _, r := range rtts {
 		s.rttSum += r
 		s.rttSq += float64(r) * float64(r)
+		s.rttMax = max(s.rttMax, r)
 		s.rttN++
 	}
 	h.window[h.next] = s
@@ -468,6 +470,26 @@ func (h *HealthMachine) resetProbes() {
 
 func (h *HealthMachine) clearQuality() {
 	h.degraded, h.degradedReason, h.degBad, h.degGood = false, "", 0, 0
+}
+
+// CleanMaxRTT is the largest RTT of the last rounds rounds when every
+// probe of them answered; ok is false otherwise, and with fewer rounds in
+// the window (at most the window's length count). A lost probe may be a
+// reply slower than the timeout, so only clean rounds bound how slow the
+// line's answers are.
+func (h *HealthMachine) CleanMaxRTT(rounds int) (maxRTT time.Duration, ok bool) {
+	rounds = max(rounds, 1)
+	if rounds > h.filled {
+		return 0, false
+	}
+	for k := 1; k <= rounds; k++ {
+		s := h.window[(h.next-k+len(h.window))%len(h.window)]
+		if s.answered < s.sent || s.rttN == 0 {
+			return 0, false
+		}
+		maxRTT = max(maxRTT, s.rttMax)
+	}
+	return maxRTT, true
 }
 
 // Jitter is the population standard deviation of the answered probes'

@@ -49,6 +49,10 @@ type probeSide struct {
 	// trafficArmed tells the running traffic watcher (traffic_trigger)
 	// that the uplink is up; nil without one.
 	trafficArmed *atomic.Bool
+	// burstTimeout is the timeout, in nanoseconds, of the traffic
+	// watcher's next burst (burstTimeoutFor), set after every round; nil
+	// without a watcher.
+	burstTimeout *atomic.Int64
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
@@ -302,12 +306,13 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, side *probeSide, usable bool, s
 	// The traffic trigger watches uplinkd's IPv4 counters: it belongs to
 	// the IPv4 side's prober only.
 	if side == &rt.probeSide {
-		rt.trafficArmed = nil
+		rt.trafficArmed, rt.burstTimeout = nil, nil
 		if rt.check.TrafficTrigger {
-			rt.trafficArmed = new(atomic.Bool)
+			rt.trafficArmed, rt.burstTimeout = new(atomic.Bool), new(atomic.Int64)
 			d.armTraffic(rt)
-			armed, check := rt.trafficArmed, *rt.check
-			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+			rt.burstTimeout.Store(int64(burstTimeoutFor(rt.health, rt.check.Timeout)))
+			armed, timeout, check := rt.trafficArmed, rt.burstTimeout, *rt.check
+			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed, timeout) })
 		}
 	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
@@ -389,6 +394,9 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 	// A quality level change moves the default route's weights: a pass.
 	// (The IPv6 side's level is not used: docs/design.md.)
 	requal := side == &rt.probeSide && d.logQuality(rt, wasDegraded)
+	if side.burstTimeout != nil {
+		side.burstTimeout.Store(int64(burstTimeoutFor(side.health, side.check.Timeout)))
+	}
 	// The status and metrics show every round as it ends, not at the next
 	// pass: with probes answering and nothing else happening there may be
 	// no pass for hours.
