@@ -492,6 +492,10 @@ func (h *HealthMachine) CleanMaxRTT(rounds int) (maxRTT time.Duration, ok bool) 
 	return maxRTT, true
 }
 
+// WindowRounds is how many rounds the window holds now (up to its
+// length, max(10, down+up)).
+func (h *HealthMachine) WindowRounds() int { return h.filled }
+
 // Jitter is the population standard deviation of the answered probes'
 // RTTs in the window (across rounds, so a check with one target has one
 // too); ok is false with fewer than two answers.

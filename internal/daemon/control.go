@@ -394,6 +394,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			if r := rt.health.Reason(); cu.State == control.StateFailed && strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
 				cu.Reason = r
 			}
+			cu.Window = healthWindow(rt.health)
 			if last := rt.last; last != nil {
 				// The last finished round of the running prober.
 				loss := last.loss()

@@ -3,6 +3,7 @@ package daemon
 import (
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -49,4 +50,21 @@ func (d *Daemon) logQuality(rt *uplinkRuntime, wasDegraded bool) bool {
 	d.log.Info("uplink quality "+level, "event", "quality", "uplink", rt.name, "iface", rt.proberIface,
 		"level", level, "reason", reason, "loss", loss, "rtt", rtt, "jitter", jitter.Round(time.Microsecond))
 	return true
+}
+
+// healthWindow is h's window figures for the status; nil before its first
+// round.
+func healthWindow(h *policy.HealthMachine) *control.Window {
+	if h == nil || h.WindowRounds() == 0 {
+		return nil
+	}
+	loss, rtt := h.Stats()
+	w := &control.Window{Rounds: h.WindowRounds(), Loss: loss}
+	if loss < 1 {
+		w.RTTms = millis(rtt)
+	}
+	if j, ok := h.Jitter(); ok {
+		w.JitterMs = millis(j)
+	}
+	return w
 }

@@ -169,6 +169,9 @@ func TestLabDegradedShiftsNewFlows(t *testing.T) {
 	if !u.Degraded || u.State != control.StateUp || !strings.Contains(u.QualityReason, "warn_loss 20%") {
 		t.Fatalf("status --json ppp0: degraded %v state %s quality_reason %q", u.Degraded, u.State, u.QualityReason)
 	}
+	if w := u.Window; w == nil || w.Rounds < 10 || w.Loss <= 0.2 || w.RTTms == nil || w.JitterMs == nil {
+		t.Errorf("status --json ppp0 window %+v: want a full window with loss above 20%%, an RTT and a jitter", w)
+	}
 	out, err := osexec.Command(uplinkdBinary(t), "status", "--socket", r.socket).CombinedOutput()
 	if err != nil || !tableHasRow(string(out), []string{"ppp0", "ppp0", "degraded"}, nil) {
 		t.Errorf("uplinkd status does not show ppp0 degraded (%v):\n%s", err, out)

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -95,6 +96,12 @@ func TestLoopDegraded(t *testing.T) {
 	}
 	if u := round(true); !u.Degraded || u.State != control.StateUp || !strings.Contains(u.QualityReason, "warn_loss 20%") {
 		t.Fatalf("after 3 bad rounds: degraded %v state %s reason %q", u.Degraded, u.State, u.QualityReason)
+	}
+	// The window the level is judged on, in the status: rounds 1..3, one
+	// answer each with RTTs 1, 2 and 3 ms.
+	if w := status().Window; w == nil || w.Rounds != 3 || w.Loss != 0.5 || w.RTTms == nil || *w.RTTms != 2 ||
+		w.JitterMs == nil || math.Abs(*w.JitterMs-0.816497) > 1e-3 {
+		t.Fatalf("window %+v, want 3 rounds, loss 0.5, rtt 2ms, jitter 0.816ms", w)
 	}
 	waitUntil(t, "ppp0's weight lowered to 25% of ppp1's", func() bool { return l.k.defaultWeights(table) == "ppp0:25,ppp1:100" })
 	if recs := l.logs.records(map[string]any{"event": "quality", "uplink": "ppp0", "level": "degraded"}); len(recs) != 1 {
