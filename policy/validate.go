@@ -353,12 +353,39 @@ func (l *loader) check(p string, c *Check, ipv6 bool) {
 	if l.set(p + ".max_latency") {
 		l.duration(p+".max_latency", c.MaxLatency)
 	}
+	l.degradedCheck(p, c)
 	if l.duration(p+".traffic_window", c.TrafficWindow) && c.TrafficWindow > c.Interval && (c.TrafficTrigger || l.set(p+".traffic_window")) {
 		at := p + ".traffic_window"
 		if !l.set(at) {
 			at = p + ".interval"
 		}
 		l.errorf(at, "traffic_window %s must not exceed interval %s", c.TrafficWindow, c.Interval)
+	}
+}
+
+// degradedCheck validates the degraded level's keys (warn_loss,
+// warn_latency, degraded, degraded_weight): a warning threshold sits below
+// the matching failure threshold, and the action keys do nothing without a
+// warning threshold, so they are refused there.
+func (l *loader) degradedCheck(p string, c *Check) {
+	if !(c.WarnLoss >= 0 && c.WarnLoss <= 1) {
+		l.errorf(p+".warn_loss", "warn_loss must be between 0 and 1 (got %v)", c.WarnLoss)
+	} else if l.set(p+".warn_loss") && c.MaxLoss < 1 && c.WarnLoss >= c.MaxLoss {
+		l.errorf(p+".warn_loss", "warn_loss %v must be below max_loss %v: an uplink is degraded before it fails", c.WarnLoss, c.MaxLoss)
+	}
+	if l.set(p+".warn_latency") && l.duration(p+".warn_latency", c.WarnLatency) && c.MaxLatency > 0 && c.WarnLatency >= c.MaxLatency {
+		l.errorf(p+".warn_latency", "warn_latency %s must be below max_latency %s: an uplink is degraded before it fails", c.WarnLatency, c.MaxLatency)
+	}
+	enum(l, p+".degraded", c.Degraded, DegradedLowerWeight, DegradedLeave)
+	l.count(p+".degraded_weight", c.DegradedWeight)
+	if !c.Warns() {
+		for _, k := range []string{"degraded", "degraded_weight"} {
+			if l.set(p + "." + k) {
+				l.errorf(p+"."+k, "%s does nothing without warn_loss or warn_latency: set one of them, or remove %s", k, k)
+			}
+		}
+	} else if c.Degraded == DegradedLeave && l.set(p+".degraded_weight") {
+		l.errorf(p+".degraded_weight", "degraded_weight does nothing with degraded = %q: a degraded uplink leaves the default route", DegradedLeave)
 	}
 }
 

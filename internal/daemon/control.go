@@ -397,6 +397,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			if r := rt.health.Reason(); cu.State == control.StateFailed && strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
 				cu.Reason = r
 			}
+			cu.Window = healthWindow(rt.health)
 			if last := rt.last; last != nil {
 				// The last finished round of the running prober.
 				loss := last.loss()
@@ -431,9 +432,13 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			cu.Reconnect = reconnectStatus(in.reconn)
 		}
 		_, cu.Drained = d.drain.set[u.Name]
+		if rt != nil && rt.health != nil && cu.State == control.StateUp {
+			cu.Degraded, cu.QualityReason = rt.health.Degraded(), rt.health.DegradedReason()
+		}
 		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
 		d.x.metrics.SetDrained(u.Name, cu.Drained)
 		d.x.metrics.SetUplinkIPv6(u.Name, ipv6State, probe6)
+		d.x.metrics.SetDegraded(u.Name, cu.Degraded)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	return st

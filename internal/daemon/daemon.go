@@ -599,7 +599,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	links := policy.LinkStates(d.cfg, obs)
 	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet())
+	desired := policy.ComputeWith(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet(), d.degradedSet())
 	d.drain.lastObs, d.drain.lastLinks = obs, links
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())

@@ -50,6 +50,10 @@ type probeSide struct {
 	// trafficArmed tells the running traffic watcher (traffic_trigger)
 	// that the uplink is up; nil without one.
 	trafficArmed *atomic.Bool
+	// burstTimeout is the timeout, in nanoseconds, of the traffic
+	// watcher's next burst (burstTimeoutFor), set after every round; nil
+	// without a watcher.
+	burstTimeout *atomic.Int64
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
@@ -250,7 +254,9 @@ func (d *Daemon) feedLinks(links []policy.UplinkState, links6 []policy.UplinkSta
 			continue
 		}
 		if rt.health != nil {
+			wasDegraded := rt.health.Degraded()
 			d.logHealth(rt, &rt.probeSide, st.Iface, rt.health.Link(st.Usable, now))
+			d.logQuality(rt, wasDegraded)
 			health[st.Name] = rt.health.Usable()
 		}
 		if rt.v6.health != nil && i < len(links6) {
@@ -305,12 +311,13 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, side *probeSide, usable bool, s
 	// The traffic trigger watches uplinkd's IPv4 counters: it belongs to
 	// the IPv4 side's prober only.
 	if side == &rt.probeSide {
-		rt.trafficArmed = nil
+		rt.trafficArmed, rt.burstTimeout = nil, nil
 		if rt.check.TrafficTrigger {
-			rt.trafficArmed = new(atomic.Bool)
+			rt.trafficArmed, rt.burstTimeout = new(atomic.Bool), new(atomic.Int64)
 			d.armTraffic(rt)
-			armed, check := rt.trafficArmed, *rt.check
-			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+			rt.burstTimeout.Store(int64(burstTimeoutFor(rt.health, rt.check.Timeout)))
+			armed, timeout, check := rt.trafficArmed, rt.burstTimeout, *rt.check
+			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed, timeout) })
 		}
 	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
@@ -350,8 +357,9 @@ func (d *Daemon) onTraffic(m trafficMsg) bool {
 	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || !m.confirmed {
 		return false // a retired watcher's late verdict
 	}
-	before := rt.health.Usable()
+	before, wasDegraded := rt.health.Usable(), rt.health.Degraded()
 	d.logHealth(rt, &rt.probeSide, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
+	d.logQuality(rt, wasDegraded)
 	if rt.health.Usable() == before {
 		return false
 	}
@@ -384,15 +392,21 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 		return false
 	}
 	delete(side.rounds, m.r.Round)
-	before := side.health.Usable()
+	before, wasDegraded := side.health.Usable(), side.health.Degraded()
 	d.logHealth(rt, side, side.proberIface, side.health.Round(rd.ok, rd.rtts, now))
 	last := newRoundStats(len(side.check.Targets), rd.ok, rd.rtts)
 	side.last = &last
+	// A quality level change moves the default route's weights: a pass.
+	// (The IPv6 side's level is not used: docs/design.md.)
+	requal := side == &rt.probeSide && d.logQuality(rt, wasDegraded)
+	if side.burstTimeout != nil {
+		side.burstTimeout.Store(int64(burstTimeoutFor(side.health, side.check.Timeout)))
+	}
 	// The status and metrics show every round as it ends, not at the next
 	// pass: with probes answering and nothing else happening there may be
 	// no pass for hours.
 	d.publishStatus()
-	return side.health.Usable() != before
+	return side.health.Usable() != before || requal
 }
 
 // tick lets hold-downs and silence deadlines expire; true when a verdict
@@ -404,8 +418,11 @@ func (d *Daemon) tick(now time.Time) bool {
 			if side.health == nil {
 				continue
 			}
-			before := side.health.Usable()
+			before, wasDegraded := side.health.Usable(), side.health.Degraded()
 			d.logHealth(rt, side, side.proberIface, side.health.Tick(now))
+			if side == &rt.probeSide {
+				d.logQuality(rt, wasDegraded)
+			}
 			changed = changed || side.health.Usable() != before
 		}
 	}

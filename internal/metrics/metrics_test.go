@@ -81,6 +81,7 @@ func TestScrape(t *testing.T) {
 	r.SetDrained("dsl", true)
 	r.SetDrained("lte", true)
 	r.SetDrained("lte", false)
+	r.SetDegraded("dsl", true)
 	r.PassDone(400*time.Microsecond, false)
 	r.PassDone(3*time.Millisecond, false)
 	r.PassDone(40*time.Millisecond, true)
@@ -105,6 +106,8 @@ func TestScrape(t *testing.T) {
 		`uplinkd_uplink_drained{uplink="dsl"} 1`,
 		`uplinkd_uplink_drained{uplink="lte"} 0`,
 		`uplinkd_uplink_drained{uplink="we\"ird"} 0`,
+		`uplinkd_uplink_degraded{uplink="dsl"} 1`,
+		`uplinkd_uplink_degraded{uplink="lte"} 0`,
 		`uplinkd_passes_total 3`,
 		`uplinkd_pass_failures_total 1`,
 		`uplinkd_pass_duration_seconds_bucket{le="0.0005"} 1`,

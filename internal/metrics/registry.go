@@ -40,6 +40,7 @@ type uplinkSeries struct {
 	transitions *vm.Counter
 	reconnects  *vm.Counter
 	drained     *vm.Gauge
+	degraded    *vm.Gauge
 	v6          *ipv6Series // nil while the uplink has ipv6 off
 }
 
@@ -202,6 +203,18 @@ func (r *Registry) SetDrained(name string, drained bool) {
 	u.drained.Set(b2f(drained))
 }
 
+// SetDegraded sets whether the uplink is at the degraded quality level
+// ([uplink.check] warn_loss, warn_latency).
+func (r *Registry) SetDegraded(name string, degraded bool) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	u := r.uplinkLocked(name)
+	r.mu.Unlock()
+	u.degraded.Set(b2f(degraded))
+}
+
 // Transition records a change of the uplink's state.
 func (r *Registry) Transition(name string) {
 	if r == nil {
@@ -242,6 +255,7 @@ func (r *Registry) RemoveUplink(name string) {
 	r.set.UnregisterMetric("uplinkd_uplink_transitions_total{" + u.label + "}")
 	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
 	r.set.UnregisterMetric("uplinkd_uplink_drained{" + u.label + "}")
+	r.set.UnregisterMetric("uplinkd_uplink_degraded{" + u.label + "}")
 	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
 	r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", -1)
@@ -259,6 +273,7 @@ func (r *Registry) uplinkLocked(name string) *uplinkSeries {
 	u.transitions = r.set.NewCounter("uplinkd_uplink_transitions_total{" + u.label + "}")
 	u.reconnects = r.set.NewCounter("uplinkd_uplink_reconnects_total{" + u.label + "}")
 	u.drained = r.set.NewGauge("uplinkd_uplink_drained{"+u.label+"}", nil)
+	u.degraded = r.set.NewGauge("uplinkd_uplink_degraded{"+u.label+"}", nil)
 	r.uplinks[name] = u
 	return u
 }
