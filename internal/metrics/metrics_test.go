@@ -315,7 +315,7 @@ func TestDocumentedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	documented := map[string]string{} // name → type
-	row := regexp.MustCompile("^\\| `(uplinkd_[a-z_]+)` \\| ([a-z]+) \\|")
+	row := regexp.MustCompile("^\\| `(uplinkd_[a-z0-9_]+)` \\| ([a-z]+) \\|")
 	for _, line := range strings.Split(string(data), "\n") {
 		if m := row.FindStringSubmatch(line); m != nil {
 			documented[m[1]] = m[2]
@@ -344,6 +344,9 @@ func TestDocumentedMetrics(t *testing.T) {
 		},
 		DHCP:    func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
 		Traffic: func() []Traffic { return []Traffic{{Uplink: "dsl", Direction: "in", Packets: 1, Bytes: 100}} },
+		LAN6: func() []Delegation {
+			return []Delegation{{Uplink: "dsl", Prefix: "2001:db8:a::/56", Source: "learned", PreferredUntil: time.Now(), ValidUntil: time.Now()}}
+		},
 	})
 	exported := map[string]string{}
 	collect := func() {
