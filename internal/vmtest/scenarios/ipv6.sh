@@ -10,7 +10,11 @@
 # under systemd, both uplinks with ipv6 = true) must install its IPv6 rules,
 # tables and default; when ISP 0 ends ppp0's session the gateway's IPv6
 # traffic leaves via ppp1; pppd's persist redial brings a new /64 and the
-# rules follow it.
+# rules follow it. The LAN side ([lan.ipv6] mode npt): dhcpcd's hook (the
+# .deb's /usr/lib/dhcpcd/dhcpcd-hooks/70-uplinkd) tells uplinkd each line's
+# delegation; a LAN host with one ULA address reaches the inet host via
+# ppp0 from ppp0's delegated /64, via ppp1 from ppp1's when ppp0 is down,
+# and via ppp0 from the new delegation after the redial.
 source /vmtest/lib.sh
 
 V6=/run/vmtest-ipv6
@@ -59,7 +63,27 @@ uplinkd_default6() {
   [[ -n $t ]] && ip -6 route show table "$t" default | grep -q "dev $1 proto uplinkd" &&
     ! ip -6 route show table "$t" default | grep -v "dev $1 " | grep -q .
 }
-isp_pings6() { ip netns exec isp$1 nft list chain ip6 isp6 input | grep echo-request | grep -o 'packets [0-9]*' | cut -d' ' -f2; }
+isp_pings6() { ip netns exec isp$1 nft list chain ip6 isp6 input | grep echo-request | grep -v saddr | grep -o 'packets [0-9]*' | cut -d' ' -f2; }
+# isp_lan_pings6 I: echo requests at ISP I from its delegated pool (a LAN
+# host behind NPTv6).
+isp_lan_pings6() { ip netns exec isp$1 nft list chain ip6 isp6 input | grep 'echo-request.*saddr\|saddr.*echo-request' | grep -o 'packets [0-9]*' | cut -d' ' -f2; }
+# lan_pings6_reach NAME ISP: the LAN host's two echo requests to INET6
+# arrive at ISP from its delegated pool and are answered.
+lan_pings6_reach() {
+  local b rc d
+  b=$(isp_lan_pings6 "$2")
+  ip netns exec lanhost ping -6 -c 2 -i 0.2 -W 1 $INET6 >/dev/null 2>&1
+  rc=$?
+  d=$(( $(isp_lan_pings6 "$2") - b ))
+  if (( d == 2 && rc == 0 )); then pass "$1"
+  else fail "$1" "LAN host ping -6 rc=$rc, echo requests from ISP $2's delegated pool at ISP $2: +$d of 2"; fi
+}
+# lan6_status NAME DELEGATED NPT: status --json lan.ipv6 has uplink NAME
+# with the learned delegation DELEGATED mapped to NPT.
+lan6_status() {
+  uplinkd status --json 2>/dev/null | tr -d ' \n' |
+    grep -q "{\"name\":\"$1\",\"delegated\":\"$2\",\"source\":\"learned\"[^}]*\"npt\":\"$3\""
+}
 # pings6_reach NAME ISP [ping args]: two echo requests to INET6 arrive at ISP
 # (counted there) and are answered.
 pings6_reach() {
@@ -146,11 +170,12 @@ isp6_up() {
   mkdir -p $dir
   ip -n isp$i addr add $INET6/128 dev lo
   ip netns exec isp$i sysctl -qw net.ipv6.conf.all.forwarding=1
-  ip netns exec isp$i nft -f - <<'NFT'
+  ip netns exec isp$i nft -f - <<NFT
 table ip6 isp6 {
   chain input {
     type filter hook input priority 0; policy accept;
     icmpv6 type echo-request counter
+    icmpv6 type echo-request ip6 saddr 2001:db8:1$i::/48 counter
     udp dport 547 counter
   }
   chain output {
@@ -168,6 +193,11 @@ ip addr add 10.0.0.1/24 dev lan0
 ip link set lan0 up
 ip -n lanhost link set lo up
 ip -n lanhost link set eth0 up
+# The LAN's IPv6 is one ULA /64 ([lan.ipv6] prefix); uplinkd maps it to each
+# line's delegated /64 on the way out (NPTv6).
+ip addr add fd42:0:0:1::1/64 dev lan0 nodad
+ip -n lanhost addr add fd42:0:0:1::10/64 dev eth0 nodad
+ip -n lanhost -6 route add default via fd42:0:0:1::1
 
 # ---- the ISPs
 modprobe pppoe
@@ -175,6 +205,41 @@ isp_up 0
 isp_up 1
 isp6_up 0
 isp6_up 1
+
+# ---- uplinkd, both uplinks with ipv6 = true, running before the lines are
+# dialled (as at boot), so dhcpcd's hook reaches it with the delegations
+install_uplinkd || exit 1
+mkdir -p /etc/uplinkd
+cat >$CONF <<'TOML'
+# Dual PPPoE, dual stack: everything via ppp0, ppp1 when ppp0 is down; the
+# LAN's ULA /64 leaves through NPTv6 to the line's delegated /64.
+[lan]
+interface = "lan0"
+networks  = ["10.0.0.0/24"]
+
+[lan.ipv6]
+mode   = "npt"
+prefix = "fd42:0:0:1::/64"
+
+[[uplink]]
+name          = "ppp0"
+interface     = "ppp0"
+kind          = "ppp"
+table         = 200
+rule_priority = 200
+tier          = 1
+ipv6          = true
+
+[[uplink]]
+name          = "ppp1"
+interface     = "ppp1"
+kind          = "ppp"
+table         = 201
+rule_priority = 300
+tier          = 2
+ipv6          = true
+TOML
+start_uplinkd start_ready || exit 1
 
 # ---- dhcpcd on the gateway as a Debian admin configures it for prefix
 # delegation on two PPPoE lines: the manager (what the dhcpcd package's unit
@@ -251,44 +316,14 @@ if [[ $P1 == 2001:db8:11:*00::/56 ]]; then pass "pd_ppp1 ($P1 from ISP 1's pool)
 else fail pd_ppp1 "dhcpcd has no /56 from ISP 1's pool 2001:db8:11::/48 on ppp1 (${P1:-none})"; PDFAIL=1; fi
 [[ -n ${PDFAIL:-} ]] && pd_diag
 
-# ---- uplinkd, both uplinks with ipv6 = true
-install_uplinkd || exit 1
-mkdir -p /etc/uplinkd
-cat >$CONF <<'TOML'
-# Dual PPPoE, dual stack: everything via ppp0, ppp1 when ppp0 is down.
-[lan]
-interface = "lan0"
-networks  = ["10.0.0.0/24"]
-
-[[uplink]]
-name          = "ppp0"
-interface     = "ppp0"
-kind          = "ppp"
-table         = 200
-rule_priority = 200
-tier          = 1
-ipv6          = true
-
-[[uplink]]
-name          = "ppp1"
-interface     = "ppp1"
-kind          = "ppp"
-table         = 201
-rule_priority = 300
-tier          = 2
-ipv6          = true
-TOML
-t2=$(now_ms)
-start_uplinkd start_ready || exit 1
 converged6() {
   has_rule6 "$1" 200 && has_rule6 "$2" 201 && table6_default 200 ppp0 && table6_default 201 ppp1 &&
     uplinkd_default6 ppp0 && route6_via ppp0 $INET6
 }
 if wait_until 10000 converged6 "$A0" "$A1" >/dev/null; then
-  timing start_converged6 $(( $(now_ms) - t2 ))
   pass converged6
 else
-  fail converged6 "IPv6 rules, tables or default not as expected 10 s after start"
+  fail converged6 "IPv6 rules, tables or default not as expected 10 s after both lines had their addresses"
 fi
 check rule6_ppp0 "no 'from $A0 lookup 200' in ip -6 rule" has_rule6 "$A0" 200
 check rule6_ppp1 "no 'from $A1 lookup 201' in ip -6 rule" has_rule6 "$A1" 201
@@ -312,6 +347,19 @@ done
 # ppp1's address (its rule) via ppp1.
 pings6_reach traffic6_ppp0 0
 pings6_reach traffic6_from_ppp1_addr 1 -I "$A1"
+
+# ---- the LAN side: the hook told uplinkd; a LAN host reaches inet via ppp0
+if [[ -z ${PDFAIL:-} ]]; then
+  for i in 0 1; do
+    p=$(pd_of ppp$i)
+    if wait_until 10000 lan6_status ppp$i "$p" "${p%/56}/64" >/dev/null; then
+      pass "lan6_learned_ppp$i ($p, npt ${p%/56}/64)"
+    else
+      fail lan6_learned_ppp$i "status --json lan.ipv6 has no learned $p with npt ${p%/56}/64 for ppp$i: $(uplinkd status --json | tr -d ' \n' | grep -o '"lan":.*' | head -c 600)"
+    fi
+  done
+  lan_pings6_reach lan_traffic6_npt_ppp0 0
+fi
 
 # ---- ISP 0 ends ppp0's session: the gateway's IPv6 leaves via ppp1
 isp_session=""
@@ -352,6 +400,7 @@ else
 fi
 check uplinkd_default6_ppp1 "uplinkd's IPv6 default not via ppp1 only while ppp0 is down" uplinkd_default6 ppp1
 pings6_reach failover_traffic6_isp1 1
+[[ -z ${PDFAIL:-} ]] && lan_pings6_reach lan_failover_traffic6_isp1 1
 
 # ---- pppd's persist redial: a new session, a new /64 by RA
 if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global -tentative | awk '{print \$4}' | cut -d/ -f1 | head -1); [[ -n \$a && \$a != $A0 ]]"); then
@@ -387,6 +436,14 @@ if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
     new_pd() { local p; p=$(pd_of ppp0); [[ -n $p && $p != "$P0" ]]; }
     if wait_until 20000 new_pd >/dev/null; then
       pass "pd_after_redial ($(pd_of ppp0), was $P0)"
+      N0P=$(pd_of ppp0)
+      if ms=$(wait_until 10000 lan6_status ppp0 "$N0P" "${N0P%/56}/64"); then
+        timing lan6_npt_rewritten "$ms"
+        pass "lan6_npt_rewritten (${N0P%/56}/64)"
+        lan_pings6_reach lan_redial_traffic6_ppp0 0
+      else
+        fail lan6_npt_rewritten "status --json lan.ipv6 does not map ppp0 to ${N0P%/56}/64 10 s after dhcpcd got $N0P"
+      fi
     else
       fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 after the redial: $(tail -5 $V6/pd.log | tr '\n' ';')"
     fi
