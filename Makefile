@@ -182,6 +182,7 @@ install: release-build package-docs
 	for s in off no-carrier degraded; do \
 	  install -D -m 0755 packaging/networkd-dispatcher/off.d/uplinkd $(DESTDIR)$(NDDIR)/$$s.d/uplinkd || exit 1; \
 	done
+	install -D -m 0644 contrib/dhcpcd/70-uplinkd $(DESTDIR)$(PREFIX)/lib/dhcpcd/dhcpcd-hooks/70-uplinkd
 	install -D -m 0644 packaging/lintian-overrides $(DESTDIR)$(PREFIX)/share/lintian/overrides/uplinkd
 	install -D -m 0644 packaging/bash-completion/uplinkd $(DESTDIR)$(BASHCOMPDIR)/uplinkd
 	install -D -m 0644 $(GENDIR)/uplinkd.8.gz $(DESTDIR)$(MANDIR)/man8/uplinkd.8.gz

@@ -80,6 +80,13 @@ type ConntrackClearer interface {
 	ClearConntrackByMark(mark, mask uint32) error
 }
 
+// ConntrackClearer6 is a backend that can delete only the IPv6 conntrack
+// entries of an uplink (its IPv6 side failed or renumbered while its IPv4
+// side works); both backends are.
+type ConntrackClearer6 interface {
+	ClearConntrack6ByMark(mark, mask uint32) error
+}
+
 // InSyncer is implemented by backends that can tell, without building
 // anything, that Sync(rs) would change nothing: the nftables backend
 // compares rs with the Ruleset it last applied. The loop runs the routing

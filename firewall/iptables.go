@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"golang.org/x/sys/unix"
 )
 
 // iptBackend owns the UPLINKD-* chains and their jumps.
@@ -46,6 +47,14 @@ type iptBackend struct {
 	// closed: the namespace thread is gone; running commands now would run
 	// them in the daemon's own namespace.
 	closed bool
+
+	// ip6Applied is the ip6tables-restore text of the IPv6 chains the
+	// last sync wrote ("" none), valid while ip6Known (iptnpt6.go), with
+	// each chain's rule count and the jumps, for Check.
+	ip6Applied string
+	ip6Known   bool
+	ip6Counts  map[string]int
+	ip6Jumps   []iptJump
 }
 
 const execTimeout = 30 * time.Second
@@ -87,12 +96,19 @@ func NewIPTables(netnsFd int, log *slog.Logger, legacy bool) (Backend, error) {
 func (b *iptBackend) reset() {
 	b.applied, b.want, b.known = map[string]string{}, nil, nil
 	b.jumpsOK, b.snapshot, b.counts, b.extraJumps = false, nil, nil, nil
+	b.ip6Known = false
 }
 
 // Plan renders all three tables. Sync sends only the tables whose text
 // changed since the last Sync, plus `-X` lines for UPLINKD-* chains that are
 // no longer wanted.
-func (b *iptBackend) Plan(rs Ruleset) string { return buildIPT(rs).text() }
+func (b *iptBackend) Plan(rs Ruleset) string {
+	text := buildIPT(rs).text()
+	if ip6, _ := ip6Program(rs); ip6 != "" {
+		text += "# ip6tables\n" + ip6
+	}
+	return text
+}
 
 // exec runs a command in the backend's namespace with stdin.
 func (b *iptBackend) exec(stdin string, name string, args ...string) (string, error) {
@@ -207,8 +223,13 @@ func (b *iptBackend) Sync(rs Ruleset) (bool, error) {
 		input.WriteString(tbl.text(stale))
 		changed = append(changed, t)
 	}
+	ip6Changed, err := b.syncIP6(rs)
+	if err != nil {
+		b.reset()
+		return false, err
+	}
 	if len(changed) == 0 && b.jumpsOK {
-		return false, nil
+		return ip6Changed, nil
 	}
 	if len(changed) > 0 {
 		b.snapshot, b.counts = nil, nil
@@ -296,11 +317,17 @@ func (b *iptBackend) Flush() error {
 			input.WriteString((&iptTable{name: t}).text(chains))
 		}
 	}
-	if input.Len() == 0 {
-		return nil
+	if input.Len() > 0 {
+		if _, err := b.exec(input.String(), b.restore, "--noflush", "-w", "5"); err != nil {
+			return fmt.Errorf("iptables flush: %w", err)
+		}
 	}
-	if _, err := b.exec(input.String(), b.restore, "--noflush", "-w", "5"); err != nil {
-		return fmt.Errorf("iptables flush: %w", err)
+	// The IPv6 chains of a run with IPv6 state; without a working
+	// ip6tables there are none.
+	if seen, err := b.readIP6(); err == nil {
+		if err := b.removeIP6(seen); err != nil {
+			return fmt.Errorf("iptables flush: %w", err)
+		}
 	}
 	return nil
 }
@@ -321,6 +348,11 @@ func (b *iptBackend) Check() (bool, error) {
 		return false, fmt.Errorf("iptables check: %w", err)
 	}
 	why := b.compare(s)
+	if why == "" {
+		if why, err = b.checkIP6(); err != nil {
+			return false, err
+		}
+	}
 	if why != "" {
 		b.log.Info("iptables chains damaged", "reason", why)
 		b.reset()
@@ -373,6 +405,16 @@ func (b *iptBackend) ClearConntrackByMark(mark, mask uint32) error {
 		return errClosed
 	}
 	return b.nf.clearConntrackByMark(mark, mask)
+}
+
+// ClearConntrack6ByMark deletes the IPv6 conntrack entries with the mark.
+func (b *iptBackend) ClearConntrack6ByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMarkFamily(mark, mask, unix.AF_INET6)
 }
 
 func (b *iptBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {

@@ -46,7 +46,14 @@ func (n *nfConn) Close() error { return n.c.Close() }
 func nfgenmsg(family uint8) []byte { return []byte{family, unix.NFNETLINK_V0, 0, 0} }
 
 func (n *nfConn) execute(subsys, msg uint16, family uint8, flags netlink.HeaderFlags, attrs []netlink.Attribute) ([]netlink.Message, error) {
-	data := nfgenmsg(family)
+	return n.executeV(subsys, msg, family, unix.NFNETLINK_V0, flags, attrs)
+}
+
+// executeV is execute with the nfgenmsg version: a conntrack flush honours
+// the family only with a version other than 0 (0 keeps the old meaning,
+// every family).
+func (n *nfConn) executeV(subsys, msg uint16, family, version uint8, flags netlink.HeaderFlags, attrs []netlink.Attribute) ([]netlink.Message, error) {
+	data := []byte{family, version, 0, 0}
 	if len(attrs) > 0 {
 		b, err := netlink.MarshalAttributes(attrs)
 		if err != nil {
@@ -241,10 +248,21 @@ func (n *nfConn) deleteConntrackByMark(mark, mask uint32) (int, error) {
 // flush, and CTA_MARK/CTA_MARK_MASK make it a filtered flush that runs
 // entirely in the kernel: no dump, no per-entry round trip.
 func (n *nfConn) clearConntrackByMark(mark, mask uint32) error {
+	return n.clearConntrackByMarkFamily(mark, mask, unix.AF_UNSPEC)
+}
+
+// clearConntrackByMarkFamily is clearConntrackByMark limited to one
+// address family (AF_UNSPEC: all): the kernel's filtered flush skips
+// entries of another family.
+func (n *nfConn) clearConntrackByMarkFamily(mark, mask uint32, family uint8) error {
 	if err := checkMarkMask(mark, mask); err != nil {
 		return err
 	}
-	_, err := n.execute(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtDelete, unix.AF_UNSPEC, netlink.Acknowledge,
+	version := uint8(unix.NFNETLINK_V0)
+	if family != unix.AF_UNSPEC {
+		version = 1
+	}
+	_, err := n.executeV(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtDelete, family, version, netlink.Acknowledge,
 		[]netlink.Attribute{
 			{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, mark)},
 			{Type: ctaMarkMask, Data: binary.BigEndian.AppendUint32(nil, mask)},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -110,7 +111,7 @@ func (b *nftBackend) redial() {
 	}
 }
 
-func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() }
+func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() + npt6Text(rs) }
 
 // Sync compares rs with the last Ruleset it applied (rs must not be modified
 // afterwards), then sends only the chains and set contents that differ, or
@@ -125,6 +126,17 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 		return false, nil
 	}
 	start := time.Now()
+	old := b.last
+	if old != nil && rulesetEqual(withoutNPT6(*old), withoutNPT6(rs)) {
+		// Only the IPv6 state changed: table ip uplinkd stays.
+		cur := b.cur
+		b.forget()
+		if err := b.syncNPT6(old, rs); err != nil {
+			return false, err
+		}
+		b.last, b.cur = &rs, cur
+		return true, nil
+	}
 	prog := buildNFT(rs)
 	cur := b.cur
 	b.forget()
@@ -140,6 +152,9 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	if !full {
 		err := b.conn.Flush()
 		if err == nil {
+			if err := b.syncNPT6(old, rs); err != nil {
+				return false, err
+			}
 			b.last, b.cur = &rs, prog
 			b.log.Debug("nftables sync", "event", "apply", "full", false, "duration", time.Since(start))
 			return true, nil
@@ -157,6 +172,9 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 	if err := b.conn.Flush(); err != nil {
 		b.redial()
 		return false, fmt.Errorf("nftables sync: commit table ip %s: %w", TableName, err)
+	}
+	if err := b.syncNPT6(old, rs); err != nil {
+		return false, err
 	}
 	b.last, b.cur = &rs, prog
 	b.log.Debug("nftables sync", "event", "apply", "full", true, "chains", len(prog.chains), "sets", len(prog.sets),
@@ -186,6 +204,45 @@ func (b *nftBackend) Flush() error {
 		b.redial()
 		return fmt.Errorf("nftables flush: delete table ip %s: %w", TableName, err)
 	}
+	return b.syncNPT6(nil, Ruleset{})
+}
+
+// withoutNPT6 is rs without its IPv6 state: what table ip uplinkd
+// renders.
+func withoutNPT6(rs Ruleset) Ruleset {
+	rs.NPT6, rs.Filters6, rs.Marks6 = nil, nil, nil
+	return rs
+}
+
+// has6 reports whether rs has IPv6 state (table ip6 uplinkd6).
+func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6)+len(rs.Marks6) > 0 }
+
+// syncNPT6 replaces table ip6 uplinkd6 by rs's IPv6 state when it differs
+// from what old (the last Sync's Ruleset; nil: unknown) put there. With
+// no IPv6 state and an unknown kernel, the table is deleted only when it
+// exists (an earlier run left it): an IPv4-only box gets no IPv6 request
+// beyond that one read.
+func (b *nftBackend) syncNPT6(old *Ruleset, rs Ruleset) error {
+	if old != nil && reflect.DeepEqual(old.NPT6, rs.NPT6) && reflect.DeepEqual(old.Filters6, rs.Filters6) && reflect.DeepEqual(old.Marks6, rs.Marks6) {
+		return nil
+	}
+	if !has6(rs) && (old == nil || !has6(*old)) {
+		tables, err := b.conn.ListTablesOfFamily(nftables.TableFamilyIPv6)
+		if err != nil {
+			return fmt.Errorf("nftables sync: list ip6 tables: %w", err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table6Name }) {
+			return nil
+		}
+	}
+	if err := queueNPT6(b.conn, rs); err != nil {
+		b.redial()
+		return fmt.Errorf("nftables sync: build table ip6 %s: %w", Table6Name, err)
+	}
+	if err := b.conn.Flush(); err != nil {
+		b.redial()
+		return fmt.Errorf("nftables sync: commit table ip6 %s: %w", Table6Name, err)
+	}
 	return nil
 }
 
@@ -206,6 +263,9 @@ func (b *nftBackend) Check() (bool, error) {
 		return true, nil
 	}
 	ok, why, err := b.verify()
+	if err == nil && ok && b.last != nil && has6(*b.last) {
+		ok, why, err = b.nf.verifyNPT6(*b.last)
+	}
 	if err != nil {
 		return false, fmt.Errorf("nftables check: %w", err)
 	}
@@ -324,6 +384,16 @@ func (b *nftBackend) ClearConntrackByMark(mark, mask uint32) error {
 		return errClosed
 	}
 	return b.nf.clearConntrackByMark(mark, mask)
+}
+
+// ClearConntrack6ByMark deletes the IPv6 conntrack entries with the mark.
+func (b *nftBackend) ClearConntrack6ByMark(mark, mask uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errClosed
+	}
+	return b.nf.clearConntrackByMarkFamily(mark, mask, unix.AF_INET6)
 }
 
 func (b *nftBackend) DeleteConntrackByMark(mark, mask uint32) (int, error) {

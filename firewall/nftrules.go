@@ -480,7 +480,12 @@ func (p setPart) exprs(b *exprBuilder) []expr.Any {
 // meterPart charges the packet to its source's token bucket in a dynamic
 // set; it matches (so the rule's verdict applies) only when the bucket is
 // empty.
-type meterPart struct{ l RateLimit }
+// meterPart is a per-source rate limit; v6 keys it by the IPv6 source
+// (table ip6 uplinkd6).
+type meterPart struct {
+	l  RateLimit
+	v6 bool
+}
 
 func unitName(u time.Duration) string {
 	switch u {
@@ -495,8 +500,12 @@ func unitName(u time.Duration) string {
 }
 
 func (p meterPart) text() string {
-	return fmt.Sprintf("update @%s { ip saddr limit rate over %d/%s burst %d packets }",
-		p.l.Name, p.l.Rate, unitName(p.l.Unit), p.l.Burst)
+	family := "ip"
+	if p.v6 {
+		family = "ip6"
+	}
+	return fmt.Sprintf("update @%s { %s saddr limit rate over %d/%s burst %d packets }",
+		p.l.Name, family, p.l.Rate, unitName(p.l.Unit), p.l.Burst)
 }
 
 func (p meterPart) exprs(b *exprBuilder) []expr.Any {
@@ -505,8 +514,12 @@ func (p meterPart) exprs(b *exprBuilder) []expr.Any {
 		b.setErr(fmt.Errorf("meter %s not declared", p.l.Name))
 		return nil
 	}
+	off, n := uint32(12), uint32(4)
+	if p.v6 {
+		off, n = ip6SrcOff, 16
+	}
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Dynset{
 			SrcRegKey: 1, SetName: s.Name, SetID: s.ID, Operation: unix.NFT_DYNSET_OP_UPDATE,
 			Exprs: []expr.Any{&expr.Limit{
@@ -790,7 +803,7 @@ func buildNFT(rs Ruleset) *nftProgram {
 				name: l.Name, keyType: nftables.TypeIPAddr, dynamic: true, timeout: l.Expire, size: 65535,
 			})
 			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
-				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l}, vDrop))
+				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l}, vDrop))
 		}
 		for _, a := range u.Filter.Allow {
 			if len(a.Ports) > 0 {

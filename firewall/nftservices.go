@@ -132,7 +132,7 @@ func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*
 				append(nftServiceMatch(s, e), ctStatePart{ctNew}, reject)...))
 			if l := s.Limit; l != nil && !e.Hairpin {
 				pre.rules = append(pre.rules, r(fmt.Sprintf("service %s limit", s.Name),
-					append(nftServiceMatch(s, e), ctStatePart{ctNew}, meterPart{*l}, vDrop)...))
+					append(nftServiceMatch(s, e), ctStatePart{ctNew}, meterPart{l: *l}, vDrop)...))
 			}
 		}
 		if l := s.Limit; l != nil {

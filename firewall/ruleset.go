@@ -47,6 +47,9 @@ type Input struct {
 	// health check. A service missing from the map has all its backends
 	// in the set (its check is off, or nothing has been checked yet).
 	Healthy map[string][]netip.AddrPort
+	// NPT6 are the NPTv6 mappings of [lan.ipv6] mode npt
+	// (policy.NPT6Maps of this pass's observation).
+	NPT6 []policy.NPT6
 }
 
 // Policy is the verdict for packets no rule decided on.
@@ -89,6 +92,13 @@ type Ruleset struct {
 	// HairpinSources are the LAN networks whose DNATed connections back
 	// into the LAN are masqueraded (empty: no hairpin).
 	HairpinSources []netip.Prefix
+
+	// NPT6 are the NPTv6 mappings and Filters6 the IPv6 input filters of
+	// the uplinks with ipv6 on (npt6.go); nil for an IPv4-only config,
+	// which then renders and writes exactly what it did before.
+	NPT6     []NPT6
+	Filters6 []Filter6
+	Marks6   []Mark6
 }
 
 // UplinkRules is everything that is per uplink.
@@ -249,8 +259,14 @@ func Compute(in Input) Ruleset {
 		if ur.NAT != NATOff {
 			ur.NoNAT = noNAT
 		}
+		if cu.IPv6 && ur.ConnMark != 0 {
+			rs.Marks6 = append(rs.Marks6, Mark6{Uplink: cu.Name, Iface: cu.Interface, ConnMark: ur.ConnMark})
+		}
 		if cu.Firewall != nil {
 			ur.Filter = computeFilter(cu.Interface, cu.Firewall)
+			if cu.IPv6 {
+				rs.Filters6 = append(rs.Filters6, Filter6{Uplink: cu.Name, Iface: cu.Interface, Filter: ur.Filter})
+			}
 		}
 		rs.Uplinks = append(rs.Uplinks, ur)
 	}
@@ -282,6 +298,9 @@ func Compute(in Input) Ruleset {
 		}
 	}
 	computeServices(&rs, cfg, state, in.Healthy)
+	for _, m := range in.NPT6 {
+		rs.NPT6 = append(rs.NPT6, NPT6{Uplink: m.Uplink, Iface: m.Iface, Inside: m.Inside, Outside: m.Outside})
+	}
 
 	rs.Deny.DropAddrs = mergePrefixes(rs.Deny.DropAddrs)
 	rs.Deny.RejectAddrs = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs), rs.Deny.DropAddrs)

@@ -68,6 +68,7 @@ func installed(t *testing.T, root string) packaged {
 		"/usr/share/bash-completion/completions/uplinkd":        conf,
 		"/usr/share/doc/uplinkd/examples/networkd-uplinkd.conf": conf,
 		"/usr/lib/uplinkd/uplinkd-notify":                       exe,
+		"/usr/lib/dhcpcd/dhcpcd-hooks/70-uplinkd":               conf,
 		"/usr/share/doc/uplinkd/examples/keepalived.conf":       conf,
 	}
 	tomls, _ := filepath.Glob(filepath.Join(root, "contrib", "*.toml"))
@@ -112,6 +113,7 @@ var sources = map[string]string{
 	"/usr/share/doc/uplinkd/README.md":                  "README.md",
 	"/usr/share/lintian/overrides/uplinkd":              "packaging/lintian-overrides",
 	"/usr/lib/uplinkd/uplinkd-notify":                   "packaging/keepalived/uplinkd-notify",
+	"/usr/lib/dhcpcd/dhcpcd-hooks/70-uplinkd":           "contrib/dhcpcd/70-uplinkd",
 	"/usr/share/doc/uplinkd/examples/keepalived.conf":   "packaging/keepalived/keepalived.conf",
 }
 

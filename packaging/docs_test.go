@@ -82,7 +82,7 @@ func TestManConfigKeys(t *testing.T) {
 	doc := map[string][]string{}
 	text := map[string]string{}
 	table := ""
-	heading := regexp.MustCompile(`^### \[\[?([a-z_.]+)\]\]?$`)
+	heading := regexp.MustCompile(`^### \[\[?([a-z_.0-9]+)\]\]?$`)
 	term := regexp.MustCompile("^`([a-z_0-9]+)` \\(")
 	for _, line := range strings.Split(string(md), "\n") {
 		if m := heading.FindStringSubmatch(line); m != nil {

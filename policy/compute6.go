@@ -74,6 +74,7 @@ func compute6(cfg *Config, obs Observed, health Health, d *Desired) {
 	if n > 1 {
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv6/fib_multipath_hash_policy", Value: "1"})
 	}
+	computeLAN6(cfg, obs, d)
 }
 
 // LinkStates6 is the link-layer verdict on each uplink's IPv6 side, in

@@ -102,7 +102,34 @@ type LAN struct {
 	// DHCP keeps DHCPv4 working on the LAN (internal/dhcpd); nil when
 	// absent, which is mode off.
 	DHCP *DHCP `toml:"dhcp"`
+	// IPv6 is [lan.ipv6]: how the LAN's IPv6 traffic leaves through the
+	// uplinks' delegated prefixes (docs/ipv6.md). Mode off by default.
+	IPv6 LAN6 `toml:"ipv6"`
 }
+
+// LAN6 is [lan.ipv6].
+type LAN6 struct {
+	Mode LAN6Mode `toml:"mode"`
+	// Prefix is the inside /64 of mode npt (ULA or an own prefix); invalid
+	// in the other modes.
+	Prefix netip.Prefix `toml:"prefix"`
+	// Subnet picks the /64 of each uplink's delegated prefix that the LAN
+	// uses in mode npt (the rewrite target): 0 is the first.
+	Subnet int `toml:"subnet"`
+}
+
+// LAN6Mode is [lan.ipv6] mode.
+type LAN6Mode string
+
+// LAN IPv6 modes: off leaves the LAN's IPv6 alone; prefix routes each
+// uplink's delegated prefix out of that uplink (LAN hosts hold addresses
+// from every prefix, no NAT); npt gives the LAN one inside prefix,
+// rewritten to the outgoing uplink's /64 (RFC 6296).
+const (
+	LAN6Off    LAN6Mode = "off"
+	LAN6Prefix LAN6Mode = "prefix"
+	LAN6NPT    LAN6Mode = "npt"
+)
 
 // DHCP configures the LAN's DHCP: off, the embedded server (mode
 // embedded: range, lease, max_lease, router, dns, ntp, domain, hosts,
@@ -211,6 +238,10 @@ type Uplink struct {
 	// learned from a foreign IPv6 default route via the interface (the
 	// kernel's RA route), and none on a point-to-point link.
 	Gateway6 netip.Addr `toml:"gateway6"`
+	// DelegatedPrefix is a static IPv6 prefix delegation (a business line's
+	// fixed /48 or /56); invalid: learned at run time from the PD client
+	// (`uplinkd event --delegated`). Only with ipv6 = true.
+	DelegatedPrefix netip.Prefix `toml:"delegated_prefix"`
 
 	Check     *Check          `toml:"check"`     // nil: link state alone decides
 	Reconnect *Reconnect      `toml:"reconnect"` // nil: never reconnect

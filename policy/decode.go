@@ -70,6 +70,10 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			l.wrongType(n, path, name, t)
 			return
 		}
+		if strings.HasSuffix(path, ".delegated_prefix") || path == "lan.ipv6.prefix" {
+			l.decodePrefix6(n, v, path, name)
+			return
+		}
 		p, ok := parseIPv4Net(n.data)
 		if !ok {
 			l.invalid(n, path, "%s must be an IPv4 address or prefix such as \"10.0.0.0/24\" (got %q)", name, n.data)
@@ -234,6 +238,26 @@ func parseIPv4Net(s string) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(a, 32), true
+}
+
+// decodePrefix6 parses the IPv6 prefix keys (delegated_prefix, [lan.ipv6]
+// prefix): a prefix with its length, no zone, no host bits (a prefix with
+// host bits set is most often an address pasted where its network was
+// meant, and the kernel would route the network anyway).
+func (l *loader) decodePrefix6(n *tomlNode, v reflect.Value, path, name string) {
+	if n.data == "" {
+		return // not set
+	}
+	p, err := netip.ParsePrefix(n.data)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() {
+		l.invalid(n, path, "%s must be an IPv6 prefix such as \"2001:db8:a::/56\" (got %q)", name, n.data)
+		return
+	}
+	if p != p.Masked() {
+		l.invalid(n, path, "%s %s has host bits set: the prefix is %s", name, n.data, p.Masked())
+		return
+	}
+	v.Set(reflect.ValueOf(p))
 }
 
 func (l *loader) integer(n *tomlNode, path, name string, t reflect.Type) (int64, bool) {

@@ -139,6 +139,7 @@ func (l *loader) applyDefaults(c *Config) {
 	setDefault(l, "lan.masquerade", &lan.Masquerade, hasLAN)
 	setDefault(l, "lan.forwarding", &lan.Forwarding, hasLAN)
 	setDefault(l, "lan.remove_default_route", &lan.RemoveDefaultRoute, true)
+	setDefault(l, "lan.ipv6.mode", &lan.IPv6.Mode, LAN6Off)
 	if dh := lan.DHCP; dh != nil {
 		setDefault(l, "lan.dhcp.mode", &dh.Mode, DefaultDHCPMode)
 		switch dh.Mode {

@@ -164,6 +164,7 @@ key_file = `, "\n")},
 	"ha.lost_uplink_weight": {num, in(haTOML+"lost_uplink_weight = ", "\n"+uplinkTOML)},
 	"uplink.ha.weight":      {num, in(haTOML+uplinkTOML+"[uplink.ha]\nweight = ", "\n")},
 	"uplink":                {uplinksOf, in("", "")},
+	"lan.ipv6.subnet":       {num, in("[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42::/64\"\nsubnet = ", "\n"+strings.Replace(uplinkTOML, "rule_priority = 200\n", "rule_priority = 200\nipv6 = true\n", 1))},
 }
 
 // dyndns2TOML lacks username (and the file keys that follow it).

@@ -55,6 +55,7 @@ func TestParseGood(t *testing.T) {
 			Hosts: []DHCPHost{{Name: "node-2", MAC: "dc:a6:32:90:31:cc", IP: netip.MustParseAddr("10.0.0.2")}},
 			Lease: time.Hour, MaxLease: 24 * time.Hour, ConflictCheck: true,
 		},
+		IPv6: LAN6{Mode: LAN6Off},
 	}
 	if !reflect.DeepEqual(cfg.LAN, wantLAN) {
 		t.Errorf("LAN = %+v, want %+v", cfg.LAN, wantLAN)

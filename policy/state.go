@@ -76,6 +76,12 @@ type Observed struct {
 	Rules []Rule
 	// Sysctls holds the current values of the keys Desired names.
 	Sysctls map[string]string
+	// Delegated are the IPv6 prefixes delegated to each interface that
+	// uplinkd learned from the PD client (`uplinkd event --delegated`),
+	// the current one first, then former ones still held
+	// (internal/delegstate); not kernel state, but an input of the pass
+	// the daemon fills in from what it keeps.
+	Delegated map[string][]netip.Prefix
 	// LinkSeq is the sequence number of the newest link history record
 	// (internal/linklog) this snapshot includes: what happened to the links
 	// up to here is in the history, and nothing after it is in the snapshot.

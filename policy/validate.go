@@ -32,6 +32,7 @@ const NoUplinksWarning = "no [[uplink]]: `uplinkd run` refuses to start until on
 func (l *loader) validate(c *Config) {
 	l.daemon(&c.Daemon)
 	l.lan(c)
+	l.lan6(c)
 	// Mark rules and the uplinks' source rules share one priority space: the
 	// kernel orders two rules of one priority by insertion, which uplinkd
 	// does not control.
@@ -238,6 +239,7 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 		}
 		l.unicast(p+".gateway", u.Gateway)
 		l.ipv6(p, u)
+		l.delegatedPrefix(c, i)
 		switch {
 		case u.Interface != "":
 			l.iface(p+".interface", u.Interface)
@@ -299,6 +301,77 @@ func (l *loader) ipv6(p string, u *Uplink) {
 	}
 	if !u.Gateway6.IsGlobalUnicast() && !u.Gateway6.IsLinkLocalUnicast() {
 		l.errorf(p+".gateway6", "gateway6 must be a link-local or global unicast address, not %s", u.Gateway6)
+	}
+}
+
+// delegatedPrefix checks uplink i's static delegation: only where it is
+// used (ipv6 on, [lan.ipv6] mode prefix or npt), at most a /64 (the LAN
+// needs one), unicast, not another uplink's, and large enough for the
+// [lan.ipv6] subnet in mode npt.
+func (l *loader) delegatedPrefix(c *Config, i int) {
+	u := &c.Uplinks[i]
+	d := u.DelegatedPrefix
+	if !d.IsValid() {
+		return
+	}
+	p := fmt.Sprintf("uplink[%d].delegated_prefix", i)
+	mode := c.LAN.IPv6.Mode
+	switch {
+	case !u.IPv6:
+		l.errorf(p, "delegated_prefix needs ipv6 = true on the uplink")
+	case mode == LAN6Off:
+		l.errorf(p, "delegated_prefix needs [lan.ipv6] mode prefix or npt: with mode %s nothing uses it", mode)
+	case d.Bits() > 64 || d.Bits() == 0:
+		l.errorf(p, "delegated_prefix %s is longer than /64 (or is ::/0): a LAN needs a whole /64", d)
+	case !d.Addr().IsGlobalUnicast() || d.Addr().IsLinkLocalUnicast():
+		l.errorf(p, "delegated_prefix %s must be global unicast or unique local", d)
+	case mode == LAN6NPT && c.LAN.IPv6.Subnet >= 1<<(64-d.Bits()):
+		l.errorf(p, "delegated_prefix %s holds %d /64s: [lan.ipv6] subnet %d is not one of them", d, 1<<(64-d.Bits()), c.LAN.IPv6.Subnet)
+	default:
+		for j, o := range c.Uplinks[:i] {
+			if o.DelegatedPrefix.IsValid() && o.DelegatedPrefix.Overlaps(d) {
+				l.errorf(p, "delegated_prefix %s overlaps uplink[%d] %q's %s", d, j, o.Name, o.DelegatedPrefix)
+				return
+			}
+		}
+		if in := c.LAN.IPv6.Prefix; in.IsValid() && in.Overlaps(d) {
+			l.errorf(p, "delegated_prefix %s overlaps [lan.ipv6] prefix %s: the inside prefix would be rewritten into itself", d, in)
+		}
+	}
+}
+
+// lan6 checks [lan.ipv6]: the keys of its mode only, a /64 inside prefix
+// in mode npt, and an uplink with ipv6 on to route the LAN to.
+func (l *loader) lan6(c *Config) {
+	v := &c.LAN.IPv6
+	if !enum(l, "lan.ipv6.mode", v.Mode, LAN6Off, LAN6Prefix, LAN6NPT) {
+		return
+	}
+	if v.Mode != LAN6NPT {
+		for _, k := range []string{"prefix", "subnet"} {
+			if l.set("lan.ipv6." + k) {
+				l.errorf("lan.ipv6."+k, "%s applies to mode npt only (mode is %s)", k, v.Mode)
+			}
+		}
+	}
+	if v.Mode == LAN6Off {
+		return
+	}
+	if len(c.Uplinks) > 0 && !c.IPv6On() {
+		l.errorf("lan.ipv6.mode", "mode %s needs an [[uplink]] with ipv6 = true", v.Mode)
+	}
+	if v.Mode != LAN6NPT {
+		return
+	}
+	l.count("lan.ipv6.subnet", v.Subnet)
+	if !l.required("lan.ipv6.prefix", v.Prefix.IsValid()) {
+		return
+	}
+	switch a := v.Prefix.Addr(); {
+	case v.Prefix.Bits() != 64:
+		l.errorf("lan.ipv6.prefix", "prefix %s must be a /64: NPTv6 rewrites the network part of a /64 and keeps the interface identifier", v.Prefix)
+	case !a.IsGlobalUnicast() || a.IsLinkLocalUnicast():
+		l.errorf("lan.ipv6.prefix", "prefix %s must be unique local (fd00::/8) or global unicast", v.Prefix)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,7 +46,7 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 	socket := fs.String("socket", "", "the daemon's control socket (default: the config's [daemon] control_socket)")
 	configPath := fs.String("config", policy.DefaultConfigPath, "the configuration file that names the control socket")
 	var asJSON, force bool
-	var iface, state, local, remote, role string
+	var iface, state, local, remote, role, delegated, preferred, valid string
 	switch cmd {
 	case "status":
 		fs.BoolVar(&asJSON, "json", false, "print the status as JSON (schema v1, docs/status.md)")
@@ -57,6 +58,9 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		fs.StringVar(&local, "local", "", "the interface's local address (pppd's PPP_LOCAL)")
 		fs.StringVar(&remote, "remote", "", "the peer's address (pppd's PPP_REMOTE)")
 		fs.StringVar(&role, "role", "", "this gateway's VRRP role: master, backup or fault")
+		fs.StringVar(&delegated, "delegated", "", "an IPv6 prefix delegated to the interface (DHCPv6-PD), or none")
+		fs.StringVar(&preferred, "preferred-lifetime", "", "the delegated prefix's preferred lifetime in seconds")
+		fs.StringVar(&valid, "valid-lifetime", "", "the delegated prefix's valid lifetime in seconds")
 	}
 	// Flags may come before or after the arguments, as in
 	// `reconnect dsl --socket PATH`.
@@ -85,6 +89,9 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) (code int, 
 		req.Uplink = positional[0]
 	case cmd == "event":
 		ev, err := parseEvent(iface, state, local, remote, role)
+		if err == nil || delegated != "" && !errors.Is(err, errBadAddr) {
+			ev, err = parseDelegated(ev, delegated, preferred, valid)
+		}
 		if err != nil {
 			return usageError(stderr, cmd, err), true
 		}
@@ -331,9 +338,33 @@ func parseEvent(iface, state, local, remote, role string) (control.Event, error)
 		}
 		addr, err := netip.ParseAddr(a.text)
 		if err != nil {
-			return ev, fmt.Errorf("%s: %w", a.flag, err)
+			return ev, fmt.Errorf("%w: %s: %w", errBadAddr, a.flag, err)
 		}
 		*a.dst = addr
+	}
+	return ev, ev.Validate()
+}
+
+// errBadAddr marks an unparsable --local or --remote.
+var errBadAddr = errors.New("bad address")
+
+// parseDelegated adds a delegation (--delegated and its lifetimes) to ev,
+// which holds the interface, and validates the whole.
+func parseDelegated(ev control.Event, delegated, preferred, valid string) (control.Event, error) {
+	ev.Delegated = delegated
+	for _, l := range []struct {
+		flag, text string
+		dst        **uint32
+	}{{"--preferred-lifetime", preferred, &ev.PreferredLifetime}, {"--valid-lifetime", valid, &ev.ValidLifetime}} {
+		if l.text == "" {
+			continue
+		}
+		v, err := strconv.ParseUint(l.text, 10, 32)
+		if err != nil {
+			return ev, fmt.Errorf("%s %q: want seconds, 0..4294967295", l.flag, l.text)
+		}
+		s := uint32(v)
+		*l.dst = &s
 	}
 	return ev, ev.Validate()
 }

@@ -10,16 +10,19 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/internal/delegstate"
 	"github.com/uplinkd/uplinkd/internal/drainstate"
 	"github.com/uplinkd/uplinkd/internal/earlysig"
 	"github.com/uplinkd/uplinkd/internal/journald"
@@ -347,6 +350,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 	}
 	defer k.Close()
 	drained := planDrained(cfg, stdout, stderr)
+	obs.Delegated = planDelegated(cfg, time.Now(), stdout, stderr)
 	desired := policy.ComputeFrom(cfg, obs, policy.LinkStates(cfg, obs), nil, drained)
 	if obs.Sysctls, err = k.ReadSysctls(desired.SysctlKeys()); err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
@@ -370,7 +374,7 @@ func plan(cfg *policy.Config, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer fw.Close()
-	rs := firewall.Compute(firewall.Input{Config: cfg, Uplinks: desired.Uplinks})
+	rs := firewall.Compute(firewall.Input{Config: cfg, Uplinks: desired.Uplinks, NPT6: policy.NPT6Maps(cfg, obs)})
 	fmt.Fprintf(stdout, "# firewall (%s): the whole state uplinkd keeps, loaded in one batch\n", cfg.Firewall.Backend)
 	fmt.Fprint(stdout, fw.Plan(rs))
 	return 0
@@ -416,6 +420,28 @@ func planDrained(cfg *policy.Config, stdout, stderr io.Writer) policy.Drained {
 		fmt.Fprintf(stdout, "# drained %s (uplinkd undrain %s puts it back)\n", n, n)
 	}
 	return drained
+}
+
+// planDelegated reads the delegated prefixes the daemon learned (read
+// only, like planDrained), without those whose time is over, and names
+// what each IPv6 uplink delegates to the LAN.
+func planDelegated(cfg *policy.Config, now time.Time, stdout, stderr io.Writer) map[string][]netip.Prefix {
+	set, err := delegstate.Read(delegstate.Path(cfg.Daemon.StateDir))
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd plan: warning: %v\n", err)
+	}
+	set.Expire(now)
+	learned := set.Prefixes()
+	if cfg.LAN.IPv6.Mode == policy.LAN6Off {
+		return learned
+	}
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		if ps, src := policy.Delegated(u, policy.Observed{Delegated: learned}); u.IPv6 && len(ps) > 0 {
+			fmt.Fprintf(stdout, "# uplink %s delegated %s (%s)\n", u.Name, ps[0], src)
+		}
+	}
+	return learned
 }
 
 // flush removes every owned rule and route, whatever the config says (an

@@ -91,12 +91,20 @@ its load balancing and failover.
 ` + clientFlagsHelp,
 	"event": `usage: uplinkd event --iface IF --state up|down [--local A --remote B] [--config PATH] [--socket PATH]
        uplinkd event --role master|backup|fault [--config PATH] [--socket PATH]
+       uplinkd event --iface IF --delegated PREFIX|none [--preferred-lifetime S] [--valid-lifetime S] [--config PATH] [--socket PATH]
 
 A poke from the ppp, ifupdown, networkd-dispatcher and keepalived hook
 scripts. It retries a busy or restarting daemon within 100 ms, then gives up:
 an interface event is then dropped with a warning and exit 0 (the daemon
 reads every link from netlink anyway); a role event exits 3 with an error,
 because a lost role change is not repaired by anything else.
+
+--delegated reports the IPv6 prefix a DHCPv6-PD client got on IF (lifetimes
+in seconds, 4294967295 infinite; left out: infinite), or none when the
+delegation ended; the daemon keeps it in <state_dir>/delegated.json for
+[lan.ipv6]. The dhcpcd hook the package installs calls it. Not delivered,
+it is dropped with a warning like an interface event (the PD client
+reports it again at its next renewal).
 ` + clientFlagsHelp,
 	"version": `usage: uplinkd version (or uplinkd --version)
 
@@ -136,6 +144,7 @@ Commands that ask the running daemon on its control socket (the config's
   reload                          re-read the config; prints its problems and exits 1 when it is bad
   event --iface IF --state up|down [--local A --remote B]
   event --role master|backup|fault
+  event --iface IF --delegated PREFIX|none [--preferred-lifetime S] [--valid-lifetime S]
                                   poke from the ppp, ifupdown, networkd-dispatcher and keepalived hooks
 
   version                         print the version (also --version)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+
+	"github.com/uplinkd/uplinkd/internal/delegstate"
 )
 
 // Version is the protocol and status schema version this package speaks.
@@ -97,6 +99,24 @@ type Event struct {
 	Local  netip.Addr `json:"local,omitzero"`
 	Remote netip.Addr `json:"remote,omitzero"`
 	Role   Role       `json:"role,omitempty"`
+	// Delegated is an IPv6 prefix delegated to Iface (DHCPv6-PD), or
+	// DelegatedNone when the delegation ended; with Iface alone. Unlike
+	// the other interface events it is not a trigger only: the daemon
+	// keeps it (docs/ipv6.md). The lifetimes are in seconds, nil when not
+	// told (infinite), 0xffffffff infinite.
+	Delegated         string  `json:"delegated,omitempty"`
+	PreferredLifetime *uint32 `json:"preferred_lifetime,omitempty"`
+	ValidLifetime     *uint32 `json:"valid_lifetime,omitempty"`
+}
+
+// DelegatedNone is the Delegated of an event that ends a delegation.
+const DelegatedNone = "none"
+
+// DelegatedPrefix is the event's delegated prefix; invalid for
+// DelegatedNone (and for an event that carries none).
+func (e Event) DelegatedPrefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(e.Delegated)
+	return p
 }
 
 // Validate reports the first thing wrong with e; both the command line and
@@ -108,7 +128,7 @@ func (e Event) Validate() error {
 		default:
 			return fmt.Errorf("role %q: want master, backup or fault", e.Role)
 		}
-		if e.Iface != "" || e.State != "" || e.Local.IsValid() || e.Remote.IsValid() {
+		if e.Iface != "" || e.State != "" || e.Local.IsValid() || e.Remote.IsValid() || e.Delegated != "" {
 			return errors.New("a role event carries the role alone")
 		}
 		return nil
@@ -119,12 +139,44 @@ func (e Event) Validate() error {
 	if len(e.Iface) > 15 {
 		return fmt.Errorf("interface name %q: longer than 15 bytes", e.Iface)
 	}
+	if e.Delegated != "" {
+		return e.validateDelegated()
+	}
+	if e.PreferredLifetime != nil || e.ValidLifetime != nil {
+		return errors.New("lifetimes come with a delegated prefix only")
+	}
 	switch e.State {
 	case LinkUp, LinkDown:
 	case "":
 		return fmt.Errorf("interface %s: the event needs a state (up or down)", e.Iface)
 	default:
 		return fmt.Errorf("state %q: want up or down", e.State)
+	}
+	return nil
+}
+
+// validateDelegated checks a delegation event: the interface and the
+// prefix (or none) alone, a prefix uplinkd can route to a LAN, lifetimes
+// that make sense.
+func (e Event) validateDelegated() error {
+	if e.State != "" || e.Local.IsValid() || e.Remote.IsValid() {
+		return errors.New("a delegation event carries the interface and the prefix alone (no state or addresses)")
+	}
+	if e.Delegated == DelegatedNone {
+		if e.PreferredLifetime != nil || e.ValidLifetime != nil {
+			return errors.New("delegated none: no lifetimes")
+		}
+		return nil
+	}
+	p, err := netip.ParsePrefix(e.Delegated)
+	if err != nil {
+		return fmt.Errorf("delegated %q: want an IPv6 prefix such as 2001:db8:a::/56, or none", e.Delegated)
+	}
+	if err := delegstate.CheckPrefix(p); err != nil {
+		return err
+	}
+	if e.PreferredLifetime != nil && e.ValidLifetime != nil && *e.PreferredLifetime > *e.ValidLifetime {
+		return fmt.Errorf("preferred lifetime %d s is longer than the valid lifetime %d s", *e.PreferredLifetime, *e.ValidLifetime)
 	}
 	return nil
 }

@@ -21,6 +21,8 @@ type Status struct {
 	Publishers []Publisher `json:"publishers,omitempty"`
 	// DHCP is the LAN DHCP side; absent when [lan.dhcp] mode is off.
 	DHCP *DHCP `json:"dhcp,omitempty"`
+	// LAN is the LAN's IPv6 side ([lan.ipv6]); absent with mode off.
+	LAN *LAN `json:"lan,omitempty"`
 }
 
 // Service is one inbound [[service]].
@@ -245,4 +247,39 @@ const RoleUnknown Role = "unknown"
 type HA struct {
 	Role  Role      `json:"role"`
 	Since time.Time `json:"since,omitzero"`
+}
+
+// LAN is the LAN side of the status; absent when there is nothing to say
+// (today: [lan.ipv6] mode off).
+type LAN struct {
+	// IPv6 is [lan.ipv6] (docs/ipv6.md).
+	IPv6 *LAN6 `json:"ipv6,omitempty"`
+}
+
+// LAN6 is [lan.ipv6]: its mode, the inside prefix of mode npt and, per
+// uplink with ipv6 on, what it delegates to the LAN.
+type LAN6 struct {
+	Mode    string       `json:"mode"`
+	Prefix  netip.Prefix `json:"prefix,omitzero"`
+	Uplinks []LAN6Uplink `json:"uplinks"`
+}
+
+// LAN6Uplink is one uplink's delegation. Delegated is absent while the
+// uplink has none (none configured, none learned or it expired).
+type LAN6Uplink struct {
+	Name      string       `json:"name"`
+	Delegated netip.Prefix `json:"delegated,omitzero"`
+	// Source: config (delegated_prefix) or learned (the PD client).
+	Source string `json:"source,omitempty"`
+	// Learned is when the PD client last reported it; the lifetimes'
+	// ends are absent when infinite (and for a configured prefix).
+	Learned        time.Time `json:"learned,omitzero"`
+	PreferredUntil time.Time `json:"preferred_until,omitzero"`
+	ValidUntil     time.Time `json:"valid_until,omitzero"`
+	// Former are replaced learned prefixes still routed until their
+	// valid lifetime ends (make-before-break).
+	Former []netip.Prefix `json:"former,omitempty"`
+	// NPT is the /64 the inside prefix maps to through this uplink
+	// (mode npt); absent when the delegation holds no such /64.
+	NPT netip.Prefix `json:"npt,omitzero"`
 }

@@ -78,6 +78,7 @@ type ctlMsg struct {
 	event     control.Event  // an interface poke: resync
 	kick      string         // this uplink's reconnect attempt ended: a pass re-evaluates the need
 	drain     *control.Drain // drain or undrain an uplink
+	delegated *control.Event // a delegated prefix learned or ended
 	done      chan error
 }
 
@@ -441,6 +442,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 		d.x.metrics.SetDegraded(u.Name, cu.Degraded)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
+	st.LAN = d.lan6Status()
 	return st
 }
 
@@ -534,6 +536,22 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 	if m.drain != nil {
 		changed, err := d.onDrain(*m.drain)
 		m.done <- err
+		return changed
+	}
+	if m.delegated != nil {
+		changed, err := d.onDelegated(*m.delegated)
+		if m.done != nil {
+			m.done <- err
+		} else if err != nil {
+			// Queued before a reload took the interface away.
+			d.log.Warn("delegation event not used", "event", "delegated", "iface", m.delegated.Iface, "reason", err.Error())
+		}
+		if err == nil {
+			d.saveDelegated() // a renewal's new lifetimes too
+			if !changed {
+				d.publishStatus() // no pass follows: the lifetimes show now
+			}
+		}
 		return changed
 	}
 	if m.reconnect == "" {
@@ -639,5 +657,24 @@ func (h ctlHandler) Event(ctx context.Context, ev control.Event) error {
 		// (ErrHAOff without [ha]).
 		return h.d.SetRole(ctx, string(ev.Role))
 	}
+	if ev.Delegated != "" {
+		// Answered once queued, not once the loop took it: a pass can
+		// keep the loop longer than the hook's 90 ms (an iptables pass
+		// on a busy box), and a dropped delegation is not repaired until
+		// the PD client's next renewal. The interface is checked against
+		// the status snapshot, so a hook on the wrong interface still
+		// hears so.
+		if !h.d.statusHasIface(ev.Iface) {
+			return fmt.Errorf("no [[uplink]] has interface %q", ev.Iface)
+		}
+		return h.send(ctx, ctlMsg{delegated: &ev})
+	}
 	return h.send(ctx, ctlMsg{event: ev})
+}
+
+// statusHasIface reports whether the status snapshot has an uplink on
+// iface (safe on the control socket's goroutines).
+func (d *Daemon) statusHasIface(iface string) bool {
+	st := d.x.status.Load()
+	return st != nil && slices.ContainsFunc(st.Uplinks, func(u control.Uplink) bool { return u.Interface == iface })
 }

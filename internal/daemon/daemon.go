@@ -124,6 +124,7 @@ type Daemon struct {
 	lostAddr     map[string]netip.Addr
 	fwDamaged    chan struct{}
 	ctFlush      []int // indexes of uplinks whose connections must go this pass
+	ctFlush6     []int // ... whose IPv6 connections alone must go
 	runtimes     map[string]*uplinkRuntime
 	probes       chan probeMsg
 	traffic      chan trafficMsg // burst verdicts of the traffic trigger
@@ -132,6 +133,7 @@ type Daemon struct {
 	pendingHooks []pendingHook
 	ha           *haRuntime // HA: two-gateway state (ha.go)
 	drain        drain      // uplinks drained by hand (drain.go)
+	deleg        delegated  // IPv6 prefixes the PD clients reported (delegated.go)
 
 	// wg holds every goroutine Run starts (watcher, monitors, probers, the
 	// asynchronous closing of retired reconnectors); Run waits for all.
@@ -208,6 +210,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 	// The drain state before initExtras builds the first status, so that
 	// it shows from the start.
 	d.loadDrained(cfg)
+	d.loadDelegated(cfg)
 	if err := d.initExtras(); err != nil {
 		return nil, err
 	}
@@ -596,6 +599,8 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	}
 	d.noteLAN(obs) // for the DHCP server (dhcp.go)
 	now := d.clock.Now()
+	d.expireDelegated(now)
+	obs.Delegated = d.deleg.set.Prefixes()
 	links := policy.LinkStates(d.cfg, obs)
 	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
@@ -638,7 +643,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
 	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends()})
+	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends(), NPT6: d.npt6Maps(obs)})
 	var fwChanged bool
 	res.Err, fwChanged, err = d.applyBoth(changes, obs, rs)
 	if err != nil {
@@ -899,6 +904,10 @@ func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]
 		}
 		if seen && d.flushOnTransition(old, st) {
 			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
+		} else if seen && flush6OnTransition(old.IPv6, st.IPv6) {
+			// The IPv6 side alone failed or renumbered: its IPv6
+			// connections go, the IPv4 ones stay.
+			d.ctFlush6 = append(d.ctFlush6, d.uplinkIndex(st.Name))
 		}
 		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
 			d.log.Info("address changed", append(attrs, "event", "addr-change", "old_ip", addrString(old.Addr), "new_ip", addrString(st.Addr))...)
@@ -984,6 +993,34 @@ func (d *Daemon) flushConntrack() {
 		d.log.Info("conntrack entries of the uplink deleted", attrs...)
 	}
 	d.ctFlush = d.ctFlush[:0]
+	d.flushConntrack6()
+}
+
+// flush6OnTransition: an uplink's IPv6 connections go when its IPv6 side
+// stops being usable or its IPv6 address changes (the connections from
+// the old address are dead).
+func flush6OnTransition(old, st policy.UplinkState6) bool {
+	return old.On && (old.Usable && !st.Usable || old.Addr.IsValid() && st.Addr != old.Addr)
+}
+
+// flushConntrack6 deletes the IPv6 conntrack entries of the uplinks of
+// ctFlush6, by their connection mark (set by the IPv6 firewall state for
+// uplinks with ipv6 on).
+func (d *Daemon) flushConntrack6() {
+	clearer, ok := d.fw.(firewall.ConntrackClearer6)
+	for _, i := range d.ctFlush6 {
+		if i < 0 || !ok {
+			continue
+		}
+		u := d.cfg.Uplinks[i]
+		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface, "family", "ipv6"}
+		if err := clearer.ClearConntrack6ByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
+			d.log.Warn("deleting IPv6 conntrack entries", append(attrs, "reason", err.Error())...)
+			continue
+		}
+		d.log.Info("IPv6 conntrack entries of the uplink deleted", attrs...)
+	}
+	d.ctFlush6 = d.ctFlush6[:0]
 }
 
 // forgetMovedMarks: connection marks are per uplink position, so an uplink

@@ -34,6 +34,7 @@ func (d *Daemon) startMetrics(ctx context.Context) error {
 		Publishers: d.publisherMetrics,
 		DHCP:       d.dhcpMetrics,
 		Traffic:    d.trafficMetrics,
+		LAN6:       d.lan6Metrics,
 	})
 	d.log.Info("metrics endpoint listening", "event", "metrics-listen", "addr", ln.Addr().String())
 	d.wg.Go(func() {

@@ -476,6 +476,7 @@ func (d *Daemon) nextDeadline() time.Time {
 			next = t
 		}
 	}
+	earlier(d.deleg.set.NextExpiry())
 	for _, rt := range d.runtimes {
 		if rt.health != nil {
 			earlier(rt.health.NextDeadline())

@@ -10,17 +10,13 @@
 package drainstate
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/atomicfile"
+	"github.com/uplinkd/uplinkd/internal/statefile"
 )
 
 // FileName is the file's name inside state_dir.
@@ -61,62 +57,26 @@ func Path(stateDir string) string { return filepath.Join(stateDir, FileName) }
 
 // CorruptError is a drain file that could not be decoded; Load renamed it
 // to Moved (empty when even the rename failed).
-type CorruptError struct {
-	Path  string
-	Moved string
-	Err   error
-}
+type CorruptError = statefile.CorruptError
 
-func (e *CorruptError) Error() string {
-	if e.Moved == "" {
-		return fmt.Sprintf("drain state %s is unreadable (%v); treating it as empty", e.Path, e.Err)
-	}
-	return fmt.Sprintf("drain state %s is unreadable (%v); moved it to %s and treat it as empty", e.Path, e.Err, e.Moved)
-}
-
-func (e *CorruptError) Unwrap() error { return e.Err }
+const what = "drain state"
 
 // Load reads the drain file at path. A missing file is an empty set. A file
 // that cannot be decoded is renamed to path+".bad" and Load returns an empty
 // set with a *CorruptError; any other error (the file cannot be read) comes
 // with an empty set too, and the file is left alone.
-func Load(path string) (Set, error) {
-	set, err := Read(path)
-	var ce *CorruptError
-	if errors.As(err, &ce) {
-		if rerr := os.Rename(path, path+".bad"); rerr == nil {
-			ce.Moved = path + ".bad"
-		}
-	}
-	return set, err
-}
+func Load(path string) (Set, error) { return statefile.Load(path, what, decode, emptySet) }
 
 // Read is Load for readers that must change nothing (`uplinkd plan`): a
 // corrupt file is reported and counts as empty, but stays where it is.
-func Read(path string) (Set, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return Set{}, nil
-	}
-	if err != nil {
-		return Set{}, fmt.Errorf("drain state: %w", err)
-	}
-	set, err := decode(data)
-	if err != nil {
-		return Set{}, &CorruptError{Path: path, Err: err}
-	}
-	return set, nil
-}
+func Read(path string) (Set, error) { return statefile.Read(path, what, decode, emptySet) }
+
+func emptySet() Set { return Set{} }
 
 func decode(data []byte) (Set, error) {
 	var f fileJSON
-	dec := json.NewDecoder(strings.NewReader(string(data)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	if err := statefile.DecodeJSON(data, &f); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("data after the JSON object")
 	}
 	if f.V != version {
 		return nil, fmt.Errorf("format version %d, want %d", f.V, version)
@@ -143,15 +103,5 @@ func Save(path string, set Set) error {
 		e.Name = n
 		f.Uplinks = append(f.Uplinks, e)
 	}
-	data, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return fmt.Errorf("drain state: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("drain state: %w", err)
-	}
-	if err := atomicfile.Write(path, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("drain state %s: %w", path, err)
-	}
-	return nil
+	return statefile.Save(path, what, f)
 }

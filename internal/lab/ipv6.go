@@ -160,3 +160,83 @@ func (l *Lab) Blackhole6(name string, on bool) error {
 	}
 	return nil
 }
+
+// DelegatedPrefix6 is the IPv6 prefix the ISP of uplink i delegates to the
+// router in a test of [lan.ipv6] (Delegate6): 2001:db8:8000::/56 plus i
+// times 0x100 in the third group (i < 128), clear of the customer /64s.
+func DelegatedPrefix6(i int) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("2001:db8:%x::/56", 0x8000+i*0x100))
+}
+
+// Delegate6 makes the ISP of uplink name delegate DelegatedPrefix6 of the
+// uplink to the router, as a DHCPv6-PD server does: the ISP routes the
+// prefix to the router's current address on the link, the inet namespace
+// routes it to the ISP. Telling uplinkd is the test's part (`uplinkd
+// event --delegated` or delegated_prefix). The routes go with the lab; a
+// redial leaves the ISP's route behind its old address (call again).
+func (l *Lab) Delegate6(name string) (netip.Prefix, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u, err := l.uplinkLocked(name)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !l.spec.IPv6 || !u.addr6.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("lab: delegate6 %s: the uplink has no IPv6 address", name)
+	}
+	p := DelegatedPrefix6(u.idx)
+	cust, err := u.isp.h.LinkByName(CustIface)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("lab: delegate6 %s: %w", name, err)
+	}
+	if err := u.isp.h.RouteReplace(&netlink.Route{LinkIndex: cust.Attrs().Index, Dst: ipnet(p), Gw: u.addr6.AsSlice()}); err != nil {
+		return netip.Prefix{}, fmt.Errorf("lab: delegate6 %s: ISP route: %w", name, err)
+	}
+	ispWAN := netip.MustParseAddr(fmt.Sprintf("fd00:18:%x::1", u.idx))
+	if err := l.inet.h.RouteReplace(&netlink.Route{Dst: ipnet(p), Gw: ispWAN.AsSlice()}); err != nil {
+		return netip.Prefix{}, fmt.Errorf("lab: delegate6 %s: inet route: %w", name, err)
+	}
+	return p, nil
+}
+
+// AddLAN6 numbers the LAN with the /64 p: the router's lan0 gets p::1 and
+// the LAN client p::2 (no DAD), and the client's IPv6 default route goes
+// via the router's p::1. It returns the client's address.
+func (l *Lab) AddLAN6(p netip.Prefix) (netip.Addr, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.spec.IPv6 || p.Bits() != 64 || !p.Addr().Is6() {
+		return netip.Addr{}, fmt.Errorf("lab: AddLAN6 %s: needs an IPv6 lab and a /64", p)
+	}
+	router := p.Masked().Addr().Next()
+	client := router.Next()
+	rl, err := l.router.h.LinkByName(LANIface)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lab: router %s: %w", LANIface, err)
+	}
+	cl, err := l.lan.h.LinkByName(ClientIface)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("lab: lan %s: %w", ClientIface, err)
+	}
+	if err := nodad(l.router.h, rl, netip.PrefixFrom(router, 64)); err != nil {
+		return netip.Addr{}, err
+	}
+	if err := nodad(l.lan.h, cl, netip.PrefixFrom(client, 64)); err != nil {
+		return netip.Addr{}, err
+	}
+	// The newest LAN address of the router is the client's gateway.
+	def := &netlink.Route{LinkIndex: cl.Attrs().Index, Dst: ipnet(netip.MustParsePrefix("::/0")), Gw: router.AsSlice()}
+	if err := l.lan.h.RouteReplace(def); err != nil {
+		return netip.Addr{}, fmt.Errorf("lab: lan default route: %w", err)
+	}
+	return client, nil
+}
+
+// LANSubnet6For is the first /64 of a delegated prefix, the LAN's in a
+// lab test.
+func LANSubnet6For(p netip.Prefix) (netip.Prefix, bool) {
+	if p.Bits() > 64 {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(p.Masked().Addr(), 64), true
+}

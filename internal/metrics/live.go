@@ -20,6 +20,16 @@ type Sources struct {
 	DHCP func() (d DHCP, ok bool)
 	// Traffic reads the per-uplink traffic counters (at every scrape).
 	Traffic func() []Traffic
+	// LAN6 reports the uplinks' delegated IPv6 prefixes ([lan.ipv6]).
+	LAN6 func() []Delegation
+}
+
+// Delegation is an uplink's delegated IPv6 prefix: its current one, where
+// it comes from (config, learned) and when its lifetimes end (zero:
+// infinite).
+type Delegation struct {
+	Uplink, Prefix, Source     string
+	PreferredUntil, ValidUntil time.Time
 }
 
 // Traffic is one uplink's counter in one direction (in, out, forward_in,
@@ -185,6 +195,24 @@ func (r *Registry) writeLive(w io.Writer) {
 			lbl := `uplink="` + escapeLabel(t.Uplink) + `",direction="` + escapeLabel(t.Direction) + `"`
 			bytesF.add(lbl, float64(t.Bytes))
 			pktsF.add(lbl, float64(t.Packets))
+		}
+	}
+	if src.LAN6 != nil {
+		info := newFam("uplinkd_lan6_delegated_prefix_info", "gauge",
+			"1 for the uplink's current delegated IPv6 prefix, with its source (config, learned)")
+		pref := newFam("uplinkd_lan6_delegation_preferred_until_timestamp_seconds", "gauge",
+			"Unix time the delegation's preferred lifetime ends; absent when infinite")
+		valid := newFam("uplinkd_lan6_delegation_valid_until_timestamp_seconds", "gauge",
+			"Unix time the delegation's valid lifetime ends (uplinkd drops it then); absent when infinite")
+		for _, d := range src.LAN6() {
+			lbl := `uplink="` + escapeLabel(d.Uplink) + `"`
+			info.add(lbl+`,prefix="`+escapeLabel(d.Prefix)+`",source="`+escapeLabel(d.Source)+`"`, 1)
+			if !d.PreferredUntil.IsZero() {
+				pref.add(lbl, float64(d.PreferredUntil.Unix()))
+			}
+			if !d.ValidUntil.IsZero() {
+				valid.add(lbl, float64(d.ValidUntil.Unix()))
+			}
 		}
 	}
 	for _, f := range fams {

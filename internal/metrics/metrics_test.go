@@ -391,6 +391,9 @@ func TestDocumentedMetrics(t *testing.T) {
 		},
 		DHCP:    func() (DHCP, bool) { mu.Lock(); defer mu.Unlock(); return dhcp, true },
 		Traffic: func() []Traffic { return []Traffic{{Uplink: "dsl", Direction: "in", Packets: 1, Bytes: 100}} },
+		LAN6: func() []Delegation {
+			return []Delegation{{Uplink: "dsl", Prefix: "2001:db8:a::/56", Source: "learned", PreferredUntil: time.Now(), ValidUntil: time.Now()}}
+		},
 	})
 	exported := map[string]string{}
 	collect := func() {

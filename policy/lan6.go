@@ -1,0 +1,118 @@
+package policy
+
+import (
+	"net/netip"
+)
+
+// The LAN side of IPv6 ([lan.ipv6], docs/ipv6.md): which prefixes each
+// uplink delegates to the LAN, the source rules of mode prefix, the
+// NPTv6 mappings of mode npt, and the forwarding sysctls. Pure, like the
+// rest of Compute; an IPv4-only config, or mode off, adds nothing.
+
+// DelegationSource says where an uplink's delegated prefix comes from.
+type DelegationSource string
+
+// Delegation sources: the uplink's delegated_prefix, or the PD client.
+const (
+	DelegationConfig  DelegationSource = "config"
+	DelegationLearned DelegationSource = "learned"
+)
+
+// Delegated is an uplink's delegated prefixes: the current one first, then
+// former ones still routed (make-before-break; learned ones only). A
+// configured delegated_prefix wins over what the PD client reported.
+func Delegated(u *Uplink, obs Observed) ([]netip.Prefix, DelegationSource) {
+	if u.DelegatedPrefix.IsValid() {
+		return []netip.Prefix{u.DelegatedPrefix}, DelegationConfig
+	}
+	if ps := obs.Delegated[u.Interface]; len(ps) > 0 {
+		return ps, DelegationLearned
+	}
+	return nil, ""
+}
+
+// LANSubnet6 is the /64 number n of a delegated prefix p, and false when
+// p holds no such /64 (p is longer than /64, or too short for n).
+func LANSubnet6(p netip.Prefix, n int) (netip.Prefix, bool) {
+	if p.Bits() > 64 || n < 0 || (64-p.Bits() < 63 && n >= 1<<(64-p.Bits())) {
+		return netip.Prefix{}, false
+	}
+	b := p.Masked().Addr().As16()
+	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	hi |= uint64(n)
+	for i := range 8 {
+		b[i] = byte(hi >> (56 - 8*i))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64), true
+}
+
+// NPT6 is one NPTv6 mapping of mode npt: traffic leaving Iface from
+// Inside has its /64 rewritten to Outside, and traffic arriving on Iface
+// for Outside is rewritten back to Inside (RFC 6296).
+type NPT6 struct {
+	Uplink  string
+	Iface   string
+	Inside  netip.Prefix
+	Outside netip.Prefix
+}
+
+// NPT6Maps are the NPTv6 mappings of mode npt, in config order: one per
+// uplink with ipv6 on whose current delegated prefix holds the [lan.ipv6]
+// subnet. Uplinks without one are left out (the daemon logs why).
+func NPT6Maps(cfg *Config, obs Observed) []NPT6 {
+	if cfg.LAN.IPv6.Mode != LAN6NPT {
+		return nil
+	}
+	var out []NPT6
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		if !u.IPv6 {
+			continue
+		}
+		ps, _ := Delegated(u, obs)
+		if len(ps) == 0 {
+			continue
+		}
+		if outside, ok := LANSubnet6(ps[0], cfg.LAN.IPv6.Subnet); ok {
+			out = append(out, NPT6{Uplink: u.Name, Iface: u.Interface, Inside: cfg.LAN.IPv6.Prefix, Outside: outside})
+		}
+	}
+	return out
+}
+
+// computeLAN6 adds what [lan.ipv6] needs to d: in mode prefix a `from
+// <delegated prefix> lookup <table>` rule at the uplink's rule_priority for
+// each delegated prefix of each uplink with ipv6 on (kept whatever the
+// link's state, like the prefix itself: with no route in the table the
+// lookup falls through); in both modes IPv6 forwarding with [lan]
+// forwarding, and accept_ra 2 on the uplinks so that they keep learning
+// their addresses and router from router advertisements (a forwarding
+// interface ignores them with accept_ra 1).
+func computeLAN6(cfg *Config, obs Observed, d *Desired) {
+	mode := cfg.LAN.IPv6.Mode
+	if mode != LAN6Prefix && mode != LAN6NPT || !cfg.IPv6On() {
+		return
+	}
+	for i := range cfg.Uplinks {
+		u := &cfg.Uplinks[i]
+		if !u.IPv6 {
+			continue
+		}
+		if mode == LAN6Prefix {
+			ps, _ := Delegated(u, obs)
+			for _, p := range ps {
+				d.Rules = append(d.Rules, Rule{IPv6: true, Priority: u.RulePriority, Table: u.Table, Src: p, Protocol: Protocol})
+			}
+		}
+		if cfg.LAN.Forwarding && d.Uplinks[i].Present {
+			d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv6/conf/" + u.Interface + "/accept_ra", Value: "2"})
+		}
+	}
+	// After accept_ra (Diff keeps the order): turning forwarding on purges
+	// the RA-learned default routers of every interface whose accept_ra is
+	// not 2.
+	if cfg.LAN.Forwarding {
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv6/conf/all/forwarding", Value: "1"})
+	}
+}
