@@ -38,6 +38,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // Kind says what kind of kernel object an Event is about.
@@ -85,7 +87,7 @@ type Event struct {
 
 // Options configure Run.
 type Options struct {
-	NetNS      int          // netns fd to subscribe in; 0 = the caller's namespace
+	NetNS      int          // netns fd to subscribe in; <= 0 = the caller's (netnsx)
 	Logger     *slog.Logger // nil = slog.Default()
 	ReadBuffer int          // SO_RCVBUF bytes; 0 = 4 MiB (SO_RCVBUFFORCE is tried first, so root may exceed rmem_max)
 	// Sink, if set, is fed every notification before the events of its
@@ -160,7 +162,7 @@ type conn interface {
 type dialFunc func(opts Options, log *slog.Logger) (conn, error)
 
 func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: opts.NetNS})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: netnsx.FD(opts.NetNS)})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -125,7 +126,7 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	setTables(k, cfg)
-	fd := nsFD(opts.NetNS)
+	fd := netnsx.FD(opts.NetNS)
 	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
 	if err != nil {
 		k.Close()

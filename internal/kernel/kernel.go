@@ -40,7 +40,7 @@ type Kernel struct {
 	readBuffer int
 }
 
-// Open opens the netlink sockets in ns (ns < 0: the caller's namespace).
+// Open opens the netlink sockets in ns (netnsx.IsOwn: the caller's namespace).
 // The mirror starts empty and stale: the first Snapshot dumps. Run (the
 // event source) must be running for the mirror to stay current; without it
 // every Snapshot after the first returns what the last dump saw plus
@@ -53,7 +53,7 @@ func Open(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 		h   *netlink.Handle
 		err error
 	)
-	if ns >= 0 {
+	if !netnsx.IsOwn(ns) {
 		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	} else {
 		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -61,20 +61,12 @@ func Open(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink: %w", err)
 	}
-	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: nsFD(ns)})
+	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: netnsx.FD(ns)})
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("open rtnetlink for dumps: %w", err)
 	}
 	return &Kernel{h: h, dump: dump, ns: ns, log: log, m: newMirror()}, nil
-}
-
-// nsFD is the netlink libraries' way to say the namespace: 0 is their own.
-func nsFD(ns netns.NsHandle) int {
-	if ns < 0 {
-		return 0
-	}
-	return int(ns)
 }
 
 // Close releases the sockets and the sysctl files.
@@ -93,7 +85,7 @@ func (k *Kernel) Close() error {
 // sent, so a pass triggered by an event sees it; a (re)subscription or an
 // overflow marks the mirror stale before the KindResync event goes out.
 func (k *Kernel) Run(ctx context.Context, out chan<- watcher.Event) error {
-	return watcher.Run(ctx, watcher.Options{NetNS: nsFD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
+	return watcher.Run(ctx, watcher.Options{NetNS: netnsx.FD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
 }
 
 // Update applies one notification to the mirror (watcher.Sink).
