@@ -30,7 +30,7 @@ type Kernel interface {
 	// Snapshot returns the kernel state policy decisions depend on.
 	Snapshot() (policy.Observed, error)
 	ReadSysctls(keys []string) (map[string]string, error)
-	// Apply carries out changes in order; policy.ErrStale means the kernel
+	// Apply carries out changes in order; kernel.ErrStale means the kernel
 	// changed under the pass (the loop resyncs at once), ENETDOWN that a
 	// link was not up yet (its link-up event brings the next pass).
 	Apply(changes []policy.Change, obs policy.Observed) error

@@ -319,7 +319,7 @@ func (k *Kernel) setRPFilter(name, value string) (ok bool, err error) {
 		Data:   append(hdr, attrs...),
 	})
 	if errors.Is(err, unix.ENODEV) {
-		return true, policy.ErrStale
+		return true, ErrStale
 	}
 	if err != nil {
 		return true, err
@@ -341,7 +341,7 @@ func (k *Kernel) writeSysctl(s policy.Sysctl) error {
 	for try := 0; ; try++ {
 		f, err := k.sysctlFile(s.Key)
 		if errors.Is(err, fs.ErrNotExist) {
-			return policy.ErrStale // the interface went away after the snapshot
+			return ErrStale // the interface went away after the snapshot
 		}
 		if err != nil {
 			return err
@@ -426,13 +426,13 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 			continue
 		}
 		if errors.Is(err, unix.ENODEV) {
-			err = policy.ErrStale
+			err = ErrStale
 		}
 		if err != nil {
 			// A vanished device (ErrStale) and a link not up yet (ENETDOWN,
 			// an address that arrives before the link-up) say nothing the
 			// mirror does not know; any other refusal may mean it is wrong.
-			failed = failed || !errors.Is(err, policy.ErrStale) && !errors.Is(err, unix.ENETDOWN)
+			failed = failed || !errors.Is(err, ErrStale) && !errors.Is(err, unix.ENETDOWN)
 			errs = append(errs, fmt.Errorf("%s: %w", c.Command(), err))
 		}
 	}
