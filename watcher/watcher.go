@@ -39,6 +39,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/backoff"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
@@ -193,7 +194,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 	}
 	log.Debug("watcher: subscribed", "netns_fd", opts.NetNS)
 
-	backoff := minBackoff
+	retry := backoff.New(minBackoff, maxBackoff)
 	for {
 		received, err := serve(ctx, c, out, log, opts.Sink)
 		_ = c.Close()
@@ -202,26 +203,26 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 		}
 		if received {
 			// The socket worked for a while: start the backoff over.
-			backoff = minBackoff
+			retry.Reset()
 		}
 		overflow := errors.Is(err, errOverflow)
 		if overflow {
 			log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resubscribing and resyncing")
 		} else {
-			log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
+			log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", retry.Peek())
 		}
 		for {
 			// An overflow's socket was fine: the first redial is at once.
-			if !overflow && !sleep(ctx, backoff) {
+			d := retry.Next()
+			if !overflow && !sleep(ctx, d) {
 				return nil
 			}
 			overflow = false
-			backoff = min(2*backoff, maxBackoff)
 			c, err = dial(opts, log)
 			if err == nil {
 				break
 			}
-			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", backoff)
+			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", retry.Peek())
 		}
 		log.Info("watcher: resubscribed to rtnetlink")
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/backoff"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
@@ -534,7 +535,7 @@ func staleBackoff(n int) time.Duration {
 	if n == 0 {
 		return 0
 	}
-	return min(250*time.Microsecond<<min(n-1, 12), retryAfter)
+	return backoff.New(250*time.Microsecond, retryAfter).Delay(n - 1)
 }
 
 // nextRepair is when the repair limiter will have a token again.
