@@ -41,6 +41,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/backoff"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
+	"github.com/uplinkd/uplinkd/internal/rtattr"
 )
 
 // Kind says what kind of kernel object an Event is about.
@@ -311,19 +312,14 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Fixed header sizes of the rtnetlink message families we decode.
+// Field offsets in the fixed headers of the rtnetlink messages we decode
+// (the header sizes are unix.Sizeof* and rtattr.SizeofFibRuleHdr).
 const (
-	sizeofIfInfomsg   = 16 // struct ifinfomsg
-	sizeofIfAddrmsg   = 8  // struct ifaddrmsg
-	sizeofRtMsg       = 12 // struct rtmsg
-	sizeofFibRuleHdr  = 12 // struct fib_rule_hdr
-	rtmsgTableOffset  = 4  // rtmsg.rtm_table, fib_rule_hdr.table
-	rtmsgProtoOffset  = 5  // rtmsg.rtm_protocol
-	ifinfoIndexOffset = 4  // ifinfomsg.ifi_index
-	ifaddrIndexOffset = 4  // ifaddrmsg.ifa_index
+	rtmsgTableOffset  = 4 // rtmsg.rtm_table, fib_rule_hdr.table
+	rtmsgProtoOffset  = 5 // rtmsg.rtm_protocol
+	ifinfoIndexOffset = 4 // ifinfomsg.ifi_index
+	ifaddrIndexOffset = 4 // ifaddrmsg.ifa_index
 )
-
-var errShort = errors.New("message shorter than its fixed header")
 
 // decode turns one rtnetlink message (type and payload after the nlmsghdr)
 // into an Event without At. ok is false for message types that are not
@@ -333,11 +329,11 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
 		ev = Event{Kind: KindLink, Deleted: typ == unix.RTM_DELLINK}
-		if len(b) < sizeofIfInfomsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofIfInfomsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.Index = int(int32(binary.NativeEndian.Uint32(b[ifinfoIndexOffset:])))
-		err = walkAttrs(b[sizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
 			if ad.Type() == unix.IFLA_IFNAME {
 				ev.Iface = ad.String()
 			}
@@ -346,8 +342,8 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 		ev = Event{Kind: KindAddr, Deleted: typ == unix.RTM_DELADDR}
-		if len(b) < sizeofIfAddrmsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofIfAddrmsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Index = int(binary.NativeEndian.Uint32(b[ifaddrIndexOffset:]))
@@ -355,14 +351,14 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		ev = Event{Kind: KindRoute, Deleted: typ == unix.RTM_DELROUTE}
-		if len(b) < sizeofRtMsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofRtMsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
 		ev.Protocol = int(b[rtmsgProtoOffset])
 		multipath := false
-		err = walkAttrs(b[sizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
 			switch ad.Type() {
 			case unix.RTA_TABLE:
 				ev.Table = int(ad.Uint32())
@@ -379,12 +375,12 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		ev = Event{Kind: KindRule, Deleted: typ == unix.RTM_DELRULE}
-		if len(b) < sizeofFibRuleHdr {
-			return ev, true, errShort
+		if len(b) < rtattr.SizeofFibRuleHdr {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
-		err = walkAttrs(b[sizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[rtattr.SizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
 			switch ad.Type() {
 			case unix.FRA_TABLE:
 				ev.Table = int(ad.Uint32())
@@ -395,19 +391,4 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		return ev, true, err
 	}
 	return Event{}, false, nil
-}
-
-// walkAttrs calls fn for each top-level attribute in b.
-func walkAttrs(b []byte, fn func(*netlink.AttributeDecoder)) error {
-	if len(b) == 0 {
-		return nil
-	}
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return err
-	}
-	for ad.Next() {
-		fn(ad)
-	}
-	return ad.Err()
 }
