@@ -65,50 +65,33 @@ func BenchmarkDecode(b *testing.B) {
 	routes := dump(unix.RTM_GETROUTE, []byte{unix.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	b.Logf("%d links, %d routes", len(links), len(routes))
 
-	b.Run("links/uplinkd", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			for _, m := range links {
-				if _, _, err := decodeLink(m); err != nil {
-					b.Fatal(err)
+	cases := []struct {
+		name   string
+		msgs   [][]byte
+		decode func([]byte) error
+	}{
+		{"links/uplinkd", links, func(m []byte) error { _, _, err := decodeLink(m); return err }},
+		{"links/rtnetlink", links, func(m []byte) error { var lm rtnetlink.LinkMessage; return lm.UnmarshalBinary(m) }},
+		{"routes/uplinkd", routes, func(m []byte) error {
+			rh, err := decodeRouteHeader(m)
+			if err != nil {
+				return err
+			}
+			_, err = decodeRoute(m, rh, routeTable(m, rh))
+			return err
+		}},
+		{"routes/rtnetlink", routes, func(m []byte) error { var rm rtnetlink.RouteMessage; return rm.UnmarshalBinary(m) }},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				for _, m := range c.msgs {
+					if err := c.decode(m); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
-		}
-	})
-	b.Run("links/rtnetlink", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			for _, m := range links {
-				var lm rtnetlink.LinkMessage
-				if err := lm.UnmarshalBinary(m); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
-	b.Run("routes/uplinkd", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			for _, m := range routes {
-				rh, err := decodeRouteHeader(m)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := decodeRoute(m, rh, routeTable(m, rh)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
-	b.Run("routes/rtnetlink", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			for _, m := range routes {
-				var rm rtnetlink.RouteMessage
-				if err := rm.UnmarshalBinary(m); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
+		})
+	}
 }
