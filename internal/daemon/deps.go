@@ -105,9 +105,6 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.NetNS == 0 {
-		opts.NetNS = -1 // a zero Options: fd 0 is stdin, not a namespace
-	}
 	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return nil, err
@@ -127,7 +124,7 @@ func Open(opts Options) (*Daemon, error) {
 	}
 	setTables(k, cfg)
 	fd := netnsx.FD(opts.NetNS)
-	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
+	fw, err := firewall.FromConfig(cfg.Firewall, fd, opts.Logger)
 	if err != nil {
 		k.Close()
 		closeSocket(sock)
