@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
 // Publishing: when an uplink's address changes, [[uplink.publish]] tells the
@@ -46,6 +48,9 @@ const (
 	PublishBackoff    = 30 * time.Second
 	PublishMaxBackoff = 30 * time.Minute
 )
+
+// publishRetry is that schedule; a publisher counts its own failures.
+var publishRetry = backoff.New(PublishBackoff, PublishMaxBackoff)
 
 // PublishSpec is one [[uplink.publish]] of one uplink, fully resolved by the
 // loader. It never holds a secret itself, only the paths of the files that

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
 // PublishOptions configures a PublishManager.
@@ -317,8 +319,8 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 		p.published, p.publishedAt, p.failures, p.retryAt = req.Addr, now, 0, time.Time{}
 	case PublishRetry:
 		p.failures++
-		backoff := PublishBackoff << min(p.failures-1, 16)
-		p.retryAt = now.Add(jittered(min(backoff, PublishMaxBackoff), PublishMaxBackoff, m.rand()))
+		d := publishRetry.Delay(p.failures - 1)
+		p.retryAt = now.Add(backoff.Jitter(d, PublishMaxBackoff, jitterFraction, m.rand()))
 	case PublishPermanent:
 		p.permanent = true
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/firewall"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -333,7 +334,7 @@ func waitForWithin(b *testing.B, syncs <-chan SyncResult, within time.Duration, 
 	for {
 		select {
 		case s := <-syncs:
-			if s.Err != nil && !errors.Is(s.Err, policy.ErrStale) {
+			if s.Err != nil && !errors.Is(s.Err, kernel.ErrStale) {
 				b.Fatalf("pass failed: %v", s.Err)
 			}
 			if cond(s) {

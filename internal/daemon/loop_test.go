@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
@@ -207,8 +208,8 @@ func TestLoopRetry(t *testing.T) {
 	}{
 		{"error: retry after a second", errBoom, false, retryAfter},
 		{"snapshot error: retry after a second", errBoom, true, retryAfter},
-		{"kernel changed during the apply: resync at once", fmt.Errorf("ip route add ...: %w", policy.ErrStale), false, 0},
-		{"stale snapshot: resync at once", fmt.Errorf("mirror: %w", policy.ErrStale), true, 0},
+		{"kernel changed during the apply: resync at once", fmt.Errorf("ip route add ...: %w", kernel.ErrStale), false, 0},
+		{"stale snapshot: resync at once", fmt.Errorf("mirror: %w", kernel.ErrStale), true, 0},
 		{"network is down: wait for link-up", fmt.Errorf("ip route add default dev ppp0 table 200: %w", syscall.ENETDOWN), false, -1},
 		{"network is down and another error: retry", errors.Join(syscall.ENETDOWN, errBoom), false, retryAfter},
 	}

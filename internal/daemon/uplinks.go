@@ -10,9 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher/probe"
 )
@@ -564,13 +563,4 @@ func (d *Daemon) fireHooks() {
 	d.pendingHooks = d.pendingHooks[:0]
 }
 
-func (d *Daemon) netnsFD() int { return nsFD(d.opts.NetNS) }
-
-// nsFD is the namespace fd the watcher and probers take: 0 for the
-// process's own namespace.
-func nsFD(ns netns.NsHandle) int {
-	if ns < 0 {
-		return 0
-	}
-	return int(ns)
-}
+func (d *Daemon) netnsFD() int { return netnsx.FD(d.opts.NetNS) }
