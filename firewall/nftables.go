@@ -229,7 +229,11 @@ func (b *nftBackend) syncNPT6(old *Ruleset, rs Ruleset) error {
 	if !has6(rs) && (old == nil || !has6(*old)) {
 		tables, err := b.conn.ListTablesOfFamily(nftables.TableFamilyIPv6)
 		if err != nil {
-			return fmt.Errorf("nftables sync: list ip6 tables: %w", err)
+			// A kernel without the ip6 family holds nothing of ours,
+			// and an IPv4-only sync must not fail over IPv6.
+			b.log.Debug("nftables: cannot list ip6 tables; assuming none of ours", "reason", err.Error())
+			b.redial()
+			return nil
 		}
 		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table6Name }) {
 			return nil

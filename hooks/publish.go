@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
 // Publishing: when an uplink's address changes, [[uplink.publish]] tells the
@@ -47,6 +49,9 @@ const (
 	PublishMaxBackoff = 30 * time.Minute
 )
 
+// publishRetry is that schedule; a publisher counts its own failures.
+var publishRetry = backoff.New(PublishBackoff, PublishMaxBackoff)
+
 // PublishSpec is one [[uplink.publish]] of one uplink, fully resolved by the
 // loader. It never holds a secret itself, only the paths of the files that
 // do, so it can be logged and compared freely.
@@ -64,6 +69,10 @@ type PublishSpec struct {
 	Server string // rfc2136: host:port of the primary (NewPublisher adds :53)
 	Zone   string // rfc2136: the zone to update
 	TTL    time.Duration
+
+	// IPv6: the publisher publishes the uplink's IPv6 address (family =
+	// "ipv6"; UpdateIPv6 feeds it): a dyndns2 myipv6, an rfc2136 AAAA.
+	IPv6 bool
 
 	Hostname     string // dyndns2, rfc2136: the name whose address is set
 	Username     string // dyndns2
@@ -84,7 +93,13 @@ func (s PublishSpec) target() string {
 	if s.URL != nil {
 		u = s.URL.String()
 	}
-	h := sha256.Sum256([]byte(strings.Join(append([]string{string(s.Kind), u, s.Server, s.Zone, s.Hostname, s.Username}, s.Command...), "\x00")))
+	fields := []string{string(s.Kind), u, s.Server, s.Zone, s.Hostname, s.Username}
+	if s.IPv6 {
+		// Only then: an IPv4 publisher keeps the target (and the state
+		// file's verdict) it had before publishers had a family.
+		fields = append(fields, "ipv6")
+	}
+	h := sha256.Sum256([]byte(strings.Join(append(fields, s.Command...), "\x00")))
 	return hex.EncodeToString(h[:8])
 }
 

@@ -27,6 +27,14 @@ func newCommandPublisher(spec PublishSpec, opts PublisherOptions) (*commandPubli
 	return &commandPublisher{spec: spec, log: opts.Log}, nil
 }
 
+// familyName is UPLINKD_FAMILY of a publisher: ipv4 or ipv6.
+func familyName(v6 bool) string {
+	if v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
 // addrString is a's text, or "" for no address (the zero Addr).
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {
@@ -43,6 +51,7 @@ func (c *commandPublisher) Publish(ctx context.Context, req PublishRequest) Publ
 		"UPLINKD_NEW_IP=" + addrString(req.Addr),
 		"UPLINKD_OLD_IP=" + addrString(req.Previous),
 		"UPLINKD_PUBLISHER=" + c.spec.Name,
+		"UPLINKD_FAMILY=" + familyName(c.spec.IPv6),
 	}
 	log := c.log.With("event", "publish", "uplink", c.spec.Uplink, "iface", c.spec.Iface, "publisher", c.spec.Name)
 	res := runCommand(ctx, log, c.spec.Command, env, c.spec.Timeout)

@@ -127,7 +127,14 @@ func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult
 		return PublishResult{Outcome: PublishPermanent, Err: err}
 	}
 	u := *d.endpoint
-	u.RawQuery = url.Values{"hostname": {d.spec.Hostname}, "myip": {req.Addr.String()}}.Encode()
+	// An IPv6 address goes in myipv6, the parameter dyndns2 providers
+	// take for the AAAA record, never in myip: a provider that reads myip
+	// as the A record would refuse it or store it wrong.
+	param := "myip"
+	if req.Addr.Is6() {
+		param = "myipv6"
+	}
+	u.RawQuery = url.Values{"hostname": {d.spec.Hostname}, param: {req.Addr.String()}}.Encode()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return PublishResult{Outcome: PublishPermanent, Err: fmt.Errorf("dyndns2: %w", err)}

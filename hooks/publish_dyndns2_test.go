@@ -95,7 +95,7 @@ type dynServer struct {
 	received chan dynRequest // if set, every request is sent here too
 }
 
-type dynRequest struct{ path, hostname, myip, agent string }
+type dynRequest struct{ path, hostname, myip, agent, myipv6 string }
 type dynReply struct {
 	status int
 	body   string
@@ -128,12 +128,12 @@ func newDynServerOn(t testing.TB, ca *testCA, ln net.Listener) *dynServer {
 
 func (s *dynServer) serve(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	req := dynRequest{path: r.URL.Path, hostname: q.Get("hostname"), myip: q.Get("myip"), agent: r.UserAgent()}
+	req := dynRequest{path: r.URL.Path, hostname: q.Get("hostname"), myip: q.Get("myip"), agent: r.UserAgent(), myipv6: q.Get("myipv6")}
 	s.mu.Lock()
 	s.requests = append(s.requests, req)
 	host, _, _ := net.SplitHostPort(r.RemoteAddr)
 	s.from = append(s.from, host)
-	reply := dynReply{200, "good " + req.myip}
+	reply := dynReply{200, "good " + req.myip + req.myipv6}
 	if len(s.replies) > 0 {
 		reply, s.replies = s.replies[0], s.replies[1:]
 	}
@@ -231,7 +231,7 @@ func TestDynDNS2Replies(t *testing.T) {
 			}
 			reqs := srv.got()
 			last := reqs[len(reqs)-1]
-			if last != (dynRequest{"/nic/update", "home.example.net", "198.51.100.10", "uplinkd/1.2.3"}) {
+			if last != (dynRequest{"/nic/update", "home.example.net", "198.51.100.10", "uplinkd/1.2.3", ""}) {
 				t.Fatalf("request %+v", last)
 			}
 		})

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
 // PublishOptions configures a PublishManager.
@@ -37,6 +39,7 @@ type PublishOptions struct {
 type PublishEvent struct {
 	Uplink, Iface, Publisher string
 	Kind                     PublishKind
+	IPv6                     bool       // the publisher's family is ipv6
 	OldIP, NewIP             netip.Addr // last published before / attempted now
 	Result                   string     // ok | retry | permanent
 	Reply                    string     // the server's answer, if any
@@ -48,7 +51,7 @@ type PublishEvent struct {
 // HookEvent is the `publish` hook event of ev (UPLINKD_RESULT, _PUBLISHER).
 func (ev PublishEvent) HookEvent() HookEvent {
 	return HookEvent{Event: "publish", Uplink: ev.Uplink, Iface: ev.Iface, OldIP: addrString(ev.OldIP),
-		NewIP: addrString(ev.NewIP), Reason: ev.Reason, Result: ev.Result, Publisher: ev.Publisher}
+		NewIP: addrString(ev.NewIP), Reason: ev.Reason, Result: ev.Result, Publisher: ev.Publisher, Family: familyName(ev.IPv6)}
 }
 
 // PublishStatus is one publisher's line in `uplinkd status`.
@@ -183,10 +186,17 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 	return m, nil
 }
 
-// Update reports uplink's current address (the zero Addr: it has none). It
-// never blocks on I/O: it records the address and (re)arms timers; repeated
-// calls with the same address cost a map lookup.
-func (m *PublishManager) Update(uplink string, addr netip.Addr) {
+// Update reports uplink's current IPv4 address (the zero Addr: it has
+// none) to its IPv4 publishers. It never blocks on I/O: it records the
+// address and (re)arms timers; repeated calls with the same address cost a
+// map lookup.
+func (m *PublishManager) Update(uplink string, addr netip.Addr) { m.update(uplink, false, addr) }
+
+// UpdateIPv6 is Update for the uplink's IPv6 address and its publishers
+// with family ipv6: the same settle, min_interval, backoff and refresh.
+func (m *PublishManager) UpdateIPv6(uplink string, addr netip.Addr) { m.update(uplink, true, addr) }
+
+func (m *PublishManager) update(uplink string, v6 bool, addr netip.Addr) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -194,7 +204,7 @@ func (m *PublishManager) Update(uplink string, addr netip.Addr) {
 	}
 	now := m.clock.Now()
 	for _, p := range m.byUplink[uplink] {
-		if p.known && p.cur == addr {
+		if p.spec.IPv6 != v6 || p.known && p.cur == addr {
 			continue
 		}
 		p.known, p.cur, p.curSince = true, addr, now
@@ -309,14 +319,14 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 		p.published, p.publishedAt, p.failures, p.retryAt = req.Addr, now, 0, time.Time{}
 	case PublishRetry:
 		p.failures++
-		backoff := PublishBackoff << min(p.failures-1, 16)
-		p.retryAt = now.Add(jittered(min(backoff, PublishMaxBackoff), PublishMaxBackoff, m.rand()))
+		d := publishRetry.Delay(p.failures - 1)
+		p.retryAt = now.Add(backoff.Jitter(d, PublishMaxBackoff, jitterFraction, m.rand()))
 	case PublishPermanent:
 		p.permanent = true
 	}
 	closed := m.closed
 	m.scheduleLocked(p, now)
-	ev := PublishEvent{Uplink: spec.Uplink, Iface: spec.Iface, Publisher: spec.Name, Kind: spec.Kind,
+	ev := PublishEvent{Uplink: spec.Uplink, Iface: spec.Iface, Publisher: spec.Name, Kind: spec.Kind, IPv6: spec.IPv6,
 		OldIP: req.Previous, NewIP: req.Addr, Result: res.Outcome.String(), Reply: res.Reply, Duration: took, NextTry: p.nextTry}
 	m.mu.Unlock()
 	if res.Err != nil {

@@ -188,6 +188,39 @@ func TestPublishSettleAndFlaps(t *testing.T) {
 	r.expectCalls("198.51.100.10", "198.51.100.12")
 }
 
+// TestPublishFamily: a publisher with family ipv6 takes only UpdateIPv6's
+// address, with the same settle rule, and an IPv4 one only Update's; the
+// IPv6 one has a target (and so a state file verdict) of its own.
+func TestPublishFamily(t *testing.T) {
+	defer noLeaks(t)
+	spec := testSpec()
+	spec.IPv6 = true
+	r := newRig(t, spec, "", &fakePublisher{})
+	defer r.m.Close()
+	a6 := netip.MustParseAddr("2001:db8::10")
+	r.m.Update("dsl", addrA)
+	r.clock.Advance(time.Hour)
+	r.expectCalls()
+	r.m.UpdateIPv6("dsl", a6)
+	r.clock.Advance(2*time.Second - time.Millisecond)
+	r.expectCalls()
+	r.clock.Advance(time.Millisecond)
+	r.waitEvents(1)
+	r.expectCalls("2001:db8::10")
+	r.m.Update("dsl", addrB)
+	r.clock.Advance(time.Hour)
+	r.expectCalls("2001:db8::10")
+	r.mu.Lock()
+	ev := r.events[0].HookEvent()
+	r.mu.Unlock()
+	if ev.Family != "ipv6" || ev.NewIP != "2001:db8::10" {
+		t.Errorf("hook event %+v", ev)
+	}
+	if spec.target() == testSpec().target() {
+		t.Error("an IPv6 publisher has the target of its IPv4 twin")
+	}
+}
+
 func TestPublishRestart(t *testing.T) {
 	defer noLeaks(t)
 	dir := t.TempDir()

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
 // Defaults when a ReconnectSpec leaves a duration zero; they match the
@@ -141,13 +143,13 @@ type Reconnector struct {
 	need      Need
 	running   bool
 	closed    bool
-	timer     Timer  // the scheduled next attempt, if any
-	gen       uint64 // identifies the live timer; a stale callback sees a mismatch
-	next      time.Duration
-	attempts  int       // started in total, including those that found pppd alive
-	cycle     int       // started since the uplink last came back
-	started   time.Time // when the running attempt started (status: dialling since)
-	timerAt   time.Time // when the scheduled attempt fires
+	timer     Timer           // the scheduled next attempt, if any
+	gen       uint64          // identifies the live timer; a stale callback sees a mismatch
+	retry     backoff.Backoff // the delay of the next scheduled attempt
+	attempts  int             // started in total, including those that found pppd alive
+	cycle     int             // started since the uplink last came back
+	started   time.Time       // when the running attempt started (status: dialling since)
+	timerAt   time.Time       // when the scheduled attempt fires
 
 	// The dial window (kind ppp) of the last attempt: it started a dial
 	// (its command exited 0) or found a live pppd. It ends when the
@@ -203,7 +205,7 @@ func NewReconnector(spec ReconnectSpec, log *slog.Logger, clock Clock, env func(
 		procs:  procTable{proc: "/proc", run: "/run"},
 		ctx:    ctx,
 		cancel: cancel,
-		next:   spec.Backoff,
+		retry:  backoff.New(spec.Backoff, spec.MaxBackoff),
 	}
 }
 
@@ -240,7 +242,7 @@ func (r *Reconnector) Set(need Need) {
 		r.need = NeedNone
 		r.stopTimerLocked()
 		r.closeWindowLocked()
-		r.next = r.spec.Backoff
+		r.retry.Reset()
 		r.cycle = 0
 		return
 	}
@@ -333,7 +335,7 @@ func (r *Reconnector) Adopt(old *Reconnector) {
 	old.stopTimerLocked()
 	inWindow, since, pid, exitDelay := old.inWindow, old.windowSince, old.pppdPID, old.exitDelay
 	old.closeWindowLocked()
-	need, next, cycle, started := old.need, old.next, old.cycle, old.started
+	need, next, cycle, started := old.need, old.retry.Peek(), old.cycle, old.started
 	old.mu.Unlock()
 
 	r.mu.Lock()
@@ -342,7 +344,7 @@ func (r *Reconnector) Adopt(old *Reconnector) {
 		return
 	}
 	r.need, r.cycle, r.started = need, cycle, started
-	r.next = min(max(next, r.spec.Backoff), r.spec.MaxBackoff)
+	r.retry.Set(next)
 	if running {
 		r.waiting = true
 		return
@@ -452,12 +454,11 @@ func (r *Reconnector) afterAttemptLocked(dialed time.Time, pid int) time.Duratio
 // bring the link up first (the dial window may end sooner: see
 // openWindowLocked).
 func (r *Reconnector) scheduleLocked(dialed time.Time) time.Duration {
-	d := r.jitter(r.next)
+	d := r.jitter(r.retry.Next())
 	r.exitDelay = d
 	if r.spec.Kind == "ppp" && !dialed.IsZero() {
 		d = max(d, dialed.Add(r.spec.DialTimeout).Sub(r.clock.Now()))
 	}
-	r.next = min(2*r.next, r.spec.MaxBackoff)
 	r.armLocked(d)
 	return d
 }
@@ -546,14 +547,7 @@ func (r *Reconnector) pppdExited(gen uint64, pid int) {
 // jitter spreads d by ±jitterFraction but never beyond MaxBackoff, so the
 // configured maximum really is the longest an uplink stays without a try.
 func (r *Reconnector) jitter(d time.Duration) time.Duration {
-	return jittered(d, r.spec.MaxBackoff, r.rand())
-}
-
-// jittered spreads d by ±jitterFraction using u, a uniform number in [0,1),
-// capped at limit. Reconnect attempts and publish retries share it.
-func jittered(d, limit time.Duration, u float64) time.Duration {
-	f := 1 - jitterFraction + 2*jitterFraction*u
-	return min(time.Duration(float64(d)*f), limit)
+	return backoff.Jitter(d, r.spec.MaxBackoff, jitterFraction, r.rand())
 }
 
 func (r *Reconnector) fire(gen uint64) {

@@ -38,6 +38,10 @@ type HookEvent struct {
 	Publisher string
 	// Attempt numbers `reconnect` attempts within one down period.
 	Attempt int
+	// Family is the address family a health event is about: ipv4 for
+	// probe-down/probe-up, ipv6 for probe6-down/probe6-up (docs/ipv6.md);
+	// empty for events of the uplink as a whole.
+	Family string
 }
 
 func (ev HookEvent) env() []string {
@@ -55,6 +59,7 @@ func (ev HookEvent) env() []string {
 		"UPLINKD_RESULT=" + ev.Result,
 		"UPLINKD_PUBLISHER=" + ev.Publisher,
 		"UPLINKD_ATTEMPT=" + attempt,
+		"UPLINKD_FAMILY=" + ev.Family,
 	}
 }
 

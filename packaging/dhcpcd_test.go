@@ -62,6 +62,10 @@ func TestDhcpcdHook(t *testing.T) {
 		{"EXPIRE6", []string{"reason=EXPIRE6", "interface=ppp0"}, []string{"event", "--iface=ppp0", "--delegated=none"}},
 		{"RELEASE6", []string{"reason=RELEASE6", "interface=ppp0"}, []string{"event", "--iface=ppp0", "--delegated=none"}},
 		{"STOP6", []string{"reason=STOP6", "interface=ppp0"}, []string{"event", "--iface=ppp0", "--delegated=none"}},
+		// What Debian 12's dhcpcd 9.4.1 gives the hook on the uplink's
+		// lease (the VM suite's exit hook records it): the IA_PD prefix
+		// variables, no new_delegated_dhcp6_prefix.
+		{"dhcpcd 9.4.1: IA_PD prefix only", append([]string{"reason=REBOOT6"}, pd[0], pd[2], pd[3], pd[4], pd[5]), full},
 		{"bound without a delegation", []string{"reason=BOUND6", "interface=ppp0"}, nil},
 		{"IPv4 lease", []string{"reason=BOUND", "interface=ppp0", "new_ip_address=192.0.2.2"}, nil},
 		{"router advertisement", []string{"reason=ROUTERADVERT", "interface=ppp0"}, nil},

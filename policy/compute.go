@@ -20,9 +20,23 @@ type Health map[string]bool
 // its load balancing and the tier choice. A nil set drains nothing.
 type Drained map[string]bool
 
+// Degraded is the set of uplinks whose health machine is at the degraded
+// level (HealthMachine.Degraded: up, but loss or latency above the check's
+// warnings), by name. Each one's check says what that does: with degraded
+// = "lower-weight" it keeps degraded_weight percent of its weight in the
+// default route; with "leave" it leaves the route while an uplink that is
+// neither degraded nor drained is usable, in any tier (degraded beats
+// nothing). A nil set degrades nothing, and then the output is exactly
+// ComputeFrom's.
+type Degraded map[string]bool
+
 // UserMarkMask is the part of the packet mark that [[rule]] marks live in;
 // the upper bits are left to the firewall's per-uplink connection marks.
 const UserMarkMask = 0x0000ffff
+
+// MaxNexthopWeight is the largest weight of a multipath next hop (8 bits,
+// stored minus one, in the kernel).
+const MaxNexthopWeight = 256
 
 // UplinkMarkMask holds the uplink a connection started on: (i+1)<<16 for
 // the i-th [[uplink]], in the conntrack mark (set by the firewall) and, for
@@ -56,6 +70,12 @@ func Compute(cfg *Config, obs Observed, health Health) Desired {
 // (the daemon feeds them to the health machines first), with the uplinks
 // drained by hand; links is not modified.
 func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health, drained Drained) Desired {
+	return ComputeWith(cfg, obs, links, health, drained, nil)
+}
+
+// ComputeWith is ComputeFrom with the uplinks at the degraded level: the
+// daemon's pass (and anything that wants to see its routes) calls it.
+func ComputeWith(cfg *Config, obs Observed, links []UplinkState, health Health, drained Drained, degraded Degraded) Desired {
 	var d Desired
 	for i := range cfg.Uplinks {
 		u := &cfg.Uplinks[i]
@@ -66,6 +86,8 @@ func ComputeFrom(cfg *Config, obs Observed, links []UplinkState, health Health, 
 				st.Usable, st.Reason = false, reasonProbesFailing
 			}
 		}
+		// Only an uplink whose check can degrade it and that is usable is.
+		st.Degraded = degraded[u.Name] && st.Usable && u.Check.Warns()
 		d.Uplinks = append(d.Uplinks, st)
 		if !st.Present || !st.Addr.IsValid() {
 			continue
@@ -273,6 +295,17 @@ func tableRoutes(u *Uplink, st UplinkState) []Route {
 // the administrator's word, and health cannot overrule it.
 func defaultRouteOf(cfg *Config, states []UplinkState) (Route, bool) {
 	pick := func(st UplinkState) bool { return st.Usable && !st.Drained }
+	// A degraded uplink whose check says "leave" is picked only when no
+	// uplink that is neither degraded nor drained is usable: a line with
+	// loss beats none.
+	leaving := func(st UplinkState) bool {
+		u := cfg.UplinkByName(st.Name)
+		return st.Degraded && u != nil && u.Check != nil && u.Check.Degraded == DegradedLeave
+	}
+	usable := pick
+	if healthy := func(st UplinkState) bool { return usable(st) && !leaving(st) }; bestTier(cfg, states, healthy) != 0 {
+		pick = healthy
+	}
 	best := bestTier(cfg, states, pick)
 	if best == 0 && cfg.Daemon.LastResort != LastResortNone {
 		pick = func(st UplinkState) bool { return st.Reason == reasonProbesFailing && !st.Drained }
@@ -289,18 +322,49 @@ func defaultRouteOf(cfg *Config, states []UplinkState) (Route, bool) {
 		return Route{}, false
 	}
 	r := Route{Table: cfg.Daemon.DefaultTable, Dst: defaultRoute, Protocol: Protocol}
+	var chosen []int
 	for i := range states {
 		u := &cfg.Uplinks[i]
 		if !pick(states[i]) || u.Tier != best {
 			continue
 		}
 		states[i].Active = true
+		chosen = append(chosen, i)
 		r.Nexthops = append(r.Nexthops, Nexthop{Gateway: states[i].Gateway, Dev: u.Interface, Weight: u.Weight})
 	}
+	lowerDegradedWeights(cfg, states, chosen, r.Nexthops)
 	// Same scope as `ip route add default dev ppp0` gives a gateway-less
 	// single path, so an admin's hand-made route and ours compare equal.
 	r.ScopeLink = len(r.Nexthops) == 1 && !r.Nexthops[0].Gateway.IsValid()
 	return r, true
+}
+
+// lowerDegradedWeights gives each degraded next hop with degraded =
+// "lower-weight" degraded_weight percent of its weight, relative to the
+// others. Kernel weights are whole numbers 1..256, so every weight is
+// scaled by the largest factor that keeps them in range (at most 100, the
+// percent's denominator), and a degraded one gets its share of that,
+// rounded, at least 1. Nothing changes when no next hop or every next hop
+// is degraded: the shares between them stay what the weights say.
+func lowerDegradedWeights(cfg *Config, states []UplinkState, chosen []int, hops []Nexthop) {
+	var degraded, maxW int
+	for k, i := range chosen {
+		maxW = max(maxW, hops[k].Weight, 1) // 0 means 1
+		if c := cfg.Uplinks[i].Check; states[i].Degraded && c != nil && c.Degraded != DegradedLeave {
+			degraded++
+		}
+	}
+	if degraded == 0 || degraded == len(chosen) {
+		return
+	}
+	scale := min(100, MaxNexthopWeight/maxW)
+	for k, i := range chosen {
+		w := max(hops[k].Weight, 1) * scale
+		if c := cfg.Uplinks[i].Check; states[i].Degraded && c != nil && c.Degraded != DegradedLeave {
+			w = max(1, (w*c.DegradedWeight+50)/100)
+		}
+		hops[k].Weight = w
+	}
 }
 
 // bestTier is the lowest tier among the picked uplinks, 0 when none.

@@ -295,6 +295,123 @@ targets = ["fe80::1"]
 			`t.toml:6:12: targets[0] is an IPv6 address (2001:db8::1) but the uplink has ipv6 off; set ipv6 = true or use an IPv4 target`,
 			`t.toml:13:12: targets[0] must be a global unicast IPv6 address without a zone (got "fe80::1")`,
 		},
+	}, {
+		name: "publishers by family, IPv6 health hooks",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+ipv6 = true
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "ipv6"
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+[[uplink.hook]]
+on = ["probe6-down", "probe6-up"]
+command = ["/bin/true"]
+`,
+	}, {
+		name: "an IPv6 publisher without ipv6, a bad family",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "ipv6"
+[[uplink.publish]]
+kind = "command"
+command = ["/bin/true"]
+family = "both"
+`,
+		want: []string{
+			`t.toml:8:10: family = "ipv6" publishes the uplink's IPv6 address and needs ipv6 = true on the uplink`,
+			`t.toml:12:10: family must be one of ipv4, ipv6 (got "both")`,
+		},
+	}, {
+		name: "IPv6 health hooks need ipv6",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+[[uplink.hook]]
+on = ["probe-down", "probe6-down"]
+command = ["/bin/true"]
+[[uplink]]
+name = "b"
+table = 101
+rule_priority = 101
+ipv6 = true
+[[uplink.hook]]
+on = ["probe6-down", "probe6-up"]
+command = ["/bin/true"]
+`,
+		want: []string{
+			`t.toml:6:21: on[1] = "probe6-down" is the uplink's IPv6 health and needs ipv6 = true on the uplink`,
+		},
+	}, {
+		name: "tcp, dns and http to IPv6 targets",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+ipv6 = true
+[uplink.check]
+method = "tcp"
+targets = ["192.0.2.1:80", "[2001:db8::1]:80", "example.net:443"]
+[[uplink]]
+name = "b"
+table = 101
+rule_priority = 101
+ipv6 = true
+[uplink.check]
+method = "dns"
+targets = ["192.0.2.1", "2001:db8::1", "[2001:db8::2]:5353"]
+[[uplink]]
+name = "c"
+table = 102
+rule_priority = 102
+ipv6 = true
+[uplink.check]
+method = "http"
+targets = ["http://192.0.2.1/", "https://[2001:db8::1]:8443/health", "http://example.net/"]
+`,
+	}, {
+		name: "tcp, dns and http IPv6 targets with ipv6 off or not global",
+		src: `[[uplink]]
+name = "a"
+table = 100
+rule_priority = 100
+[uplink.check]
+method = "tcp"
+targets = ["[2001:db8::1]:80"]
+[[uplink]]
+name = "b"
+table = 101
+rule_priority = 101
+ipv6 = true
+[uplink.check]
+method = "dns"
+targets = ["[fe80::1%eth0]:53", "[2001:db8::1]:0"]
+[[uplink]]
+name = "c"
+table = 102
+rule_priority = 102
+ipv6 = true
+[uplink.check]
+method = "http"
+targets = ["http://[::1]/"]
+`,
+		want: []string{
+			`t.toml:7:12: targets[0] is an IPv6 address (2001:db8::1) but the uplink has ipv6 off; set ipv6 = true or use an IPv4 target`,
+			`t.toml:15:12: targets[0] must be a global unicast IPv6 address without a zone (got "[fe80::1%eth0]:53")`,
+			`t.toml:15:33: targets[1] must be an IPv4 address or IPv4:PORT (IPv6: an address or [IPv6]:PORT) for method "dns" (got "[2001:db8::1]:0")`,
+			`t.toml:23:12: targets[0] must be a global unicast IPv6 address without a zone (got "http://[::1]/")`,
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -329,6 +329,40 @@ type Check struct {
 	// TrafficWindow is how long outgoing packets may go unanswered before
 	// the burst; always set by the loader (default 300ms).
 	TrafficWindow time.Duration `toml:"traffic_window"`
+	// WarnLoss is 0..1; 1 (the default) never degrades for loss. Above it
+	// (sliding-window loss, as max_loss) the uplink is degraded: it stays
+	// up but carries less or no new traffic (Degraded, docs/design.md).
+	WarnLoss float64 `toml:"warn_loss"`
+	// WarnLatency is 0 (the default) when latency never degrades.
+	WarnLatency time.Duration `toml:"warn_latency"`
+	// Degraded is what a degraded uplink does; always set by the loader.
+	Degraded DegradedAction `toml:"degraded"`
+	// DegradedWeight is the share, in percent of its weight, a degraded
+	// uplink keeps with Degraded = lower-weight; always set by the loader.
+	DegradedWeight int `toml:"degraded_weight"`
+}
+
+// DegradedAction is [uplink.check] degraded.
+type DegradedAction string
+
+// Degraded actions: a degraded uplink stays in the default route with
+// degraded_weight percent of its weight, or leaves it while another uplink
+// that is not degraded can carry the traffic.
+const (
+	DegradedLowerWeight DegradedAction = "lower-weight"
+	DegradedLeave       DegradedAction = "leave"
+)
+
+// WarnLossSet reports whether warn_loss judges loss. As with max_loss, 0
+// is a valid warn_loss (any loss) in a loaded Check, whose interval is
+// always set; in a hand-built one zero means "not set".
+func (c *Check) WarnLossSet() bool {
+	return c != nil && c.WarnLoss < 1 && (c.Interval != 0 || c.WarnLoss > 0)
+}
+
+// Warns reports whether the check can degrade its uplink at all.
+func (c *Check) Warns() bool {
+	return c.WarnLossSet() || (c != nil && c.WarnLatency > 0)
 }
 
 // Reconnect configures how a downed uplink is brought back. Empty commands
@@ -435,13 +469,27 @@ type Publish struct {
 	Refresh time.Duration `toml:"refresh"`
 	// Timeout bounds one update.
 	Timeout time.Duration `toml:"timeout"`
+	// Family is the address published: the uplink's IPv4 address (A,
+	// myip) or its IPv6 address (AAAA, myipv6; needs ipv6 on the uplink).
+	Family Family `toml:"family"`
 }
+
+// Family is an address family of [[uplink.publish]] family.
+type Family string
+
+// Address families.
+const (
+	FamilyIPv4 Family = "ipv4"
+	FamilyIPv6 Family = "ipv6"
+)
 
 // HookEvent is an event a [[uplink.hook]] runs on.
 type HookEvent string
 
 // HookEvents are every event name hooks may name.
-var HookEvents = []HookEvent{"link-down", "link-up", "addr-change", "probe-down", "probe-up", "down", "up", "reconnect", "publish"}
+// probe6-down and probe6-up are the IPv6 side's health transitions
+// (docs/ipv6.md).
+var HookEvents = []HookEvent{"link-down", "link-up", "addr-change", "probe-down", "probe-up", "probe6-down", "probe6-up", "down", "up", "reconnect", "publish"}
 
 // Hook runs a user command on uplink events.
 type Hook struct {

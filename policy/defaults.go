@@ -49,6 +49,9 @@ const (
 	DefaultCheckHoldDown    = 30 * time.Second
 	DefaultCheckMaxLoss     = 1.0 // any loss: loss alone never fails a round
 	DefaultTrafficWindow    = 300 * time.Millisecond
+	DefaultCheckWarnLoss    = 1.0 // never degrades for loss
+	DefaultDegraded         = DegradedLowerWeight
+	DefaultDegradedWeight   = 25 // percent: a degraded uplink takes a quarter of its share
 
 	DefaultReconnectAfter   = 10 * time.Second
 	DefaultReconnectBackoff = 5 * time.Second
@@ -199,6 +202,9 @@ func (l *loader) applyDefaults(c *Config) {
 			// A shorter interval shortens the default window with it
 			// (never below the window's least value).
 			setDefault(l, q+".traffic_window", &ch.TrafficWindow, max(min(DefaultTrafficWindow, ch.Interval), 100*time.Millisecond))
+			setDefault(l, q+".warn_loss", &ch.WarnLoss, DefaultCheckWarnLoss)
+			setDefault(l, q+".degraded", &ch.Degraded, DefaultDegraded)
+			setDefault(l, q+".degraded_weight", &ch.DegradedWeight, DefaultDegradedWeight)
 		}
 		if r := u.Reconnect; r != nil {
 			// The default commands come from hooks.DefaultCommands, at run time.
@@ -222,6 +228,7 @@ func (l *loader) applyDefaults(c *Config) {
 			setDefault(l, q+".min_interval", &pub.MinInterval, DefaultPublishMinInterval)
 			setDefault(l, q+".refresh", &pub.Refresh, DefaultPublishRefresh)
 			setDefault(l, q+".timeout", &pub.Timeout, DefaultPublishTimeout)
+			setDefault(l, q+".family", &pub.Family, FamilyIPv4)
 		}
 	}
 

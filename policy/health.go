@@ -95,6 +95,14 @@ type HealthMachine struct {
 	targets                     int
 	maxLoss                     float64 // < 0: not set
 	maxLatency                  time.Duration
+	warnLoss                    float64 // < 0: not set
+	warnLatency                 time.Duration
+
+	// degraded is the quality level of an Up uplink (Degraded); degBad and
+	// degGood count the rounds in a row above and within the warnings.
+	degraded        bool
+	degradedReason  string
+	degBad, degGood int
 
 	state  HealthState
 	reason string // of the change into state
@@ -117,6 +125,8 @@ type HealthMachine struct {
 type roundSample struct {
 	sent, answered int
 	rttSum         time.Duration
+	rttSq          float64 // sum of squared RTTs in ns², for the jitter
+	rttMax         time.Duration
 	rttN           int
 }
 
@@ -136,6 +146,8 @@ func NewHealthMachine(c Check, now time.Time) *HealthMachine {
 		targets:     len(c.Targets),
 		maxLoss:     -1,
 		maxLatency:  c.MaxLatency,
+		warnLoss:    -1,
+		warnLatency: c.WarnLatency,
 		state:       HealthChecking,
 		fresh:       true,
 		lastRound:   now,
@@ -151,6 +163,9 @@ func NewHealthMachine(c Check, now time.Time) *HealthMachine {
 	// Check's zero means "not set"; 1 or more never fails a round.
 	if (c.Interval != 0 || c.MaxLoss > 0) && c.MaxLoss < 1 {
 		h.maxLoss = c.MaxLoss
+	}
+	if c.WarnLossSet() {
+		h.warnLoss = c.WarnLoss
 	}
 	h.window = make([]roundSample, max(minHealthWindow, h.down+h.up))
 	return h
@@ -214,17 +229,73 @@ func (h *HealthMachine) Round(answered int, rtts []time.Duration, now time.Time)
 	s := roundSample{sent: max(h.targets, answered, 1), answered: answered}
 	for _, r := range rtts {
 		s.rttSum += r
+		s.rttSq += float64(r) * float64(r)
+		s.rttMax = max(s.rttMax, r)
 		s.rttN++
 	}
 	h.window[h.next] = s
 	h.next = (h.next + 1) % len(h.window)
 	h.filled = min(h.filled+1, len(h.window))
 
+	var tr Transition
 	if reason, failed := h.judge(answered); failed {
-		return mergeTransitions(due, h.failed(reason, now))
+		tr = h.failed(reason, now)
+	} else {
+		tr = h.succeeded(now)
 	}
-	return mergeTransitions(due, h.succeeded(now))
+	if h.state == HealthUp {
+		h.judgeQuality()
+	}
+	return mergeTransitions(due, tr)
 }
+
+// judgeQuality moves an Up uplink between the good and the degraded level
+// after the round just recorded: degraded after down rounds in a row whose
+// window loss or latency is above warn_loss or warn_latency; good again
+// after a whole window of rounds in a row within both. Leaving takes
+// longer than entering on purpose (hysteresis): the window still holds
+// the bad rounds for a while, and a line that hovers at the threshold
+// must not move traffic back and forth every few seconds.
+func (h *HealthMachine) judgeQuality() {
+	if h.warnLoss < 0 && h.warnLatency <= 0 {
+		return
+	}
+	loss, avg := h.Stats()
+	var why string
+	switch {
+	case h.warnLoss >= 0 && loss > h.warnLoss:
+		why = fmt.Sprintf("loss %s > warn_loss %s", lossPercent(loss), lossPercent(h.warnLoss))
+	case h.warnLatency > 0 && avg > h.warnLatency:
+		why = fmt.Sprintf("latency %s > warn_latency %s", avg.Round(time.Millisecond), h.warnLatency)
+	}
+	if why != "" {
+		h.degGood = 0
+		h.degBad++
+		if !h.degraded && h.degBad >= h.down {
+			h.degraded = true
+			h.degradedReason = fmt.Sprintf("%s for %d rounds in a row", why, h.degBad)
+		}
+		return
+	}
+	h.degBad = 0
+	if !h.degraded {
+		return
+	}
+	h.degGood++
+	if h.degGood >= len(h.window) {
+		h.degraded = false
+		h.degradedReason = fmt.Sprintf("loss and latency within the warnings for %d rounds in a row", h.degGood)
+	}
+}
+
+// Degraded reports whether the uplink is up at the degraded level: still
+// usable, but its loss or latency is above the check's warnings (always
+// false without warn_loss and warn_latency, and when not HealthUp).
+func (h *HealthMachine) Degraded() bool { return h.degraded }
+
+// DegradedReason is why the quality level last changed ("" when it never
+// did, or the uplink left HealthUp since).
+func (h *HealthMachine) DegradedReason() string { return h.degradedReason }
 
 // judge applies the success criteria to the round just recorded. A failed
 // round's reason is a function of how many rounds in a row have failed.
@@ -382,6 +453,9 @@ func (h *HealthMachine) set(to HealthState, reason string, now time.Time) Transi
 	}
 	if to == HealthUp {
 		h.oks, h.fails = 0, 0
+	} else {
+		// Only an Up uplink has a quality level; it starts good.
+		h.clearQuality()
 	}
 	return t
 }
@@ -391,6 +465,54 @@ func (h *HealthMachine) resetProbes() {
 	h.oks, h.fails, h.holdUntil = 0, 0, time.Time{}
 	clear(h.window)
 	h.next, h.filled = 0, 0
+	h.clearQuality()
+}
+
+func (h *HealthMachine) clearQuality() {
+	h.degraded, h.degradedReason, h.degBad, h.degGood = false, "", 0, 0
+}
+
+// CleanMaxRTT is the largest RTT of the last rounds rounds when every
+// probe of them answered; ok is false otherwise, and with fewer rounds in
+// the window (at most the window's length count). A lost probe may be a
+// reply slower than the timeout, so only clean rounds bound how slow the
+// line's answers are.
+func (h *HealthMachine) CleanMaxRTT(rounds int) (maxRTT time.Duration, ok bool) {
+	rounds = max(rounds, 1)
+	if rounds > h.filled {
+		return 0, false
+	}
+	for k := 1; k <= rounds; k++ {
+		s := h.window[(h.next-k+len(h.window))%len(h.window)]
+		if s.answered < s.sent || s.rttN == 0 {
+			return 0, false
+		}
+		maxRTT = max(maxRTT, s.rttMax)
+	}
+	return maxRTT, true
+}
+
+// WindowRounds is how many rounds the window holds now (up to its
+// length, max(10, down+up)).
+func (h *HealthMachine) WindowRounds() int { return h.filled }
+
+// Jitter is the population standard deviation of the answered probes'
+// RTTs in the window (across rounds, so a check with one target has one
+// too); ok is false with fewer than two answers.
+func (h *HealthMachine) Jitter() (jitter time.Duration, ok bool) {
+	var sum, sq float64
+	var n int
+	for i := range h.filled {
+		s := h.window[i]
+		sum += float64(s.rttSum)
+		sq += s.rttSq
+		n += s.rttN
+	}
+	if n < 2 {
+		return 0, false
+	}
+	mean := sum / float64(n)
+	return time.Duration(math.Round(math.Sqrt(max(sq/float64(n)-mean*mean, 0)))), true
 }
 
 // mergeTransitions combines a change due before an input with the change the input

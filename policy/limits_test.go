@@ -123,6 +123,8 @@ var boundCases = map[string]boundCase{
 	"service.check.up":                 {num, in(uplinkTOML+serviceTOML+"check = { up = ", " }\n")},
 	"uplink.check.hold_down":           {dur, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nhold_down = ", "\n")},
 	"uplink.check.max_latency":         {dur, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nmax_latency = ", "\n")},
+	"uplink.check.warn_latency":        {dur, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nwarn_latency = ", "\n")},
+	"uplink.check.degraded_weight":     {num, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nwarn_loss = 0.1\ndegraded_weight = ", "\n")},
 	"uplink.check.traffic_window":      {dur, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\ninterval = \"10s\"\ntraffic_window = ", "\n")},
 	"uplink.reconnect.reconnect_after": {dur, in(uplinkTOML+"[uplink.reconnect]\nreconnect_after = ", "\n")},
 	"uplink.reconnect.backoff":         {dur, in(uplinkTOML+"[uplink.reconnect]\nmax_backoff = \"24h\"\nbackoff = ", "\n")},

@@ -66,7 +66,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeICMP, Targets: []string{"192.0.2.1", "192.0.2.2"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0, TrafficWindow: 300 * time.Millisecond,
+			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
 		},
 		Reconnect: &Reconnect{
 			Peer:           "dsl-provider",
@@ -79,7 +79,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeHTTP, Targets: []string{"http://192.0.2.80/generate_204"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1, TrafficWindow: 300 * time.Millisecond,
+			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
 		},
 		Hooks: []Hook{{On: []HookEvent{"down", "up"}, Command: []string{"/usr/local/bin/notify", "--quiet"}}},
 	}}
@@ -555,7 +555,7 @@ rule_priority = 200
 			`t.toml:8:19: password_file must be an absolute path (got "dyn.secret")`,
 			`t.toml:9:3: missing "command" in [[uplink.publish]]`,
 			`t.toml:12:10: kind must be one of command, dyndns2, rfc2136 (got "mail")`,
-			`t.toml:14:17: on[1] must be one of link-down, link-up, addr-change, probe-down, probe-up, down, up, reconnect, publish (got "sometimes")`,
+			`t.toml:14:17: on[1] must be one of link-down, link-up, addr-change, probe-down, probe-up, probe6-down, probe6-up, down, up, reconnect, publish (got "sometimes")`,
 			`t.toml:15:13: command must not be empty`,
 			`t.toml:16:3: missing "on" in [[uplink.hook]]`,
 		},

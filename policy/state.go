@@ -161,7 +161,11 @@ type UplinkState struct {
 	// Drained: taken out of the default route by hand (Drained); Usable
 	// still says what the link could do.
 	Drained bool
-	Reason  string
+	// Degraded: up, but its probes' loss or latency is above the check's
+	// warn_loss or warn_latency (Degraded); it carries less or no new
+	// default traffic, per the check's degraded.
+	Degraded bool
+	Reason   string
 
 	// IPv6 is the uplink's IPv6 side; zero when the uplink has ipv6 off.
 	IPv6 UplinkState6

@@ -20,7 +20,7 @@ var probeTargetForms = map[ProbeMethod]struct {
 }{
 	ProbeICMP: {isIPv4Addr, "an IPv4 address"},
 	ProbeTCP:  {isHostPort, "HOST:PORT"},
-	ProbeDNS:  {func(s string) bool { return isIPv4Addr(s) || isIPv4Port(s) }, "an IPv4 address or IPv4:PORT"},
+	ProbeDNS:  {func(s string) bool { return isIPv4Addr(s) || isIPv4Port(s) }, "an IPv4 address or IPv4:PORT (IPv6: an address or [IPv6]:PORT)"},
 	ProbeHTTP: {isHTTPURL, "an http:// or https:// URL"},
 }
 
@@ -276,12 +276,15 @@ func (l *loader) uplinks(c *Config, tables, priorities map[string]string) {
 		for j := range u.Publish {
 			q := fmt.Sprintf("%s.publish[%d]", p, j)
 			l.publish(q, &u.Publish[j])
+			if u.Publish[j].Family == FamilyIPv6 && !u.IPv6 {
+				l.errorf(q+".family", "family = %q publishes the uplink's IPv6 address and needs ipv6 = true on the uplink", FamilyIPv6)
+			}
 			if u.Publish[j].Name != "" && l.name(q+".name", u.Publish[j].Name) {
 				l.unique(pubNames, u.Publish[j].Name, q+".name", fmt.Sprintf("publish name %q", u.Publish[j].Name))
 			}
 		}
 		for j, h := range u.Hooks {
-			l.hook(fmt.Sprintf("%s.hook[%d]", p, j), h)
+			l.hook(fmt.Sprintf("%s.hook[%d]", p, j), h, u.IPv6)
 		}
 	}
 }
@@ -439,7 +442,7 @@ func (l *loader) check(p string, c *Check, ipv6 bool) {
 			if !l.length(q, "", t) {
 				continue
 			}
-			if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == ProbeICMP {
+			if a, ok := ProbeTargetAddr(c.Method, t); ok && a.Is6() && !a.Is4In6() {
 				// An IPv6 target is an IPv6 health probe (docs/ipv6.md).
 				switch {
 				case !ipv6:
@@ -479,12 +482,39 @@ func (l *loader) check(p string, c *Check, ipv6 bool) {
 	if l.set(p + ".max_latency") {
 		l.duration(p+".max_latency", c.MaxLatency)
 	}
+	l.degradedCheck(p, c)
 	if l.duration(p+".traffic_window", c.TrafficWindow) && c.TrafficWindow > c.Interval && (c.TrafficTrigger || l.set(p+".traffic_window")) {
 		at := p + ".traffic_window"
 		if !l.set(at) {
 			at = p + ".interval"
 		}
 		l.errorf(at, "traffic_window %s must not exceed interval %s", c.TrafficWindow, c.Interval)
+	}
+}
+
+// degradedCheck validates the degraded level's keys (warn_loss,
+// warn_latency, degraded, degraded_weight): a warning threshold sits below
+// the matching failure threshold, and the action keys do nothing without a
+// warning threshold, so they are refused there.
+func (l *loader) degradedCheck(p string, c *Check) {
+	if !(c.WarnLoss >= 0 && c.WarnLoss <= 1) {
+		l.errorf(p+".warn_loss", "warn_loss must be between 0 and 1 (got %v)", c.WarnLoss)
+	} else if l.set(p+".warn_loss") && c.MaxLoss < 1 && c.WarnLoss >= c.MaxLoss {
+		l.errorf(p+".warn_loss", "warn_loss %v must be below max_loss %v: an uplink is degraded before it fails", c.WarnLoss, c.MaxLoss)
+	}
+	if l.set(p+".warn_latency") && l.duration(p+".warn_latency", c.WarnLatency) && c.MaxLatency > 0 && c.WarnLatency >= c.MaxLatency {
+		l.errorf(p+".warn_latency", "warn_latency %s must be below max_latency %s: an uplink is degraded before it fails", c.WarnLatency, c.MaxLatency)
+	}
+	enum(l, p+".degraded", c.Degraded, DegradedLowerWeight, DegradedLeave)
+	l.count(p+".degraded_weight", c.DegradedWeight)
+	if !c.Warns() {
+		for _, k := range []string{"degraded", "degraded_weight"} {
+			if l.set(p + "." + k) {
+				l.errorf(p+"."+k, "%s does nothing without warn_loss or warn_latency: set one of them, or remove %s", k, k)
+			}
+		}
+	} else if c.Degraded == DegradedLeave && l.set(p+".degraded_weight") {
+		l.errorf(p+".degraded_weight", "degraded_weight does nothing with degraded = %q: a degraded uplink leaves the default route", DegradedLeave)
 	}
 }
 
@@ -620,6 +650,7 @@ func (l *loader) publish(p string, pub *Publish) {
 	l.duration(p+".min_interval", pub.MinInterval)
 	l.duration(p+".refresh", pub.Refresh) // 0: never refresh
 	l.duration(p+".timeout", pub.Timeout)
+	enum(l, p+".family", pub.Family, FamilyIPv4, FamilyIPv6)
 }
 
 // fqdn checks a required DNS name and stores it without a trailing dot.
@@ -635,10 +666,14 @@ func (l *loader) fqdn(path string, v *string, need bool) bool {
 	return true
 }
 
-func (l *loader) hook(p string, h Hook) {
+func (l *loader) hook(p string, h Hook, ipv6 bool) {
 	l.required(p+".on", len(h.On) > 0)
 	for i, ev := range h.On {
-		enum(l, fmt.Sprintf("%s.on[%d]", p, i), ev, HookEvents...)
+		q := fmt.Sprintf("%s.on[%d]", p, i)
+		if enum(l, q, ev, HookEvents...) && !ipv6 && (ev == "probe6-down" || ev == "probe6-up") {
+			// It could never run: only an uplink with ipv6 on has IPv6 health.
+			l.errorf(q, "on[%d] = %q is the uplink's IPv6 health and needs ipv6 = true on the uplink", i, ev)
+		}
 	}
 	l.argv(p+".command", h.Command, true)
 	if l.set(p + ".timeout") {

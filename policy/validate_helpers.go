@@ -202,6 +202,37 @@ func canonicalMAC(s string) (string, bool) {
 	return hw.String(), true
 }
 
+// ProbeTargetAddr is the literal IP address a well-formed probe target
+// names: an icmp address, the host of a tcp HOST:PORT, a dns IP or IP:PORT,
+// the host of an http(s) URL; false for a host name or a malformed target.
+// Its family decides which side probes it (docs/ipv6.md: an IPv6 target is
+// an IPv6 health probe, whatever the method).
+func ProbeTargetAddr(m ProbeMethod, s string) (netip.Addr, bool) {
+	var host string
+	switch m {
+	case ProbeICMP:
+		host = s
+	case ProbeTCP:
+		if !isHostPort(s) {
+			return netip.Addr{}, false
+		}
+		host, _, _ = net.SplitHostPort(s)
+	case ProbeDNS:
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr(), ap.Port() != 0
+		}
+		host = s
+	case ProbeHTTP:
+		if !isHTTPURL(s) {
+			return netip.Addr{}, false
+		}
+		u, _ := url.Parse(s)
+		host = u.Hostname()
+	}
+	a, err := netip.ParseAddr(host)
+	return a, err == nil
+}
+
 func isHTTPURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""

@@ -54,6 +54,54 @@ priority = 102
 			`t.toml:16:8: mark must be 1..65535: rule marks live in the low 16 bits of the packet mark (got 70000)`,
 		},
 	}, {
+		name: "degraded level: warnings below failures, action keys need a warning",
+		src: `
+[[uplink]]
+name = "a"
+table = 200
+rule_priority = 200
+[uplink.check]
+targets = ["192.0.2.1"]
+max_loss = 0.2
+warn_loss = 0.3
+max_latency = "300ms"
+warn_latency = "300ms"
+degraded = "drop"
+[[uplink]]
+name = "b"
+table = 201
+rule_priority = 201
+[uplink.check]
+targets = ["192.0.2.1"]
+degraded = "leave"
+degraded_weight = 50
+[[uplink]]
+name = "c"
+table = 202
+rule_priority = 202
+[uplink.check]
+targets = ["192.0.2.1"]
+warn_loss = 1.5
+[[uplink]]
+name = "d"
+table = 203
+rule_priority = 203
+[uplink.check]
+targets = ["192.0.2.1"]
+warn_latency = "100ms"
+degraded = "leave"
+degraded_weight = 50
+`,
+		want: []string{
+			`t.toml:8:13: warn_loss 0.3 must be below max_loss 0.2: an uplink is degraded before it fails`,
+			`t.toml:10:16: warn_latency 300ms must be below max_latency 300ms: an uplink is degraded before it fails`,
+			`t.toml:11:12: degraded must be one of lower-weight, leave (got "drop")`,
+			`t.toml:18:12: degraded does nothing without warn_loss or warn_latency: set one of them, or remove degraded`,
+			`t.toml:19:19: degraded_weight does nothing without warn_loss or warn_latency: set one of them, or remove degraded_weight`,
+			`t.toml:26:13: warn_loss must be between 0 and 1 (got 1.5)`,
+			`t.toml:35:19: degraded_weight does nothing with degraded = "leave": a degraded uplink leaves the default route`,
+		},
+	}, {
 		name: "local matches with in_interface, in_interface an uplink",
 		src: uplinkTOML + `
 [lan]

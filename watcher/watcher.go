@@ -38,6 +38,10 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/backoff"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
+	"github.com/uplinkd/uplinkd/internal/rtattr"
 )
 
 // Kind says what kind of kernel object an Event is about.
@@ -85,7 +89,7 @@ type Event struct {
 
 // Options configure Run.
 type Options struct {
-	NetNS      int          // netns fd to subscribe in; 0 = the caller's namespace
+	NetNS      int          // netns fd to subscribe in; <= 0 = the caller's (netnsx)
 	Logger     *slog.Logger // nil = slog.Default()
 	ReadBuffer int          // SO_RCVBUF bytes; 0 = 4 MiB (SO_RCVBUFFORCE is tried first, so root may exceed rmem_max)
 	// Sink, if set, is fed every notification before the events of its
@@ -160,7 +164,7 @@ type conn interface {
 type dialFunc func(opts Options, log *slog.Logger) (conn, error)
 
 func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: opts.NetNS})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: netnsx.FD(opts.NetNS)})
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +195,7 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 	}
 	log.Debug("watcher: subscribed", "netns_fd", opts.NetNS)
 
-	backoff := minBackoff
+	retry := backoff.New(minBackoff, maxBackoff)
 	for {
 		received, err := serve(ctx, c, out, log, opts.Sink)
 		_ = c.Close()
@@ -200,26 +204,26 @@ func run(ctx context.Context, opts Options, out chan<- Event, log *slog.Logger, 
 		}
 		if received {
 			// The socket worked for a while: start the backoff over.
-			backoff = minBackoff
+			retry.Reset()
 		}
 		overflow := errors.Is(err, errOverflow)
 		if overflow {
 			log.Warn("watcher: netlink receive buffer overflowed, notifications lost; resubscribing and resyncing")
 		} else {
-			log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", backoff)
+			log.Warn("watcher: netlink socket failed, resubscribing", "reason", err.Error(), "backoff", retry.Peek())
 		}
 		for {
 			// An overflow's socket was fine: the first redial is at once.
-			if !overflow && !sleep(ctx, backoff) {
+			d := retry.Next()
+			if !overflow && !sleep(ctx, d) {
 				return nil
 			}
 			overflow = false
-			backoff = min(2*backoff, maxBackoff)
 			c, err = dial(opts, log)
 			if err == nil {
 				break
 			}
-			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", backoff)
+			log.Warn("watcher: resubscribe failed", "reason", err.Error(), "retry_in", retry.Peek())
 		}
 		log.Info("watcher: resubscribed to rtnetlink")
 	}
@@ -308,19 +312,14 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Fixed header sizes of the rtnetlink message families we decode.
+// Field offsets in the fixed headers of the rtnetlink messages we decode
+// (the header sizes are unix.Sizeof* and rtattr.SizeofFibRuleHdr).
 const (
-	sizeofIfInfomsg   = 16 // struct ifinfomsg
-	sizeofIfAddrmsg   = 8  // struct ifaddrmsg
-	sizeofRtMsg       = 12 // struct rtmsg
-	sizeofFibRuleHdr  = 12 // struct fib_rule_hdr
-	rtmsgTableOffset  = 4  // rtmsg.rtm_table, fib_rule_hdr.table
-	rtmsgProtoOffset  = 5  // rtmsg.rtm_protocol
-	ifinfoIndexOffset = 4  // ifinfomsg.ifi_index
-	ifaddrIndexOffset = 4  // ifaddrmsg.ifa_index
+	rtmsgTableOffset  = 4 // rtmsg.rtm_table, fib_rule_hdr.table
+	rtmsgProtoOffset  = 5 // rtmsg.rtm_protocol
+	ifinfoIndexOffset = 4 // ifinfomsg.ifi_index
+	ifaddrIndexOffset = 4 // ifaddrmsg.ifa_index
 )
-
-var errShort = errors.New("message shorter than its fixed header")
 
 // decode turns one rtnetlink message (type and payload after the nlmsghdr)
 // into an Event without At. ok is false for message types that are not
@@ -330,11 +329,11 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
 		ev = Event{Kind: KindLink, Deleted: typ == unix.RTM_DELLINK}
-		if len(b) < sizeofIfInfomsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofIfInfomsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.Index = int(int32(binary.NativeEndian.Uint32(b[ifinfoIndexOffset:])))
-		err = walkAttrs(b[sizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
 			if ad.Type() == unix.IFLA_IFNAME {
 				ev.Iface = ad.String()
 			}
@@ -343,8 +342,8 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 		ev = Event{Kind: KindAddr, Deleted: typ == unix.RTM_DELADDR}
-		if len(b) < sizeofIfAddrmsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofIfAddrmsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Index = int(binary.NativeEndian.Uint32(b[ifaddrIndexOffset:]))
@@ -352,14 +351,14 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		ev = Event{Kind: KindRoute, Deleted: typ == unix.RTM_DELROUTE}
-		if len(b) < sizeofRtMsg {
-			return ev, true, errShort
+		if len(b) < unix.SizeofRtMsg {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
 		ev.Protocol = int(b[rtmsgProtoOffset])
 		multipath := false
-		err = walkAttrs(b[sizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
 			switch ad.Type() {
 			case unix.RTA_TABLE:
 				ev.Table = int(ad.Uint32())
@@ -376,12 +375,12 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 
 	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		ev = Event{Kind: KindRule, Deleted: typ == unix.RTM_DELRULE}
-		if len(b) < sizeofFibRuleHdr {
-			return ev, true, errShort
+		if len(b) < rtattr.SizeofFibRuleHdr {
+			return ev, true, rtattr.ErrShort
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
-		err = walkAttrs(b[sizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[rtattr.SizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
 			switch ad.Type() {
 			case unix.FRA_TABLE:
 				ev.Table = int(ad.Uint32())
@@ -392,19 +391,4 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		return ev, true, err
 	}
 	return Event{}, false, nil
-}
-
-// walkAttrs calls fn for each top-level attribute in b.
-func walkAttrs(b []byte, fn func(*netlink.AttributeDecoder)) error {
-	if len(b) == 0 {
-		return nil
-	}
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return err
-	}
-	for ad.Next() {
-		fn(ad)
-	}
-	return ad.Err()
 }

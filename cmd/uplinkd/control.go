@@ -253,11 +253,19 @@ func controlSocketOf(path string) (string, error) {
 func callRetry(ctx context.Context, path string, req control.Request, retryFor time.Duration, restarting bool) (control.Response, error) {
 	until := time.Now().Add(retryFor)
 	wait := time.Millisecond
+	var prev error
 	for {
 		resp, err := control.Call(ctx, path, req)
+		if err != nil && prev != nil && ctx.Err() != nil {
+			// The deadline ran out during this attempt (a busy box can
+			// stall a retry past it): what the earlier attempts found
+			// (no socket, refused, busy) is the answer, not the deadline.
+			return resp, prev
+		}
 		if err == nil || !retryable(err, restarting) {
 			return resp, err
 		}
+		prev = err
 		next := time.Now().Add(wait)
 		if dl, ok := ctx.Deadline(); next.After(until) || (ok && next.After(dl)) {
 			return resp, err

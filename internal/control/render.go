@@ -75,8 +75,12 @@ func FormatStatus(st Status, now time.Time) string {
 		if u.LastEvent != nil {
 			ev = u.LastEvent.Name + " " + age(u.LastEvent.At, now) + " ago"
 		}
+		state := string(u.State)
+		if u.Degraded && u.State == StateUp {
+			state = "degraded"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n",
-			u.Name, orDash(u.Interface), u.State, addr, gw, u.Table, u.Tier, u.Weight, def,
+			u.Name, orDash(u.Interface), state, addr, gw, u.Table, u.Tier, u.Weight, def,
 			loss, rtt, jitter, since, u.Reconnects, ev, orDash(u.Reason))
 	}
 	tw.Flush()

@@ -140,6 +140,13 @@ type Uplink struct {
 	// Drained: taken out of the default route by hand (`uplinkd drain`);
 	// absent when not.
 	Drained bool `json:"drained,omitempty"`
+	// Degraded: up, but its probes' loss or latency over the health
+	// window is above [uplink.check] warn_loss or warn_latency; it carries
+	// less new traffic, or none, per the check's degraded. Absent when not.
+	Degraded bool `json:"degraded,omitempty"`
+	// QualityReason is why the quality level last changed (to degraded or
+	// back); absent when it never did since the uplink came up.
+	QualityReason string `json:"quality_reason,omitempty"`
 	// Loss is the fraction 0..1 of the last probe round's probes that
 	// went unanswered; absent when the uplink has no health check, its
 	// link is not usable or no round finished since its prober started.
@@ -150,7 +157,11 @@ type Uplink struct {
 	// JitterMs is the population standard deviation of the last round's
 	// answered RTTs around RTTms; absent like RTTms, and when fewer than
 	// two probes answered (a check with one target has none).
-	JitterMs   *float64   `json:"jitter_ms,omitempty"`
+	JitterMs *float64 `json:"jitter_ms,omitempty"`
+	// Window is the health machine's sliding window of rounds, what
+	// max_loss, max_latency, warn_loss and warn_latency judge; absent
+	// without a health check and before its first round.
+	Window     *Window    `json:"window,omitempty"`
 	Since      time.Time  `json:"since,omitzero"` // in State since
 	Reconnects int        `json:"reconnects"`
 	LastEvent  *LastEvent `json:"last_event,omitempty"`
@@ -163,6 +174,18 @@ type Uplink struct {
 	// IPv6 is the uplink's IPv6 side, health apart from IPv4's; absent
 	// when the uplink has ipv6 off.
 	IPv6 *UplinkIPv6 `json:"ipv6,omitempty"`
+}
+
+// Window is an uplink's probe figures over its health window: Rounds
+// rounds, the fraction 0..1 of their probes lost, the mean RTT and the
+// population standard deviation of the answered probes' RTTs (across
+// rounds, so a check with one target has one too); RTTms and JitterMs are
+// absent with fewer than one and two answers.
+type Window struct {
+	Rounds   int      `json:"rounds"`
+	Loss     float64  `json:"loss"`
+	RTTms    *float64 `json:"rtt_ms,omitempty"`
+	JitterMs *float64 `json:"jitter_ms,omitempty"`
 }
 
 // Traffic is an uplink's counters by direction: everything that arrived
@@ -194,6 +217,8 @@ type UplinkIPv6 struct {
 	Default bool        `json:"default"`
 	Loss    *float64    `json:"loss,omitempty"`
 	RTTms   *float64    `json:"rtt_ms,omitempty"`
+	// JitterMs is like the IPv4 jitter_ms, of the IPv6 probes.
+	JitterMs *float64 `json:"jitter_ms,omitempty"`
 }
 
 // Reconnect is an uplink's reconnect state: idle, dialling (a command

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/firewall"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -114,17 +115,27 @@ func benchRedial(b *testing.B, backend string) {
 // "warm" is the no-op pass (read from the kernel mirror), "resync" the no-op
 // pass after a netlink overflow or a failed write (the mirror dumps first).
 //
+// "uplinks=64,ipv6" is 64 dual-stack uplinks (ipv6 on, an IPv6 address
+// each): their IPv6 rules and routes come on top.
+//
 // Run: go test -run '^$' -bench FullResync -benchtime 20x ./internal/daemon
 func BenchmarkFullResync(b *testing.B) {
-	for _, n := range []int{2, 16, 64} {
-		b.Run(fmt.Sprintf("uplinks=%d", n), func(b *testing.B) {
-			l := benchLab(b, n)
+	for _, c := range []struct {
+		n    int
+		ipv6 bool
+	}{{2, false}, {16, false}, {64, false}, {64, true}} {
+		n, name := c.n, fmt.Sprintf("uplinks=%d", c.n)
+		if c.ipv6 {
+			name += ",ipv6"
+		}
+		b.Run(name, func(b *testing.B) {
+			l := benchLabFor(b, n, c.ipv6)
 			ns, err := l.NsHandle(l.Router)
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer ns.Close()
-			d, err := Open(Options{ConfigPath: writeBenchConfig(b, n, "nftables"), NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			d, err := Open(Options{ConfigPath: writeBenchConfig6(b, n, "nftables", c.ipv6), NetNS: ns, ControlSocket: "-", StateDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -174,11 +185,18 @@ func BenchmarkFullResync(b *testing.B) {
 // its context switches (all threads) and reads its RSS over an idle window.
 //
 // Run: go test -run '^$' -bench Idle -benchtime 1x ./internal/daemon
+//
+// "ipv6" runs it with the two uplinks dual-stack (ipv6 on).
 func BenchmarkIdle(b *testing.B) {
+	b.Run("ipv4", func(b *testing.B) { benchIdle(b, false) })
+	b.Run("ipv6", func(b *testing.B) { benchIdle(b, true) })
+}
+
+func benchIdle(b *testing.B, ipv6 bool) {
 	const window = 10 * time.Second
-	l := benchLab(b, 2)
+	l := benchLabFor(b, 2, ipv6)
 	bin := uplinkdBinary(b)
-	cmd, err := l.Start(l.Router, bin, "run", "--config", writeBenchConfig(b, 2, "nftables"))
+	cmd, err := l.Start(l.Router, bin, "run", "--config", writeBenchConfig6(b, 2, "nftables", ipv6))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -316,7 +334,7 @@ func waitForWithin(b *testing.B, syncs <-chan SyncResult, within time.Duration, 
 	for {
 		select {
 		case s := <-syncs:
-			if s.Err != nil && !errors.Is(s.Err, policy.ErrStale) {
+			if s.Err != nil && !errors.Is(s.Err, kernel.ErrStale) {
 				b.Fatalf("pass failed: %v", s.Err)
 			}
 			if cond(s) {
@@ -354,15 +372,19 @@ func report(b *testing.B, name string, ds []time.Duration) {
 	quantiles(b, name, "µs", vals)
 }
 
+// quantileOf sorts vals and returns their p quantile (nearest rank below).
+func quantileOf(vals []float64, p float64) float64 {
+	slices.Sort(vals)
+	return vals[int(p*float64(len(vals)-1))]
+}
+
 // quantiles reports p50, p99, max and the sample count of vals.
 func quantiles(b *testing.B, name, unit string, vals []float64) {
 	if len(vals) == 0 {
 		return
 	}
-	slices.Sort(vals)
-	q := func(p float64) float64 { return vals[int(p*float64(len(vals)-1))] }
-	b.ReportMetric(q(0.5), name+"-p50-"+unit)
-	b.ReportMetric(q(0.99), name+"-p99-"+unit)
+	b.ReportMetric(quantileOf(vals, 0.5), name+"-p50-"+unit)
+	b.ReportMetric(quantileOf(vals, 0.99), name+"-p99-"+unit)
 	b.ReportMetric(vals[len(vals)-1], name+"-max-"+unit)
 	b.ReportMetric(float64(len(vals)), name+"-samples")
 }

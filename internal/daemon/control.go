@@ -347,6 +347,9 @@ func (d *Daemon) afterPass(res SyncResult) {
 	if p := d.x.pub.Load(); p != nil {
 		for _, u := range st.Uplinks {
 			p.m.Update(u.Name, u.Address)
+			if u.IPv6 != nil { // ipv6 on: its family-ipv6 publishers
+				p.m.UpdateIPv6(u.Name, u.IPv6.Address)
+			}
 		}
 	}
 	d.passDHCP()
@@ -404,6 +407,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			if r := rt.health.Reason(); cu.State == control.StateFailed && strings.HasPrefix(r, policy.ReasonTrafficConfirmed) {
 				cu.Reason = r
 			}
+			cu.Window = healthWindow(rt.health)
 			if last := rt.last; last != nil {
 				// The last finished round of the running prober.
 				loss := last.loss()
@@ -416,8 +420,10 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 				}
 			}
 		}
+		ipv6State, probe6 := "", metrics.Probe{Loss: -1, RTT: -1, Jitter: -1}
 		if u.IPv6 {
-			cu.IPv6 = statusIPv6(ls.IPv6, seen, rt)
+			cu.IPv6, probe6 = statusIPv6(ls.IPv6, seen, rt)
+			ipv6State = string(cu.IPv6.State)
 		}
 		prev, ok := d.x.states[u.Name]
 		if !ok || prev.state != cu.State {
@@ -436,8 +442,13 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 			cu.Reconnect = reconnectStatus(in.reconn)
 		}
 		_, cu.Drained = d.drain.set[u.Name]
+		if rt != nil && rt.health != nil && cu.State == control.StateUp {
+			cu.Degraded, cu.QualityReason = rt.health.Degraded(), rt.health.DegradedReason()
+		}
 		d.x.metrics.SetUplink(u.Name, string(cu.State), probe)
 		d.x.metrics.SetDrained(u.Name, cu.Drained)
+		d.x.metrics.SetUplinkIPv6(u.Name, ipv6State, probe6)
+		d.x.metrics.SetDegraded(u.Name, cu.Degraded)
 		st.Uplinks = append(st.Uplinks, cu)
 	}
 	st.LAN = d.lan6Status()
@@ -488,11 +499,13 @@ func healthState(h *policy.HealthMachine) control.UplinkState {
 }
 
 // statusIPv6 is the status of an uplink's IPv6 side from the last pass's
-// verdict and its IPv6 health machine.
-func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.UplinkIPv6 {
+// verdict and its IPv6 health machine, and its last probe round for the
+// metrics.
+func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) (*control.UplinkIPv6, metrics.Probe) {
 	out := &control.UplinkIPv6{State: control.StateDown, Reason: "no pass yet"}
+	probe := metrics.Probe{Loss: -1, RTT: -1, Jitter: -1} // unknown
 	if !seen {
-		return out
+		return out, probe
 	}
 	out.Reason, out.Address, out.Gateway, out.Default = v.Reason, v.Addr, v.Gateway, v.Active
 	linkOK := v.Addr.IsValid() && (v.Usable || v.Reason == "probes failing")
@@ -504,13 +517,16 @@ func statusIPv6(v policy.UplinkState6, seen bool, rt *uplinkRuntime) *control.Up
 		out.State = healthState(rt.v6.health)
 		if last := rt.v6.last; last != nil {
 			loss := last.loss()
-			out.Loss = &loss
+			out.Loss, probe.Loss = &loss, loss
 			if last.hasRTT {
-				out.RTTms = millis(last.rtt)
+				out.RTTms, probe.RTT = millis(last.rtt), last.rtt
+			}
+			if last.hasJitter {
+				out.JitterMs, probe.Jitter = millis(last.jitter), last.jitter
 			}
 		}
 	}
-	return out
+	return out, probe
 }
 
 func millis(d time.Duration) *float64 {

@@ -27,6 +27,8 @@ import (
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/backoff"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
@@ -431,13 +433,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		res := d.sync(trigger)
 		lastSync = res.End
 		pending, trigger = false, time.Time{}
-		if !errors.Is(res.Err, policy.ErrStale) {
+		if !errors.Is(res.Err, kernel.ErrStale) {
 			staleRuns = 0
 		}
 		switch {
 		case res.Deferred:
 			schedule(d.nextRepair())
-		case errors.Is(res.Err, policy.ErrStale):
+		case errors.Is(res.Err, kernel.ErrStale):
 			// The snapshot is outdated: resync at once. A device that is
 			// going away stays in the kernel mirror until its RTM_DELLINK,
 			// which the kernel sends only once the device's references are
@@ -536,7 +538,7 @@ func staleBackoff(n int) time.Duration {
 	if n == 0 {
 		return 0
 	}
-	return min(250*time.Microsecond<<min(n-1, 12), retryAfter)
+	return backoff.New(250*time.Microsecond, retryAfter).Delay(n - 1)
 }
 
 // nextRepair is when the repair limiter will have a token again.
@@ -604,7 +606,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 	links := policy.LinkStates(d.cfg, obs)
 	links6 := policy.LinkStates6(d.cfg, obs)
 	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeFrom(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet())
+	desired := policy.ComputeWith(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet(), d.degradedSet())
 	d.drain.lastObs, d.drain.lastLinks = obs, links
 	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
 		d.log.Warn("reading sysctls", "reason", err.Error())
@@ -684,7 +686,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 func (d *Daemon) logApplied(res SyncResult, trigger time.Time, changes []policy.Change) {
 	level, msg := slog.LevelInfo, "applied"
 	switch {
-	case errors.Is(res.Err, policy.ErrStale):
+	case errors.Is(res.Err, kernel.ErrStale):
 		msg = "kernel changed during the pass; resyncing"
 	case linkNotUp(res.Err):
 		msg = "link not up yet; applying again on its link-up event"

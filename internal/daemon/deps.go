@@ -14,6 +14,7 @@ import (
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -29,7 +30,7 @@ type Kernel interface {
 	// Snapshot returns the kernel state policy decisions depend on.
 	Snapshot() (policy.Observed, error)
 	ReadSysctls(keys []string) (map[string]string, error)
-	// Apply carries out changes in order; policy.ErrStale means the kernel
+	// Apply carries out changes in order; kernel.ErrStale means the kernel
 	// changed under the pass (the loop resyncs at once), ENETDOWN that a
 	// link was not up yet (its link-up event brings the next pass).
 	Apply(changes []policy.Change, obs policy.Observed) error
@@ -104,9 +105,6 @@ func Open(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.NetNS == 0 {
-		opts.NetNS = -1 // a zero Options: fd 0 is stdin, not a namespace
-	}
 	cfg, err := LoadConfig(opts.ConfigPath)
 	if err != nil {
 		return nil, err
@@ -125,8 +123,8 @@ func Open(opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	setTables(k, cfg)
-	fd := nsFD(opts.NetNS)
-	fw, err := firewall.FromConfig(cfg.Firewall, int(opts.NetNS), opts.Logger)
+	fd := netnsx.FD(opts.NetNS)
+	fw, err := firewall.FromConfig(cfg.Firewall, fd, opts.Logger)
 	if err != nil {
 		k.Close()
 		closeSocket(sock)

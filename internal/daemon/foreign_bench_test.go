@@ -66,14 +66,7 @@ func BenchmarkForeignRoutes(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				for range 50 {
-					if _, err := l.DropLink("ppp1"); err != nil {
-						b.Fatal(err)
-					}
-					waitFor(b, syncs, func(s SyncResult) bool { return !hasActive(s, "ppp1") && len(s.Changes) > 0 })
-					res, err := l.Dial("ppp1")
-					if err != nil {
-						b.Fatal(err)
-					}
+					res := dropAndDial(b, l, syncs, "ppp1")
 					s := waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) && s.FirewallChanged })
 					event = append(event, s.End.Sub(s.Trigger))
 				}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
@@ -207,8 +208,8 @@ func TestLoopRetry(t *testing.T) {
 	}{
 		{"error: retry after a second", errBoom, false, retryAfter},
 		{"snapshot error: retry after a second", errBoom, true, retryAfter},
-		{"kernel changed during the apply: resync at once", fmt.Errorf("ip route add ...: %w", policy.ErrStale), false, 0},
-		{"stale snapshot: resync at once", fmt.Errorf("mirror: %w", policy.ErrStale), true, 0},
+		{"kernel changed during the apply: resync at once", fmt.Errorf("ip route add ...: %w", kernel.ErrStale), false, 0},
+		{"stale snapshot: resync at once", fmt.Errorf("mirror: %w", kernel.ErrStale), true, 0},
 		{"network is down: wait for link-up", fmt.Errorf("ip route add default dev ppp0 table 200: %w", syscall.ENETDOWN), false, -1},
 		{"network is down and another error: retry", errors.Join(syscall.ENETDOWN, errBoom), false, retryAfter},
 	}
@@ -602,23 +603,31 @@ func TestLoopReloadReadsOutsideTheLoop(t *testing.T) {
 	default:
 	}
 	// Now the file arrives: without the [[rule]], whose rule then goes.
-	// It is offered to every reader until Reload returns (a loader may
-	// read the file more than once).
+	// The reader blocked on the FIFO gets the text once, then EOF; every
+	// later open (a loader may read the file more than once) finds a
+	// regular file with the same text. Offering the text on the FIFO
+	// repeatedly instead can hand one reader two copies ("table [lan] is
+	// already defined") when a second writer opens before it saw EOF.
 	cfg := fakeConfig("", "")
 	text := []byte(cfg[:strings.Index(cfg, "[[rule]]")])
-	var err error
-	for done := false; !done; {
-		select {
-		case err = <-reloaded:
-			done = true
-		default:
-			if f, oerr := os.OpenFile(l.cfgPath, os.O_WRONLY|syscall.O_NONBLOCK, 0); oerr == nil {
-				_, _ = f.Write(text)
-				f.Close()
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+	// O_RDWR opens a FIFO without waiting for a reader (Linux), and as a
+	// writer it releases a reader waiting in open.
+	fifo, err := os.OpenFile(l.cfgPath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
 	}
+	regular := l.cfgPath + ".new"
+	if err := os.WriteFile(regular, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(regular, l.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fifo.Write(text); err != nil {
+		t.Fatal(err)
+	}
+	fifo.Close()
+	err = <-reloaded
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ func publishSpecs(cfg *policy.Config) []hooks.PublishSpec {
 				Username: p.Username, PasswordFile: p.PasswordFile, CAFile: p.CAFile,
 				Zone: p.Zone, KeyFile: p.KeyFile, TTL: p.TTL, Settle: p.Settle,
 				MinInterval: p.MinInterval, Refresh: p.Refresh, Timeout: p.Timeout,
+				IPv6: p.Family == policy.FamilyIPv6,
 			})
 		}
 	}
@@ -76,6 +77,7 @@ func (d *Daemon) reloadPublishing(cfg *policy.Config) {
 		// The new manager learns the current addresses now, not a pass later.
 		for name, st := range d.lastStates {
 			p.m.Update(name, st.Addr)
+			p.m.UpdateIPv6(name, st.IPv6.Addr)
 		}
 	}
 }

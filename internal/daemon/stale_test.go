@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/internal/kernel"
 )
 
 // TestLoopStaleBackoff: passes that keep finding the kernel changed under
@@ -16,7 +16,7 @@ import (
 func TestLoopStaleBackoff(t *testing.T) {
 	verifyNoLeaks(t)
 	l := startLoop(t, loopOpts{config: fakeConfig("", ""), obs: twoPPP()})
-	stale := fmt.Errorf("ip route add default dev ppp0 table 200: %w", policy.ErrStale)
+	stale := fmt.Errorf("ip route add default dev ppp0 table 200: %w", kernel.ErrStale)
 	for range 4 {
 		l.k.failNext(stale)
 	}

@@ -26,6 +26,30 @@ const (
 	burstGap   = 50 * time.Millisecond
 )
 
+// A burst waits for its answers burstRTTs × the slowest RTT of the last
+// burstCleanRounds probe rounds when every probe of them answered, at
+// least burstTimeoutFloor and at most the check's timeout; after a lost
+// probe (or before that many rounds), the check's timeout. docs/design.md says why this cannot
+// turn a slow line into a false failover.
+const (
+	burstRTTs         = 4
+	burstTimeoutFloor = 200 * time.Millisecond
+	burstCleanRounds  = 5
+)
+
+// burstTimeoutFor is the timeout of a burst on the uplink whose health
+// machine is h, with check timeout timeout.
+func burstTimeoutFor(h *policy.HealthMachine, timeout time.Duration) time.Duration {
+	if h == nil {
+		return timeout
+	}
+	slowest, ok := h.CleanMaxRTT(burstCleanRounds)
+	if !ok {
+		return timeout
+	}
+	return min(max(burstRTTs*slowest, burstTimeoutFloor), timeout)
+}
+
 // trafficSample is one read of an uplink's packet counters.
 type trafficSample struct {
 	at      time.Time
@@ -108,8 +132,9 @@ type BurstFunc func(ctx context.Context, spec probe.Spec, count int, gap time.Du
 // own goroutine and reports back here before the loop hears of it. c is
 // the check the watcher started with (rt.check belongs to the loop; a
 // reload that changes it restarts the prober and so this watcher). rt is
-// only handed back to the loop, which owns it.
-func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, c policy.Check, gen int, spec probe.Spec, armed *atomic.Bool) {
+// only handed back to the loop, which owns it; timeout is the next
+// burst's timeout, which the loop sets after every round.
+func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, c policy.Check, gen int, spec probe.Spec, armed *atomic.Bool, timeout *atomic.Int64) {
 	name := spec.Uplink
 	w := newTrafficWatch(c.TrafficWindow, c.Interval, len(c.Targets))
 	period := c.TrafficWindow / 2
@@ -174,9 +199,11 @@ func (d *Daemon) runTrafficWatch(ctx context.Context, rt *uplinkRuntime, c polic
 		if !burst {
 			continue
 		}
-		d.log.Debug("traffic trigger: burst", "event", "traffic", "uplink", name, "why", why)
+		bs := spec
+		bs.Timeout = time.Duration(timeout.Load())
+		d.log.Debug("traffic trigger: burst", "event", "traffic", "uplink", name, "why", why, "timeout", bs.Timeout)
 		d.wg.Go(func() {
-			res, err := d.deps.Burst(ctx, spec, burstCount, burstGap)
+			res, err := d.deps.Burst(ctx, bs, burstCount, burstGap)
 			verdicts <- verdict{res, err, why} // room for one: one burst at a time
 		})
 	}

@@ -3,6 +3,8 @@ package daemon
 import (
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // TestTrafficWatch: the trigger's pure logic on fake times and counters.
@@ -59,5 +61,43 @@ func TestTrafficWatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBurstTimeoutFor: a burst waits 4× the slowest RTT of the last 5
+// rounds when every probe of them answered, within 200ms..timeout; a lost
+// probe among them, or fewer rounds, gives the check's timeout.
+func TestBurstTimeoutFor(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	c := policy.Check{Targets: []string{"192.0.2.1", "192.0.2.2"}, Interval: time.Second, Timeout: ms(800),
+		Reliability: 1, Down: 3, Up: 3, MaxLoss: 1, WarnLoss: 1}
+	tests := []struct {
+		name   string
+		rounds [][]time.Duration // each round's answers (2 targets)
+		want   time.Duration
+	}{
+		{"no rounds yet", nil, ms(800)},
+		{"4 clean rounds: too few", [][]time.Duration{{ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(800)},
+		{"5 clean fast rounds: the floor", [][]time.Duration{{ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(200)},
+		{"slowest 90ms: 360ms", [][]time.Duration{{ms(10), ms(12)}, {ms(10), ms(90)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(360)},
+		{"slowest 300ms: capped at the timeout", [][]time.Duration{{ms(10), ms(12)}, {ms(10), ms(300)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(800)},
+		{"a lost probe in the last 5: the timeout", [][]time.Duration{{ms(10), ms(12)}, {ms(10)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(800)},
+		{"a lost probe 6 rounds ago: clean", [][]time.Duration{{ms(10)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}, {ms(10), ms(12)}}, ms(200)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := policy.NewHealthMachine(c, t0)
+			h.Link(true, t0)
+			for i, r := range tt.rounds {
+				h.Round(len(r), r, t0.Add(time.Duration(i+1)*time.Second))
+			}
+			if got := burstTimeoutFor(h, c.Timeout); got != tt.want {
+				t.Errorf("burst timeout %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if got := burstTimeoutFor(nil, ms(800)); got != ms(800) {
+		t.Errorf("without a health machine: %v", got)
 	}
 }

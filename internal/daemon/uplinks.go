@@ -6,12 +6,12 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher/probe"
 )
@@ -49,23 +49,30 @@ type probeSide struct {
 	// trafficArmed tells the running traffic watcher (traffic_trigger)
 	// that the uplink is up; nil without one.
 	trafficArmed *atomic.Bool
+	// burstTimeout is the timeout, in nanoseconds, of the traffic
+	// watcher's next burst (burstTimeoutFor), set after every round; nil
+	// without a watcher.
+	burstTimeout *atomic.Int64
 	// last is the latest finished probe round of the running prober, for
 	// the status and metrics; nil before its first round.
 	last *roundStats
+	// addr is the side's address at the last pass (the IPv6 side's
+	// UPLINKD_NEW_IP).
+	addr netip.Addr
 }
 
-// splitCheck divides an uplink's check by the family of its targets: icmp
-// targets that are IPv6 addresses probe the uplink's IPv6 (the loader
-// accepts them only with ipv6 on); everything else its IPv4. A side
-// without targets gets no check. Reliability is capped at the side's
-// number of targets.
+// splitCheck divides an uplink's check by the family of its targets:
+// targets that name an IPv6 address (of any method) probe the uplink's IPv6
+// (the loader accepts them only with ipv6 on); everything else, host names
+// included, its IPv4. A side without targets gets no check. Reliability is
+// capped at the side's number of targets.
 func splitCheck(c *policy.Check) (v4, v6 *policy.Check) {
 	if c == nil {
 		return nil, nil
 	}
 	var t4, t6 []string
 	for _, t := range c.Targets {
-		if a, err := netip.ParseAddr(t); err == nil && a.Is6() && !a.Is4In6() && c.Method == policy.ProbeICMP {
+		if a, ok := policy.ProbeTargetAddr(c.Method, t); ok && a.Is6() && !a.Is4In6() {
 			t6 = append(t6, t)
 		} else {
 			t4 = append(t4, t)
@@ -246,10 +253,13 @@ func (d *Daemon) feedLinks(links []policy.UplinkState, links6 []policy.UplinkSta
 			continue
 		}
 		if rt.health != nil {
+			wasDegraded := rt.health.Degraded()
 			d.logHealth(rt, &rt.probeSide, st.Iface, rt.health.Link(st.Usable, now))
+			d.logQuality(rt, wasDegraded)
 			health[st.Name] = rt.health.Usable()
 		}
 		if rt.v6.health != nil && i < len(links6) {
+			rt.v6.addr = links6[i].Addr
 			d.logHealth(rt, &rt.v6, st.Iface, rt.v6.health.Link(links6[i].Usable, now))
 			health[policy.Health6Key(st.Name)] = rt.v6.health.Usable()
 		}
@@ -300,12 +310,13 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, side *probeSide, usable bool, s
 	// The traffic trigger watches uplinkd's IPv4 counters: it belongs to
 	// the IPv4 side's prober only.
 	if side == &rt.probeSide {
-		rt.trafficArmed = nil
+		rt.trafficArmed, rt.burstTimeout = nil, nil
 		if rt.check.TrafficTrigger {
-			rt.trafficArmed = new(atomic.Bool)
+			rt.trafficArmed, rt.burstTimeout = new(atomic.Bool), new(atomic.Int64)
 			d.armTraffic(rt)
-			armed, check := rt.trafficArmed, *rt.check
-			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed) })
+			rt.burstTimeout.Store(int64(burstTimeoutFor(rt.health, rt.check.Timeout)))
+			armed, timeout, check := rt.trafficArmed, rt.burstTimeout, *rt.check
+			d.wg.Go(func() { d.runTrafficWatch(ctx, rt, check, gen, spec, armed, timeout) })
 		}
 	}
 	results := make(chan probe.Result, 4*len(spec.Targets))
@@ -345,8 +356,9 @@ func (d *Daemon) onTraffic(m trafficMsg) bool {
 	if d.runtimes[rt.name] != rt || m.gen != rt.proberGen || rt.health == nil || !m.confirmed {
 		return false // a retired watcher's late verdict
 	}
-	before := rt.health.Usable()
+	before, wasDegraded := rt.health.Usable(), rt.health.Degraded()
 	d.logHealth(rt, &rt.probeSide, rt.proberIface, rt.health.TrafficConfirmed(m.reason, m.at))
+	d.logQuality(rt, wasDegraded)
 	if rt.health.Usable() == before {
 		return false
 	}
@@ -379,15 +391,21 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 		return false
 	}
 	delete(side.rounds, m.r.Round)
-	before := side.health.Usable()
+	before, wasDegraded := side.health.Usable(), side.health.Degraded()
 	d.logHealth(rt, side, side.proberIface, side.health.Round(rd.ok, rd.rtts, now))
 	last := newRoundStats(len(side.check.Targets), rd.ok, rd.rtts)
 	side.last = &last
+	// A quality level change moves the default route's weights: a pass.
+	// (The IPv6 side's level is not used: docs/design.md.)
+	requal := side == &rt.probeSide && d.logQuality(rt, wasDegraded)
+	if side.burstTimeout != nil {
+		side.burstTimeout.Store(int64(burstTimeoutFor(side.health, side.check.Timeout)))
+	}
 	// The status and metrics show every round as it ends, not at the next
 	// pass: with probes answering and nothing else happening there may be
 	// no pass for hours.
 	d.publishStatus()
-	return side.health.Usable() != before
+	return side.health.Usable() != before || requal
 }
 
 // tick lets hold-downs and silence deadlines expire; true when a verdict
@@ -399,8 +417,11 @@ func (d *Daemon) tick(now time.Time) bool {
 			if side.health == nil {
 				continue
 			}
-			before := side.health.Usable()
+			before, wasDegraded := side.health.Usable(), side.health.Degraded()
 			d.logHealth(rt, side, side.proberIface, side.health.Tick(now))
+			if side == &rt.probeSide {
+				d.logQuality(rt, wasDegraded)
+			}
 			changed = changed || side.health.Usable() != before
 		}
 	}
@@ -479,20 +500,19 @@ func family(v6 bool) string {
 	return "ipv4"
 }
 
-// logHealth writes one record per health transition (docs/design.md). An
-// IPv6 transition is logged with family=ipv6 and runs no hook: hooks and
-// their events speak of the uplink as a whole (docs/ipv6.md).
+// logHealth writes one record per health transition (docs/design.md) and
+// queues its hook event. An IPv6 transition is probe6-down or probe6-up
+// (UPLINKD_FAMILY=ipv6, UPLINKD_NEW_IP the address probed from), so a hook
+// on probe-down keeps meaning the uplink's IPv4, and it drives no
+// reconnect (docs/ipv6.md).
 func (d *Daemon) logHealth(rt *uplinkRuntime, side *probeSide, iface string, tr policy.Transition) {
 	if !tr.Changed() {
 		return
 	}
-	if side == &rt.v6 {
-		loss, rtt := side.health.Stats()
-		d.log.Info("uplink ipv6 "+tr.To.String(), "event", "health", "uplink", rt.name, "iface", iface, "family", "ipv6",
-			"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
-		return
+	v6 := side == &rt.v6
+	if !v6 {
+		d.armTraffic(rt)
 	}
-	d.armTraffic(rt)
 	event := "health"
 	switch tr.To {
 	case policy.HealthFailed:
@@ -500,10 +520,25 @@ func (d *Daemon) logHealth(rt *uplinkRuntime, side *probeSide, iface string, tr 
 	case policy.HealthUp:
 		event = "probe-up"
 	}
-	loss, rtt := rt.health.Stats()
-	d.log.Info("uplink "+tr.To.String(), "event", event, "uplink", rt.name, "iface", iface,
-		"from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)
-	d.queueHook(rt, hooks.HookEvent{Event: event, Uplink: rt.name, Iface: iface, Reason: tr.Reason})
+	ev := hooks.HookEvent{Uplink: rt.name, Iface: iface, Reason: tr.Reason, Family: family(v6)}
+	msg := "uplink " + tr.To.String()
+	if v6 {
+		if event != "health" {
+			event = strings.Replace(event, "probe", "probe6", 1)
+		}
+		msg = "uplink ipv6 " + tr.To.String()
+		if side.addr.IsValid() {
+			ev.NewIP = side.addr.String()
+		}
+	}
+	ev.Event = event
+	loss, rtt := side.health.Stats()
+	attrs := []any{"event", event, "uplink", rt.name, "iface", iface, "family", ev.Family}
+	if ev.NewIP != "" {
+		attrs = append(attrs, "new_ip", ev.NewIP)
+	}
+	d.log.Info(msg, append(attrs, "from", tr.From.String(), "to", tr.To.String(), "reason", tr.Reason, "loss", loss, "rtt", rtt)...)
+	d.queueHook(rt, ev)
 }
 
 // queueHook collects hook events of a pass; they run after the kernel state
@@ -528,13 +563,4 @@ func (d *Daemon) fireHooks() {
 	d.pendingHooks = d.pendingHooks[:0]
 }
 
-func (d *Daemon) netnsFD() int { return nsFD(d.opts.NetNS) }
-
-// nsFD is the namespace fd the watcher and probers take: 0 for the
-// process's own namespace.
-func nsFD(ns netns.NsHandle) int {
-	if ns < 0 {
-		return 0
-	}
-	return int(ns)
-}
+func (d *Daemon) netnsFD() int { return netnsx.FD(d.opts.NetNS) }

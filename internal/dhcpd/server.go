@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/internal/lograte"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // Server is the DHCP side of the LAN: an embedded DHCPv4 server or the
@@ -230,7 +231,7 @@ func (k *sockets) close() {
 func (s *Server) openSockets() (*sockets, netip.Addr, netip.Prefix, error) {
 	var k sockets
 	server, network := s.spec.ServerIP, s.spec.Network
-	err := inNetNS(s.spec.NetNS, func() error {
+	err := netnsx.Do(s.spec.NetNS, func() error {
 		ifi, err := net.InterfaceByName(s.spec.Interface)
 		if err != nil {
 			return fmt.Errorf("interface %s: %w", s.spec.Interface, err)

@@ -2,19 +2,20 @@ package kernel
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/rtattr"
 )
 
 // The mirror decodes rtnetlink messages itself, dumps and notifications
-// alike, so both go through one parser and one set of update rules.
-
-var errShort = errors.New("message shorter than its fixed header")
+// alike, so both go through one parser and one set of update rules. The
+// attribute walk is rtattr.Walk, shared with the watcher (see rtattr's
+// package doc for why not jsimonetti/rtnetlink's types).
 
 // mlink is one link as the mirror keeps it.
 type mlink struct {
@@ -53,7 +54,7 @@ func (l *mlink) upAndCarrier() bool {
 // partial information about links that are not going anywhere).
 func decodeLink(b []byte) (l mlink, ok bool, err error) {
 	if len(b) < unix.SizeofIfInfomsg {
-		return l, false, errShort
+		return l, false, rtattr.ErrShort
 	}
 	if b[0] != unix.AF_UNSPEC {
 		return l, false, nil
@@ -61,7 +62,7 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 	l.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	l.flags = binary.NativeEndian.Uint32(b[8:])
 	l.rpFilter = -1
-	err = walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
 			l.name = ad.String()
@@ -113,7 +114,7 @@ func decodeNetconf(b []byte) (index int32, rp int32, ok bool, err error) {
 		return 0, -1, false, nil
 	}
 	rp = -1
-	err = walk(b[4:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[4:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case netconfaIfindex:
 			index = int32(ad.Uint32())
@@ -142,7 +143,7 @@ func (a maddr) secondary() bool { return a.flags&unix.IFA_F_SECONDARY != 0 }
 
 func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	if len(b) < unix.SizeofIfAddrmsg {
-		return a, false, errShort
+		return a, false, rtattr.ErrShort
 	}
 	if b[0] != unix.AF_INET && b[0] != unix.AF_INET6 {
 		return a, false, nil
@@ -150,7 +151,7 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	a.bits, a.flags, a.scope = b[1], uint32(b[2]), b[3]
 	a.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	var address netip.Addr
-	err = walk(b[unix.SizeofIfAddrmsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofIfAddrmsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.IFA_LOCAL:
 			a.local = addrOf(ad.Bytes())
@@ -212,7 +213,7 @@ type routeHeader struct {
 
 func decodeRouteHeader(b []byte) (h routeHeader, err error) {
 	if len(b) < unix.SizeofRtMsg {
-		return h, errShort
+		return h, rtattr.ErrShort
 	}
 	return routeHeader{family: b[0], dstLen: b[1], tos: b[3], table: b[4], proto: b[5], scope: b[6], typ: b[7],
 		flags: binary.NativeEndian.Uint32(b[8:])}, nil
@@ -242,7 +243,7 @@ func decodeRoute(b []byte, h routeHeader, table uint32) (r mroute, err error) {
 	r.typ, r.proto, r.scope = h.typ, h.proto, h.scope
 	var dst netip.Addr
 	var single mnexthop
-	err = walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.RTA_DST:
 			dst = addrOf(ad.Bytes())
@@ -281,7 +282,7 @@ func decodeMultipath(b []byte) []mnexthop {
 			break
 		}
 		nh := mnexthop{hops: b[3], oif: int32(binary.NativeEndian.Uint32(b[4:]))}
-		_ = walk(b[unix.SizeofRtNexthop:l], func(ad *netlink.AttributeDecoder) {
+		_ = rtattr.Walk(b[unix.SizeofRtNexthop:l], func(ad *netlink.AttributeDecoder) {
 			if ad.Type() == unix.RTA_GATEWAY {
 				nh.gw = addrOf(ad.Bytes())
 			}
@@ -318,8 +319,8 @@ func (r *mrule) id() string {
 }
 
 func decodeRule(b []byte) (r mrule, ok bool, err error) {
-	if len(b) < 12 { // struct fib_rule_hdr
-		return r, false, errShort
+	if len(b) < rtattr.SizeofFibRuleHdr {
+		return r, false, rtattr.ErrShort
 	}
 	if b[0] != unix.AF_INET && b[0] != unix.AF_INET6 {
 		return r, false, nil
@@ -335,7 +336,7 @@ func decodeRule(b []byte) (r mrule, ok bool, err error) {
 		l4, goTo         bool
 		suppPL, suppIfgr = false, false
 	)
-	err = walk(b[12:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[12:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.FRA_DST:
 			dst = addrOf(ad.Bytes())
@@ -413,18 +414,4 @@ func addrOf(b []byte) netip.Addr {
 		return netip.AddrFrom16([16]byte(b))
 	}
 	return netip.Addr{}
-}
-
-func walk(b []byte, fn func(*netlink.AttributeDecoder)) error {
-	if len(b) == 0 {
-		return nil
-	}
-	ad, err := netlink.NewAttributeDecoder(b)
-	if err != nil {
-		return err
-	}
-	for ad.Next() {
-		fn(ad)
-	}
-	return ad.Err()
 }

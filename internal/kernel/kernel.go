@@ -40,7 +40,7 @@ type Kernel struct {
 	readBuffer int
 }
 
-// Open opens the netlink sockets in ns (ns < 0: the caller's namespace).
+// Open opens the netlink sockets in ns (netnsx.IsOwn: the caller's namespace).
 // The mirror starts empty and stale: the first Snapshot dumps. Run (the
 // event source) must be running for the mirror to stay current; without it
 // every Snapshot after the first returns what the last dump saw plus
@@ -53,7 +53,7 @@ func Open(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 		h   *netlink.Handle
 		err error
 	)
-	if ns >= 0 {
+	if !netnsx.IsOwn(ns) {
 		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	} else {
 		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
@@ -61,20 +61,12 @@ func Open(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink: %w", err)
 	}
-	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: nsFD(ns)})
+	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: netnsx.FD(ns)})
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("open rtnetlink for dumps: %w", err)
 	}
 	return &Kernel{h: h, dump: dump, ns: ns, log: log, m: newMirror()}, nil
-}
-
-// nsFD is the netlink libraries' way to say the namespace: 0 is their own.
-func nsFD(ns netns.NsHandle) int {
-	if ns < 0 {
-		return 0
-	}
-	return int(ns)
 }
 
 // Close releases the sockets and the sysctl files.
@@ -93,7 +85,7 @@ func (k *Kernel) Close() error {
 // sent, so a pass triggered by an event sees it; a (re)subscription or an
 // overflow marks the mirror stale before the KindResync event goes out.
 func (k *Kernel) Run(ctx context.Context, out chan<- watcher.Event) error {
-	return watcher.Run(ctx, watcher.Options{NetNS: nsFD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
+	return watcher.Run(ctx, watcher.Options{NetNS: netnsx.FD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
 }
 
 // Update applies one notification to the mirror (watcher.Sink).
@@ -327,7 +319,7 @@ func (k *Kernel) setRPFilter(name, value string) (ok bool, err error) {
 		Data:   append(hdr, attrs...),
 	})
 	if errors.Is(err, unix.ENODEV) {
-		return true, policy.ErrStale
+		return true, ErrStale
 	}
 	if err != nil {
 		return true, err
@@ -349,7 +341,7 @@ func (k *Kernel) writeSysctl(s policy.Sysctl) error {
 	for try := 0; ; try++ {
 		f, err := k.sysctlFile(s.Key)
 		if errors.Is(err, fs.ErrNotExist) {
-			return policy.ErrStale // the interface went away after the snapshot
+			return ErrStale // the interface went away after the snapshot
 		}
 		if err != nil {
 			return err
@@ -434,13 +426,13 @@ func (k *Kernel) Apply(changes []policy.Change, obs policy.Observed) error {
 			continue
 		}
 		if errors.Is(err, unix.ENODEV) {
-			err = policy.ErrStale
+			err = ErrStale
 		}
 		if err != nil {
 			// A vanished device (ErrStale) and a link not up yet (ENETDOWN,
 			// an address that arrives before the link-up) say nothing the
 			// mirror does not know; any other refusal may mean it is wrong.
-			failed = failed || !errors.Is(err, policy.ErrStale) && !errors.Is(err, unix.ENETDOWN)
+			failed = failed || !errors.Is(err, ErrStale) && !errors.Is(err, unix.ENETDOWN)
 			errs = append(errs, fmt.Errorf("%s: %w", c.Command(), err))
 		}
 	}

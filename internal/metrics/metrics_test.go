@@ -81,6 +81,7 @@ func TestScrape(t *testing.T) {
 	r.SetDrained("dsl", true)
 	r.SetDrained("lte", true)
 	r.SetDrained("lte", false)
+	r.SetDegraded("dsl", true)
 	r.PassDone(400*time.Microsecond, false)
 	r.PassDone(3*time.Millisecond, false)
 	r.PassDone(40*time.Millisecond, true)
@@ -105,6 +106,8 @@ func TestScrape(t *testing.T) {
 		`uplinkd_uplink_drained{uplink="dsl"} 1`,
 		`uplinkd_uplink_drained{uplink="lte"} 0`,
 		`uplinkd_uplink_drained{uplink="we\"ird"} 0`,
+		`uplinkd_uplink_degraded{uplink="dsl"} 1`,
+		`uplinkd_uplink_degraded{uplink="lte"} 0`,
 		`uplinkd_passes_total 3`,
 		`uplinkd_pass_failures_total 1`,
 		`uplinkd_pass_duration_seconds_bucket{le="0.0005"} 1`,
@@ -145,6 +148,49 @@ func TestScrape(t *testing.T) {
 	}
 	if !strings.Contains(body, `uplinkd_uplink_state{uplink="dsl",state="failed"} 1`) {
 		t.Error("dsl state not updated to failed")
+	}
+}
+
+// TestScrapeIPv6: an uplink's IPv6 side has series of its own, counts its
+// own transitions, and loses them when ipv6 is turned off or the uplink
+// goes; the IPv4 series are untouched by it.
+func TestScrapeIPv6(t *testing.T) {
+	r := New()
+	url := serve(t, r)
+	r.SetUplink("dsl", "up", Probe{Loss: 0, RTT: time.Millisecond, Jitter: -1})
+	r.SetUplinkIPv6("dsl", "checking", unknown)
+	r.SetUplinkIPv6("dsl", "checking", unknown) // no change: no transition
+	r.SetUplinkIPv6("dsl", "failed", Probe{Loss: 1, RTT: -1, Jitter: -1})
+	r.SetUplinkIPv6("dsl", "up", Probe{Loss: 0.5, RTT: 2 * time.Millisecond, Jitter: -1})
+	r.SetUplink("lte", "up", unknown)
+	r.SetUplinkIPv6("lte", "", unknown) // ipv6 off
+	body := scrape(t, url)
+	for _, want := range []string{
+		`uplinkd_uplink_ipv6_state{uplink="dsl",state="up"} 1`,
+		`uplinkd_uplink_ipv6_state{uplink="dsl",state="failed"} 0`,
+		`uplinkd_uplink_ipv6_loss_ratio{uplink="dsl"} 0.5`,
+		`uplinkd_uplink_ipv6_rtt_seconds{uplink="dsl"} 0.002`,
+		`uplinkd_uplink_ipv6_transitions_total{uplink="dsl"} 2`,
+		`uplinkd_uplink_transitions_total{uplink="dsl"} 0`,
+		`uplinkd_uplink_rtt_seconds{uplink="dsl"} 0.001`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
+	}
+	for _, absent := range []string{`uplinkd_uplink_ipv6_jitter_seconds`, `uplinkd_uplink_ipv6_state{uplink="lte"`} {
+		if strings.Contains(body, absent) {
+			t.Errorf("exported: %s", absent)
+		}
+	}
+	r.SetUplinkIPv6("dsl", "", unknown) // a reload turned ipv6 off
+	if body := scrape(t, url); strings.Contains(body, "uplinkd_uplink_ipv6_") || !strings.Contains(body, `uplinkd_uplink_state{uplink="dsl",state="up"} 1`) {
+		t.Errorf("after ipv6 off:\n%s", body)
+	}
+	r.SetUplinkIPv6("dsl", "up", unknown)
+	r.RemoveUplink("dsl")
+	if body := scrape(t, url); strings.Contains(body, `uplink="dsl"`) {
+		t.Errorf("after the uplink went:\n%s", body)
 	}
 }
 
@@ -333,6 +379,7 @@ func TestDocumentedMetrics(t *testing.T) {
 	r.SetUplink("dsl", "up", Probe{Loss: 0.5, RTT: time.Millisecond, Jitter: time.Millisecond})
 	r.Transition("dsl")
 	r.Reconnect("dsl")
+	r.SetUplinkIPv6("dsl", "up", Probe{Loss: 0.5, RTT: time.Millisecond, Jitter: time.Millisecond})
 	r.SetHARole("master", time.Now())
 	r.PublishResult("dsl", "dyn", "ok")
 	var mu sync.Mutex

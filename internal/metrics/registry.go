@@ -40,6 +40,18 @@ type uplinkSeries struct {
 	transitions *vm.Counter
 	reconnects  *vm.Counter
 	drained     *vm.Gauge
+	degraded    *vm.Gauge
+	v6          *ipv6Series // nil while the uplink has ipv6 off
+}
+
+// ipv6Series are the series of an uplink's IPv6 side (docs/ipv6.md): the
+// same as the IPv4 ones under uplinkd_uplink_ipv6_* names, so that the
+// existing series keep their labels.
+type ipv6Series struct {
+	state             [len(states)]*vm.Gauge
+	loss, rtt, jitter *vm.Gauge // nil while unknown
+	transitions       *vm.Counter
+	last              string // the state set last, to count transitions
 }
 
 // New returns a Registry with the daemon-wide series at zero. Call it only
@@ -132,6 +144,54 @@ func (r *Registry) optionalGauge(g *vm.Gauge, name string, v float64) *vm.Gauge 
 	return g
 }
 
+// SetUplinkIPv6 sets the state and last probe round of an uplink's IPv6
+// side (uplinkd_uplink_ipv6_*), counting a change of state as a
+// transition. State "" is an uplink with ipv6 off: its IPv6 series go.
+func (r *Registry) SetUplinkIPv6(name, state string, p Probe) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	u := r.uplinkLocked(name)
+	if state == "" {
+		r.removeIPv6Locked(u)
+		return
+	}
+	v := u.v6
+	if v == nil {
+		v = &ipv6Series{transitions: r.set.NewCounter("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")}
+		for i, s := range states {
+			v.state[i] = r.set.NewGauge(`uplinkd_uplink_ipv6_state{`+u.label+`,state="`+s+`"}`, nil)
+		}
+		u.v6 = v
+	} else if v.last != state {
+		v.transitions.Inc()
+	}
+	v.last = state
+	for i, s := range states {
+		v.state[i].Set(b2f(s == state))
+	}
+	v.loss = r.optionalGauge(v.loss, "uplinkd_uplink_ipv6_loss_ratio{"+u.label+"}", p.Loss)
+	v.rtt = r.optionalGauge(v.rtt, "uplinkd_uplink_ipv6_rtt_seconds{"+u.label+"}", p.RTT.Seconds())
+	v.jitter = r.optionalGauge(v.jitter, "uplinkd_uplink_ipv6_jitter_seconds{"+u.label+"}", p.Jitter.Seconds())
+}
+
+func (r *Registry) removeIPv6Locked(u *uplinkSeries) {
+	v := u.v6
+	if v == nil {
+		return
+	}
+	u.v6 = nil
+	for _, s := range states {
+		r.set.UnregisterMetric(`uplinkd_uplink_ipv6_state{` + u.label + `,state="` + s + `"}`)
+	}
+	r.set.UnregisterMetric("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")
+	r.optionalGauge(v.loss, "uplinkd_uplink_ipv6_loss_ratio{"+u.label+"}", -1)
+	r.optionalGauge(v.rtt, "uplinkd_uplink_ipv6_rtt_seconds{"+u.label+"}", -1)
+	r.optionalGauge(v.jitter, "uplinkd_uplink_ipv6_jitter_seconds{"+u.label+"}", -1)
+}
+
 // SetDrained sets whether the uplink is drained by hand (`uplinkd drain`).
 func (r *Registry) SetDrained(name string, drained bool) {
 	if r == nil {
@@ -141,6 +201,18 @@ func (r *Registry) SetDrained(name string, drained bool) {
 	u := r.uplinkLocked(name)
 	r.mu.Unlock()
 	u.drained.Set(b2f(drained))
+}
+
+// SetDegraded sets whether the uplink is at the degraded quality level
+// ([uplink.check] warn_loss, warn_latency).
+func (r *Registry) SetDegraded(name string, degraded bool) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	u := r.uplinkLocked(name)
+	r.mu.Unlock()
+	u.degraded.Set(b2f(degraded))
 }
 
 // Transition records a change of the uplink's state.
@@ -183,9 +255,11 @@ func (r *Registry) RemoveUplink(name string) {
 	r.set.UnregisterMetric("uplinkd_uplink_transitions_total{" + u.label + "}")
 	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
 	r.set.UnregisterMetric("uplinkd_uplink_drained{" + u.label + "}")
+	r.set.UnregisterMetric("uplinkd_uplink_degraded{" + u.label + "}")
 	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
 	r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", -1)
+	r.removeIPv6Locked(u)
 }
 
 func (r *Registry) uplinkLocked(name string) *uplinkSeries {
@@ -199,6 +273,7 @@ func (r *Registry) uplinkLocked(name string) *uplinkSeries {
 	u.transitions = r.set.NewCounter("uplinkd_uplink_transitions_total{" + u.label + "}")
 	u.reconnects = r.set.NewCounter("uplinkd_uplink_reconnects_total{" + u.label + "}")
 	u.drained = r.set.NewGauge("uplinkd_uplink_drained{"+u.label+"}", nil)
+	u.degraded = r.set.NewGauge("uplinkd_uplink_degraded{"+u.label+"}", nil)
 	r.uplinks[name] = u
 	return u
 }

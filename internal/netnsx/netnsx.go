@@ -15,6 +15,14 @@
 // goroutine), opening /proc/sys/net files (they resolve against the opening
 // thread's namespace and stay bound to it), and starting commands (a child
 // forked from the thread inherits its namespace).
+//
+// The convention for "the caller's own namespace", used everywhere in
+// uplinkd: any handle or fd <= 0. Own (-1, netns.None's value) is the name
+// to write; 0 means the same so that the zero value of an options struct
+// (watcher.Options, probe.Spec, dhcpd.Spec, backendcheck.Options...) runs
+// in place, and because fd 0 is stdin, never a namespace. Test for it with
+// IsOwn; hand a namespace to an API that takes an int fd with 0 meaning
+// "own" (mdlayher/netlink's Config.NetNS) through FD.
 package netnsx
 
 import (
@@ -26,24 +34,39 @@ import (
 )
 
 // Own is the handle that means "the caller's own namespace": Do runs fn
-// directly. Every handle below zero means the same.
+// directly. Every handle <= 0 means the same (see the package doc).
 const Own netns.NsHandle = -1
 
+// IsOwn reports whether ns means the caller's own namespace (ns <= 0).
+func IsOwn[T ~int](ns T) bool { return ns <= 0 }
+
+// FD is ns as an int fd for APIs whose zero means "own namespace"
+// (mdlayher/netlink's Config.NetNS, the NetNS fields of uplinkd's option
+// structs): 0 for the caller's own, the fd otherwise.
+func FD[T ~int](ns T) int {
+	if IsOwn(ns) {
+		return 0
+	}
+	return int(ns)
+}
+
 // Do runs fn on an OS thread inside the network namespace ns and returns
-// fn's error. ns < 0 (Own) runs fn in place, on the caller's goroutine.
+// fn's error. ns <= 0 (Own) runs fn in place, on the caller's goroutine.
+// It takes an int fd as well (T ~int), so callers holding one convert
+// nothing.
 //
 // fn runs on a fresh goroutine locked to its thread; it must not start
 // goroutines that expect to run inside ns. Errors of the switch itself are
 // wrapped; if the switch back fails, the error says so and the thread is
 // destroyed when fn's goroutine ends.
-func Do(ns netns.NsHandle, fn func() error) error {
-	if ns < 0 {
+func Do[T ~int](ns T, fn func() error) error {
+	if IsOwn(ns) {
 		return fn()
 	}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		errc <- doLocked(ns, fn, switchTo)
+		errc <- doLocked(netns.NsHandle(ns), fn, switchTo)
 	}()
 	return <-errc
 }

@@ -62,6 +62,7 @@ func TestDo(t *testing.T) {
 		{"lab namespace", ns, []string{"lo", lab.LANIface, "ppp0"}, ns},
 		{"own namespace (Own)", netnsx.Own, []string{"lo"}, own},
 		{"own namespace (any negative handle)", -7, []string{"lo"}, own},
+		{"own namespace (zero, an options struct's zero value)", 0, []string{"lo"}, own},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -66,7 +66,7 @@ type DialFunc func(ctx context.Context, iface string, addr netip.AddrPort) error
 
 // Options configure a Checker.
 type Options struct {
-	// NetNS is the namespace fd to connect from (0: the current one).
+	// NetNS is the namespace fd to connect from (<= 0: the current one).
 	NetNS  int
 	Logger *slog.Logger
 	// Notify is called (from a checker goroutine, never under its lock)

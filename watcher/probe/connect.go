@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // Connect opens a TCP connection to dst from inside the network namespace
@@ -15,7 +17,7 @@ import (
 // when a [[rule]] routes the daemon's own traffic out of an uplink.
 func Connect(ctx context.Context, nsfd int, iface string, dst netip.AddrPort) error {
 	var c net.Conn
-	err := inNetNS(nsfd, func() (err error) {
+	err := netnsx.Do(nsfd, func() (err error) {
 		d := net.Dialer{Control: bindDevice(iface, false)}
 		c, err = d.DialContext(ctx, "tcp4", dst.String())
 		return err

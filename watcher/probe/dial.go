@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // dialer opens connected sockets bound to the uplink's address and device,
@@ -34,7 +36,7 @@ func (d *dialer) family() string {
 
 // resolve turns host into an address. It runs in the caller's namespace and
 // through the system resolver on purpose (see Spec.Targets); it must not run
-// inside inNetNS, where the Go resolver's helper goroutines would end up in
+// inside netnsx.Do, where the Go resolver's helper goroutines would end up in
 // a different namespace from the calling thread.
 func (d *dialer) resolve(ctx context.Context, host string) (netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
@@ -67,7 +69,7 @@ func (d *dialer) dial(ctx context.Context, network string, dst netip.AddrPort) (
 		c   net.Conn
 		rtt time.Duration
 	)
-	err := inNetNS(d.netns, func() error {
+	err := netnsx.Do(d.netns, func() error {
 		var err error
 		start := time.Now()
 		c, err = nd.DialContext(ctx, network+d.family(), dst.String())

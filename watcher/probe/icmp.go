@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 const (
@@ -78,7 +80,7 @@ func newICMP(s Spec, v6 bool) (*icmpProber, error) {
 	}
 	var rawErr error
 	if !forcePingSocket {
-		err := inNetNS(s.NetNS, func() error {
+		err := netnsx.Do(s.NetNS, func() error {
 			var err error
 			p.conn, err = openICMP(s, v6, true, p.id)
 			return err
@@ -94,7 +96,7 @@ func newICMP(s Spec, v6 bool) (*icmpProber, error) {
 	if p.conn == nil {
 		// No CAP_NET_RAW: an unprivileged ping socket works when the
 		// group is in net.ipv4.ping_group_range.
-		err := inNetNS(s.NetNS, func() error {
+		err := netnsx.Do(s.NetNS, func() error {
 			var err error
 			p.conn, err = openICMP(s, v6, false, 0)
 			return err

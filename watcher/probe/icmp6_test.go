@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"testing"
@@ -41,7 +43,12 @@ func newTopo6(tb testing.TB) *topo {
 }
 
 func (tp *topo) spec6(uplink string, targets ...string) Spec {
-	s := tp.spec(uplink, MethodICMP, targets...)
+	return tp.spec6m(uplink, MethodICMP, targets...)
+}
+
+// spec6m is spec6 for any method.
+func (tp *topo) spec6m(uplink, method string, targets ...string) Spec {
+	s := tp.spec(uplink, method, targets...)
 	s.Source = map[string]netip.Addr{"a": src6A, "b": src6B}[uplink]
 	return s
 }
@@ -93,5 +100,54 @@ func TestICMPTargetFamilies(t *testing.T) {
 	s.Source = netip.MustParseAddr("192.0.2.2")
 	if _, err := s.parse(); err == nil {
 		t.Fatal("an IPv6 target with an IPv4 source was accepted")
+	}
+}
+
+// TestConnectProbesV6: tcp, dns and http probes to IPv6 targets, from each
+// uplink's IPv6 address and device: an IPv6 blackhole of path a fails a's
+// probes only.
+func TestConnectProbesV6(t *testing.T) {
+	tp := newTopo6(t)
+	var tcpLn, httpLn net.Listener
+	tp.server.do(t, func() (err error) {
+		if tcpLn, err = net.Listen("tcp6", "["+inet6+"]:7001"); err != nil {
+			return err
+		}
+		httpLn, err = net.Listen("tcp6", "["+inet6+"]:8080")
+		return err
+	})
+	t.Cleanup(func() { tcpLn.Close() })
+	go func() {
+		for {
+			c, err := tcpLn.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("fine")) })}
+	go srv.Serve(httpLn)
+	t.Cleanup(func() { srv.Close() })
+	dnsServer(t, tp.server, "["+inet6+"]:53", 0)
+
+	for method, target := range map[string]string{
+		MethodTCP: "[" + inet6 + "]:7001", MethodDNS: inet6, MethodHTTP: "http://[" + inet6 + "]:8080/",
+	} {
+		t.Run(method, func(t *testing.T) {
+			ra := start(t, tp.spec6m("a", method, target))
+			rb := start(t, tp.spec6m("b", method, target))
+			rs, _ := ra.round(t)
+			checkOK(t, rs)
+			rs, _ = rb.round(t)
+			checkOK(t, rs)
+			undo := tp.drop(t, `iifname "sa" ip6 daddr `+inet6)
+			now := time.Now()
+			rs, _ = ra.roundAfter(t, now)
+			checkFailed(t, rs, "timeout")
+			rs, _ = rb.roundAfter(t, now)
+			checkOK(t, rs)
+			undo()
+		})
 	}
 }

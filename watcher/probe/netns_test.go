@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // The kernel tests build their own pair of namespaces per test, named
@@ -124,7 +125,7 @@ func (ns *netNS) counter(tb testing.TB, name string) int {
 // do runs fn on a thread inside the namespace (to open listeners there).
 func (ns *netNS) do(tb testing.TB, fn func() error) {
 	tb.Helper()
-	if err := inNetNS(ns.fd, fn); err != nil {
+	if err := netnsx.Do(ns.fd, fn); err != nil {
 		tb.Fatalf("in %s: %v", ns.name, err)
 	}
 }

@@ -87,7 +87,8 @@ type Spec struct {
 	// binding.
 	Iface string
 	// NetNS is a network namespace file descriptor to open the sockets in;
-	// 0 means the caller's namespace. Only socket creation happens there.
+	// <= 0 means the caller's namespace (netnsx's convention). Only socket
+	// creation happens there.
 	NetNS int
 }
 

@@ -2,7 +2,8 @@
 # Builds the acceptance-test VM image: a minimal Debian 12 with its stock
 # kernel, systemd as PID 1 and the real tools the scenarios drive (pppd and
 # rp-pppoe, hostapd, wpa_supplicant, dhclient, dnsmasq, nftables, iptables,
-# isc-dhcp-server, keepalived, conntrackd).
+# isc-dhcp-server, keepalived, conntrackd; for IPv6 on the PPPoE lines
+# radvd and wide-dhcpv6-server on the ISP side, dhcpcd on the gateway).
 #
 #   build.sh OUTDIR MIRROR DEBCACHE
 #
@@ -23,6 +24,7 @@ pkgs=(
   ppp pppoe hostapd wpasupplicant iw isc-dhcp-client dnsmasq
   nftables iptables conntrack procps iputils-ping
   isc-dhcp-server keepalived conntrackd netcat-openbsd
+  radvd wide-dhcpv6-server dhcpcd-base
 )
 # --cache-dir keeps the downloaded packages between builds: a recipe change
 # then costs the unpack, not the download.
@@ -61,7 +63,8 @@ chroot "$root" depmod -a "$kver"
 # boot target is vmtest.target (kernel command line), which pulls in only
 # the runner.
 chroot "$root" systemctl mask dnsmasq.service hostapd.service wpa_supplicant.service \
-  isc-dhcp-server.service keepalived.service conntrackd.service \
+  isc-dhcp-server.service keepalived.service conntrackd.service radvd.service \
+  wide-dhcpv6-server.service \
   getty@.service serial-getty@.service systemd-timesyncd.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-logind.service \
   networking.service ifupdown-pre.service man-db.timer dpkg-db-backup.timer \
