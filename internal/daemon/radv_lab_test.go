@@ -71,7 +71,8 @@ func announced(st control.Status, p netip.Prefix) (control.LAN6Prefix, bool) {
 // configured delegation; a's IPv6 dies upstream (probes fail) → the host's
 // a address shows deprecated, a new connection from the host (no source
 // pinned) leaves from b's prefix and reaches the inet host through b; a
-// comes back → the a address is preferred again. The status says the same.
+// comes back → the a address is preferred again; a's delegation ends → its
+// /64 is announced with lifetimes 0. The status and metrics say the same.
 func TestLabRAPrefixFailover(t *testing.T) {
 	l := ipv6Lab(t)
 	pa, err := l.Delegate6("eth1")
@@ -142,6 +143,14 @@ func TestLabRAPrefixFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.eventually("host's a address preferred again", hostState(lanA, false))
+
+	// The delegation ends: the /64 stays announced with lifetimes 0, so
+	// the host's address is deprecated (and gone within 2 h).
+	r.event("--iface", "eth1", "--delegated", "none")
+	r.eventually("host's a address deprecated after the delegation ended", hostState(lanA, true))
+	if e, ok := announced(r.statusJSON(), lanA); !ok || e.State != "deprecated" || e.ValidLifetime != 0 {
+		t.Errorf("status of %s after its delegation ended: %+v (%v)", lanA, e, ok)
+	}
 }
 
 // TestLabRANPT: mode npt with announce: the host takes one address from
