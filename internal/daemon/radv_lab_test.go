@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/lab"
@@ -154,7 +155,8 @@ func TestLabRAPrefixFailover(t *testing.T) {
 }
 
 // TestLabRANPT: mode npt with announce: the host takes one address from
-// the inside prefix and keeps it, preferred, when a's IPv6 fails.
+// the inside prefix and keeps it, preferred, when a's IPv6 fails; when the
+// daemon stops, the host drops it as its router (final RA).
 func TestLabRANPT(t *testing.T) {
 	l := ipv6Lab(t)
 	pb, err := l.Delegate6("eth2")
@@ -176,6 +178,23 @@ func TestLabRANPT(t *testing.T) {
 	}
 	if out := mustExec(t, l, l.LAN, "ip", "-6", "addr", "show", "scope", "global"); strings.Count(out, "inet6 ") != 1 {
 		t.Errorf("LAN host addresses:\n%s", out)
+	}
+
+	// A stopping daemon sends a final RA with router lifetime 0: the host
+	// drops the gateway as its default router at once.
+	raRoute := func() bool {
+		return strings.Contains(mustExec(t, l, l.LAN, "ip", "-6", "route", "show", "default", "proto", "ra"), "fe80::")
+	}
+	if !raRoute() {
+		t.Fatal("no RA default route on the host")
+	}
+	r.stop()
+	deadline := time.Now().Add(waitLong)
+	for raRoute() {
+		if time.Now().After(deadline) {
+			t.Fatal("the host kept the stopped gateway as its default router")
+		}
+		time.Sleep(50 * time.Millisecond) // kernel state; nothing to wait on
 	}
 }
 
