@@ -314,9 +314,14 @@ type Check struct {
 	Interval    time.Duration `toml:"interval"`
 	Timeout     time.Duration `toml:"timeout"`
 	Reliability int           `toml:"reliability"`
-	Down        int           `toml:"down"`
-	Up          int           `toml:"up"`
-	HoldDown    time.Duration `toml:"hold_down"`
+	// Retries is how many more probes a round sends to a target that has
+	// not answered yet, spaced by the target's recent RTT, within the
+	// same timeout (probe.Spec.Retries): random loss alone then rarely
+	// fails a round, and an outage is not seen any later.
+	Retries  int           `toml:"retries"`
+	Down     int           `toml:"down"`
+	Up       int           `toml:"up"`
+	HoldDown time.Duration `toml:"hold_down"`
 	// MaxLoss is 0..1; 1 (the default) never fails a round for loss.
 	MaxLoss float64 `toml:"max_loss"`
 	// MaxLatency is 0 (the default) when latency is not judged.

@@ -45,6 +45,7 @@ const (
 	DefaultCheckTimeout     = 800 * time.Millisecond
 	DefaultCheckReliability = 1
 	DefaultCheckDown        = 3
+	DefaultCheckRetries     = 2
 	DefaultCheckUp          = 3
 	DefaultCheckHoldDown    = 30 * time.Second
 	DefaultCheckMaxLoss     = 1.0 // any loss: loss alone never fails a round
@@ -196,6 +197,7 @@ func (l *loader) applyDefaults(c *Config) {
 			setDefault(l, q+".timeout", &ch.Timeout, DefaultCheckTimeout)
 			setDefault(l, q+".reliability", &ch.Reliability, DefaultCheckReliability)
 			setDefault(l, q+".down", &ch.Down, DefaultCheckDown)
+			setDefault(l, q+".retries", &ch.Retries, DefaultCheckRetries)
 			setDefault(l, q+".up", &ch.Up, DefaultCheckUp)
 			setDefault(l, q+".hold_down", &ch.HoldDown, DefaultCheckHoldDown)
 			setDefault(l, q+".max_loss", &ch.MaxLoss, DefaultCheckMaxLoss)

@@ -220,13 +220,24 @@ func (h *HealthMachine) Link(usable bool, now time.Time) Transition {
 // the answers. Rounds while the link is down are ignored (they can only have
 // failed, and say nothing the link state does not).
 func (h *HealthMachine) Round(answered int, rtts []time.Duration, now time.Time) Transition {
+	return h.RoundLost(answered, h.targets-answered, rtts, now)
+}
+
+// RoundLost is Round for a prober with retries (probe.Spec.Retries):
+// answered targets (by any of their probes) judge the round, and lost is
+// how many targets left the round's first probe unanswered. The window's
+// loss counts those, so a lossy line shows its loss although retries kept
+// its rounds good, and a dead target counts once per round, as without
+// retries.
+func (h *HealthMachine) RoundLost(answered, lost int, rtts []time.Duration, now time.Time) Transition {
 	due := h.Tick(now)
 	if h.state == HealthDown {
 		return due
 	}
 	h.lastRound = now
 	answered = max(answered, 0)
-	s := roundSample{sent: max(h.targets, answered, 1), answered: answered}
+	sent := max(h.targets, answered, 1)
+	s := roundSample{sent: sent, answered: sent - min(max(lost, 0), sent)}
 	for _, r := range rtts {
 		s.rttSum += r
 		s.rttSq += float64(r) * float64(r)

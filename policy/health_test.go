@@ -682,3 +682,27 @@ func TestHealthTrafficConfirmed(t *testing.T) {
 		t.Errorf("down: %+v", tr)
 	}
 }
+
+// TestHealthRoundLost: retries keep a lossy one-target line's rounds good
+// (the target answered), while the window's loss counts the rounds' first
+// probes: each of them lost is 100 %, and max_loss judges that.
+func TestHealthRoundLost(t *testing.T) {
+	c := checkDefaults()
+	c.MaxLoss = 0.4
+	d := newHealthDriver(t, c)
+	d.link(true)
+	d.probe(1, 20*hms)
+	d.want(HealthUp)
+	for range 2 {
+		d.now = d.now.Add(c.Interval)
+		d.h.RoundLost(1, 1, []time.Duration{20 * hms}, d.now)
+	}
+	if loss, _ := d.h.Stats(); loss != 2.0/3 {
+		t.Fatalf("loss %v after a good round and 2 answered by a retry, want 2/3", loss)
+	}
+	d.want(HealthUp) // 2 failed rounds: not yet down (3)
+	d.now = d.now.Add(c.Interval)
+	if tr := d.h.RoundLost(1, 1, []time.Duration{20 * hms}, d.now); tr.To != HealthFailed || tr.Reason != "loss 75% > 40%" {
+		t.Fatalf("got %+v, want failed for loss 75%% > 40%%", tr)
+	}
+}

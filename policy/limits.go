@@ -149,6 +149,8 @@ var KeyLimits = []KeyLimit{
 		Why: "at most the number of targets"},
 	{Keys: []string{"uplink.check.down", "uplink.check.up", "service.check.down", "service.check.up"}, Kind: LimitCount, Min: 1, Max: 1000,
 		Why: "rounds in a row; 1000 rounds of the shortest interval is 100 s"},
+	{Keys: []string{"uplink.check.retries"}, Kind: LimitCount, Min: 0, Max: 5,
+		Why: "extra probes to an unanswered target within one timeout; each is spaced by the target's RTT"},
 	{Keys: []string{"uplink.check.hold_down"}, Kind: LimitDuration, Min: 0, Max: day,
 		Why: "0 fails back at once; more than a day keeps a recovered uplink out of use"},
 	{Keys: []string{"uplink.check.max_latency"}, Kind: LimitDuration, Min: ms, Max: minute,

@@ -118,6 +118,7 @@ var boundCases = map[string]boundCase{
 	"service.check.timeout":            {dur, in(uplinkTOML+serviceTOML+"check = { interval = \"1h\", timeout = ", " }\n")},
 	"uplink.check.reliability":         {num, in(uplinkTOML+"[uplink.check]\ntargets = "+targetsOf(MaxProbeTargets)+"\nreliability = ", "\n")},
 	"uplink.check.down":                {num, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\ndown = ", "\n")},
+	"uplink.check.retries":             {num, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nretries = ", "\n")},
 	"uplink.check.up":                  {num, in(uplinkTOML+"[uplink.check]\ntargets = [\"192.0.2.1\"]\nup = ", "\n")},
 	"service.check.down":               {num, in(uplinkTOML+serviceTOML+"check = { down = ", " }\n")},
 	"service.check.up":                 {num, in(uplinkTOML+serviceTOML+"check = { up = ", " }\n")},

@@ -66,7 +66,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeICMP, Targets: []string{"192.0.2.1", "192.0.2.2"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
+			Reliability: 2, Retries: 2, Down: 3, Up: 3, HoldDown: 30 * time.Second, MaxLoss: 0, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
 		},
 		Reconnect: &Reconnect{
 			Peer:           "dsl-provider",
@@ -79,7 +79,7 @@ func TestParseGood(t *testing.T) {
 		Check: &Check{
 			Method: ProbeHTTP, Targets: []string{"http://192.0.2.80/generate_204"},
 			Interval: time.Second, Timeout: 800 * time.Millisecond,
-			Reliability: 1, Down: 3, Up: 3, MaxLoss: 1, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
+			Reliability: 1, Retries: 2, Down: 3, Up: 3, MaxLoss: 1, TrafficWindow: 300 * time.Millisecond, WarnLoss: 1, Degraded: DegradedLowerWeight, DegradedWeight: 25,
 		},
 		Hooks: []Hook{{On: []HookEvent{"down", "up"}, Command: []string{"/usr/local/bin/notify", "--quiet"}}},
 	}}

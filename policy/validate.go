@@ -473,6 +473,7 @@ func (l *loader) check(p string, c *Check, ipv6 bool) {
 	}
 	l.countAt(p+".reliability", c.Reliability, int64(max(len(c.Targets), 1)))
 	l.count(p+".down", c.Down)
+	l.count(p+".retries", c.Retries)
 	l.count(p+".up", c.Up)
 	// 0s is allowed: fail back at once.
 	l.duration(p+".hold_down", c.HoldDown)

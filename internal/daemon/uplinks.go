@@ -92,7 +92,10 @@ func splitCheck(c *policy.Check) (v4, v6 *policy.Check) {
 
 type probeRound struct {
 	results, ok int
-	rtts        []time.Duration
+	// lost counts the targets whose round's first probe went unanswered
+	// (a retry may still have answered): the loss figures.
+	lost int
+	rtts []time.Duration
 }
 
 // roundStats is one finished probe round as `uplinkd status` and the
@@ -303,7 +306,7 @@ func (d *Daemon) manageProber(rt *uplinkRuntime, side *probeSide, usable bool, s
 	side.rounds = map[uint64]*probeRound{}
 	spec := probe.Spec{
 		Uplink: rt.name, Method: string(side.check.Method), Targets: side.check.Targets,
-		Interval: side.check.Interval, Timeout: side.check.Timeout,
+		Interval: side.check.Interval, Timeout: side.check.Timeout, Retries: side.check.Retries,
 		Source: src, Iface: iface, NetNS: d.netnsFD(),
 	}
 	gen := side.proberGen
@@ -383,6 +386,9 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 		delete(side.rounds, m.r.Round-4) // a round that never completed
 	}
 	rd.results++
+	if !m.r.OK || m.r.Sent > 1 {
+		rd.lost++
+	}
 	if m.r.OK {
 		rd.ok++
 		rd.rtts = append(rd.rtts, m.r.RTT)
@@ -392,8 +398,9 @@ func (d *Daemon) onProbe(m probeMsg, now time.Time) bool {
 	}
 	delete(side.rounds, m.r.Round)
 	before, wasDegraded := side.health.Usable(), side.health.Degraded()
-	d.logHealth(rt, side, side.proberIface, side.health.Round(rd.ok, rd.rtts, now))
-	last := newRoundStats(len(side.check.Targets), rd.ok, rd.rtts)
+	d.logHealth(rt, side, side.proberIface, side.health.RoundLost(rd.ok, rd.lost, rd.rtts, now))
+	targets := len(side.check.Targets)
+	last := newRoundStats(targets, targets-rd.lost, rd.rtts)
 	side.last = &last
 	// A quality level change moves the default route's weights: a pass.
 	// (The IPv6 side's level is not used: docs/design.md.)

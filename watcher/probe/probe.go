@@ -90,6 +90,11 @@ type Spec struct {
 	// <= 0 means the caller's namespace (netnsx's convention). Only socket
 	// creation happens there.
 	NetNS int
+	// Retries is how many more probes a round may send to a target that
+	// has not answered yet (0: one probe per target and round). See
+	// retryAfter for their spacing; all of them end with the round's
+	// Timeout, and the first answer is the target's result.
+	Retries int
 }
 
 // Result is the outcome of one probe to one target.
@@ -109,6 +114,9 @@ type Result struct {
 	// Round numbers the rounds of one Run from 1. All results of a round
 	// share Round and At, and a round has exactly one result per target.
 	Round uint64
+	// Sent is how many probes went to the target in this round (1 plus
+	// the retries sent); Sent-1 of them are lost when OK, Sent when not.
+	Sent int
 }
 
 // prober sends one probe of its method to one target.
@@ -125,6 +133,120 @@ type target struct {
 	host string     // tcp: host part of host:port
 	hp   string     // tcp: host:port
 	url  *url.URL   // http
+
+	// recent holds the target's last answered RTTs (a ring), for the
+	// spacing of retries. Rounds of one target do not overlap (timeout <=
+	// interval), but a round's goroutine may still be ending as the next
+	// one starts: mu guards it.
+	mu     sync.Mutex
+	recent [recentRTTs]time.Duration
+	next   int
+}
+
+// recentRTTs is how many of a target's last RTTs set its retry spacing.
+const recentRTTs = 5
+
+// Retry spacing (retryAfter): four times the slowest recent RTT, as TCP's
+// retransmission timeout is four deviations above its mean, and at least
+// minRetryAfter, so that a fast line sends no retry for an answer that is
+// merely a scheduling delay away.
+const (
+	retryRTTFactor = 4
+	minRetryAfter  = 200 * time.Millisecond
+)
+
+// noteRTT records an answer's RTT for the retry spacing.
+func (t *target) noteRTT(rtt time.Duration) {
+	t.mu.Lock()
+	t.recent[t.next] = rtt
+	t.next = (t.next + 1) % len(t.recent)
+	t.mu.Unlock()
+}
+
+// retryAfter is how long a round waits for the target's answer before it
+// sends the next probe: retryRTTFactor × the slowest of its recent RTTs,
+// at least minRetryAfter; with no answer on record (the first rounds, or a
+// target that has not answered for a while), the timeout split evenly over
+// the probes. A slow line (bufferbloat) therefore gets fewer retries, not
+// spurious ones: its RTT history spaces them out beyond the timeout.
+func (t *target) retryAfter(timeout time.Duration, retries int) time.Duration {
+	t.mu.Lock()
+	var slowest time.Duration
+	for _, r := range t.recent {
+		slowest = max(slowest, r)
+	}
+	t.mu.Unlock()
+	if slowest == 0 {
+		return timeout / time.Duration(retries+1)
+	}
+	return max(retryRTTFactor*slowest, minRetryAfter)
+}
+
+// probeTarget sends t's probes of one round: one at once, then, while none
+// has answered, up to retries more, one every retryAfter, as long as the
+// round's timeout has not run out. The first answer is the result (its RTT
+// measured from its own probe); a definite failure (refused, HTTP 503, an
+// ICMP error) ends the round for t at once, as it did without retries. It
+// returns how many probes it sent.
+func probeTarget(ctx context.Context, p prober, t *target, timeout time.Duration, retries int) (time.Duration, int, error) {
+	if retries <= 0 {
+		rtt, err := p.probe(ctx, t, timeout)
+		return rtt, 1, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		rtt time.Duration
+		err error
+	}
+	answers := make(chan answer, retries+1)
+	start := time.Now()
+	sent, pending := 0, 0
+	send := func(left time.Duration) {
+		sent++
+		pending++
+		go func() {
+			rtt, err := p.probe(ctx, t, left)
+			answers <- answer{rtt, err}
+		}()
+	}
+	// Every probe sent is waited for before returning: the prober's
+	// socket outlives them (Run's WaitGroup covers this goroutine only).
+	defer func() {
+		cancel()
+		for ; pending > 0; pending-- {
+			<-answers
+		}
+	}()
+	send(timeout)
+	after := t.retryAfter(timeout, retries)
+	retry := time.NewTimer(after)
+	defer retry.Stop()
+	for {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err == nil {
+				return a.rtt, sent, nil
+			}
+			var unanswered timeoutError
+			if !errors.As(a.err, &unanswered) || ctx.Err() != nil {
+				return 0, sent, a.err
+			}
+			if pending == 0 {
+				// The round's timeout has run out for the last probe
+				// sent: no retry could be answered in time either.
+				return 0, sent, errTimeout(timeout)
+			}
+		case <-retry.C:
+			left := timeout - time.Since(start)
+			if sent > retries || left <= 0 {
+				continue
+			}
+			send(left)
+			retry.Reset(after)
+		}
+	}
 }
 
 // Run probes s.Targets once per s.Interval, starting at once, every target of
@@ -162,13 +284,15 @@ func Run(ctx context.Context, s Spec, out chan<- Result) error {
 		at := time.Now()
 		for _, t := range targets {
 			wg.Go(func() {
-				rtt, err := p.probe(ctx, t, timeout)
+				rtt, sent, err := probeTarget(ctx, p, t, timeout, s.Retries)
 				if ctx.Err() != nil {
 					return // cut short by shutdown: says nothing about the uplink
 				}
-				r := Result{Uplink: s.Uplink, Target: t.raw, OK: err == nil, RTT: rtt, At: at, Round: round}
+				r := Result{Uplink: s.Uplink, Target: t.raw, OK: err == nil, RTT: rtt, At: at, Round: round, Sent: sent}
 				if err != nil {
 					r.RTT, r.Err = 0, err.Error()
+				} else {
+					t.noteRTT(rtt)
 				}
 				select {
 				case out <- r:
@@ -286,8 +410,14 @@ func parseTarget(method, raw string) (*target, error) {
 	return t, nil
 }
 
-// errTimeout is what a probe without an answer in time reports.
-func errTimeout(d time.Duration) error { return fmt.Errorf("timeout after %s", d) }
+// errTimeout is what a probe without an answer in time reports: a
+// timeoutError, which probeTarget tells from a definite failure.
+func errTimeout(d time.Duration) error { return timeoutError{d} }
+
+// timeoutError is a probe that got no answer within its timeout.
+type timeoutError struct{ timeout time.Duration }
+
+func (e timeoutError) Error() string { return "timeout after " + e.timeout.String() }
 
 // isTimeout reports whether err is the probe's own deadline expiring. The
 // deadline a net.Dialer derives from ctx can fire an instant before ctx's
