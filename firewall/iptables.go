@@ -37,6 +37,8 @@ type iptBackend struct {
 	want, known map[string][]string
 	// jumpsOK: the jumps were verified or inserted since the last damage.
 	jumpsOK bool
+	// carry keeps the dual-stack traffic counts monotonic (traffic.go).
+	carry6 dualCarry
 	// extraJumps are duplicates of our jumps found at adoption (a crashed
 	// run, or a hand-added copy); they are ours to remove.
 	extraJumps map[iptJump]int

@@ -29,7 +29,8 @@ const (
 func ip6Jumps(rs Ruleset) []iptJump {
 	var out []iptJump
 	if len(rs.Marks6) > 0 {
-		out = append(out, iptJump{"mangle", "PREROUTING", iptMark6Pre}, iptJump{"mangle", "POSTROUTING", iptMark6Post})
+		out = append(out, iptJump{"mangle", "PREROUTING", iptMark6Pre}, iptJump{"mangle", "POSTROUTING", iptMark6Post},
+			iptJump{"mangle", "PREROUTING", iptCountIn}, iptJump{"mangle", "POSTROUTING", iptCountOut}, iptJump{"mangle", "FORWARD", iptCountFwd})
 	}
 	if len(rs.NPT6) > 0 {
 		out = append(out, iptJump{"mangle", "POSTROUTING", iptNPT6Post}, iptJump{"mangle", "PREROUTING", iptNPT6Pre})
@@ -54,7 +55,7 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 		b.WriteString("*mangle\n")
 		var chains []string
 		if len(rs.Marks6) > 0 {
-			chains = append(chains, iptMark6Pre, iptMark6Post)
+			chains = append(chains, iptMark6Pre, iptMark6Post, iptCountIn, iptCountOut, iptCountFwd)
 		}
 		if len(rs.NPT6) > 0 {
 			chains = append(chains, iptNPT6Post, iptNPT6Pre)
@@ -67,6 +68,14 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 			set := []string{"-j", "CONNMARK", "--set-xmark", hexMark(m.ConnMark) + "/" + hexMark(UplinkMarkMask)}
 			add(iptMark6Pre, append([]string{"-i", m.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
 			add(iptMark6Post, append([]string{"-o", m.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
+		}
+		// The IPv6 traffic counters of the uplinks with ipv6 on, as
+		// iptCountRules writes the IPv4 ones (ReadTraffic adds the two).
+		for _, m := range rs.Marks6 {
+			add(iptCountIn, "-i", m.Iface)
+			add(iptCountOut, "-o", m.Iface)
+			add(iptCountFwd, "-i", m.Iface)
+			add(iptCountFwd, "-o", m.Iface)
 		}
 		for _, m := range rs.NPT6 {
 			add(iptNPT6Post, "-o", m.Iface, "-s", m.Inside.String(), "-m", "comment", "--comment", `"npt6 `+m.Uplink+`"`,

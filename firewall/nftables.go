@@ -34,6 +34,8 @@ type nftBackend struct {
 	last *Ruleset
 	cur  *nftProgram
 	sig  *nftSignature
+	// carry keeps the dual-stack traffic counts monotonic (traffic.go).
+	carry6 dualCarry
 	// verifiedGen is a ruleset generation at which the table was verified
 	// equal to sig; while the generation stays there, Check is one request.
 	verifiedGen uint32

@@ -838,7 +838,7 @@ func buildNFT(rs Ruleset) *nftProgram {
 			p.chains = append(p.chains, c)
 		}
 	}
-	p.chains = append(p.chains, nftCountChains(rs)...)
+	p.chains = append(p.chains, nftCountChains(countedUplinks(rs))...)
 	p.chains = append(p.chains, natChains...)
 	p.chains = append(p.chains, svcChains...)
 	p.chains = append(p.chains, inChains...)

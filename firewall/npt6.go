@@ -263,7 +263,13 @@ func filter6Chains(fs []Filter6) ([]*nftChain, []*nftSet) {
 // ip6Chains are table ip6 uplinkd6's chains and sets for rs.
 func ip6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
 	chains, sets := filter6Chains(rs.Filters6)
-	return slices.Concat(mark6Chains(rs.Marks6), npt6Chains(rs.NPT6), chains), sets
+	// The uplinks with ipv6 on are counted here for IPv6 as in table ip
+	// uplinkd for IPv4 (ReadTraffic adds the two).
+	var counted []countedIface
+	for _, m := range rs.Marks6 {
+		counted = append(counted, countedIface{m.Uplink, m.Iface})
+	}
+	return slices.Concat(mark6Chains(rs.Marks6), npt6Chains(rs.NPT6), nftCountChains(counted), chains), sets
 }
 
 // npt6Text is table ip6 uplinkd6 as `nft -f` text (Plan); "" without

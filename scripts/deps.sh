@@ -45,7 +45,7 @@ if [[ $mode == full ]]; then
   # backend, traffic with nc.
   want iptables:iptables iptables-save:iptables nc:netcat-openbsd
   # The tests: the real tools uplinkd drives or tests against.
-  want iptables-legacy:iptables conntrack:conntrack setpriv:util-linux sysctl:procps knotd:knot \
+  want iptables-legacy:iptables conntrack:conntrack radvd:radvd setpriv:util-linux sysctl:procps knotd:knot \
        kdig:knot-dnsutils systemd-analyze:systemd dpkg-deb:dpkg run-parts:debianutils unshare:util-linux \
        pppd:ppp busybox:busybox dhclient:isc-dhcp-client keepalived:keepalived
   # The VM acceptance suite (internal/vmtest): qemu and the image recipe's tools.

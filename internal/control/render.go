@@ -85,6 +85,7 @@ func FormatStatus(st Status, now time.Time) string {
 	}
 	tw.Flush()
 	formatIPv6(&b, st.Uplinks)
+	formatLAN6(&b, st.LAN, now)
 	formatReconnects(&b, st.Uplinks, now)
 	formatTraffic(&b, st.Uplinks)
 	formatServices(&b, st.Services, now)
@@ -153,6 +154,55 @@ func formatIPv6(b *strings.Builder, ups []Uplink) {
 	if tw != nil {
 		tw.Flush()
 	}
+}
+
+// formatLAN6 renders [lan.ipv6] when its mode is not off (lan is absent
+// then): the mode, the inside prefix of mode npt, and one line per uplink
+// with ipv6 on with what it delegates. Lifetimes are time left; "-" when
+// infinite or configured.
+func formatLAN6(b *strings.Builder, lan *LAN, now time.Time) {
+	if lan == nil || lan.IPv6 == nil {
+		return
+	}
+	l := lan.IPv6
+	fmt.Fprintf(b, "\nlan ipv6: mode %s", l.Mode)
+	if l.Prefix.IsValid() {
+		fmt.Fprintf(b, ", inside %s", l.Prefix)
+	}
+	b.WriteString("\n")
+	if len(l.Uplinks) == 0 {
+		return
+	}
+	left := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return age(now, t)
+	}
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "LAN6\tDELEGATED\tSOURCE\tNPT\tPREFERRED\tVALID\tLEARNED\tFORMER")
+	for _, u := range l.Uplinks {
+		deleg, npt, learned, former := "-", "-", "-", "-"
+		if u.Delegated.IsValid() {
+			deleg = u.Delegated.String()
+		}
+		if u.NPT.IsValid() {
+			npt = u.NPT.String()
+		}
+		if !u.Learned.IsZero() {
+			learned = age(u.Learned, now) + " ago"
+		}
+		if len(u.Former) > 0 {
+			fs := make([]string, len(u.Former))
+			for i, f := range u.Former {
+				fs[i] = f.String()
+			}
+			former = strings.Join(fs, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, deleg, orDash(u.Source), npt,
+			left(u.PreferredUntil), left(u.ValidUntil), learned, former)
+	}
+	tw.Flush()
 }
 
 // countText is "1.5 MB / 1200 pkts": bytes in SI units, packets exact.

@@ -107,6 +107,20 @@ func TestFormatStatusGolden(t *testing.T) {
 			st.Daemon.DrainedUnknown = []string{"old-dsl"}
 			return st
 		}()},
+		{"status_lan6.txt", func() Status {
+			// [lan.ipv6] mode npt: a learned delegation with lifetimes
+			// and a former prefix, a configured one, one without.
+			st := daemonStatus()
+			st.HA, st.Services, st.Publishers, st.DHCP = nil, nil, nil, nil
+			st.LAN = &LAN{IPv6: &LAN6{Mode: "npt", Prefix: netip.MustParsePrefix("fd00:18::/64"), Uplinks: []LAN6Uplink{
+				{Name: "fibre", Delegated: netip.MustParsePrefix("2001:db8:8100::/56"), Source: "learned",
+					Learned: goldenNow.Add(-5 * time.Minute), PreferredUntil: goldenNow.Add(time.Hour), ValidUntil: goldenNow.Add(2 * time.Hour),
+					Former: []netip.Prefix{netip.MustParsePrefix("2001:db8:8000::/56")}, NPT: netip.MustParsePrefix("2001:db8:8100::/64")},
+				{Name: "dsl", Delegated: netip.MustParsePrefix("2001:db8:9000::/48"), Source: "config", NPT: netip.MustParsePrefix("2001:db8:9000::/64")},
+				{Name: "lte"},
+			}}}
+			return st
+		}()},
 		{"status_empty.txt", Status{V: Version, Daemon: Daemon{Version: "0.3.0", PID: 1, Started: goldenNow.Add(-3 * 24 * time.Hour),
 			Config: "/etc/uplinkd/uplinkd.toml", ConfigLoaded: goldenNow.Add(-42 * time.Second)}, Uplinks: []Uplink{}}},
 	} {

@@ -100,6 +100,13 @@ func TestLabLAN6Prefix(t *testing.T) {
 	if b.Name != "b" || b.Delegated != pb || b.Source != "config" || !b.ValidUntil.IsZero() {
 		t.Errorf("status of b: %+v", b)
 	}
+	// The text status of the real CLI shows the same section.
+	out, err := exec.Command(uplinkdBinary(t), "status", "--socket", r.socket).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "lan ipv6: mode prefix\n") ||
+		!tableHasRow(string(out), []string{"a", pa.String(), "learned"}, nil) ||
+		!tableHasRow(string(out), []string{"b", pb.String(), "config"}, nil) {
+		t.Errorf("uplinkd status has no lan ipv6 section for a and b (%v):\n%s", err, out)
+	}
 	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_delegated_prefix_info{uplink="a",prefix="%s",source="learned"}`, pa), "1")
 	scrapeMetric(t, maddr, fmt.Sprintf(`uplinkd_lan6_delegated_prefix_info{uplink="b",prefix="%s",source="config"}`, pb), "1")
 	scrapeMetric(t, maddr, `uplinkd_lan6_delegation_valid_until_timestamp_seconds{uplink="a"}`, strconv.FormatFloat(float64(a.ValidUntil.Unix()), 'g', -1, 64))

@@ -3,6 +3,7 @@ package kernel
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 
@@ -151,6 +152,7 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	a.bits, a.flags, a.scope = b[1], uint32(b[2]), b[3]
 	a.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	var address netip.Addr
+	preferred := uint32(math.MaxUint32) // no IFA_CACHEINFO: not deprecated by it
 	err = rtattr.Walk(b[unix.SizeofIfAddrmsg:], func(ad *netlink.AttributeDecoder) {
 		switch ad.Type() {
 		case unix.IFA_LOCAL:
@@ -159,8 +161,20 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 			address = addrOf(ad.Bytes())
 		case unix.IFA_FLAGS:
 			a.flags = ad.Uint32()
+		case unix.IFA_CACHEINFO:
+			if c := ad.Bytes(); b[0] == unix.AF_INET6 && len(c) >= unix.SizeofIfaCacheinfo {
+				preferred = binary.NativeEndian.Uint32(c)
+			}
 		}
 	})
+	// A preferred lifetime of 0 is a deprecated address (RFC 4862 5.5.4)
+	// although the kernel sets IFA_F_DEPRECATED only in its next
+	// lifetime pass: a router advertisement that deprecates a prefix is
+	// first notified without the flag, and reading the flag alone would
+	// make the address usable for a moment (a rule added, then deleted).
+	if preferred == 0 {
+		a.flags |= unix.IFA_F_DEPRECATED
+	}
 	if !a.local.IsValid() {
 		a.local = address
 	} else if address.IsValid() && address != a.local {

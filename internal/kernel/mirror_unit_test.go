@@ -620,3 +620,40 @@ func TestMirrorLinkDownBeforeOwnAdd(t *testing.T) {
 		t.Fatalf("a down after the add kept the route: %d routes", n)
 	}
 }
+
+// TestDecodeAddrPreferredLifetime: an IPv6 address whose preferred
+// lifetime is 0 decodes as deprecated even before the kernel sets
+// IFA_F_DEPRECATED (a router advertisement deprecating its prefix is
+// notified so); a running lifetime or an IPv4 address is not deprecated.
+func TestDecodeAddrPreferredLifetime(t *testing.T) {
+	msg := func(family uint8, p string, preferred uint32) []byte {
+		pfx := netip.MustParsePrefix(p)
+		hdr := []byte{family, byte(pfx.Bits()), 0, unix.RT_SCOPE_UNIVERSE, 7, 0, 0, 0}
+		ci := make([]byte, unix.SizeofIfaCacheinfo)
+		binary.NativeEndian.PutUint32(ci, preferred)
+		binary.NativeEndian.PutUint32(ci[4:], 3600)
+		return encode(t, hdr, func(ae *netlink.AttributeEncoder) {
+			ae.Bytes(unix.IFA_ADDRESS, pfx.Addr().AsSlice())
+			ae.Bytes(unix.IFA_CACHEINFO, ci)
+		})
+	}
+	for _, tc := range []struct {
+		family     uint8
+		p          string
+		preferred  uint32
+		deprecated bool
+	}{
+		{unix.AF_INET6, "2001:db8::a/64", 0, true},
+		{unix.AF_INET6, "2001:db8::a/64", 1800, false},
+		{unix.AF_INET6, "2001:db8::a/64", 0xffffffff, false},
+		{unix.AF_INET, "192.0.2.1/24", 0, false},
+	} {
+		a, ok, err := decodeAddr(msg(tc.family, tc.p, tc.preferred))
+		if err != nil || !ok {
+			t.Fatalf("%s: decode: ok %v, %v", tc.p, ok, err)
+		}
+		if got := a.flags&unix.IFA_F_DEPRECATED != 0; got != tc.deprecated {
+			t.Errorf("%s preferred %d: deprecated %v, want %v", tc.p, tc.preferred, got, tc.deprecated)
+		}
+	}
+}

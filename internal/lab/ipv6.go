@@ -18,7 +18,8 @@ import (
 //	ISP i ↔ inet: fd00:18:i::1 (ISP) / fd00:18:i::2 (inet)
 //	inet hosts: InetHosts6 on lo
 //
-// No router advertisements are sent: the router's IPv6 default routes are
+// No router advertisements are sent unless a test starts radvd (StartRA,
+// radvd.go): otherwise the router's IPv6 default routes are
 // uplinkd's, or a test's (a `proto ra` route added by hand stands for the
 // kernel's own).
 
@@ -90,7 +91,10 @@ func (l *Lab) buildISP6(u *uplink, wan, iv netlink.Link) error {
 	if err := nodad(l.inet.h, iv, netip.PrefixFrom(inetSide, 64)); err != nil {
 		return err
 	}
-	if err := sysctlIn(u.isp.name, map[string]string{"net.ipv6.conf.all.forwarding": "1"}); err != nil {
+	// keep_addr_on_down: SetCarrier takes the ISP's end of the link down,
+	// which would drop its IPv6 addresses (the router's link-local one
+	// among them) and leave IPv6 dead after the carrier comes back.
+	if err := sysctlIn(u.isp.name, map[string]string{"net.ipv6.conf.all.forwarding": "1", "net.ipv6.conf.all.keep_addr_on_down": "1"}); err != nil {
 		return err
 	}
 	if err := sysctlIn(l.inet.name, map[string]string{"net.ipv6.conf.all.forwarding": "1"}); err != nil {
@@ -116,6 +120,18 @@ func (l *Lab) dial6(u *uplink, v, peer netlink.Link) (netip.Addr, error) {
 		return netip.Addr{}, err
 	}
 	return a, nil
+}
+
+// relinkLocal6 puts ISPLinkLocal back on the ISP end after SetCarrier
+// took it down: the kernel drops link-local addresses on down even with
+// keep_addr_on_down, and the router address must stay the one its RAs and
+// gateway6 name.
+func relinkLocal6(u *uplink, peer netlink.Link) error {
+	p := netip.PrefixFrom(ISPLinkLocal, 64)
+	if err := u.isp.h.AddrReplace(peer, &netlink.Addr{IPNet: ipnet(p), Flags: unix.IFA_F_NODAD}); err != nil {
+		return fmt.Errorf("add %s to %s: %w", p, CustIface, err)
+	}
+	return nil
 }
 
 // UplinkAddr6 returns the router-side global IPv6 address of uplink name,

@@ -279,6 +279,9 @@ func (l *Lab) SetCarrier(name string, up bool) (time.Time, error) {
 	link := &netlink.Veth{LinkAttrs: la}
 	if up {
 		err = u.isp.h.LinkSetUp(link)
+		if err == nil && l.spec.IPv6 {
+			err = relinkLocal6(u, link)
+		}
 	} else {
 		err = u.isp.h.LinkSetDown(link)
 	}
