@@ -241,7 +241,7 @@ func TestLabFirewallRepaired(t *testing.T) {
 			// The SNAT text is back; with the iptables backend the jump from
 			// POSTROUTING is restored by the same Sync a moment later.
 			r.eventually("LAN traffic flows again", func() bool {
-				_, err := l.Exec(l.LAN, "ping", "-c1", "-W1", "192.0.2.1")
+				_, err := l.Exec(l.LAN, "ping", "-c1", "-W5", "192.0.2.1")
 				return err == nil
 			})
 			if tc.backend == "nftables" {

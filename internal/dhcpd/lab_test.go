@@ -190,7 +190,7 @@ func (d *dhcpLab) waitReachable(c *client, dst string) {
 	d.t.Helper()
 	deadline := time.Now().Add(waitLong)
 	for {
-		_, err := d.Exec(d.LAN, "ping", "-c1", "-W1", "-I", c.name, dst)
+		_, err := d.Exec(d.LAN, "ping", "-c1", "-W5", "-I", c.name, dst)
 		if err == nil {
 			return
 		}

@@ -153,7 +153,7 @@ func TestBuildAndClose(t *testing.T) {
 		t.Errorf("router has a default route: %s", out)
 	}
 	// LAN client reaches the router.
-	mustExec(t, l, l.LAN, "ping", "-n", "-c", "1", "-W", "1", LANRouterAddr.String())
+	mustExec(t, l, l.LAN, "ping", "-n", "-c", "1", "-W", "5", LANRouterAddr.String())
 
 	// Close stops started processes and removes every namespace.
 	cmd, err := l.Start(l.Router, "sleep", "60")
@@ -192,7 +192,7 @@ func TestPingEachUplink(t *testing.T) {
 		isp := l.ISP(u.Name)
 		before := rxPackets(t, l, isp, CustIface)
 		for _, dst := range InetHosts {
-			if err := ping(l, src, dst.String(), "1"); err != nil {
+			if err := ping(l, src, dst.String(), "5"); err != nil {
 				t.Errorf("%s: %v", u.Name, err)
 			}
 		}
@@ -201,7 +201,7 @@ func TestPingEachUplink(t *testing.T) {
 			t.Errorf("%s: ISP received %d packets, want >= %d", u.Name, got, len(InetHosts))
 		}
 		// The ISP end itself answers too (what a gateway probe would use).
-		if err := ping(l, src, l.ISPAddr(u.Name).String(), "1"); err != nil {
+		if err := ping(l, src, l.ISPAddr(u.Name).String(), "5"); err != nil {
 			t.Errorf("%s: ping ISP end: %v", u.Name, err)
 		}
 	}
@@ -278,7 +278,7 @@ func TestRedial(t *testing.T) {
 	l := NewT(t, Spec{Uplinks: []UplinkSpec{{Name: "ppp0", Kind: KindPPP}, {Name: "eth1", Kind: KindEthernet}}})
 	for _, name := range []string{"ppp0", "eth1"} {
 		old := routeVia(t, l, name)
-		if err := ping(l, old, "192.0.2.1", "1"); err != nil {
+		if err := ping(l, old, "192.0.2.1", "5"); err != nil {
 			t.Fatalf("%s before redial: %v", name, err)
 		}
 		res, err := l.Redial(name)
@@ -305,7 +305,7 @@ func TestRedial(t *testing.T) {
 		// Routes through the deleted link went with it; re-add for the new one.
 		mustExec(t, l, l.Router, "ip", "rule", "del", "from", old.String())
 		routeVia(t, l, name)
-		if err := ping(l, res.New, "192.0.2.1", "1"); err != nil {
+		if err := ping(l, res.New, "192.0.2.1", "5"); err != nil {
 			t.Errorf("%s after redial: %v", name, err)
 		}
 	}
@@ -405,7 +405,7 @@ func TestSetCarrier(t *testing.T) {
 		// For eth1 this takes ~0.7 s: the ping during the outage left the
 		// gateway's neighbour entry mid-resolution, and the kernel only
 		// retries ARP after retrans_time (what uplinkd must work around).
-		if err := ping(l, src, "192.0.2.1", "2"); err != nil {
+		if err := ping(l, src, "192.0.2.1", "5"); err != nil {
 			t.Errorf("%s: ping after carrier restored: %v", name, err)
 		}
 	}
@@ -416,7 +416,7 @@ func TestBlackhole(t *testing.T) {
 	l := NewT(t, Spec{Uplinks: []UplinkSpec{{Name: "ppp0", Kind: KindPPP}, {Name: "eth1", Kind: KindEthernet}}})
 	for _, name := range []string{"ppp0", "eth1"} {
 		src := routeVia(t, l, name)
-		if err := ping(l, src, "192.0.2.1", "1"); err != nil {
+		if err := ping(l, src, "192.0.2.1", "5"); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		if err := l.Blackhole(name, true); err != nil {
@@ -437,7 +437,7 @@ func TestBlackhole(t *testing.T) {
 		if err := l.Blackhole(name, false); err != nil {
 			t.Fatal(err)
 		}
-		if err := ping(l, src, "192.0.2.1", "1"); err != nil {
+		if err := ping(l, src, "192.0.2.1", "5"); err != nil {
 			t.Errorf("%s: ping after blackhole removed: %v", name, err)
 		}
 	}
@@ -458,7 +458,7 @@ func TestBlackhole(t *testing.T) {
 	if err := l.Blackhole("ppp0", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := ping(l, src, "192.0.2.1", "1"); err != nil {
+	if err := ping(l, src, "192.0.2.1", "5"); err != nil {
 		t.Errorf("after redial and unblackhole: %v", err)
 	}
 }
@@ -548,7 +548,7 @@ func TestSixtyFourUplinks(t *testing.T) {
 	if src != netip.MustParseAddr("100.64.63.10") {
 		t.Errorf("ppp63 address %s", src)
 	}
-	if err := ping(l, src, "203.0.113.1", "1"); err != nil {
+	if err := ping(l, src, "203.0.113.1", "5"); err != nil {
 		t.Error(err)
 	}
 	var worst time.Duration
