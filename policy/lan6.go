@@ -34,7 +34,9 @@ func Delegated(u *Uplink, obs Observed) ([]netip.Prefix, DelegationSource) {
 // LANSubnet6 is the /64 number n of a delegated prefix p, and false when
 // p holds no such /64 (p is longer than /64, or too short for n).
 func LANSubnet6(p netip.Prefix, n int) (netip.Prefix, bool) {
-	if p.Bits() > 64 || n < 0 || (64-p.Bits() < 63 && n >= 1<<(64-p.Bits())) {
+	// uint64: on 32-bit ARM an int shift by 32 or more is 0, which refused
+	// every subnet of a short prefix.
+	if p.Bits() > 64 || n < 0 || (64-p.Bits() < 63 && uint64(n) >= uint64(1)<<(64-p.Bits())) {
 		return netip.Prefix{}, false
 	}
 	b := p.Masked().Addr().As16()
