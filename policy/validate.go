@@ -325,8 +325,8 @@ func (l *loader) delegatedPrefix(c *Config, i int) {
 		l.errorf(p, "delegated_prefix %s is longer than /64 (or is ::/0): a LAN needs a whole /64", d)
 	case !d.Addr().IsGlobalUnicast() || d.Addr().IsLinkLocalUnicast():
 		l.errorf(p, "delegated_prefix %s must be global unicast or unique local", d)
-	case (mode == LAN6NPT || c.LAN.IPv6.Announce) && c.LAN.IPv6.Subnet >= 1<<(64-d.Bits()):
-		l.errorf(p, "delegated_prefix %s holds %d /64s: [lan.ipv6] subnet %d is not one of them", d, 1<<(64-d.Bits()), c.LAN.IPv6.Subnet)
+	case (mode == LAN6NPT || c.LAN.IPv6.Announce) && !lanSubnetFits(d, c.LAN.IPv6.Subnet):
+		l.errorf(p, "delegated_prefix %s holds %d /64s: [lan.ipv6] subnet %d is not one of them", d, uint64(1)<<(64-d.Bits()), c.LAN.IPv6.Subnet)
 	default:
 		for j, o := range c.Uplinks[:i] {
 			if o.DelegatedPrefix.IsValid() && o.DelegatedPrefix.Overlaps(d) {
@@ -1031,4 +1031,11 @@ func subnetEdge(nets []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
 		}
 	}
 	return netip.Prefix{}, false
+}
+
+// lanSubnetFits reports whether subnet numbers a /64 inside d (1..64
+// bits). uint64, not int: on 32-bit ARM an int shift by 32 or more is 0.
+func lanSubnetFits(d netip.Prefix, subnet int) bool {
+	_, ok := LANSubnet6(d, subnet)
+	return ok
 }
