@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/control"
 )
@@ -269,4 +270,37 @@ func answerEvery(t *testing.T, path, reply string) {
 			c.Close()
 		}
 	}()
+}
+
+// TestDelegatedEventWaits: a delegation event waits for a slow daemon
+// (delegatedDeadline) where an interface event gives up within its 90 ms
+// and is dropped with a warning.
+func TestDelegatedEventWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "slow.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(300 * time.Millisecond) // the slow daemon under test, not a wait of the test
+				c.Write([]byte(`{"v":1,"ok":true}` + "\n"))
+			}()
+		}
+	}()
+	var out, errb bytes.Buffer
+	if code := run([]string{"event", "--socket", path, "--iface", "ppp0", "--delegated", "2001:db8:10::/56"}, &out, &errb); code != exitOK || errb.Len() != 0 {
+		t.Errorf("delegation event: exit %d, stderr %q; want 0 and nothing", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"event", "--socket", path, "--iface", "ppp0", "--state", "down"}, &out, &errb); code != exitOK || !strings.Contains(errb.String(), "warning: event dropped") {
+		t.Errorf("interface event: exit %d, stderr %q; want 0 and the dropped warning", code, errb.String())
+	}
 }

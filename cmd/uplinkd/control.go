@@ -29,6 +29,14 @@ import (
 // the calls (retries included) get 90 of them.
 const eventDeadline = 90 * time.Millisecond
 
+// delegatedDeadline bounds a delegation event (`event --delegated`) from a
+// DHCPv6-PD client's hook instead: a dropped delegation is not repaired
+// until the client's next renewal (hours at a real ISP), and the hook
+// shipped for dhcpcd gives the command 2 s (contrib/dhcpcd/70-uplinkd). A
+// slow start of the command itself (seen in the VM suite's emulated CPU)
+// must not cost the LAN its prefix.
+const delegatedDeadline = 1500 * time.Millisecond
+
 // busyRetry bounds how long the interactive commands (status, reload,
 // reconnect, drain, undrain) retry a daemon that answers "busy".
 const busyRetry = 2 * time.Second
@@ -386,9 +394,13 @@ func parseDelegated(ev control.Event, delegated, preferred, valid string) (contr
 // see the failure (uplinkd-notify logs it). A daemon that answers with an
 // error is exit 1.
 func sendEvent(t socketTarget, req control.Request, stderr io.Writer) int {
-	ctx, cancel := context.WithTimeout(context.Background(), eventDeadline)
+	deadline := eventDeadline
+	if req.Event.Delegated != "" {
+		deadline = delegatedDeadline
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	_, err := callRetry(ctx, t.path, req, eventDeadline, true)
+	_, err := callRetry(ctx, t.path, req, deadline, true)
 	var remoteErr *control.RemoteError
 	switch {
 	case err == nil:
