@@ -890,15 +890,18 @@ func nftMarkRules(m MarkRule) []nftRule {
 
 // ---- text ----
 
-func (p *nftProgram) text() string {
+func (p *nftProgram) text() string { return tableText("ip", TableName, p.sets, p.chains) }
+
+// tableText is one owned table as `nft -f` text that replaces it whole.
+// Declaring the table first makes the delete valid when it does not exist
+// yet; the three statements are one transaction under `nft -f`.
+func tableText(family, name string, sets []*nftSet, chains []*nftChain) string {
 	var b strings.Builder
-	// Declaring the table first makes the delete valid when it does not
-	// exist yet; the three statements are one transaction under `nft -f`.
-	fmt.Fprintf(&b, "table ip %s {}\ndelete table ip %s\ntable ip %s {\n", TableName, TableName, TableName)
-	for _, s := range p.sets {
+	fmt.Fprintf(&b, "table %[1]s %[2]s {}\ndelete table %[1]s %[2]s\ntable %[1]s %[2]s {\n", family, name)
+	for _, s := range sets {
 		b.WriteString(s.text())
 	}
-	for _, c := range p.chains {
+	for _, c := range chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
 		if c.base() {
 			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy %s;\n", c.typ, c.hook, c.priority, c.policy)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -279,21 +278,7 @@ func npt6Text(rs Ruleset) string {
 	if len(chains) == 0 {
 		return ""
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "table ip6 %s {}\ndelete table ip6 %s\ntable ip6 %s {\n", Table6Name, Table6Name, Table6Name)
-	for _, s := range sets {
-		b.WriteString(s.text())
-	}
-	for _, c := range chains {
-		fmt.Fprintf(&b, "\tchain %s {\n", c.name)
-		if c.base() {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy %s;\n", c.typ, c.hook, c.priority, c.policy)
-		}
-		b.WriteString(c.rulesText())
-		b.WriteString("\t}\n")
-	}
-	b.WriteString("}\n")
-	return b.String()
+	return tableText("ip6", Table6Name, sets, chains)
 }
 
 // queueNPT6 adds to conn's batch the replacement of table ip6 uplinkd6 by
