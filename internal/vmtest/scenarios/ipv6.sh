@@ -30,6 +30,8 @@ ipv6_cleanup() {
   ip netns del lanhost 2>/dev/null
 }
 trap 'ipv6_cleanup; cleanup_all' EXIT
+# A scenario run before in the same VM may have left its files.
+rm -rf $V6
 mkdir -p $V6
 
 # ---- what pppd +ipv6 needs of the kernel: IPv6 (built into Debian's
@@ -434,7 +436,7 @@ if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
     skip pd_after_redial "no delegation before the redial"
   else
     new_pd() { local p; p=$(pd_of ppp0); [[ -n $p && $p != "$P0" ]]; }
-    if wait_until 20000 new_pd >/dev/null; then
+    if wait_until 60000 new_pd >/dev/null; then
       pass "pd_after_redial ($(pd_of ppp0), was $P0)"
       N0P=$(pd_of ppp0)
       if ms=$(wait_until 10000 lan6_status ppp0 "$N0P" "${N0P%/56}/64"); then
@@ -445,12 +447,144 @@ if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
         fail lan6_npt_rewritten "status --json lan.ipv6 does not map ppp0 to ${N0P%/56}/64 10 s after dhcpcd got $N0P"
       fi
     else
-      fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 after the redial: $(tail -5 $V6/pd.log | tr '\n' ';')"
+      fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 within 60 s after the redial: $(tail -5 $V6/pd.log | tr '\n' ';')"
     fi
   fi
 else
   mon_stop
   fail ipv6_persist_redial "ppp0 not back with a new global IPv6 address within 20 s: $(ip -6 addr show dev ppp0 2>&1 | tr '\n' ' ')"
+fi
+
+# ---- The LAN's own prefixes (issue 19): [lan.ipv6] mode prefix with
+# uplinkd's router advertisements. The LAN host forgets its ULA default and
+# takes an address from each line's delegated /64 by the kernel's own SLAAC
+# (accept_ra 2 in its namespace, nothing else installed); when ISP 0 ends
+# ppp0's session, uplinkd announces ppp0's /64 with preferred lifetime 0 and
+# the host's address from it is deprecated, so a new connection leaves from
+# ppp1's /64 through ppp1; the redial's new delegation is announced
+# preferred.
+# host6 P: the LAN host's global addresses in the /64 of delegation P (a
+# /56 whose first /64, [lan.ipv6] subnet 0, the LAN uses).
+host6() { ip -n lanhost -6 -o addr show dev eth0 scope global 2>/dev/null | grep -F " ${1%::/56}:"; }
+host6_preferred() { host6 "$1" | grep -v deprecated | grep -q .; }
+host6_deprecated() { host6 "$1" | grep -q deprecated; }
+host6_both() { host6_preferred "$1" && host6_preferred "$2"; }
+# ra_state P STATE: status --json lan.ipv6.announce lists P's /64 as STATE.
+ra_state() {
+  uplinkd status --json 2>/dev/null | tr -d ' \n' | grep -q "{\"prefix\":\"${1%::/56}::/64\",\"uplink\":\"[^\"]*\",\"state\":\"$2\""
+}
+ra_both_preferred() { ra_state "$1" preferred && ra_state "$2" preferred; }
+ra_phase() {
+  local q0=$1 q1=$2 isp_session watch gone dep fo ms
+  # The RAs uplinkd multicasts on lan0 loop back to the gateway itself: a
+  # router's LAN interface takes no RAs.
+  sysctl -qw net.ipv6.conf.lan0.accept_ra=0
+  ip netns exec lanhost sysctl -qw net.ipv6.conf.eth0.accept_ra=2
+  ip -n lanhost -6 route del default via fd42:0:0:1::1
+  cat >$CONF <<'TOML'
+# Dual PPPoE, dual stack: the LAN takes an address from each line's
+# delegated /64 by uplinkd's router advertisements; a failed line's /64 is
+# deprecated at once.
+[lan]
+interface = "lan0"
+networks  = ["10.0.0.0/24"]
+
+[lan.ipv6]
+mode         = "prefix"
+announce     = true
+min_interval = "3s"
+max_interval = "4s"
+
+[[uplink]]
+name          = "ppp0"
+interface     = "ppp0"
+kind          = "ppp"
+table         = 200
+rule_priority = 200
+tier          = 1
+ipv6          = true
+
+[[uplink]]
+name          = "ppp1"
+interface     = "ppp1"
+kind          = "ppp"
+table         = 201
+rule_priority = 300
+tier          = 2
+ipv6          = true
+TOML
+  if ! out=$(uplinkd reload 2>&1); then
+    fail lan_ra_reload "uplinkd reload to mode prefix with announce: $out"
+    return
+  fi
+  if ms=$(wait_until 30000 host6_both "$q0" "$q1"); then
+    timing lan_ra_slaac "$ms"
+    pass "lan_ra_slaac (host: $(host6 "$q0" | awk '{print $4}'), $(host6 "$q1" | awk '{print $4}'))"
+  else
+    fail lan_ra_slaac "the LAN host has no preferred address in both announced /64s 30 s after the reload: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';') status: $(uplinkd status --json | tr -d ' \n' | grep -o '"announce":.*' | head -c 600)"
+    return
+  fi
+  check lan_ra_status_preferred "status --json lan.ipv6.announce does not list both /64s preferred" ra_both_preferred "$q0" "$q1"
+  check lan_ra_default_router "the LAN host has no default route via the gateway's link-local address" \
+    bash -c "ip -n lanhost -6 route show default | grep -q 'via fe80::.* dev eth0 proto ra'"
+
+  isp_session=""
+  for p in $(ip netns pids isp0); do
+    [[ $(cat /proc/$p/comm 2>/dev/null) == pppd ]] && isp_session=$p
+  done
+  if [[ -z $isp_session ]]; then
+    fail lan_ra_isp_session "no pppd session process in namespace isp0"
+    return
+  fi
+  watch=$V6/ra.watch
+  (
+    up() { local f; read -r f </sys/class/net/ppp0/flags 2>/dev/null && (( f & 1 )); }
+    while up; do sleep 0.005; done
+    gone=$(now_ms); echo "gone $gone"
+    until host6_deprecated "$q0"; do
+      (( $(now_ms) - gone > 20000 )) && { echo "nodeprecate"; exit; }
+      sleep 0.01
+    done
+    echo "deprecated $(now_ms)"
+  ) >$watch &
+  local watcher=$!
+  kill -TERM "$isp_session"
+  wait $watcher
+  gone=$(awk '$1=="gone"{print $2}' $watch)
+  dep=$(awk '$1=="deprecated"{print $2}' $watch)
+  if [[ -n $dep ]]; then
+    timing lan_ra_deprecated $((dep - gone))
+    pass "lan_ra_deprecated (the host's address in ppp0's /64 deprecated $((dep - gone)) ms after ppp0 went down)"
+  else
+    fail lan_ra_deprecated "the host's address in ppp0's /64 not deprecated within 20 s of ppp0 going down: $(host6 "$q0")"
+  fi
+  check lan_ra_status_deprecated "status --json lan.ipv6.announce does not list ppp0's /64 deprecated" ra_state "$q0" deprecated
+  check lan_ra_still_preferred_ppp1 "the host's address in ppp1's /64 is not preferred" host6_preferred "$q1"
+  # A new connection from the host, no source given: it picks ppp1's /64
+  # (RFC 6724 rule 3) and leaves through ppp1.
+  lan_pings6_reach lan_ra_new_connection_via_isp1 1
+
+  # The redial brings a new delegation; it is announced preferred.
+  new_pd0() { local p; p=$(pd_of ppp0); [[ -n $p && $p != "$q0" ]]; }
+  if ms=$(wait_until 60000 new_pd0); then
+    local r0
+    r0=$(pd_of ppp0)
+    if ms=$(wait_until 30000 host6_preferred "$r0"); then
+      timing lan_ra_redial_preferred $(( $(now_ms) - gone ))
+      pass "lan_ra_redial_preferred (the host has a preferred address in $r0's /64)"
+    else
+      fail lan_ra_redial_preferred "no preferred host address in the new delegation $r0's /64 30 s after dhcpcd got it: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';')"
+    fi
+    check lan_ra_old_stays_deprecated "the host's address in ppp0's old /64 is preferred again" host6_deprecated "$q0"
+  else
+    fail lan_ra_redial_pd "dhcpcd got no new delegation on ppp0 within 60 s of the drop: $(tail -5 $V6/pd.log | tr '\n' ';')"
+  fi
+}
+
+if [[ -z ${PDFAIL:-} && -n ${N0P:-} ]]; then
+  ra_phase "$N0P" "$P1"
+else
+  skip lan_ra "no delegation on both lines after the redial"
 fi
 
 for i in 0 1; do sed "s/^/isp$i: /" $V6/isp$i/log; done
