@@ -3,6 +3,8 @@ package firewall
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -368,6 +370,71 @@ func TestDeleteConntrackByMark(t *testing.T) {
 			}
 			if err := b.(ConntrackClearer).ClearConntrackByMark(0, 0); err == nil {
 				t.Error("clear: mask 0 accepted")
+			}
+		})
+	}
+}
+
+// TestClearConntrackByMarkFamily: the IPv6-only clear deletes the IPv6
+// entries of one uplink and leaves its IPv4 ones and every other uplink's;
+// the all-families clear then takes both families of that uplink.
+func TestClearConntrackByMarkFamily(t *testing.T) {
+	for _, k := range backendKinds {
+		t.Run(k.name, func(t *testing.T) {
+			ns := newNS(t)
+			b := k.make(t, ns)
+			ct := dialCT(t, ns)
+			// 4 entries per (uplink, family), the marks with user bits set too.
+			for up := range 2 {
+				for i := range 4 {
+					mark := UplinkMark(up) | uint32(i)
+					v4 := netip.AddrFrom4([4]byte{10, 0, byte(up), byte(i + 1)})
+					v6 := netip.AddrFrom16([16]byte{0xfd, 0, 14: byte(up), 15: byte(i + 1)})
+					for _, src := range []netip.Addr{v4, v6} {
+						if err := ctCreate(ct, src, mark); err != nil {
+							t.Fatalf("create %v: %v", src, err)
+						}
+					}
+				}
+			}
+			// left counts the entries per "uplink/family".
+			left := func() map[string]int {
+				t.Helper()
+				flows, err := ct.Dump(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := map[string]int{}
+				for _, f := range flows {
+					fam := "ipv4"
+					if f.TupleOrig.IP.SourceAddress.Is6() {
+						fam = "ipv6"
+					}
+					out[fmt.Sprintf("%d/%s", f.Mark>>16-1, fam)]++
+				}
+				return out
+			}
+			want := map[string]int{"0/ipv4": 4, "0/ipv6": 4, "1/ipv4": 4, "1/ipv6": 4}
+			if got := left(); !maps.Equal(got, want) {
+				t.Fatalf("before: %v, want %v", got, want)
+			}
+			if err := b.(ConntrackClearer6).ClearConntrack6ByMark(UplinkMark(0), UplinkMarkMask); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, "0/ipv6")
+			if got := left(); !maps.Equal(got, want) {
+				t.Errorf("after the IPv6 clear of uplink 0: %v, want %v", got, want)
+			}
+			if err := b.(ConntrackClearer).ClearConntrackByMark(UplinkMark(1), UplinkMarkMask); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, "1/ipv4")
+			delete(want, "1/ipv6")
+			if got := left(); !maps.Equal(got, want) {
+				t.Errorf("after the clear of uplink 1: %v, want %v", got, want)
+			}
+			if err := b.(ConntrackClearer6).ClearConntrack6ByMark(0, 0); err == nil {
+				t.Error("IPv6 clear: mask 0 accepted")
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -9,8 +8,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/ti-mo/conntrack"
 	"github.com/uplinkd/uplinkd/policy"
-	"golang.org/x/sys/unix"
 )
 
 // benchInput is n filtered, SNATed uplinks, two [[rule]]s and deny entries
@@ -173,20 +172,27 @@ func BenchmarkCheck(b *testing.B) {
 	}
 }
 
+// BenchmarkCompute is the pure Ruleset of 16 uplinks with 1000 deny
+// entries (merged and subtracted as prefix sets) and its nftables program
+// (the interval sets' ranges).
+func BenchmarkCompute(b *testing.B) {
+	in := benchInput(16, 1000, 0)
+	for b.Loop() {
+		rs := Compute(in)
+		_ = buildNFT(rs)
+	}
+}
+
 // BenchmarkDeleteConntrackByMark deletes 1000 entries of one uplink among
 // 2000 by mark, in the kernel.
 func BenchmarkDeleteConntrackByMark(b *testing.B) {
 	ns := newNS(b)
 	be := backendKinds[0].make(b, ns)
-	nf, err := dialNF(ns.fd)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nf.Close()
+	ct := dialCT(b, ns)
 	for b.Loop() {
 		b.StopTimer()
 		for i := range 2000 {
-			if err := ctCreate(nf, netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(i%250 + 1)}), UplinkMark(i%2)); err != nil {
+			if err := ctCreate(ct, netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(i%250 + 1)}), UplinkMark(i%2)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -202,46 +208,64 @@ func BenchmarkDeleteConntrackByMark(b *testing.B) {
 	}
 }
 
-// ctCreate adds a UDP conntrack entry src:1000 -> 192.0.2.2:53 with mark
-// (what `conntrack -I` does, without an exec per entry).
-func ctCreate(nf *nfConn, src netip.Addr, mark uint32) error {
-	const (
-		ipctnlMsgCtNew = 0
-		ctaTupleOrig   = 1
-		ctaTupleReply  = 2
-		ctaTimeout     = 7
-		ctaTupleIP     = 1
-		ctaTupleProto  = 2
-		ctaIPv4Src     = 1
-		ctaIPv4Dst     = 2
-		ctaProtoNum    = 1
-		ctaProtoSrc    = 2
-		ctaProtoDst    = 3
-	)
+// BenchmarkClearConntrackByMark is the event path's delete (one request,
+// no count): 500 entries of one uplink among 2000, IPv4 and IPv6 mixed;
+// "all" clears both families, "ipv6" only the IPv6 half.
+func BenchmarkClearConntrackByMark(b *testing.B) {
+	for _, fam := range []string{"all", "ipv6"} {
+		b.Run(fam, func(b *testing.B) {
+			ns := newNS(b)
+			be := backendKinds[0].make(b, ns)
+			ct := dialCT(b, ns)
+			del := func(mark uint32) error {
+				if fam == "ipv6" {
+					return be.(ConntrackClearer6).ClearConntrack6ByMark(mark, UplinkMarkMask)
+				}
+				return be.(ConntrackClearer).ClearConntrackByMark(mark, UplinkMarkMask)
+			}
+			for b.Loop() {
+				b.StopTimer()
+				for i := range 2000 {
+					src := netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(i%250 + 1)})
+					if i%2 == 1 {
+						src = netip.AddrFrom16([16]byte{0xfd, 0, 14: byte(i >> 8), 15: byte(i)})
+					}
+					if err := ctCreate(ct, src, UplinkMark(i/2%2)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				if err := del(UplinkMark(0)); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := ct.Flush(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// dialCT opens a conntrack connection in ns for creating test entries.
+func dialCT(t testing.TB, ns *netNS) *conntrack.Conn {
+	t.Helper()
+	ct, err := conntrack.Dial(&netlink.Config{NetNS: ns.fd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ct.Close() })
+	return ct
+}
+
+// ctCreate adds a UDP conntrack entry src:1000 -> 192.0.2.2:53 (IPv4) or
+// src:1000 -> 2001:db8::2:53 (IPv6) with mark (what `conntrack -I` does,
+// without an exec per entry).
+func ctCreate(ct *conntrack.Conn, src netip.Addr, mark uint32) error {
 	dst := netip.MustParseAddr("192.0.2.2")
-	tuple := func(s, d netip.Addr, sp, dp uint16) []byte {
-		ae := netlink.NewAttributeEncoder()
-		ae.Nested(ctaTupleIP, func(ae *netlink.AttributeEncoder) error {
-			ae.Bytes(ctaIPv4Src, s.AsSlice())
-			ae.Bytes(ctaIPv4Dst, d.AsSlice())
-			return nil
-		})
-		ae.Nested(ctaTupleProto, func(ae *netlink.AttributeEncoder) error {
-			ae.Uint8(ctaProtoNum, protoUDP)
-			ae.Bytes(ctaProtoSrc, binary.BigEndian.AppendUint16(nil, sp))
-			ae.Bytes(ctaProtoDst, binary.BigEndian.AppendUint16(nil, dp))
-			return nil
-		})
-		b, _ := ae.Encode()
-		return b
+	if src.Is6() {
+		dst = netip.MustParseAddr("2001:db8::2")
 	}
-	attrs := []netlink.Attribute{
-		{Type: ctaTupleOrig | netlink.Nested, Data: tuple(src, dst, 1000, 53)},
-		{Type: ctaTupleReply | netlink.Nested, Data: tuple(dst, src, 53, 1000)},
-		{Type: ctaTimeout, Data: binary.BigEndian.AppendUint32(nil, 600)},
-		{Type: ctaMark, Data: binary.BigEndian.AppendUint32(nil, mark)},
-	}
-	_, err := nf.execute(unix.NFNL_SUBSYS_CTNETLINK, ipctnlMsgCtNew, unix.AF_INET,
-		netlink.Acknowledge|netlink.Create|netlink.Excl, attrs)
-	return err
+	return ct.Create(conntrack.NewFlow(protoUDP, 0, src, dst, 1000, 53, 600, mark))
 }

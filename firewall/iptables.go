@@ -15,6 +15,8 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // iptBackend owns the UPLINKD-* chains and their jumps.
@@ -25,7 +27,7 @@ type iptBackend struct {
 	cmd     string // iptables or iptables-legacy
 	restore string // iptables-restore or iptables-legacy-restore
 	save    string
-	run     *nsRunner
+	netnsFd int // the backend's namespace; netnsx.IsOwn: the caller's own
 	ipt     *iptables.IPTables
 	nf      *nfConn
 
@@ -46,8 +48,7 @@ type iptBackend struct {
 	// last Sync (taken by the first Check), to detect modified rules.
 	snapshot map[string][]string
 	counts   map[string]int
-	// closed: the namespace thread is gone; running commands now would run
-	// them in the daemon's own namespace.
+	// closed: Close ran; the netfilter sockets are gone.
 	closed bool
 
 	// ip6Applied is the ip6tables-restore text of the IPv6 chains the
@@ -62,7 +63,7 @@ type iptBackend struct {
 const execTimeout = 30 * time.Second
 
 // NewIPTables returns the iptables backend working in the network namespace
-// netnsFd refers to (<= 0: the current one). legacy selects
+// netnsFd refers to (netnsx.IsOwn, <= 0: the current one). legacy selects
 // iptables-legacy(-restore/-save) instead of the iptables found on PATH.
 func NewIPTables(netnsFd int, log *slog.Logger, legacy bool) (Backend, error) {
 	b := &iptBackend{log: orDiscard(log), legacy: legacy, restore: "iptables-restore", save: "iptables-save"}
@@ -70,28 +71,29 @@ func NewIPTables(netnsFd int, log *slog.Logger, legacy bool) (Backend, error) {
 	if legacy {
 		b.cmd, b.restore, b.save = "iptables-legacy", "iptables-legacy-restore", "iptables-legacy-save"
 	}
-	run, err := newNSRunner(netnsFd)
-	if err != nil {
-		return nil, fmt.Errorf("iptables backend: %w", err)
-	}
-	b.run = run
+	b.netnsFd = netnsFd
 	// go-iptables runs `iptables --version` here, so it is created on the
 	// namespace thread like every later call.
-	err = run.do(func() (err error) {
+	err := b.do(func() (err error) {
 		b.ipt, err = iptables.New(iptables.Path(b.cmd), iptables.Timeout(5))
 		return err
 	})
 	if err != nil {
-		run.close()
 		return nil, fmt.Errorf("iptables backend: %s: %w", b.cmd, err)
 	}
 	if b.nf, err = dialNF(netnsFd); err != nil {
-		run.close()
 		return nil, fmt.Errorf("iptables backend: %w", err)
 	}
 	b.reset()
 	return b, nil
 }
+
+// do runs f inside the backend's network namespace (netnsx.Do; in place
+// for the caller's own). Commands started from within (iptables-restore,
+// and the iptables commands go-iptables runs) inherit its namespace: Go
+// forks from the calling thread, which netnsx.Do has switched for the
+// duration of the call.
+func (b *iptBackend) do(f func() error) error { return netnsx.Do(b.netnsFd, f) }
 
 // reset forgets what we believe the kernel holds: the next Sync re-reads it
 // and rewrites everything.
@@ -115,7 +117,7 @@ func (b *iptBackend) Plan(rs Ruleset) string {
 // exec runs a command in the backend's namespace with stdin.
 func (b *iptBackend) exec(stdin string, name string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
-	err := b.run.do(func() error {
+	err := b.do(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), execTimeout)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, name, args...)
@@ -267,7 +269,7 @@ func (b *iptBackend) Sync(rs Ruleset) (bool, error) {
 // ensureJumps checks each jump with go-iptables and inserts it at the top of
 // the built-in chain only when missing; a duplicate (ours) is removed.
 func (b *iptBackend) ensureJumps() error {
-	return b.run.do(func() error {
+	return b.do(func() error {
 		for _, j := range iptJumps {
 			ok, err := b.ipt.Exists(j.table, j.chain, j.rulespec()...)
 			if err != nil {
@@ -300,7 +302,7 @@ func (b *iptBackend) Flush() error {
 	if err != nil {
 		return fmt.Errorf("iptables flush: read current rules: %w", err)
 	}
-	err = b.run.do(func() error {
+	err = b.do(func() error {
 		for _, j := range iptJumps {
 			for range s.jumpCount(j) {
 				if err := b.ipt.Delete(j.table, j.chain, j.rulespec()...); err != nil {
@@ -435,7 +437,6 @@ func (b *iptBackend) Close() error {
 		return nil
 	}
 	b.closed = true
-	b.run.close()
 	err := b.nf.Close()
 	if err != nil {
 		return fmt.Errorf("iptables backend close: %w", err)

@@ -17,6 +17,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
 // nftBackend owns table ip uplinkd.
@@ -46,7 +48,7 @@ type nftBackend struct {
 var nftTable = &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
 
 // NewNFTables returns the nftables backend working in the network namespace
-// netnsFd refers to (netnsFd <= 0: the current one). It keeps two netlink
+// netnsFd refers to (netnsx.IsOwn, <= 0: the current one). It keeps two netlink
 // sockets open for its lifetime: the nftables connection for batches and a raw
 // one for generation checks and conntrack.
 func NewNFTables(netnsFd int, log *slog.Logger) (Backend, error) {
@@ -92,7 +94,7 @@ func bigBuffers(c *netlink.Conn) error {
 
 func (b *nftBackend) dial() error {
 	opts := []nftables.ConnOption{nftables.AsLasting(), nftables.WithSockOptions(bigBuffers)}
-	if b.netnsFd > 0 {
+	if !netnsx.IsOwn(b.netnsFd) {
 		opts = append(opts, nftables.WithNetNSFd(b.netnsFd))
 	}
 	c, err := nftables.New(opts...)
@@ -422,7 +424,7 @@ func (b *nftBackend) Close() error {
 }
 
 // WatchNFTables subscribes to nftables events in the namespace netnsFd refers
-// to (<= 0: the current one) and sends on out, without blocking, whenever a
+// to (netnsx.IsOwn, <= 0: the current one) and sends on out, without blocking, whenever a
 // transaction by another process touched table ip uplinkd: its table, chains,
 // rules or sets, including its deletion by `nft flush ruleset`. The caller
 // then runs Check and Sync, which restores the table within milliseconds. Our
@@ -467,11 +469,7 @@ func WatchNFTables(ctx context.Context, netnsFd int, out chan<- struct{}) error 
 // of uplinkd's own address-change transactions to delay the rest of the
 // pass on a busy machine.
 func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
-	cfg := &netlink.Config{}
-	if netnsFd > 0 {
-		cfg.NetNS = netnsFd
-	}
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsx.FD(netnsFd)})
 	if err != nil {
 		return err
 	}

@@ -124,11 +124,7 @@ func ifnameBytes(name string) []byte {
 // last address, plus a leading end element at 0.0.0.0 when the first range
 // does not start there.
 func intervalElems(ps []netip.Prefix) []nftables.SetElement {
-	var rs []ipRange
-	for _, p := range ps {
-		rs = append(rs, prefixRange(p))
-	}
-	rs = mergeRanges(rs)
+	rs := mergedRanges(ps)
 	var out []nftables.SetElement
 	if len(rs) > 0 && rs[0].lo != 0 {
 		out = append(out, nftables.SetElement{Key: make([]byte, 4), IntervalEnd: true})
@@ -1010,11 +1006,7 @@ func (s *nftSet) elementCount() int {
 	if len(s.addrs) == 0 {
 		return len(s.macs)
 	}
-	var rs []ipRange
-	for _, p := range s.addrs {
-		rs = append(rs, prefixRange(p))
-	}
-	rs = mergeRanges(rs)
+	rs := mergedRanges(s.addrs)
 	n := 2 * len(rs)
 	if rs[0].lo != 0 {
 		n++

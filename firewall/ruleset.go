@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go4.org/netipx"
 
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -390,46 +391,42 @@ func normPorts(in []uint16) []uint16 {
 // ipRange is an inclusive IPv4 range.
 type ipRange struct{ lo, hi uint32 }
 
-func prefixRange(p netip.Prefix) ipRange {
-	a := p.Masked().Addr().As4()
-	lo := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	return ipRange{lo, lo | uint32(uint64(1)<<(32-p.Bits())-1)}
-}
-
 func u32Addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
-// mergeRanges sorts ranges and joins overlapping and adjacent ones: the
-// kernel rejects overlapping interval-set elements.
-func mergeRanges(rs []ipRange) []ipRange {
-	slices.SortFunc(rs, func(a, b ipRange) int { return cmp.Compare(a.lo, b.lo) })
-	var out []ipRange
-	for _, r := range rs {
-		if n := len(out); n > 0 && (r.lo <= out[n-1].hi || out[n-1].hi != math.MaxUint32 && r.lo == out[n-1].hi+1) {
-			out[n-1].hi = max(out[n-1].hi, r.hi)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
+func addrU32(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
-// rangePrefixes splits an inclusive range into the fewest CIDR prefixes.
-func rangePrefixes(r ipRange) []netip.Prefix {
-	var out []netip.Prefix
-	lo := uint64(r.lo)
-	for lo <= uint64(r.hi) {
-		bits := 32
-		for bits > 0 {
-			size := uint64(1) << (32 - (bits - 1))
-			if lo%size != 0 || lo+size-1 > uint64(r.hi) {
-				break
-			}
-			bits--
-		}
-		out = append(out, netip.PrefixFrom(u32Addr(uint32(lo)), bits))
-		lo += uint64(1) << (32 - bits)
+// The prefix set algebra is go4.org/netipx's IPSet: a union of prefixes
+// comes back as the fewest sorted, non-overlapping prefixes that cover it
+// (adjacent ones joined), which is what the kernel accepts in an interval
+// set and what keeps a Ruleset comparable.
+
+// ipSet builds b's set. IPSet's error only lists invalid prefixes it
+// skipped; every prefix here was parsed by the loader or by Compute.
+func ipSet(b *netipx.IPSetBuilder) *netipx.IPSet {
+	s, _ := b.IPSet()
+	return s
+}
+
+func addPrefixes(b *netipx.IPSetBuilder, ps []netip.Prefix) {
+	for _, p := range ps {
+		b.AddPrefix(p)
+	}
+}
+
+// mergedRanges is the union of the IPv4 prefixes ps as sorted inclusive
+// ranges, none overlapping or adjacent: the elements of an nftables
+// interval set (the kernel rejects overlapping ones).
+func mergedRanges(ps []netip.Prefix) []ipRange {
+	var b netipx.IPSetBuilder
+	addPrefixes(&b, ps)
+	var out []ipRange
+	for _, r := range ipSet(&b).Ranges() {
+		out = append(out, ipRange{addrU32(r.From()), addrU32(r.To())})
 	}
 	return out
 }
@@ -439,15 +436,9 @@ func mergePrefixes(ps []netip.Prefix) []netip.Prefix {
 	if len(ps) == 0 {
 		return nil
 	}
-	rs := make([]ipRange, 0, len(ps))
-	for _, p := range ps {
-		rs = append(rs, prefixRange(p))
-	}
-	var out []netip.Prefix
-	for _, r := range mergeRanges(rs) {
-		out = append(out, rangePrefixes(r)...)
-	}
-	return out
+	var b netipx.IPSetBuilder
+	addPrefixes(&b, ps)
+	return ipSet(&b).Prefixes()
 }
 
 // subtractPrefixes removes from a (merged) everything covered by b (merged).
@@ -455,36 +446,12 @@ func subtractPrefixes(a, b []netip.Prefix) []netip.Prefix {
 	if len(a) == 0 || len(b) == 0 {
 		return a
 	}
-	var bs []ipRange
+	var sb netipx.IPSetBuilder
+	addPrefixes(&sb, a)
 	for _, p := range b {
-		bs = append(bs, prefixRange(p))
+		sb.RemovePrefix(p)
 	}
-	var out []ipRange
-	for _, p := range a {
-		cur := []ipRange{prefixRange(p)}
-		for _, x := range bs {
-			var next []ipRange
-			for _, r := range cur {
-				if x.hi < r.lo || x.lo > r.hi {
-					next = append(next, r)
-					continue
-				}
-				if x.lo > r.lo {
-					next = append(next, ipRange{r.lo, x.lo - 1})
-				}
-				if x.hi < r.hi {
-					next = append(next, ipRange{x.hi + 1, r.hi})
-				}
-			}
-			cur = next
-		}
-		out = append(out, cur...)
-	}
-	var res []netip.Prefix
-	for _, r := range mergeRanges(out) {
-		res = append(res, rangePrefixes(r)...)
-	}
-	return res
+	return ipSet(&sb).Prefixes()
 }
 
 func uniqMACs(in, exclude []net.HardwareAddr) []net.HardwareAddr {

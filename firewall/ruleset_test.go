@@ -264,6 +264,40 @@ func TestPrefixes(t *testing.T) {
 		pp("10.0.0.128/26", "10.0.0.192/29", "10.0.0.201/32", "10.0.0.202/31", "10.0.0.204/30", "10.0.0.208/28", "10.0.0.224/27")) {
 		t.Errorf("subtract = %v", got)
 	}
+	// The results of the hand-written merge and subtract that netipx
+	// replaced (before they were deleted, a test compared both on 200,000
+	// random sets of IPv4 prefixes: no difference).
+	for _, c := range []struct{ in, merged []netip.Prefix }{
+		{nil, nil},
+		{pp("10.0.0.5/24", "10.0.1.0/24"), pp("10.0.0.0/23")}, // host bits ignored
+		{pp("0.0.0.0/32", "0.0.0.1/32"), pp("0.0.0.0/31")},
+		{pp("10.0.0.0/8", "11.0.0.0/8"), pp("10.0.0.0/7")},
+		{pp("10.0.0.3/32", "10.0.0.1/32", "10.0.0.2/32"), pp("10.0.0.1/32", "10.0.0.2/31")},
+	} {
+		if got := mergePrefixes(c.in); !slices.Equal(got, c.merged) {
+			t.Errorf("merge %v = %v, want %v", c.in, got, c.merged)
+		}
+	}
+	for _, c := range []struct{ a, b, want []netip.Prefix }{
+		{pp("10.0.0.0/30"), pp("10.0.0.0/32", "10.0.0.3/32"), pp("10.0.0.1/32", "10.0.0.2/32")},
+		{pp("10.0.0.0/24"), pp("10.0.0.0/16"), nil},
+		{pp("10.0.0.0/24"), pp("192.168.0.0/16"), pp("10.0.0.0/24")},
+		{pp("255.255.255.252/30"), pp("255.255.255.255/32"), pp("255.255.255.252/31", "255.255.255.254/32")},
+		{pp("0.0.0.0/31"), pp("0.0.0.0/32"), pp("0.0.0.1/32")},
+		{nil, pp("10.0.0.0/8"), nil},
+		{pp("10.0.0.0/8"), nil, pp("10.0.0.0/8")},
+	} {
+		if got := subtractPrefixes(c.a, c.b); !slices.Equal(got, c.want) {
+			t.Errorf("subtract %v - %v = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+	r := func(lo, hi string) ipRange {
+		return ipRange{addrU32(netip.MustParseAddr(lo)), addrU32(netip.MustParseAddr(hi))}
+	}
+	if got, want := mergedRanges(pp("10.0.2.0/24", "10.0.0.128/25", "10.0.0.0/25", "255.255.255.255/32")),
+		[]ipRange{r("10.0.0.0", "10.0.0.255"), r("10.0.2.0", "10.0.2.255"), r("255.255.255.255", "255.255.255.255")}; !slices.Equal(got, want) {
+		t.Errorf("ranges = %v, want %v", got, want)
+	}
 	elems := intervalElems(pp("10.0.0.0/24", "255.255.255.255/32"))
 	var got []string
 	for _, e := range elems {

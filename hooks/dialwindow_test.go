@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // The dial window (issue 23): an attempt's dial holds back the next attempt
@@ -21,7 +23,7 @@ import (
 func nextWithin(t *testing.T, clk *FakeClock, d time.Duration, what string) time.Duration {
 	t.Helper()
 	var got time.Duration
-	waitFor(t, what, 10*time.Second, func() bool {
+	testutil.WaitFor(t, what, 10*time.Second, func() bool {
 		p := clk.Pending()
 		if len(p) != 1 {
 			return false
@@ -60,7 +62,7 @@ func TestDialWindowEndsWhenUpOrPPPDExits(t *testing.T) {
 			if d := waitTimer(t, clk); d != dial {
 				t.Fatalf("after pon the next attempt is due in %v, want the dial timeout %v", d, dial)
 			}
-			waitFor(t, "the window to see pon's pppd", 5*time.Second, func() bool { return r.State().PID == 200 })
+			testutil.WaitFor(t, "the window to see pon's pppd", 5*time.Second, func() bool { return r.State().PID == 200 })
 			clk.Advance(3 * time.Second) // pppd negotiates
 			if tt.up {
 				r.Set(NeedNone) // ppp0 has its address
@@ -85,16 +87,16 @@ func TestDialWindowEndsWhenUpOrPPPDExits(t *testing.T) {
 			if err := os.RemoveAll(filepath.Join(procs.proc, "200")); err != nil { // pppd exits
 				t.Fatal(err)
 			}
-			waitFor(t, "the window to see pppd 200 exit", 10*time.Second, func() bool { return r.State().State == ReconnectBackoff })
+			testutil.WaitFor(t, "the window to see pppd 200 exit", 10*time.Second, func() bool { return r.State().State == ReconnectBackoff })
 			// The backoff was reset when the uplink came up (or is still
 			// the first one): the redial is due within it.
-			d := nextWithin(t, clk, time.Duration(float64(backoff)*(1+jitterFraction)), "the next attempt within the backoff of the pppd exit")
+			d := nextWithin(t, clk, time.Duration(float64(backoff)*(1+JitterFraction)), "the next attempt within the backoff of the pppd exit")
 			if st := r.State(); st.Until != clk.Now().Add(d) {
 				t.Fatalf("state after pppd exited: %+v, want the next attempt in %v", st, d)
 			}
 			clk.Advance(d)
 			waitTimer(t, clk)
-			if got := lines(t, trace); !slices.Equal(got, []string{"pon", "pon"}) {
+			if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"pon", "pon"}) {
 				t.Fatalf("trace %q, want the redial", got)
 			}
 		})
@@ -118,7 +120,7 @@ func TestRealPPPDExitEndsDialWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	trace := filepath.Join(dir, "trace")
-	pon := script(t, dir, "pon", "echo pon >> "+trace+"\ncd "+dir+" && [ ! -e "+pidFile+" ] && (./pppd call "+peer+" </dev/null >/dev/null 2>&1 &)\nexit 0")
+	pon := testutil.Script(t, dir, "pon", "echo pon >> "+trace+"\ncd "+dir+" && [ ! -e "+pidFile+" ] && (./pppd call "+peer+" </dev/null >/dev/null 2>&1 &)\nexit 0")
 	t.Cleanup(func() { os.WriteFile(gone, nil, 0o644) })
 
 	clk := NewFakeClock(time.Time{})
@@ -135,11 +137,11 @@ func TestRealPPPDExitEndsDialWindow(t *testing.T) {
 	r.Set(NeedDial)
 	waitTimer(t, clk)
 	var pid int
-	waitFor(t, "the stand-in pppd's pid file", 5*time.Second, func() bool {
-		pid, _ = strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
+	testutil.WaitFor(t, "the stand-in pppd's pid file", 5*time.Second, func() bool {
+		pid, _ = strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidFile)))
 		return pid > 0
 	})
-	waitFor(t, "the window to wait for the stand-in pppd", 5*time.Second, func() bool { return r.State().PID == pid })
+	testutil.WaitFor(t, "the window to wait for the stand-in pppd", 5*time.Second, func() bool { return r.State().PID == pid })
 	st := r.State()
 	if st.State != ReconnectPPPD || !st.Until.Equal(clk.Now().Add(dial)) {
 		t.Fatalf("state during the dial: %+v (now %v)", st, clk.Now())
@@ -150,19 +152,19 @@ func TestRealPPPDExitEndsDialWindow(t *testing.T) {
 	if st := r.State(); st.State != ReconnectPPPD || st.PID != pid {
 		t.Fatalf("state while pppd %d lives after the drop: %+v", pid, st)
 	}
-	if got := lines(t, trace); len(got) != 1 {
+	if got := testutil.Lines(t, trace); len(got) != 1 {
 		t.Fatalf("dialled while a pppd for the peer lives: %q", got)
 	}
 	if err := os.WriteFile(gone, nil, 0o644); err != nil { // pppd exits
 		t.Fatal(err)
 	}
-	waitFor(t, "the window to see the stand-in pppd exit", 10*time.Second, func() bool {
+	testutil.WaitFor(t, "the window to see the stand-in pppd exit", 10*time.Second, func() bool {
 		return !alive(pid) && r.State().State == ReconnectBackoff
 	})
-	d := nextWithin(t, clk, time.Duration(float64(backoff)*(1+jitterFraction)), "the next attempt within the backoff of the pppd exit")
+	d := nextWithin(t, clk, time.Duration(float64(backoff)*(1+JitterFraction)), "the next attempt within the backoff of the pppd exit")
 	clk.Advance(d)
 	waitTimer(t, clk)
-	if got := lines(t, trace); !slices.Equal(got, []string{"pon", "pon"}) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"pon", "pon"}) {
 		t.Fatalf("trace %q, want the redial after pppd exited", got)
 	}
 }
@@ -177,13 +179,13 @@ func TestSucceededReconnectDoesNotDelayNext(t *testing.T) {
 			trace := filepath.Join(dir, "trace")
 			clk := NewFakeClock(time.Time{})
 			r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "x0", Kind: kind, Peer: fmt.Sprintf("uplinkd-none-%d", os.Getpid()),
-				Command: []string{script(t, dir, "cmd", "echo run >> "+trace)}, Backoff: time.Minute, DialTimeout: time.Hour}, quiet(), clk, nil)
+				Command: []string{testutil.Script(t, dir, "cmd", "echo run >> "+trace)}, Backoff: time.Minute, DialTimeout: time.Hour}, quiet(), clk, nil)
 			r.procs = procTable{proc: "/proc", run: dir}
 			defer r.Close()
 			for i := 1; i <= 3; i++ {
 				r.Set(NeedDial)
 				waitTimer(t, clk)
-				if got := len(lines(t, trace)); got != i {
+				if got := len(testutil.Lines(t, trace)); got != i {
 					t.Fatalf("loss %d: %d commands, want %d (one at once per loss)", i, got, i)
 				}
 				clk.Advance(time.Second)
@@ -202,7 +204,7 @@ func TestReloadDuringDialTakesOver(t *testing.T) {
 	trace, gate := filepath.Join(dir, "trace"), filepath.Join(dir, "gate")
 	// Each dial records how many dials run at its start (lock dirs count
 	// them), then waits for the gate.
-	dial := script(t, dir, "dial", fmt.Sprintf(`mkdir %[1]s/run.$$
+	dial := testutil.Script(t, dir, "dial", fmt.Sprintf(`mkdir %[1]s/run.$$
 echo "start $(ls -d %[1]s/run.* | wc -l)" >> %[2]s
 i=0; while [ ! -e %[3]s ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
 rmdir %[1]s/run.$$`, dir, trace, gate))
@@ -210,7 +212,7 @@ rmdir %[1]s/run.$$`, dir, trace, gate))
 	spec := ReconnectSpec{Uplink: "u", Iface: "wlan0", Kind: "wlan", Command: []string{dial}, Backoff: time.Second, MaxBackoff: time.Minute}
 	r := NewReconnector(spec, quiet(), clk, nil)
 	r.Set(NeedDial)
-	waitFor(t, "the first dial", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
+	testutil.WaitFor(t, "the first dial", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 1 })
 
 	var mu sync.Mutex
 	var events []HookEvent
@@ -236,14 +238,14 @@ rmdir %[1]s/run.$$`, dir, trace, gate))
 	// next attempt (backoff 5s) instead of dialling at once.
 	d := waitTimer(t, clk)
 	checkJitter(t, d, 5*time.Second, time.Minute)
-	waitFor(t, "the attempt's event on the newest reconnector", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the attempt's event on the newest reconnector", 5*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(events) == 1
 	})
 	clk.Advance(d)
-	waitFor(t, "the second dial", 5*time.Second, func() bool { return len(lines(t, trace)) == 2 })
-	if got := lines(t, trace); !slices.Equal(got, []string{"start 1", "start 1"}) {
+	testutil.WaitFor(t, "the second dial", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 2 })
+	if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"start 1", "start 1"}) {
 		t.Fatalf("dials %q: want two, each alone", got)
 	}
 }

@@ -1,10 +1,13 @@
 // Package hooks acts outward: it runs the commands that bring a downed uplink
-// back (reconnect, with exponential backoff), the user's hooks on uplink
-// events ([[uplink.hook]] and the hook directory), and the publishers that
-// tell the world an uplink's new address ([[uplink.publish]]).
+// back (reconnect, with exponential backoff) and the user's hooks on uplink
+// events ([[uplink.hook]] and the hook directory). The publishers that tell
+// the world an uplink's new address ([[uplink.publish]]) are package
+// publish; they start their commands through RunCommand and schedule with
+// this package's Clock.
 //
 // Everything here runs external programs, so the rules are the same for all
-// of them and live in one place (runCommand):
+// of them and live in one place (runCommand; RunCommand for package
+// publish):
 //
 //   - argv is executed directly, never through a shell, so that addresses,
 //     interface names and configured arguments can never be interpreted as
@@ -24,17 +27,12 @@
 //
 // Nothing here decides when an uplink is down or what its address is; the
 // daemon's loop does and tells a [Reconnector] what it needs
-// ([Reconnector.Set]), the [Runner] (Fire) and the [PublishManager]
-// (Update). What the Reconnector decides by itself is whether a pppd already
-// owns the line, and when the dial window of an attempt ends (the pppd it
-// started or found exits: it watches /proc while a window is open). None
-// of these calls blocks: the work happens on goroutines
-// owned by those objects, each waited for by Close. Scheduling uses an
-// injectable [Clock] so that backoff, settle and refresh can be tested
-// without waiting; process timeouts use real time because they bound real
-// processes.
-//
-// The publishers live in this package (files publish*.go) rather than in a
-// sub-package because they share its process runner, its Clock and its
-// backoff jitter; their exported names all start with Publish.
+// ([Reconnector.Set]) and the [Runner] (Fire). What the Reconnector decides
+// by itself is whether a pppd already owns the line, and when the dial
+// window of an attempt ends (the pppd it started or found exits: it watches
+// /proc while a window is open). None of these calls blocks: the work
+// happens on goroutines owned by those objects, each waited for by Close.
+// Scheduling uses an injectable [Clock] (package publish's too) so that
+// backoff, settle and refresh can be tested without waiting; process
+// timeouts use real time because they bound real processes.
 package hooks

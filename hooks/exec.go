@@ -25,8 +25,8 @@ const (
 // stdout and keep it open forever; without this bound Wait would block on it.
 const pipeGrace = time.Second
 
-// result is what one command run came to.
-type result struct {
+// CommandResult is what one command run came to.
+type CommandResult struct {
 	ExitCode int // -1 when it did not start or died from a signal
 	Duration time.Duration
 	TimedOut bool
@@ -36,7 +36,7 @@ type result struct {
 
 // Outcome is the `result` field of log records: ok | failed | timeout |
 // canceled | error (could not be started).
-func (r result) Outcome() string {
+func (r CommandResult) Outcome() string {
 	switch {
 	case r.TimedOut:
 		return "timeout"
@@ -58,7 +58,7 @@ func (r result) Outcome() string {
 // attrs are the result fields shared by reconnect and hook records. A
 // prefixed set (stop_) describes a step inside a record whose duration
 // already covers it, so it carries no duration of its own.
-func (r result) attrs(prefix string) []any {
+func (r CommandResult) attrs(prefix string) []any {
 	a := []any{prefix + "result", r.Outcome(), prefix + "exit_code", r.ExitCode}
 	if prefix == "" {
 		a = append(a, slog.Duration("duration", r.Duration))
@@ -83,10 +83,10 @@ const ownSession cmdOption = 1
 // group, for at most timeout, logging its output line by line through log
 // (which carries the caller's fields: event, uplink, iface, ...). It is the
 // one place where uplinkd starts external programs.
-func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, opts ...cmdOption) result {
+func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, opts ...cmdOption) CommandResult {
 	start := time.Now()
 	if len(argv) == 0 {
-		return result{ExitCode: -1, Err: errors.New("empty command")}
+		return CommandResult{ExitCode: -1, Err: errors.New("empty command")}
 	}
 	parent := ctx
 	ctx, cancel := context.WithTimeout(parent, timeout)
@@ -118,13 +118,13 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 	cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays /dev/null
 
 	if err := startProcess(cmd); err != nil {
-		return result{ExitCode: -1, Duration: time.Since(start), Err: err}
+		return CommandResult{ExitCode: -1, Duration: time.Since(start), Err: err}
 	}
 	err := cmd.Wait()
 	stdout.flush()
 	stderr.flush()
 
-	res := result{ExitCode: -1, Duration: time.Since(start), Err: err}
+	res := CommandResult{ExitCode: -1, Duration: time.Since(start), Err: err}
 	if cmd.ProcessState != nil {
 		res.ExitCode = cmd.ProcessState.ExitCode()
 	}
@@ -148,6 +148,13 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 		res.TimedOut = true
 	}
 	return res
+}
+
+// RunCommand is runCommand for the programs started outside this package
+// (the publishers' commands): the same rules (the package doc), in a
+// process group of its own.
+func RunCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration) CommandResult {
+	return runCommand(ctx, log, argv, env, timeout)
 }
 
 // lineLogger is an io.Writer that logs each complete line as one record.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 func requireRoot(t *testing.T) {
@@ -102,29 +104,29 @@ func TestHookDirRunsAfterConfigHooks(t *testing.T) {
 	dir := filepath.Join(tmp, "hooks.d")
 	os.Mkdir(dir, 0o755)
 	for _, n := range []string{"20-second", "10-first", "30-unsafe"} {
-		script(t, dir, n, `echo "`+n+` $UPLINKD_EVENT $UPLINKD_RESULT $UPLINKD_PUBLISHER." >> `+trace)
+		testutil.Script(t, dir, n, `echo "`+n+` $UPLINKD_EVENT $UPLINKD_RESULT $UPLINKD_PUBLISHER." >> `+trace)
 	}
-	script(t, dir, "15-skipped.sh", `echo skipped >> `+trace)
-	cfg := script(t, tmp, "cfg", `echo "cfg $UPLINKD_EVENT" >> `+trace)
+	testutil.Script(t, dir, "15-skipped.sh", `echo skipped >> `+trace)
+	cfg := testutil.Script(t, tmp, "cfg", `echo "cfg $UPLINKD_EVENT" >> `+trace)
 	if _, err := CheckHookDir(dir); err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(filepath.Join(dir, "30-unsafe"), 0o777)
 
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	r := NewRunner(log)
 	r.SetHookDir(dir)
 	hooks := []HookSpec{{On: []string{"publish"}, Command: []string{cfg}}}
 	r.Fire(hooks, HookEvent{Event: "publish", Uplink: "u", NewIP: "192.0.2.7", Result: "ok", Publisher: "dyn"})
 	r.Fire(hooks, HookEvent{Event: "reconnect", Uplink: "u", Result: "timeout"})
-	waitFor(t, "both events", 5*time.Second, func() bool { return len(lines(t, trace)) == 5 })
+	testutil.WaitFor(t, "both events", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 5 })
 	r.Close()
 	want := []string{"cfg publish", "10-first publish ok dyn.", "20-second publish ok dyn.", "10-first reconnect timeout .", "20-second reconnect timeout ."}
-	if got := lines(t, trace); !slices.Equal(got, want) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, want) {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
-	if recs := logs.find(t, "hook directory: files refused", map[string]any{"level": "ERROR", "uplink": "u"}); len(recs) != 2 ||
+	if recs := logs.Find(t, "hook directory: files refused", map[string]any{"level": "ERROR", "uplink": "u"}); len(recs) != 2 ||
 		!strings.Contains(recs[0]["reason"].(string), "30-unsafe refused: writable by group or others") {
-		t.Fatalf("refusal not logged: %v", logs.records(t))
+		t.Fatalf("refusal not logged: %v", logs.Records(t))
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // TestHookDiesWithDaemon: a daemon killed by SIGKILL takes its running hook
@@ -38,18 +40,18 @@ func TestHookDiesWithDaemon(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer helper.Process.Kill()
-			waitFor(t, "hook started", 10*time.Second, func() bool { return strings.TrimSpace(readFile(t, pidFile)) != "" })
-			pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidFile)))
+			testutil.WaitFor(t, "hook started", 10*time.Second, func() bool { return strings.TrimSpace(testutil.ReadFile(t, pidFile)) != "" })
+			pid, err := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidFile)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "hook exec'd sleep", 5*time.Second, func() bool {
+			testutil.WaitFor(t, "hook exec'd sleep", 5*time.Second, func() bool {
 				b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 				return strings.TrimSpace(string(b)) == "sleep"
 			})
 			// The helper now ends many locked threads; the hook must survive
 			// that (it was forked from the starter's thread, which lives on).
-			waitFor(t, "thread churn", 10*time.Second, func() bool { return readFile(t, pidFile+".churned") != "" })
+			testutil.WaitFor(t, "thread churn", 10*time.Second, func() bool { return testutil.ReadFile(t, pidFile+".churned") != "" })
 			if !alive(pid) {
 				t.Fatal("hook died when unrelated threads of the daemon exited")
 			}

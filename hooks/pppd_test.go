@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // fakeProcs is a fake /proc and /run: processes are directories with a
@@ -104,8 +106,8 @@ func pppReconnector(t *testing.T, procs *fakeProcs, ponBody string, spec Reconne
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "trace")
 	spec.Uplink, spec.Iface, spec.Kind, spec.Peer = "dsl", "ppp0", "ppp", "dsl"
-	spec.Command = []string{script(t, dir, "pon", `echo pon >> `+trace+"\n"+ponBody)}
-	spec.StopCommand = []string{script(t, dir, "poff", `echo poff >> `+trace)}
+	spec.Command = []string{testutil.Script(t, dir, "pon", `echo pon >> `+trace+"\n"+ponBody)}
+	spec.StopCommand = []string{testutil.Script(t, dir, "poff", `echo poff >> `+trace)}
 	clk := NewFakeClock(time.Time{})
 	r := NewReconnector(spec, quiet(), clk, nil)
 	r.procs = procs.table()
@@ -136,7 +138,7 @@ func TestLivePPPDLeftAlone(t *testing.T) {
 			for range 20 {
 				clk.Advance(waitTimer(t, clk))
 			}
-			if got := lines(t, trace); len(got) != 0 {
+			if got := testutil.Lines(t, trace); len(got) != 0 {
 				t.Fatalf("commands run while pppd lives: %q", got)
 			}
 			if r.Attempts() < 20 {
@@ -173,18 +175,18 @@ func TestNoPPPDDialsOnceThenWaits(t *testing.T) {
 			if d != dial {
 				t.Fatalf("next attempt in %v, want the dial timeout %v", d, dial)
 			}
-			if got := lines(t, trace); !slices.Equal(got, []string{"pon"}) {
+			if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"pon"}) {
 				t.Fatalf("first attempt ran %q, want pon alone", got)
 			}
 			// Repeated needs (every pass says so) change nothing.
 			r.Set(NeedDial)
 			clk.Advance(dial - time.Second)
-			if got := lines(t, trace); len(got) != 1 {
+			if got := testutil.Lines(t, trace); len(got) != 1 {
 				t.Fatalf("second dial within the dial timeout: %q", got)
 			}
 			clk.Advance(time.Second)
 			waitTimer(t, clk)
-			if got := lines(t, trace); !slices.Equal(got, tt.wantNext) {
+			if got := testutil.Lines(t, trace); !slices.Equal(got, tt.wantNext) {
 				t.Fatalf("after the dial timeout: %q, want %q", got, tt.wantNext)
 			}
 		})
@@ -205,7 +207,7 @@ func TestAddressCancelsPending(t *testing.T) {
 			t.Fatalf("timers left after the address arrived: %v", p)
 		}
 		clk.Advance(time.Hour)
-		if got := lines(t, trace); !slices.Equal(got, []string{"pon"}) {
+		if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"pon"}) {
 			t.Fatalf("trace %q, want the one pon before the address", got)
 		}
 	})
@@ -216,20 +218,20 @@ func TestAddressCancelsPending(t *testing.T) {
 		trace, gate, started := filepath.Join(dir, "trace"), filepath.Join(dir, "gate"), filepath.Join(dir, "started")
 		clk := NewFakeClock(time.Time{})
 		r := NewReconnector(ReconnectSpec{Uplink: "dsl", Iface: "ppp0", Kind: "ppp", Peer: "dsl",
-			Command: []string{script(t, dir, "pon", "echo pon >> "+trace)},
-			StopCommand: []string{script(t, dir, "poff", "echo poff >> "+trace+"; touch "+started+
+			Command: []string{testutil.Script(t, dir, "pon", "echo pon >> "+trace)},
+			StopCommand: []string{testutil.Script(t, dir, "poff", "echo poff >> "+trace+"; touch "+started+
 				"; i=0; while [ ! -e "+gate+" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done")},
 		}, quiet(), clk, nil)
 		r.procs = procs.table()
 		defer r.Close()
 		r.Set(NeedRestart)
-		waitFor(t, "poff started", 5*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
+		testutil.WaitFor(t, "poff started", 5*time.Second, func() bool { _, err := os.Stat(started); return err == nil })
 		r.Set(NeedNone)
 		if err := os.WriteFile(gate, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		r.Close()
-		if got := lines(t, trace); !slices.Equal(got, []string{"poff"}) {
+		if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"poff"}) {
 			t.Fatalf("trace %q, want poff only", got)
 		}
 	})
@@ -243,7 +245,7 @@ func TestRestartOnlyAFailingLink(t *testing.T) {
 	r, clk, trace := pppReconnector(t, procs, "", ReconnectSpec{Backoff: time.Second})
 	r.Set(NeedRestart)
 	waitTimer(t, clk)
-	if got := lines(t, trace); !slices.Equal(got, []string{"poff", "pon"}) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"poff", "pon"}) {
 		t.Fatalf("trace %q, want poff then pon", got)
 	}
 }
@@ -268,7 +270,7 @@ func TestPPPBackoffAfterDial(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("delays %v, want %v", got, want)
 	}
-	if n := len(lines(t, trace)); n != 6 {
+	if n := len(testutil.Lines(t, trace)); n != 6 {
 		t.Fatalf("%d dials, want 6", n)
 	}
 }
@@ -289,12 +291,12 @@ func TestFailedDialGetsBackoff(t *testing.T) {
 func TestDialOutlivesTheDaemon(t *testing.T) {
 	dir := t.TempDir()
 	pidfile := filepath.Join(dir, "pid")
-	pon := script(t, dir, "pon", `sleep 30 & echo $! > `+pidfile+`; exit 0`)
+	pon := testutil.Script(t, dir, "pon", `sleep 30 & echo $! > `+pidfile+`; exit 0`)
 	clk := NewFakeClock(time.Time{})
 	r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "wlan0", Command: []string{pon}}, quiet(), clk, nil)
 	r.Set(NeedDial)
 	waitTimer(t, clk) // the command has finished
-	pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidfile)))
+	pid, err := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidfile)))
 	if err != nil {
 		t.Fatal(err)
 	}

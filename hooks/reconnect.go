@@ -21,9 +21,10 @@ const (
 	DefaultDialTimeout = 30 * time.Second
 )
 
-// jitterFraction spreads retries ±20% so that uplinks which went down together
+// JitterFraction spreads retries ±20% (reconnects here, publish retries in
+// package publish) so that uplinks which went down together
 // (a shared DSLAM, a power cut) do not redial in lockstep.
-const jitterFraction = 0.2
+const JitterFraction = 0.2
 
 // ReconnectSpec is what one uplink's Reconnector runs.
 type ReconnectSpec struct {
@@ -544,10 +545,10 @@ func (r *Reconnector) pppdExited(gen uint64, pid int) {
 	r.log.Info("pppd exited; the dial window ends", "pid", pid, slog.Duration("retry_in", d))
 }
 
-// jitter spreads d by ±jitterFraction but never beyond MaxBackoff, so the
+// jitter spreads d by ±JitterFraction but never beyond MaxBackoff, so the
 // configured maximum really is the longest an uplink stays without a try.
 func (r *Reconnector) jitter(d time.Duration) time.Duration {
-	return backoff.Jitter(d, r.spec.MaxBackoff, jitterFraction, r.rand())
+	return backoff.Jitter(d, r.spec.MaxBackoff, JitterFraction, r.rand())
 }
 
 func (r *Reconnector) fire(gen uint64) {
@@ -588,12 +589,12 @@ func (r *Reconnector) attempt(n int) {
 		res := runCommand(r.ctx, log, r.spec.StopCommand, env, r.spec.Timeout, ownSession)
 		fields = append(fields, res.attrs("stop_")...)
 	}
-	var res result
+	var res CommandResult
 	var dialed time.Time
 	switch {
 	case !run:
 	case r.ctx.Err() != nil:
-		res = result{ExitCode: -1, Canceled: true, Err: r.ctx.Err()}
+		res = CommandResult{ExitCode: -1, Canceled: true, Err: r.ctx.Err()}
 	case !r.still():
 		run = false // the link came back meanwhile
 	default:

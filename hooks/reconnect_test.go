@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/testutil"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -93,8 +94,8 @@ func waitTimer(t *testing.T, clk *FakeClock) time.Duration {
 
 func checkJitter(t *testing.T, got, base, maxB time.Duration) {
 	t.Helper()
-	lo := time.Duration(float64(base) * (1 - jitterFraction))
-	hi := min(time.Duration(float64(base)*(1+jitterFraction)), maxB)
+	lo := time.Duration(float64(base) * (1 - JitterFraction))
+	hi := min(time.Duration(float64(base)*(1+JitterFraction)), maxB)
 	if got < lo || got > hi {
 		t.Fatalf("delay %v outside [%v, %v] (base %v)", got, lo, hi, base)
 	}
@@ -193,7 +194,7 @@ func TestNeverTwoAttemptsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "trace")
 	// mkdir is atomic: a second concurrent attempt would fail to take the lock.
-	cmd := script(t, dir, "slow", fmt.Sprintf(`
+	cmd := testutil.Script(t, dir, "slow", fmt.Sprintf(`
 mkdir %[1]s/lock 2>/dev/null || echo overlap >> %[2]s
 echo "begin $UPLINKD_ATTEMPT" >> %[2]s
 sleep 0.3
@@ -227,7 +228,7 @@ rmdir %[1]s/lock`, dir, trace))
 	// UPLINKD_ATTEMPT counts within one down period; the flap started a new
 	// one, so the second run is attempt 1 again.
 	want := []string{"begin 1", "end 1", "begin 1", "end 1"}
-	if got := lines(t, trace); !slices.Equal(got, want) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, want) {
 		t.Fatalf("trace %q, want %q", got, want)
 	}
 }
@@ -247,25 +248,25 @@ func TestStopThenStart(t *testing.T) {
 			dir := t.TempDir()
 			trace := filepath.Join(dir, "trace")
 			spec := ReconnectSpec{Uplink: "u", Iface: "ppp0",
-				Command: []string{script(t, dir, "start", `echo "start $UPLINKD_ATTEMPT" >> `+trace)}}
+				Command: []string{testutil.Script(t, dir, "start", `echo "start $UPLINKD_ATTEMPT" >> `+trace)}}
 			if tt.stopExit >= 0 {
-				spec.StopCommand = []string{script(t, dir, "stop", fmt.Sprintf(`echo "stop $UPLINKD_ATTEMPT" >> %s; exit %d`, trace, tt.stopExit))}
+				spec.StopCommand = []string{testutil.Script(t, dir, "stop", fmt.Sprintf(`echo "stop $UPLINKD_ATTEMPT" >> %s; exit %d`, trace, tt.stopExit))}
 			}
 			clk := NewFakeClock(time.Time{})
-			log, logs := newCapture()
+			log, logs := testutil.NewCapture()
 			r := NewReconnector(spec, log, clk, nil)
 			defer r.Close()
 			r.Down(true)
 			clk.Advance(waitTimer(t, clk))
 			waitTimer(t, clk)
-			if got := lines(t, trace); !slices.Equal(got, tt.wantTrace) {
+			if got := testutil.Lines(t, trace); !slices.Equal(got, tt.wantTrace) {
 				t.Fatalf("trace %q, want %q", got, tt.wantTrace)
 			}
 			// One record per attempt, carrying both results.
 			// The record is written right after the retry is scheduled.
 			var recs []map[string]any
-			waitFor(t, "2 attempt records", 5*time.Second, func() bool {
-				recs = logs.find(t, "reconnect attempt finished", map[string]any{"event": "reconnect", "uplink": "u", "iface": "ppp0"})
+			testutil.WaitFor(t, "2 attempt records", 5*time.Second, func() bool {
+				recs = logs.Find(t, "reconnect attempt finished", map[string]any{"event": "reconnect", "uplink": "u", "iface": "ppp0"})
 				return len(recs) == 2
 			})
 			rec := recs[0]
@@ -309,7 +310,7 @@ func TestEnvAndLiteralArgv(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	pwned := filepath.Join(dir, "pwned")
-	cmd := script(t, dir, "show", `{
+	cmd := testutil.Script(t, dir, "show", `{
 echo "EVENT=$UPLINKD_EVENT"
 echo "UPLINK=$UPLINKD_UPLINK"
 echo "IFACE=$UPLINKD_IFACE"
@@ -327,7 +328,7 @@ for a in "$@"; do printf 'arg=%s\n' "$a"; done
 	for _, a := range args {
 		want = append(want, "arg="+a)
 	}
-	if got := lines(t, out); !slices.Equal(got, want) {
+	if got := testutil.Lines(t, out); !slices.Equal(got, want) {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if _, err := os.Stat(pwned); err == nil {
@@ -338,10 +339,10 @@ for a in "$@"; do printf 'arg=%s\n' "$a"; done
 func TestOutputLogged(t *testing.T) {
 	dir := t.TempDir()
 	long := strings.Repeat("x", 3*maxLineBytes)
-	cmd := script(t, dir, "talk", `echo hello; echo "two words"; echo oops >&2; printf 'no newline'
+	cmd := testutil.Script(t, dir, "talk", `echo hello; echo "two words"; echo oops >&2; printf 'no newline'
 i=0; while [ $i -lt 300 ]; do echo "many $i" >&2; i=$((i+1)); done
 echo `+long)
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	r := NewReconnector(ReconnectSpec{Uplink: "u", Iface: "wlan0", Command: []string{cmd}}, log, NewFakeClock(time.Time{}), nil)
 	r.Down(true)
 	r.Close()
@@ -370,12 +371,12 @@ echo `+long)
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := logs.find(t, "command output", tt.match); len(got) != tt.want {
+			if got := logs.Find(t, "command output", tt.match); len(got) != tt.want {
 				t.Fatalf("%d records match %v, want %d", len(got), tt.match, tt.want)
 			}
 		})
 	}
-	drop := logs.find(t, "command output truncated", with("stream", "stderr"))
+	drop := logs.Find(t, "command output truncated", with("stream", "stderr"))
 	if len(drop) != 1 || drop[0]["dropped_lines"] != float64(301-maxLines) {
 		t.Fatalf("truncation record: %v", drop)
 	}
@@ -386,9 +387,9 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 	pidfile := filepath.Join(dir, "pid")
 	// The child keeps stdout open too, so this also checks that output
 	// reading does not outlive the kill.
-	cmd := script(t, dir, "hang", `sleep 60 & echo $! > `+pidfile+`; echo started; wait`)
+	cmd := testutil.Script(t, dir, "hang", `sleep 60 & echo $! > `+pidfile+`; echo started; wait`)
 	readPid := func() int {
-		pid, err := strconv.Atoi(strings.TrimSpace(readFile(t, pidfile)))
+		pid, err := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidfile)))
 		if err != nil {
 			t.Fatalf("pidfile: %v", err)
 		}
@@ -405,28 +406,28 @@ func TestTimeoutKillsProcessGroup(t *testing.T) {
 			t.Fatalf("result %+v (%s)", res, res.Outcome())
 		}
 		pid := readPid()
-		waitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
+		testutil.WaitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
 	})
 
 	t.Run("reconnector", func(t *testing.T) {
 		os.Remove(pidfile)
-		log, logs := newCapture()
+		log, logs := testutil.NewCapture()
 		clk := NewFakeClock(time.Time{})
 		r := NewReconnector(ReconnectSpec{Uplink: "u", Command: []string{cmd}, Timeout: 300 * time.Millisecond}, log, clk, nil)
 		r.Down(true)
 		waitTimer(t, clk)
 		r.Close()
 		pid := readPid()
-		waitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
-		if recs := logs.find(t, "reconnect attempt finished", map[string]any{"result": "timeout", "exit_code": -1.0}); len(recs) != 1 {
-			t.Fatalf("no timeout record: %v", logs.records(t))
+		testutil.WaitFor(t, "sleep child killed", 20*time.Second, func() bool { return !alive(pid) })
+		if recs := logs.Find(t, "reconnect attempt finished", map[string]any{"result": "timeout", "exit_code": -1.0}); len(recs) != 1 {
+			t.Fatalf("no timeout record: %v", logs.Records(t))
 		}
 	})
 }
 
 func TestCloseKillsRunningAttempt(t *testing.T) {
 	dir := t.TempDir()
-	cmd := script(t, dir, "hang", `exec sleep 60`)
+	cmd := testutil.Script(t, dir, "hang", `exec sleep 60`)
 	r := NewReconnector(ReconnectSpec{Command: []string{cmd}, Timeout: 400 * time.Millisecond}, quiet(), NewFakeClock(time.Time{}), nil)
 	r.Down(true)
 	start := time.Now()
@@ -446,10 +447,10 @@ func TestDetachedChildDoesNotBlock(t *testing.T) {
 	// kill, and we must not wait for it.
 	dir := t.TempDir()
 	pidfile := filepath.Join(dir, "pid")
-	cmd := script(t, dir, "pon", `sleep 30 & echo $! > `+pidfile+`; echo dialing; exit 0`)
+	cmd := testutil.Script(t, dir, "pon", `sleep 30 & echo $! > `+pidfile+`; echo dialing; exit 0`)
 	start := time.Now()
 	res := runCommand(context.Background(), quiet(), []string{cmd}, nil, 20*time.Second)
-	pid, _ := strconv.Atoi(strings.TrimSpace(readFile(t, pidfile)))
+	pid, _ := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidfile)))
 	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
 	if el := time.Since(start); el > pipeGrace+15*time.Second { // the child lives 30 s
 		t.Fatalf("took %v", el)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // sentinel is fired last in a test; since hooks of one uplink run in order,
@@ -37,7 +39,7 @@ func TestHooksFireOnlyForMatchingEvents(t *testing.T) {
 			var hooks []HookSpec
 			for i, on := range tt.on {
 				hooks = append(hooks, HookSpec{On: on, Command: []string{
-					script(t, dir, fmt.Sprintf("h%d", i), fmt.Sprintf(`echo "h%d $UPLINKD_EVENT" >> %s`, i, trace))}})
+					testutil.Script(t, dir, fmt.Sprintf("h%d", i), fmt.Sprintf(`echo "h%d $UPLINKD_EVENT" >> %s`, i, trace))}})
 			}
 			hooks = append(hooks, sentinelHook(trace))
 			r := NewRunner(quiet())
@@ -45,8 +47,8 @@ func TestHooksFireOnlyForMatchingEvents(t *testing.T) {
 			for _, ev := range append(tt.events, "sentinel") {
 				r.Fire(hooks, HookEvent{Event: ev, Uplink: "u"})
 			}
-			waitFor(t, "sentinel", 5*time.Second, func() bool { return strings.Contains(readFile(t, trace), "sentinel") })
-			got := lines(t, trace)
+			testutil.WaitFor(t, "sentinel", 5*time.Second, func() bool { return strings.Contains(testutil.ReadFile(t, trace), "sentinel") })
+			got := testutil.Lines(t, trace)
 			if got = got[:len(got)-1]; !slices.Equal(got, tt.want) {
 				t.Fatalf("ran %q, want %q", got, tt.want)
 			}
@@ -58,9 +60,9 @@ func TestHookEnvOrderAndLogs(t *testing.T) {
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "trace")
 	pwned := filepath.Join(dir, "pwned")
-	cmd := script(t, dir, "notify", `sleep 0.02; echo "$UPLINKD_EVENT|$UPLINKD_UPLINK|$UPLINKD_IFACE|$UPLINKD_OLD_IP|$UPLINKD_NEW_IP|$UPLINKD_REASON|$1" >> `+trace+`; echo "said $UPLINKD_EVENT"`)
+	cmd := testutil.Script(t, dir, "notify", `sleep 0.02; echo "$UPLINKD_EVENT|$UPLINKD_UPLINK|$UPLINKD_IFACE|$UPLINKD_OLD_IP|$UPLINKD_NEW_IP|$UPLINKD_REASON|$1" >> `+trace+`; echo "said $UPLINKD_EVENT"`)
 	hooks := []HookSpec{{On: []string{"down", "up", "addr-change"}, Command: []string{cmd, "$(touch " + pwned + ")"}}, sentinelHook(trace)}
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	r := NewRunner(log)
 	defer r.Close()
 	events := []HookEvent{
@@ -72,7 +74,7 @@ func TestHookEnvOrderAndLogs(t *testing.T) {
 	for _, ev := range events {
 		r.Fire(hooks, ev)
 	}
-	waitFor(t, "sentinel", 5*time.Second, func() bool { return strings.Contains(readFile(t, trace), "sentinel") })
+	testutil.WaitFor(t, "sentinel", 5*time.Second, func() bool { return strings.Contains(testutil.ReadFile(t, trace), "sentinel") })
 	lit := "$(touch " + pwned + ")"
 	want := []string{
 		"down|dsl|ppp0|198.51.100.7||carrier lost|" + lit,
@@ -80,26 +82,26 @@ func TestHookEnvOrderAndLogs(t *testing.T) {
 		"addr-change|dsl|ppp0|198.51.100.9|203.0.113.5||" + lit,
 		"sentinel",
 	}
-	if got := lines(t, trace); !slices.Equal(got, want) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, want) {
 		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if _, err := os.Stat(pwned); err == nil {
 		t.Fatal("an argument was interpreted by a shell")
 	}
-	waitFor(t, "hook records", 5*time.Second, func() bool {
-		return len(logs.find(t, "hook finished", map[string]any{"uplink": "dsl"})) == 4
+	testutil.WaitFor(t, "hook records", 5*time.Second, func() bool {
+		return len(logs.Find(t, "hook finished", map[string]any{"uplink": "dsl"})) == 4
 	})
-	out := logs.find(t, "command output", map[string]any{"event": "up", "uplink": "dsl", "iface": "ppp0", "hook": cmd, "stream": "stdout", "line": "said up"})
-	fin := logs.find(t, "hook finished", map[string]any{"event": "addr-change", "result": "ok", "exit_code": 0.0, "old_ip": "198.51.100.9", "new_ip": "203.0.113.5"})
+	out := logs.Find(t, "command output", map[string]any{"event": "up", "uplink": "dsl", "iface": "ppp0", "hook": cmd, "stream": "stdout", "line": "said up"})
+	fin := logs.Find(t, "hook finished", map[string]any{"event": "addr-change", "result": "ok", "exit_code": 0.0, "old_ip": "198.51.100.9", "new_ip": "203.0.113.5"})
 	if len(out) != 1 || len(fin) != 1 {
-		t.Fatalf("log records missing: %v", logs.records(t))
+		t.Fatalf("log records missing: %v", logs.Records(t))
 	}
 }
 
 // blocker is a hook that records its start and waits until release exists.
 func blocker(t *testing.T, dir string) (hook HookSpec, trace, release string) {
 	trace, release = filepath.Join(dir, "trace"), filepath.Join(dir, "release")
-	cmd := script(t, dir, "block", fmt.Sprintf(`echo "$UPLINKD_REASON" >> %s
+	cmd := testutil.Script(t, dir, "block", fmt.Sprintf(`echo "$UPLINKD_REASON" >> %s
 while [ ! -e %s ]; do sleep 0.02; done`, trace, release))
 	return HookSpec{On: []string{"down"}, Command: []string{cmd}, Timeout: 10 * time.Second}, trace, release
 }
@@ -126,16 +128,16 @@ func TestFireDoesNotBlock(t *testing.T) {
 	// Another uplink is not held up by the blocked one.
 	other := filepath.Join(dir, "other")
 	r.Fire([]HookSpec{{On: []string{"up"}, Command: []string{"sh", "-c", "echo ran > " + other}}}, HookEvent{Event: "up", Uplink: "v"})
-	waitFor(t, "other uplink's hook", 5*time.Second, func() bool { return readFile(t, other) != "" })
-	waitFor(t, "first hook", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
+	testutil.WaitFor(t, "other uplink's hook", 5*time.Second, func() bool { return testutil.ReadFile(t, other) != "" })
+	testutil.WaitFor(t, "first hook", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 1 })
 	os.WriteFile(release, nil, 0o644)
-	waitFor(t, "all hooks", 5*time.Second, func() bool { return len(lines(t, trace)) == 20 })
+	testutil.WaitFor(t, "all hooks", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 20 })
 	r.Close()
 	want := make([]string, 20)
 	for i := range want {
 		want[i] = fmt.Sprint(i)
 	}
-	if got := lines(t, trace); !slices.Equal(got, want) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, want) {
 		t.Fatalf("order %q", got)
 	}
 }
@@ -161,27 +163,27 @@ func TestFullQueueCoalescesAndDrops(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			trace, release := filepath.Join(dir, "trace"), filepath.Join(dir, "release")
-			cmd := script(t, dir, "block", fmt.Sprintf(`echo "$UPLINKD_EVENT/$UPLINKD_REASON" >> %s
+			cmd := testutil.Script(t, dir, "block", fmt.Sprintf(`echo "$UPLINKD_EVENT/$UPLINKD_REASON" >> %s
 while [ ! -e %s ]; do sleep 0.02; done`, trace, release))
 			hook := HookSpec{On: []string{"down", "up"}, Command: []string{cmd}, Timeout: 10 * time.Second}
-			log, logs := newCapture()
+			log, logs := testutil.NewCapture()
 			r := newRunner(log, 2)
 			defer r.Close()
 			r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u", Reason: "0"})
-			waitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
+			testutil.WaitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 1 })
 			for _, f := range tt.fire {
 				r.Fire([]HookSpec{hook}, HookEvent{Event: f.event, Uplink: "u", Reason: f.reason})
 			}
 			os.WriteFile(release, nil, 0o644)
-			waitFor(t, "queued hooks", 20*time.Second, func() bool { return len(lines(t, trace)) >= len(tt.want) })
+			testutil.WaitFor(t, "queued hooks", 20*time.Second, func() bool { return len(testutil.Lines(t, trace)) >= len(tt.want) })
 			// Nothing else may run: a sentinel fired now runs after
 			// anything still queued.
 			r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u", Reason: "sentinel"})
-			waitFor(t, "sentinel", 20*time.Second, func() bool { return strings.Contains(readFile(t, trace), "down/sentinel") })
-			if got := lines(t, trace); !slices.Equal(got, append(slices.Clone(tt.want), "down/sentinel")) {
+			testutil.WaitFor(t, "sentinel", 20*time.Second, func() bool { return strings.Contains(testutil.ReadFile(t, trace), "down/sentinel") })
+			if got := testutil.Lines(t, trace); !slices.Equal(got, append(slices.Clone(tt.want), "down/sentinel")) {
 				t.Fatalf("ran %q, want %q", got, tt.want)
 			}
-			recs := logs.find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u", "level": "WARN"})
+			recs := logs.Find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u", "level": "WARN"})
 			if tt.coalesced+tt.dropped == 0 {
 				if len(recs) != 0 {
 					t.Fatalf("unexpected skip records %v", recs)
@@ -202,9 +204,9 @@ func TestSlowHookHundredEvents(t *testing.T) {
 	defer noLeaks(t)
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "trace")
-	cmd := script(t, dir, "slow", `echo "$UPLINKD_EVENT/$UPLINKD_NEW_IP" >> `+trace+`; sleep 0.05`)
+	cmd := testutil.Script(t, dir, "slow", `echo "$UPLINKD_EVENT/$UPLINKD_NEW_IP" >> `+trace+`; sleep 0.05`)
 	hook := HookSpec{On: []string{"addr-change", "down", "up"}, Command: []string{cmd}}
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	const size = 4
 	r := newRunner(log, size)
 	kinds := []string{"addr-change", "addr-change", "down", "up"}
@@ -218,14 +220,14 @@ func TestSlowHookHundredEvents(t *testing.T) {
 		}
 	}
 	last := "up/198.51.100.99"
-	waitFor(t, "last state", 10*time.Second, func() bool { return strings.Contains(readFile(t, trace), last) })
+	testutil.WaitFor(t, "last state", 10*time.Second, func() bool { return strings.Contains(testutil.ReadFile(t, trace), last) })
 	r.Close()
-	got := lines(t, trace)
+	got := testutil.Lines(t, trace)
 	if got[len(got)-1] != last {
 		t.Fatalf("last delivered %q, want %q", got[len(got)-1], last)
 	}
 	skipped := 0.0
-	for _, rec := range logs.find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u"}) {
+	for _, rec := range logs.Find(t, "hook events skipped: hooks too slow, queue full", map[string]any{"uplink": "u"}) {
 		skipped += rec["coalesced"].(float64) + rec["dropped"].(float64)
 	}
 	if int(skipped)+len(got) != 100 {
@@ -236,12 +238,12 @@ func TestSlowHookHundredEvents(t *testing.T) {
 func TestRunnerClose(t *testing.T) {
 	dir := t.TempDir()
 	hook, trace, release := blocker(t, dir)
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	r := NewRunner(log)
 	for i := range 3 {
 		r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u", Reason: fmt.Sprint(i)})
 	}
-	waitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(lines(t, trace)) == 1 })
+	testutil.WaitFor(t, "hook 0 running", 5*time.Second, func() bool { return len(testutil.Lines(t, trace)) == 1 })
 	closed := make(chan struct{})
 	go func() { r.Close(); close(closed) }()
 	select {
@@ -255,11 +257,11 @@ func TestRunnerClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hangs")
 	}
-	if got := lines(t, trace); !slices.Equal(got, []string{"0"}) {
+	if got := testutil.Lines(t, trace); !slices.Equal(got, []string{"0"}) {
 		t.Fatalf("queued hooks ran after Close: %q", got)
 	}
-	if d := logs.find(t, "hooks not run: shutting down", map[string]any{"uplink": "u", "dropped": 2.0}); len(d) != 1 {
-		t.Fatalf("no drop record: %v", logs.records(t))
+	if d := logs.Find(t, "hooks not run: shutting down", map[string]any{"uplink": "u", "dropped": 2.0}); len(d) != 1 {
+		t.Fatalf("no drop record: %v", logs.Records(t))
 	}
 	r.Fire([]HookSpec{hook}, HookEvent{Event: "down", Uplink: "u"}) // must not panic
 	r.Close()                                                       // idempotent
@@ -267,12 +269,12 @@ func TestRunnerClose(t *testing.T) {
 
 func TestHookTimeout(t *testing.T) {
 	dir := t.TempDir()
-	log, logs := newCapture()
+	log, logs := testutil.NewCapture()
 	r := NewRunner(log)
-	r.Fire([]HookSpec{{On: []string{"up"}, Command: []string{script(t, dir, "hang", "exec sleep 60")}, Timeout: 200 * time.Millisecond}},
+	r.Fire([]HookSpec{{On: []string{"up"}, Command: []string{testutil.Script(t, dir, "hang", "exec sleep 60")}, Timeout: 200 * time.Millisecond}},
 		HookEvent{Event: "up", Uplink: "u"})
-	waitFor(t, "timeout record", 5*time.Second, func() bool {
-		return len(logs.find(t, "hook finished", map[string]any{"result": "timeout", "level": "WARN"})) == 1
+	testutil.WaitFor(t, "timeout record", 5*time.Second, func() bool {
+		return len(logs.Find(t, "hook finished", map[string]any{"result": "timeout", "level": "WARN"})) == 1
 	})
 	r.Close()
 }
@@ -283,27 +285,27 @@ func TestHookTimeout(t *testing.T) {
 func TestHookTimeoutKillsGroup(t *testing.T) {
 	dir := t.TempDir()
 	pids, trace := filepath.Join(dir, "pids"), filepath.Join(dir, "trace")
-	hang := script(t, dir, "hang", `sleep 60 & echo $! >> `+pids+`; echo $$ >> `+pids+`; wait`)
-	log, logs := newCapture()
+	hang := testutil.Script(t, dir, "hang", `sleep 60 & echo $! >> `+pids+`; echo $$ >> `+pids+`; wait`)
+	log, logs := testutil.NewCapture()
 	r := NewRunner(log)
 	defer r.Close()
 	r.Fire([]HookSpec{{On: []string{"up"}, Command: []string{hang}, Timeout: 300 * time.Millisecond}}, HookEvent{Event: "up", Uplink: "u"})
 	r.Fire([]HookSpec{{On: []string{"down"}, Command: []string{"sh", "-c", "echo next >> " + trace}}}, HookEvent{Event: "down", Uplink: "u"})
-	waitFor(t, "hook started", 5*time.Second, func() bool { return len(lines(t, pids)) == 2 })
-	waitFor(t, "next event", 5*time.Second, func() bool { return readFile(t, trace) != "" })
-	if len(logs.find(t, "hook finished", map[string]any{"result": "timeout", "event": "up"})) != 1 {
-		t.Fatalf("no timeout record: %v", logs.records(t))
+	testutil.WaitFor(t, "hook started", 5*time.Second, func() bool { return len(testutil.Lines(t, pids)) == 2 })
+	testutil.WaitFor(t, "next event", 5*time.Second, func() bool { return testutil.ReadFile(t, trace) != "" })
+	if len(logs.Find(t, "hook finished", map[string]any{"result": "timeout", "event": "up"})) != 1 {
+		t.Fatalf("no timeout record: %v", logs.Records(t))
 	}
-	for _, l := range lines(t, pids) {
+	for _, l := range testutil.Lines(t, pids) {
 		pid, _ := strconv.Atoi(l)
-		waitFor(t, "pid "+l+" gone", 5*time.Second, func() bool { return !alive(pid) })
+		testutil.WaitFor(t, "pid "+l+" gone", 5*time.Second, func() bool { return !alive(pid) })
 	}
 }
 
 func TestReconnectOnAttemptEvent(t *testing.T) {
 	dir := t.TempDir()
 	rc := NewReconnector(ReconnectSpec{Uplink: "dsl", Iface: "ppp0", Kind: "ppp",
-		Command: []string{script(t, dir, "fail", "exit 3")}, Backoff: time.Hour}, quiet(), NewFakeClock(time.Time{}), nil)
+		Command: []string{testutil.Script(t, dir, "fail", "exit 3")}, Backoff: time.Hour}, quiet(), NewFakeClock(time.Time{}), nil)
 	got := make(chan HookEvent, 1)
 	rc.OnAttempt(func(ev HookEvent) { got <- ev })
 	rc.Down(true)

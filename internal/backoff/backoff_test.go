@@ -70,7 +70,7 @@ func TestMatchesOldSchedules(t *testing.T) {
 			t.Fatalf("stale n=%d: %v, old %v", n, got, old)
 		}
 	}
-	// publish_manager.go: PublishBackoff << min(failures-1, 16), capped.
+	// publish/manager.go: Backoff << min(failures-1, 16), capped.
 	p := New(30*time.Second, 30*time.Minute)
 	for f := 1; f < 100; f++ {
 		if got, old := p.Delay(f-1), min(30*time.Second<<min(f-1, 16), 30*time.Minute); got != old {

@@ -167,7 +167,7 @@ var goldenNow = time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 //     one that failed fewer than `down` checks is still healthy but has
 //     last_error; an unchecked service's backends are healthy, never
 //     checked.
-//   - Publishers (hooks.PublishManager): a command publisher after its
+//   - Publishers (publish.Manager): a command publisher after its
 //     publish (next_try is the default refresh, 600h later), a dyndns2 one
 //     retrying with its pending address.
 //   - DHCP (dhcpd): in_use counts the fixed host's lease; free is the pool

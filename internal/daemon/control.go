@@ -16,6 +16,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/internal/metrics"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // extras is the wiring around the reconcile loop: the control socket and
@@ -127,7 +128,7 @@ func CheckConfig(cfg *policy.Config) error {
 		errs = append(errs, fmt.Errorf("%s: [daemon] hook_dir: %w", cfg.Path, err))
 	}
 	if specs := publishSpecs(cfg); len(specs) > 0 {
-		m, err := hooks.NewPublishManager(specs, hooks.PublishOptions{})
+		m, err := publish.NewManager(specs, publish.Options{})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: [[uplink.publish]]: %w", cfg.Path, err))
 		} else {

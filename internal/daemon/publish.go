@@ -3,26 +3,26 @@ package daemon
 import (
 	"reflect"
 
-	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // publishing is the running address publishers ([[uplink.publish]]) and
 // the specs they were made from, to tell whether a reload changed them.
 type publishing struct {
-	m     *hooks.PublishManager
-	specs []hooks.PublishSpec
+	m     *publish.Manager
+	specs []publish.Spec
 }
 
-// publishSpecs maps the config's publishers to the hooks package's specs.
-func publishSpecs(cfg *policy.Config) []hooks.PublishSpec {
-	var specs []hooks.PublishSpec
+// publishSpecs maps the config's publishers to package publish's specs.
+func publishSpecs(cfg *policy.Config) []publish.Spec {
+	var specs []publish.Spec
 	for i := range cfg.Uplinks {
 		u := &cfg.Uplinks[i]
 		for _, p := range u.Publish {
-			specs = append(specs, hooks.PublishSpec{
-				Uplink: u.Name, Iface: u.Interface, Name: p.Name, Kind: hooks.PublishKind(p.Kind),
+			specs = append(specs, publish.Spec{
+				Uplink: u.Name, Iface: u.Interface, Name: p.Name, Kind: publish.Kind(p.Kind),
 				Command: p.Command, URL: p.URL, Server: p.ServerAddr, Hostname: p.Hostname,
 				Username: p.Username, PasswordFile: p.PasswordFile, CAFile: p.CAFile,
 				Zone: p.Zone, KeyFile: p.KeyFile, TTL: p.TTL, Settle: p.Settle,
@@ -42,9 +42,9 @@ func (d *Daemon) startPublishing(cfg *policy.Config) {
 	if len(specs) == 0 {
 		return
 	}
-	m, err := hooks.NewPublishManager(specs, hooks.PublishOptions{
+	m, err := publish.NewManager(specs, publish.Options{
 		StateDir: cfg.Daemon.StateDir, Version: d.opts.Version, Log: d.log,
-		OnResult: func(ev hooks.PublishEvent) {
+		OnResult: func(ev publish.Event) {
 			d.x.metrics.PublishResult(ev.Uplink, ev.Publisher, ev.Result)
 			d.fireOutside(ev.HookEvent())
 		},
@@ -82,7 +82,7 @@ func (d *Daemon) reloadPublishing(cfg *policy.Config) {
 	}
 }
 
-func publisherStatus(in []hooks.PublishStatus) []control.Publisher {
+func publisherStatus(in []publish.Status) []control.Publisher {
 	out := make([]control.Publisher, len(in))
 	for i, p := range in {
 		out[i] = control.Publisher{

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"net/netip"
@@ -21,11 +21,11 @@ import (
 //	go test -run '^$' -bench PublishLatency -benchtime 200x ./hooks/
 func BenchmarkPublishLatency(b *testing.B) {
 	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")}
-	run := func(b *testing.B, spec PublishSpec, received <-chan dynRequest) {
+	run := func(b *testing.B, spec Spec, received <-chan dynRequest) {
 		spec.Settle, spec.MinInterval, spec.Refresh = 0, 0, 0
-		done := make(chan PublishEvent, 1)
-		m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{StateDir: b.TempDir(), Log: quiet(),
-			OnResult: func(ev PublishEvent) { done <- ev }})
+		done := make(chan Event, 1)
+		m, err := NewManager([]Spec{spec}, Options{StateDir: b.TempDir(), Log: quiet(),
+			OnResult: func(ev Event) { done <- ev }})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -14,10 +14,14 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
-// noLeaks checks that everything a test started has ended; the package's
-// process starter thread lives for the whole process by design.
+// noLeaks checks that everything a test started has ended; hooks' process
+// starter thread (which runs the command publisher's commands) lives for
+// the whole process by design.
 func noLeaks(t *testing.T) {
 	t.Helper()
 	goleak.VerifyNone(t, goleak.IgnoreTopFunction("github.com/uplinkd/uplinkd/hooks.processStarter"),
@@ -27,17 +31,17 @@ func noLeaks(t *testing.T) {
 // fakePublisher records requests and answers from a script (then OK).
 type fakePublisher struct {
 	mu      sync.Mutex
-	calls   []PublishRequest
-	results []PublishResult
+	calls   []Request
+	results []Result
 	block   chan struct{} // if set, Publish waits for it or ctx
 }
 
-func (f *fakePublisher) Publish(ctx context.Context, req PublishRequest) PublishResult {
+func (f *fakePublisher) Publish(ctx context.Context, req Request) Result {
 	if f.block != nil {
 		select {
 		case <-f.block:
 		case <-ctx.Done():
-			return PublishResult{Outcome: PublishRetry, Err: ctx.Err()}
+			return Result{Outcome: Retry, Err: ctx.Err()}
 		}
 	}
 	f.mu.Lock()
@@ -48,7 +52,7 @@ func (f *fakePublisher) Publish(ctx context.Context, req PublishRequest) Publish
 		f.results = f.results[1:]
 		return r
 	}
-	return PublishResult{Outcome: PublishOK, Reply: "good"}
+	return Result{Outcome: OK, Reply: "good"}
 }
 
 func (f *fakePublisher) addrs() []string {
@@ -63,25 +67,25 @@ func (f *fakePublisher) addrs() []string {
 
 type mgrRig struct {
 	t      *testing.T
-	clock  *FakeClock
-	m      *PublishManager
+	clock  *hooks.FakeClock
+	m      *Manager
 	fake   *fakePublisher
 	mu     sync.Mutex
-	events []PublishEvent
+	events []Event
 }
 
-func testSpec() PublishSpec {
-	return PublishSpec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: PublishDynDNS2, Hostname: "home.example.net",
+func testSpec() Spec {
+	return Spec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: KindDynDNS2, Hostname: "home.example.net",
 		Settle: 2 * time.Second, MinInterval: 30 * time.Second, Refresh: 600 * time.Hour}
 }
 
-func newRig(t *testing.T, spec PublishSpec, stateDir string, fake *fakePublisher) *mgrRig {
+func newRig(t *testing.T, spec Spec, stateDir string, fake *fakePublisher) *mgrRig {
 	t.Helper()
-	r := &mgrRig{t: t, clock: NewFakeClock(time.Time{}), fake: fake}
-	m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{
+	r := &mgrRig{t: t, clock: hooks.NewFakeClock(time.Time{}), fake: fake}
+	m, err := NewManager([]Spec{spec}, Options{
 		StateDir: stateDir, Log: quiet(), Clock: r.clock,
-		OnResult:     func(ev PublishEvent) { r.mu.Lock(); r.events = append(r.events, ev); r.mu.Unlock() },
-		newPublisher: func(PublishSpec, PublisherOptions) (Publisher, error) { return fake, nil },
+		OnResult:     func(ev Event) { r.mu.Lock(); r.events = append(r.events, ev); r.mu.Unlock() },
+		newPublisher: func(Spec, PublisherOptions) (Publisher, error) { return fake, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +98,7 @@ func newRig(t *testing.T, spec PublishSpec, stateDir string, fake *fakePublisher
 // waitEvents waits (real time) until n attempts have been reported.
 func (r *mgrRig) waitEvents(n int) {
 	r.t.Helper()
-	waitFor(r.t, "publish results", 20*time.Second, func() bool {
+	testutil.WaitFor(r.t, "publish results", 20*time.Second, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return len(r.events) >= n
@@ -104,9 +108,9 @@ func (r *mgrRig) waitEvents(n int) {
 // waitIdle waits until no publish of m runs. The fake clock runs due timers
 // inside Advance and an attempt is marked running when it starts, so after
 // Advance and waitIdle every attempt the advance started has finished.
-func waitIdle(t *testing.T, m *PublishManager) {
+func waitIdle(t *testing.T, m *Manager) {
 	t.Helper()
-	waitFor(t, "no publish running", 20*time.Second, func() bool {
+	testutil.WaitFor(t, "no publish running", 20*time.Second, func() bool {
 		for _, st := range m.Status() {
 			if st.Result == "running" {
 				return false
@@ -118,7 +122,7 @@ func waitIdle(t *testing.T, m *PublishManager) {
 
 // waitAttempts waits until every attempt goroutine of m has returned, its
 // result reported; call it when no Advance or Update can start another.
-func waitAttempts(t *testing.T, m *PublishManager) {
+func waitAttempts(t *testing.T, m *Manager) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { m.wg.Wait(); close(done) }()
@@ -244,14 +248,14 @@ func TestPublishRestart(t *testing.T) {
 
 	tests := []struct {
 		name   string
-		spec   func(*PublishSpec)
+		spec   func(*Spec)
 		addr   netip.Addr
 		want   []string
 		oldIPs []string
 	}{
 		{"unchanged address publishes nothing", nil, addrA, nil, nil},
 		{"changed address publishes exactly once", nil, addrB, []string{"198.51.100.11"}, []string{"198.51.100.10"}},
-		{"new hostname publishes again", func(s *PublishSpec) { s.Hostname = "other.example.net" }, addrA, []string{"198.51.100.10"}, []string{""}},
+		{"new hostname publishes again", func(s *Spec) { s.Hostname = "other.example.net" }, addrA, []string{"198.51.100.10"}, []string{""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,8 +331,8 @@ func TestPublishMinIntervalAndRefresh(t *testing.T) {
 
 func TestPublishBackoffAndPermanent(t *testing.T) {
 	defer noLeaks(t)
-	retry := PublishResult{Outcome: PublishRetry, Reply: "911", Err: errors.New("server says 911")}
-	fake := &fakePublisher{results: []PublishResult{retry, retry, retry}}
+	retry := Result{Outcome: Retry, Reply: "911", Err: errors.New("server says 911")}
+	fake := &fakePublisher{results: []Result{retry, retry, retry}}
 	spec := testSpec()
 	spec.MinInterval = 0
 	r := newRig(t, spec, "", fake)
@@ -355,7 +359,7 @@ func TestPublishBackoffAndPermanent(t *testing.T) {
 
 	// Permanent: no retry, not even for a new address.
 	fake.mu.Lock()
-	fake.results = []PublishResult{{Outcome: PublishPermanent, Reply: "badauth", Err: errors.New("server says badauth")}}
+	fake.results = []Result{{Outcome: Permanent, Reply: "badauth", Err: errors.New("server says badauth")}}
 	fake.mu.Unlock()
 	r.m.Update("dsl", addrB)
 	r.clock.Advance(2 * time.Second)
@@ -413,13 +417,13 @@ func TestPublishManagerRejectsBadSpecs(t *testing.T) {
 	dir := t.TempDir()
 	loose := filepath.Join(dir, "loose")
 	os.WriteFile(loose, []byte("hunter2-secret\n"), 0o644)
-	specs := []PublishSpec{
-		{Uplink: "a", Name: "x", Kind: PublishCommand},
-		{Uplink: "a", Name: "y", Kind: PublishDynDNS2, URL: mustURL("https://dyn.example.net"), Hostname: "h.example.net", PasswordFile: loose},
-		{Uplink: "a", Name: "y", Kind: PublishCommand, Command: []string{"true"}},
+	specs := []Spec{
+		{Uplink: "a", Name: "x", Kind: KindCommand},
+		{Uplink: "a", Name: "y", Kind: KindDynDNS2, URL: mustURL("https://dyn.example.net"), Hostname: "h.example.net", PasswordFile: loose},
+		{Uplink: "a", Name: "y", Kind: KindCommand, Command: []string{"true"}},
 		{Uplink: "a", Name: "z", Kind: "carrier-pigeon"},
 	}
-	_, err := NewPublishManager(specs, PublishOptions{Log: quiet()})
+	_, err := NewManager(specs, Options{Log: quiet()})
 	if err == nil {
 		t.Fatal("no error")
 	}
@@ -435,7 +439,7 @@ func TestPublishManagerRejectsBadSpecs(t *testing.T) {
 }
 
 func TestPublishStatusJSON(t *testing.T) {
-	st := PublishStatus{Uplink: "dsl", Name: "dyn", Kind: PublishDynDNS2, Pending: addrA, Result: "retry", Reply: "911",
+	st := Status{Uplink: "dsl", Name: "dyn", Kind: KindDynDNS2, Pending: addrA, Result: "retry", Reply: "911",
 		NextTry: time.Date(2024, 1, 1, 0, 0, 30, 0, time.UTC)}
 	b, err := json.Marshal(st)
 	want := `{"uplink":"dsl","name":"dyn","kind":"dyndns2","pending":"198.51.100.10","result":"retry","reply":"911","next_try":"2024-01-01T00:00:30Z"}`
@@ -450,11 +454,11 @@ func TestPublishStatusJSON(t *testing.T) {
 func TestPublishCommandTimeoutThroughManager(t *testing.T) {
 	defer noLeaks(t)
 	dir := t.TempDir()
-	spec := PublishSpec{Uplink: "dsl", Iface: "ppp0", Name: "cmd", Kind: PublishCommand,
-		Command: []string{script(t, dir, "hang", "exec sleep 60")}, Timeout: 200 * time.Millisecond}
-	got := make(chan PublishEvent, 1)
-	m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{Log: quiet(), Clock: NewFakeClock(time.Time{}),
-		OnResult: func(ev PublishEvent) { got <- ev }})
+	spec := Spec{Uplink: "dsl", Iface: "ppp0", Name: "cmd", Kind: KindCommand,
+		Command: []string{testutil.Script(t, dir, "hang", "exec sleep 60")}, Timeout: 200 * time.Millisecond}
+	got := make(chan Event, 1)
+	m, err := NewManager([]Spec{spec}, Options{Log: quiet(), Clock: hooks.NewFakeClock(time.Time{}),
+		OnResult: func(ev Event) { got <- ev }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,8 +479,8 @@ func TestPublishCommandTimeoutThroughManager(t *testing.T) {
 func TestPublishMinIntervalSpansRestarts(t *testing.T) {
 	defer noLeaks(t)
 	dir := t.TempDir()
-	bad := PublishResult{Outcome: PublishPermanent, Reply: "badauth", Err: errors.New("server says badauth")}
-	r := newRig(t, testSpec(), dir, &fakePublisher{results: []PublishResult{bad}})
+	bad := Result{Outcome: Permanent, Reply: "badauth", Err: errors.New("server says badauth")}
+	r := newRig(t, testSpec(), dir, &fakePublisher{results: []Result{bad}})
 	r.m.Update("dsl", addrA)
 	r.clock.Advance(2 * time.Second) // attempt at t0+2s
 	r.waitEvents(1)

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"bufio"
@@ -18,7 +18,7 @@ import (
 // routers' "custom" provider): GET <server>/nic/update?hostname=H&myip=A
 // with HTTP basic auth, answered by a line starting with a return code.
 type dynDNS2 struct {
-	spec      PublishSpec
+	spec      Spec
 	endpoint  *url.URL
 	client    *http.Client
 	userAgent string
@@ -38,7 +38,7 @@ var dyndns2Retry = map[string]bool{"911": true, "dnserr": true}
 // maxReply bounds how much of a reply is read; the answer is one short line.
 const maxReply = 4096
 
-func newDynDNS2(spec PublishSpec, opts PublisherOptions) (*dynDNS2, error) {
+func newDynDNS2(spec Spec, opts PublisherOptions) (*dynDNS2, error) {
 	u := spec.URL
 	if u == nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, errors.New("dyndns2: server must be an http:// or https:// URL")
@@ -119,12 +119,12 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult {
+func (d *dynDNS2) Publish(ctx context.Context, req Request) Result {
 	// Read at every publish: a rotated password works without a reload,
 	// and a file whose mode was loosened since load is refused.
 	pw, err := readPassword("password_file", d.spec.PasswordFile)
 	if err != nil {
-		return PublishResult{Outcome: PublishPermanent, Err: err}
+		return Result{Outcome: Permanent, Err: err}
 	}
 	u := *d.endpoint
 	// An IPv6 address goes in myipv6, the parameter dyndns2 providers
@@ -137,7 +137,7 @@ func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult
 	u.RawQuery = url.Values{"hostname": {d.spec.Hostname}, param: {req.Addr.String()}}.Encode()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return PublishResult{Outcome: PublishPermanent, Err: fmt.Errorf("dyndns2: %w", err)}
+		return Result{Outcome: Permanent, Err: fmt.Errorf("dyndns2: %w", err)}
 	}
 	hreq.SetBasicAuth(d.spec.Username, pw)
 	hreq.Header.Set("User-Agent", d.userAgent)
@@ -145,38 +145,38 @@ func (d *dynDNS2) Publish(ctx context.Context, req PublishRequest) PublishResult
 	if errors.Is(err, errRedirect) {
 		// The server URL points somewhere that sends us elsewhere: a
 		// config problem no retry fixes, and nothing was sent there.
-		return PublishResult{Outcome: PublishPermanent, Err: fmt.Errorf("dyndns2 %s: %w", d.spec.Hostname, err)}
+		return Result{Outcome: Permanent, Err: fmt.Errorf("dyndns2 %s: %w", d.spec.Hostname, err)}
 	}
 	if err != nil {
 		// Network errors, timeouts and certificate failures alike: the
 		// server or the path to it may come back. A wrong CA stays wrong,
 		// but backoff keeps that cheap and the log says why.
-		return PublishResult{Outcome: PublishRetry, Err: fmt.Errorf("dyndns2: %w", err)}
+		return Result{Outcome: Retry, Err: fmt.Errorf("dyndns2: %w", err)}
 	}
 	defer resp.Body.Close()
 	line, _ := bufio.NewReader(io.LimitReader(resp.Body, maxReply)).ReadString('\n')
 	code, _, _ := strings.Cut(strings.TrimSpace(line), " ")
 	switch {
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
-		return PublishResult{Outcome: PublishRetry, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s", d.spec.Hostname, resp.Status)}
+		return Result{Outcome: Retry, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s", d.spec.Hostname, resp.Status)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		// Some servers answer a bad password with a status, not a body.
 		if code == "" {
 			code = "badauth"
 		}
-		return PublishResult{Outcome: PublishPermanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: HTTP %s: %s", d.spec.Hostname, resp.Status, code)}
+		return Result{Outcome: Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: HTTP %s: %s", d.spec.Hostname, resp.Status, code)}
 	case resp.StatusCode != http.StatusOK:
-		return PublishResult{Outcome: PublishPermanent, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s (wrong server URL?)", d.spec.Hostname, resp.Status)}
+		return Result{Outcome: Permanent, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s (wrong server URL?)", d.spec.Hostname, resp.Status)}
 	}
 	switch {
 	case code == "good" || code == "nochg":
-		return PublishResult{Outcome: PublishOK, Reply: code}
+		return Result{Outcome: OK, Reply: code}
 	case dyndns2Permanent[code]:
-		return PublishResult{Outcome: PublishPermanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s", d.spec.Hostname, code)}
+		return Result{Outcome: Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s", d.spec.Hostname, code)}
 	case dyndns2Retry[code]:
-		return PublishResult{Outcome: PublishRetry, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s (its own trouble)", d.spec.Hostname, code)}
+		return Result{Outcome: Retry, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s (its own trouble)", d.spec.Hostname, code)}
 	default:
-		return PublishResult{Outcome: PublishRetry, Reply: truncate(code, 32), Err: fmt.Errorf("dyndns2 %s: unexpected reply %q", d.spec.Hostname, truncate(line, 64))}
+		return Result{Outcome: Retry, Reply: truncate(code, 32), Err: fmt.Errorf("dyndns2 %s: unexpected reply %q", d.spec.Hostname, truncate(line, 64))}
 	}
 }
 

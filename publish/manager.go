@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -11,34 +11,35 @@ import (
 	"sync"
 	"time"
 
+	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
-// PublishOptions configures a PublishManager.
-type PublishOptions struct {
+// Options configures a Manager.
+type Options struct {
 	// StateDir is [daemon] state_dir; "" keeps no state (every start
 	// publishes once).
 	StateDir string
 	// Version goes into the dyndns2 User-Agent, "uplinkd/<Version>".
 	Version string
 	Log     *slog.Logger // nil: slog.Default()
-	Clock   Clock        // nil: the real clock
+	Clock   hooks.Clock  // nil: the real clock
 	// OnResult, if set, is called after every attempt (not on the caller's
 	// goroutine of Update), e.g. to fire the `publish` hook event with
 	// ev.HookEvent(). It must not block for long: the publisher's next
 	// attempt waits for it.
-	OnResult func(ev PublishEvent)
+	OnResult func(ev Event)
 	// Dial, if set, opens the publishers' connections (PublisherOptions.Dial).
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 
-	// newPublisher replaces NewPublisher in tests (fake publishers).
-	newPublisher func(PublishSpec, PublisherOptions) (Publisher, error)
+	// newPublisher replaces New in tests (fake publishers).
+	newPublisher func(Spec, PublisherOptions) (Publisher, error)
 }
 
-// PublishEvent reports one attempt.
-type PublishEvent struct {
+// Event reports one attempt.
+type Event struct {
 	Uplink, Iface, Publisher string
-	Kind                     PublishKind
+	Kind                     Kind
 	IPv6                     bool       // the publisher's family is ipv6
 	OldIP, NewIP             netip.Addr // last published before / attempted now
 	Result                   string     // ok | retry | permanent
@@ -49,27 +50,27 @@ type PublishEvent struct {
 }
 
 // HookEvent is the `publish` hook event of ev (UPLINKD_RESULT, _PUBLISHER).
-func (ev PublishEvent) HookEvent() HookEvent {
-	return HookEvent{Event: "publish", Uplink: ev.Uplink, Iface: ev.Iface, OldIP: addrString(ev.OldIP),
+func (ev Event) HookEvent() hooks.HookEvent {
+	return hooks.HookEvent{Event: "publish", Uplink: ev.Uplink, Iface: ev.Iface, OldIP: addrString(ev.OldIP),
 		NewIP: addrString(ev.NewIP), Reason: ev.Reason, Result: ev.Result, Publisher: ev.Publisher, Family: familyName(ev.IPv6)}
 }
 
-// PublishStatus is one publisher's line in `uplinkd status`.
-type PublishStatus struct {
-	Uplink      string      `json:"uplink"`
-	Name        string      `json:"name"`
-	Kind        PublishKind `json:"kind"`
-	Address     netip.Addr  `json:"address,omitzero"` // last published (zero: never)
-	PublishedAt time.Time   `json:"published_at,omitzero"`
-	Pending     netip.Addr  `json:"pending,omitzero"` // the current address when it is not published yet
-	Result      string      `json:"result,omitempty"` // of the last attempt: ok | retry | permanent; running; "" (none yet)
-	Reply       string      `json:"reply,omitempty"`
-	Reason      string      `json:"reason,omitempty"`
-	LastAttempt time.Time   `json:"last_attempt,omitzero"`
-	NextTry     time.Time   `json:"next_try,omitzero"` // zero: nothing scheduled
+// Status is one publisher's line in `uplinkd status`.
+type Status struct {
+	Uplink      string     `json:"uplink"`
+	Name        string     `json:"name"`
+	Kind        Kind       `json:"kind"`
+	Address     netip.Addr `json:"address,omitzero"` // last published (zero: never)
+	PublishedAt time.Time  `json:"published_at,omitzero"`
+	Pending     netip.Addr `json:"pending,omitzero"` // the current address when it is not published yet
+	Result      string     `json:"result,omitempty"` // of the last attempt: ok | retry | permanent; running; "" (none yet)
+	Reply       string     `json:"reply,omitempty"`
+	Reason      string     `json:"reason,omitempty"`
+	LastAttempt time.Time  `json:"last_attempt,omitzero"`
+	NextTry     time.Time  `json:"next_try,omitzero"` // zero: nothing scheduled
 }
 
-// PublishManager owns every publisher of every uplink. The daemon calls
+// Manager owns every publisher of every uplink. The daemon calls
 // Update after each pass with each uplink's current address; everything
 // else (waiting for the address to settle, min_interval, retries with
 // backoff, the periodic refresh, the state files) happens on the manager's
@@ -80,17 +81,17 @@ type PublishStatus struct {
 //     same within Settle, or any address equal to the one last published,
 //     publishes nothing;
 //   - two attempts are at least MinInterval apart; a failed attempt is
-//     retried after PublishBackoff, doubling to PublishMaxBackoff, jittered;
+//     retried after Backoff, doubling to MaxBackoff, jittered;
 //   - a permanent failure stops the publisher until the manager is
 //     recreated (a config reload);
 //   - an unchanged address is republished after Refresh (0: never).
 //
 // All methods are safe for concurrent use.
-type PublishManager struct {
+type Manager struct {
 	log      *slog.Logger
-	clock    Clock
+	clock    hooks.Clock
 	stateDir string
-	onResult func(PublishEvent)
+	onResult func(Event)
 	rand     func() float64 // [0,1), jitter; replaceable in tests
 
 	ctx    context.Context // canceled by Close: in-flight publishes stop
@@ -104,7 +105,7 @@ type PublishManager struct {
 }
 
 type publisherState struct {
-	spec  PublishSpec
+	spec  Spec
 	pub   Publisher
 	state string // state file ("" = none)
 
@@ -120,25 +121,25 @@ type publisherState struct {
 	failures    int
 	retryAt     time.Time
 	lastAttempt time.Time
-	lastResult  PublishResult
+	lastResult  Result
 	attempted   bool // an attempt finished or runs in this process (lastResult is valid)
 
-	timer   Timer
+	timer   hooks.Timer
 	gen     uint64
 	nextTry time.Time
 }
 
-// NewPublishManager checks every spec (secret files included) and loads the
+// NewManager checks every spec (secret files included) and loads the
 // state files. The error names each bad publisher; nothing runs until the
 // first Update.
-func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManager, error) {
+func NewManager(specs []Spec, opts Options) (*Manager, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	if opts.Clock == nil {
-		opts.Clock = RealClock()
+		opts.Clock = hooks.RealClock()
 	}
-	m := &PublishManager{log: opts.Log, clock: opts.Clock, stateDir: opts.StateDir, onResult: opts.OnResult,
+	m := &Manager{log: opts.Log, clock: opts.Clock, stateDir: opts.StateDir, onResult: opts.OnResult,
 		rand: rand.Float64, byUplink: map[string][]*publisherState{}}
 	var errs []error
 	seen := map[[2]string]bool{}
@@ -150,9 +151,9 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 		}
 		seen[key] = true
 		if spec.Timeout <= 0 {
-			spec.Timeout = DefaultPublishTimeout
+			spec.Timeout = DefaultTimeout
 		}
-		newPub := NewPublisher
+		newPub := New
 		if opts.newPublisher != nil {
 			newPub = opts.newPublisher
 		}
@@ -190,13 +191,13 @@ func NewPublishManager(specs []PublishSpec, opts PublishOptions) (*PublishManage
 // none) to its IPv4 publishers. It never blocks on I/O: it records the
 // address and (re)arms timers; repeated calls with the same address cost a
 // map lookup.
-func (m *PublishManager) Update(uplink string, addr netip.Addr) { m.update(uplink, false, addr) }
+func (m *Manager) Update(uplink string, addr netip.Addr) { m.update(uplink, false, addr) }
 
 // UpdateIPv6 is Update for the uplink's IPv6 address and its publishers
 // with family ipv6: the same settle, min_interval, backoff and refresh.
-func (m *PublishManager) UpdateIPv6(uplink string, addr netip.Addr) { m.update(uplink, true, addr) }
+func (m *Manager) UpdateIPv6(uplink string, addr netip.Addr) { m.update(uplink, true, addr) }
 
-func (m *PublishManager) update(uplink string, v6 bool, addr netip.Addr) {
+func (m *Manager) update(uplink string, v6 bool, addr netip.Addr) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -214,7 +215,7 @@ func (m *PublishManager) update(uplink string, v6 bool, addr netip.Addr) {
 
 // scheduleLocked decides the next attempt of p and arms its timer, or starts
 // the attempt when it is due now.
-func (m *PublishManager) scheduleLocked(p *publisherState, now time.Time) {
+func (m *Manager) scheduleLocked(p *publisherState, now time.Time) {
 	if p.timer != nil {
 		p.timer.Stop()
 		p.timer = nil
@@ -255,7 +256,7 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-func (m *PublishManager) fire(p *publisherState, gen uint64) {
+func (m *Manager) fire(p *publisherState, gen uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// Stop can lose the race against a firing timer; gen tells.
@@ -266,15 +267,15 @@ func (m *PublishManager) fire(p *publisherState, gen uint64) {
 	m.scheduleLocked(p, m.clock.Now())
 }
 
-func (m *PublishManager) startLocked(p *publisherState, now time.Time) {
+func (m *Manager) startLocked(p *publisherState, now time.Time) {
 	p.running, p.attempted, p.lastAttempt, p.nextTry = true, true, now, time.Time{}
-	req := PublishRequest{Addr: p.cur, Previous: p.published}
+	req := Request{Addr: p.cur, Previous: p.published}
 	m.wg.Add(1)
 	go m.attempt(p, req)
 }
 
 // attempt runs one publish on its own goroutine.
-func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
+func (m *Manager) attempt(p *publisherState, req Request) {
 	defer m.wg.Done()
 	spec := p.spec
 	// Each publisher enforces spec.Timeout itself (and reports it as a
@@ -306,7 +307,7 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	if p.state != "" {
 		st := publishState{Uplink: spec.Uplink, Publisher: spec.Name, Kind: string(spec.Kind), Target: spec.target(),
 			Address: req.Previous, PublishedAt: p.publishedAt, LastAttempt: now}
-		if res.Outcome == PublishOK {
+		if res.Outcome == OK {
 			st.Address, st.PublishedAt = req.Addr, now
 		}
 		saveErr = savePublishState(p.state, st)
@@ -315,18 +316,18 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	m.mu.Lock()
 	p.running, p.lastResult = false, res
 	switch res.Outcome {
-	case PublishOK:
+	case OK:
 		p.published, p.publishedAt, p.failures, p.retryAt = req.Addr, now, 0, time.Time{}
-	case PublishRetry:
+	case Retry:
 		p.failures++
 		d := publishRetry.Delay(p.failures - 1)
-		p.retryAt = now.Add(backoff.Jitter(d, PublishMaxBackoff, jitterFraction, m.rand()))
-	case PublishPermanent:
+		p.retryAt = now.Add(backoff.Jitter(d, MaxBackoff, hooks.JitterFraction, m.rand()))
+	case Permanent:
 		p.permanent = true
 	}
 	closed := m.closed
 	m.scheduleLocked(p, now)
-	ev := PublishEvent{Uplink: spec.Uplink, Iface: spec.Iface, Publisher: spec.Name, Kind: spec.Kind, IPv6: spec.IPv6,
+	ev := Event{Uplink: spec.Uplink, Iface: spec.Iface, Publisher: spec.Name, Kind: spec.Kind, IPv6: spec.IPv6,
 		OldIP: req.Previous, NewIP: req.Addr, Result: res.Outcome.String(), Reply: res.Reply, Duration: took, NextTry: p.nextTry}
 	m.mu.Unlock()
 	if res.Err != nil {
@@ -346,9 +347,9 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 	case closed:
 		m.log.Info("publish ended by shutdown", fields...)
 		return
-	case res.Outcome == PublishOK:
+	case res.Outcome == OK:
 		m.log.Info("address published", fields...)
-	case res.Outcome == PublishRetry:
+	case res.Outcome == Retry:
 		m.log.Warn("publish failed, will retry", fields...)
 	default:
 		m.log.Error("publish failed permanently; fix the config and reload", fields...)
@@ -363,12 +364,12 @@ func (m *PublishManager) attempt(p *publisherState, req PublishRequest) {
 }
 
 // Status returns every publisher's state, in config order.
-func (m *PublishManager) Status() []PublishStatus {
+func (m *Manager) Status() []Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]PublishStatus, 0, len(m.pubs))
+	out := make([]Status, 0, len(m.pubs))
 	for _, p := range m.pubs {
-		st := PublishStatus{Uplink: p.spec.Uplink, Name: p.spec.Name, Kind: p.spec.Kind, Address: p.published,
+		st := Status{Uplink: p.spec.Uplink, Name: p.spec.Name, Kind: p.spec.Kind, Address: p.published,
 			PublishedAt: p.publishedAt, LastAttempt: p.lastAttempt, NextTry: p.nextTry}
 		if p.cur.IsValid() && p.cur != p.published {
 			st.Pending = p.cur
@@ -389,7 +390,7 @@ func (m *PublishManager) Status() []PublishStatus {
 
 // Close stops all timers, cancels publishes in flight and waits for their
 // goroutines. Update does nothing afterwards. Safe to call twice.
-func (m *PublishManager) Close() {
+func (m *Manager) Close() {
 	m.mu.Lock()
 	if !m.closed {
 		m.closed = true

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+
+	"github.com/uplinkd/uplinkd/hooks"
 )
 
 // commandPublisher runs argv (no shell) with the UPLINKD_* environment.
@@ -15,11 +17,11 @@ import (
 // command cannot succeed as configured, which is permanent; anything else,
 // a timeout included, is retried with backoff.
 type commandPublisher struct {
-	spec PublishSpec
+	spec Spec
 	log  *slog.Logger
 }
 
-func newCommandPublisher(spec PublishSpec, opts PublisherOptions) (*commandPublisher, error) {
+func newCommandPublisher(spec Spec, opts PublisherOptions) (*commandPublisher, error) {
 	if len(spec.Command) == 0 || spec.Command[0] == "" {
 		return nil, errors.New("command publisher: empty command")
 	}
@@ -43,7 +45,7 @@ func addrString(a netip.Addr) string {
 	return a.String()
 }
 
-func (c *commandPublisher) Publish(ctx context.Context, req PublishRequest) PublishResult {
+func (c *commandPublisher) Publish(ctx context.Context, req Request) Result {
 	env := []string{
 		"UPLINKD_EVENT=publish",
 		"UPLINKD_UPLINK=" + c.spec.Uplink,
@@ -54,19 +56,19 @@ func (c *commandPublisher) Publish(ctx context.Context, req PublishRequest) Publ
 		"UPLINKD_FAMILY=" + familyName(c.spec.IPv6),
 	}
 	log := c.log.With("event", "publish", "uplink", c.spec.Uplink, "iface", c.spec.Iface, "publisher", c.spec.Name)
-	res := runCommand(ctx, log, c.spec.Command, env, c.spec.Timeout)
+	res := hooks.RunCommand(ctx, log, c.spec.Command, env, c.spec.Timeout)
 	reply := res.Outcome()
 	if res.ExitCode >= 0 {
 		reply = "exit " + strconv.Itoa(res.ExitCode)
 	}
 	switch {
 	case res.Err == nil:
-		return PublishResult{Outcome: PublishOK, Reply: reply}
+		return Result{Outcome: OK, Reply: reply}
 	case res.ExitCode >= 64 && res.ExitCode <= 78:
-		return PublishResult{Outcome: PublishPermanent, Reply: reply, Err: fmt.Errorf("%s: exit status %d (sysexits: the command says it cannot succeed as configured)", c.spec.Command[0], res.ExitCode)}
+		return Result{Outcome: Permanent, Reply: reply, Err: fmt.Errorf("%s: exit status %d (sysexits: the command says it cannot succeed as configured)", c.spec.Command[0], res.ExitCode)}
 	case res.TimedOut:
-		return PublishResult{Outcome: PublishRetry, Reply: reply, Err: fmt.Errorf("%s: timed out after %v", c.spec.Command[0], c.spec.Timeout)}
+		return Result{Outcome: Retry, Reply: reply, Err: fmt.Errorf("%s: timed out after %v", c.spec.Command[0], c.spec.Timeout)}
 	default:
-		return PublishResult{Outcome: PublishRetry, Reply: reply, Err: fmt.Errorf("%s: %w", c.spec.Command[0], res.Err)}
+		return Result{Outcome: Retry, Reply: reply, Err: fmt.Errorf("%s: %w", c.spec.Command[0], res.Err)}
 	}
 }

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -134,8 +134,8 @@ func TestPublishLabIPv6(t *testing.T) {
 type publishRig struct {
 	k      *knot
 	srv    *dynServer
-	m      *PublishManager
-	events chan PublishEvent
+	m      *Manager
+	events chan Event
 }
 
 func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishRig {
@@ -164,12 +164,12 @@ func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishR
 	dir := t.TempDir()
 	srv := newDynServerOn(t, ca, ln)
 	dyn, dnsSpec := dynSpec(t, srv, dir, ca.file(t, dir, "ca.pem")), k.spec()
-	for _, s := range []*PublishSpec{&dyn, &dnsSpec} {
+	for _, s := range []*Spec{&dyn, &dnsSpec} {
 		s.Uplink, s.Iface, s.Settle, s.MinInterval, s.Refresh, s.IPv6 = uplink, uplink, 300*time.Millisecond, 0, 0, ipv6
 	}
-	r := &publishRig{k: k, srv: srv, events: make(chan PublishEvent, 10)}
-	r.m, err = NewPublishManager([]PublishSpec{dyn, dnsSpec}, PublishOptions{StateDir: t.TempDir(), Log: quiet(),
-		OnResult: func(ev PublishEvent) { r.events <- ev },
+	r := &publishRig{k: k, srv: srv, events: make(chan Event, 10)}
+	r.m, err = NewManager([]Spec{dyn, dnsSpec}, Options{StateDir: t.TempDir(), Log: quiet(),
+		OnResult: func(ev Event) { r.events <- ev },
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			return l.DialIn(l.Router, network, "", address, 5*time.Second)
 		}})
@@ -184,7 +184,7 @@ func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishR
 // family of addr in their hook event).
 func (r *publishRig) expect(t *testing.T, addr netip.Addr) {
 	t.Helper()
-	got := map[string]PublishEvent{}
+	got := map[string]Event{}
 	for len(got) < 2 {
 		select {
 		case ev := <-r.events:

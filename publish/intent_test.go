@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"encoding/json"
@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // TestPublishInFlightAtKill (issue 17.8): the state file records a
@@ -23,7 +26,7 @@ func TestPublishInFlightAtKill(t *testing.T) {
 	r.clock.Advance(2 * time.Second) // settled: the attempt starts at t0+2s and hangs
 	file := filepath.Join(dir, "publish", "dsl", "dyn.json")
 	var st publishState
-	waitFor(t, "the intent on disk", 5*time.Second, func() bool {
+	testutil.WaitFor(t, "the intent on disk", 5*time.Second, func() bool {
 		b, err := os.ReadFile(file)
 		return err == nil && json.Unmarshal(b, &st) == nil && st.InFlight == addrA
 	})
@@ -51,25 +54,25 @@ func TestPublishInFlightAtKill(t *testing.T) {
 	}
 
 	// The restart after the kill (the clock starts at t0 again).
-	log, logs := newCapture()
-	clk := NewFakeClock(time.Time{})
+	log, logs := testutil.NewCapture()
+	clk := hooks.NewFakeClock(time.Time{})
 	again := &fakePublisher{}
-	m, err := NewPublishManager([]PublishSpec{testSpec()}, PublishOptions{StateDir: killed, Log: log, Clock: clk,
-		newPublisher: func(PublishSpec, PublisherOptions) (Publisher, error) { return again, nil }})
+	m, err := NewManager([]Spec{testSpec()}, Options{StateDir: killed, Log: log, Clock: clk,
+		newPublisher: func(Spec, PublisherOptions) (Publisher, error) { return again, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	if recs := logs.find(t, "a publish was in flight when uplinkd stopped; it may have reached the server and is sent again (at least once)",
+	if recs := logs.Find(t, "a publish was in flight when uplinkd stopped; it may have reached the server and is sent again (at least once)",
 		map[string]any{"in_flight": addrA.String(), "publisher": "dyn"}); len(recs) != 1 {
-		t.Fatalf("no record of the interrupted publish: %v", logs.records(t))
+		t.Fatalf("no record of the interrupted publish: %v", logs.Records(t))
 	}
 	m.Update("dsl", addrA)
 	if p := clk.Pending(); len(p) != 1 || p[0] != 32*time.Second {
 		t.Fatalf("pending %v, want [32s] (the interrupted attempt at 2s + min_interval 30s)", p)
 	}
 	clk.Advance(32 * time.Second)
-	waitFor(t, "the address sent again", 5*time.Second, func() bool { return len(again.addrs()) == 1 })
+	testutil.WaitFor(t, "the address sent again", 5*time.Second, func() bool { return len(again.addrs()) == 1 })
 	if got := again.addrs(); got[0] != addrA.String() {
 		t.Fatalf("sent %q, want %s again", got, addrA)
 	}

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -15,58 +15,52 @@ import (
 	"github.com/uplinkd/uplinkd/internal/backoff"
 )
 
-// Publishing: when an uplink's address changes, [[uplink.publish]] tells the
-// world (a dynamic DNS provider over dyndns2, a DNS server over RFC 2136
-// UPDATE, or any command). A Publisher does one publish; the PublishManager
-// decides when (settle, min_interval, backoff, refresh) and remembers what
-// was published (publish_state.go).
-
-// PublishKind is the kind of a publisher.
-type PublishKind string
+// Kind is the kind of a publisher.
+type Kind string
 
 // The publisher kinds of [[uplink.publish]] kind = "...".
 const (
-	PublishCommand PublishKind = "command"
-	PublishDynDNS2 PublishKind = "dyndns2"
-	PublishRFC2136 PublishKind = "rfc2136"
+	KindCommand Kind = "command"
+	KindDynDNS2 Kind = "dyndns2"
+	KindRFC2136 Kind = "rfc2136"
 )
 
 // Defaults of [[uplink.publish]], for the config loader. The manager takes a
-// PublishSpec's durations as they are (Settle, MinInterval and Refresh 0 mean
+// Spec's durations as they are (Settle, MinInterval and Refresh 0 mean
 // none), except Timeout and TTL, where 0 means the default.
 const (
-	DefaultPublishSettle      = 2 * time.Second
-	DefaultPublishMinInterval = 30 * time.Second
-	DefaultPublishRefresh     = 600 * time.Hour // 25 days, like ddclient and inadyn
-	DefaultPublishTimeout     = 10 * time.Second
-	DefaultPublishTTL         = 60 * time.Second
+	DefaultSettle      = 2 * time.Second
+	DefaultMinInterval = 30 * time.Second
+	DefaultRefresh     = 600 * time.Hour // 25 days, like ddclient and inadyn
+	DefaultTimeout     = 10 * time.Second
+	DefaultTTL         = 60 * time.Second
 )
 
-// Retry backoff after a failed publish: PublishBackoff, doubling up to
-// PublishMaxBackoff, ±20% jitter (shared with reconnect).
+// Retry backoff after a failed publish: Backoff, doubling up to
+// MaxBackoff, ±20% jitter (shared with reconnect).
 const (
-	PublishBackoff    = 30 * time.Second
-	PublishMaxBackoff = 30 * time.Minute
+	Backoff    = 30 * time.Second
+	MaxBackoff = 30 * time.Minute
 )
 
 // publishRetry is that schedule; a publisher counts its own failures.
-var publishRetry = backoff.New(PublishBackoff, PublishMaxBackoff)
+var publishRetry = backoff.New(Backoff, MaxBackoff)
 
-// PublishSpec is one [[uplink.publish]] of one uplink, fully resolved by the
+// Spec is one [[uplink.publish]] of one uplink, fully resolved by the
 // loader. It never holds a secret itself, only the paths of the files that
 // do, so it can be logged and compared freely.
-type PublishSpec struct {
+type Spec struct {
 	Uplink string // the uplink whose address is published
 	Iface  string // its interface (UPLINKD_IFACE of a command)
 	Name   string // unique within the uplink (loader default "<kind>-<n>")
-	Kind   PublishKind
+	Kind   Kind
 
 	Command []string // command: argv, run without a shell
 
 	URL    *url.URL // dyndns2: the server, http or https, no user info
 	CAFile string   // dyndns2: PEM CA(s) to verify the server with instead of the system's
 
-	Server string // rfc2136: host:port of the primary (NewPublisher adds :53)
+	Server string // rfc2136: host:port of the primary (New adds :53)
 	Zone   string // rfc2136: the zone to update
 	TTL    time.Duration
 
@@ -88,7 +82,7 @@ type PublishSpec struct {
 // target identifies where a spec publishes to. The state file records it,
 // so that pointing a publisher at another name or server publishes again
 // even though the address did not change.
-func (s PublishSpec) target() string {
+func (s Spec) target() string {
 	u := ""
 	if s.URL != nil {
 		u = s.URL.String()
@@ -103,8 +97,8 @@ func (s PublishSpec) target() string {
 	return hex.EncodeToString(h[:8])
 }
 
-// PublishRequest is what one publish is about.
-type PublishRequest struct {
+// Request is what one publish is about.
+type Request struct {
 	Addr     netip.Addr // the address to publish
 	Previous netip.Addr // the address published before, if any (UPLINKD_OLD_IP)
 }
@@ -113,34 +107,34 @@ type PublishRequest struct {
 // one goroutine at a time; the manager never runs two publishes of the same
 // publisher at once.
 type Publisher interface {
-	Publish(ctx context.Context, req PublishRequest) PublishResult
+	Publish(ctx context.Context, req Request) Result
 }
 
-// PublishOutcome says what the manager should do after an attempt.
-type PublishOutcome int
+// Outcome says what the manager should do after an attempt.
+type Outcome int
 
 // Outcomes of an attempt.
 const (
-	PublishOK        PublishOutcome = iota // published (or already so)
-	PublishRetry                           // temporary: retry with backoff
-	PublishPermanent                       // do not retry until the config changes
+	OK        Outcome = iota // published (or already so)
+	Retry                    // temporary: retry with backoff
+	Permanent                // do not retry until the config changes
 )
 
 // String is the UPLINKD_RESULT / log `result` value.
-func (o PublishOutcome) String() string {
+func (o Outcome) String() string {
 	switch o {
-	case PublishOK:
+	case OK:
 		return "ok"
-	case PublishRetry:
+	case Retry:
 		return "retry"
 	default:
 		return "permanent"
 	}
 }
 
-// PublishResult is the outcome of one attempt.
-type PublishResult struct {
-	Outcome PublishOutcome
+// Result is the outcome of one attempt.
+type Result struct {
+	Outcome Outcome
 	Reply   string // the server's answer: "good", "nochg", "badauth", "NOERROR", "REFUSED", "exit 3", ...
 	Err     error  // why it failed; never contains a secret
 }
@@ -155,24 +149,24 @@ type PublisherOptions struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
-// NewPublisher checks spec (secret files are read and their mode checked
+// New checks spec (secret files are read and their mode checked
 // now, so that a bad file is reported at load) and returns its Publisher.
-func NewPublisher(spec PublishSpec, opts PublisherOptions) (Publisher, error) {
+func New(spec Spec, opts PublisherOptions) (Publisher, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
 	if spec.Timeout <= 0 {
-		spec.Timeout = DefaultPublishTimeout
+		spec.Timeout = DefaultTimeout
 	}
 	if spec.TTL <= 0 {
-		spec.TTL = DefaultPublishTTL
+		spec.TTL = DefaultTTL
 	}
 	switch spec.Kind {
-	case PublishCommand:
+	case KindCommand:
 		return newCommandPublisher(spec, opts)
-	case PublishDynDNS2:
+	case KindDynDNS2:
 		return newDynDNS2(spec, opts)
-	case PublishRFC2136:
+	case KindRFC2136:
 		return newRFC2136(spec, opts)
 	default:
 		return nil, fmt.Errorf("unknown publisher kind %q", spec.Kind)

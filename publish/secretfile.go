@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -22,6 +22,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 const (
@@ -170,8 +173,8 @@ func secretFile(t testing.TB, dir, name, content string, mode os.FileMode) strin
 	return p
 }
 
-func dynSpec(t testing.TB, srv *dynServer, dir, caFile string) PublishSpec {
-	return PublishSpec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: PublishDynDNS2, URL: mustURL(srv.URL),
+func dynSpec(t testing.TB, srv *dynServer, dir, caFile string) Spec {
+	return Spec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: KindDynDNS2, URL: mustURL(srv.URL),
 		CAFile: caFile, Hostname: "home.example.net", Username: dynUser,
 		PasswordFile: secretFile(t, dir, "dyn.secret", dynPassword+"\n", 0o600), Timeout: 5 * time.Second}
 }
@@ -186,25 +189,25 @@ func TestDynDNS2Replies(t *testing.T) {
 		name      string
 		reply     dynReply
 		password  string // "" = the right one
-		want      PublishOutcome
+		want      Outcome
 		wantReply string
 	}{
-		{"good", dynReply{200, "good 198.51.100.10"}, "", PublishOK, "good"},
-		{"nochg", dynReply{200, "nochg 198.51.100.10"}, "", PublishOK, "nochg"},
-		{"badauth from a wrong password", dynReply{}, "wrong-password", PublishPermanent, "badauth"},
-		{"nohost", dynReply{200, "nohost"}, "", PublishPermanent, "nohost"},
-		{"notfqdn", dynReply{200, "notfqdn"}, "", PublishPermanent, "notfqdn"},
-		{"abuse", dynReply{200, "abuse"}, "", PublishPermanent, "abuse"},
-		{"badagent", dynReply{200, "badagent"}, "", PublishPermanent, "badagent"},
-		{"!donator", dynReply{200, "!donator"}, "", PublishPermanent, "!donator"},
-		{"numhost", dynReply{200, "numhost"}, "", PublishPermanent, "numhost"},
-		{"911", dynReply{200, "911"}, "", PublishRetry, "911"},
-		{"dnserr", dynReply{200, "dnserr"}, "", PublishRetry, "dnserr"},
-		{"HTTP 500", dynReply{500, "oops"}, "", PublishRetry, "500 Internal Server Error"},
-		{"HTTP 503", dynReply{503, ""}, "", PublishRetry, "503 Service Unavailable"},
-		{"HTTP 401 without body", dynReply{401, ""}, "", PublishPermanent, "badauth"},
-		{"HTTP 404: wrong URL", dynReply{404, "not found"}, "", PublishPermanent, "404 Not Found"},
-		{"garbage", dynReply{200, "<html>hello</html>"}, "", PublishRetry, "<html>hello</html>"},
+		{"good", dynReply{200, "good 198.51.100.10"}, "", OK, "good"},
+		{"nochg", dynReply{200, "nochg 198.51.100.10"}, "", OK, "nochg"},
+		{"badauth from a wrong password", dynReply{}, "wrong-password", Permanent, "badauth"},
+		{"nohost", dynReply{200, "nohost"}, "", Permanent, "nohost"},
+		{"notfqdn", dynReply{200, "notfqdn"}, "", Permanent, "notfqdn"},
+		{"abuse", dynReply{200, "abuse"}, "", Permanent, "abuse"},
+		{"badagent", dynReply{200, "badagent"}, "", Permanent, "badagent"},
+		{"!donator", dynReply{200, "!donator"}, "", Permanent, "!donator"},
+		{"numhost", dynReply{200, "numhost"}, "", Permanent, "numhost"},
+		{"911", dynReply{200, "911"}, "", Retry, "911"},
+		{"dnserr", dynReply{200, "dnserr"}, "", Retry, "dnserr"},
+		{"HTTP 500", dynReply{500, "oops"}, "", Retry, "500 Internal Server Error"},
+		{"HTTP 503", dynReply{503, ""}, "", Retry, "503 Service Unavailable"},
+		{"HTTP 401 without body", dynReply{401, ""}, "", Permanent, "badauth"},
+		{"HTTP 404: wrong URL", dynReply{404, "not found"}, "", Permanent, "404 Not Found"},
+		{"garbage", dynReply{200, "<html>hello</html>"}, "", Retry, "<html>hello</html>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,15 +218,15 @@ func TestDynDNS2Replies(t *testing.T) {
 			if tt.reply.status != 0 {
 				srv.script(tt.reply)
 			}
-			p, err := NewPublisher(spec, PublisherOptions{Log: quiet(), Version: "1.2.3"})
+			p, err := New(spec, PublisherOptions{Log: quiet(), Version: "1.2.3"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), PublishRequest{Addr: addr})
+			res := p.Publish(context.Background(), Request{Addr: addr})
 			if res.Outcome != tt.want || res.Reply != tt.wantReply {
 				t.Fatalf("got %v %q (%v), want %v %q", res.Outcome, res.Reply, res.Err, tt.want, tt.wantReply)
 			}
-			if (res.Err == nil) != (tt.want == PublishOK) {
+			if (res.Err == nil) != (tt.want == OK) {
 				t.Fatalf("err %v", res.Err)
 			}
 			if res.Err != nil && strings.Contains(res.Err.Error(), dynPassword) {
@@ -249,14 +252,14 @@ func TestDynDNS2TLS(t *testing.T) {
 		srv     *dynServer
 		url     string // "" = srv.URL
 		caFile  string
-		want    PublishOutcome
+		want    Outcome
 		errText string
 	}{
-		{"certificate from the private CA", srv, "", ca.file(t, dir, "ca.pem"), PublishOK, ""},
-		{"base path kept", srv, srv.URL + "/dyn/", ca.file(t, dir, "ca.pem"), PublishOK, ""},
-		{"wrong CA", srv, "", other.file(t, dir, "other.pem"), PublishRetry, "certificate signed by unknown authority"},
-		{"system roots do not know the test CA", srv, "", "", PublishRetry, "certificate signed by unknown authority"},
-		{"plain http when configured", plain, "", "", PublishOK, ""},
+		{"certificate from the private CA", srv, "", ca.file(t, dir, "ca.pem"), OK, ""},
+		{"base path kept", srv, srv.URL + "/dyn/", ca.file(t, dir, "ca.pem"), OK, ""},
+		{"wrong CA", srv, "", other.file(t, dir, "other.pem"), Retry, "certificate signed by unknown authority"},
+		{"system roots do not know the test CA", srv, "", "", Retry, "certificate signed by unknown authority"},
+		{"plain http when configured", plain, "", "", OK, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,11 +267,11 @@ func TestDynDNS2TLS(t *testing.T) {
 			if tt.url != "" {
 				spec.URL = mustURL(tt.url)
 			}
-			p, err := NewPublisher(spec, PublisherOptions{Log: quiet()})
+			p, err := New(spec, PublisherOptions{Log: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), PublishRequest{Addr: addr})
+			res := p.Publish(context.Background(), Request{Addr: addr})
 			if res.Outcome != tt.want || (tt.errText != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errText))) {
 				t.Fatalf("got %v %v, want %v %q", res.Outcome, res.Err, tt.want, tt.errText)
 			}
@@ -300,7 +303,7 @@ func TestDynDNS2SecretFile(t *testing.T) {
 			if tt.url != "" {
 				spec.URL = mustURL(tt.url)
 			}
-			_, err := NewPublisher(spec, PublisherOptions{})
+			_, err := New(spec, PublisherOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), dynPassword) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
@@ -308,13 +311,13 @@ func TestDynDNS2SecretFile(t *testing.T) {
 	}
 	// Loosened after load: refused at publish time, permanent, no request.
 	spec := dynSpec(t, srv, dir, "")
-	p, err := NewPublisher(spec, PublisherOptions{})
+	p, err := New(spec, PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(spec.PasswordFile, 0o644)
-	res := p.Publish(context.Background(), PublishRequest{Addr: addrA})
-	if res.Outcome != PublishPermanent || !strings.Contains(res.Err.Error(), spec.PasswordFile) || len(srv.got()) != 0 {
+	res := p.Publish(context.Background(), Request{Addr: addrA})
+	if res.Outcome != Permanent || !strings.Contains(res.Err.Error(), spec.PasswordFile) || len(srv.got()) != 0 {
 		t.Fatalf("got %v %v, %d requests", res.Outcome, res.Err, len(srv.got()))
 	}
 }
@@ -330,12 +333,12 @@ func TestDynDNS2Manager(t *testing.T) {
 	srv := newDynServer(t, ca)
 	spec := dynSpec(t, srv, dir, ca.file(t, dir, "ca.pem"))
 	spec.Settle, spec.MinInterval, spec.Refresh = 2*time.Second, 30*time.Second, 0
-	log, logs := newCapture()
-	clock := NewFakeClock(time.Time{})
+	log, logs := testutil.NewCapture()
+	clock := hooks.NewFakeClock(time.Time{})
 	var mu sync.Mutex
-	var events []PublishEvent
-	m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{StateDir: filepath.Join(dir, "state"), Log: log, Clock: clock, Version: "t",
-		OnResult: func(ev PublishEvent) { mu.Lock(); events = append(events, ev); mu.Unlock() }})
+	var events []Event
+	m, err := NewManager([]Spec{spec}, Options{StateDir: filepath.Join(dir, "state"), Log: log, Clock: clock, Version: "t",
+		OnResult: func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +346,7 @@ func TestDynDNS2Manager(t *testing.T) {
 	m.rand = func() float64 { return 0.5 }
 	waitEvents := func(n int) {
 		t.Helper()
-		waitFor(t, "publish", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= n })
+		testutil.WaitFor(t, "publish", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= n })
 	}
 	myips := func() []string {
 		var out []string
@@ -358,10 +361,10 @@ func TestDynDNS2Manager(t *testing.T) {
 	clock.Advance(2 * time.Second)
 	waitEvents(1)
 	clock.WaitForTimers(1, time.Second)
-	if p := clock.Pending(); len(p) != 1 || p[0] != PublishBackoff {
-		t.Fatalf("pending %v, want [%v]", p, PublishBackoff)
+	if p := clock.Pending(); len(p) != 1 || p[0] != Backoff {
+		t.Fatalf("pending %v, want [%v]", p, Backoff)
 	}
-	clock.Advance(PublishBackoff)
+	clock.Advance(Backoff)
 	waitEvents(2)
 	if got := myips(); !slices.Equal(got, []string{"198.51.100.10", "198.51.100.10"}) {
 		t.Fatalf("requests %q", got)
@@ -404,12 +407,12 @@ func TestDynDNS2Manager(t *testing.T) {
 	if !slices.Equal(results, []string{"retry", "ok", "ok", "permanent"}) {
 		t.Fatalf("results %q", results)
 	}
-	if len(logs.find(t, "publish failed permanently; fix the config and reload", map[string]any{"level": "ERROR", "event": "publish", "reply": "badauth"})) != 1 ||
-		len(logs.find(t, "address published", map[string]any{"event": "publish", "uplink": "dsl", "new_ip": "198.51.100.11", "old_ip": "198.51.100.10"})) != 1 {
-		t.Fatalf("log records: %v", logs.records(t))
+	if len(logs.Find(t, "publish failed permanently; fix the config and reload", map[string]any{"level": "ERROR", "event": "publish", "reply": "badauth"})) != 1 ||
+		len(logs.Find(t, "address published", map[string]any{"event": "publish", "uplink": "dsl", "new_ip": "198.51.100.11", "old_ip": "198.51.100.10"})) != 1 {
+		t.Fatalf("log records: %v", logs.Records(t))
 	}
 	m.Close()
-	everything := logs.buf.String() + fmt.Sprintf("%+v %+v", m.Status(), events)
+	everything := logs.String() + fmt.Sprintf("%+v %+v", m.Status(), events)
 	if strings.Contains(everything, dynPassword) || strings.Contains(everything, "Wr0ng-second-Secret") {
 		t.Fatal("a password leaked into logs, status or events")
 	}

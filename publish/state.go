@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"encoding/json"
@@ -18,7 +18,7 @@ import (
 // <state_dir>/publish/<uplink>/<publisher>.json (names path-escaped), so that
 // a restart with an unchanged address publishes nothing and a changed one
 // publishes once. The file also records the publisher's target (see
-// PublishSpec.target): a publisher pointed elsewhere starts afresh.
+// Spec.target): a publisher pointed elsewhere starts afresh.
 //
 // Delivery is at least once: before each attempt the file records its
 // intent (InFlight, LastAttempt), after it the result. A daemon killed
@@ -43,14 +43,14 @@ type publishState struct {
 // maxStateFile bounds a state file: it is a few hundred bytes.
 const maxStateFile = 64 << 10
 
-func statePath(dir string, spec PublishSpec) string {
+func statePath(dir string, spec Spec) string {
 	return filepath.Join(dir, "publish", url.PathEscape(spec.Uplink), url.PathEscape(spec.Name)+".json")
 }
 
 // loadPublishState returns the recorded state; a missing file, or one for a
 // different target, is the zero state. A corrupt file is an error the
 // caller logs (publishing once more is the safe reaction).
-func loadPublishState(path string, spec PublishSpec) (publishState, error) {
+func loadPublishState(path string, spec Spec) (publishState, error) {
 	// Opened like a secret file (no blocking on a FIFO, bounded), but any
 	// owner and mode: the directory is the daemon's own.
 	b, err := readRegularFile("publish state", path, maxStateFile, false)

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -78,11 +78,11 @@ func TestDynDNS2Redirects(t *testing.T) {
 		name string
 		to   string // "" = a path on the same server
 		sink *credSink
-		want PublishOutcome
+		want Outcome
 	}{
-		{"https to plain http", plain.URL + "/nic/update", plain, PublishPermanent},
-		{"https to another port", otherTLS.URL + "/nic/update", otherTLS, PublishPermanent},
-		{"same scheme, host and port", "", srv, PublishOK},
+		{"https to plain http", plain.URL + "/nic/update", plain, Permanent},
+		{"https to another port", otherTLS.URL + "/nic/update", otherTLS, Permanent},
+		{"same scheme, host and port", "", srv, OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,16 +91,16 @@ func TestDynDNS2Redirects(t *testing.T) {
 			mu.Unlock()
 			before := len(tt.sink.got())
 			spec := dynSpec(t, &dynServer{Server: srv.Server}, t.TempDir(), caFile)
-			p, err := NewPublisher(spec, PublisherOptions{Log: quiet()})
+			p, err := New(spec, PublisherOptions{Log: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), PublishRequest{Addr: netip.MustParseAddr("203.0.113.9")})
+			res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("203.0.113.9")})
 			if res.Outcome != tt.want {
 				t.Fatalf("outcome %v (%v), want %v", res.Outcome, res.Err, tt.want)
 			}
 			got := tt.sink.got()[before:]
-			if tt.want == PublishOK {
+			if tt.want == OK {
 				if len(got) != 1 || got[0] == "" {
 					t.Fatalf("same-origin redirect: the target saw %q, want one request with the credentials", got)
 				}

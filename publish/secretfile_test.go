@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"os"
@@ -101,17 +101,17 @@ func TestPublisherSecretFIFO(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newDynServer(t, nil)
-	specs := map[string]PublishSpec{
-		"dyndns2 password_file": func() PublishSpec { s := dynSpec(t, srv, t.TempDir(), ""); s.PasswordFile = fifo; return s }(),
-		"dyndns2 ca_file":       func() PublishSpec { s := dynSpec(t, srv, t.TempDir(), ""); s.CAFile = fifo; return s }(),
-		"rfc2136 key_file": {Uplink: "dsl", Name: "dns", Kind: PublishRFC2136, Server: "127.0.0.1:53", Zone: "example.net.",
+	specs := map[string]Spec{
+		"dyndns2 password_file": func() Spec { s := dynSpec(t, srv, t.TempDir(), ""); s.PasswordFile = fifo; return s }(),
+		"dyndns2 ca_file":       func() Spec { s := dynSpec(t, srv, t.TempDir(), ""); s.CAFile = fifo; return s }(),
+		"rfc2136 key_file": {Uplink: "dsl", Name: "dns", Kind: KindRFC2136, Server: "127.0.0.1:53", Zone: "example.net.",
 			Hostname: "gw.example.net.", KeyFile: fifo, TTL: time.Minute, Timeout: time.Second},
 	}
 	for name, spec := range specs {
 		t.Run(name, func(t *testing.T) {
 			done := make(chan error, 1)
 			go func() {
-				_, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{Log: quiet()})
+				_, err := NewManager([]Spec{spec}, Options{Log: quiet()})
 				done <- err
 			}()
 			select {
@@ -126,7 +126,7 @@ func TestPublisherSecretFIFO(t *testing.T) {
 	}
 	t.Run("swapped for a FIFO after load", func(t *testing.T) {
 		spec := dynSpec(t, srv, t.TempDir(), "")
-		p, err := NewPublisher(spec, PublisherOptions{Log: quiet()})
+		p, err := New(spec, PublisherOptions{Log: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,11 +134,11 @@ func TestPublisherSecretFIFO(t *testing.T) {
 		if err := syscall.Mkfifo(spec.PasswordFile, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		done := make(chan PublishResult, 1)
-		go func() { done <- p.Publish(t.Context(), PublishRequest{Addr: addrA}) }()
+		done := make(chan Result, 1)
+		go func() { done <- p.Publish(t.Context(), Request{Addr: addrA}) }()
 		select {
 		case res := <-done:
-			if res.Outcome != PublishPermanent || len(srv.got()) != 0 {
+			if res.Outcome != Permanent || len(srv.got()) != 0 {
 				t.Fatalf("got %v %v, %d requests", res.Outcome, res.Err, len(srv.got()))
 			}
 		case <-time.After(10 * time.Second):

@@ -1,4 +1,4 @@
-package hooks
+package publish
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/uplinkd/uplinkd/hooks"
 )
 
 // knot is a real Knot DNS server, started by the test with one zone that
@@ -205,20 +207,20 @@ func (k *knot) query(t testing.TB, name string, qtype uint16) ([]string, error) 
 	return out, nil
 }
 
-func (k *knot) spec() PublishSpec {
-	return PublishSpec{Uplink: "dsl", Iface: "ppp0", Name: "dns", Kind: PublishRFC2136, Server: k.addr, Zone: k.zone,
+func (k *knot) spec() Spec {
+	return Spec{Uplink: "dsl", Iface: "ppp0", Name: "dns", Kind: KindRFC2136, Server: k.addr, Zone: k.zone,
 		Hostname: "home.example.test", KeyFile: k.keyFile, TTL: 60 * time.Second, Timeout: 5 * time.Second}
 }
 
 func TestRFC2136Knot(t *testing.T) {
 	k := startKnot(t)
-	p, err := NewPublisher(k.spec(), PublisherOptions{})
+	p, err := New(k.spec(), PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range []string{"198.51.100.10", "198.51.100.11"} {
-		res := p.Publish(context.Background(), PublishRequest{Addr: netip.MustParseAddr(a)})
-		if res.Outcome != PublishOK || res.Reply != "NOERROR" {
+		res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr(a)})
+		if res.Outcome != OK || res.Reply != "NOERROR" {
 			t.Fatalf("publish %s: %v %q %v", a, res.Outcome, res.Reply, res.Err)
 		}
 		// The record is replaced, not added to.
@@ -227,32 +229,32 @@ func TestRFC2136Knot(t *testing.T) {
 			t.Fatalf("after publishing %s the server answers %q %v", a, got, err)
 		}
 	}
-	res := p.Publish(context.Background(), PublishRequest{Addr: netip.MustParseAddr("2001:db8::7")})
-	if got, _ := k.query(t, "home.example.test.", dns.TypeAAAA); res.Outcome != PublishOK || !slices.Equal(got, []string{"2001:db8::7 60"}) {
+	res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("2001:db8::7")})
+	if got, _ := k.query(t, "home.example.test.", dns.TypeAAAA); res.Outcome != OK || !slices.Equal(got, []string{"2001:db8::7 60"}) {
 		t.Fatalf("AAAA: %v %v %q", res.Outcome, res.Err, got)
 	}
 
 	dir := t.TempDir()
 	tests := []struct {
 		name  string
-		spec  func(*PublishSpec)
+		spec  func(*Spec)
 		reply string
 	}{
-		{"wrong secret", func(s *PublishSpec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha256", randomSecret(t)) }, "NOTAUTH/BADSIG"},
-		{"unknown key", func(s *PublishSpec) { s.KeyFile = writeKeyFile(t, dir, "stranger", "hmac-sha256", k.secret) }, "NOTAUTH/BADKEY"},
-		{"wrong algorithm", func(s *PublishSpec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha512", k.secret) }, "NOTAUTH/BADKEY"},
-		{"zone not served", func(s *PublishSpec) { s.Zone, s.Hostname = "other.test", "home.other.test" }, "NOTAUTH"},
+		{"wrong secret", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha256", randomSecret(t)) }, "NOTAUTH/BADSIG"},
+		{"unknown key", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, "stranger", "hmac-sha256", k.secret) }, "NOTAUTH/BADKEY"},
+		{"wrong algorithm", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha512", k.secret) }, "NOTAUTH/BADKEY"},
+		{"zone not served", func(s *Spec) { s.Zone, s.Hostname = "other.test", "home.other.test" }, "NOTAUTH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := k.spec()
 			tt.spec(&spec)
-			p, err := NewPublisher(spec, PublisherOptions{})
+			p, err := New(spec, PublisherOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), PublishRequest{Addr: netip.MustParseAddr("203.0.113.66")})
-			if res.Outcome != PublishPermanent || !strings.HasPrefix(res.Reply, tt.reply) {
+			res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("203.0.113.66")})
+			if res.Outcome != Permanent || !strings.HasPrefix(res.Reply, tt.reply) {
 				t.Fatalf("got %v %q %v, want permanent %q", res.Outcome, res.Reply, res.Err, tt.reply)
 			}
 			if got, _ := k.query(t, "home.example.test.", dns.TypeA); !slices.Equal(got, []string{"198.51.100.11 60"}) {
@@ -269,10 +271,10 @@ func TestRFC2136KnotManager(t *testing.T) {
 	k := startKnot(t)
 	spec := k.spec()
 	spec.Settle, spec.MinInterval = 2*time.Second, 0
-	clock := NewFakeClock(time.Time{})
-	results := make(chan PublishEvent, 10)
-	m, err := NewPublishManager([]PublishSpec{spec}, PublishOptions{StateDir: t.TempDir(), Log: quiet(), Clock: clock,
-		OnResult: func(ev PublishEvent) { results <- ev }})
+	clock := hooks.NewFakeClock(time.Time{})
+	results := make(chan Event, 10)
+	m, err := NewManager([]Spec{spec}, Options{StateDir: t.TempDir(), Log: quiet(), Clock: clock,
+		OnResult: func(ev Event) { results <- ev }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,15 +313,15 @@ func TestRFC2136TruncationAndServfail(t *testing.T) {
 	tests := []struct {
 		name      string
 		udp, tcp  int // rcode; -1 = truncated
-		want      PublishOutcome
+		want      Outcome
 		wantReply string
 		wantTCP   bool
 	}{
-		{"truncated over UDP, answered over TCP", -1, dns.RcodeSuccess, PublishOK, "NOERROR", true},
-		{"SERVFAIL", dns.RcodeServerFailure, 0, PublishRetry, "SERVFAIL", false},
-		{"REFUSED", dns.RcodeRefused, 0, PublishPermanent, "REFUSED", false},
-		{"NOTZONE", dns.RcodeNotZone, 0, PublishPermanent, "NOTZONE", false},
-		{"YXDOMAIN", dns.RcodeYXDomain, 0, PublishPermanent, "YXDOMAIN", false},
+		{"truncated over UDP, answered over TCP", -1, dns.RcodeSuccess, OK, "NOERROR", true},
+		{"SERVFAIL", dns.RcodeServerFailure, 0, Retry, "SERVFAIL", false},
+		{"REFUSED", dns.RcodeRefused, 0, Permanent, "REFUSED", false},
+		{"NOTZONE", dns.RcodeNotZone, 0, Permanent, "NOTZONE", false},
+		{"YXDOMAIN", dns.RcodeYXDomain, 0, Permanent, "YXDOMAIN", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -354,11 +356,11 @@ func TestRFC2136TruncationAndServfail(t *testing.T) {
 			}
 			<-ready
 			<-ready
-			p, err := NewPublisher(PublishSpec{Kind: PublishRFC2136, Server: addr, Zone: "example.test", Hostname: "h.example.test", KeyFile: keyFile}, PublisherOptions{})
+			p, err := New(Spec{Kind: KindRFC2136, Server: addr, Zone: "example.test", Hostname: "h.example.test", KeyFile: keyFile}, PublisherOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), PublishRequest{Addr: addrA})
+			res := p.Publish(context.Background(), Request{Addr: addrA})
 			if res.Outcome != tt.want || res.Reply != tt.wantReply {
 				t.Fatalf("got %v %q %v", res.Outcome, res.Reply, res.Err)
 			}
