@@ -749,6 +749,12 @@ func (l *loader) firewall(c *Config) {
 	enum(l, "firewall.iptables_variant", f.IPTablesVariant, IPTablesAuto, IPTablesLegacy, IPTablesNFT)
 	enum(l, "firewall.input_policy", f.InputPolicy, PolicyAccept, PolicyDrop)
 	enum(l, "firewall.forward_policy", f.ForwardPolicy, PolicyAccept, PolicyDrop)
+	if f.ForwardPolicy == PolicyDrop && f.Backend == BackendIPTables && c.LAN.IPv6.Mode == LAN6NPT {
+		// ip6tables' NPT is stateless and runs after connection tracking:
+		// the replies to the outside /64 never match the LAN host's
+		// connection, so a stateful forward drop would drop every one.
+		l.errorf("firewall.forward_policy", "forward_policy = \"drop\" with backend = \"iptables\" and [lan.ipv6] mode npt would drop every IPv6 reply to the LAN (ip6tables' NPT is stateless: connection tracking sees the replies as new); use the nftables backend")
+	}
 	for i := range f.Deny {
 		d := &f.Deny[i]
 		p := fmt.Sprintf("firewall.deny[%d]", i)
