@@ -172,6 +172,14 @@ func TestFilter6PlanMatchesSync(t *testing.T) {
 	if ok, err := b.Check(); !ok || err != nil {
 		t.Errorf("Check after Sync: %v, %v", ok, err)
 	}
+	// A change of the policies or the deny list alone rewrites the table.
+	open := Compute(filter6Input(nil))
+	if changed, err := b.Sync(open); err != nil || !changed {
+		t.Fatalf("Sync with the accept policies: %v, %v", changed, err)
+	}
+	if got := viaGo.mustRun(t, "nft", "list", "table", "ip6", Table6Name); strings.Contains(got, "policy drop") || strings.Contains(got, "2001:db8:bad::/48") {
+		t.Errorf("after the policies changed to accept:\n%s", got)
+	}
 	if err := b.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +197,12 @@ func TestFilter6PlanMatchesSync(t *testing.T) {
 			}
 			if ok, err := b.Check(); !ok || err != nil {
 				t.Errorf("Check after Sync: %v, %v", ok, err)
+			}
+			if _, err := b.Sync(Compute(filter6Input(nil))); err != nil {
+				t.Fatal(err)
+			}
+			if got := npt6Rules(t, viaSync, ip6); strings.Contains(got, "-j DROP\n-A UPLINKD-FWD6") || strings.Contains(got, "2001:db8:bad::/48") || strings.Contains(got, "-A UPLINKD-IN6 -j DROP") {
+				t.Errorf("after the policies changed to accept:\n%s", got)
 			}
 			if err := b.Flush(); err != nil {
 				t.Fatal(err)
