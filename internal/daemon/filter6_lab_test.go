@@ -22,9 +22,11 @@ var fw6Backends = []struct{ name, toml string }{
 	{"iptables-nft", "backend = \"iptables\"\niptables_variant = \"nft\"\n"},
 }
 
-// fw6Installed reports whether the router's IPv6 firewall holds text: in
-// table ip6 uplinkd6 (nftables) or in ip6tables-save (iptables).
-func fw6Installed(t *testing.T, l *lab.Lab, backend, text string) func() bool {
+// fw6Installed reports whether the router's IPv6 firewall holds each of
+// texts: in table ip6 uplinkd6 (nftables) or in ip6tables-save (iptables,
+// whose chains are filled before the jumps to them are inserted: a test
+// waits for the jumps too).
+func fw6Installed(t *testing.T, l *lab.Lab, backend string, texts ...string) func() bool {
 	return func() bool {
 		argv := []string{"nft", "list", "table", "ip6", "uplinkd6"}
 		switch backend {
@@ -34,9 +36,17 @@ func fw6Installed(t *testing.T, l *lab.Lab, backend, text string) func() bool {
 			argv = []string{"ip6tables-nft-save"}
 		}
 		out, _ := l.Exec(l.Router, argv...)
-		return strings.Contains(out, text)
+		for _, text := range texts {
+			if !strings.Contains(out, text) {
+				return false
+			}
+		}
+		return true
 	}
 }
+
+// jumps6 are the jumps into the ip6tables filter chains.
+var jumps6 = []string{"-A INPUT -j UPLINKD-IN6", "-A FORWARD -j UPLINKD-FWD6"}
 
 // dialFails reports whether a TCP connection from ns to addr does not come
 // up within a few seconds (a dropped SYN; a refused one fails at once).
@@ -91,7 +101,8 @@ func lanHostsIn(t *testing.T, l *lab.Lab, pa, pb netip.Prefix) (hostA, hostB net
 //   - deny of the LAN host's second address: its TCP and ping6 are dropped,
 //     the first address works;
 //   - a reload to the accept policies without the deny opens all of it (so
-//     the drops were the firewall's).
+//     the drops were the firewall's);
+//   - a MAC deny of the LAN client drops its IPv6.
 func TestLabIPv6FirewallPolicy(t *testing.T) {
 	for _, fw := range fw6Backends {
 		t.Run(fw.name, func(t *testing.T) {
@@ -110,11 +121,12 @@ func TestLabIPv6FirewallPolicy(t *testing.T) {
 				rules := r.ip("-6", "rule")
 				return strings.Contains(rules, "from "+pa.String()+" lookup 100") && strings.Contains(rules, "from "+pb.String()+" lookup 101")
 			})
-			ready := "policy drop"
+			ready, wait := "policy drop", []string{"policy drop"}
 			if fw.name != "nftables" {
 				ready = "-A UPLINKD-FWD6 -j DROP"
+				wait = append([]string{ready}, jumps6...)
 			}
-			r.eventually("the IPv6 drop policies", fw6Installed(t, l, fw.name, ready))
+			r.eventually("the IPv6 drop policies", fw6Installed(t, l, fw.name, wait...))
 
 			inet := "[" + lab.InetHosts6[0].String() + "]"
 			srv := serveIn(t, l, l.Inet, "tcp6", inet+":8080")
@@ -184,8 +196,37 @@ func TestLabIPv6FirewallPolicy(t *testing.T) {
 				}
 				c.Close()
 			}
+
+			// A MAC deny of the LAN client drops its IPv6 too.
+			mac := macOf(t, l, l.LAN, lab.ClientIface)
+			if err := os.WriteFile(path, []byte(base+"\n[firewall]\n"+fw.toml+fmt.Sprintf("[[firewall.deny]]\nmac = %q\n", mac)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.d.Reload(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			denied := []string{"deny_mac_drop"}
+			if fw.name != "nftables" {
+				denied = append([]string{"-A UPLINKD-DENY6 -m mac --mac-source"}, jumps6...)
+			}
+			r.eventually("the IPv6 MAC deny", fw6Installed(t, l, fw.name, denied...))
+			if err := dialFails(l, l.LAN, "["+hostA.String()+"]:0", srv.Addr().String()); err != nil {
+				t.Errorf("MAC-denied LAN host over IPv6: %v", err)
+			}
 		})
 	}
+}
+
+// macOf is the MAC address of iface in namespace ns.
+func macOf(t *testing.T, l *lab.Lab, ns, iface string) string {
+	t.Helper()
+	for _, f := range strings.Fields(mustExec(t, l, ns, "ip", "-br", "link", "show", "dev", iface)) {
+		if hw, err := net.ParseMAC(f); err == nil && len(hw) == 6 {
+			return hw.String()
+		}
+	}
+	t.Fatalf("no MAC address of %s in %s", iface, ns)
+	return ""
 }
 
 // TestLabIPv6StickyBalancing: IPv6 connections from the LAN balanced over
