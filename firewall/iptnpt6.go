@@ -10,8 +10,10 @@ import (
 // The iptables backend's IPv6 state (npt6.go): NPTv6 with the ip6tables
 // SNPT and DNPT targets (RFC 6296, stateless and checksum-neutral) in the
 // mangle table, and the IPv6 input filter of the uplinks with ipv6 on in
-// the filter table, in chains of its own (UPLINKD-*) with one jump each
-// from the built-in chains. ip6tables is run only when there is IPv6
+// the filter table, with the IPv6 side of input_policy, forward_policy and
+// the deny list (filter6.go: UPLINKD-IN6, UPLINKD-FWD6, UPLINKD-DENY6), in
+// chains of its own (UPLINKD-*) with one jump each from the built-in
+// chains. ip6tables is run only when there is IPv6
 // state to keep, or to find and remove what an earlier run left, so an
 // IPv4-only box sees no ip6tables write.
 
@@ -23,6 +25,8 @@ const (
 	iptNPT6Pre   = ChainPrefix + "NPT6-PRE"
 	iptIn6       = ChainPrefix + "IN6"
 	iptIn6Of     = ChainPrefix + "IN6-" // + interface
+	iptFwd6      = ChainPrefix + "FWD6"
+	iptDeny6     = ChainPrefix + "DENY6"
 )
 
 // ip6Jumps are the jumps rs needs.
@@ -35,8 +39,11 @@ func ip6Jumps(rs Ruleset) []iptJump {
 	if len(rs.NPT6) > 0 {
 		out = append(out, iptJump{"mangle", "POSTROUTING", iptNPT6Post}, iptJump{"mangle", "PREROUTING", iptNPT6Pre})
 	}
-	if len(rs.Filters6) > 0 {
+	if input6Wanted(rs) {
 		out = append(out, iptJump{"filter", "INPUT", iptIn6})
+	}
+	if forward6Wanted(rs) {
+		out = append(out, iptJump{"filter", "FORWARD", iptFwd6})
 	}
 	return out
 }
@@ -64,6 +71,18 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
 			counts[c] = 0
 		}
+		// Sticky balancing, as for IPv4 (mark6Chains has the why):
+		// later LAN packets of a connection get its uplink's mark back.
+		for _, dir := range []string{"ORIGINAL", "REPLY"} {
+			for _, m := range rs.Marks6 {
+				if rs.LANInterface == "" {
+					break
+				}
+				add(iptMark6Pre, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", dir,
+					"-m", "connmark", "--mark", hexMark(m.ConnMark)+"/"+hexMark(UplinkMarkMask),
+					"-j", "MARK", "--set-xmark", hexMark(m.ConnMark)+"/"+hexMark(UplinkMarkMask))
+			}
+		}
 		for _, m := range rs.Marks6 {
 			set := []string{"-j", "CONNMARK", "--set-xmark", hexMark(m.ConnMark) + "/" + hexMark(UplinkMarkMask)}
 			add(iptMark6Pre, append([]string{"-i", m.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
@@ -87,16 +106,35 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 		}
 		b.WriteString("COMMIT\n")
 	}
-	if len(rs.Filters6) > 0 {
-		b.WriteString("*filter\n:" + iptIn6 + " - [0:0]\n")
-		counts[iptIn6] = 0
+	if input6Wanted(rs) || forward6Wanted(rs) {
+		b.WriteString("*filter\n")
+		declare := func(c string) {
+			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
+			counts[c] = 0
+		}
+		if input6Wanted(rs) {
+			declare(iptIn6)
+		}
+		if forward6Wanted(rs) {
+			declare(iptFwd6)
+		}
+		if deny6Wanted(rs) {
+			declare(iptDeny6)
+		}
 		for _, f := range rs.Filters6 {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", iptIn6Of+f.Iface)
-			counts[iptIn6Of+f.Iface] = 0
+			declare(iptIn6Of + f.Iface)
+		}
+		ip6DenyRules(rs, add)
+		if input6Wanted(rs) && deny6Wanted(rs) {
+			add(iptIn6, "-j", iptDeny6)
 		}
 		for _, f := range rs.Filters6 {
 			c := iptIn6Of + f.Iface
 			add(iptIn6, "-i", f.Iface, "-j", c)
+			if input6Policy(rs) == Drop {
+				// Back from the uplink's chain means allowed.
+				add(iptIn6, "-i", f.Iface, "-j", "RETURN")
+			}
 			add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
 			add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
 			for _, t := range icmp6Kept(f.Filter) {
@@ -119,9 +157,68 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 			}
 			add(c, "-j", "DROP")
 		}
+		ip6PolicyRules(rs, add)
 		b.WriteString("COMMIT\n")
 	}
 	return b.String(), counts
+}
+
+// ip6DenyRules fill UPLINKD-DENY6: the deny list's IPv6 sources and its
+// MACs (filter6.go).
+func ip6DenyRules(rs Ruleset, add func(chain string, args ...string)) {
+	if !deny6Wanted(rs) {
+		return
+	}
+	d := rs.Deny
+	for _, a := range d.DropAddrs6 {
+		add(iptDeny6, "-s", iptPrefix(a), "-j", "DROP")
+	}
+	for _, m := range d.DropMACs {
+		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-j", "DROP")
+	}
+	for _, a := range d.RejectAddrs6 {
+		add(iptDeny6, "-s", iptPrefix(a), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+		add(iptDeny6, "-s", iptPrefix(a), "-j", "REJECT", "--reject-with", "icmp6-port-unreachable")
+	}
+	for _, m := range d.RejectMACs {
+		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
+		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-j", "REJECT", "--reject-with", "icmp6-port-unreachable")
+	}
+}
+
+// ip6PolicyRules are the drop policies' rules at the end of UPLINKD-IN6
+// and UPLINKD-FWD6 (filter6.go): what stays open, then DROP. The deny
+// jump of FWD6 comes first.
+func ip6PolicyRules(rs Ruleset, add func(chain string, args ...string)) {
+	icmp := func(chain string, types []uint8) {
+		for _, t := range types {
+			add(chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", fmt.Sprint(t), "-j", "RETURN")
+		}
+	}
+	if input6Wanted(rs) && input6Policy(rs) == Drop {
+		add(iptIn6, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
+		add(iptIn6, "-i", "lo", "-j", "RETURN")
+		icmp(iptIn6, icmp6Input())
+		add(iptIn6, "-s", "fe80::/10", "-p", "udp", "-m", "udp", "--dport", "546", "-j", "RETURN")
+		if rs.LANInterface != "" {
+			add(iptIn6, "-i", rs.LANInterface, "-j", "RETURN")
+		}
+		add(iptIn6, "-j", "DROP")
+	}
+	if !forward6Wanted(rs) {
+		return
+	}
+	if deny6Wanted(rs) {
+		add(iptFwd6, "-j", iptDeny6)
+	}
+	if rs.ForwardPolicy == Drop {
+		add(iptFwd6, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
+		icmp(iptFwd6, icmp6Forward)
+		if rs.LANInterface != "" {
+			add(iptFwd6, "-i", rs.LANInterface, "-j", "RETURN")
+		}
+		add(iptFwd6, "-j", "DROP")
+	}
 }
 
 // ip6Commands are the ip6tables binaries of the backend's variant.

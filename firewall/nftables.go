@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"reflect"
 	"slices"
@@ -215,11 +217,32 @@ func (b *nftBackend) Flush() error {
 // renders.
 func withoutNPT6(rs Ruleset) Ruleset {
 	rs.NPT6, rs.Filters6, rs.Marks6 = nil, nil, nil
+	rs.IPv6, rs.Deny.DropAddrs6, rs.Deny.RejectAddrs6 = false, nil, nil
 	return rs
 }
 
 // has6 reports whether rs has IPv6 state (table ip6 uplinkd6).
-func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6)+len(rs.Marks6) > 0 }
+func has6(rs Ruleset) bool {
+	return len(rs.NPT6)+len(rs.Filters6)+len(rs.Marks6) > 0 || input6Wanted(rs) || forward6Wanted(rs)
+}
+
+// view6 is the part of a Ruleset that table ip6 uplinkd6 renders
+// (ip6Chains): two Rulesets with equal views give the same table.
+type view6 struct {
+	npt                  []NPT6
+	filters              []Filter6
+	marks                []Mark6
+	on                   bool
+	input, forward       Policy
+	lan                  string
+	drop, reject         []netip.Prefix
+	dropMACs, rejectMACs []net.HardwareAddr
+}
+
+func viewOf6(rs Ruleset) view6 {
+	return view6{rs.NPT6, rs.Filters6, rs.Marks6, rs.IPv6, rs.InputPolicy, rs.ForwardPolicy, rs.LANInterface,
+		rs.Deny.DropAddrs6, rs.Deny.RejectAddrs6, rs.Deny.DropMACs, rs.Deny.RejectMACs}
+}
 
 // syncNPT6 replaces table ip6 uplinkd6 by rs's IPv6 state when it differs
 // from what old (the last Sync's Ruleset; nil: unknown) put there. With
@@ -227,7 +250,7 @@ func has6(rs Ruleset) bool { return len(rs.NPT6)+len(rs.Filters6)+len(rs.Marks6)
 // exists (an earlier run left it): an IPv4-only box gets no IPv6 request
 // beyond that one read.
 func (b *nftBackend) syncNPT6(old *Ruleset, rs Ruleset) error {
-	if old != nil && reflect.DeepEqual(old.NPT6, rs.NPT6) && reflect.DeepEqual(old.Filters6, rs.Filters6) && reflect.DeepEqual(old.Marks6, rs.Marks6) {
+	if old != nil && reflect.DeepEqual(viewOf6(*old), viewOf6(rs)) {
 		return nil
 	}
 	if !has6(rs) && (old == nil || !has6(*old)) {

@@ -141,7 +141,7 @@ func intervalElems(ps []netip.Prefix) []nftables.SetElement {
 }
 
 func prefixText(p netip.Prefix) string {
-	if p.Bits() == 32 {
+	if p.IsSingleIP() {
 		return p.Addr().String()
 	}
 	return p.String()
@@ -446,12 +446,16 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 // setPart matches the source address or source MAC against a named set.
 type setPart struct {
 	mac bool
+	v6  bool // the IPv6 source (table ip6 uplinkd6)
 	set string
 }
 
 func (p setPart) text() string {
-	if p.mac {
+	switch {
+	case p.mac:
 		return "ether saddr @" + p.set
+	case p.v6:
+		return "ip6 saddr @" + p.set
 	}
 	return "ip saddr @" + p.set
 }
@@ -467,8 +471,12 @@ func (p setPart) exprs(b *exprBuilder) []expr.Any {
 			b.lookupNamed(p.set),
 		}
 	}
+	off, n := uint32(12), uint32(4)
+	if p.v6 {
+		off, n = ip6SrcOff, 16
+	}
 	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		b.lookupNamed(p.set),
 	}
 }
@@ -574,18 +582,28 @@ type masqPart struct{}
 func (masqPart) text() string                  { return "masquerade" }
 func (masqPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Masq{}} }
 
-type rejectPart struct{ tcpReset bool }
+// rejectPart rejects with a TCP reset, or with ICMP port unreachable
+// (ICMPv6 port unreachable when v6, in table ip6 uplinkd6).
+type rejectPart struct{ tcpReset, v6 bool }
 
 func (p rejectPart) text() string {
-	if p.tcpReset {
+	switch {
+	case p.tcpReset:
 		return "reject with tcp reset"
+	case p.v6:
+		return "reject with icmpv6 port-unreachable"
 	}
 	return "reject"
 }
 
 func (p rejectPart) exprs(*exprBuilder) []expr.Any {
-	if p.tcpReset {
+	switch {
+	case p.tcpReset:
 		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}
+	case p.v6:
+		// ICMPv6 destination unreachable, code 4 (port unreachable):
+		// what nft and ip6tables' REJECT use by default.
+		return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 4}}
 	}
 	// ICMP port unreachable, like iptables' REJECT default.
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}}
@@ -987,7 +1005,10 @@ func (s *nftSet) kernelSet(t *nftables.Table) *nftables.Set {
 
 func (s *nftSet) elements() []nftables.SetElement {
 	var elems []nftables.SetElement
-	if len(s.addrs) > 0 {
+	switch {
+	case len(s.addrs) > 0 && s.keyType == nftables.TypeIP6Addr:
+		elems = intervalElems6(s.addrs)
+	case len(s.addrs) > 0:
 		elems = intervalElems(s.addrs)
 	}
 	for _, m := range s.macs {
@@ -1005,6 +1026,9 @@ func (s *nftSet) sameElements(o *nftSet) bool {
 func (s *nftSet) elementCount() int {
 	if len(s.addrs) == 0 {
 		return len(s.macs)
+	}
+	if s.keyType == nftables.TypeIP6Addr {
+		return len(intervalElems6(s.addrs)) + len(s.macs)
 	}
 	rs := mergedRanges(s.addrs)
 	n := 2 * len(rs)

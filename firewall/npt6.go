@@ -11,7 +11,9 @@ import (
 )
 
 // The IPv6 state of the firewall (docs/ipv6.md): the input filter of the
-// uplinks with ipv6 on and [uplink.firewall], and NPTv6.
+// uplinks with ipv6 on and [uplink.firewall], NPTv6, the connection marks,
+// and (filter6.go) the IPv6 side of input_policy, forward_policy and the
+// deny list.
 //
 // NPTv6 of [lan.ipv6] mode npt: traffic leaving an uplink
 // from the inside /64 has its source /64 rewritten to the uplink's LAN
@@ -44,13 +46,31 @@ type Mark6 struct {
 }
 
 // mark6Chains set the uplink's connection mark on new IPv6 connections
-// arriving (prerouting) or leaving (postrouting) through it.
-func mark6Chains(ms []Mark6) []*nftChain {
+// arriving (prerouting) or leaving (postrouting) through it; and, with a
+// LAN interface, restore it into the packet mark of later LAN packets
+// (sticky balancing, as buildNFT does for IPv4: policy's IPv6 sticky
+// rules route them by it, so a change of the multipath default does not
+// move an open connection; replies from the LAN to a connection that came
+// in through an uplink leave through that uplink).
+func mark6Chains(ms []Mark6, lan string) []*nftChain {
 	if len(ms) == 0 {
 		return nil
 	}
 	pre := &nftChain{name: "mark-prerouting", typ: nftables.ChainTypeFilter, hook: "prerouting", priority: "mangle", policy: Accept}
 	post := &nftChain{name: "mark-postrouting", typ: nftables.ChainTypeFilter, hook: "postrouting", priority: "mangle", policy: Accept}
+	if lan != "" {
+		for _, dir := range []struct {
+			name string
+			part nftPart
+		}{{"sticky ", ctOriginalPart{}}, {"reply via ", ctReplyPart{}}} {
+			for _, m := range ms {
+				pre.rules = append(pre.rules, nftRule{comment: dir.name + m.Uplink, parts: []nftPart{
+					ifnamePart{name: lan}, dir.part,
+					markCmpPart{ct: true, mask: UplinkMarkMask, value: m.ConnMark},
+					markSetPart{keep: ^UplinkMarkMask, value: m.ConnMark}}})
+			}
+		}
+	}
 	for _, m := range ms {
 		set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: m.ConnMark}
 		pre.rules = append(pre.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{name: m.Iface}, set}})
@@ -66,15 +86,12 @@ type Filter6 struct {
 	Filter *InputFilter
 }
 
-// ICMPv6 types every filtered uplink keeps open.
-var icmp6Always = []uint8{1, 2, 3, 4, 134, 135, 136, 137} // errors, RA, NS, NA, redirect
-
-// icmp6Kept are the ICMPv6 types f lets in: icmp6Always, and echo
-// request (128) when its icmp_types allow the IPv4 echo request.
+// icmp6Kept are the ICMPv6 types f lets in: icmp6Always (filter6.go),
+// and echo request (128) when its icmp_types allow the IPv4 echo request.
 func icmp6Kept(f *InputFilter) []uint8 {
 	out := slices.Clone(icmp6Always)
 	if slices.Contains(f.ICMPTypes, 8) {
-		out = append(out, 128)
+		out = append(out, icmp6Echo)
 	}
 	return out
 }
@@ -220,16 +237,11 @@ func (dhcp6ClientPart) exprs(b *exprBuilder) []expr.Any {
 	}, dportPart{protoUDP, []uint16{546}}.exprs(b)...)
 }
 
-// filter6Chains are the IPv6 input filter's chains: the input base chain
-// jumping to one chain per filtered uplink; and the per-source meters of
-// the limits (sets of IPv6 addresses).
-func filter6Chains(fs []Filter6) ([]*nftChain, []*nftSet) {
-	if len(fs) == 0 {
-		return nil, nil
-	}
-	r := func(comment string, parts ...nftPart) nftRule { return nftRule{parts: parts, comment: comment} }
-	input := &nftChain{name: "input", typ: nftables.ChainTypeFilter, hook: "input", priority: "filter", policy: Accept}
-	chains := []*nftChain{input}
+// filter6Chains are the IPv6 input filter's chains, one per filtered
+// uplink, jumped to from input; and the per-source meters of the limits
+// (sets of IPv6 addresses).
+func filter6Chains(fs []Filter6, input *nftChain) ([]*nftChain, []*nftSet) {
+	var chains []*nftChain
 	var sets []*nftSet
 	for _, f := range fs {
 		c := &nftChain{name: nftInChain(f.Iface)}
@@ -261,14 +273,14 @@ func filter6Chains(fs []Filter6) ([]*nftChain, []*nftSet) {
 
 // ip6Chains are table ip6 uplinkd6's chains and sets for rs.
 func ip6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
-	chains, sets := filter6Chains(rs.Filters6)
+	chains, sets := policy6Chains(rs)
 	// The uplinks with ipv6 on are counted here for IPv6 as in table ip
 	// uplinkd for IPv4 (ReadTraffic adds the two).
 	var counted []countedIface
 	for _, m := range rs.Marks6 {
 		counted = append(counted, countedIface{m.Uplink, m.Iface})
 	}
-	return slices.Concat(mark6Chains(rs.Marks6), npt6Chains(rs.NPT6), nftCountChains(counted), chains), sets
+	return slices.Concat(mark6Chains(rs.Marks6, rs.LANInterface), npt6Chains(rs.NPT6), nftCountChains(counted), chains), sets
 }
 
 // npt6Text is table ip6 uplinkd6 as `nft -f` text (Plan); "" without
@@ -297,7 +309,7 @@ func queueNPT6(conn *nftables.Conn, rs Ruleset) error {
 	for _, s := range sets {
 		ns := s.kernelSet(t)
 		ns.ID = b.id()
-		if err := conn.AddSet(ns, nil); err != nil {
+		if err := conn.AddSet(ns, s.elements()); err != nil {
 			return fmt.Errorf("set %s: %w", s.name, err)
 		}
 		b.named[s.name] = ns

@@ -65,31 +65,61 @@ func TestNPT6Plan(t *testing.T) {
 // chains.
 func TestNPT6PlanMatchesSync(t *testing.T) {
 	rs := Compute(npt6Input("2001:db8:8000:3::/64", "2001:db8:8100::/64"))
+	nftTextMatchesSync(t, rs)
+	for _, k := range backendKinds[1:] {
+		t.Run(k.name, func(t *testing.T) {
+			ip6RestoreMatchesSync(t, k, rs, "SNPT", "--icmpv6-type 134")
+		})
+	}
+}
+
+// nftTextMatchesSync: nft -f of rs's table ip6 uplinkd6 text and the
+// nftables backend's Sync of rs give the same table, which holds each of
+// want; it returns the backend and its namespace.
+func nftTextMatchesSync(t *testing.T, rs Ruleset, want ...string) (Backend, *netNS) {
+	t.Helper()
 	viaText, viaGo := newNS(t), newNS(t)
 	b := backendKinds[0].make(t, viaGo)
 	viaText.runStdin(t, npt6Text(rs), "nft", "-f", "-")
 	if _, err := b.Sync(rs); err != nil {
 		t.Fatal(err)
 	}
-	want := viaText.mustRun(t, "nft", "list", "table", "ip6", Table6Name)
-	if got := viaGo.mustRun(t, "nft", "list", "table", "ip6", Table6Name); got != want {
-		t.Errorf("Sync differs from nft -f\n--- nft -f\n%s\n--- Sync\n%s", want, got)
+	text := viaText.mustRun(t, "nft", "list", "table", "ip6", Table6Name)
+	got := viaGo.mustRun(t, "nft", "list", "table", "ip6", Table6Name)
+	if got != text {
+		t.Errorf("Sync differs from nft -f\n--- nft -f\n%s\n--- Sync\n%s", text, got)
 	}
-	for _, k := range backendKinds[1:] {
-		t.Run(k.name, func(t *testing.T) {
-			viaText, viaSync := newNS(t), newNS(t)
-			b := k.make(t, viaSync)
-			ip6 := strings.Replace(k.iptables, "iptables", "ip6tables", 1)
-			text, _ := ip6Program(rs)
-			viaText.runStdin(t, text, ip6+"-restore", "--noflush")
-			if _, err := b.Sync(rs); err != nil {
-				t.Fatal(err)
-			}
-			if got, want := npt6Rules(t, viaSync, ip6), npt6Rules(t, viaText, ip6); got != want || !strings.Contains(got, "SNPT") || !strings.Contains(got, "--icmpv6-type 134") {
-				t.Errorf("Sync differs from the plan\n--- restore\n%s\n--- Sync\n%s", want, got)
-			}
-		})
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("no %q in\n%s", w, got)
+		}
 	}
+	return b, viaGo
+}
+
+// ip6RestoreMatchesSync: ip6tables-restore of rs's plan and the iptables
+// backend k's Sync of rs give the same chains, which hold each of want;
+// it returns the backend, its namespace and the ip6tables command.
+func ip6RestoreMatchesSync(t *testing.T, k backendKind, rs Ruleset, want ...string) (Backend, *netNS, string) {
+	t.Helper()
+	viaText, viaSync := newNS(t), newNS(t)
+	b := k.make(t, viaSync)
+	ip6 := strings.Replace(k.iptables, "iptables", "ip6tables", 1)
+	text, _ := ip6Program(rs)
+	viaText.runStdin(t, text, ip6+"-restore", "--noflush")
+	if _, err := b.Sync(rs); err != nil {
+		t.Fatal(err)
+	}
+	got, plan := npt6Rules(t, viaSync, ip6), npt6Rules(t, viaText, ip6)
+	if got != plan {
+		t.Errorf("Sync differs from the plan\n--- restore\n%s\n--- Sync\n%s", plan, got)
+	}
+	for _, w := range want {
+		if !strings.Contains(got, w) {
+			t.Errorf("no %q in\n%s", w, got)
+		}
+	}
+	return b, viaSync, ip6
 }
 
 // npt6Rules is ip6tables-save limited to uplinkd's chains' content.

@@ -100,6 +100,10 @@ type Ruleset struct {
 	NPT6     []NPT6
 	Filters6 []Filter6
 	Marks6   []Mark6
+	// IPv6 is set when some uplink has ipv6 on: then InputPolicy,
+	// ForwardPolicy and the deny list (its IPv6 sources and its MACs)
+	// apply to IPv6 too (filter6.go). False for an IPv4-only config.
+	IPv6 bool
 }
 
 // UplinkRules is everything that is per uplink.
@@ -183,11 +187,20 @@ type Deny struct {
 	RejectAddrs []netip.Prefix
 	DropMACs    []net.HardwareAddr
 	RejectMACs  []net.HardwareAddr
+	// DropAddrs6 and RejectAddrs6 are the IPv6 sources, filtered in the
+	// IPv6 firewall only (the MACs are denied in both).
+	DropAddrs6   []netip.Prefix
+	RejectAddrs6 []netip.Prefix
 }
 
-// Empty reports whether there is nothing to deny.
+// Empty reports whether there is nothing to deny for IPv4.
 func (d Deny) Empty() bool {
 	return len(d.DropAddrs)+len(d.RejectAddrs)+len(d.DropMACs)+len(d.RejectMACs) == 0
+}
+
+// Empty6 reports whether there is nothing to deny for IPv6.
+func (d Deny) Empty6() bool {
+	return len(d.DropAddrs6)+len(d.RejectAddrs6)+len(d.DropMACs)+len(d.RejectMACs) == 0
 }
 
 // Protocol numbers uplinkd renders by name.
@@ -229,6 +242,7 @@ func Compute(in Input) Ruleset {
 		InputPolicy:   chainPolicy(cfg.Firewall.InputPolicy),
 		ForwardPolicy: chainPolicy(cfg.Firewall.ForwardPolicy),
 		LANInterface:  cfg.LAN.Interface,
+		IPv6:          cfg.IPv6On(),
 	}
 
 	state := map[string]policy.UplinkState{}
@@ -278,7 +292,16 @@ func Compute(in Input) Ruleset {
 
 	for _, d := range cfg.Firewall.Deny {
 		drop := d.Action != policy.DenyReject
-		if d.Source.IsValid() {
+		switch {
+		case d.Source.IsValid() && d.Source.Addr().Is6():
+			// Only the IPv6 firewall, which exists with an uplink with
+			// ipv6 on (the loader refuses an IPv6 source without one).
+			if drop {
+				rs.Deny.DropAddrs6 = append(rs.Deny.DropAddrs6, d.Source.Masked())
+			} else {
+				rs.Deny.RejectAddrs6 = append(rs.Deny.RejectAddrs6, d.Source.Masked())
+			}
+		case d.Source.IsValid():
 			if drop {
 				rs.Deny.DropAddrs = append(rs.Deny.DropAddrs, d.Source.Masked())
 			} else {
@@ -305,6 +328,8 @@ func Compute(in Input) Ruleset {
 
 	rs.Deny.DropAddrs = mergePrefixes(rs.Deny.DropAddrs)
 	rs.Deny.RejectAddrs = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs), rs.Deny.DropAddrs)
+	rs.Deny.DropAddrs6 = mergePrefixes(rs.Deny.DropAddrs6)
+	rs.Deny.RejectAddrs6 = subtractPrefixes(mergePrefixes(rs.Deny.RejectAddrs6), rs.Deny.DropAddrs6)
 	rs.Deny.DropMACs = uniqMACs(rs.Deny.DropMACs, nil)
 	rs.Deny.RejectMACs = uniqMACs(rs.Deny.RejectMACs, rs.Deny.DropMACs)
 	return rs

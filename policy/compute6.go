@@ -71,6 +71,19 @@ func compute6(cfg *Config, obs Observed, health Health, d *Desired) {
 	if def, ok := defaultRoute6Of(cfg, d.Uplinks); ok {
 		d.Routes = append(d.Routes, def)
 	}
+	// Sticky balancing for IPv6, as for IPv4 (Compute): the firewall
+	// restores the uplink's connection mark into the packet mark of later
+	// LAN packets of a connection, and these rules route them by it, so a
+	// change of the multipath default does not move (and so break) an
+	// open IPv6 connection. Only uplinks whose IPv6 side is usable keep
+	// theirs: a failed side's connections are deleted and start over.
+	sticky := cfg.Daemon.StickyPriority
+	for i, st := range d.Uplinks {
+		if cfg.Uplinks[i].IPv6 && st.IPv6.Usable && UplinkMark(i) != 0 {
+			d.Rules = append(d.Rules, Rule{IPv6: true, Priority: sticky + i, Table: st.Table,
+				Mark: UplinkMark(i), Mask: UplinkMarkMask, Protocol: Protocol})
+		}
+	}
 	if n > 1 {
 		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv6/fib_multipath_hash_policy", Value: "1"})
 	}

@@ -89,6 +89,10 @@ func TestCompute6(t *testing.T) {
 			"route -6 default dev ppp0 table 102 proto 157 metric 1024",
 			"route -6 default table 157 proto 157 metric 1024 nexthop via fe80::1 dev eth1 weight 1 nexthop via fe80::2 dev eth2 weight 3",
 			"sysctl net/ipv6/fib_multipath_hash_policy=1",
+			// sticky: balanced IPv6 connections stay on their uplink
+			"rule -6 priority 32000 fwmark 0x10000/0xff0000 lookup 100 proto 157",
+			"rule -6 priority 32001 fwmark 0x20000/0xff0000 lookup 101 proto 157",
+			"rule -6 priority 32002 fwmark 0x30000/0xff0000 lookup 102 proto 157",
 		},
 		absent: []string{"fe80::a:2 lookup"},
 	}, {
@@ -100,14 +104,20 @@ func TestCompute6(t *testing.T) {
 			"route -6 default via fe80::2 dev eth2 table 157 proto 157 metric 1024",
 			// its own table and rule stay: probes still leave through it
 			"rule -6 priority 1000 from 2001:db8:a::2 lookup 100 proto 157",
+			// the IPv4 sticky rule stays, the IPv6 one goes
+			"rule priority 32000 fwmark 0x10000/0xff0000 lookup 100 proto 157",
+			"rule -6 priority 32001 fwmark 0x20000/0xff0000 lookup 101 proto 157",
 		},
+		absent: []string{"rule -6 priority 32000 fwmark"},
 	}, {
 		name:   "IPv4 probes fail on a: IPv6 keeps a",
 		health: Health{"a": false},
 		want: []string{
 			"uplink a iface eth1 table 100: probes failing addr 192.0.2.2 gw 192.0.2.1",
 			"uplink a ipv6: up addr 2001:db8:a::2 gw fe80::1 active",
+			"rule -6 priority 32000 fwmark 0x10000/0xff0000 lookup 100 proto 157",
 		},
+		absent: []string{"rule priority 32000 fwmark"},
 	}, {
 		name: "tentative, deprecated and dadfailed addresses get no rule; tier 2 takes over",
 		obs: func(o Observed) Observed {

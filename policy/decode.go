@@ -75,6 +75,14 @@ func (l *loader) decode(n *tomlNode, v reflect.Value, path, name string) {
 			return
 		}
 		p, ok := parseIPv4Net(n.data)
+		if !ok && isDenySource(path) {
+			// A deny source may be IPv6 too: it filters the IPv6 side of
+			// the firewall (docs/ipv6.md).
+			if p, ok = parseIPv6Net(n.data); !ok {
+				l.invalid(n, path, "%s must be an IPv4 or IPv6 address or prefix such as \"10.0.0.0/24\" or \"2001:db8::/48\" (got %q)", name, n.data)
+				return
+			}
+		}
 		if !ok {
 			l.invalid(n, path, "%s must be an IPv4 address or prefix such as \"10.0.0.0/24\" (got %q)", name, n.data)
 			return
@@ -238,6 +246,25 @@ func parseIPv4Net(s string) (netip.Prefix, bool) {
 		return netip.Prefix{}, false
 	}
 	return netip.PrefixFrom(a, 32), true
+}
+
+// isDenySource reports whether path is a [[firewall.deny]] source.
+func isDenySource(path string) bool {
+	return strings.HasPrefix(path, "firewall.deny[") && strings.HasSuffix(path, ".source")
+}
+
+// parseIPv6Net accepts an IPv6 address (a /128) or prefix without a zone;
+// host bits may be set, as in parseIPv4Net.
+func parseIPv6Net(s string) (netip.Prefix, bool) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p, err == nil && p.Addr().Is6() && !p.Addr().Is4In6()
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, 128), true
 }
 
 // decodePrefix6 parses the IPv6 prefix keys (delegated_prefix, [lan.ipv6]

@@ -192,7 +192,7 @@ var KeyLimits = []KeyLimit{
 		Hint: "rule marks live in the low 16 bits of the packet mark",
 		Why:  "the low 16 bits of the packet mark; the upper bits hold the uplink a connection started on"},
 	{Keys: []string{"firewall.deny.source"}, Kind: LimitRule,
-		Rule: "an IPv4 prefix that covers neither 127.0.0.1 nor a whole lan.networks prefix (so never 0.0.0.0/0)",
+		Rule: "an IPv4 prefix that covers neither 127.0.0.1 nor a whole lan.networks prefix (so never 0.0.0.0/0); or, with an uplink with ipv6 = true, an IPv6 prefix that covers neither ::1, fe80::/10, the [lan.ipv6] prefix nor the LAN /64 of a delegated_prefix (so never ::/0)",
 		Why:  "a deny drops input and forwarding from everywhere: covering the LAN or loopback would cut off the LAN and the host's own services (deny single LAN hosts instead)"},
 	{Keys: []string{"ha.lost_uplink_weight", "uplink.ha.weight"}, Kind: LimitCount, Min: MinHAWeight, Max: 0,
 		Why: "keepalived puts an instance into FAULT below -253"},

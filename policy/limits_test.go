@@ -298,6 +298,8 @@ func TestKeyLimitRules(t *testing.T) {
 	gw := in(uplinkTOML+"interface = \"eth0\"\ngateway = ", "\n")
 	deny := in("[lan]\ninterface = \"eth1\"\nnetworks = [\"10.0.0.0/24\", \"192.168.8.0/22\"]\n"+uplinkTOML+"[[firewall.deny]]\nsource = ", "\n")
 	dhcp := in(uplinkTOML+lanDHCP[:strings.Index(lanDHCP, "range")]+"range = ", "\n")
+	deny6 := in("[lan]\ninterface = \"eth1\"\n"+uplinkTOML+"ipv6 = true\ndelegated_prefix = \"2001:db8:a::/56\"\n"+
+		"[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42:0:0:1::/64\"\nsubnet = 3\n[[firewall.deny]]\nsource = ", "\n")
 	tests := []struct {
 		name string
 		src  string
@@ -317,6 +319,24 @@ func TestKeyLimitRules(t *testing.T) {
 		{"deny exactly a LAN", deny(`"192.168.8.0/22"`), "covers all of lan.networks[1]"},
 		{"deny covering loopback", deny(`"64.0.0.0/2"`), "covers the loopback network"},
 		{"deny without a LAN", uplinkTOML + "[[firewall.deny]]\nsource = \"0.0.0.0/0\"\n", "would drop all input"},
+		{"deny one IPv6 LAN host", deny6(`"fd42:0:0:1::50"`), ""},
+		{"deny an IPv6 range outside", deny6(`"2001:db8:ff::/48"`), ""},
+		{"deny part of the IPv6 LAN", deny6(`"fd42:0:0:1:8000::/65"`), ""},
+		{"deny another /64 of the delegation", deny6(`"2001:db8:a:4::/64"`), ""},
+		{"deny all IPv6", deny6(`"::/0"`), "t.toml:15:10: source ::/0 would drop all IPv6 input and forwarding"},
+		{"deny IPv6 loopback", deny6(`"::1"`), "t.toml:15:10: source ::1/128 covers the loopback address ::1"},
+		{"deny covering IPv6 loopback", deny6(`"::/8"`), "covers the loopback address ::1"},
+		{"deny link-local", deny6(`"fe80::/10"`), "covers the link-local network fe80::/10"},
+		{"deny one link-local host", deny6(`"fe80::1234"`), ""},
+		{"deny the IPv6 LAN prefix", deny6(`"fd42:0:0:1::/64"`), "t.toml:15:10: source fd42:0:0:1::/64 covers all of [lan.ipv6] prefix fd42:0:0:1::/64"},
+		{"deny covering the IPv6 LAN prefix", deny6(`"fd00::/8"`), "covers all of [lan.ipv6] prefix"},
+		{"deny the LAN /64 of a delegation", deny6(`"2001:db8:a:3::/64"`), `covers the LAN's /64 of uplink "ppp0"'s delegated_prefix 2001:db8:a::/56`},
+		{"deny a whole delegation", deny6(`"2001:db8::/32"`), `covers the LAN's /64 of uplink "ppp0"`},
+		{"deny IPv6 without an IPv6 uplink", uplinkTOML + "[[firewall.deny]]\nsource = \"2001:db8::1\"\n", "t.toml:6:10: source 2001:db8::1/128 is IPv6: uplinkd filters IPv6 only with an [[uplink]] with ipv6 = true"},
+		{"deny IPv6 with a zone", deny6(`"fe80::1%eth0"`), "must be an IPv4 or IPv6 address or prefix"},
+		{"forward drop, iptables, npt", strings.Replace(deny6(`"2001:db8:ff::/48"`), "[[firewall.deny]]", "[firewall]\nbackend = \"iptables\"\nforward_policy = \"drop\"\n[[firewall.deny]]", 1),
+			"t.toml:16:18: forward_policy = \"drop\" with backend = \"iptables\" and [lan.ipv6] mode npt would drop every IPv6 reply"},
+		{"forward drop, nftables, npt", strings.Replace(deny6(`"2001:db8:ff::/48"`), "[[firewall.deny]]", "[firewall]\nforward_policy = \"drop\"\n[[firewall.deny]]", 1), ""},
 		{"dhcp range inside", dhcp(`["10.0.0.1", "10.0.0.254"]`), ""},
 		{"dhcp range with the network address", dhcp(`["10.0.0.0", "10.0.0.20"]`), "range includes 10.0.0.0, the network or broadcast address of 10.0.0.0/24"},
 		{"dhcp range with the broadcast address", dhcp(`["10.0.0.200", "10.0.0.255"]`), "range includes 10.0.0.255"},

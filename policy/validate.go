@@ -749,13 +749,22 @@ func (l *loader) firewall(c *Config) {
 	enum(l, "firewall.iptables_variant", f.IPTablesVariant, IPTablesAuto, IPTablesLegacy, IPTablesNFT)
 	enum(l, "firewall.input_policy", f.InputPolicy, PolicyAccept, PolicyDrop)
 	enum(l, "firewall.forward_policy", f.ForwardPolicy, PolicyAccept, PolicyDrop)
+	if f.ForwardPolicy == PolicyDrop && f.Backend == BackendIPTables && c.LAN.IPv6.Mode == LAN6NPT {
+		// ip6tables' NPT is stateless and runs after connection tracking:
+		// the replies to the outside /64 never match the LAN host's
+		// connection, so a stateful forward drop would drop every one.
+		l.errorf("firewall.forward_policy", "forward_policy = \"drop\" with backend = \"iptables\" and [lan.ipv6] mode npt would drop every IPv6 reply to the LAN (ip6tables' NPT is stateless: connection tracking sees the replies as new); use the nftables backend")
+	}
 	for i := range f.Deny {
 		d := &f.Deny[i]
 		p := fmt.Sprintf("firewall.deny[%d]", i)
 		if !l.set(p+".source") && d.MAC == "" {
 			l.errorf(p, "deny needs a source or a mac")
 		}
-		if d.Source.IsValid() {
+		switch {
+		case d.Source.IsValid() && d.Source.Addr().Is6():
+			l.denySource6(p+".source", d.Source, c)
+		case d.Source.IsValid():
 			l.denySource(p+".source", d.Source, c.LAN.Networks)
 		}
 		if d.MAC != "" {
@@ -1005,6 +1014,55 @@ func (l *loader) denySource(path string, src netip.Prefix, lan []netip.Prefix) {
 	for i, n := range lan {
 		if n = n.Masked(); src.Bits() <= n.Bits() && src.Contains(n.Addr()) {
 			l.errorf(path, "source %s covers all of lan.networks[%d] (%s): the whole LAN would be cut off; deny single hosts or smaller ranges", src, i, n)
+			return
+		}
+	}
+}
+
+// linkLocal6 holds the addresses neighbour discovery, router
+// advertisements and DHCPv6 come from.
+var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
+// denySource6 is denySource for an IPv6 source: it filters the IPv6 side of
+// the firewall, which exists only with an uplink with ipv6 on; and it must
+// cover neither everything, nor loopback, nor the link-local network (the
+// ISP router's advertisements and neighbour discovery), nor a whole LAN
+// /64: the [lan.ipv6] prefix (mode npt) or the LAN's /64 of a configured
+// delegated_prefix (the /64 of [lan.ipv6] subnet; with mode prefix the
+// whole delegation may be the LAN's, so covering it is refused too).
+func (l *loader) denySource6(path string, src netip.Prefix, c *Config) {
+	src = src.Masked()
+	switch {
+	case !c.IPv6On():
+		l.errorf(path, "source %s is IPv6: uplinkd filters IPv6 only with an [[uplink]] with ipv6 = true", src)
+		return
+	case src.Bits() == 0:
+		l.errorf(path, "source %s would drop all IPv6 input and forwarding, the LAN's and the host's own included: deny the hosts or ranges you mean (input_policy = \"drop\" and [uplink.firewall] close the uplinks)", src)
+		return
+	case src.Contains(netip.IPv6Loopback()):
+		l.errorf(path, "source %s covers the loopback address ::1: the host's own traffic would be dropped", src)
+		return
+	case src.Bits() <= linkLocal6.Bits() && src.Contains(linkLocal6.Addr()):
+		l.errorf(path, "source %s covers the link-local network fe80::/10: router advertisements, neighbour discovery and DHCPv6 would be dropped", src)
+		return
+	}
+	covers := func(n netip.Prefix) bool { return n.IsValid() && src.Bits() <= n.Bits() && src.Contains(n.Addr()) }
+	if in := c.LAN.IPv6.Prefix; covers(in) {
+		l.errorf(path, "source %s covers all of [lan.ipv6] prefix %s: the whole LAN would be cut off; deny single hosts or smaller ranges", src, in)
+		return
+	}
+	for i := range c.Uplinks {
+		u := &c.Uplinks[i]
+		d := u.DelegatedPrefix
+		if !d.IsValid() || !u.IPv6 || c.LAN.IPv6.Mode == LAN6Off {
+			continue
+		}
+		// The subnet-th /64 is the LAN's in mode npt and with announce;
+		// otherwise the LAN may use any /64 of the delegation.
+		lan, ok := LANSubnet6(d, c.LAN.IPv6.Subnet)
+		ok = ok && (c.LAN.IPv6.Mode == LAN6NPT || c.LAN.IPv6.Announce)
+		if covers(d) || ok && covers(lan) {
+			l.errorf(path, "source %s covers the LAN's /64 of uplink %q's delegated_prefix %s: the whole LAN would be cut off; deny single hosts or smaller ranges", src, u.Name, d)
 			return
 		}
 	}

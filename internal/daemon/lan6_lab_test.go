@@ -124,16 +124,7 @@ func TestLabLAN6Prefix(t *testing.T) {
 		}
 	}
 
-	lanA, _ := lab.LANSubnet6For(pa)
-	lanB, _ := lab.LANSubnet6For(pb)
-	hostA, err := l.AddLAN6(lanA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostB, err := l.AddLAN6(lanB)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hostA, hostB := lanHostsIn(t, l, pa, pb)
 	aFromA, aFromB := countFrom6(t, l, "eth1", pa), countFrom6(t, l, "eth1", pb)
 	bFromB, bFromA := countFrom6(t, l, "eth2", pb), countFrom6(t, l, "eth2", pa)
 	const n = 3

@@ -104,6 +104,23 @@ func echo(t *testing.T, c net.Conn) {
 	}
 }
 
+// brokenConns is how many of conns (to an echo server) fail a round trip
+// within timeout each.
+func brokenConns(conns []net.Conn, timeout time.Duration) int {
+	broken := 0
+	for _, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+		if _, err := c.Write([]byte("ping\n")); err != nil {
+			broken++
+			continue
+		}
+		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
+			broken++
+		}
+	}
+	return broken
+}
+
 func forBackends(t *testing.T, fn func(t *testing.T, backend string)) {
 	for _, b := range []string{"nftables", "iptables"} {
 		t.Run(b, func(t *testing.T) { fn(t, b) })
@@ -323,18 +340,7 @@ func TestLabWeightedSplitIsPerConnectionAndSticky(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.eventually("1:3 multipath", r.has("nexthop dev ppp1 weight 3", "route", "show", "default", "table", "157"))
-		broken := 0
-		for _, c := range conns {
-			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-			if _, err := c.Write([]byte("ping\n")); err != nil {
-				broken++
-				continue
-			}
-			if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
-				broken++
-			}
-		}
-		if broken > 0 {
+		if broken := brokenConns(conns, 2*time.Second); broken > 0 {
 			t.Errorf("%d of %d open connections broke when the weights changed", broken, n)
 		}
 	})
