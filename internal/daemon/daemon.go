@@ -23,11 +23,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
-	"golang.org/x/time/rate"
 
 	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
-	"github.com/uplinkd/uplinkd/internal/backoff"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
@@ -109,8 +107,9 @@ type Daemon struct {
 	// true, to tell a repair (someone removed our object) from a change.
 	lastApplied map[string]string
 	lastStates  map[string]policy.UplinkState
-	repairs     *rate.Limiter
 	conflicts   map[string]bool
+	// sched decides when passes run (scheduler.go).
+	sched *scheduler
 
 	// linkSeq: the link history record the last pass's snapshot included;
 	// the next pass reads what happened after it (kernelDropped).
@@ -154,14 +153,6 @@ type Daemon struct {
 	x extras
 }
 
-// Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
-// then one per second, so uplinkd never fights another daemon in a tight loop.
-const (
-	repairBurst  = 5
-	repairRefill = time.Second
-	retryAfter   = time.Second
-)
-
 // New builds the loop from an already loaded config and its dependencies
 // (see Open for the production ones). Run takes ownership of deps.Kernel and
 // deps.Firewall and closes them when it returns.
@@ -200,7 +191,7 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		cfg:        cfg,
 		reload:     make(chan reloadReq),
 		lastStates: map[string]policy.UplinkState{},
-		repairs:    rate.NewLimiter(rate.Every(repairRefill), repairBurst),
+		sched:      newScheduler(deps.Clock),
 		conflicts:  map[string]bool{},
 		probes:     make(chan probeMsg, 256),
 		traffic:    make(chan trafficMsg, 16),
@@ -313,22 +304,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	var (
-		pending   bool
-		trigger   time.Time
-		lastSync  time.Time
-		staleRuns int // consecutive passes that found the kernel changed under them
-		ready     bool
-		timer     = newLoopTimer(d.clock) // the next pass: retry, deferral, min_sync_interval
-		deadline  = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
+		ready    bool
+		due      = d.sched.want
+		deadline = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
 	)
-	defer timer.stop()
+	defer d.sched.stop()
 	defer deadline.stop()
-	schedule := func(at time.Time) { timer.resetAt(at) }
-	due := func(at time.Time) {
-		if !pending {
-			pending, trigger = true, at
-		}
-	}
 
 	for {
 		// Health hold-downs, silence deadlines and reconnect_after all wait
@@ -388,7 +369,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				case <-ctx.Done():
 				}
 			})
-		case at := <-timer.C:
+		case at := <-d.sched.C():
 			due(at)
 		case at := <-watchdog.C:
 			d.deps.Notify("WATCHDOG=1")
@@ -400,10 +381,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			// A backend entered or left a service's healthy set.
 			due(d.clock.Now())
 		case <-d.fwDamaged:
-			d.firewallRepair(&pending, &trigger, schedule)
+			d.firewallRepair()
 		case <-fwCheck.C:
 			fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
-			d.firewallRepair(&pending, &trigger, schedule)
+			d.firewallRepair()
 		case m := <-d.probes:
 			if d.onProbe(m, d.clock.Now()) {
 				due(m.r.At)
@@ -414,46 +395,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
 			d.haWake(m)
-			if !pending {
-				pending, trigger = true, m.at
-			}
+			due(m.at)
 		case <-deadline.C:
 			// Hold-downs and silence deadlines expire; reconnect_after may
 			// have passed: a pass re-evaluates all of it.
 			d.tick(d.clock.Now())
 			due(d.clock.Now())
 		}
-		if !pending {
-			continue
-		}
-		if at := lastSync.Add(d.cfg.Daemon.MinSyncInterval); at.After(d.clock.Now()) {
-			schedule(at)
+		trigger, ok := d.sched.due(d.cfg.Daemon.MinSyncInterval)
+		if !ok {
 			continue
 		}
 		res := d.sync(trigger)
-		lastSync = res.End
-		pending, trigger = false, time.Time{}
-		if !errors.Is(res.Err, kernel.ErrStale) {
-			staleRuns = 0
-		}
-		switch {
-		case res.Deferred:
-			schedule(d.nextRepair())
-		case errors.Is(res.Err, kernel.ErrStale):
-			// The snapshot is outdated: resync at once. A device that is
-			// going away stays in the kernel mirror until its RTM_DELLINK,
-			// which the kernel sends only once the device's references are
-			// released (milliseconds later), and every pass until then fails
-			// the same way: back off while that lasts, so the loop does not
-			// spin through dozens of passes. The event itself still brings
-			// the next pass at once.
-			schedule(d.clock.Now().Add(staleBackoff(staleRuns)))
-			staleRuns++
-		case res.Err != nil && linkNotUp(res.Err):
-			// No timer: the link's own link-up event brings the next pass.
-		case res.Err != nil:
-			schedule(d.clock.Now().Add(retryAfter))
-		}
+		d.sched.done(res)
 		if !ready && res.Err == nil {
 			ready = true
 			d.deps.Notify("READY=1")
@@ -529,26 +483,6 @@ func linkNotUp(err error) bool {
 		return linkNotUp(w)
 	}
 	return false
-}
-
-// staleBackoff is how long to wait before resyncing after n consecutive
-// stale passes: at once after the first, then 250 µs doubling up to
-// retryAfter.
-func staleBackoff(n int) time.Duration {
-	if n == 0 {
-		return 0
-	}
-	return backoff.New(250*time.Microsecond, retryAfter).Delay(n - 1)
-}
-
-// nextRepair is when the repair limiter will have a token again.
-func (d *Daemon) nextRepair() time.Time {
-	now := d.clock.Now()
-	tokens := d.repairs.TokensAt(now)
-	if tokens >= 1 {
-		return now
-	}
-	return now.Add(time.Duration((1 - tokens) * float64(repairRefill)))
 }
 
 // ownEcho tells the notification of a rule or route uplinkd itself just
@@ -629,7 +563,7 @@ func (d *Daemon) sync(trigger time.Time) SyncResult {
 		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
 	}
 	if n := countFunc(changes, isRepair); n > 0 {
-		if d.repairs.AllowN(now, 1) {
+		if d.sched.allowRepair(now) {
 			res.Repaired = true
 			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
 		} else {
@@ -1053,23 +987,23 @@ func (d *Daemon) uplinkIndex(name string) int {
 // our table or chains) makes the next pass's Sync rewrite it all. Repairs
 // share the routing repairs' rate limit, so uplinkd never fights a firewall
 // manager in a tight loop.
-func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func(time.Time)) {
+func (d *Daemon) firewallRepair() {
 	intact, err := d.fw.Check()
 	if err != nil {
 		d.log.Warn("firewall check failed", "reason", err.Error())
 	}
-	if intact || *pending {
+	if intact || d.sched.pending {
 		return
 	}
 	now := d.clock.Now()
-	if !d.repairs.AllowN(now, 1) {
+	if !d.sched.allowRepair(now) {
 		d.log.Warn("owned firewall state keeps changing; holding off the repair", "event", "apply", "reason", "repair rate limit")
-		schedule(d.nextRepair())
+		d.sched.deferRepair()
 		return
 	}
 	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
 	d.countRepair()
-	*pending, *trigger = true, now
+	d.sched.want(now)
 }
 
 // forgetStaleGateways deletes the neighbour entry of the gateway of every

@@ -393,7 +393,7 @@ func TestLoopBounceIsNotARepair(t *testing.T) {
 					t.Fatalf("bounce %d: routes not restored", i+1)
 				}
 			}
-			if tok := l.d.repairs.TokensAt(l.clk.Now()); tok < repairBurst {
+			if tok := l.d.sched.repairs.TokensAt(l.clk.Now()); tok < repairBurst {
 				t.Fatalf("bounces used the repair budget: %v tokens left", tok)
 			}
 			if n := len(l.logs.records(map[string]any{"msg": "undoing a change someone else made to what uplinkd keeps"})); n != 0 {
