@@ -655,7 +655,7 @@ func (d *Daemon) logApplied(res SyncResult, trigger time.Time, changes []policy.
 // has nothing to do, both run inline: handing a no-op to another goroutine
 // costs more than it saves.
 func (d *Daemon) applyBoth(changes []policy.Change, obs policy.Observed, rs firewall.Ruleset) (routeErr error, fwChanged bool, fwErr error) {
-	if is, ok := d.fw.(firewall.InSyncer); len(changes) == 0 || ok && is.InSync(rs) {
+	if len(changes) == 0 || d.fw.InSync(rs) {
 		if len(changes) > 0 {
 			routeErr = d.kernel.Apply(changes, obs)
 		}
@@ -904,26 +904,17 @@ func (d *Daemon) flushOnTransition(old, st policy.UplinkState) bool {
 
 // flushConntrack deletes, inside the kernel and by the uplink's connection
 // mark, the conntrack entries of uplinks whose address changed or that
-// failed this pass. A backend that can skips the entry count: one request
-// instead of three on the event path.
+// failed this pass, without counting them: one request instead of three on
+// the event path.
 func (d *Daemon) flushConntrack() {
-	clearer, _ := d.fw.(firewall.ConntrackClearer)
 	for _, i := range d.ctFlush {
 		if i < 0 {
 			continue
 		}
 		u := d.cfg.Uplinks[i]
 		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface}
-		var err error
-		if clearer != nil {
-			err = clearer.ClearConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
-		} else {
-			var n int
-			n, err = d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
-			attrs = append(attrs, "entries", n)
-		}
-		if err != nil {
-			d.log.Warn("deleting conntrack entries", append(attrs[:6:6], "reason", err.Error())...)
+		if err := d.fw.ClearConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
+			d.log.Warn("deleting conntrack entries", append(attrs, "reason", err.Error())...)
 			continue
 		}
 		d.log.Info("conntrack entries of the uplink deleted", attrs...)
@@ -943,14 +934,13 @@ func flush6OnTransition(old, st policy.UplinkState6) bool {
 // ctFlush6, by their connection mark (set by the IPv6 firewall state for
 // uplinks with ipv6 on).
 func (d *Daemon) flushConntrack6() {
-	clearer, ok := d.fw.(firewall.ConntrackClearer6)
 	for _, i := range d.ctFlush6 {
-		if i < 0 || !ok {
+		if i < 0 {
 			continue
 		}
 		u := d.cfg.Uplinks[i]
 		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface, "family", "ipv6"}
-		if err := clearer.ClearConntrack6ByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
+		if err := d.fw.ClearConntrack6ByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
 			d.log.Warn("deleting IPv6 conntrack entries", append(attrs, "reason", err.Error())...)
 			continue
 		}
