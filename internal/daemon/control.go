@@ -382,7 +382,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 	defer d.x.mu.Unlock()
 	for i := range d.cfg.Uplinks {
 		u := &d.cfg.Uplinks[i]
-		ls, seen := d.lastStates[u.Name]
+		ls, seen := d.rec.lastStates[u.Name]
 		cu := control.Uplink{
 			Name: u.Name, Interface: u.Interface, Kind: string(u.Kind), State: control.StateDown,
 			Table: u.Table, Tier: u.Tier, Weight: u.Weight, Reason: "no pass yet",
@@ -581,7 +581,7 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 		// An exclusive uplink is dialled by the VRRP master only.
 		err = d.haReconnectRefused(m.reconnect)
 	default:
-		st := d.lastStates[m.reconnect]
+		st := d.rec.lastStates[m.reconnect]
 		need, what := hooks.NeedDial, "dial"
 		if st.Present && st.Carrier && st.Addr.IsValid() {
 			need, what = hooks.NeedRestart, "restart"

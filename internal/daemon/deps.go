@@ -55,6 +55,8 @@ type Firewall interface {
 	Sync(rs firewall.Ruleset) (changed bool, err error)
 	Check() (intact bool, err error)
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// Flush removes everything uplinkd owns (--flush-on-exit).
+	Flush() error
 	// ClearConntrackByMark is DeleteConntrackByMark without the count (one
 	// request instead of three): the event path uses it, since a redial
 	// waits for the delete.

@@ -357,22 +357,28 @@ func (f *fakeFirewall) InSync(rs firewall.Ruleset) bool {
 }
 
 func (f *fakeFirewall) ClearConntrackByMark(mark, _ uint32) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.cleared == nil {
-		f.cleared = map[uint32]int{}
-	}
-	f.cleared[mark]++
-	return nil
+	return f.clear(&f.cleared, mark)
 }
 
 func (f *fakeFirewall) ClearConntrack6ByMark(mark, _ uint32) error {
+	return f.clear(&f.cleared6, mark)
+}
+
+func (f *fakeFirewall) clear(counts *map[uint32]int, mark uint32) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cleared6 == nil {
-		f.cleared6 = map[uint32]int{}
+	if *counts == nil {
+		*counts = map[uint32]int{}
 	}
-	f.cleared6[mark]++
+	(*counts)[mark]++
+	return nil
+}
+
+// Flush forgets the applied ruleset, as the real backends remove it.
+func (f *fakeFirewall) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = nil
 	return nil
 }
 

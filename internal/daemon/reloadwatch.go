@@ -106,9 +106,6 @@ func (d *Daemon) notifyReloading() {
 	d.deps.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
 }
 
-// flusher is the part of a firewall backend --flush-on-exit needs.
-type flusher interface{ Flush() error }
-
 // flushOnExit removes everything uplinkd owns (what `uplinkd flush` does)
 // when Run stops cleanly with Options.FlushOnExit. By default a stop leaves
 // routing and NAT in place, so a restart or upgrade does not cut the LAN
@@ -124,10 +121,8 @@ func (d *Daemon) flushOnExit() {
 	if err != nil {
 		d.log.Error("flush on exit: routing state left in place", "event", "flush", "reason", err.Error())
 	}
-	if f, ok := d.fw.(flusher); ok {
-		if err := f.Flush(); err != nil {
-			d.log.Error("flush on exit: firewall state left in place", "event", "flush", "reason", err.Error())
-		}
+	if err := d.fw.Flush(); err != nil {
+		d.log.Error("flush on exit: firewall state left in place", "event", "flush", "reason", err.Error())
 	}
 	d.log.Info("owned routing and firewall state removed", "event", "flush", "reason", "--flush-on-exit")
 }
