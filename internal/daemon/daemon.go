@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,8 +100,11 @@ type Daemon struct {
 	// keeps what one pass hands the next (reconciler.go).
 	sched *scheduler
 	rec   *reconciler
+	// sup starts and stops the components around the loop (components.go);
+	// sd is the one that talks to systemd.
+	sup supervisor
+	sd  *systemd
 
-	fwDamaged    chan struct{}
 	runtimes     map[string]*uplinkRuntime
 	probes       chan probeMsg
 	traffic      chan trafficMsg // burst verdicts of the traffic trigger
@@ -163,7 +164,6 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		clock:      deps.Clock,
 		kernel:     deps.Kernel,
 		fw:         deps.Firewall,
-		fwDamaged:  make(chan struct{}, 1),
 		opts:       opts,
 		log:        opts.Logger,
 		cfg:        cfg,
@@ -230,7 +230,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // every goroutine it started has ended. No call made from the loop waits for
 // a child process or a socket peer: reconnect commands, hooks and probes run
 // in goroutines of their own, and the retired ones are closed in the
-// background, so a wedged `pon` never stalls passes or watchdog pings.
+// background, so a wedged `pon` never stalls passes or watchdog pings. The
+// select only hands each input to its owner (components.go); the scheduler
+// says when a pass is due, the reconciler runs it.
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	d.runCtx = ctx
@@ -238,161 +240,125 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.hookRunner = hooks.NewRunner(d.log)
 	defer d.shutdown(cancel)
 	d.syncRuntimes(d.cfg)
-	d.startServiceChecks()
-	defer d.stopServiceChecks()
-	// Control socket, publishers, metrics, DHCP, config watch (extras).
-	if err := d.startExtras(ctx); err != nil {
+	d.setHookDir(d.cfg)
+	d.x.listening = listenKeys(d.cfg)
+	in := d.newInputs()
+	d.sd = in.systemd
+	if err := d.sup.start(ctx, d.components(in)...); err != nil {
 		return err
 	}
-
-	events := make(chan watcher.Event, 256)
-	werr := make(chan error, 1)
-	d.wg.Go(func() { werr <- d.deps.Events.Run(ctx, events) })
-
-	// Repair of netfilter state: nftables tells us (its monitor); iptables
-	// has no events, so it gets the cheap Check every FirewallPoll.
-	fwCheck := newLoopTimer(d.clock)
-	defer fwCheck.stop()
-	if m := d.deps.FirewallMonitor; m != nil {
-		d.wg.Go(func() {
-			if err := m.Watch(ctx, d.fwDamaged); err != nil {
-				d.log.Warn("firewall monitor unavailable; firewall repair only on the next pass", "reason", err.Error())
-			}
-		})
-	} else if d.deps.FirewallPoll > 0 {
-		fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
-	}
-
-	// Under systemd with WatchdogSec, the loop itself pings: a pass that
-	// hangs stops the pings and systemd restarts the daemon.
-	watchdog := newLoopTimer(d.clock)
-	defer watchdog.stop()
-	if d.deps.Watchdog > 0 {
-		watchdog.resetAt(d.clock.Now().Add(d.deps.Watchdog / 2))
-	}
-
-	var hup chan os.Signal
-	if d.opts.Signals {
-		hup = make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
-
-	var (
-		ready    bool
-		due      = d.sched.want
-		deadline = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
-	)
-	defer d.sched.stop()
+	deadline := newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
 	defer deadline.stop()
-
 	for {
-		// Health hold-downs, silence deadlines and reconnect_after all wait
-		// on this one timer; it is re-armed from what the last step changed.
-		if next := d.nextDeadline(); next.IsZero() {
-			deadline.stop()
-		} else if !next.Equal(deadline.armedAt()) {
-			deadline.resetAt(next)
-		}
+		d.armDeadline(deadline)
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-werr:
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("watcher: %w", err)
-		case ev := <-events:
-			// Coalesce: everything already queued belongs to this pass.
-			for {
-				if d.noteEvent(ev) {
-					due(ev.At)
-				}
-				select {
-				case ev = <-events:
-					continue
-				default:
-				}
-				break
-			}
+		case err := <-in.events.errs:
+			return in.events.ended(ctx, err)
+		case ev := <-in.events.out:
+			d.onEvents(ev, in.events.out)
 		case req := <-d.reload:
-			if ready {
-				d.notifyReloading()
-			}
-			err := d.applyConfig(req.cfg, req.err)
-			if req.done != nil {
-				req.done <- err
-			}
-			if ready {
-				d.deps.Notify("READY=1")
-			}
-			if err == nil {
-				due(d.clock.Now())
-			}
-		case m := <-d.x.ctl:
-			// A control-socket request that needs the loop (extras).
-			if d.onControl(m) {
-				due(d.clock.Now())
-			}
-		case <-hup:
-			// Read in the background like Reload; the result comes back
-			// through d.reload.
-			d.wg.Go(func() {
-				cfg, err := LoadConfig(d.opts.ConfigPath)
-				select {
-				case d.reload <- reloadReq{cfg: cfg, err: err}:
-				case <-ctx.Done():
-				}
-			})
+			d.onReload(req)
+		case m := <-d.x.ctl: // a control-socket request that needs the loop
+			d.wantIf(d.onControl(m), d.clock.Now())
+		case <-in.hup.c: // read in the background; the result comes through d.reload
+			d.readConfig(ctx)
 		case at := <-d.sched.C():
-			due(at)
-		case at := <-watchdog.C:
-			d.deps.Notify("WATCHDOG=1")
-			// From the tick, not from now: a late ping does not delay
-			// the next one.
-			watchdog.resetAt(at.Add(d.deps.Watchdog / 2))
+			d.sched.want(at)
+		case at := <-in.systemd.timer.C:
+			in.systemd.ping(at)
 			continue
-		case <-d.svcChanged:
-			// A backend entered or left a service's healthy set.
-			due(d.clock.Now())
-		case <-d.fwDamaged:
+		case <-d.svcChanged: // a backend entered or left a service's healthy set
+			d.sched.want(d.clock.Now())
+		case <-in.fw.damaged:
 			d.firewallRepair()
-		case <-fwCheck.C:
-			fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
+		case <-in.fw.poll.C:
+			in.fw.polled()
 			d.firewallRepair()
 		case m := <-d.probes:
-			if d.onProbe(m, d.clock.Now()) {
-				due(m.r.At)
-			}
+			d.wantIf(d.onProbe(m, d.clock.Now()), m.r.At)
 		case m := <-d.traffic:
-			if d.onTraffic(m) {
-				due(m.at)
-			}
+			d.wantIf(d.onTraffic(m), m.at)
 		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
 			d.haWake(m)
-			due(m.at)
-		case <-deadline.C:
-			// Hold-downs and silence deadlines expire; reconnect_after may
-			// have passed: a pass re-evaluates all of it.
+			d.sched.want(m.at)
+		case <-deadline.C: // hold-downs, silence deadlines, reconnect_after
 			d.tick(d.clock.Now())
-			due(d.clock.Now())
+			d.sched.want(d.clock.Now())
 		}
-		trigger, ok := d.sched.due(d.cfg.Daemon.MinSyncInterval)
-		if !ok {
-			continue
-		}
-		res := d.sync(trigger)
-		d.sched.done(res)
-		if !ready && res.Err == nil {
-			ready = true
-			d.deps.Notify("READY=1")
-		}
-		// Status snapshot, publishers, metrics, DHCP follow the pass.
-		d.afterPass(res)
-		if d.opts.OnSync != nil {
-			d.opts.OnSync(res)
-		}
+		d.passIfDue()
 	}
+}
+
+// passIfDue runs a pass when the scheduler says one is due; the status,
+// publishers, metrics and DHCP follow it.
+func (d *Daemon) passIfDue() {
+	trigger, ok := d.sched.due(d.cfg.Daemon.MinSyncInterval)
+	if !ok {
+		return
+	}
+	res := d.sync(trigger)
+	d.sched.done(res)
+	d.sd.passed(res)
+	d.afterPass(res)
+	if d.opts.OnSync != nil {
+		d.opts.OnSync(res)
+	}
+}
+
+// wantIf asks for a pass triggered at at when a step says one is needed.
+func (d *Daemon) wantIf(needed bool, at time.Time) {
+	if needed {
+		d.sched.want(at)
+	}
+}
+
+// armDeadline re-arms the one timer health hold-downs, silence deadlines
+// and reconnect_after wait on, from what the last step changed.
+func (d *Daemon) armDeadline(t *loopTimer) {
+	if next := d.nextDeadline(); next.IsZero() {
+		t.stop()
+	} else if !next.Equal(t.armedAt()) {
+		t.resetAt(next)
+	}
+}
+
+// onEvents takes a kernel event and everything already queued behind it:
+// they all belong to one pass.
+func (d *Daemon) onEvents(ev watcher.Event, queued <-chan watcher.Event) {
+	for {
+		d.wantIf(d.noteEvent(ev), ev.At)
+		select {
+		case ev = <-queued:
+			continue
+		default:
+		}
+		return
+	}
+}
+
+// onReload switches to a config read outside the loop and asks for a pass.
+func (d *Daemon) onReload(req reloadReq) {
+	d.sd.reloading()
+	err := d.applyConfig(req.cfg, req.err)
+	if req.done != nil {
+		req.done <- err
+	}
+	d.sd.reloaded()
+	d.wantIf(err == nil, d.clock.Now())
+}
+
+// readConfig reads the config file on a goroutine of its own (SIGHUP) and
+// hands it to the loop like Reload.
+func (d *Daemon) readConfig(ctx context.Context) {
+	d.wg.Go(func() {
+		cfg, err := LoadConfig(d.opts.ConfigPath)
+		select {
+		case d.reload <- reloadReq{cfg: cfg, err: err}:
+		case <-ctx.Done():
+		}
+	})
 }
 
 // shutdown ends what Run started: the context (watcher, monitors,
@@ -404,7 +370,8 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.deps.Notify("STOPPING=1")
 	d.x.cleanStop = d.runCtx.Err() != nil // the caller ended Run, no failure did
 	cancel()
-	d.stopExtras()
+	d.sup.stop()
+	d.sched.stop()
 	for _, rt := range d.runtimes {
 		rt.stopProbers()
 		if rt.reconn != nil {
@@ -417,6 +384,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.retired = nil
 	d.hookRunner.Close()
 	d.wg.Wait()
+	closeSocket(d.x.sock) // a start that failed before serving it (Serve closes it otherwise)
 	d.flushOnExit()
 	d.fw.Close()
 	d.kernel.Close()
@@ -493,7 +461,6 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 	setTables(d.kernel, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
-	d.updateServiceChecks(cfg)
 	d.reloadExtras(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
