@@ -129,11 +129,7 @@ type inputs struct {
 // which read it.
 func (d *Daemon) components(in inputs) []component {
 	return []component{
-		funcs{ // [[service]] backend checks (services.go); output: svcChanged
-			onStart:  func(context.Context) error { d.startServiceChecks(); return nil },
-			onStop:   d.stopServiceChecks,
-			onReload: d.updateServiceChecks,
-		},
+		d.svc, // [[service]] backend checks (services.go); output: svc.changed
 		funcs{onStart: d.startMetrics}, // metrics.go; ends with ctx
 		funcs{ // router advertisements (radv.go)
 			onStart:  func(ctx context.Context) error { d.startRadv(ctx, d.cfg); return nil },

@@ -122,10 +122,8 @@ type Daemon struct {
 	// ends their attempts at once.
 	retired []*hooks.Reconnector
 
-	// [[service]] backend checks (services.go).
-	svcMu      sync.Mutex
-	svc        ServiceChecks
-	svcChanged chan struct{}
+	// svc runs the [[service]] backend checks (services.go).
+	svc *serviceChecks
 	// x is the wiring around the loop: control socket and status snapshot,
 	// publishers, metrics, DHCP, the config-file watch (control.go,
 	// publish.go, metrics.go, dhcp.go, reloadwatch.go).
@@ -171,9 +169,9 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		sched:      newScheduler(deps.Clock),
 		probes:     make(chan probeMsg, 256),
 		traffic:    make(chan trafficMsg, 16),
-		svcChanged: make(chan struct{}, 1),
 		ha:         newHARuntime(cfg), // HA
 	}
+	d.svc = newServiceChecks(deps.Services, func() *policy.Config { return d.cfg })
 	d.rec = newReconciler(d.log, d.clock, d.kernel, d.fw, d.sched, d)
 	// The drain state before initExtras builds the first status, so that
 	// it shows from the start.
@@ -269,7 +267,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case at := <-in.systemd.timer.C:
 			in.systemd.ping(at)
 			continue
-		case <-d.svcChanged: // a backend entered or left a service's healthy set
+		case <-d.svc.changed: // a backend entered or left a service's healthy set
 			d.sched.want(d.clock.Now())
 		case <-in.fw.damaged:
 			d.firewallRepair()
