@@ -129,7 +129,7 @@ type inputs struct {
 // which read it.
 func (d *Daemon) components(in inputs) []component {
 	return []component{
-		d.svc, // [[service]] backend checks (services.go); output: svc.changed
+		d.svc,                          // [[service]] backend checks (services.go); output: svc.changed
 		funcs{onStart: d.startMetrics}, // metrics.go; ends with ctx
 		funcs{ // router advertisements (radv.go)
 			onStart:  func(ctx context.Context) error { d.startRadv(ctx, d.cfg); return nil },

@@ -158,18 +158,18 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		deps.Notify = func(string) {}
 	}
 	d := &Daemon{
-		deps:       deps,
-		clock:      deps.Clock,
-		kernel:     deps.Kernel,
-		fw:         deps.Firewall,
-		opts:       opts,
-		log:        opts.Logger,
-		cfg:        cfg,
-		reload:     make(chan reloadReq),
-		sched:      newScheduler(deps.Clock),
-		probes:     make(chan probeMsg, 256),
-		traffic:    make(chan trafficMsg, 16),
-		ha:         newHARuntime(cfg), // HA
+		deps:    deps,
+		clock:   deps.Clock,
+		kernel:  deps.Kernel,
+		fw:      deps.Firewall,
+		opts:    opts,
+		log:     opts.Logger,
+		cfg:     cfg,
+		reload:  make(chan reloadReq),
+		sched:   newScheduler(deps.Clock),
+		probes:  make(chan probeMsg, 256),
+		traffic: make(chan trafficMsg, 16),
+		ha:      newHARuntime(cfg), // HA
 	}
 	d.svc = newServiceChecks(deps.Services, func() *policy.Config { return d.cfg })
 	d.rec = newReconciler(d.log, d.clock, d.kernel, d.fw, d.sched, d)
