@@ -126,32 +126,7 @@ func (r *reconciler) sync(cfg *policy.Config, trigger time.Time) SyncResult {
 	changes := policy.Diff(desired, obs)
 	r.logTransitions(desired.Uplinks, bounced)
 
-	changes = r.dropConflicts(changes)
-	// A repair undoes someone else; what the kernel dropped by itself (its
-	// link is down, bounced or lost its last address) comes back at once
-	// and outside the repair budget, and is no longer counted as ours.
-	for dev := range flushed {
-		for _, k := range r.ownedVia[dev] {
-			delete(r.lastApplied, "route:"+k)
-		}
-	}
-	applied := r.lastApplied
-	isRepair := func(c policy.Change) bool {
-		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
-	}
-	if n := countFunc(changes, isRepair); n > 0 {
-		if r.sched.allowRepair(now) {
-			res.Repaired = true
-			r.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
-		} else {
-			// Out of repair tokens: hold the repairs back, but never the
-			// rest of the pass (a failover must not wait for a fight).
-			res.Deferred = true
-			changes = slices.DeleteFunc(changes, isRepair)
-			r.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
-				"event", "apply", "reason", "repair rate limit", "repairs", n)
-		}
-	}
+	changes = r.limitRepairs(r.dropConflicts(changes), flushed, now, &res)
 	r.forgetStaleGateways(desired.Uplinks, obs)
 	// NAT follows the addresses of this very pass, then the connections
 	// bound to an old address or a dead uplink go, so LAN hosts reconnect
@@ -169,18 +144,7 @@ func (r *reconciler) sync(cfg *policy.Config, trigger time.Time) SyncResult {
 	r.host.afterApply(links, links6, now)
 	r.host.fireHooks()
 	res.Changes = changes
-	r.rememberLinks(obs)
-	if res.Err == nil && !res.Deferred {
-		r.lastApplied = desired.AppliedKeys()
-		r.ownedVia = ownedVia(desired.Routes)
-	} else {
-		// Some changes may not have been made (or repairs were held back):
-		// what is still wanted as before stays ours, what this pass removed
-		// is not ours any more, and what it added counts once a pass
-		// succeeds.
-		want := desired.AppliedKeys()
-		maps.DeleteFunc(r.lastApplied, func(k, v string) bool { return want[k] != v })
-	}
+	r.remember(res, desired, obs)
 	if fwChanged {
 		r.log.Info("firewall applied", "event", "apply", "backend", r.cfg.Firewall.Backend)
 	}
@@ -189,6 +153,54 @@ func (r *reconciler) sync(cfg *policy.Config, trigger time.Time) SyncResult {
 		r.host.notify("STATUS=" + statusLine(desired.Uplinks))
 	}
 	return res
+}
+
+// limitRepairs tells the pass's repairs from its changes and holds the
+// repairs back when the repair rate limit is out of tokens (res.Deferred).
+// A repair undoes someone else; what the kernel dropped by itself (its link
+// is down, bounced or lost its last address) comes back at once and outside
+// the repair budget, and is no longer counted as ours.
+func (r *reconciler) limitRepairs(changes []policy.Change, flushed map[string]bool, now time.Time, res *SyncResult) []policy.Change {
+	for dev := range flushed {
+		for _, k := range r.ownedVia[dev] {
+			delete(r.lastApplied, "route:"+k)
+		}
+	}
+	applied := r.lastApplied
+	isRepair := func(c policy.Change) bool {
+		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
+	}
+	n := countFunc(changes, isRepair)
+	switch {
+	case n == 0:
+	case r.sched.allowRepair(now):
+		res.Repaired = true
+		r.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
+	default:
+		// Out of repair tokens: hold the repairs back, but never the rest
+		// of the pass (a failover must not wait for a fight).
+		res.Deferred = true
+		changes = slices.DeleteFunc(changes, isRepair)
+		r.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
+			"event", "apply", "reason", "repair rate limit", "repairs", n)
+	}
+	return changes
+}
+
+// remember keeps what the next pass compares with: where in the link
+// history this snapshot was, and what is ours now.
+func (r *reconciler) remember(res SyncResult, desired policy.Desired, obs policy.Observed) {
+	r.rememberLinks(obs)
+	if res.Err == nil && !res.Deferred {
+		r.lastApplied = desired.AppliedKeys()
+		r.ownedVia = ownedVia(desired.Routes)
+		return
+	}
+	// Some changes may not have been made (or repairs were held back):
+	// what is still wanted as before stays ours, what this pass removed is
+	// not ours any more, and what it added counts once a pass succeeds.
+	want := desired.AppliedKeys()
+	maps.DeleteFunc(r.lastApplied, func(k, v string) bool { return want[k] != v })
 }
 
 // logApplied logs what a pass changed. The `commands` list renders every
