@@ -32,6 +32,12 @@ type Backend interface {
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
 	// TrafficReader reads the per-uplink traffic counters (traffic.go).
 	TrafficReader
+	// The event path's capabilities, which both backends have: the
+	// conntrack deletes without the count, IPv6 alone, and the cheap
+	// "would Sync change anything" (see each interface).
+	ConntrackClearer
+	ConntrackClearer6
+	InSyncer
 	// Close releases the backend's sockets; kernel state is left in place so
 	// a restarted daemon adopts it.
 	Close() error
@@ -87,17 +93,21 @@ type ConntrackClearer6 interface {
 	ClearConntrack6ByMark(mark, mask uint32) error
 }
 
-// InSyncer is implemented by backends that can tell, without building
-// anything, that Sync(rs) would change nothing: the nftables backend
-// compares rs with the Ruleset it last applied. The loop runs the routing
-// writes and a firewall sync that has work side by side, and one that has
-// none inline.
+// InSyncer is implemented by both backends: it tells, without building
+// anything, that Sync(rs) would change nothing. The nftables backend
+// compares rs with the Ruleset it last applied; the iptables backend cannot
+// tell without reading the kernel and always answers false. The loop runs
+// the routing writes and a firewall sync that has work side by side, and
+// one that has none inline.
 type InSyncer interface {
 	InSync(rs Ruleset) bool
 }
 
 var (
-	_ ConntrackClearer = (*nftBackend)(nil)
-	_ ConntrackClearer = (*iptBackend)(nil)
-	_ InSyncer         = (*nftBackend)(nil)
+	_ ConntrackClearer  = (*nftBackend)(nil)
+	_ ConntrackClearer  = (*iptBackend)(nil)
+	_ ConntrackClearer6 = (*nftBackend)(nil)
+	_ ConntrackClearer6 = (*iptBackend)(nil)
+	_ InSyncer          = (*nftBackend)(nil)
+	_ InSyncer          = (*iptBackend)(nil)
 )

@@ -400,6 +400,10 @@ func (b *iptBackend) compare(s *saved) string {
 	return ""
 }
 
+// InSync is false: whether Sync(rs) would write anything is known only by
+// reading iptables-save, which Sync does anyway.
+func (b *iptBackend) InSync(Ruleset) bool { return false }
+
 // ClearConntrackByMark is DeleteConntrackByMark in one request, without
 // the count.
 func (b *iptBackend) ClearConntrackByMark(mark, mask uint32) error {

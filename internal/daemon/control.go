@@ -173,39 +173,25 @@ func closeSocket(sock *control.Socket) {
 	}
 }
 
-// startExtras starts what Run owns besides the loop; every goroutine is in
-// d.wg, so Run's exit waits for it.
-func (d *Daemon) startExtras(ctx context.Context) error {
-	d.setHookDir(d.cfg)
-	d.x.listening = listenKeys(d.cfg)
-	if err := d.startMetrics(ctx); err != nil {
-		closeSocket(d.x.sock)
-		return err
-	}
+// serveControl serves the control socket (if any) until ctx ends; Serve
+// then closes it.
+func (d *Daemon) serveControl(ctx context.Context) error {
 	if sock := d.x.sock; sock != nil {
 		h := ctlHandler{d}
 		d.wg.Go(func() { _ = sock.Serve(ctx, h) })
 	}
-	d.startPublishing(d.cfg)
-	d.startDHCP(ctx, d.cfg)
-	d.startRadv(ctx, d.cfg)
-	if d.opts.WatchConfig {
-		d.watchConfig(ctx)
-	}
 	return nil
 }
 
-// stopExtras ends publishers and DHCP; the socket and metrics end with the
-// context.
-func (d *Daemon) stopExtras() {
+// stopPublishing ends the publishers (publish.go).
+func (d *Daemon) stopPublishing() {
 	if p := d.x.pub.Swap(nil); p != nil {
 		p.m.Close()
 	}
-	d.stopDHCP()
-	d.stopRadv()
 }
 
-// reloadExtras follows a reload that succeeded.
+// reloadExtras follows a reload that succeeded; the components follow it
+// (supervisor.reload) between the hooks and the drained uplinks.
 func (d *Daemon) reloadExtras(cfg *policy.Config) {
 	d.x.configLoaded = time.Now()
 	if listenKeys(cfg) != d.x.listening {
@@ -214,9 +200,7 @@ func (d *Daemon) reloadExtras(cfg *policy.Config) {
 	}
 	d.setHookDir(cfg)
 	d.setUplinkHooks(cfg)
-	d.reloadPublishing(cfg)
-	d.reloadDHCP(d.runCtx, cfg)
-	d.reloadRadv(d.runCtx, cfg)
+	d.sup.reload(cfg)
 	d.noteUnknownDrained(cfg)
 	for name := range d.x.states {
 		if cfg.UplinkByName(name) == nil {
@@ -332,8 +316,9 @@ func (d *Daemon) countRepair() {
 	d.x.metrics.Repair()
 }
 
-// afterPass publishes what the pass found: the status snapshot, publisher
-// addresses, metrics, the DHCP server's link.
+// afterPass counts the pass; the components then publish what it found
+// (supervisor.afterPass): router advertisements, the status snapshot,
+// publisher addresses, the DHCP server's link.
 func (d *Daemon) afterPass(res SyncResult) {
 	d.x.passes++
 	if res.Repaired {
@@ -341,11 +326,14 @@ func (d *Daemon) afterPass(res SyncResult) {
 	}
 	d.x.metrics.PassDone(res.End.Sub(res.Start), res.Err != nil)
 	d.x.lastPass = res.End
-	// The advertisements first: a withdrawal must not wait for anything
-	// else the pass publishes.
-	d.passRadv(res.Desired.Uplinks, res.End)
-	st := d.publishStatus()
-	if p := d.x.pub.Load(); p != nil {
+	d.sup.afterPass(res)
+}
+
+// publishAddresses hands the publishers the addresses of the status the
+// pass published.
+func (d *Daemon) publishAddresses() {
+	st := d.x.status.Load()
+	if p := d.x.pub.Load(); p != nil && st != nil {
 		for _, u := range st.Uplinks {
 			p.m.Update(u.Name, u.Address)
 			if u.IPv6 != nil { // ipv6 on: its family-ipv6 publishers
@@ -353,7 +341,6 @@ func (d *Daemon) afterPass(res SyncResult) {
 			}
 		}
 	}
-	d.passDHCP()
 }
 
 // publishStatus rebuilds the status snapshot (and the uplink metrics) from
@@ -383,7 +370,7 @@ func (d *Daemon) buildStatus(lastPass time.Time) *control.Status {
 	defer d.x.mu.Unlock()
 	for i := range d.cfg.Uplinks {
 		u := &d.cfg.Uplinks[i]
-		ls, seen := d.lastStates[u.Name]
+		ls, seen := d.rec.lastStates[u.Name]
 		cu := control.Uplink{
 			Name: u.Name, Interface: u.Interface, Kind: string(u.Kind), State: control.StateDown,
 			Table: u.Table, Tier: u.Tier, Weight: u.Weight, Reason: "no pass yet",
@@ -582,7 +569,7 @@ func (d *Daemon) onControl(m ctlMsg) bool {
 		// An exclusive uplink is dialled by the VRRP master only.
 		err = d.haReconnectRefused(m.reconnect)
 	default:
-		st := d.lastStates[m.reconnect]
+		st := d.rec.lastStates[m.reconnect]
 		need, what := hooks.NeedDial, "dial"
 		if st.Present && st.Carrier && st.Addr.IsValid() {
 			need, what = hooks.NeedRestart, "restart"

@@ -11,25 +11,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
-	"golang.org/x/time/rate"
 
-	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/hooks"
-	"github.com/uplinkd/uplinkd/internal/backoff"
-	"github.com/uplinkd/uplinkd/internal/kernel"
-	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/watcher"
 	"github.com/uplinkd/uplinkd/watcher/probe"
@@ -105,28 +96,15 @@ type Daemon struct {
 
 	reload chan reloadReq
 
-	// lastApplied holds the keys of what the previous successful pass made
-	// true, to tell a repair (someone removed our object) from a change.
-	lastApplied map[string]string
-	lastStates  map[string]policy.UplinkState
-	repairs     *rate.Limiter
-	conflicts   map[string]bool
+	// sched decides when passes run (scheduler.go); rec runs them and
+	// keeps what one pass hands the next (reconciler.go).
+	sched *scheduler
+	rec   *reconciler
+	// sup starts and stops the components around the loop (components.go);
+	// sd is the one that talks to systemd.
+	sup supervisor
+	sd  *systemd
 
-	// linkSeq: the link history record the last pass's snapshot included;
-	// the next pass reads what happened after it (kernelDropped).
-	linkSeq uint64
-	// ownedVia: the single-device routes of the last applied state, per
-	// device. The kernel drops them all when the device goes down or loses
-	// its last address.
-	ownedVia map[string][]string
-
-	wasActive map[string]bool
-	// lostAddr: with [ha], the address an uplink lost, kept until it has
-	// one again (flushOnTransition).
-	lostAddr     map[string]netip.Addr
-	fwDamaged    chan struct{}
-	ctFlush      []int // indexes of uplinks whose connections must go this pass
-	ctFlush6     []int // ... whose IPv6 connections alone must go
 	runtimes     map[string]*uplinkRuntime
 	probes       chan probeMsg
 	traffic      chan trafficMsg // burst verdicts of the traffic trigger
@@ -144,23 +122,13 @@ type Daemon struct {
 	// ends their attempts at once.
 	retired []*hooks.Reconnector
 
-	// [[service]] backend checks (services.go).
-	svcMu      sync.Mutex
-	svc        ServiceChecks
-	svcChanged chan struct{}
+	// svc runs the [[service]] backend checks (services.go).
+	svc *serviceChecks
 	// x is the wiring around the loop: control socket and status snapshot,
 	// publishers, metrics, DHCP, the config-file watch (control.go,
 	// publish.go, metrics.go, dhcp.go, reloadwatch.go).
 	x extras
 }
-
-// Repairs are rate-limited: a burst for the admin's occasional `ip rule del`,
-// then one per second, so uplinkd never fights another daemon in a tight loop.
-const (
-	repairBurst  = 5
-	repairRefill = time.Second
-	retryAfter   = time.Second
-)
 
 // New builds the loop from an already loaded config and its dependencies
 // (see Open for the production ones). Run takes ownership of deps.Kernel and
@@ -190,25 +158,21 @@ func New(cfg *policy.Config, opts Options, deps Deps) (*Daemon, error) {
 		deps.Notify = func(string) {}
 	}
 	d := &Daemon{
-		deps:       deps,
-		clock:      deps.Clock,
-		kernel:     deps.Kernel,
-		fw:         deps.Firewall,
-		fwDamaged:  make(chan struct{}, 1),
-		opts:       opts,
-		log:        opts.Logger,
-		cfg:        cfg,
-		reload:     make(chan reloadReq),
-		lastStates: map[string]policy.UplinkState{},
-		repairs:    rate.NewLimiter(rate.Every(repairRefill), repairBurst),
-		conflicts:  map[string]bool{},
-		probes:     make(chan probeMsg, 256),
-		traffic:    make(chan trafficMsg, 16),
-		wasActive:  map[string]bool{},
-		lostAddr:   map[string]netip.Addr{},
-		svcChanged: make(chan struct{}, 1),
-		ha:         newHARuntime(cfg), // HA
+		deps:    deps,
+		clock:   deps.Clock,
+		kernel:  deps.Kernel,
+		fw:      deps.Firewall,
+		opts:    opts,
+		log:     opts.Logger,
+		cfg:     cfg,
+		reload:  make(chan reloadReq),
+		sched:   newScheduler(deps.Clock),
+		probes:  make(chan probeMsg, 256),
+		traffic: make(chan trafficMsg, 16),
+		ha:      newHARuntime(cfg), // HA
 	}
+	d.svc = newServiceChecks(deps.Services, func() *policy.Config { return d.cfg })
+	d.rec = newReconciler(d.log, d.clock, d.kernel, d.fw, d.sched, d)
 	// The drain state before initExtras builds the first status, so that
 	// it shows from the start.
 	d.loadDrained(cfg)
@@ -264,7 +228,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 // every goroutine it started has ended. No call made from the loop waits for
 // a child process or a socket peer: reconnect commands, hooks and probes run
 // in goroutines of their own, and the retired ones are closed in the
-// background, so a wedged `pon` never stalls passes or watchdog pings.
+// background, so a wedged `pon` never stalls passes or watchdog pings. The
+// select only hands each input to its owner (components.go); the scheduler
+// says when a pass is due, the reconciler runs it.
 func (d *Daemon) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	d.runCtx = ctx
@@ -272,198 +238,125 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.hookRunner = hooks.NewRunner(d.log)
 	defer d.shutdown(cancel)
 	d.syncRuntimes(d.cfg)
-	d.startServiceChecks()
-	defer d.stopServiceChecks()
-	// Control socket, publishers, metrics, DHCP, config watch (extras).
-	if err := d.startExtras(ctx); err != nil {
+	d.setHookDir(d.cfg)
+	d.x.listening = listenKeys(d.cfg)
+	in := d.newInputs()
+	d.sd = in.systemd
+	if err := d.sup.start(ctx, d.components(in)...); err != nil {
 		return err
 	}
-
-	events := make(chan watcher.Event, 256)
-	werr := make(chan error, 1)
-	d.wg.Go(func() { werr <- d.deps.Events.Run(ctx, events) })
-
-	// Repair of netfilter state: nftables tells us (its monitor); iptables
-	// has no events, so it gets the cheap Check every FirewallPoll.
-	fwCheck := newLoopTimer(d.clock)
-	defer fwCheck.stop()
-	if m := d.deps.FirewallMonitor; m != nil {
-		d.wg.Go(func() {
-			if err := m.Watch(ctx, d.fwDamaged); err != nil {
-				d.log.Warn("firewall monitor unavailable; firewall repair only on the next pass", "reason", err.Error())
-			}
-		})
-	} else if d.deps.FirewallPoll > 0 {
-		fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
-	}
-
-	// Under systemd with WatchdogSec, the loop itself pings: a pass that
-	// hangs stops the pings and systemd restarts the daemon.
-	watchdog := newLoopTimer(d.clock)
-	defer watchdog.stop()
-	if d.deps.Watchdog > 0 {
-		watchdog.resetAt(d.clock.Now().Add(d.deps.Watchdog / 2))
-	}
-
-	var hup chan os.Signal
-	if d.opts.Signals {
-		hup = make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-	}
-
-	var (
-		pending   bool
-		trigger   time.Time
-		lastSync  time.Time
-		staleRuns int // consecutive passes that found the kernel changed under them
-		ready     bool
-		timer     = newLoopTimer(d.clock) // the next pass: retry, deferral, min_sync_interval
-		deadline  = newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
-	)
-	defer timer.stop()
+	deadline := newLoopTimer(d.clock) // health hold-downs, silence, reconnect_after
 	defer deadline.stop()
-	schedule := func(at time.Time) { timer.resetAt(at) }
-	due := func(at time.Time) {
-		if !pending {
-			pending, trigger = true, at
-		}
-	}
-
 	for {
-		// Health hold-downs, silence deadlines and reconnect_after all wait
-		// on this one timer; it is re-armed from what the last step changed.
-		if next := d.nextDeadline(); next.IsZero() {
-			deadline.stop()
-		} else if !next.Equal(deadline.armedAt()) {
-			deadline.resetAt(next)
-		}
+		d.armDeadline(deadline)
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-werr:
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("watcher: %w", err)
-		case ev := <-events:
-			// Coalesce: everything already queued belongs to this pass.
-			for {
-				if d.noteEvent(ev) {
-					due(ev.At)
-				}
-				select {
-				case ev = <-events:
-					continue
-				default:
-				}
-				break
-			}
+		case err := <-in.events.errs:
+			return in.events.ended(ctx, err)
+		case ev := <-in.events.out:
+			d.onEvents(ev, in.events.out)
 		case req := <-d.reload:
-			if ready {
-				d.notifyReloading()
-			}
-			err := d.applyConfig(req.cfg, req.err)
-			if req.done != nil {
-				req.done <- err
-			}
-			if ready {
-				d.deps.Notify("READY=1")
-			}
-			if err == nil {
-				due(d.clock.Now())
-			}
-		case m := <-d.x.ctl:
-			// A control-socket request that needs the loop (extras).
-			if d.onControl(m) {
-				due(d.clock.Now())
-			}
-		case <-hup:
-			// Read in the background like Reload; the result comes back
-			// through d.reload.
-			d.wg.Go(func() {
-				cfg, err := LoadConfig(d.opts.ConfigPath)
-				select {
-				case d.reload <- reloadReq{cfg: cfg, err: err}:
-				case <-ctx.Done():
-				}
-			})
-		case at := <-timer.C:
-			due(at)
-		case at := <-watchdog.C:
-			d.deps.Notify("WATCHDOG=1")
-			// From the tick, not from now: a late ping does not delay
-			// the next one.
-			watchdog.resetAt(at.Add(d.deps.Watchdog / 2))
+			d.onReload(req)
+		case m := <-d.x.ctl: // a control-socket request that needs the loop
+			d.wantIf(d.onControl(m), d.clock.Now())
+		case <-in.hup.c: // read in the background; the result comes through d.reload
+			d.readConfig(ctx)
+		case at := <-d.sched.C():
+			d.sched.want(at)
+		case at := <-in.systemd.timer.C:
+			in.systemd.ping(at)
 			continue
-		case <-d.svcChanged:
-			// A backend entered or left a service's healthy set.
-			due(d.clock.Now())
-		case <-d.fwDamaged:
-			d.firewallRepair(&pending, &trigger, schedule)
-		case <-fwCheck.C:
-			fwCheck.resetAt(d.clock.Now().Add(d.deps.FirewallPoll))
-			d.firewallRepair(&pending, &trigger, schedule)
+		case <-d.svc.changed: // a backend entered or left a service's healthy set
+			d.sched.want(d.clock.Now())
+		case <-in.fw.damaged:
+			d.firewallRepair()
+		case <-in.fw.poll.C:
+			in.fw.polled()
+			d.firewallRepair()
 		case m := <-d.probes:
-			if d.onProbe(m, d.clock.Now()) {
-				due(m.r.At)
-			}
+			d.wantIf(d.onProbe(m, d.clock.Now()), m.r.At)
 		case m := <-d.traffic:
-			if d.onTraffic(m) {
-				due(m.at)
-			}
+			d.wantIf(d.onTraffic(m), m.at)
 		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
 			d.haWake(m)
-			if !pending {
-				pending, trigger = true, m.at
-			}
-		case <-deadline.C:
-			// Hold-downs and silence deadlines expire; reconnect_after may
-			// have passed: a pass re-evaluates all of it.
+			d.sched.want(m.at)
+		case <-deadline.C: // hold-downs, silence deadlines, reconnect_after
 			d.tick(d.clock.Now())
-			due(d.clock.Now())
+			d.sched.want(d.clock.Now())
 		}
-		if !pending {
-			continue
-		}
-		if at := lastSync.Add(d.cfg.Daemon.MinSyncInterval); at.After(d.clock.Now()) {
-			schedule(at)
-			continue
-		}
-		res := d.sync(trigger)
-		lastSync = res.End
-		pending, trigger = false, time.Time{}
-		if !errors.Is(res.Err, kernel.ErrStale) {
-			staleRuns = 0
-		}
-		switch {
-		case res.Deferred:
-			schedule(d.nextRepair())
-		case errors.Is(res.Err, kernel.ErrStale):
-			// The snapshot is outdated: resync at once. A device that is
-			// going away stays in the kernel mirror until its RTM_DELLINK,
-			// which the kernel sends only once the device's references are
-			// released (milliseconds later), and every pass until then fails
-			// the same way: back off while that lasts, so the loop does not
-			// spin through dozens of passes. The event itself still brings
-			// the next pass at once.
-			schedule(d.clock.Now().Add(staleBackoff(staleRuns)))
-			staleRuns++
-		case res.Err != nil && linkNotUp(res.Err):
-			// No timer: the link's own link-up event brings the next pass.
-		case res.Err != nil:
-			schedule(d.clock.Now().Add(retryAfter))
-		}
-		if !ready && res.Err == nil {
-			ready = true
-			d.deps.Notify("READY=1")
-		}
-		// Status snapshot, publishers, metrics, DHCP follow the pass.
-		d.afterPass(res)
-		if d.opts.OnSync != nil {
-			d.opts.OnSync(res)
-		}
+		d.passIfDue()
 	}
+}
+
+// passIfDue runs a pass when the scheduler says one is due; the status,
+// publishers, metrics and DHCP follow it.
+func (d *Daemon) passIfDue() {
+	trigger, ok := d.sched.due(d.cfg.Daemon.MinSyncInterval)
+	if !ok {
+		return
+	}
+	res := d.sync(trigger)
+	d.sched.done(res)
+	d.sd.passed(res)
+	d.afterPass(res)
+	if d.opts.OnSync != nil {
+		d.opts.OnSync(res)
+	}
+}
+
+// wantIf asks for a pass triggered at at when a step says one is needed.
+func (d *Daemon) wantIf(needed bool, at time.Time) {
+	if needed {
+		d.sched.want(at)
+	}
+}
+
+// armDeadline re-arms the one timer health hold-downs, silence deadlines
+// and reconnect_after wait on, from what the last step changed.
+func (d *Daemon) armDeadline(t *loopTimer) {
+	if next := d.nextDeadline(); next.IsZero() {
+		t.stop()
+	} else if !next.Equal(t.armedAt()) {
+		t.resetAt(next)
+	}
+}
+
+// onEvents takes a kernel event and everything already queued behind it:
+// they all belong to one pass.
+func (d *Daemon) onEvents(ev watcher.Event, queued <-chan watcher.Event) {
+	for {
+		d.wantIf(d.noteEvent(ev), ev.At)
+		select {
+		case ev = <-queued:
+			continue
+		default:
+		}
+		return
+	}
+}
+
+// onReload switches to a config read outside the loop and asks for a pass.
+func (d *Daemon) onReload(req reloadReq) {
+	d.sd.reloading()
+	err := d.applyConfig(req.cfg, req.err)
+	if req.done != nil {
+		req.done <- err
+	}
+	d.sd.reloaded()
+	d.wantIf(err == nil, d.clock.Now())
+}
+
+// readConfig reads the config file on a goroutine of its own (SIGHUP) and
+// hands it to the loop like Reload.
+func (d *Daemon) readConfig(ctx context.Context) {
+	d.wg.Go(func() {
+		cfg, err := LoadConfig(d.opts.ConfigPath)
+		select {
+		case d.reload <- reloadReq{cfg: cfg, err: err}:
+		case <-ctx.Done():
+		}
+	})
 }
 
 // shutdown ends what Run started: the context (watcher, monitors,
@@ -475,7 +368,8 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.deps.Notify("STOPPING=1")
 	d.x.cleanStop = d.runCtx.Err() != nil // the caller ended Run, no failure did
 	cancel()
-	d.stopExtras()
+	d.sup.stop()
+	d.sched.stop()
 	for _, rt := range d.runtimes {
 		rt.stopProbers()
 		if rt.reconn != nil {
@@ -488,6 +382,7 @@ func (d *Daemon) shutdown(cancel context.CancelFunc) {
 	d.retired = nil
 	d.hookRunner.Close()
 	d.wg.Wait()
+	closeSocket(d.x.sock) // a start that failed before serving it (Serve closes it otherwise)
 	d.flushOnExit()
 	d.fw.Close()
 	d.kernel.Close()
@@ -531,26 +426,6 @@ func linkNotUp(err error) bool {
 	return false
 }
 
-// staleBackoff is how long to wait before resyncing after n consecutive
-// stale passes: at once after the first, then 250 µs doubling up to
-// retryAfter.
-func staleBackoff(n int) time.Duration {
-	if n == 0 {
-		return 0
-	}
-	return backoff.New(250*time.Microsecond, retryAfter).Delay(n - 1)
-}
-
-// nextRepair is when the repair limiter will have a token again.
-func (d *Daemon) nextRepair() time.Time {
-	now := d.clock.Now()
-	tokens := d.repairs.TokensAt(now)
-	if tokens >= 1 {
-		return now
-	}
-	return now.Add(time.Duration((1 - tokens) * float64(repairRefill)))
-}
-
 // ownEcho tells the notification of a rule or route uplinkd itself just
 // added: it needs no pass. Deletions of our objects still do (someone may
 // have removed them), and so does everything else.
@@ -580,513 +455,36 @@ func (d *Daemon) applyConfig(cfg *policy.Config, err error) error {
 		return err
 	}
 	logConfigWarnings(d.log, cfg)
-	d.forgetMovedMarks(d.cfg, cfg)
+	d.rec.forgetMovedMarks(d.cfg, cfg)
 	setTables(d.kernel, cfg)
 	d.cfg = cfg
 	d.syncRuntimes(cfg)
-	d.updateServiceChecks(cfg)
 	d.reloadExtras(cfg)
 	d.log.Info("config reloaded", "event", "config-reload", "path", cfg.Path)
 	return nil
-}
-
-// sync is one reconcile pass: observe → compute → diff → apply.
-func (d *Daemon) sync(trigger time.Time) SyncResult {
-	res := SyncResult{Trigger: trigger, Start: d.clock.Now()}
-	obs, err := d.kernel.Snapshot()
-	if err != nil {
-		res.Err, res.End = err, d.clock.Now()
-		d.log.Error("snapshot failed", "event", "apply", "reason", err.Error())
-		return res
-	}
-	d.noteLAN(obs) // for the DHCP server (dhcp.go)
-	now := d.clock.Now()
-	d.expireDelegated(now)
-	obs.Delegated = d.deleg.set.Prefixes()
-	links := policy.LinkStates(d.cfg, obs)
-	links6 := policy.LinkStates6(d.cfg, obs)
-	flushed, bounced := d.kernelDropped(links, obs)
-	desired := policy.ComputeWith(d.cfg, obs, links, d.feedLinks(links, links6, now), d.drainedSet(), d.degradedSet())
-	d.drain.lastObs, d.drain.lastLinks = obs, links
-	if obs.Sysctls, err = d.kernel.ReadSysctls(desired.SysctlKeys()); err != nil {
-		d.log.Warn("reading sysctls", "reason", err.Error())
-	}
-	res.Desired = desired
-	changes := policy.Diff(desired, obs)
-	d.logTransitions(desired.Uplinks, bounced)
-
-	changes = d.dropConflicts(changes)
-	// A repair undoes someone else; what the kernel dropped by itself (its
-	// link is down, bounced or lost its last address) comes back at once
-	// and outside the repair budget, and is no longer counted as ours.
-	for dev := range flushed {
-		for _, k := range d.ownedVia[dev] {
-			delete(d.lastApplied, "route:"+k)
-		}
-	}
-	applied := d.lastApplied
-	isRepair := func(c policy.Change) bool {
-		return policy.IsRepair(c, applied) && !viaAny(c, flushed)
-	}
-	if n := countFunc(changes, isRepair); n > 0 {
-		if d.repairs.AllowN(now, 1) {
-			res.Repaired = true
-			d.log.Warn("undoing a change someone else made to what uplinkd keeps", "event", "apply", "reason", "repair", "repairs", n)
-		} else {
-			// Out of repair tokens: hold the repairs back, but never the
-			// rest of the pass (a failover must not wait for a fight).
-			res.Deferred = true
-			changes = slices.DeleteFunc(changes, isRepair)
-			d.log.Warn("someone keeps changing what uplinkd keeps; holding off the repair",
-				"event", "apply", "reason", "repair rate limit", "repairs", n)
-		}
-	}
-	d.forgetStaleGateways(desired.Uplinks, obs)
-	// NAT follows the addresses of this very pass, then the connections
-	// bound to an old address or a dead uplink go, so LAN hosts reconnect
-	// through what is there now instead of hanging.
-	rs := firewall.Compute(firewall.Input{Config: d.cfg, Uplinks: desired.Uplinks, Healthy: d.healthyBackends(), NPT6: d.npt6Maps(obs)})
-	var fwChanged bool
-	res.Err, fwChanged, err = d.applyBoth(changes, obs, rs)
-	if err != nil {
-		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))
-	}
-	res.FirewallChanged = fwChanged
-	d.flushConntrack()
-	d.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
-	res.End = d.clock.Now()
-	d.afterApply(links, links6, now)
-	d.fireHooks()
-	res.Changes = changes
-	d.rememberLinks(obs)
-	if res.Err == nil && !res.Deferred {
-		d.lastApplied = desired.AppliedKeys()
-		d.ownedVia = ownedVia(desired.Routes)
-	} else {
-		// Some changes may not have been made (or repairs were held back):
-		// what is still wanted as before stays ours, what this pass removed
-		// is not ours any more, and what it added counts once a pass
-		// succeeds.
-		want := desired.AppliedKeys()
-		maps.DeleteFunc(d.lastApplied, func(k, v string) bool { return want[k] != v })
-	}
-	if fwChanged {
-		d.log.Info("firewall applied", "event", "apply", "backend", d.cfg.Firewall.Backend)
-	}
-	if len(changes) > 0 {
-		d.logApplied(res, trigger, changes)
-		d.deps.Notify("STATUS=" + statusLine(desired.Uplinks))
-	}
-	return res
-}
-
-// logApplied logs what a pass changed. The `commands` list renders every
-// change as text: it is built only when the record's level is enabled (not
-// at log_level = "warn"), since the next pass may be waiting.
-func (d *Daemon) logApplied(res SyncResult, trigger time.Time, changes []policy.Change) {
-	level, msg := slog.LevelInfo, "applied"
-	switch {
-	case errors.Is(res.Err, kernel.ErrStale):
-		msg = "kernel changed during the pass; resyncing"
-	case linkNotUp(res.Err):
-		msg = "link not up yet; applying again on its link-up event"
-	case res.Err != nil:
-		level, msg = slog.LevelError, "apply failed (will retry)"
-	}
-	ctx := context.Background()
-	if !d.log.Enabled(ctx, level) {
-		return
-	}
-	cmds := make([]string, len(changes))
-	for i, c := range changes {
-		cmds[i] = c.Command()
-	}
-	attrs := []any{"event", "apply", "changes", len(changes), "duration", res.End.Sub(res.Start),
-		"latency", res.End.Sub(trigger), "commands", cmds}
-	if res.Err != nil {
-		attrs = append(attrs, "reason", res.Err.Error())
-	}
-	d.log.Log(ctx, level, msg, attrs...)
-}
-
-// applyBoth makes the routing changes and syncs the firewall. The two do
-// not wait for each other: the routing writes go over rtnetlink (under the
-// kernel's RTNL lock, which a redialling link holds for a while), the
-// firewall transaction over nfnetlink (under nftables' own mutex), and no
-// rule, route or NAT rule of one refers to a change the other makes in the
-// same pass (marks and chains are fixed by the config; SNAT names the
-// address, which the kernel already has). So they run at the same time and
-// the pass waits for the slower instead of the sum. Make-before-break stays
-// inside Apply; the conntrack delete still comes after both. When one side
-// has nothing to do, both run inline: handing a no-op to another goroutine
-// costs more than it saves.
-func (d *Daemon) applyBoth(changes []policy.Change, obs policy.Observed, rs firewall.Ruleset) (routeErr error, fwChanged bool, fwErr error) {
-	if is, ok := d.fw.(firewall.InSyncer); len(changes) == 0 || ok && is.InSync(rs) {
-		if len(changes) > 0 {
-			routeErr = d.kernel.Apply(changes, obs)
-		}
-		fwChanged, fwErr = d.fw.Sync(rs)
-		return routeErr, fwChanged, fwErr
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fwChanged, fwErr = d.fw.Sync(rs)
-	}()
-	routeErr = d.kernel.Apply(changes, obs)
-	<-done
-	return routeErr, fwChanged, fwErr
-}
-
-// kernelDropped tells, per uplink interface, what happened since the last
-// pass that the pass itself could not see, from the link history
-// (internal/linklog) between the last pass's snapshot and this one:
-//
-//   - bounced: down/up cycles of the link between the two passes that no
-//     pass saw. The history's down transitions (each told once, a gap's
-//     counted by the kernel itself) around the state the last pass saw
-//     and the one this pass sees.
-//   - flushed: the kernel dropped the link's routes by itself (the link is
-//     down now, it went down in between, or a link or address record names
-//     it and every owned route via it is gone: its last address went).
-//     Restoring them is not a repair.
-func (d *Daemon) kernelDropped(links []policy.UplinkState, obs policy.Observed) (flushed map[string]bool, bounced map[string]bounce) {
-	recs, complete := d.kernel.LinkHistory(d.linkSeq, obs.LinkSeq)
-	if !complete {
-		d.log.Warn("link history overflowed between two passes; comparing states only",
-			"event", "apply", "reason", "link history overflow")
-	}
-	history := linklog.Summarize(recs)
-	have := make(map[string]bool, len(obs.Routes))
-	for _, r := range obs.Routes {
-		have[r.Key()] = true
-	}
-	for _, st := range links {
-		link, ok := obs.Links[st.Iface]
-		if ok && !linkUpNow(link) {
-			// The kernel drops every route via a link that is down.
-			if flushed == nil {
-				flushed = map[string]bool{}
-			}
-			flushed[st.Iface] = true
-		}
-		old, seen := d.lastStates[st.Name]
-		if !ok || !seen || old.Iface != st.Iface {
-			continue
-		}
-		h := history[st.Iface]
-		owned := d.ownedVia[st.Iface]
-		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k string) bool { return have[k] })
-		vanished := gone && (h.Touched || !complete)
-		n := min(h.Downs, 1000)
-		var b bounce
-		switch wasUp, nowUp := linkUp(old), linkUp(st); {
-		case n == 0:
-		case wasUp && nowUp:
-			b.cycles = n // down, up: each time
-		case wasUp:
-			b.cycles = n - 1 // down, up; the last down is the one this pass sees
-		default:
-			b = bounce{cycles: n, upFirst: true} // up, down; then maybe the up this pass sees
-		}
-		if b.cycles > 0 {
-			if bounced == nil {
-				bounced = map[string]bounce{}
-			}
-			bounced[st.Iface] = b
-		}
-		if n > 0 || vanished {
-			if flushed == nil {
-				flushed = map[string]bool{}
-			}
-			flushed[st.Iface] = true
-		}
-	}
-	return flushed, bounced
-}
-
-func linkUpNow(l policy.Link) bool { return l.Up && l.Carrier }
-
-// bounce is what happened to a link between two passes that neither saw:
-// cycles of down then up, or of up then down (upFirst: the last pass saw
-// it down).
-type bounce struct {
-	cycles  int
-	upFirst bool
-}
-
-// rememberLinks keeps where in the link history this pass's snapshot was.
-func (d *Daemon) rememberLinks(obs policy.Observed) {
-	d.linkSeq = obs.LinkSeq
-}
-
-// ownedVia lists the keys of the single-device routes per device.
-func ownedVia(routes []policy.Route) map[string][]string {
-	m := map[string][]string{}
-	for _, r := range routes {
-		if len(r.Nexthops) == 1 {
-			m[r.Nexthops[0].Dev] = append(m[r.Nexthops[0].Dev], r.Key())
-		}
-	}
-	return m
-}
-
-// viaAny reports whether a route change goes through one of the devices.
-func viaAny(c policy.Change, devs map[string]bool) bool {
-	if len(devs) == 0 || (c.Op != policy.OpAddRoute && c.Op != policy.OpReplaceRoute) {
-		return false
-	}
-	return slices.ContainsFunc(c.Route.Nexthops, func(nh policy.Nexthop) bool { return devs[nh.Dev] })
-}
-
-func countFunc[T any](s []T, f func(T) bool) int {
-	n := 0
-	for _, v := range s {
-		if f(v) {
-			n++
-		}
-	}
-	return n
-}
-
-// dropConflicts removes (and reports once) desired routes whose slot a
-// foreign route holds: uplinkd never overwrites state it does not own.
-func (d *Daemon) dropConflicts(changes []policy.Change) []policy.Change {
-	out := changes[:0]
-	for _, c := range changes {
-		if c.Op != policy.OpConflict {
-			out = append(out, c)
-			continue
-		}
-		if k := c.Route.Key(); !d.conflicts[k] {
-			d.conflicts[k] = true
-			d.log.Warn("a foreign route holds a slot uplinkd wants; leaving it alone",
-				"event", "apply", "reason", "conflict", "wanted", c.Route.IPRoute(), "foreign", c.Old.IPRoute())
-		}
-	}
-	return out
-}
-
-// logTransitions emits one structured record per uplink state change.
-// Hook events it finds run after the pass has applied its changes. A bounce
-// the passes never saw is told as the link-down and link-up it was, with
-// their hooks, in the order they happened and before the transition this
-// pass sees.
-func (d *Daemon) logTransitions(states []policy.UplinkState, bounced map[string]bounce) {
-	for _, st := range states {
-		old, seen := d.lastStates[st.Name]
-		d.lastStates[st.Name] = st
-		rt := d.runtimes[st.Name]
-		attrs := []any{"uplink", st.Name, "iface", st.Iface}
-		const why = "link bounced between passes"
-		linkDown := func() {
-			d.log.Info("link down", append(attrs, "event", "link-down", "reason", why)...)
-			d.queueHook(rt, hooks.HookEvent{Event: "link-down", Uplink: st.Name, Iface: st.Iface, Reason: why})
-		}
-		linkUpAgain := func() {
-			d.log.Info("link up", append(attrs, "event", "link-up", "reason", why)...)
-			d.queueHook(rt, hooks.HookEvent{Event: "link-up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: why})
-		}
-		b := bounced[st.Iface]
-		for range b.cycles {
-			if b.upFirst {
-				linkUpAgain()
-				linkDown()
-				continue
-			}
-			linkDown()
-			// A usable uplink was out of service for the moment too.
-			if old.Usable && st.Usable {
-				d.queueHook(rt, hooks.HookEvent{Event: "down", Uplink: st.Name, Iface: st.Iface, Reason: why})
-			}
-			linkUpAgain()
-			if old.Usable && st.Usable {
-				d.queueHook(rt, hooks.HookEvent{Event: "up", Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
-			}
-		}
-		if seen && d.flushOnTransition(old, st) {
-			d.ctFlush = append(d.ctFlush, d.uplinkIndex(st.Name))
-		} else if seen && flush6OnTransition(old.IPv6, st.IPv6) {
-			// The IPv6 side alone failed or renumbered: its IPv6
-			// connections go, the IPv4 ones stay.
-			d.ctFlush6 = append(d.ctFlush6, d.uplinkIndex(st.Name))
-		}
-		if st.Addr != old.Addr && (seen || st.Addr.IsValid()) {
-			d.log.Info("address changed", append(attrs, "event", "addr-change", "old_ip", addrString(old.Addr), "new_ip", addrString(st.Addr))...)
-			d.queueHook(rt, hooks.HookEvent{Event: "addr-change", Uplink: st.Name, Iface: st.Iface,
-				OldIP: addrString(old.Addr), NewIP: addrString(st.Addr), Reason: st.Reason})
-		}
-		if linkUp(st) != linkUp(old) || !seen {
-			ev := "link-down"
-			if linkUp(st) {
-				ev = "link-up"
-			}
-			d.log.Info("link "+strings.TrimPrefix(ev, "link-"), append(attrs, "event", ev, "reason", st.Reason)...)
-			d.noteUplinkEvent(st.Name, ev) // the status's last_event, hook or not
-			if seen {
-				d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
-			}
-		}
-		if st.Usable != old.Usable && seen {
-			ev := "down"
-			if st.Usable {
-				ev = "up"
-			}
-			d.queueHook(rt, hooks.HookEvent{Event: ev, Uplink: st.Name, Iface: st.Iface, NewIP: addrString(st.Addr), Reason: st.Reason})
-		}
-		if st.Active != old.Active && seen {
-			d.log.Info("default route membership changed", append(attrs, "event", "route", "active", st.Active, "reason", st.Reason)...)
-		}
-	}
-}
-
-// flushOnTransition tells whether a transition clears the uplink's
-// conntrack entries (after the pass's firewall sync). An address replaced or
-// lost, or a failure, does: an entry made in the instant between the route
-// change and the SNAT rewrite would otherwise keep a NAT binding to an
-// address that is gone, and LAN hosts reconnect sooner. An address gained
-// where there was none does not: the entries of any earlier address went
-// when it did, and those there now are NATed to this one.
-//
-// With two gateways ([ha]) an address that disappears may be a keepalived
-// WAN address moving to the other box, whose conntrackd carries the
-// connections over: deleting them here would have conntrackd delete them
-// there too. So the loss is remembered instead, and the entries go only if
-// the uplink comes back with another address.
-func (d *Daemon) flushOnTransition(old, st policy.UplinkState) bool {
-	switch {
-	case old.Addr.IsValid() && !st.Addr.IsValid() && d.cfg.HA.Enabled():
-		d.lostAddr[st.Name] = old.Addr
-		return false
-	case old.Addr.IsValid() && st.Addr != old.Addr:
-		return true
-	case !old.Addr.IsValid() && st.Addr.IsValid():
-		lost, ok := d.lostAddr[st.Name]
-		delete(d.lostAddr, st.Name)
-		return ok && lost != st.Addr
-	}
-	return old.Usable && !st.Usable
-}
-
-// flushConntrack deletes, inside the kernel and by the uplink's connection
-// mark, the conntrack entries of uplinks whose address changed or that
-// failed this pass. A backend that can skips the entry count: one request
-// instead of three on the event path.
-func (d *Daemon) flushConntrack() {
-	clearer, _ := d.fw.(firewall.ConntrackClearer)
-	for _, i := range d.ctFlush {
-		if i < 0 {
-			continue
-		}
-		u := d.cfg.Uplinks[i]
-		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface}
-		var err error
-		if clearer != nil {
-			err = clearer.ClearConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
-		} else {
-			var n int
-			n, err = d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask)
-			attrs = append(attrs, "entries", n)
-		}
-		if err != nil {
-			d.log.Warn("deleting conntrack entries", append(attrs[:6:6], "reason", err.Error())...)
-			continue
-		}
-		d.log.Info("conntrack entries of the uplink deleted", attrs...)
-	}
-	d.ctFlush = d.ctFlush[:0]
-	d.flushConntrack6()
-}
-
-// flush6OnTransition: an uplink's IPv6 connections go when its IPv6 side
-// stops being usable or its IPv6 address changes (the connections from
-// the old address are dead).
-func flush6OnTransition(old, st policy.UplinkState6) bool {
-	return old.On && (old.Usable && !st.Usable || old.Addr.IsValid() && st.Addr != old.Addr)
-}
-
-// flushConntrack6 deletes the IPv6 conntrack entries of the uplinks of
-// ctFlush6, by their connection mark (set by the IPv6 firewall state for
-// uplinks with ipv6 on).
-func (d *Daemon) flushConntrack6() {
-	clearer, ok := d.fw.(firewall.ConntrackClearer6)
-	for _, i := range d.ctFlush6 {
-		if i < 0 || !ok {
-			continue
-		}
-		u := d.cfg.Uplinks[i]
-		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface, "family", "ipv6"}
-		if err := clearer.ClearConntrack6ByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
-			d.log.Warn("deleting IPv6 conntrack entries", append(attrs, "reason", err.Error())...)
-			continue
-		}
-		d.log.Info("IPv6 conntrack entries of the uplink deleted", attrs...)
-	}
-	d.ctFlush6 = d.ctFlush6[:0]
-}
-
-// forgetMovedMarks: connection marks are per uplink position, so an uplink
-// removed or moved by a reload would hand its connections' mark to another
-// uplink (and its sticky rule would route them there). Those connections are
-// deleted instead and start over.
-func (d *Daemon) forgetMovedMarks(old, cfg *policy.Config) {
-	for i, u := range old.Uplinks {
-		if i < len(cfg.Uplinks) && cfg.Uplinks[i].Name == u.Name {
-			continue
-		}
-		if _, err := d.fw.DeleteConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
-			d.log.Warn("deleting conntrack entries of a moved uplink", "event", "conntrack", "uplink", u.Name, "reason", err.Error())
-		}
-	}
-}
-
-func (d *Daemon) uplinkIndex(name string) int {
-	for i := range d.cfg.Uplinks {
-		if d.cfg.Uplinks[i].Name == name {
-			return i
-		}
-	}
-	return -1
 }
 
 // firewallRepair runs the backend's cheap Check; damage (someone flushed
 // our table or chains) makes the next pass's Sync rewrite it all. Repairs
 // share the routing repairs' rate limit, so uplinkd never fights a firewall
 // manager in a tight loop.
-func (d *Daemon) firewallRepair(pending *bool, trigger *time.Time, schedule func(time.Time)) {
+func (d *Daemon) firewallRepair() {
 	intact, err := d.fw.Check()
 	if err != nil {
 		d.log.Warn("firewall check failed", "reason", err.Error())
 	}
-	if intact || *pending {
+	if intact || d.sched.pending {
 		return
 	}
 	now := d.clock.Now()
-	if !d.repairs.AllowN(now, 1) {
+	if !d.sched.allowRepair(now) {
 		d.log.Warn("owned firewall state keeps changing; holding off the repair", "event", "apply", "reason", "repair rate limit")
-		schedule(d.nextRepair())
+		d.sched.deferRepair()
 		return
 	}
 	d.log.Warn("owned firewall state changed by someone else; restoring", "event", "apply", "reason", "repair", "backend", d.cfg.Firewall.Backend)
 	d.countRepair()
-	*pending, *trigger = true, now
-}
-
-// forgetStaleGateways deletes the neighbour entry of the gateway of every
-// uplink about to rejoin the default route: an entry left from before the
-// failure may point at a MAC that is gone, blackholing the fail-back.
-func (d *Daemon) forgetStaleGateways(states []policy.UplinkState, obs policy.Observed) {
-	for _, st := range states {
-		if st.Active && !d.wasActive[st.Name] && st.Gateway.IsValid() {
-			if err := d.kernel.ForgetNeighbor(st.Iface, st.Gateway, obs); err != nil {
-				d.log.Warn("deleting the gateway's neighbour entry", "uplink", st.Name, "iface", st.Iface, "reason", err.Error())
-			}
-		}
-	}
-	clear(d.wasActive)
-	for _, st := range states {
-		d.wasActive[st.Name] = st.Active
-	}
+	d.sched.want(now)
 }
 
 func linkUp(st policy.UplinkState) bool { return st.Present && st.Carrier }
@@ -1105,3 +503,20 @@ func statusLine(states []policy.UplinkState) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// sync runs one pass with the config in force.
+func (d *Daemon) sync(trigger time.Time) SyncResult { return d.rec.sync(d.cfg, trigger) }
+
+// The rest of passHost (reconciler.go); *Daemon has the others already.
+
+func (d *Daemon) delegatedPrefixes() map[string][]netip.Prefix { return d.deleg.set.Prefixes() }
+
+func (d *Daemon) noteComputed(obs policy.Observed, links []policy.UplinkState) {
+	d.drain.lastObs, d.drain.lastLinks = obs, links
+}
+
+func (d *Daemon) queueUplinkHook(uplink string, ev hooks.HookEvent) {
+	d.queueHook(d.runtimes[uplink], ev)
+}
+
+func (d *Daemon) notify(state string) { d.deps.Notify(state) }

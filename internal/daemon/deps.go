@@ -40,6 +40,13 @@ type Kernel interface {
 	// (linklog.History.Between): what happened to the links between two
 	// snapshots (Observed.LinkSeq).
 	LinkHistory(after, upTo uint64) (recs []linklog.Record, complete bool)
+	// SetTables names the routing tables the config reads: a kernel that
+	// keeps a mirror (*kernel.Kernel) keeps their routes in full and only
+	// the default routes of the others. Set at start and on every reload.
+	SetTables(tables []int)
+	// SetIPv6 tells whether some uplink has ipv6 on: the mirror reads IPv6
+	// state only then.
+	SetIPv6(on bool)
 	Close() error
 }
 
@@ -48,6 +55,20 @@ type Firewall interface {
 	Sync(rs firewall.Ruleset) (changed bool, err error)
 	Check() (intact bool, err error)
 	DeleteConntrackByMark(mark, mask uint32) (int, error)
+	// Flush removes everything uplinkd owns (--flush-on-exit).
+	Flush() error
+	// ClearConntrackByMark is DeleteConntrackByMark without the count (one
+	// request instead of three): the event path uses it, since a redial
+	// waits for the delete.
+	firewall.ConntrackClearer
+	// ClearConntrack6ByMark deletes only an uplink's IPv6 entries (its IPv6
+	// side failed or renumbered while its IPv4 side works).
+	firewall.ConntrackClearer6
+	// InSync tells, without building anything, that Sync(rs) would change
+	// nothing; a backend that cannot tell cheaply answers false. The loop
+	// runs a firewall sync with work beside the routing writes, and one
+	// without inline.
+	firewall.InSyncer
 	// ReadTraffic reads the per-uplink counters for status, metrics and
 	// the traffic trigger.
 	firewall.TrafficReader

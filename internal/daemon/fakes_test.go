@@ -48,6 +48,10 @@ type fakeKernel struct {
 	// it: one record per transition an edit makes, and the flaps of a
 	// link between two edits (flap).
 	history *linklog.History
+	// tables and ipv6 are what the loop told the mirror to keep
+	// (SetTables, SetIPv6).
+	tables []int
+	ipv6   bool
 }
 
 func newFakeKernel(obs policy.Observed) *fakeKernel {
@@ -191,6 +195,18 @@ func (k *fakeKernel) Apply(changes []policy.Change, _ policy.Observed) error {
 
 func (k *fakeKernel) ForgetNeighbor(string, netip.Addr, policy.Observed) error { return nil }
 
+func (k *fakeKernel) SetTables(tables []int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.tables = slices.Clone(tables)
+}
+
+func (k *fakeKernel) SetIPv6(on bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ipv6 = on
+}
+
 func (k *fakeKernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -298,6 +314,8 @@ type fakeFirewall struct {
 	// the calls.
 	traffic map[string]firewall.Traffic
 	reads   int
+	// cleared counts the conntrack deletes by mark, IPv4 and IPv6.
+	cleared, cleared6 map[uint32]int
 }
 
 func (f *fakeFirewall) ReadTraffic(ifaces ...string) (map[string]firewall.Traffic, error) {
@@ -329,6 +347,40 @@ func (f *fakeFirewall) Check() (bool, error) {
 }
 
 func (f *fakeFirewall) DeleteConntrackByMark(uint32, uint32) (int, error) { return 0, nil }
+
+// InSync is the nftables backend's answer: rs is what the last Sync
+// applied and no damage was seen since.
+func (f *fakeFirewall) InSync(rs firewall.Ruleset) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last != nil && !f.damaged && reflect.DeepEqual(*f.last, rs)
+}
+
+func (f *fakeFirewall) ClearConntrackByMark(mark, _ uint32) error {
+	return f.clear(&f.cleared, mark)
+}
+
+func (f *fakeFirewall) ClearConntrack6ByMark(mark, _ uint32) error {
+	return f.clear(&f.cleared6, mark)
+}
+
+func (f *fakeFirewall) clear(counts *map[uint32]int, mark uint32) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if *counts == nil {
+		*counts = map[uint32]int{}
+	}
+	(*counts)[mark]++
+	return nil
+}
+
+// Flush forgets the applied ruleset, as the real backends remove it.
+func (f *fakeFirewall) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = nil
+	return nil
+}
 
 func (f *fakeFirewall) Close() error {
 	f.mu.Lock()

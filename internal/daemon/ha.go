@@ -23,7 +23,9 @@ import (
 //     file follows this pass's health, exclusive uplinks are stopped;
 //   - manageReconnect asks haHoldsReconnect first: an exclusive uplink is
 //     never dialled on a box that is not MASTER;
-//   - Run's exit calls haClose: the track file says "stopped" (FAULT).
+//   - Run's exit calls haClose last, after the supervisor stopped the
+//     components and the handles are closed: the track file says "stopped"
+//     (FAULT).
 
 // ErrHAOff is SetRole's answer when [ha] track_file is not set.
 var ErrHAOff = errors.New("two-gateway HA is off ([ha] track_file is not set)")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/kernel"
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
@@ -393,7 +394,7 @@ func TestLoopBounceIsNotARepair(t *testing.T) {
 					t.Fatalf("bounce %d: routes not restored", i+1)
 				}
 			}
-			if tok := l.d.repairs.TokensAt(l.clk.Now()); tok < repairBurst {
+			if tok := l.d.sched.repairs.TokensAt(l.clk.Now()); tok < repairBurst {
 				t.Fatalf("bounces used the repair budget: %v tokens left", tok)
 			}
 			if n := len(l.logs.records(map[string]any{"msg": "undoing a change someone else made to what uplinkd keeps"})); n != 0 {
@@ -741,6 +742,12 @@ func TestLoopConntrackFlush(t *testing.T) {
 			got := len(l.logs.records(map[string]any{"msg": "conntrack entries of the uplink deleted", "uplink": "ppp0"}))
 			if got != tt.wantFlush {
 				t.Errorf("ppp0's conntrack entries deleted %d times, want %d", got, tt.wantFlush)
+			}
+			l.fw.mu.Lock()
+			cleared := l.fw.cleared[firewall.UplinkMark(0)]
+			l.fw.mu.Unlock()
+			if cleared != tt.wantFlush {
+				t.Errorf("the firewall cleared ppp0's mark %d times, want %d", cleared, tt.wantFlush)
 			}
 		})
 	}

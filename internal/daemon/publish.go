@@ -75,7 +75,7 @@ func (d *Daemon) reloadPublishing(cfg *policy.Config) {
 	d.startPublishing(cfg)
 	if p := d.x.pub.Load(); p != nil {
 		// The new manager learns the current addresses now, not a pass later.
-		for name, st := range d.lastStates {
+		for name, st := range d.rec.lastStates {
 			p.m.Update(name, st.Addr)
 			p.m.UpdateIPv6(name, st.IPv6.Addr)
 		}

@@ -25,6 +25,13 @@ const reloadDebounce = 200 * time.Millisecond
 // see. A deleted file is not a config: it is logged and ignored, and the
 // running config stays. The file is read on this goroutine and handed to
 // the loop like a SIGHUP's.
+func (d *Daemon) watchConfigFile(ctx context.Context) error {
+	if d.opts.WatchConfig {
+		d.watchConfig(ctx)
+	}
+	return nil
+}
+
 func (d *Daemon) watchConfig(ctx context.Context) {
 	path := d.opts.ConfigPath
 	if path == "" {
@@ -94,20 +101,16 @@ func (d *Daemon) watchConfig(ctx context.Context) {
 	})
 }
 
-// notifyReloading tells systemd a reload started; READY=1 ends it.
+// reloadingState tells systemd a reload started; READY=1 ends it.
 // MONOTONIC_USEC is what systemd 253+ requires with RELOADING=1; older
 // ones (Debian 12 has 252) ignore it.
-func (d *Daemon) notifyReloading() {
+func reloadingState() string {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		d.deps.Notify("RELOADING=1")
-		return
+		return "RELOADING=1"
 	}
-	d.deps.Notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000))
+	return fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", ts.Nano()/1000)
 }
-
-// flusher is the part of a firewall backend --flush-on-exit needs.
-type flusher interface{ Flush() error }
 
 // flushOnExit removes everything uplinkd owns (what `uplinkd flush` does)
 // when Run stops cleanly with Options.FlushOnExit. By default a stop leaves
@@ -124,10 +127,8 @@ func (d *Daemon) flushOnExit() {
 	if err != nil {
 		d.log.Error("flush on exit: routing state left in place", "event", "flush", "reason", err.Error())
 	}
-	if f, ok := d.fw.(flusher); ok {
-		if err := f.Flush(); err != nil {
-			d.log.Error("flush on exit: firewall state left in place", "event", "flush", "reason", err.Error())
-		}
+	if err := d.fw.Flush(); err != nil {
+		d.log.Error("flush on exit: firewall state left in place", "event", "flush", "reason", err.Error())
 	}
 	d.log.Info("owned routing and firewall state removed", "event", "flush", "reason", "--flush-on-exit")
 }

@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
 
 	"github.com/uplinkd/uplinkd/internal/control"
 	"github.com/uplinkd/uplinkd/policy"
@@ -34,49 +36,65 @@ func realServiceChecks(fd int, log *slog.Logger) ServiceChecksFunc {
 	}
 }
 
-// startServiceChecks starts checking the backends of the current config
-// (once, from Run); without Deps.Services nothing is checked and every
-// backend stays in the set.
-func (d *Daemon) startServiceChecks() {
-	if d.deps.Services == nil {
-		return
+// serviceChecks is the component that runs the checker: it owns it and the
+// channel its changes reach the loop on.
+type serviceChecks struct {
+	quiet
+	open    ServiceChecksFunc // nil: nothing is checked, every backend stays in the set
+	cfg     func() *policy.Config
+	changed chan struct{} // a healthy set changed; the loop asks for a pass
+
+	mu sync.Mutex // guards c: the status and metrics read it from other goroutines
+	c  ServiceChecks
+}
+
+func newServiceChecks(start ServiceChecksFunc, cfg func() *policy.Config) *serviceChecks {
+	return &serviceChecks{open: start, cfg: cfg, changed: make(chan struct{}, 1)}
+}
+
+// start starts checking the backends of the current config (once, from
+// Run).
+func (s *serviceChecks) start(context.Context) error {
+	if s.open == nil {
+		return nil
 	}
-	c := d.deps.Services(backendcheck.Specs(d.cfg), func() {
+	c := s.open(backendcheck.Specs(s.cfg()), func() {
 		select {
-		case d.svcChanged <- struct{}{}:
+		case s.changed <- struct{}{}:
 		default: // a pass is already pending
 		}
 	})
-	d.svcMu.Lock()
-	d.svc = c
-	d.svcMu.Unlock()
+	s.mu.Lock()
+	s.c = c
+	s.mu.Unlock()
+	return nil
 }
 
-// stopServiceChecks ends the checks and waits for their goroutines.
-func (d *Daemon) stopServiceChecks() {
-	if c := d.svcChecker(); c != nil {
+// stop ends the checks and waits for their goroutines.
+func (s *serviceChecks) stop() {
+	if c := s.checker(); c != nil {
 		c.Close()
 	}
 }
 
-// updateServiceChecks follows a reloaded config.
-func (d *Daemon) updateServiceChecks(cfg *policy.Config) {
-	if c := d.svcChecker(); c != nil {
+// reload follows a reloaded config.
+func (s *serviceChecks) reload(cfg *policy.Config) {
+	if c := s.checker(); c != nil {
 		c.Update(backendcheck.Specs(cfg))
 	}
 }
 
-// svcChecker is the checker, for goroutines other than the loop's.
-func (d *Daemon) svcChecker() ServiceChecks {
-	d.svcMu.Lock()
-	defer d.svcMu.Unlock()
-	return d.svc
+// checker is the checker (nil before start), for any goroutine.
+func (s *serviceChecks) checker() ServiceChecks {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.c
 }
 
 // healthyBackends is firewall.Input.Healthy for this pass; nil (every
 // backend in the set) without checks.
 func (d *Daemon) healthyBackends() map[string][]netip.AddrPort {
-	if c := d.svcChecker(); c != nil {
+	if c := d.svc.checker(); c != nil {
 		return c.Healthy()
 	}
 	return nil
@@ -86,7 +104,7 @@ func (d *Daemon) healthyBackends() map[string][]netip.AddrPort {
 // Services): every [[service]] with its backends' health; nil before Run
 // started the checks. Safe to call from any goroutine.
 func (d *Daemon) ServiceStatus() []control.Service {
-	c := d.svcChecker()
+	c := d.svc.checker()
 	if c == nil {
 		return nil
 	}
