@@ -317,7 +317,7 @@ func (d *Daemon) wantIf(needed bool, at time.Time) {
 func (d *Daemon) armDeadline(t *loopTimer) {
 	if next := d.nextDeadline(); next.IsZero() {
 		t.stop()
-	} else if !next.Equal(t.armedAt()) {
+	} else if !next.Equal(t.due()) {
 		t.resetAt(next)
 	}
 }

@@ -119,6 +119,11 @@ func TestLoopDelegated(t *testing.T) {
 	}
 
 	// The former prefix's valid lifetime ends: the deadline brings a pass.
+	// The restarted loop arms its deadline timer after the first pass is
+	// reported; an Advance before that would leave it armed in the past.
+	waitUntil(t, "the valid lifetime's deadline to be armed", func() bool {
+		return slices.ContainsFunc(l.clk.Pending(), func(d time.Duration) bool { return d > 0 && d <= time.Hour })
+	})
 	l.clk.Advance(time.Hour)
 	l.pass()
 	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:b::/56>200", "2001:db8:c::/48>201"}) {

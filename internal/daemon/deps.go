@@ -221,6 +221,19 @@ func (t *loopTimer) resetAt(at time.Time) {
 	})
 }
 
+// due is the time the timer is armed for or has fired for with its tick
+// still unread, zero otherwise. Re-arming for that same time would discard
+// the tick (resetAt), and on a clock whose timers for "now" fire only when
+// it next moves (the fake one) the deadline would then never come.
+func (t *loopTimer) due() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.t == nil && len(t.C) == 0 {
+		return time.Time{}
+	}
+	return t.at
+}
+
 // armedAt is the time the timer is armed for, zero when it is not.
 func (t *loopTimer) armedAt() time.Time {
 	t.mu.Lock()
