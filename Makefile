@@ -37,7 +37,7 @@ test: deps lint
 # scenarios in internal/vmtest/scenarios against the installed .deb. The
 # image is cached in /var/cache/uplinkd-vm.
 vmtest: deps
-	$(GO) test -count=1 -v -timeout 15m -run TestVM ./internal/vmtest/
+	$(GO) test -count=1 -v -timeout 17m -run TestVM ./internal/vmtest/
 
 # The suite without the VM suite STRESS_N times (default 5) while CPU hogs
 # keep every core busy; prints failures/runs of each failing test and fails

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
 
 // vmTimeout bounds one VM run, boot to power-off; the scenarios' own
 // timeouts (run.sh) are shorter, so a hang still leaves results behind.
-const vmTimeout = 10 * time.Minute
+const vmTimeout = 14 * time.Minute
 
 // TestVM builds (or takes from the cache) the Debian image, installs the
 // project's .deb in a VM with systemd, real pppd + rp-pppoe, hostapd and

@@ -8,7 +8,7 @@ for sc in scenarios/*.sh; do
   name=$(basename "$sc" .sh)
   echo "scenario $name: start"
   start=${EPOCHREALTIME/./}
-  timeout -k 5 300 bash "$sc" >"results/$name.log" 2>&1
+  timeout -k 5 420 bash "$sc" >"results/$name.log" 2>&1
   echo $? >"results/$name.rc"
   echo "scenario $name: rc=$(cat "results/$name.rc") in $(( (${EPOCHREALTIME/./} - start) / 1000 )) ms"
   echo "TIMING scenario_total=$(( (${EPOCHREALTIME/./} - start) / 1000 ))_ms" >>"results/$name.log"

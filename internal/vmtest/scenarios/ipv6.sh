@@ -278,17 +278,17 @@ t0=$(now_ms)
 pon dsl-provider
 pon dsl-provider2
 for i in 0 1; do
-  if wait_until 30000 has_addr ppp$i >/dev/null; then :; else fail dial_ppp$i "ppp$i got no IPv4 address in 30 s"; fi
-  if wait_until 30000 bash -c "ip -6 -o addr show dev ppp$i scope link | grep -q fe80" >/dev/null; then
+  if wait_until 60000 has_addr ppp$i >/dev/null; then :; else fail dial_ppp$i "ppp$i got no IPv4 address in 60 s"; fi
+  if wait_until 60000 bash -c "ip -6 -o addr show dev ppp$i scope link | grep -q fe80" >/dev/null; then
     pass "ipv6cp_link_local_ppp$i ($(ll6_of ppp$i))"
   else
-    fail ipv6cp_link_local_ppp$i "ppp$i has no IPv6 link-local address 30 s after pon (IPv6CP)"
+    fail ipv6cp_link_local_ppp$i "ppp$i has no IPv6 link-local address 60 s after pon (IPv6CP)"
   fi
-  if ms=$(wait_until 30000 has_addr6 ppp$i); then
+  if ms=$(wait_until 60000 has_addr6 ppp$i); then
     timing ra_address_ppp$i $(( $(now_ms) - t0 ))
     pass "ra_global_address_ppp$i ($(addr6_of ppp$i))"
   else
-    fail ra_global_address_ppp$i "ppp$i has no global IPv6 address by RA 30 s after pon: $(ip -6 addr show dev ppp$i)"
+    fail ra_global_address_ppp$i "ppp$i has no global IPv6 address by RA 60 s after pon: $(ip -6 addr show dev ppp$i)"
   fi
 done
 A0=$(addr6_of ppp0) A1=$(addr6_of ppp1)
@@ -308,7 +308,7 @@ pd_diag() {
   ip link show | grep -A1 ppp
 }
 pd_both() { has_pd ppp0 && has_pd ppp1; }
-if wait_until 20000 pd_both >/dev/null; then
+if wait_until 60000 pd_both >/dev/null; then
   timing pd_both $(( $(now_ms) - t0 ))
 fi
 P0=$(pd_of ppp0) P1=$(pd_of ppp1)
@@ -322,10 +322,10 @@ converged6() {
   has_rule6 "$1" 200 && has_rule6 "$2" 201 && table6_default 200 ppp0 && table6_default 201 ppp1 &&
     uplinkd_default6 ppp0 && route6_via ppp0 $INET6
 }
-if wait_until 10000 converged6 "$A0" "$A1" >/dev/null; then
+if wait_until 30000 converged6 "$A0" "$A1" >/dev/null; then
   pass converged6
 else
-  fail converged6 "IPv6 rules, tables or default not as expected 10 s after both lines had their addresses"
+  fail converged6 "IPv6 rules, tables or default not as expected 30 s after both lines had their addresses"
 fi
 check rule6_ppp0 "no 'from $A0 lookup 200' in ip -6 rule" has_rule6 "$A0" 200
 check rule6_ppp1 "no 'from $A1 lookup 201' in ip -6 rule" has_rule6 "$A1" 201
@@ -354,7 +354,7 @@ pings6_reach traffic6_from_ppp1_addr 1 -I "$A1"
 if [[ -z ${PDFAIL:-} ]]; then
   for i in 0 1; do
     p=$(pd_of ppp$i)
-    if wait_until 10000 lan6_status ppp$i "$p" "${p%/56}/64" >/dev/null; then
+    if wait_until 30000 lan6_status ppp$i "$p" "${p%/56}/64" >/dev/null; then
       pass "lan6_learned_ppp$i ($p, npt ${p%/56}/64)"
     else
       fail lan6_learned_ppp$i "status --json lan.ipv6 has no learned $p with npt ${p%/56}/64 for ppp$i: $(uplinkd status --json | tr -d ' \n' | grep -o '"lan":.*' | head -c 600)"
@@ -405,18 +405,18 @@ pings6_reach failover_traffic6_isp1 1
 [[ -z ${PDFAIL:-} ]] && lan_pings6_reach lan_failover_traffic6_isp1 1
 
 # ---- pppd's persist redial: a new session, a new /64 by RA
-if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global -tentative | awk '{print \$4}' | cut -d/ -f1 | head -1); [[ -n \$a && \$a != $A0 ]]"); then
+if ms=$(wait_until 60000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global -tentative | awk '{print \$4}' | cut -d/ -f1 | head -1); [[ -n \$a && \$a != $A0 ]]"); then
   N0=$(addr6_of ppp0)
   timing ipv6_persist_redial $(( $(now_ms) - gone ))
   echo "ppp0 back: $N0 (was $A0), pppd $(client_pppd dsl-provider) (was $PID0)"
   # The first four groups are the /64 (2001:db8:I:N never compresses).
   check new_prefix6 "ppp0 came back with an address in the old /64 ($N0, was $A0)" test "$(cut -d: -f1-4 <<<"$N0")" != "$(cut -d: -f1-4 <<<"$A0")"
   rewritten6() { has_rule6 "$1" 200 && ! has_rule6 "$2" 200 && table6_default 200 ppp0 && uplinkd_default6 ppp0 && route6_via ppp0 $INET6; }
-  if ms=$(wait_until 10000 rewritten6 "$N0" "$A0"); then
+  if ms=$(wait_until 30000 rewritten6 "$N0" "$A0"); then
     timing ipv6_redial_rewritten "$ms"
     pass ipv6_rewritten
   else
-    fail ipv6_rewritten "IPv6 rule/table/default not rewritten to $N0 within 10 s: $(ip -6 rule | tr '\n' ';')"
+    fail ipv6_rewritten "IPv6 rule/table/default not rewritten to $N0 within 30 s: $(ip -6 rule | tr '\n' ';')"
   fi
   mon_stop
   k_addr=$(mon_ms $V6/redial.monitor "inet6 $N0/")
@@ -439,12 +439,12 @@ if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
     if wait_until 60000 new_pd >/dev/null; then
       pass "pd_after_redial ($(pd_of ppp0), was $P0)"
       N0P=$(pd_of ppp0)
-      if ms=$(wait_until 10000 lan6_status ppp0 "$N0P" "${N0P%/56}/64"); then
+      if ms=$(wait_until 30000 lan6_status ppp0 "$N0P" "${N0P%/56}/64"); then
         timing lan6_npt_rewritten "$ms"
         pass "lan6_npt_rewritten (${N0P%/56}/64)"
         lan_pings6_reach lan_redial_traffic6_ppp0 0
       else
-        fail lan6_npt_rewritten "status --json lan.ipv6 does not map ppp0 to ${N0P%/56}/64 10 s after dhcpcd got $N0P"
+        fail lan6_npt_rewritten "status --json lan.ipv6 does not map ppp0 to ${N0P%/56}/64 30 s after dhcpcd got $N0P"
       fi
     else
       fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 within 60 s after the redial: $(tail -5 $V6/pd.log | tr '\n' ';')"
@@ -452,7 +452,7 @@ if ms=$(wait_until 20000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
   fi
 else
   mon_stop
-  fail ipv6_persist_redial "ppp0 not back with a new global IPv6 address within 20 s: $(ip -6 addr show dev ppp0 2>&1 | tr '\n' ' ')"
+  fail ipv6_persist_redial "ppp0 not back with a new global IPv6 address within 60 s: $(ip -6 addr show dev ppp0 2>&1 | tr '\n' ' ')"
 fi
 
 # ---- The LAN's own prefixes (issue 19): [lan.ipv6] mode prefix with
@@ -517,11 +517,11 @@ TOML
     fail lan_ra_reload "uplinkd reload to mode prefix with announce: $out"
     return
   fi
-  if ms=$(wait_until 30000 host6_both "$q0" "$q1"); then
+  if ms=$(wait_until 60000 host6_both "$q0" "$q1"); then
     timing lan_ra_slaac "$ms"
     pass "lan_ra_slaac (host: $(host6 "$q0" | awk '{print $4}'), $(host6 "$q1" | awk '{print $4}'))"
   else
-    fail lan_ra_slaac "the LAN host has no preferred address in both announced /64s 30 s after the reload: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';') status: $(uplinkd status --json | tr -d ' \n' | grep -o '"announce":.*' | head -c 600)"
+    fail lan_ra_slaac "the LAN host has no preferred address in both announced /64s 60 s after the reload: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';') status: $(uplinkd status --json | tr -d ' \n' | grep -o '"announce":.*' | head -c 600)"
     return
   fi
   check lan_ra_status_preferred "status --json lan.ipv6.announce does not list both /64s preferred" ra_both_preferred "$q0" "$q1"
@@ -569,11 +569,11 @@ TOML
   if ms=$(wait_until 60000 new_pd0); then
     local r0
     r0=$(pd_of ppp0)
-    if ms=$(wait_until 30000 host6_preferred "$r0"); then
+    if ms=$(wait_until 60000 host6_preferred "$r0"); then
       timing lan_ra_redial_preferred $(( $(now_ms) - gone ))
       pass "lan_ra_redial_preferred (the host has a preferred address in $r0's /64)"
     else
-      fail lan_ra_redial_preferred "no preferred host address in the new delegation $r0's /64 30 s after dhcpcd got it: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';')"
+      fail lan_ra_redial_preferred "no preferred host address in the new delegation $r0's /64 60 s after dhcpcd got it: $(ip -n lanhost -6 -o addr show dev eth0 | awk '{print $4, $NF}' | tr '\n' ';')"
     fi
     check lan_ra_old_stays_deprecated "the host's address in ppp0's old /64 is preferred again" host6_deprecated "$q0"
   else
