@@ -83,6 +83,27 @@ func NPT6Maps(cfg *Config, obs Observed) []NPT6 {
 	return out
 }
 
+// LAN6MainPriority is the priority of mode prefix's `from <delegated
+// prefix> lookup main suppress_prefixlength 0` rules: one below the lowest
+// rule_priority among the uplinks with ipv6 on, so that main's routes more
+// specific than a default (the LAN itself, another LAN, a VPN) are looked
+// up before any uplink's table, which holds only a default route. uplink
+// is the index of that uplink in cfg.Uplinks; ok is false when no uplink
+// has ipv6 on. The loader refuses a priority below 1 or one that another
+// rule of uplinkd uses (lan6MainPriority).
+func LAN6MainPriority(cfg *Config) (prio, uplink int, ok bool) {
+	uplink = -1
+	for i := range cfg.Uplinks {
+		if u := &cfg.Uplinks[i]; u.IPv6 && (uplink < 0 || u.RulePriority < cfg.Uplinks[uplink].RulePriority) {
+			uplink = i
+		}
+	}
+	if uplink < 0 {
+		return 0, -1, false
+	}
+	return cfg.Uplinks[uplink].RulePriority - 1, uplink, true
+}
+
 // computeLAN6 adds what [lan.ipv6] needs to d: in mode prefix a `from
 // <delegated prefix> lookup <table>` rule at the uplink's rule_priority for
 // each delegated prefix of each uplink with ipv6 on (kept whatever the

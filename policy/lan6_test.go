@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -116,7 +117,7 @@ mode = "prefix"
 [[uplink]]
 name = "a"
 table = 100
-rule_priority = 100
+rule_priority = 110
 delegated_prefix = "2001:db8:a::/56"
 [[uplink]]
 name = "b"
@@ -180,6 +181,92 @@ delegated_prefix = "ff00::/56"
 			}
 			if n := strings.Count(err.Error(), "t.toml:"); n != len(tt.want) && !strings.HasPrefix(tt.want[0], "missing") {
 				t.Errorf("%d errors, want %d:\n%v", n, len(tt.want), err)
+			}
+		})
+	}
+}
+
+// TestParseLAN6MainPriority: the priority of mode prefix's `lookup main
+// suppress_prefixlength 0` rules (the lowest IPv6 rule_priority minus 1)
+// must be at least 1 and used by no other rule of uplinkd; a clash is
+// reported at that rule_priority when the file sets it, else at the key it
+// clashes with.
+func TestParseLAN6MainPriority(t *testing.T) {
+	const head = "[lan.ipv6]\nmode = \"prefix\"\n"
+	uplink := func(name string, prio int, v6 bool) string {
+		s := fmt.Sprintf("[[uplink]]\nname = %q\ninterface = \"eth%s\"\n", name, name)
+		if prio > 0 {
+			s += fmt.Sprintf("rule_priority = %d\n", prio)
+		}
+		if v6 {
+			s += "ipv6 = true\n"
+		}
+		return s
+	}
+	const rule = "[[rule]]\nname = \"r\"\nuid = 1\nuplink = \"a\"\nmark = 1\npriority = %d\n"
+	tests := []struct {
+		name, src string
+		want      string // the error; "": the file loads
+	}{{
+		name: "defaults: 1099",
+		src:  head + uplink("a", 0, true) + uplink("b", 0, true),
+	}, {
+		name: "rule_priority 2: priority 1",
+		src:  head + uplink("a", 2, true),
+	}, {
+		name: "rule_priority 1 leaves no priority",
+		src:  head + uplink("a", 5, false) + uplink("b", 1, true),
+		want: "t.toml:10:17: rule_priority 1 leaves no priority for the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 0 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1 of uplink \"b\", minus 1): priorities start at 1 (0 is the kernel's lookup local), set rule_priority to 2 or more",
+	}, {
+		name: "mode npt does not use it",
+		src:  "[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42:0:0:1::/64\"\n" + uplink("a", 1, true),
+	}, {
+		name: "clash with an uplink's rule_priority, at the lowest IPv6 one",
+		src:  head + uplink("a", 100, false) + uplink("b", 101, true) + uplink("c", 102, true),
+		want: "t.toml:10:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 100 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 101 of uplink \"b\", minus 1) clash with rule priority 100 at line 6: choose another rule_priority",
+	}, {
+		name: "clash with a [[rule]], at the uplink's rule_priority",
+		src:  head + uplink("a", 200, true) + fmt.Sprintf(rule, 199),
+		want: "t.toml:6:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 199 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 200 of uplink \"a\", minus 1) clash with rule priority 199 at line 13: choose another rule_priority",
+	}, {
+		name: "clash with a [[rule]], at the rule when rule_priority is defaulted",
+		src:  head + uplink("a", 0, true) + fmt.Sprintf(rule, 1099),
+		want: "t.toml:12:12: priority 1099 clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}, {
+		name: "clash with the default-route rules, at the uplink",
+		src:  head + uplink("a", 32602, true),
+		want: "t.toml:6:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 32601 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 32602 of uplink \"a\", minus 1) clash with the default-route rules (priorities 32600 and 32601, default_priority): choose another rule_priority",
+	}, {
+		name: "clash with the default-route rules, at default_priority",
+		src:  "[daemon]\ndefault_priority = 1098\n" + head + uplink("a", 0, true),
+		want: "t.toml:2:20: the default-route rules use priorities 1098 and 1099 (default_priority), which clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}, {
+		name: "clash with the sticky rules, at the uplink",
+		src:  "[daemon]\nsticky_priority = 500\n" + head + uplink("a", 501, true),
+		want: "t.toml:8:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 500 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 501 of uplink \"a\", minus 1) clash with the sticky connection rules (priorities 500..500, sticky_priority): choose another rule_priority",
+	}, {
+		name: "clash with the sticky rules, at sticky_priority",
+		src:  "[daemon]\nsticky_priority = 1098\n" + head + uplink("a", 0, true) + uplink("b", 0, false),
+		want: "t.toml:2:19: the sticky connection rules use priorities 1098..1099 (sticky_priority), which clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tt.src), nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatal(err)
+			case tt.want != "" && err == nil:
+				t.Fatal("loaded; want an error")
+			case tt.want != "" && (!strings.Contains(err.Error(), tt.want) || strings.Count(err.Error(), "t.toml:") != 1):
+				t.Errorf("got\n%v\nwant the one error\n%s", err, tt.want)
 			}
 		})
 	}
