@@ -325,12 +325,14 @@ func TestComputeLAN6Prefix(t *testing.T) {
 		"eth3": {netip.MustParsePrefix("2001:db8:c000::/56")}, // ipv6 off: ignored
 	}
 	d := Compute(cfg, obs, nil)
-	for src, want := range map[string]string{
-		"2001:db8:a100::/56": "priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157",
-		"2001:db8:a000::/56": "priority 1000 from 2001:db8:a000::/56 lookup 100 proto 157",
-		"2001:db8:bb00::/56": "priority 1001 from 2001:db8:bb00::/56 lookup 101 proto 157",
+	// Each prefix first gets main's specific routes (LAN6MainPriority),
+	// then its uplink's table.
+	for src, want := range map[string][]string{
+		"2001:db8:a100::/56": {"priority 999 from 2001:db8:a100::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157"},
+		"2001:db8:a000::/56": {"priority 999 from 2001:db8:a000::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1000 from 2001:db8:a000::/56 lookup 100 proto 157"},
+		"2001:db8:bb00::/56": {"priority 999 from 2001:db8:bb00::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1001 from 2001:db8:bb00::/56 lookup 101 proto 157"},
 	} {
-		if got := rulesFrom(d, src); len(got) != 1 || got[0] != want {
+		if got := rulesFrom(d, src); !slices.Equal(got, want) {
 			t.Errorf("rules from %s: %q, want %q", src, got, want)
 		}
 	}
@@ -354,7 +356,7 @@ func TestComputeLAN6Prefix(t *testing.T) {
 	obs.Links["eth1"] = Link{Index: 2, Name: "eth1"}
 	delete(obs.Links, "eth2")
 	d = Compute(cfg, obs, nil)
-	if len(rulesFrom(d, "2001:db8:a100::/56")) != 1 || len(rulesFrom(d, "2001:db8:bb00::/56")) != 1 {
+	if len(rulesFrom(d, "2001:db8:a100::/56")) != 2 || len(rulesFrom(d, "2001:db8:bb00::/56")) != 2 {
 		t.Error("prefix rules gone with the link")
 	}
 	if slices.ContainsFunc(d.Sysctls, func(s Sysctl) bool { return s.Key == "net/ipv6/conf/eth2/accept_ra" }) {
@@ -368,8 +370,113 @@ func TestComputeLAN6Prefix(t *testing.T) {
 	o.Rules = append(o.Rules, Compute(cfg, o, nil).Rules...)
 	o.Delegated["eth1"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:a100::/56"), netip.MustParsePrefix("2001:db8:a000::/56")}
 	ch := Diff(Compute(cfg, o, nil), o)
-	if got := commandsOf(ch, "rule"); !slices.Equal(got, []string{"ip -6 rule add priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157"}) {
+	if got := commandsOf(ch, "rule"); !slices.Equal(got, []string{
+		"ip -6 rule add priority 999 from 2001:db8:a100::/56 lookup main suppress_prefixlength 0 proto 157",
+		"ip -6 rule add priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157",
+	}) {
 		t.Errorf("new prefix: %q", got)
+	}
+}
+
+// TestComputeLAN6MainRules: in mode prefix every delegated prefix (learned,
+// configured, former) gets `from <prefix> lookup main
+// suppress_prefixlength 0` at one shared priority, the lowest rule_priority
+// of the uplinks with ipv6 on minus 1, ahead of its uplink's rule in
+// Desired (so the diff adds it first); the diff of what was applied is
+// empty; modes npt and off add none.
+func TestComputeLAN6MainRules(t *testing.T) {
+	const (
+		pa, pa0 = "2001:db8:a100::/56", "2001:db8:a000::/56" // eth1's current and former
+		pb      = "2001:db8:bb00::/56"                       // eth2's, configured
+	)
+	uplink := func(name, iface string, prio int, extra string) string {
+		return fmt.Sprintf("[[uplink]]\nname = %q\ninterface = %q\ntable = %d\nrule_priority = %d\n%s", name, iface, prio, prio, extra)
+	}
+	v6 := "ipv6 = true\n"
+	tests := []struct {
+		name     string
+		mode     string
+		uplinks  string
+		learned  map[string][]string
+		wantPrio int      // of the main rules
+		want     []string // sources with a main rule, in order; none: no main rule at all
+	}{{
+		name:     "one uplink, configured prefix",
+		mode:     "prefix",
+		uplinks:  uplink("b", "eth2", 1001, v6+"delegated_prefix = \""+pb+"\"\n") + uplink("c", "eth3", 50, ""),
+		wantPrio: 1000,
+		want:     []string{pb},
+	}, {
+		name:     "two uplinks: the lowest rule_priority of the IPv6 ones, not the first uplink's",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1200, v6) + uplink("b", "eth2", 1100, v6+"delegated_prefix = \""+pb+"\"\n") + uplink("c", "eth3", 1000, ""),
+		learned:  map[string][]string{"eth1": {pa}},
+		wantPrio: 1099,
+		want:     []string{pa, pb},
+	}, {
+		name:     "a former prefix keeps its main rule while it is routed",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned:  map[string][]string{"eth1": {pa, pa0}},
+		wantPrio: 999,
+		want:     []string{pa, pa0},
+	}, {
+		name:     "one prefix learned on two uplinks: one main rule",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned:  map[string][]string{"eth1": {pa}, "eth2": {pa}},
+		wantPrio: 999,
+		want:     []string{pa},
+	}, {
+		name:    "no delegation yet: no rule",
+		mode:    "prefix",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+	}, {
+		name:    "mode npt",
+		mode:    "npt\"\nprefix = \"fd42:0:0:1::/64",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6+"delegated_prefix = \""+pb+"\"\n"),
+		learned: map[string][]string{"eth1": {pa}},
+	}, {
+		name:    "mode off",
+		mode:    "off",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned: map[string][]string{"eth1": {pa}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustParse(t, "[lan]\ninterface = \"lan0\"\n[lan.ipv6]\nmode = \""+tt.mode+"\"\n"+tt.uplinks)
+			obs := obs6()
+			obs.Links["eth3"] = ethLink("eth3", 5)
+			obs.Delegated = map[string][]netip.Prefix{}
+			for iface, ps := range tt.learned {
+				for _, p := range ps {
+					obs.Delegated[iface] = append(obs.Delegated[iface], netip.MustParsePrefix(p))
+				}
+			}
+			d := Compute(cfg, obs, nil)
+			var got []string
+			for i, r := range d.Rules {
+				if !r.IPv6 || r.Table != MainTable || !r.Src.IsValid() {
+					continue
+				}
+				got = append(got, r.Src.String())
+				if want := (Rule{IPv6: true, Priority: tt.wantPrio, Table: MainTable, Src: r.Src, SuppressDefault: true, Protocol: Protocol}); r != want {
+					t.Errorf("main rule %s, want %s", r.IPRule(), want.IPRule())
+				}
+				// Ahead of every rule that sends the prefix to an uplink.
+				if j := slices.IndexFunc(d.Rules, func(o Rule) bool { return o.Src == r.Src && o.Table != MainTable }); j >= 0 && j < i {
+					t.Errorf("the main rule of %s comes after %s", r.Src, d.Rules[j].IPRule())
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("main rules from %q, want %q", got, tt.want)
+			}
+			// The kernel holding what was computed: nothing to do.
+			obs.Rules = append(obs.Rules, d.Rules...)
+			if ch := commandsOf(Diff(Compute(cfg, obs, nil), obs), "rule"); len(ch) != 0 {
+				t.Errorf("second diff: %q", ch)
+			}
+		})
 	}
 }
 
