@@ -83,18 +83,62 @@ func NPT6Maps(cfg *Config, obs Observed) []NPT6 {
 	return out
 }
 
-// computeLAN6 adds what [lan.ipv6] needs to d: in mode prefix a `from
-// <delegated prefix> lookup <table>` rule at the uplink's rule_priority for
-// each delegated prefix of each uplink with ipv6 on (kept whatever the
-// link's state, like the prefix itself: with no route in the table the
-// lookup falls through); in both modes IPv6 forwarding with [lan]
-// forwarding, and accept_ra 2 on the uplinks so that they keep learning
-// their addresses and router from router advertisements (a forwarding
-// interface ignores them with accept_ra 1).
+// LAN6MainPriority is the priority of mode prefix's `from <delegated
+// prefix> lookup main suppress_prefixlength 0` rules: one below the lowest
+// rule_priority among the uplinks with ipv6 on, so that main's routes more
+// specific than a default (the LAN itself, another LAN, a VPN) are looked
+// up before any uplink's table, which holds only a default route. uplink
+// is the index of that uplink in cfg.Uplinks; ok is false when no uplink
+// has ipv6 on. The loader refuses a priority below 1 or one that another
+// rule of uplinkd uses (lan6MainPriority).
+func LAN6MainPriority(cfg *Config) (prio, uplink int, ok bool) {
+	uplink = -1
+	for i := range cfg.Uplinks {
+		if u := &cfg.Uplinks[i]; u.IPv6 && (uplink < 0 || u.RulePriority < cfg.Uplinks[uplink].RulePriority) {
+			uplink = i
+		}
+	}
+	if uplink < 0 {
+		return 0, -1, false
+	}
+	return cfg.Uplinks[uplink].RulePriority - 1, uplink, true
+}
+
+// computeLAN6 adds what [lan.ipv6] needs to d: in mode prefix, for each
+// delegated prefix of each uplink with ipv6 on, first a `from <delegated
+// prefix> lookup main suppress_prefixlength 0` rule at LAN6MainPriority
+// (the wg-quick pattern of the default route, see Compute: LAN traffic to
+// a destination main routes more specifically than by a default stays
+// off the uplink) and then a `from <delegated prefix> lookup <table>` rule
+// at the uplink's rule_priority (both kept whatever the link's state, like
+// the prefix itself: with no route in the table the lookup falls
+// through); in both modes IPv6 forwarding with [lan] forwarding, and
+// accept_ra 2 on the uplinks so that they keep learning their addresses
+// and router from router advertisements (a forwarding interface ignores
+// them with accept_ra 1).
 func computeLAN6(cfg *Config, obs Observed, d *Desired) {
 	mode := cfg.LAN.IPv6.Mode
 	if mode != LAN6Prefix && mode != LAN6NPT || !cfg.IPv6On() {
 		return
+	}
+	if mode == LAN6Prefix {
+		// Before the uplinks' rules, so that Diff adds each before the
+		// rule that would send the prefix's traffic out of the uplink.
+		prio, _, _ := LAN6MainPriority(cfg)
+		seen := map[netip.Prefix]bool{}
+		for i := range cfg.Uplinks {
+			u := &cfg.Uplinks[i]
+			if !u.IPv6 {
+				continue
+			}
+			ps, _ := Delegated(u, obs)
+			for _, p := range ps {
+				if !seen[p] {
+					seen[p] = true
+					d.Rules = append(d.Rules, Rule{IPv6: true, Priority: prio, Table: MainTable, Src: p, SuppressDefault: true, Protocol: Protocol})
+				}
+			}
+		}
 	}
 	for i := range cfg.Uplinks {
 		u := &cfg.Uplinks[i]

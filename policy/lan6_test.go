@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -116,7 +117,7 @@ mode = "prefix"
 [[uplink]]
 name = "a"
 table = 100
-rule_priority = 100
+rule_priority = 110
 delegated_prefix = "2001:db8:a::/56"
 [[uplink]]
 name = "b"
@@ -185,6 +186,92 @@ delegated_prefix = "ff00::/56"
 	}
 }
 
+// TestParseLAN6MainPriority: the priority of mode prefix's `lookup main
+// suppress_prefixlength 0` rules (the lowest IPv6 rule_priority minus 1)
+// must be at least 1 and used by no other rule of uplinkd; a clash is
+// reported at that rule_priority when the file sets it, else at the key it
+// clashes with.
+func TestParseLAN6MainPriority(t *testing.T) {
+	const head = "[lan.ipv6]\nmode = \"prefix\"\n"
+	uplink := func(name string, prio int, v6 bool) string {
+		s := fmt.Sprintf("[[uplink]]\nname = %q\ninterface = \"eth%s\"\n", name, name)
+		if prio > 0 {
+			s += fmt.Sprintf("rule_priority = %d\n", prio)
+		}
+		if v6 {
+			s += "ipv6 = true\n"
+		}
+		return s
+	}
+	const rule = "[[rule]]\nname = \"r\"\nuid = 1\nuplink = \"a\"\nmark = 1\npriority = %d\n"
+	tests := []struct {
+		name, src string
+		want      string // the error; "": the file loads
+	}{{
+		name: "defaults: 1099",
+		src:  head + uplink("a", 0, true) + uplink("b", 0, true),
+	}, {
+		name: "rule_priority 2: priority 1",
+		src:  head + uplink("a", 2, true),
+	}, {
+		name: "rule_priority 1 leaves no priority",
+		src:  head + uplink("a", 5, false) + uplink("b", 1, true),
+		want: "t.toml:10:17: rule_priority 1 leaves no priority for the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 0 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1 of uplink \"b\", minus 1): priorities start at 1 (0 is the kernel's lookup local), set rule_priority to 2 or more",
+	}, {
+		name: "mode npt does not use it",
+		src:  "[lan.ipv6]\nmode = \"npt\"\nprefix = \"fd42:0:0:1::/64\"\n" + uplink("a", 1, true),
+	}, {
+		name: "clash with an uplink's rule_priority, at the lowest IPv6 one",
+		src:  head + uplink("a", 100, false) + uplink("b", 101, true) + uplink("c", 102, true),
+		want: "t.toml:10:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 100 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 101 of uplink \"b\", minus 1) clash with rule priority 100 at line 6: choose another rule_priority",
+	}, {
+		name: "clash with a [[rule]], at the uplink's rule_priority",
+		src:  head + uplink("a", 200, true) + fmt.Sprintf(rule, 199),
+		want: "t.toml:6:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 199 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 200 of uplink \"a\", minus 1) clash with rule priority 199 at line 13: choose another rule_priority",
+	}, {
+		name: "clash with a [[rule]], at the rule when rule_priority is defaulted",
+		src:  head + uplink("a", 0, true) + fmt.Sprintf(rule, 1099),
+		want: "t.toml:12:12: priority 1099 clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}, {
+		name: "clash with the default-route rules, at the uplink",
+		src:  head + uplink("a", 32602, true),
+		want: "t.toml:6:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 32601 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 32602 of uplink \"a\", minus 1) clash with the default-route rules (priorities 32600 and 32601, default_priority): choose another rule_priority",
+	}, {
+		name: "clash with the default-route rules, at default_priority",
+		src:  "[daemon]\ndefault_priority = 1098\n" + head + uplink("a", 0, true),
+		want: "t.toml:2:20: the default-route rules use priorities 1098 and 1099 (default_priority), which clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}, {
+		name: "clash with the sticky rules, at the uplink",
+		src:  "[daemon]\nsticky_priority = 500\n" + head + uplink("a", 501, true),
+		want: "t.toml:8:17: the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 500 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 501 of uplink \"a\", minus 1) clash with the sticky connection rules (priorities 500..500, sticky_priority): choose another rule_priority",
+	}, {
+		name: "clash with the sticky rules, at sticky_priority",
+		src:  "[daemon]\nsticky_priority = 1098\n" + head + uplink("a", 0, true) + uplink("b", 0, false),
+		want: "t.toml:2:19: the sticky connection rules use priorities 1098..1099 (sticky_priority), which clashes with the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority 1099 " +
+			"(the lowest rule_priority of an uplink with ipv6 on, 1100 of uplink \"a\", minus 1)",
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tt.src), nil)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatal(err)
+			case tt.want != "" && err == nil:
+				t.Fatal("loaded; want an error")
+			case tt.want != "" && (!strings.Contains(err.Error(), tt.want) || strings.Count(err.Error(), "t.toml:") != 1):
+				t.Errorf("got\n%v\nwant the one error\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
 // lan6Config is dual6's uplinks behind a LAN with [lan.ipv6] mode, b
 // with a static delegation.
 func lan6Config(t testing.TB, mode string) *Config {
@@ -238,12 +325,14 @@ func TestComputeLAN6Prefix(t *testing.T) {
 		"eth3": {netip.MustParsePrefix("2001:db8:c000::/56")}, // ipv6 off: ignored
 	}
 	d := Compute(cfg, obs, nil)
-	for src, want := range map[string]string{
-		"2001:db8:a100::/56": "priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157",
-		"2001:db8:a000::/56": "priority 1000 from 2001:db8:a000::/56 lookup 100 proto 157",
-		"2001:db8:bb00::/56": "priority 1001 from 2001:db8:bb00::/56 lookup 101 proto 157",
+	// Each prefix first gets main's specific routes (LAN6MainPriority),
+	// then its uplink's table.
+	for src, want := range map[string][]string{
+		"2001:db8:a100::/56": {"priority 999 from 2001:db8:a100::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157"},
+		"2001:db8:a000::/56": {"priority 999 from 2001:db8:a000::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1000 from 2001:db8:a000::/56 lookup 100 proto 157"},
+		"2001:db8:bb00::/56": {"priority 999 from 2001:db8:bb00::/56 lookup main suppress_prefixlength 0 proto 157", "priority 1001 from 2001:db8:bb00::/56 lookup 101 proto 157"},
 	} {
-		if got := rulesFrom(d, src); len(got) != 1 || got[0] != want {
+		if got := rulesFrom(d, src); !slices.Equal(got, want) {
 			t.Errorf("rules from %s: %q, want %q", src, got, want)
 		}
 	}
@@ -267,7 +356,7 @@ func TestComputeLAN6Prefix(t *testing.T) {
 	obs.Links["eth1"] = Link{Index: 2, Name: "eth1"}
 	delete(obs.Links, "eth2")
 	d = Compute(cfg, obs, nil)
-	if len(rulesFrom(d, "2001:db8:a100::/56")) != 1 || len(rulesFrom(d, "2001:db8:bb00::/56")) != 1 {
+	if len(rulesFrom(d, "2001:db8:a100::/56")) != 2 || len(rulesFrom(d, "2001:db8:bb00::/56")) != 2 {
 		t.Error("prefix rules gone with the link")
 	}
 	if slices.ContainsFunc(d.Sysctls, func(s Sysctl) bool { return s.Key == "net/ipv6/conf/eth2/accept_ra" }) {
@@ -281,8 +370,113 @@ func TestComputeLAN6Prefix(t *testing.T) {
 	o.Rules = append(o.Rules, Compute(cfg, o, nil).Rules...)
 	o.Delegated["eth1"] = []netip.Prefix{netip.MustParsePrefix("2001:db8:a100::/56"), netip.MustParsePrefix("2001:db8:a000::/56")}
 	ch := Diff(Compute(cfg, o, nil), o)
-	if got := commandsOf(ch, "rule"); !slices.Equal(got, []string{"ip -6 rule add priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157"}) {
+	if got := commandsOf(ch, "rule"); !slices.Equal(got, []string{
+		"ip -6 rule add priority 999 from 2001:db8:a100::/56 lookup main suppress_prefixlength 0 proto 157",
+		"ip -6 rule add priority 1000 from 2001:db8:a100::/56 lookup 100 proto 157",
+	}) {
 		t.Errorf("new prefix: %q", got)
+	}
+}
+
+// TestComputeLAN6MainRules: in mode prefix every delegated prefix (learned,
+// configured, former) gets `from <prefix> lookup main
+// suppress_prefixlength 0` at one shared priority, the lowest rule_priority
+// of the uplinks with ipv6 on minus 1, ahead of its uplink's rule in
+// Desired (so the diff adds it first); the diff of what was applied is
+// empty; modes npt and off add none.
+func TestComputeLAN6MainRules(t *testing.T) {
+	const (
+		pa, pa0 = "2001:db8:a100::/56", "2001:db8:a000::/56" // eth1's current and former
+		pb      = "2001:db8:bb00::/56"                       // eth2's, configured
+	)
+	uplink := func(name, iface string, prio int, extra string) string {
+		return fmt.Sprintf("[[uplink]]\nname = %q\ninterface = %q\ntable = %d\nrule_priority = %d\n%s", name, iface, prio, prio, extra)
+	}
+	v6 := "ipv6 = true\n"
+	tests := []struct {
+		name     string
+		mode     string
+		uplinks  string
+		learned  map[string][]string
+		wantPrio int      // of the main rules
+		want     []string // sources with a main rule, in order; none: no main rule at all
+	}{{
+		name:     "one uplink, configured prefix",
+		mode:     "prefix",
+		uplinks:  uplink("b", "eth2", 1001, v6+"delegated_prefix = \""+pb+"\"\n") + uplink("c", "eth3", 50, ""),
+		wantPrio: 1000,
+		want:     []string{pb},
+	}, {
+		name:     "two uplinks: the lowest rule_priority of the IPv6 ones, not the first uplink's",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1200, v6) + uplink("b", "eth2", 1100, v6+"delegated_prefix = \""+pb+"\"\n") + uplink("c", "eth3", 1000, ""),
+		learned:  map[string][]string{"eth1": {pa}},
+		wantPrio: 1099,
+		want:     []string{pa, pb},
+	}, {
+		name:     "a former prefix keeps its main rule while it is routed",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned:  map[string][]string{"eth1": {pa, pa0}},
+		wantPrio: 999,
+		want:     []string{pa, pa0},
+	}, {
+		name:     "one prefix learned on two uplinks: one main rule",
+		mode:     "prefix",
+		uplinks:  uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned:  map[string][]string{"eth1": {pa}, "eth2": {pa}},
+		wantPrio: 999,
+		want:     []string{pa},
+	}, {
+		name:    "no delegation yet: no rule",
+		mode:    "prefix",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+	}, {
+		name:    "mode npt",
+		mode:    "npt\"\nprefix = \"fd42:0:0:1::/64",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6+"delegated_prefix = \""+pb+"\"\n"),
+		learned: map[string][]string{"eth1": {pa}},
+	}, {
+		name:    "mode off",
+		mode:    "off",
+		uplinks: uplink("a", "eth1", 1000, v6) + uplink("b", "eth2", 1001, v6),
+		learned: map[string][]string{"eth1": {pa}},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := mustParse(t, "[lan]\ninterface = \"lan0\"\n[lan.ipv6]\nmode = \""+tt.mode+"\"\n"+tt.uplinks)
+			obs := obs6()
+			obs.Links["eth3"] = ethLink("eth3", 5)
+			obs.Delegated = map[string][]netip.Prefix{}
+			for iface, ps := range tt.learned {
+				for _, p := range ps {
+					obs.Delegated[iface] = append(obs.Delegated[iface], netip.MustParsePrefix(p))
+				}
+			}
+			d := Compute(cfg, obs, nil)
+			var got []string
+			for i, r := range d.Rules {
+				if !r.IPv6 || r.Table != MainTable || !r.Src.IsValid() {
+					continue
+				}
+				got = append(got, r.Src.String())
+				if want := (Rule{IPv6: true, Priority: tt.wantPrio, Table: MainTable, Src: r.Src, SuppressDefault: true, Protocol: Protocol}); r != want {
+					t.Errorf("main rule %s, want %s", r.IPRule(), want.IPRule())
+				}
+				// Ahead of every rule that sends the prefix to an uplink.
+				if j := slices.IndexFunc(d.Rules, func(o Rule) bool { return o.Src == r.Src && o.Table != MainTable }); j >= 0 && j < i {
+					t.Errorf("the main rule of %s comes after %s", r.Src, d.Rules[j].IPRule())
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("main rules from %q, want %q", got, tt.want)
+			}
+			// The kernel holding what was computed: nothing to do.
+			obs.Rules = append(obs.Rules, d.Rules...)
+			if ch := commandsOf(Diff(Compute(cfg, obs, nil), obs), "rule"); len(ch) != 0 {
+				t.Errorf("second diff: %q", ch)
+			}
+		})
 	}
 }
 

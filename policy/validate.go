@@ -42,6 +42,7 @@ func (l *loader) validate(c *Config) {
 	l.defaultedNumbers(c, tables, priorities)
 	l.stickyPriorities(c, priorities)
 	l.defaultRules(c, priorities)
+	l.lan6MainPriority(c, priorities)
 	l.firewall(c)
 	l.services(c)
 	l.ha(c)
@@ -946,6 +947,63 @@ func (l *loader) defaultRules(c *Config, priorities map[string]string) {
 			return
 		}
 	}
+}
+
+// lan6MainPriority checks the priority of mode prefix's `from <delegated
+// prefix> lookup main suppress_prefixlength 0` rules (LAN6MainPriority:
+// the lowest rule_priority among the uplinks with ipv6 on, minus 1): at
+// least 1 (priority 0 is the kernel's `lookup local`), and no priority
+// that another rule of uplinkd uses (a configured or defaulted rule
+// priority, the default-route rules, the sticky rules), since the kernel
+// orders two rules of one priority by insertion. As for the sticky rules,
+// the clash is reported where the user can fix it: at that uplink's
+// rule_priority when the file sets it, else at the key it clashes with.
+func (l *loader) lan6MainPriority(c *Config, priorities map[string]string) {
+	if c.LAN.IPv6.Mode != LAN6Prefix {
+		return
+	}
+	prio, i, ok := LAN6MainPriority(c)
+	if !ok {
+		return
+	}
+	u := &c.Uplinks[i]
+	at := fmt.Sprintf("uplink[%d].rule_priority", i)
+	lim := limitOf(limitKey(at))
+	if int64(u.RulePriority) < lim.Min || int64(u.RulePriority) > lim.Max {
+		return // reported at the key already
+	}
+	rules := fmt.Sprintf("the [lan.ipv6] mode prefix rules `from <delegated prefix> lookup main suppress_prefixlength 0` at priority %d (the lowest rule_priority of an uplink with ipv6 on, %d of uplink %q, minus 1)",
+		prio, u.RulePriority, u.Name)
+	if prio < 1 {
+		l.errorf(at, "rule_priority %d leaves no priority for %s: priorities start at 1 (0 is the kernel's lookup local), set rule_priority to 2 or more", u.RulePriority, rules)
+		return
+	}
+	// clash is what prio clashes with, as the message at the uplink says
+	// it; theirs is the message at the other key.
+	d := &c.Daemon
+	sticky, n := d.StickyPriority, max(len(c.Uplinks), 1)
+	var clash, other, theirs string
+	switch {
+	case priorities[strconv.Itoa(prio)] != "":
+		other = priorities[strconv.Itoa(prio)]
+		clash = fmt.Sprintf("rule priority %d at line %d", prio, l.line(other))
+		theirs = fmt.Sprintf("priority %d clashes with %s", prio, rules)
+	case prio == d.DefaultPriority || prio == d.DefaultPriority+1:
+		other = "daemon.default_priority"
+		clash = fmt.Sprintf("the default-route rules (priorities %d and %d, default_priority)", d.DefaultPriority, d.DefaultPriority+1)
+		theirs = fmt.Sprintf("the default-route rules use priorities %d and %d (default_priority), which clashes with %s", d.DefaultPriority, d.DefaultPriority+1, rules)
+	case prio >= sticky && prio < sticky+n:
+		other = "daemon.sticky_priority"
+		clash = fmt.Sprintf("the sticky connection rules (priorities %d..%d, sticky_priority)", sticky, sticky+n-1)
+		theirs = fmt.Sprintf("the sticky connection rules use priorities %d..%d (sticky_priority), which clashes with %s", sticky, sticky+n-1, rules)
+	default:
+		return
+	}
+	if u.RulePriorityDefaulted && l.set(other) {
+		l.errorf(other, "%s", theirs)
+		return
+	}
+	l.errorf(at, "%s clash with %s: choose another rule_priority", rules, clash)
 }
 
 // MinHAWeight is the lowest weight keepalived adds to a priority: a track

@@ -39,14 +39,38 @@ ipv6 = true
 `
 
 // prefixRules are the kernel's IPv6 rules of uplinkd with a source
-// shorter than /128 (the delegated prefixes'), as "src>table", sorted.
+// shorter than /128 (the delegated prefixes'), as "priority src>table",
+// the table "main" for `lookup main suppress_prefixlength 0`, sorted.
 func (l *loop) prefixRules() []string {
 	l.k.mu.Lock()
 	defer l.k.mu.Unlock()
 	var out []string
 	for _, r := range l.k.obs.Rules {
 		if r.IPv6 && r.Protocol == policy.Protocol && r.Src.IsValid() && r.Src.Bits() < 128 {
-			out = append(out, r.Src.String()+">"+strconv.Itoa(r.Table))
+			table := strconv.Itoa(r.Table)
+			if r.Table == policy.MainTable && r.SuppressDefault {
+				table = "main"
+			}
+			out = append(out, strconv.Itoa(r.Priority)+" "+r.Src.String()+">"+table)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// lan6Rules are the rules of the delegated prefixes in lan6LoopConfig:
+// `lookup main suppress_prefixlength 0` at 199 (the lowest rule_priority,
+// ppp0's 200, minus 1) and the uplink's table at its rule_priority.
+func lan6Rules(byUplink map[string][]string) []string {
+	var out []string
+	for uplink, ps := range byUplink {
+		for _, p := range ps {
+			out = append(out, "199 "+p+">main")
+			if uplink == "ppp0" {
+				out = append(out, "200 "+p+">200")
+			} else {
+				out = append(out, "300 "+p+">201")
+			}
 		}
 	}
 	slices.Sort(out)
@@ -55,10 +79,12 @@ func (l *loop) prefixRules() []string {
 
 // TestLoopDelegated drives `uplinkd event --delegated` through the
 // daemon's control handler on fakes: an interface no uplink has is
-// refused; a learned prefix gets its rule in the pass that follows and
-// lands in delegated.json; a new prefix is added before the former one
-// goes; a restart keeps them; the valid lifetime ends the former one (the
-// deadline timer brings the pass); none ends the delegation.
+// refused; a learned prefix gets its rules (`lookup main
+// suppress_prefixlength 0`, then its uplink's table) in the pass that
+// follows and lands in delegated.json; a new prefix is added before the
+// former one goes; a restart keeps them; the valid lifetime ends the
+// former one (the deadline timer brings the pass); none ends the
+// delegation, and the rules go with it.
 func TestLoopDelegated(t *testing.T) {
 	verifyNoLeaks(t)
 	stateDir := t.TempDir()
@@ -75,7 +101,7 @@ func TestLoopDelegated(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.pass()
-	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:a::/56>200"}) {
+	if got := l.prefixRules(); !slices.Equal(got, lan6Rules(map[string][]string{"ppp0": {"2001:db8:a::/56"}})) {
 		t.Errorf("after the delegation: %q", got)
 	}
 	if recs := l.logs.records(map[string]any{"event": "delegated", "uplink": "ppp0", "prefix": "2001:db8:a::/56", "level": "INFO"}); len(recs) != 1 {
@@ -97,13 +123,24 @@ func TestLoopDelegated(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := l.pass()
-	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:a::/56>200", "2001:db8:b::/56>200"}) {
+	if got := l.prefixRules(); !slices.Equal(got, lan6Rules(map[string][]string{"ppp0": {"2001:db8:a::/56", "2001:db8:b::/56"}})) {
 		t.Errorf("after the new prefix: %q", got)
 	}
+	var added []string
 	for _, c := range res.Changes {
 		if c.Op == policy.OpDelRule {
 			t.Errorf("the new prefix removed a rule: %s", c.Command())
 		}
+		if c.Op == policy.OpAddRule {
+			added = append(added, c.Rule.IPRule())
+		}
+	}
+	// main's specific routes first, then the uplink's table.
+	if want := []string{
+		"priority 199 from 2001:db8:b::/56 lookup main suppress_prefixlength 0 proto 157",
+		"priority 200 from 2001:db8:b::/56 lookup 200 proto 157",
+	}; !slices.Equal(added, want) {
+		t.Errorf("the new prefix added %q, want %q", added, want)
 	}
 	if err := h.Event(ctx, control.Event{Iface: "ppp1", Delegated: "2001:db8:c::/48"}); err != nil {
 		t.Fatal(err)
@@ -114,7 +151,7 @@ func TestLoopDelegated(t *testing.T) {
 	l.stop()
 	l = startLoop(t, loopOpts{config: lan6LoopConfig, obs: twoPPP(), stateDir: stateDir})
 	h = ctlHandler{l.d}
-	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:a::/56>200", "2001:db8:b::/56>200", "2001:db8:c::/48>201"}) {
+	if got := l.prefixRules(); !slices.Equal(got, lan6Rules(map[string][]string{"ppp0": {"2001:db8:a::/56", "2001:db8:b::/56"}, "ppp1": {"2001:db8:c::/48"}})) {
 		t.Errorf("after a restart: %q", got)
 	}
 
@@ -126,7 +163,7 @@ func TestLoopDelegated(t *testing.T) {
 	})
 	l.clk.Advance(time.Hour)
 	l.pass()
-	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:b::/56>200", "2001:db8:c::/48>201"}) {
+	if got := l.prefixRules(); !slices.Equal(got, lan6Rules(map[string][]string{"ppp0": {"2001:db8:b::/56"}, "ppp1": {"2001:db8:c::/48"}})) {
 		t.Errorf("after the valid lifetime: %q", got)
 	}
 	if recs := l.logs.records(map[string]any{"event": "delegated", "prefix": "2001:db8:a::/56", "msg": "delegated prefix expired"}); len(recs) != 1 {
@@ -138,7 +175,7 @@ func TestLoopDelegated(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.pass()
-	if got := l.prefixRules(); !slices.Equal(got, []string{"2001:db8:c::/48>201"}) {
+	if got := l.prefixRules(); !slices.Equal(got, lan6Rules(map[string][]string{"ppp1": {"2001:db8:c::/48"}})) {
 		t.Errorf("after none: %q", got)
 	}
 	if set, err := delegstate.Load(delegstate.Path(stateDir)); err != nil || len(set) != 1 || len(set["ppp1"]) != 1 {

@@ -369,3 +369,102 @@ func serveIn(t *testing.T, l *lab.Lab, ns, network, address string) net.Listener
 	}()
 	return ln
 }
+
+// TestLabLAN6PrefixMainRoutes: in mode prefix, traffic from a delegated
+// prefix to a destination main routes by a more specific route than a
+// default stays off the uplinks (the `from <prefix> lookup main
+// suppress_prefixlength 0` rules at the lowest rule_priority minus 1).
+// The LAN host pings, from its address in each uplink's prefix, a host
+// on a second network behind the router (main's connected route) and an
+// address behind that host (a static route in main, as a VPN's would be):
+// every ping is answered and no ISP counts one of them; the inet host is
+// still reached through each prefix's own uplink. A restart finds
+// nothing to change (the rules read back as written), and flush removes
+// them.
+func TestLabLAN6PrefixMainRoutes(t *testing.T) {
+	l := ipv6Lab(t)
+	pa, pb := delegateBoth(t, l)
+	sideNS, side, err := l.AddSideNet6(netip.MustParsePrefix("fd00:99::/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Behind the side host: main routes fd00:98::/64 via it.
+	behind := netip.MustParseAddr("fd00:98::1")
+	mustExec(t, l, sideNS, "ip", "-6", "addr", "add", behind.String()+"/128", "dev", "lo")
+	mustExec(t, l, sideNS, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+	mustExec(t, l, l.Router, "ip", "-6", "route", "add", "fd00:98::/64", "via", side.String(), "dev", "side0")
+	hostA, hostB := lanHostsIn(t, l, pa, pb)
+
+	cfg := ipv6Config(l)
+	cfg = strings.Replace(cfg, "name = \"a\"\n", fmt.Sprintf("name = \"a\"\ndelegated_prefix = %q\n", pa), 1)
+	cfg = strings.Replace(cfg, "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1)
+	path := writeConfig(t, cfg+"\n[lan.ipv6]\nmode = \"prefix\"\n")
+	r := start(t, l, path)
+	// A pass adds a prefix's main rule before its uplink rule.
+	r.eventually("the uplink rules of both prefixes", func() bool {
+		out := r.ip("-6", "rule")
+		return strings.Contains(out, "from "+pa.String()+" lookup 100") && strings.Contains(out, "from "+pb.String()+" lookup 101")
+	})
+	// rule_priority 100 (a) and 101 (b): the main rules at 99.
+	out := r.ip("-6", "rule")
+	for _, p := range []netip.Prefix{pa, pb} {
+		if !strings.Contains(out, fmt.Sprintf("99:\tfrom %s lookup main suppress_prefixlength 0 proto 157", p)) {
+			t.Errorf("no main rule at 99 for %s:\n%s", p, out)
+		}
+	}
+
+	counters := []func() int{countFrom6(t, l, "eth1", pa), countFrom6(t, l, "eth1", pb), countFrom6(t, l, "eth2", pa), countFrom6(t, l, "eth2", pb)}
+	counts := func() (n [4]int) {
+		for i, c := range counters {
+			n[i] = c()
+		}
+		return n
+	}
+	const n = 3
+	ping := func(src, dst netip.Addr) error {
+		// The error holds the command and its output.
+		_, err := l.Exec(l.LAN, "ping", "-6", "-c", strconv.Itoa(n), "-i", "0.2", "-W", "2", "-I", src.String(), dst.String())
+		return err
+	}
+	before := counts()
+	for _, src := range []netip.Addr{hostA, hostB} {
+		for _, dst := range []netip.Addr{side, behind} {
+			if err := ping(src, dst); err != nil {
+				t.Errorf("not answered: %v", err)
+			}
+		}
+	}
+	if after := counts(); after != before {
+		t.Errorf("the ISPs counted LAN packets to main's routes: ISP eth1 from %s %d→%d, from %s %d→%d; ISP eth2 from %s %d→%d, from %s %d→%d; want no change",
+			pa, before[0], after[0], pb, before[1], after[1], pa, before[2], after[2], pb, before[3], after[3])
+	}
+
+	// The internet is still reached through each prefix's own uplink.
+	before = counts()
+	for _, src := range []netip.Addr{hostA, hostB} {
+		if err := ping(src, lab.InetHosts6[0]); err != nil {
+			t.Error(err)
+		}
+	}
+	if after := counts(); after != [4]int{before[0] + n, before[1], before[2], before[3] + n} {
+		t.Errorf("to the inet host: counts %v → %v, want %d more from each prefix at its own ISP", before, after, n)
+	}
+
+	// What the kernel holds reads back as written: a restart changes nothing.
+	r.stop()
+	r = start(t, l, path)
+	if len(r.first.Changes) != 0 {
+		var cmds []string
+		for _, c := range r.first.Changes {
+			cmds = append(cmds, c.Command())
+		}
+		t.Errorf("the restart's first pass changed things:\n%s", strings.Join(cmds, "\n"))
+	}
+	r.stop()
+
+	// flush removes the main rules with the rest.
+	mustExec(t, l, l.Router, uplinkdBinary(t), "flush", "--config", path)
+	if out := r.ip("-6", "rule"); strings.Contains(out, "proto 157") || strings.Contains(out, "suppress_prefixlength") {
+		t.Errorf("owned IPv6 rules left after flush:\n%s", out)
+	}
+}

@@ -70,15 +70,24 @@ func TestMirrorMatchesDump6(t *testing.T) {
 		t.Fatalf("the proto ra default route is not in the mirror as foreign: %v", obs.Routes)
 	}
 
+	// [lan.ipv6] mode prefix's rule for a delegated prefix (policy/lan6.go).
+	lan6Main := policy.Rule{IPv6: true, Priority: 1499, Table: unix.RT_TABLE_MAIN, Src: netip.MustParsePrefix("2001:db8:8000::/56"),
+		SuppressDefault: true, Protocol: policy.Protocol}
 	for _, r := range []policy.Rule{
 		{IPv6: true, Priority: 1500, Table: tableA, Src: netip.PrefixFrom(f.l.UplinkAddr6("ppp0"), 128), Protocol: policy.Protocol},
 		{IPv6: true, Priority: 1501, Table: unix.RT_TABLE_MAIN, SuppressDefault: true, Protocol: policy.Protocol},
+		lan6Main,
 	} {
 		f.must(f.h.RuleAdd(toNetlinkRule(r)), "rule add")
 	}
 	obs = check("rules added")
 	if !slices.ContainsFunc(obs.Rules, func(r policy.Rule) bool { return r.IPv6 && r.Priority == 1500 }) {
 		t.Fatal("the IPv6 source rule is not in the mirror")
+	}
+	// A source and suppress_prefixlength together read back as written,
+	// so the next diff finds the rule instead of adding it again.
+	if !slices.ContainsFunc(obs.Rules, func(r policy.Rule) bool { return r.Key() == lan6Main.Key() }) {
+		t.Fatalf("the rule %s is not in the mirror as written: %v", lan6Main.IPRule(), obs.Rules)
 	}
 
 	// An address under duplicate address detection is tentative, then not.

@@ -248,6 +248,52 @@ func (l *Lab) AddLAN6(p netip.Prefix) (netip.Addr, error) {
 	return client, nil
 }
 
+// AddSideNet6 adds a network behind the router that no ISP routes (a
+// second LAN, a VPN's far side): a namespace "<id>-sideN" joined to the
+// router by a veth, the router's end "sideN" numbered p::1 and the host's
+// "eth0" p::2 (no DAD), the host's IPv6 default route via p::1. The
+// router's main table reaches p by its connected route alone. It returns
+// the namespace and the host's address; both go with the lab.
+func (l *Lab) AddSideNet6(p netip.Prefix) (ns string, host netip.Addr, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return "", netip.Addr{}, ErrClosed
+	}
+	if !l.spec.IPv6 || p.Bits() != 64 || !p.Addr().Is6() {
+		return "", netip.Addr{}, fmt.Errorf("lab: AddSideNet6 %s: needs an IPv6 lab and a /64", p)
+	}
+	name := fmt.Sprintf("side%d", l.sides)
+	s, err := l.addNS(l.id + "-" + name) // recorded at once: Close removes it
+	if err != nil {
+		return "", netip.Addr{}, err
+	}
+	l.sides++
+	rl, hl, err := addVeth(l.router, name, nil, s, ClientIface, nil, l.nextFarIndex())
+	if err != nil {
+		return "", netip.Addr{}, err
+	}
+	router := p.Masked().Addr().Next()
+	host = router.Next()
+	for _, a := range []struct {
+		h    *netlink.Handle
+		link netlink.Link
+		addr netip.Addr
+	}{{l.router.h, rl, router}, {s.h, hl, host}} {
+		if err := nodad(a.h, a.link, netip.PrefixFrom(a.addr, 64)); err != nil {
+			return "", netip.Addr{}, err
+		}
+		if err := a.h.LinkSetUp(a.link); err != nil {
+			return "", netip.Addr{}, fmt.Errorf("lab: set %s up: %w", a.link.Attrs().Name, err)
+		}
+	}
+	def := &netlink.Route{LinkIndex: hl.Attrs().Index, Dst: ipnet(netip.MustParsePrefix("::/0")), Gw: router.AsSlice()}
+	if err := addRoute(s.h, def); err != nil {
+		return "", netip.Addr{}, err
+	}
+	return s.name, host, nil
+}
+
 // LANSubnet6For is the first /64 of a delegated prefix, the LAN's in a
 // lab test.
 func LANSubnet6For(p netip.Prefix) (netip.Prefix, bool) {

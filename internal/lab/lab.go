@@ -9,6 +9,8 @@
 //	ispN    the far end of uplink N: cust0 (customer side), wan0 198.18.N.1/24
 //	inet    "the internet": hosts on lo (192.0.2.1, 192.0.2.2, 198.51.100.1,
 //	        203.0.113.1) and ispN 198.18.N.2/24 towards every ISP
+//	sideN   only with AddSideNet6 (ipv6.go): an IPv6 network behind the
+//	        router that no ISP routes
 //
 // Uplink N gets the customer subnet 100.64.N.0/24; the ISP end is 100.64.N.1
 // and the router side starts at 100.64.N.10 and moves to .11, .12, ... on
@@ -124,6 +126,7 @@ type Lab struct {
 	created  []string // namespaces created so far, for cleanup
 	handles  []*nsState
 	farIndex int // last ifindex handed out by nextFarIndex
+	sides    int // side networks added (AddSideNet6)
 	uplinks  map[string]*uplink
 	procs    map[*exec.Cmd]*proc
 
