@@ -58,7 +58,10 @@ func FD[T ~int](ns T) int {
 // fn runs on a fresh goroutine locked to its thread; it must not start
 // goroutines that expect to run inside ns. Errors of the switch itself are
 // wrapped; if the switch back fails, the error says so and the thread is
-// destroyed when fn's goroutine ends.
+// destroyed when fn's goroutine ends. The runtime never ends the main
+// thread, it parks it for ever: a program whose main thread must stay in
+// its own namespace locks it to the main goroutine in an init function
+// (uplinkd's main does), so that no Do runs there.
 func Do[T ~int](ns T, fn func() error) error {
 	if IsOwn(ns) {
 		return fn()
