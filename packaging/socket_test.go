@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -117,10 +116,30 @@ func TestScriptsAndUnitReachACustomSocket(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	want := []string{"ppp0 up", "ppp0 down", "eth1 up", "eth1 down", "wlan0 up", "wlan0 down", "role master"}
-	if !slices.Equal(rec.events, want) {
-		t.Errorf("events on the custom socket: %q, want %q\n%s", rec.events, want, out)
+	// `uplinkd event` gives the daemon 90 ms and then drops the poke with a
+	// warning (the hook must not hold up pppd or ifup; the daemon sees the
+	// link change on netlink anyway). Under CPU hogs this race-built
+	// recorder can miss that budget, so a poke dropped with a warning that
+	// names the custom socket counts as having gone there; every other one
+	// must have arrived, in order. Going to the default socket fails both
+	// ways (no event, and a warning naming /run/uplinkd/uplinkd.sock).
+	dropped := strings.Count(out, "event dropped: uplinkd on "+sock+" (control_socket of /etc/uplinkd/uplinkd.toml) did not answer in time")
+	if !isSubsequence(rec.events, want) || len(rec.events)+dropped != len(want) {
+		t.Errorf("events on the custom socket: %q and %d dropped there, want %q\n%s", rec.events, dropped, want, out)
 	}
 	if rec.reloads != 1 {
 		t.Errorf("%d reloads on the custom socket, want 1", rec.reloads)
 	}
+}
+
+// isSubsequence reports whether got is want with some elements left out,
+// the rest in want's order.
+func isSubsequence(got, want []string) bool {
+	i := 0
+	for _, w := range want {
+		if i < len(got) && got[i] == w {
+			i++
+		}
+	}
+	return i == len(got)
 }

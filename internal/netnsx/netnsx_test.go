@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
 // runtime parks the main thread for ever instead of ending it when a
 // goroutine locked to it exits, so a Do whose goroutine landed there and
 // failed to switch back left a thread in the lab namespace for good
-// (TestDoFailedSwitchBackDiscardsThread failed 1 of 5 stress runs so).
+// (TestDoFailedSwitchBackDiscardsThread failed so in a stress-test run).
 func init() { runtime.LockOSThread() }
 
 // linkNames lists the links the calling thread's namespace has, through a
