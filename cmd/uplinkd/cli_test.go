@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -181,6 +183,33 @@ func TestFindSocketDefault(t *testing.T) {
 	code, msg := explain(&net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENOENT)}, got)
 	if code != exitNotRunning || !strings.Contains(msg, "(the default socket: "+missing+": no such file or directory)") {
 		t.Errorf("explain = %d %q", code, msg)
+	}
+}
+
+// TestExplainDeadline: a deadline that ran out before any answer is
+// "did not answer in time" only where a socket exists; with none it is
+// "not running" (a busy box can spend event's 90 ms before the first
+// connect: TestControlCommands failed so in a stress-test run).
+func TestExplainDeadline(t *testing.T) {
+	dir := t.TempDir()
+	present := filepath.Join(dir, "present.sock")
+	if err := os.WriteFile(present, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path, want string
+	}{
+		{"no socket", filepath.Join(dir, "missing.sock"), "uplinkd is not running: no socket at "},
+		{"socket there", present, "did not answer in time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, err := range []error{context.DeadlineExceeded, fmt.Errorf("dial: %w", context.DeadlineExceeded)} {
+				code, msg := explain(err, socketTarget{path: tc.path, from: "--socket"})
+				if code != exitNotRunning || !strings.Contains(msg, tc.want) {
+					t.Errorf("explain(%v) = %d %q, want exit %d and %q", err, code, msg, exitNotRunning, tc.want)
+				}
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -331,6 +332,12 @@ func explain(err error, t socketTarget) (int, string) {
 	case errors.Is(err, syscall.ENOTSOCK) || errors.Is(err, syscall.ENOTDIR):
 		return exitNotRunning, where + " is not a socket: uplinkd is not running there" + start
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		// A box busy enough to spend the whole budget before the first
+		// connect (event's 90 ms) leaves no answer to explain; a socket
+		// that is not there is still the truth to tell.
+		if _, serr := os.Lstat(t.path); errors.Is(serr, fs.ErrNotExist) {
+			return exitNotRunning, "uplinkd is not running: no socket at " + where + start
+		}
 		return exitNotRunning, "uplinkd on " + where + " did not answer in time: the daemon is stuck, or the socket is not uplinkd's"
 	}
 	return exitNotRunning, fmt.Sprintf("uplinkd on %s not reached: %v", where, err)
