@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -34,12 +33,6 @@ import (
 )
 
 var logFormats = []string{"auto", "text", "json", "journal"}
-
-// The main goroutine keeps the main thread. A namespace switch that cannot
-// switch back discards its thread (internal/netnsx.Do), but the runtime
-// parks the main thread instead of ending it, and the main thread is what
-// /proc/<pid>/ns/net shows: with this lock no switch ever runs there.
-func init() { runtime.LockOSThread() }
 
 func main() {
 	// SIGHUP is caught from package initialisation on (internal/earlysig,

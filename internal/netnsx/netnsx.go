@@ -59,9 +59,12 @@ func FD[T ~int](ns T) int {
 // goroutines that expect to run inside ns. Errors of the switch itself are
 // wrapped; if the switch back fails, the error says so and the thread is
 // destroyed when fn's goroutine ends. The runtime never ends the main
-// thread, it parks it for ever: a program whose main thread must stay in
-// its own namespace locks it to the main goroutine in an init function
-// (uplinkd's main does), so that no Do runs there.
+// thread, it parks it for ever: that thread then stays in ns, and
+// /proc/<pid>/ns/net shows ns. A program that must rule this out locks the
+// main thread to the main goroutine in an init function (the package's
+// tests do). uplinkd's main does not: its loop runs on the main goroutine,
+// and a locked goroutine is woken through a thread hand-off on every
+// event, for a switch back that fails only with a broken namespace fd.
 func Do[T ~int](ns T, fn func() error) error {
 	if IsOwn(ns) {
 		return fn()
