@@ -314,6 +314,14 @@ func explain(err error, t socketTarget) (int, string) {
 		where += " (the default socket: " + t.fallback + ")"
 	}
 	start := "; start it with: systemctl start uplinkd"
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		// A box busy enough to spend the whole budget before the first
+		// connect (event's 90 ms) leaves no answer to explain; a socket
+		// that is not there is still the truth to tell.
+		if _, serr := os.Lstat(t.path); errors.Is(serr, fs.ErrNotExist) {
+			err = serr
+		}
+	}
 	switch {
 	case errors.As(err, &re) && re.Busy:
 		return exitFailure, fmt.Sprintf("the daemon on %s stayed busy for %s (too many control connections); try again", t.path, busyRetry)
@@ -332,12 +340,6 @@ func explain(err error, t socketTarget) (int, string) {
 	case errors.Is(err, syscall.ENOTSOCK) || errors.Is(err, syscall.ENOTDIR):
 		return exitNotRunning, where + " is not a socket: uplinkd is not running there" + start
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		// A box busy enough to spend the whole budget before the first
-		// connect (event's 90 ms) leaves no answer to explain; a socket
-		// that is not there is still the truth to tell.
-		if _, serr := os.Lstat(t.path); errors.Is(serr, fs.ErrNotExist) {
-			return exitNotRunning, "uplinkd is not running: no socket at " + where + start
-		}
 		return exitNotRunning, "uplinkd on " + where + " did not answer in time: the daemon is stuck, or the socket is not uplinkd's"
 	}
 	return exitNotRunning, fmt.Sprintf("uplinkd on %s not reached: %v", where, err)
