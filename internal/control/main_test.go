@@ -162,6 +162,13 @@ func serveT(t testing.TB, opts Options, h Handler) (path string, stop func()) {
 	if opts.Group == 0 {
 		opts.Group = -1
 	}
+	// A stale socket may already be there (and its inode number be reused):
+	// then only an answer shows the new one. Looked at before Serve starts:
+	// after, its own new socket would count as stale, and the probe's
+	// connection would hold one of the server's slots for a moment (TestBusy,
+	// with two slots, then found its second request refused as busy).
+	_, err := os.Lstat(opts.Path)
+	stale := err == nil
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, opts, h) }()
@@ -180,10 +187,6 @@ func serveT(t testing.TB, opts Options, h Handler) (path string, stop func()) {
 		})
 	}
 	t.Cleanup(stop)
-	// A stale socket may already be there (and its inode number be reused):
-	// then only an answer shows the new one.
-	_, err := os.Lstat(opts.Path)
-	stale := err == nil
 	for i := 0; ; i++ {
 		if fi, err := os.Lstat(opts.Path); err == nil && fi.Mode().Type() == os.ModeSocket && (!stale || answers(opts.Path)) {
 			return opts.Path, stop
