@@ -279,8 +279,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		case m := <-d.traffic:
 			d.wantIf(d.onTraffic(m), m.at)
 		case m := <-d.ha.wake(): // HA: a role event runs a pass at once
-			d.haWake(m)
-			d.sched.want(m.at)
+			d.wantIf(d.haWake(m), m.at)
 		case <-deadline.C: // hold-downs, silence deadlines, reconnect_after
 			d.tick(d.clock.Now())
 			d.sched.want(d.clock.Now())

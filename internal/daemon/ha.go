@@ -30,11 +30,13 @@ import (
 // ErrHAOff is SetRole's answer when [ha] track_file is not set.
 var ErrHAOff = errors.New("two-gateway HA is off ([ha] track_file is not set)")
 
-// haMsg is what reaches the loop: a role from keepalived, or only a wake-up
-// (role empty) when a stop command's restop interval or a dial grace ends.
+// haMsg is what reaches the loop: a role from keepalived, only a wake-up
+// (role empty) when a stop command's restop interval or a dial grace ends, or
+// word that another process changed the track file (trackChanged).
 type haMsg struct {
-	role ha.Role
-	at   time.Time
+	role         ha.Role
+	at           time.Time
+	trackChanged bool
 }
 
 type haRuntime struct {
@@ -43,7 +45,9 @@ type haRuntime struct {
 	// Owned by the loop.
 	state ha.State
 	track *ha.TrackFile
-	stops map[string]*haStop
+	// stopWatch ends the watch on track's file (haWatchTrack).
+	stopWatch context.CancelFunc
+	stops     map[string]*haStop
 	// graceTimer wakes the loop when a dial grace ends (WithDialGrace).
 	graceTimer *time.Timer
 	graceWake  time.Time
@@ -153,25 +157,77 @@ func (d *Daemon) OnHARole(f func(role string, since time.Time)) {
 	d.ha.observe = func(r ha.Role, since time.Time) { f(string(r), since) }
 }
 
-// haWake takes a message from the loop's HA channel; the loop runs a pass
-// after it.
-func (d *Daemon) haWake(m haMsg) {
+// haWake takes a message from the loop's HA channel and says whether a pass
+// must follow (all but a track file put right).
+func (d *Daemon) haWake(m haMsg) (pass bool) {
 	h := d.ha
+	if m.trackChanged {
+		d.haRestoreTrack()
+		return false
+	}
 	if m.role == "" {
-		return
+		return true
 	}
 	if !d.cfg.HA.Enabled() {
 		// Off by a reload after the event was queued.
-		return
+		return true
 	}
 	old, changed := h.state.Set(m.role, m.at)
 	if !changed {
 		d.log.Debug("ha role unchanged", "event", "ha-role", "role", string(m.role))
-		return
+		return true
 	}
 	d.log.Info("ha role changed", "event", "ha-role", "role", string(m.role), "old_role", string(old))
 	h.publish()
 	d.radvRole()
+	return true
+}
+
+// haWatchTrack watches the track file uplinkd writes from now on: when
+// another process changes it, the loop puts the value back (haRestoreTrack).
+func (d *Daemon) haWatchTrack() {
+	h := d.ha
+	if h.stopWatch != nil {
+		h.stopWatch()
+		h.stopWatch = nil
+	}
+	if h.track == nil || d.runCtx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(d.runCtx)
+	msgs := h.msgs
+	err := h.track.Watch(ctx, func() {
+		select {
+		case msgs <- haMsg{at: time.Now(), trackChanged: true}:
+		default: // the loop has a message queued; it looks then
+		}
+	})
+	if err != nil {
+		cancel()
+		d.log.Warn("HA track file watch unavailable: a change by another process is put right only with the next weight change",
+			"event", "ha-track", "path", h.track.Path(), "reason", err.Error())
+		return
+	}
+	h.stopWatch = cancel
+}
+
+// haRestoreTrack writes the track file's value again when another process
+// changed it: keepalived's init_file at its start can overwrite uplinkd's
+// first write (ha.TrackFile.Restore).
+func (d *Daemon) haRestoreTrack() {
+	h := d.ha
+	if h.track == nil {
+		return
+	}
+	found, restored, err := h.track.Restore()
+	w, _ := h.track.Last()
+	switch {
+	case err != nil:
+		d.log.Error("writing the HA track file again", "event", "ha-track", "path", h.track.Path(), "found", found, "reason", err.Error())
+	case restored:
+		d.log.Warn("HA track file was changed by another process (keepalived's init_file at its start?); written again",
+			"event", "ha-track", "path", h.track.Path(), "found", found, "weight", w)
+	}
 }
 
 func (h *haRuntime) publish() {
@@ -207,6 +263,7 @@ func (d *Daemon) haSync(states []policy.UplinkState, now time.Time) {
 	}
 	if h.track == nil || h.track.Path() != d.cfg.HA.TrackFile {
 		h.track = ha.NewTrackFile(d.cfg.HA.TrackFile)
+		d.haWatchTrack()
 	}
 	counted, graceEnds := ha.WithDialGrace(d.cfg, states, h.state, now)
 	h.wakeAt(graceEnds)
@@ -319,6 +376,10 @@ func (d *Daemon) haClose() {
 	h := d.ha
 	if h.graceTimer != nil {
 		h.graceTimer.Stop()
+	}
+	if h.stopWatch != nil {
+		h.stopWatch()
+		h.stopWatch = nil
 	}
 	if h.track == nil {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -14,8 +15,9 @@ import (
 )
 
 // TestHATrackFileAndRole: one router, no keepalived. The track file follows
-// the uplinks in the pass that changes their health, role events are taken
-// and observed, and a clean stop leaves the "stopped" value.
+// the uplinks in the pass that changes their health, a value another process
+// wrote is put back, role events are taken and observed, and a clean stop
+// leaves the "stopped" value.
 func TestHATrackFileAndRole(t *testing.T) {
 	l := dualLab(t)
 	track := filepath.Join(t.TempDir(), "ha-track")
@@ -24,6 +26,13 @@ func TestHATrackFileAndRole(t *testing.T) {
 		return func() bool { v, err := ha.Read(track); return err == nil && v == want }
 	}
 	r.eventually("track file 0", trackIs(0))
+	// keepalived's init_file racing the first write (it found no file, then
+	// opened it for writing after uplinkd's rename): the value is put back
+	// without any change of health.
+	if err := os.WriteFile(track, []byte("-254\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.eventually("track file 0 again after another process wrote -254", trackIs(0))
 	if role, _, on := r.d.HAState(); role != "unknown" || !on {
 		t.Errorf("HAState = %s, %v; want unknown, on", role, on)
 	}

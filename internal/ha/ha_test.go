@@ -166,6 +166,67 @@ func TestTrackFile(t *testing.T) {
 	}
 }
 
+// TestTrackFileRestore: another process writing the track file (as
+// keepalived's init_file does when its start races uplinkd's first write) or
+// removing it is seen by Watch, and Restore puts the value back.
+func TestTrackFileRestore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ha-track")
+	tf := NewTrackFile(path)
+	if found, restored, err := tf.Restore(); restored || err != nil || found != "" {
+		t.Errorf("Restore before any Write = %q, %v, %v; want nothing", found, restored, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changed := make(chan struct{}, 16)
+	if err := tf.Watch(ctx, func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tf.Write(0); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		change func() error
+		found  string
+	}{
+		{"keepalived's init_file", func() error { return os.WriteFile(path, []byte("-254\n"), 0o644) }, "-254"},
+		{"removed", func() error { return os.Remove(path) }, ""},
+	} {
+		if err := tc.change(); err != nil {
+			t.Fatal(err)
+		}
+		// Events of the earlier steps (uplinkd's own writes among them) may
+		// still be queued: wait until Restore has something to do.
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case <-changed:
+			case <-deadline:
+				t.Fatalf("%s: no change seen within 30s", tc.name)
+			}
+			if found, restored, err := tf.Restore(); err != nil {
+				t.Fatal(err)
+			} else if restored {
+				if found != tc.found {
+					t.Errorf("%s: Restore found %q, want %q", tc.name, found, tc.found)
+				}
+				break
+			}
+		}
+		if v, err := Read(path); err != nil || v != 0 {
+			t.Errorf("%s: file holds %d, %v after Restore; want 0", tc.name, v, err)
+		}
+		if _, restored, err := tf.Restore(); restored || err != nil {
+			t.Errorf("%s: a second Restore wrote again (%v, %v)", tc.name, restored, err)
+		}
+	}
+}
+
 func TestRunStop(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
