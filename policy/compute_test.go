@@ -317,14 +317,14 @@ func TestRepairs(t *testing.T) {
 	}
 	d := Compute(cfg, obs, nil)
 	changes := Diff(d, obs)
-	if n := Repairs(changes, nil); n != 0 {
+	if n := Repairs(changes, Applied{}); n != 0 {
 		t.Errorf("first pass counted %d repairs", n)
 	}
-	if n := Repairs(changes, d.AppliedKeys()); n == 0 {
+	if n := Repairs(changes, d.Applied()); n == 0 {
 		t.Errorf("re-adding applied objects must count as repairs")
 	}
 	lan := Diff(Compute(ethConfig(t), ethObserved(), nil), ethObserved())
-	if n := Repairs(lan, nil); n != 1 {
+	if n := Repairs(lan, Applied{}); n != 1 {
 		t.Errorf("removing the LAN default route counts %d repairs, want 1", n)
 	}
 }

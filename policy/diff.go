@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 )
 
@@ -49,35 +50,38 @@ func Diff(d Desired, obs Observed) []Change {
 		}
 	}
 
-	have := make(map[string][]Route, len(obs.Routes))
+	have := make(map[RouteID][]Route, len(obs.Routes))
 	for _, r := range obs.Routes {
-		have[r.Key()] = append(have[r.Key()], r)
+		id := r.ID()
+		have[id] = append(have[id], r)
 	}
-	want := make(map[string]bool, len(d.Routes))
+	want := make(map[RouteID]bool, len(d.Routes))
 	for _, r := range d.Routes {
-		want[r.Key()] = true
-		adds = append(adds, routeChange(r, have[r.Key()])...)
+		id := r.ID()
+		want[id] = true
+		adds = append(adds, routeChange(r, have[id])...)
 	}
 
-	haveRules := make(map[string]bool, len(obs.Rules))
+	haveRules := make(map[RuleID]bool, len(obs.Rules))
 	for _, r := range obs.Rules {
-		haveRules[r.Key()] = true
+		haveRules[r.ID()] = true
 	}
-	wantRules := make(map[string]bool, len(d.Rules))
+	wantRules := make(map[RuleID]bool, len(d.Rules))
 	for _, r := range d.Rules {
-		wantRules[r.Key()] = true
-		if !haveRules[r.Key()] {
+		id := r.ID()
+		wantRules[id] = true
+		if !haveRules[id] {
 			adds = append(adds, Change{Op: OpAddRule, Rule: r})
 		}
 	}
 
 	// Every owned rule that is not wanted goes, and so does every extra copy
 	// of a wanted one (the kernel accepts duplicates from other tools).
-	kept := make(map[string]bool, len(obs.Rules))
+	kept := make(map[RuleID]bool, len(obs.Rules))
 	for _, r := range obs.Rules {
-		k := r.Key()
-		if wantRules[k] && !kept[k] {
-			kept[k] = true
+		id := r.ID()
+		if wantRules[id] && !kept[id] {
+			kept[id] = true
 			continue
 		}
 		if r.Protocol == Protocol {
@@ -85,7 +89,7 @@ func Diff(d Desired, obs Observed) []Change {
 		}
 	}
 	for _, r := range obs.Routes {
-		if r.Protocol == Protocol && !want[r.Key()] {
+		if r.Protocol == Protocol && !want[r.ID()] {
 			dels = append(dels, Change{Op: OpDelRoute, Route: r})
 		}
 	}
@@ -140,7 +144,7 @@ func (c Change) Command() string {
 // different (a multipath default with one path less), is a change, not a
 // repair. The daemon rate-limits passes with repairs, so it never fights
 // another daemon in a tight loop.
-func Repairs(changes []Change, applied map[string]string) int {
+func Repairs(changes []Change, applied Applied) int {
 	n := 0
 	for _, c := range changes {
 		if IsRepair(c, applied) {
@@ -151,13 +155,13 @@ func Repairs(changes []Change, applied map[string]string) int {
 }
 
 // IsRepair tells whether one change undoes another actor (see Repairs).
-func IsRepair(c Change, applied map[string]string) bool {
+func IsRepair(c Change, applied Applied) bool {
 	switch c.Op {
 	case OpAddRoute:
-		s, ok := applied["route:"+c.Route.Key()]
-		return ok && s == c.Route.IPRoute()
+		r, ok := applied.Routes[c.Route.ID()]
+		return ok && r.IPRoute() == c.Route.IPRoute()
 	case OpAddRule:
-		_, ok := applied["rule:"+c.Rule.Key()]
+		_, ok := applied.Rules[c.Rule.ID()]
 		return ok
 	case OpDelForeignRoute:
 		return true
@@ -165,14 +169,36 @@ func IsRepair(c Change, applied map[string]string) bool {
 	return false
 }
 
-// AppliedKeys records what a desired state puts in the kernel, for Repairs.
-func (d Desired) AppliedKeys() map[string]string {
-	m := make(map[string]string, len(d.Routes)+len(d.Rules))
+// Applied is what a desired state put in the kernel, for Repairs: its
+// routes and its rules by their IDs. A route's content is
+// compared (as `ip route` text) only when a change re-adds its key, so a pass
+// renders no text for the routes that stay.
+type Applied struct {
+	Routes map[RouteID]Route
+	Rules  map[RuleID]struct{}
+}
+
+// Applied records what the desired state puts in the kernel (see Applied).
+func (d Desired) Applied() Applied {
+	a := Applied{Routes: make(map[RouteID]Route, len(d.Routes)), Rules: make(map[RuleID]struct{}, len(d.Rules))}
 	for _, r := range d.Routes {
-		m["route:"+r.Key()] = r.IPRoute()
+		a.Routes[r.ID()] = r
 	}
 	for _, r := range d.Rules {
-		m["rule:"+r.Key()] = r.IPRule()
+		a.Rules[r.ID()] = struct{}{}
 	}
-	return m
+	return a
+}
+
+// Keep drops from a what want does not hold the same: routes gone or
+// changed, rules gone.
+func (a Applied) Keep(want Applied) {
+	maps.DeleteFunc(a.Routes, func(k RouteID, r Route) bool {
+		w, ok := want.Routes[k]
+		return !ok || w.IPRoute() != r.IPRoute()
+	})
+	maps.DeleteFunc(a.Rules, func(k RuleID, _ struct{}) bool {
+		_, ok := want.Rules[k]
+		return !ok
+	})
 }

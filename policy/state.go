@@ -184,6 +184,35 @@ type UplinkState6 struct {
 	Reason  string
 }
 
+// RuleID is what makes a rule one kernel object (Key's fields) as a
+// comparable value: Diff and the loop key maps by it for every rule of every
+// pass, without building a string.
+type RuleID struct {
+	Priority, Table int
+	Src             netip.Prefix
+	Mark, Mask      uint32 // Mask as the kernel applies it (see Key)
+	SuppressDefault bool
+	Extra           string
+	IPv6            bool
+}
+
+// ID is r's RuleID: equal IDs, equal keys.
+func (r Rule) ID() RuleID {
+	return RuleID{Priority: r.Priority, Table: r.Table, Src: r.Src, Mark: r.Mark, Mask: r.effectiveMask(),
+		SuppressDefault: r.SuppressDefault, Extra: r.Extra, IPv6: r.IPv6}
+}
+
+// RouteID is a route's slot (Key's fields) as a comparable value (see
+// RuleID).
+type RouteID struct {
+	Table  int
+	Dst    netip.Prefix
+	Metric int
+}
+
+// ID is r's RouteID: equal IDs, equal keys.
+func (r Route) ID() RouteID { return RouteID{Table: r.Table, Dst: r.Dst, Metric: r.Metric} }
+
 // Key identifies a rule: two rules with the same key are the same rule.
 //
 // Keys are built several times per pass for every observed and desired
@@ -241,7 +270,7 @@ func appendPrefix(b []byte, p netip.Prefix) []byte {
 
 // Equal reports whether two routes would be the same kernel object.
 func (r Route) Equal(o Route) bool {
-	if r.Key() != o.Key() || r.ScopeLink != o.ScopeLink || len(r.Nexthops) != len(o.Nexthops) {
+	if r.ID() != o.ID() || r.ScopeLink != o.ScopeLink || len(r.Nexthops) != len(o.Nexthops) {
 		return false
 	}
 	a, b := normNexthops(r.Nexthops), normNexthops(o.Nexthops)

@@ -152,7 +152,7 @@ func BenchmarkFullResync(b *testing.B) {
 				if err := k.Apply(policy.FlushChanges(obs), obs); err != nil {
 					b.Fatal(err)
 				}
-				d.rec.lastApplied = nil
+				d.rec.lastApplied = policy.Applied{}
 				b.StartTimer()
 				r := d.sync(time.Now())
 				if r.Err != nil || len(r.Changes) < 2*n {

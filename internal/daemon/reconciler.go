@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -35,7 +34,7 @@ type reconciler struct {
 
 	// lastApplied holds the keys of what the previous successful pass made
 	// true, to tell a repair (someone removed our object) from a change.
-	lastApplied map[string]string
+	lastApplied policy.Applied
 	// lastStates: each uplink's state as the last pass saw it (read by the
 	// status and the publishers, in the loop's goroutine).
 	lastStates map[string]policy.UplinkState
@@ -47,7 +46,7 @@ type reconciler struct {
 	// ownedVia: the single-device routes of the last applied state, per
 	// device. The kernel drops them all when the device goes down or loses
 	// its last address.
-	ownedVia map[string][]string
+	ownedVia map[string][]policy.RouteID
 	// wasActive: which uplinks were in the default route (their gateway's
 	// neighbour entry is forgotten when they rejoin it).
 	wasActive map[string]bool
@@ -163,7 +162,7 @@ func (r *reconciler) sync(cfg *policy.Config, trigger time.Time) SyncResult {
 func (r *reconciler) limitRepairs(changes []policy.Change, flushed map[string]bool, now time.Time, res *SyncResult) []policy.Change {
 	for dev := range flushed {
 		for _, k := range r.ownedVia[dev] {
-			delete(r.lastApplied, "route:"+k)
+			delete(r.lastApplied.Routes, k)
 		}
 	}
 	applied := r.lastApplied
@@ -192,15 +191,14 @@ func (r *reconciler) limitRepairs(changes []policy.Change, flushed map[string]bo
 func (r *reconciler) remember(res SyncResult, desired policy.Desired, obs policy.Observed) {
 	r.rememberLinks(obs)
 	if res.Err == nil && !res.Deferred {
-		r.lastApplied = desired.AppliedKeys()
+		r.lastApplied = desired.Applied()
 		r.ownedVia = ownedVia(desired.Routes)
 		return
 	}
 	// Some changes may not have been made (or repairs were held back):
 	// what is still wanted as before stays ours, what this pass removed is
 	// not ours any more, and what it added counts once a pass succeeds.
-	want := desired.AppliedKeys()
-	maps.DeleteFunc(r.lastApplied, func(k, v string) bool { return want[k] != v })
+	r.lastApplied.Keep(desired.Applied())
 }
 
 // logApplied logs what a pass changed. The `commands` list renders every
@@ -280,9 +278,9 @@ func (r *reconciler) kernelDropped(links []policy.UplinkState, obs policy.Observ
 			"event", "apply", "reason", "link history overflow")
 	}
 	history := linklog.Summarize(recs)
-	have := make(map[string]bool, len(obs.Routes))
+	have := make(map[policy.RouteID]bool, len(obs.Routes))
 	for _, r := range obs.Routes {
-		have[r.Key()] = true
+		have[r.ID()] = true
 	}
 	for _, st := range links {
 		link, ok := obs.Links[st.Iface]
@@ -299,7 +297,7 @@ func (r *reconciler) kernelDropped(links []policy.UplinkState, obs policy.Observ
 		}
 		h := history[st.Iface]
 		owned := r.ownedVia[st.Iface]
-		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k string) bool { return have[k] })
+		gone := len(owned) > 0 && !slices.ContainsFunc(owned, func(k policy.RouteID) bool { return have[k] })
 		vanished := gone && (h.Touched || !complete)
 		n := min(h.Downs, 1000)
 		var b bounce
@@ -343,12 +341,12 @@ func (r *reconciler) rememberLinks(obs policy.Observed) {
 	r.linkSeq = obs.LinkSeq
 }
 
-// ownedVia lists the keys of the single-device routes per device.
-func ownedVia(routes []policy.Route) map[string][]string {
-	m := map[string][]string{}
+// ownedVia lists the IDs of the single-device routes per device.
+func ownedVia(routes []policy.Route) map[string][]policy.RouteID {
+	m := map[string][]policy.RouteID{}
 	for _, r := range routes {
 		if len(r.Nexthops) == 1 {
-			m[r.Nexthops[0].Dev] = append(m[r.Nexthops[0].Dev], r.Key())
+			m[r.Nexthops[0].Dev] = append(m[r.Nexthops[0].Dev], r.ID())
 		}
 	}
 	return m
