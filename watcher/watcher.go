@@ -333,7 +333,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 			return ev, true, rtattr.ErrShort
 		}
 		ev.Index = int(int32(binary.NativeEndian.Uint32(b[ifinfoIndexOffset:])))
-		err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *rtattr.Decoder) {
 			if ad.Type() == unix.IFLA_IFNAME {
 				ev.Iface = ad.String()
 			}
@@ -358,7 +358,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		ev.Table = int(b[rtmsgTableOffset])
 		ev.Protocol = int(b[rtmsgProtoOffset])
 		multipath := false
-		err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *rtattr.Decoder) {
 			switch ad.Type() {
 			case unix.RTA_TABLE:
 				ev.Table = int(ad.Uint32())
@@ -380,7 +380,7 @@ func decode(typ netlink.HeaderType, b []byte) (ev Event, ok bool, err error) {
 		}
 		ev.IPv6 = b[0] == unix.AF_INET6
 		ev.Table = int(b[rtmsgTableOffset])
-		err = rtattr.Walk(b[rtattr.SizeofFibRuleHdr:], func(ad *netlink.AttributeDecoder) {
+		err = rtattr.Walk(b[rtattr.SizeofFibRuleHdr:], func(ad *rtattr.Decoder) {
 			switch ad.Type() {
 			case unix.FRA_TABLE:
 				ev.Table = int(ad.Uint32())

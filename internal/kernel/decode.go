@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/internal/rtattr"
@@ -63,7 +62,7 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 	l.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	l.flags = binary.NativeEndian.Uint32(b[8:])
 	l.rpFilter = -1
-	err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofIfInfomsg:], func(ad *rtattr.Decoder) {
 		switch ad.Type() {
 		case unix.IFLA_IFNAME:
 			l.name = ad.String()
@@ -76,12 +75,12 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 		case unix.IFLA_CARRIER_DOWN_COUNT:
 			l.carrierDowns, l.hasCarrierDown = ad.Uint32(), true
 		case unix.IFLA_AF_SPEC:
-			ad.Nested(func(af *netlink.AttributeDecoder) error {
+			ad.Nested(func(af *rtattr.Decoder) error {
 				for af.Next() {
 					if af.Type() != unix.AF_INET {
 						continue
 					}
-					af.Nested(func(in *netlink.AttributeDecoder) error {
+					af.Nested(func(in *rtattr.Decoder) error {
 						for in.Next() {
 							// IFLA_INET_CONF: the devconf values as a u32 array,
 							// entry i holding devconf number i+1.
@@ -95,7 +94,7 @@ func decodeLink(b []byte) (l mlink, ok bool, err error) {
 				return nil
 			})
 		case unix.IFLA_LINKINFO:
-			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+			ad.Nested(func(nad *rtattr.Decoder) error {
 				for nad.Next() {
 					if nad.Type() == unix.IFLA_INFO_KIND {
 						l.kind = nad.String()
@@ -115,7 +114,7 @@ func decodeNetconf(b []byte) (index int32, rp int32, ok bool, err error) {
 		return 0, -1, false, nil
 	}
 	rp = -1
-	err = rtattr.Walk(b[4:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[4:], func(ad *rtattr.Decoder) {
 		switch ad.Type() {
 		case netconfaIfindex:
 			index = int32(ad.Uint32())
@@ -153,7 +152,7 @@ func decodeAddr(b []byte) (a maddr, ok bool, err error) {
 	a.index = int32(binary.NativeEndian.Uint32(b[4:]))
 	var address netip.Addr
 	preferred := uint32(math.MaxUint32) // no IFA_CACHEINFO: not deprecated by it
-	err = rtattr.Walk(b[unix.SizeofIfAddrmsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofIfAddrmsg:], func(ad *rtattr.Decoder) {
 		switch ad.Type() {
 		case unix.IFA_LOCAL:
 			a.local = addrOf(ad.Bytes())
@@ -257,7 +256,7 @@ func decodeRoute(b []byte, h routeHeader, table uint32) (r mroute, err error) {
 	r.typ, r.proto, r.scope = h.typ, h.proto, h.scope
 	var dst netip.Addr
 	var single mnexthop
-	err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[unix.SizeofRtMsg:], func(ad *rtattr.Decoder) {
 		switch ad.Type() {
 		case unix.RTA_DST:
 			dst = addrOf(ad.Bytes())
@@ -296,7 +295,7 @@ func decodeMultipath(b []byte) []mnexthop {
 			break
 		}
 		nh := mnexthop{hops: b[3], oif: int32(binary.NativeEndian.Uint32(b[4:]))}
-		_ = rtattr.Walk(b[unix.SizeofRtNexthop:l], func(ad *netlink.AttributeDecoder) {
+		_ = rtattr.Walk(b[unix.SizeofRtNexthop:l], func(ad *rtattr.Decoder) {
 			if ad.Type() == unix.RTA_GATEWAY {
 				nh.gw = addrOf(ad.Bytes())
 			}
@@ -350,7 +349,7 @@ func decodeRule(b []byte) (r mrule, ok bool, err error) {
 		l4, goTo         bool
 		suppPL, suppIfgr = false, false
 	)
-	err = rtattr.Walk(b[12:], func(ad *netlink.AttributeDecoder) {
+	err = rtattr.Walk(b[12:], func(ad *rtattr.Decoder) {
 		switch ad.Type() {
 		case unix.FRA_DST:
 			dst = addrOf(ad.Bytes())
