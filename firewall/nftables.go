@@ -492,7 +492,9 @@ func WatchNFTables(ctx context.Context, netnsFd int, out chan<- struct{}) error 
 // of uplinkd's own address-change transactions to delay the rest of the
 // pass on a busy machine.
 func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsx.FD(netnsFd)})
+	// A pooled buffer (see watcher.ReceiveBuffer; 64 KiB here: an object
+	// notification is as large as the object).
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsx.FD(netnsFd), MessageBufferSize: 64 << 10})
 	if err != nil {
 		return err
 	}

@@ -163,8 +163,16 @@ type conn interface {
 
 type dialFunc func(opts Options, log *slog.Logger) (conn, error)
 
+// ReceiveBuffer is the buffer a netlink socket of uplinkd's receives into,
+// taken from a pool: without one, mdlayher/netlink peeks at every datagram
+// for its size first (a second recvmsg) and allocates a buffer for it, on
+// the path from a kernel event to the pass. 32 KiB holds any datagram the
+// kernel sends: a dump's are at most 32 KiB less the skb overhead, a
+// notification's one object.
+const ReceiveBuffer = 32 << 10
+
 func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: netnsx.FD(opts.NetNS)})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: netnsx.FD(opts.NetNS), MessageBufferSize: ReceiveBuffer})
 	if err != nil {
 		return nil, err
 	}

@@ -61,7 +61,7 @@ func Open(ns netns.NsHandle, log *slog.Logger) (*Kernel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open rtnetlink: %w", err)
 	}
-	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: netnsx.FD(ns)})
+	dump, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{NetNS: netnsx.FD(ns), MessageBufferSize: watcher.ReceiveBuffer})
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("open rtnetlink for dumps: %w", err)
