@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,8 +37,9 @@ const redials = 200
 //   - event: netlink event read → end of that pass, for both of the above.
 //
 // In the same run, on the same lab, the daemon stopped, a minimal reactor
-// (floorReactor: route replace + SNAT rewrite + conntrack delete by mark on
-// sockets opened once, no dumps) does the same redials: floor_p50_ms and
+// (floorReactor: the same routing, nftables and conntrack writes uplinkd's
+// passes issued for the last redial, addresses swapped, on sockets opened
+// once, no state, no diffing, no logging) does the same redials: floor_p50_ms and
 // floor_p99_ms are its event → applied figures, p50_ms and p99_ms uplinkd's
 // for the dial passes (event → routing + SNAT + conntrack applied), and
 // ratio_p99 is uplinkd's p99 over the floor's.
@@ -52,8 +55,9 @@ func BenchmarkRedialToApplied(b *testing.B) {
 func benchRedial(b *testing.B, backend string) {
 	l := benchLab(b, 2)
 	syncs := make(chan SyncResult, 4096)
+	rec := &passRecorder{lab: l, nft: backend == "nftables"}
 	var d *Daemon
-	stopDaemon := benchDaemonD(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { syncs <- s }, &d)
+	stopDaemon := benchDaemonD(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { rec.pass(s); syncs <- s }, &d)
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -65,6 +69,12 @@ func benchRedial(b *testing.B, backend string) {
 	waitFor(b, syncs, func(s SyncResult) bool { return hasActive(s, "ppp1") })
 
 	var drop, dial, event, dialEvent, dialQueue, dialPass, queue, pass []time.Duration
+	// Allocations of the whole process (the daemon, the lab's own netlink
+	// requests, this loop) per redial; the floor's run below counts the
+	// same lab and loop, so the difference is uplinkd's.
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	mallocs, allocBytes := ms.Mallocs, ms.TotalAlloc
 	b.ResetTimer()
 	for range b.N {
 		for range redials {
@@ -75,7 +85,7 @@ func benchRedial(b *testing.B, backend string) {
 			if _, err := l.DropLink("ppp1"); err != nil {
 				b.Fatal(err)
 			}
-			s := waitFor(b, syncs, func(s SyncResult) bool { return !hasActive(s, "ppp1") && len(s.Changes) > 0 })
+			s := waitFor(b, syncs, isDropPass)
 			drop = append(drop, s.End.Sub(before))
 			event = append(event, s.End.Sub(s.Trigger))
 			queue, pass = append(queue, s.Start.Sub(s.Trigger)), append(pass, s.End.Sub(s.Start))
@@ -84,7 +94,7 @@ func benchRedial(b *testing.B, backend string) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			s = waitFor(b, syncs, func(s SyncResult) bool { return addsRuleFrom(s, res.New.String()) && s.FirewallChanged })
+			s = waitFor(b, syncs, isDialPass(res.New))
 			dial = append(dial, s.End.Sub(res.AddrAdded))
 			event = append(event, s.End.Sub(s.Trigger))
 			dialEvent = append(dialEvent, s.End.Sub(s.Trigger))
@@ -93,11 +103,15 @@ func benchRedial(b *testing.B, backend string) {
 		}
 	}
 	b.StopTimer()
+	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(redials*b.N), "allocs/redial")
+	b.ReportMetric(float64(ms.TotalAlloc-allocBytes)/float64(redials*b.N), "B/redial")
 	if k, ok := d.kernel.(interface{ Dumps() uint64 }); ok {
 		b.ReportMetric(float64(k.Dumps()), "dumps")
 	}
+	w := rec.redial(b, syncs) // one more, unmeasured: what the floor sends
 	stop()
-	floorEvent, floorDial := floorRedials(b, l, backend, "ppp1", 1001, firewall.UplinkMark(1), len(dialEvent))
+	floorEvent, floorDial := floorRedials(b, l, backend, "ppp1", firewall.UplinkMark(1), w, len(dialEvent))
 	reportFloor(b, floorEvent, dialEvent)
 	report(b, "floor-dial", floorDial) // address added → applied, as "dial"
 	report(b, "drop", drop)
@@ -108,6 +122,15 @@ func benchRedial(b *testing.B, backend string) {
 	// The same split for the dial passes alone (those p50_ms/p99_ms cover).
 	report(b, "dial-queue", dialQueue)
 	report(b, "dial-pass", dialPass)
+}
+
+// isDropPass is the pass that took ppp1 out after its link was deleted.
+func isDropPass(s SyncResult) bool { return !hasActive(s, "ppp1") && len(s.Changes) > 0 }
+
+// isDialPass is the pass that installed the from-rule of ppp1's new
+// address and rewrote its SNAT rule.
+func isDialPass(addr netip.Addr) func(SyncResult) bool {
+	return func(s SyncResult) bool { return addsRuleFrom(s, addr.String()) && s.FirewallChanged }
 }
 
 // BenchmarkFullResync measures one complete pass (snapshot, compute, diff,
@@ -188,14 +211,24 @@ func BenchmarkFullResync(b *testing.B) {
 //
 // "ipv6" runs it with the two uplinks dual-stack (ipv6 on).
 func BenchmarkIdle(b *testing.B) {
-	b.Run("ipv4", func(b *testing.B) { benchIdle(b, false) })
-	b.Run("ipv6", func(b *testing.B) { benchIdle(b, true) })
+	for _, family := range []string{"ipv4", "ipv6"} {
+		// dev: a plain go build (cgo, dynamically linked, with symbols);
+		// release: the binary the package ships (releaseBinary).
+		for _, build := range []string{"dev", "release"} {
+			b.Run(family+"/build="+build, func(b *testing.B) {
+				bin := uplinkdBinary(b)
+				if build == "release" {
+					bin = releaseBinary(b)
+				}
+				benchIdle(b, bin, family == "ipv6")
+			})
+		}
+	}
 }
 
-func benchIdle(b *testing.B, ipv6 bool) {
+func benchIdle(b *testing.B, bin string, ipv6 bool) {
 	const window = 10 * time.Second
 	l := benchLabFor(b, 2, ipv6)
-	bin := uplinkdBinary(b)
 	cmd, err := l.Start(l.Router, bin, "run", "--config", writeBenchConfig6(b, 2, "nftables", ipv6))
 	if err != nil {
 		b.Fatal(err)

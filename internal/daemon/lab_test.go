@@ -21,7 +21,12 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
+func TestMain(m *testing.M) {
+	code := lab.GuardMain(m)
+	devBinary.remove()
+	shippedBinary.remove()
+	os.Exit(code)
+}
 
 const labConfig = `
 [lan]
@@ -390,32 +395,47 @@ func mustExec(t *testing.T, l *lab.Lab, ns string, argv ...string) string {
 	return out
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
+// builtBinary is uplinkd built once per test binary with some go build
+// flags (and environment).
+type builtBinary struct {
+	once sync.Once
+	path string
+	err  error
+}
 
-// uplinkdBinary builds the real binary once, for the tests that drive the CLI.
-func uplinkdBinary(t testing.TB) string {
+func (bb *builtBinary) get(t testing.TB, env []string, flags ...string) string {
 	t.Helper()
-	binOnce.Do(func() {
+	bb.once.Do(func() {
 		dir, err := os.MkdirTemp("", "uplinkd-bin-")
 		if err != nil {
-			binErr = err
+			bb.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "uplinkd")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/uplinkd/uplinkd/cmd/uplinkd").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		bb.path = filepath.Join(dir, "uplinkd")
+		cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bb.path, "github.com/uplinkd/uplinkd/cmd/uplinkd")...)
+		cmd.Env = append(os.Environ(), env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			bb.err = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
-	if binErr != nil {
-		t.Fatal(binErr)
+	if bb.err != nil {
+		t.Fatal(bb.err)
 	}
-	return binPath
+	return bb.path
 }
+
+// remove deletes the binary's directory: each test binary builds its own,
+// and /tmp would otherwise keep one per run (18 MB each).
+func (bb *builtBinary) remove() {
+	if bb.path != "" {
+		os.RemoveAll(filepath.Dir(bb.path))
+	}
+}
+
+var devBinary builtBinary
+
+// uplinkdBinary builds the real binary once, for the tests that drive the CLI.
+func uplinkdBinary(t testing.TB) string { return devBinary.get(t, nil) }
 
 func TestLabPlanChangesNothing(t *testing.T) {
 	l := dualLab(t)

@@ -78,7 +78,7 @@ func TestMirrorMatchesDump6(t *testing.T) {
 		{IPv6: true, Priority: 1501, Table: unix.RT_TABLE_MAIN, SuppressDefault: true, Protocol: policy.Protocol},
 		lan6Main,
 	} {
-		f.must(f.h.RuleAdd(toNetlinkRule(r)), "rule add")
+		f.must(f.h.RuleAdd(NetlinkRule(r)), "rule add")
 	}
 	obs = check("rules added")
 	if !slices.ContainsFunc(obs.Rules, func(r policy.Rule) bool { return r.IPv6 && r.Priority == 1500 }) {
