@@ -2,6 +2,8 @@ package firewall
 
 import (
 	"fmt"
+
+	"github.com/google/nftables/expr"
 	"hash/fnv"
 	"net/netip"
 	"slices"
@@ -150,7 +152,7 @@ func hashlimitName(l RateLimit) string {
 	return fmt.Sprintf("%s%08x", iptHashlimitPrefix, h.Sum32())
 }
 
-func buildIPT(rs Ruleset) *iptProgram {
+func oldBuildIPT(rs Ruleset) *iptProgram {
 	mangle := &iptTable{name: "mangle"}
 	nat := &iptTable{name: "nat"}
 	filter := &iptTable{name: "filter"}
@@ -339,11 +341,16 @@ func buildIPT(rs Ruleset) *iptProgram {
 
 // iptLimitDrop drops new connections of a source above the limit.
 func iptLimitDrop(l RateLimit) []string {
-	return []string{"-m", "conntrack", "--ctstate", "NEW",
-		"-m", "hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
+	return slices.Concat([]string{"-m", "conntrack", "--ctstate", "NEW", "-m", "hashlimit"}, iptHashlimit(l), []string{"-j", "DROP"})
+}
+
+// iptHashlimit is the options of the hashlimit match of l: the per-source
+// token bucket (the nftables meter).
+func iptHashlimit(l RateLimit) []string {
+	return []string{"--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
 		"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
 		"--hashlimit-name", hashlimitName(l),
-		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds()), "-j", "DROP"}
+		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds())}
 }
 
 // iptMarkRules expands one [[rule]] into rule arguments: iptables has no
@@ -406,4 +413,262 @@ func iptMarkRules(m MarkRule) [][]string {
 		}
 	}
 	return out
+}
+
+// buildIPT renders the rule model of rs (buildNFT) for iptables.
+func buildIPT(rs Ruleset) *iptProgram {
+	m := buildNFT(rs)
+	mangle := &iptTable{name: "mangle", rules: map[string][]string{}}
+	nat := &iptTable{name: "nat", rules: map[string][]string{}}
+	filter := &iptTable{name: "filter", rules: map[string][]string{}}
+	p := &iptProgram{tables: map[string]*iptTable{"mangle": mangle, "nat": nat, "filter": filter}}
+	// Where each chain of the model goes. A chain missing here (an
+	// uplink's NAT chain) is inlined at its jump: nftables keeps it apart
+	// so that an address change rewrites only it, while iptables-restore
+	// rewrites the whole nat table anyway.
+	names := map[string]iptChainRef{
+		"prerouting": {mangle, iptPrerouting}, "output": {mangle, iptOutput}, "postrouting": {mangle, iptPostrouting},
+		nftChainMarkPre: {mangle, iptMarkPre}, nftChainMarkOut: {mangle, iptMarkOut},
+		nftChainCountIn: {mangle, iptCountIn}, nftChainCountOut: {mangle, iptCountOut}, nftChainCountFwd: {mangle, iptCountFwd},
+		nftChainNATPre: {nat, iptNATPrerouting}, "nat_postrouting": {nat, iptPostrouting},
+		"input": {filter, iptInput}, "forward": {filter, iptForward}, nftChainDeny: {filter, iptDeny},
+	}
+	for _, s := range rs.Services {
+		names[nftServiceChain(s)] = iptChainRef{nat, iptServiceChain(s)}
+		names[nftRehashChain(s)] = iptChainRef{nat, iptRehashChain(s)}
+	}
+	for _, u := range rs.Uplinks {
+		if u.Filter != nil {
+			names[nftInChain(u.Iface)] = iptChainRef{filter, iptInPrefix + sanitize(u.Iface)}
+		}
+	}
+	w := &iptRule{names: names, chains: map[string]*nftChain{}, sets: map[string]*nftSet{}}
+	for _, s := range m.sets {
+		w.sets[s.name] = s
+	}
+	// The chains entered from the built-in ones are always there (and
+	// the deny chain comes right after them); the others in the model's
+	// order.
+	for _, j := range iptJumps {
+		p.tables[j.table].chain(j.target)
+	}
+	for _, c := range m.chains {
+		w.chains[c.name] = c
+		if c.name == nftChainDeny {
+			filter.chain(iptDeny)
+		}
+	}
+	for _, c := range m.chains {
+		if ref, ok := names[c.name]; ok {
+			ref.table.chain(ref.name)
+			w.chain(c, ref)
+		}
+	}
+	return p
+}
+
+// iptChainRef is an iptables chain.
+type iptChainRef struct {
+	table *iptTable
+	name  string
+}
+
+// iptPart is a part's iptables form: ipt writes the words of its
+// alternative i to w and returns how many alternatives it has. iptables
+// has no sets, so a match of n elements is n rules: a rule stands for the
+// cross product of its parts' alternatives, the earlier parts outer.
+type iptPart interface {
+	ipt(w *iptRule, i int) int
+}
+
+// iptRule renders the model's rules as iptables rule arguments. Interface
+// and address matches come first whatever the parts' order (-i, then -s
+// and -d, then -o), as uplinkd has always written them; then the other
+// matches and the target in the parts' order.
+type iptRule struct {
+	names  map[string]iptChainRef
+	chains map[string]*nftChain
+	sets   map[string]*nftSet
+
+	in, addr, out, rest []string
+	// module is the match module the last words of rest belong to: a
+	// second match of it goes on without another -m (-m owner --uid-owner
+	// U --gid-owner G).
+	module string
+	lines  []iptLine
+}
+
+type iptLine struct {
+	key  int
+	text string
+}
+
+type iptState struct {
+	in, addr, out, rest int
+	module              string
+}
+
+func (w *iptRule) state() iptState {
+	return iptState{len(w.in), len(w.addr), len(w.out), len(w.rest), w.module}
+}
+
+func (w *iptRule) reset(s iptState) {
+	w.in, w.addr, w.out, w.rest, w.module = w.in[:s.in], w.addr[:s.addr], w.out[:s.out], w.rest[:s.rest], s.module
+}
+
+// iface and address add an interface match (-o when out) and an address
+// match.
+func (w *iptRule) iface(out bool, name string) {
+	if out {
+		w.out = append(w.out, "-o", name)
+	} else {
+		w.in = append(w.in, "-i", name)
+	}
+}
+
+func (w *iptRule) address(words ...string) { w.addr = append(w.addr, words...) }
+
+// add adds words that are no match of a module (-p, a target).
+func (w *iptRule) add(words ...string) {
+	w.rest = append(w.rest, words...)
+	w.module = ""
+}
+
+func (w *iptRule) match(module string, words ...string) {
+	if w.module != module {
+		w.rest = append(w.rest, "-m", module)
+	}
+	w.rest = append(w.rest, words...)
+	w.module = module
+}
+
+func (w *iptRule) target(words ...string) { w.add(append([]string{"-j"}, words...)...) }
+
+func (w *iptRule) text() string {
+	var b strings.Builder
+	for _, ws := range [][]string{w.in, w.addr, w.out, w.rest} {
+		for _, s := range ws {
+			if b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(s)
+		}
+	}
+	return b.String()
+}
+
+// expand renders parts[k:] once per combination of their alternatives,
+// adding a line per rule. key numbers the combination of the alternatives
+// of the parts marked shared.
+func (w *iptRule) expand(parts []nftPart, k int, shared []bool, key int) {
+	if k == len(parts) {
+		w.lines = append(w.lines, iptLine{key, w.text()})
+		return
+	}
+	s := w.state()
+	p := parts[k].(iptPart)
+	n := p.ipt(w, 0)
+	for i := range n {
+		if i > 0 {
+			w.reset(s)
+			p.ipt(w, i)
+		}
+		next := key
+		if k < len(shared) && shared[k] {
+			next = key*n + i
+		}
+		w.expand(parts, k+1, shared, next)
+	}
+	w.reset(s)
+}
+
+// chain renders the rules of c into ref, and what iptables needs beyond
+// them.
+func (w *iptRule) chain(c *nftChain, ref iptChainRef) {
+	for i := 0; i < len(c.rules); {
+		// Rules in a row with the same comment are one rule that
+		// nftables splits (a [[rule]] for tcp and udp, a reject for TCP
+		// and the rest). Their iptables rules go element by element of
+		// the sets they share, as one rule's would.
+		j := i + 1
+		for j < len(c.rules) && c.rules[j].comment == c.rules[i].comment {
+			j++
+		}
+		w.group(c, c.rules[i:j])
+		i = j
+	}
+	if c.base() && c.policy == Drop {
+		// Our chains are entered from the built-in ones, whose policy
+		// is the administrator's.
+		w.lines = append(w.lines, iptLine{text: "-j DROP"})
+	}
+	if anyPart(c, isRuleMark) {
+		w.lines = append(w.lines, iptLine{text: iptSaveMark})
+	}
+	for _, l := range w.lines {
+		ref.table.rules[ref.name] = append(ref.table.rules[ref.name], l.text)
+	}
+	w.lines = w.lines[:0]
+}
+
+// iptSaveMark ends a chain with ruleMarkParts: iptables sets the [[rule]]
+// mark in the packet only, and this saves it into the connection.
+var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
+	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
+
+func (w *iptRule) group(c *nftChain, rules []nftRule) {
+	var shared []bool
+	if len(rules) > 1 {
+		for k := range rules[0].parts {
+			same := true
+			for _, rule := range rules[1:] {
+				same = same && k < len(rule.parts) && samePart(rule.parts[k], rules[0].parts[k])
+			}
+			shared = append(shared, same)
+		}
+	}
+	from := len(w.lines)
+	for _, rule := range rules {
+		parts := rule.parts
+		last, _ := parts[len(parts)-1].(verdictPart)
+		if last.kind != expr.VerdictJump {
+			w.expand(parts, 0, shared, 0)
+			continue
+		}
+		match := parts[:len(parts)-1]
+		target := w.chains[last.chain]
+		if _, ok := w.names[last.chain]; !ok {
+			for _, t := range target.rules {
+				w.expand(slices.Concat(match, t.parts), 0, nil, 0)
+			}
+			continue
+		}
+		w.expand(parts, 0, shared, 0)
+		if c.policy == Drop && anyPart(target, isAccept) {
+			// nftables' accept in the target ends the packet's way
+			// through the table; iptables' RETURN only ends the target,
+			// and the rules after the jump must not drop the packet.
+			w.expand(append(slices.Clip(match), vReturn), 0, nil, 0)
+		}
+	}
+	if len(rules) > 1 {
+		slices.SortStableFunc(w.lines[from:], func(a, b iptLine) int { return a.key - b.key })
+	}
+}
+
+// anyPart reports whether a part of a rule of c is one f looks for.
+func anyPart(c *nftChain, f func(nftPart) bool) bool {
+	for _, rule := range c.rules {
+		if slices.ContainsFunc(rule.parts, f) {
+			return true
+		}
+	}
+	return false
+}
+
+func isAccept(p nftPart) bool { return p == nftPart(vAccept) }
+
+func isRuleMark(p nftPart) bool {
+	_, ok := p.(ruleMarkPart)
+	return ok
 }

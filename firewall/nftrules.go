@@ -179,6 +179,11 @@ func (p ifnamePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p ifnamePart) ipt(w *iptRule, _ int) int {
+	w.iface(p.out, p.name)
+	return 1
+}
+
 type addrPart struct {
 	dst bool
 	neg bool
@@ -232,6 +237,20 @@ func (p addrPart) exprs(b *exprBuilder) []expr.Any {
 	return append(out, &expr.Cmp{Op: op, Register: 1, Data: a[:n]})
 }
 
+// ipt is one rule per prefix (a negated match has one prefix: iptables
+// cannot negate a set).
+func (p addrPart) ipt(w *iptRule, i int) int {
+	if p.neg {
+		w.address("!")
+	}
+	if p.dst {
+		w.address("-d", iptPrefix(p.ps[i]))
+	} else {
+		w.address("-s", iptPrefix(p.ps[i]))
+	}
+	return len(p.ps)
+}
+
 type l4protoPart struct{ proto uint8 }
 
 func (p l4protoPart) text() string { return "meta l4proto " + protoName(p.proto) }
@@ -241,6 +260,11 @@ func (p l4protoPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.proto}},
 	}
+}
+
+func (p l4protoPart) ipt(w *iptRule, _ int) int {
+	w.add("-p", iptProto(p.proto))
+	return 1
 }
 
 // dportPart matches a transport protocol and destination ports.
@@ -268,6 +292,13 @@ func (p dportPart) exprs(b *exprBuilder) []expr.Any {
 		elems = append(elems, nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(x)})
 	}
 	return append(out, b.anonSet(nftables.TypeInetService, false, elems, false))
+}
+
+// ipt is one rule per group of ports -m multiport takes.
+func (p dportPart) ipt(w *iptRule, i int) int {
+	groups := iptPorts(p.proto, p.ports)
+	w.add(groups[i]...)
+	return len(groups)
 }
 
 // Conntrack states as the ct expression reports them (NF_CT_STATE_BIT).
@@ -302,6 +333,20 @@ func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p ctStatePart) ipt(w *iptRule, _ int) int {
+	var names []string
+	for _, s := range []struct {
+		bit  uint32
+		name string
+	}{{ctInvalid, "INVALID"}, {ctNew, "NEW"}, {ctRelated, "RELATED"}, {ctEstablished, "ESTABLISHED"}} {
+		if p.bits&s.bit != 0 {
+			names = append(names, s.name)
+		}
+	}
+	w.match("conntrack", "--ctstate", strings.Join(names, ","))
+	return 1
+}
+
 type ctOriginalPart struct{}
 
 func (ctOriginalPart) text() string { return "ct direction original" }
@@ -311,6 +356,11 @@ func (ctOriginalPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 	}
+}
+
+func (ctOriginalPart) ipt(w *iptRule, _ int) int {
+	w.match("conntrack", "--ctdir", "ORIGINAL")
+	return 1
 }
 
 type ctDNATPart struct{}
@@ -323,6 +373,11 @@ func (ctDNATPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(ctStatusDNAT), Xor: native32(0)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)},
 	}
+}
+
+func (ctDNATPart) ipt(w *iptRule, _ int) int {
+	w.match("conntrack", "--ctstate", "DNAT")
+	return 1
 }
 
 func markLoad(ct bool) expr.Any {
@@ -366,6 +421,18 @@ func (p markCmpPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p markCmpPart) ipt(w *iptRule, _ int) int {
+	module, words := "mark", []string{"--mark", hexMark(p.value) + "/" + hexMark(p.mask)}
+	if p.ct {
+		module = "connmark"
+	}
+	if p.neg {
+		words = append([]string{"!"}, words...)
+	}
+	w.match(module, words...)
+	return 1
+}
+
 // markSetPart: mark = (mark & keep) | value, leaving bits other software
 // uses alone (value must lie outside keep).
 type markSetPart struct {
@@ -390,6 +457,43 @@ func (p markSetPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p markSetPart) ipt(w *iptRule, _ int) int {
+	target := "MARK"
+	if p.ct {
+		target = "CONNMARK"
+	}
+	w.target(target, "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
+	return 1
+}
+
+// ruleMarkPart gives a new connection the mark of a [[rule]]: the packet
+// mark (for routing) and the connection mark (restored into later packets),
+// then returns, so the first matching [[rule]] wins. It is one part because
+// iptables cannot express it in one rule: there the packet mark is set only
+// while unset, and the mark chain ends with one save into the connection
+// mark (iptChainEnd).
+type ruleMarkPart struct{ mark uint32 }
+
+func (p ruleMarkPart) sets() (meta, ct markSetPart) {
+	return markSetPart{keep: ^UserMarkMask, value: p.mark}, markSetPart{ct: true, keep: ^UserMarkMask, value: p.mark}
+}
+
+func (p ruleMarkPart) text() string {
+	meta, ct := p.sets()
+	return meta.text() + " " + ct.text() + " " + vReturn.text()
+}
+
+func (p ruleMarkPart) exprs(b *exprBuilder) []expr.Any {
+	meta, ct := p.sets()
+	return slices.Concat(meta.exprs(b), ct.exprs(b), vReturn.exprs(b))
+}
+
+func (p ruleMarkPart) ipt(w *iptRule, _ int) int {
+	meta, _ := p.sets()
+	markCmpPart{mask: UserMarkMask}.ipt(w, 0)
+	return meta.ipt(w, 0)
+}
+
 // Address types (RTN_*) the fib expression reports.
 const (
 	rtnLocal     = unix.RTN_LOCAL
@@ -408,6 +512,11 @@ func (p fibTypePart) exprs(*exprBuilder) []expr.Any {
 		&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagDADDR: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(p.typ)},
 	}
+}
+
+func (p fibTypePart) ipt(w *iptRule, _ int) int {
+	w.match("addrtype", "--dst-type", strings.ToUpper(p.name))
+	return 1
 }
 
 type skPart struct {
@@ -433,6 +542,15 @@ func (p skPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p skPart) ipt(w *iptRule, _ int) int {
+	if p.gid {
+		w.match("owner", "--gid-owner", fmt.Sprint(p.id))
+	} else {
+		w.match("owner", "--uid-owner", fmt.Sprint(p.id))
+	}
+	return 1
+}
+
 type icmpTypePart struct{ typ uint8 }
 
 func (p icmpTypePart) text() string { return fmt.Sprintf("icmp type %d", p.typ) }
@@ -441,6 +559,12 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 	return append(l4protoPart{protoICMP}.exprs(b),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.typ}})
+}
+
+func (p icmpTypePart) ipt(w *iptRule, _ int) int {
+	w.add("-p", "icmp")
+	w.match("icmp", "--icmp-type", fmt.Sprint(p.typ))
+	return 1
 }
 
 // setPart matches the source address or source MAC against a named set.
@@ -479,6 +603,18 @@ func (p setPart) exprs(b *exprBuilder) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		b.lookupNamed(p.set),
 	}
+}
+
+// ipt is one rule per element of the set.
+func (p setPart) ipt(w *iptRule, i int) int {
+	s := w.sets[p.set]
+	switch {
+	case i < len(s.addrs):
+		w.address("-s", iptPrefix(s.addrs[i]))
+	case i < len(s.addrs)+len(s.macs):
+		w.match("mac", "--mac-source", s.macs[i-len(s.addrs)].String())
+	}
+	return len(s.addrs) + len(s.macs)
 }
 
 // meterPart charges the packet to its source's token bucket in a dynamic
@@ -534,6 +670,11 @@ func (p meterPart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
+func (p meterPart) ipt(w *iptRule, _ int) int {
+	w.match("hashlimit", iptHashlimit(p.l)...)
+	return 1
+}
+
 type verdictPart struct {
 	kind  expr.VerdictKind
 	chain string
@@ -557,6 +698,19 @@ func (p verdictPart) exprs(*exprBuilder) []expr.Any {
 	return []expr.Any{&expr.Verdict{Kind: p.kind, Chain: p.chain}}
 }
 
+// ipt: an accept in our chains is a RETURN (see the package doc).
+func (p verdictPart) ipt(w *iptRule, _ int) int {
+	switch p.kind {
+	case expr.VerdictDrop:
+		w.target("DROP")
+	case expr.VerdictJump:
+		w.target(w.names[p.chain].name)
+	default:
+		w.target("RETURN")
+	}
+	return 1
+}
+
 var (
 	vAccept = verdictPart{kind: expr.VerdictAccept}
 	vDrop   = verdictPart{kind: expr.VerdictDrop}
@@ -577,10 +731,28 @@ func (p snatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p snatPart) ipt(w *iptRule, _ int) int {
+	w.target("SNAT", "--to-source", p.addr.String())
+	return 1
+}
+
 type masqPart struct{}
 
 func (masqPart) text() string                  { return "masquerade" }
 func (masqPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Masq{}} }
+
+func (masqPart) ipt(w *iptRule, _ int) int {
+	w.target("MASQUERADE")
+	return 1
+}
+
+// iptOnly is a part that only iptables renders: nftables needs no match
+// where the iptables rule has one (see where it is used).
+type iptOnly struct{ p iptPart }
+
+func (iptOnly) text() string                  { return "" }
+func (iptOnly) exprs(*exprBuilder) []expr.Any { return nil }
+func (p iptOnly) ipt(w *iptRule, i int) int   { return p.p.ipt(w, i) }
 
 // rejectPart rejects with a TCP reset, or with ICMP port unreachable
 // (ICMPv6 port unreachable when v6, in table ip6 uplinkd6).
@@ -607,6 +779,18 @@ func (p rejectPart) exprs(*exprBuilder) []expr.Any {
 	}
 	// ICMP port unreachable, like iptables' REJECT default.
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}}
+}
+
+func (p rejectPart) ipt(w *iptRule, _ int) int {
+	with := "icmp-port-unreachable"
+	switch {
+	case p.tcpReset:
+		with = "tcp-reset"
+	case p.v6:
+		with = "icmp6-port-unreachable"
+	}
+	w.target("REJECT", "--reject-with", with)
+	return 1
 }
 
 // ---- program ----
@@ -893,10 +1077,7 @@ func nftMarkRules(m MarkRule) []nftRule {
 		if m.GID != nil {
 			parts = append(parts, skPart{gid: true, id: *m.GID})
 		}
-		parts = append(parts,
-			markSetPart{keep: ^UserMarkMask, value: m.Mark},
-			markSetPart{ct: true, keep: ^UserMarkMask, value: m.Mark},
-			vReturn)
+		parts = append(parts, ruleMarkPart{m.Mark})
 		out = append(out, r("rule "+m.Name, parts...))
 	}
 	return out
@@ -930,7 +1111,9 @@ func tableText(family, name string, sets []*nftSet, chains []*nftChain) string {
 func (rule nftRule) text() string {
 	var parts []string
 	for _, p := range rule.parts {
-		parts = append(parts, p.text())
+		if t := p.text(); t != "" { // an iptOnly part
+			parts = append(parts, t)
+		}
 	}
 	s := strings.Join(parts, " ")
 	if rule.comment != "" {

@@ -94,6 +94,9 @@ type counterPart struct{}
 func (counterPart) text() string                  { return "counter" }
 func (counterPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Counter{}} }
 
+// ipt: iptables counts every rule; one without a target only counts.
+func (counterPart) ipt(*iptRule, int) int { return 1 }
+
 // countedIface is an uplink whose interface is counted.
 type countedIface struct{ Name, Iface string }
 
