@@ -87,30 +87,7 @@ func deny6Chain(rs Ruleset) (*nftChain, []*nftSet) {
 	if !deny6Wanted(rs) {
 		return nil, nil
 	}
-	d := rs.Deny
-	c := &nftChain{name: nftChainDeny}
-	var sets []*nftSet
-	if len(d.DropAddrs6) > 0 {
-		sets = append(sets, &nftSet{name: setDenyDrop, keyType: nftables.TypeIP6Addr, interval: true, addrs: d.DropAddrs6})
-		c.rules = append(c.rules, r("deny drop", setPart{v6: true, set: setDenyDrop}, vDrop))
-	}
-	if len(d.DropMACs) > 0 {
-		sets = append(sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: d.DropMACs})
-		c.rules = append(c.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
-	}
-	if len(d.RejectAddrs6) > 0 {
-		sets = append(sets, &nftSet{name: setDenyReject, keyType: nftables.TypeIP6Addr, interval: true, addrs: d.RejectAddrs6})
-		c.rules = append(c.rules,
-			r("deny reject", setPart{v6: true, set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny reject", setPart{v6: true, set: setDenyReject}, rejectPart{v6: true}))
-	}
-	if len(d.RejectMACs) > 0 {
-		sets = append(sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: d.RejectMACs})
-		c.rules = append(c.rules,
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{v6: true}))
-	}
-	return c, sets
+	return denyChain(rs.Deny.DropAddrs6, rs.Deny.RejectAddrs6, rs.Deny, true)
 }
 
 // policy6Chains are the IPv6 firewall's input and forward base chains,

@@ -2,21 +2,42 @@ package firewall
 
 import (
 	"fmt"
-
-	"github.com/google/nftables/expr"
 	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/google/nftables/expr"
 )
 
-// iptables rendering of a Ruleset. The structure mirrors buildNFT rule for
-// rule; the differences are forced by iptables: an "accept" is a RETURN (the
-// packet goes on through the built-in chain and the administrator's rules, as
-// it goes on to other tables in nftables), a target cannot be followed by a
-// second action (the connection mark is saved once at the end of the mark
-// chain), and there are no sets (deny entries are one rule each, in a chain
-// jumped to once).
+// The iptables rendering of the rule model (buildRules, nftrules.go): each
+// part writes its iptables words (ipt) next to its nft text and
+// expressions, and buildIPT maps the chains of table ip uplinkd to UPLINKD-*
+// chains in the mangle, nat and filter tables. The differences iptables
+// forces are decided here or in the parts, never by building the rules
+// again:
+//
+//   - There are no sets: a match of n prefixes, set elements or multiport
+//     groups is n rules, the cross product of the parts' alternatives (rules
+//     in a row with one comment, which nftables split, go element by element
+//     together, as one rule's would).
+//   - An "accept" is a RETURN: the packet goes on through the built-in
+//     chain and the administrator's rules, as it goes on to other tables in
+//     nftables. So a chain with a drop policy returns after a jump into a
+//     chain that accepts (nftables' accept ends the packet's way through the
+//     table; RETURN only ends the inner chain), and ends with an explicit
+//     DROP (our chains have no policy of their own).
+//   - A target cannot be followed by a second action: a [[rule]] sets the
+//     packet mark while it is unset, and the chain ends with one save into
+//     the connection mark (ruleMarkPart).
+//   - Meters are hashlimit matches; the per-uplink NAT chains are inlined at
+//     their jump (nftables keeps them apart so that an address change
+//     rewrites one small chain; iptables-restore rewrites the whole nat
+//     table anyway).
+//
+// The IPv6 state (iptnpt6.go) is still built as ip6tables text of its own:
+// its chains and their order differ from table ip6 uplinkd6's more than the
+// IPv4 ones do, and it is written whole on every change.
 
 // Tables in the order they are restored: marks before NAT before filter, so
 // a half-applied pass (tables commit one by one) never filters by state the
@@ -70,11 +91,11 @@ func (t *iptTable) chain(name string) {
 	}
 }
 
-func (t *iptTable) add(chain string, args ...string) {
+func (t *iptTable) add(chain, rule string) {
 	if t.rules == nil {
 		t.rules = map[string][]string{}
 	}
-	t.rules[chain] = append(t.rules[chain], strings.Join(args, " "))
+	t.rules[chain] = append(t.rules[chain], rule)
 }
 
 // text renders the table for iptables-restore --noflush. Declaring a chain
@@ -152,193 +173,6 @@ func hashlimitName(l RateLimit) string {
 	return fmt.Sprintf("%s%08x", iptHashlimitPrefix, h.Sum32())
 }
 
-func oldBuildIPT(rs Ruleset) *iptProgram {
-	mangle := &iptTable{name: "mangle"}
-	nat := &iptTable{name: "nat"}
-	filter := &iptTable{name: "filter"}
-	p := &iptProgram{tables: map[string]*iptTable{"mangle": mangle, "nat": nat, "filter": filter}}
-	for _, j := range iptJumps {
-		p.tables[j.table].chain(j.target)
-	}
-	iptCountRules(rs, mangle)
-
-	// mangle: marks.
-	var marks []uint32
-	var markPre, markOut [][]string
-	for _, m := range rs.Marks {
-		if !slices.Contains(marks, m.Mark) {
-			marks = append(marks, m.Mark)
-		}
-		for _, args := range iptMarkRules(m) {
-			if m.Prerouting {
-				markPre = append(markPre, args)
-			}
-			if m.Output {
-				markOut = append(markOut, args)
-			}
-		}
-	}
-	slices.Sort(marks)
-	restore := func(chain string) {
-		for _, m := range marks {
-			mangle.add(chain, "-m", "conntrack", "--ctdir", "ORIGINAL",
-				"-m", "mark", "--mark", "0x0/"+hexMark(UserMarkMask),
-				"-m", "connmark", "--mark", hexMark(m)+"/"+hexMark(UserMarkMask),
-				"-j", "MARK", "--set-xmark", hexMark(m)+"/"+hexMark(UserMarkMask))
-		}
-	}
-	exclusions := func(chain string, pre bool) {
-		for _, x := range neverMark {
-			mangle.add(chain, "-d", iptPrefix(x), "-j", "RETURN")
-		}
-		mangle.add(chain, "-s", iptPrefix(linkLocal), "-j", "RETURN")
-		mangle.add(chain, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN")
-		mangle.add(chain, "-m", "addrtype", "--dst-type", "BROADCAST", "-j", "RETURN")
-		if pre {
-			for _, u := range rs.Uplinks {
-				mangle.add(chain, "-i", u.Iface, "-j", "RETURN")
-			}
-		}
-		mangle.add(chain, "-m", "mark", "!", "--mark", "0x0/"+hexMark(UserMarkMask), "-j", "RETURN")
-	}
-	save := []string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
-		"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}
-
-	if len(markPre) > 0 {
-		restore(iptPrerouting)
-	}
-	if len(markOut) > 0 {
-		restore(iptOutput)
-	}
-	// Sticky balancing (see the nftables backend): restore the uplink's
-	// mark on later LAN packets of its connections.
-	for _, u := range rs.Uplinks {
-		if u.ConnMark != 0 && rs.LANInterface != "" {
-			mangle.add(iptPrerouting, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", "ORIGINAL",
-				"-m", "connmark", "--mark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask),
-				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
-		}
-	}
-	// Replies from the LAN to connections that came in through an uplink
-	// leave through it (see the nftables backend).
-	for _, u := range rs.Uplinks {
-		if u.ConnMark != 0 && rs.LANInterface != "" {
-			mangle.add(iptPrerouting, "-i", rs.LANInterface, "-m", "conntrack", "--ctdir", "REPLY",
-				"-m", "connmark", "--mark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask),
-				"-j", "MARK", "--set-xmark", hexMark(u.ConnMark)+"/"+hexMark(UplinkMarkMask))
-		}
-	}
-	for _, u := range rs.Uplinks {
-		if u.ConnMark == 0 {
-			continue
-		}
-		set := []string{"-j", "CONNMARK", "--set-xmark", hexMark(u.ConnMark) + "/" + hexMark(UplinkMarkMask)}
-		mangle.add(iptPrerouting, append([]string{"-i", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
-		mangle.add(iptPostrouting, append([]string{"-o", u.Iface, "-m", "conntrack", "--ctstate", "NEW"}, set...)...)
-	}
-	// New connections enter a chain of their own: exclusions, the marks,
-	// then the save into the connection mark.
-	markChain := func(from, chain string, pre bool, rules [][]string) {
-		if len(rules) == 0 {
-			return
-		}
-		mangle.chain(chain)
-		mangle.add(from, "-m", "conntrack", "--ctstate", "NEW", "-j", chain)
-		exclusions(chain, pre)
-		for _, args := range rules {
-			mangle.add(chain, args...)
-		}
-		mangle.add(chain, save...)
-	}
-	markChain(iptPrerouting, iptMarkPre, true, markPre)
-	markChain(iptOutput, iptMarkOut, false, markOut)
-
-	// nat.
-	for _, u := range rs.Uplinks {
-		if u.NAT == NATOff || u.NAT == NATSNAT && !u.Addr.IsValid() {
-			continue
-		}
-		for _, n := range u.NoNAT {
-			nat.add(iptPostrouting, "-s", iptPrefix(n), "-o", u.Iface, "-j", "RETURN")
-		}
-		switch u.NAT {
-		case NATSNAT:
-			nat.add(iptPostrouting, "!", "-s", u.Addr.String()+"/32", "-o", u.Iface, "-j", "SNAT", "--to-source", u.Addr.String())
-		case NATMasquerade:
-			nat.add(iptPostrouting, "-o", u.Iface, "-j", "MASQUERADE")
-		}
-	}
-
-	// filter.
-	if !rs.Deny.Empty() {
-		filter.chain(iptDeny)
-		for _, a := range rs.Deny.DropAddrs {
-			filter.add(iptDeny, "-s", iptPrefix(a), "-j", "DROP")
-		}
-		for _, m := range rs.Deny.DropMACs {
-			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-j", "DROP")
-		}
-		for _, a := range rs.Deny.RejectAddrs {
-			filter.add(iptDeny, "-s", iptPrefix(a), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-			filter.add(iptDeny, "-s", iptPrefix(a), "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
-		}
-		for _, m := range rs.Deny.RejectMACs {
-			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-			filter.add(iptDeny, "-m", "mac", "--mac-source", m.String(), "-j", "REJECT", "--reject-with", "icmp-port-unreachable")
-		}
-		filter.add(iptInput, "-j", iptDeny)
-		filter.add(iptForward, "-j", iptDeny)
-	}
-	iptServices(rs, mangle, nat, filter)
-	for _, u := range rs.Uplinks {
-		if u.Filter == nil {
-			continue
-		}
-		c := iptInPrefix + sanitize(u.Iface)
-		filter.chain(c)
-		filter.add(iptInput, "-i", u.Iface, "-j", c)
-		if rs.InputPolicy == Drop {
-			// Back from the uplink's chain means allowed.
-			filter.add(iptInput, "-i", u.Iface, "-j", "RETURN")
-		}
-		filter.add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-		filter.add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-		for _, l := range u.Filter.Limits {
-			filter.add(c, append(iptPorts(l.Proto, []uint16{l.Port})[0], iptLimitDrop(l)...)...)
-		}
-		for _, a := range u.Filter.Allow {
-			if len(a.Ports) == 0 {
-				filter.add(c, "-p", iptProto(a.Proto), "-j", "RETURN")
-				continue
-			}
-			for _, args := range iptPorts(a.Proto, a.Ports) {
-				filter.add(c, append(args, "-j", "RETURN")...)
-			}
-		}
-		for _, t := range u.Filter.ICMPTypes {
-			filter.add(c, "-p", "icmp", "-m", "icmp", "--icmp-type", fmt.Sprint(t), "-j", "RETURN")
-		}
-		filter.add(c, "-j", "DROP")
-	}
-	keep := func(chain string, extra ...[]string) {
-		filter.add(chain, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-		for _, e := range extra {
-			filter.add(chain, e...)
-		}
-		if rs.LANInterface != "" {
-			filter.add(chain, "-i", rs.LANInterface, "-j", "RETURN")
-		}
-		filter.add(chain, "-j", "DROP")
-	}
-	if rs.InputPolicy == Drop {
-		keep(iptInput, []string{"-i", "lo", "-j", "RETURN"})
-	}
-	if rs.ForwardPolicy == Drop {
-		keep(iptForward, []string{"-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"})
-	}
-	return p
-}
-
 // iptLimitDrop drops new connections of a source above the limit.
 func iptLimitDrop(l RateLimit) []string {
 	return slices.Concat([]string{"-m", "conntrack", "--ctstate", "NEW", "-m", "hashlimit"}, iptHashlimit(l), []string{"-j", "DROP"})
@@ -353,74 +187,12 @@ func iptHashlimit(l RateLimit) []string {
 		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds())}
 }
 
-// iptMarkRules expands one [[rule]] into rule arguments: iptables has no
-// sets, so it is the cross product of sources, destinations and port groups.
-// Each rule only marks packets not marked yet, so the first [[rule]] wins as
-// in nftables.
-func iptMarkRules(m MarkRule) [][]string {
-	srcs := [][]string{nil}
-	if len(m.Sources) > 0 {
-		srcs = nil
-		for _, s := range m.Sources {
-			srcs = append(srcs, []string{"-s", iptPrefix(s)})
-		}
-	}
-	dsts := [][]string{nil}
-	if len(m.Dests) > 0 {
-		dsts = nil
-		for _, d := range m.Dests {
-			dsts = append(dsts, []string{"-d", iptPrefix(d)})
-		}
-	}
-	var protos [][]string
-	switch {
-	case len(m.Ports) > 0:
-		ps := []uint8{m.Proto}
-		if m.Proto == 0 {
-			ps = []uint8{protoTCP, protoUDP}
-		}
-		for _, p := range ps {
-			protos = append(protos, iptPorts(p, m.Ports)...)
-		}
-	case m.Proto != 0:
-		protos = [][]string{{"-p", iptProto(m.Proto)}}
-	default:
-		protos = [][]string{nil}
-	}
-	var owner []string
-	if m.UID != nil || m.GID != nil {
-		owner = []string{"-m", "owner"}
-		if m.UID != nil {
-			owner = append(owner, "--uid-owner", fmt.Sprint(*m.UID))
-		}
-		if m.GID != nil {
-			owner = append(owner, "--gid-owner", fmt.Sprint(*m.GID))
-		}
-	}
-	var out [][]string
-	for _, s := range srcs {
-		for _, d := range dsts {
-			for _, p := range protos {
-				var args []string
-				if m.InIface != "" {
-					args = append(args, "-i", m.InIface)
-				}
-				args = append(append(append(append(args, s...), d...), p...), owner...)
-				args = append(args, "-m", "mark", "--mark", "0x0/"+hexMark(UserMarkMask),
-					"-j", "MARK", "--set-xmark", hexMark(m.Mark)+"/"+hexMark(UserMarkMask))
-				out = append(out, args)
-			}
-		}
-	}
-	return out
-}
-
-// buildIPT renders the rule model of rs (buildNFT) for iptables.
+// buildIPT renders the rule model of rs (buildRules) for iptables.
 func buildIPT(rs Ruleset) *iptProgram {
-	m := buildNFT(rs)
-	mangle := &iptTable{name: "mangle", rules: map[string][]string{}}
-	nat := &iptTable{name: "nat", rules: map[string][]string{}}
-	filter := &iptTable{name: "filter", rules: map[string][]string{}}
+	m := buildRules(rs)
+	mangle := &iptTable{name: "mangle"}
+	nat := &iptTable{name: "nat"}
+	filter := &iptTable{name: "filter"}
 	p := &iptProgram{tables: map[string]*iptTable{"mangle": mangle, "nat": nat, "filter": filter}}
 	// Where each chain of the model goes. A chain missing here (an
 	// uplink's NAT chain) is inlined at its jump: nftables keeps it apart
@@ -442,7 +214,7 @@ func buildIPT(rs Ruleset) *iptProgram {
 			names[nftInChain(u.Iface)] = iptChainRef{filter, iptInPrefix + sanitize(u.Iface)}
 		}
 	}
-	w := &iptRule{names: names, chains: map[string]*nftChain{}, sets: map[string]*nftSet{}}
+	w := &iptWriter{names: names, chains: map[string]*nftChain{}, sets: map[string]*nftSet{}}
 	for _, s := range m.sets {
 		w.sets[s.name] = s
 	}
@@ -478,24 +250,38 @@ type iptChainRef struct {
 // has no sets, so a match of n elements is n rules: a rule stands for the
 // cross product of its parts' alternatives, the earlier parts outer.
 type iptPart interface {
-	ipt(w *iptRule, i int) int
+	ipt(w *iptWriter, i int) int
 }
 
-// iptRule renders the model's rules as iptables rule arguments. Interface
+// iptWriter writes the model's rules as iptables rule arguments. Interface
 // and address matches come first whatever the parts' order (-i, then -s
 // and -d, then -o), as uplinkd has always written them; then the other
-// matches and the target in the parts' order.
-type iptRule struct {
+// matches and the target in the parts' order. Its methods return 1, the
+// alternatives of a part that writes one thing.
+type iptWriter struct {
 	names  map[string]iptChainRef
 	chains map[string]*nftChain
 	sets   map[string]*nftSet
 
-	in, addr, out, rest []string
-	// module is the match module the last words of rest belong to: a
-	// second match of it goes on without another -m (-m owner --uid-owner
-	// U --gid-owner G).
+	words []iptWord
+	// module is the match module the last words belong to: a second
+	// match of it goes on without another -m (-m owner --uid-owner U
+	// --gid-owner G).
 	module string
 	lines  []iptLine
+}
+
+// Where a word goes in the rule.
+const (
+	iptIn = iota
+	iptAddr
+	iptOut
+	iptRest
+)
+
+type iptWord struct {
+	at   int
+	text string
 }
 
 type iptLine struct {
@@ -503,55 +289,57 @@ type iptLine struct {
 	text string
 }
 
-type iptState struct {
-	in, addr, out, rest int
-	module              string
-}
-
-func (w *iptRule) state() iptState {
-	return iptState{len(w.in), len(w.addr), len(w.out), len(w.rest), w.module}
-}
-
-func (w *iptRule) reset(s iptState) {
-	w.in, w.addr, w.out, w.rest, w.module = w.in[:s.in], w.addr[:s.addr], w.out[:s.out], w.rest[:s.rest], s.module
-}
-
-// iface and address add an interface match (-o when out) and an address
-// match.
-func (w *iptRule) iface(out bool, name string) {
-	if out {
-		w.out = append(w.out, "-o", name)
-	} else {
-		w.in = append(w.in, "-i", name)
+func (w *iptWriter) put(at int, words ...string) int {
+	for _, s := range words {
+		w.words = append(w.words, iptWord{at, s})
 	}
+	if at == iptRest {
+		w.module = ""
+	}
+	return 1
 }
 
-func (w *iptRule) address(words ...string) { w.addr = append(w.addr, words...) }
+func (w *iptWriter) iface(out bool, name string) int {
+	if out {
+		return w.put(iptOut, "-o", name)
+	}
+	return w.put(iptIn, "-i", name)
+}
+
+func (w *iptWriter) address(neg, dst bool, p netip.Prefix) int {
+	if neg {
+		w.put(iptAddr, "!")
+	}
+	if dst {
+		return w.put(iptAddr, "-d", iptPrefix(p))
+	}
+	return w.put(iptAddr, "-s", iptPrefix(p))
+}
 
 // add adds words that are no match of a module (-p, a target).
-func (w *iptRule) add(words ...string) {
-	w.rest = append(w.rest, words...)
-	w.module = ""
-}
+func (w *iptWriter) add(words ...string) int { return w.put(iptRest, words...) }
 
-func (w *iptRule) match(module string, words ...string) {
+func (w *iptWriter) match(module string, words ...string) int {
 	if w.module != module {
-		w.rest = append(w.rest, "-m", module)
+		w.put(iptRest, "-m", module)
 	}
-	w.rest = append(w.rest, words...)
+	w.put(iptRest, words...)
 	w.module = module
+	return 1
 }
 
-func (w *iptRule) target(words ...string) { w.add(append([]string{"-j"}, words...)...) }
+func (w *iptWriter) target(words ...string) int { return w.add(append([]string{"-j"}, words...)...) }
 
-func (w *iptRule) text() string {
+func (w *iptWriter) text() string {
 	var b strings.Builder
-	for _, ws := range [][]string{w.in, w.addr, w.out, w.rest} {
-		for _, s := range ws {
-			if b.Len() > 0 {
-				b.WriteByte(' ')
+	for at := range iptRest + 1 {
+		for _, x := range w.words {
+			if x.at == at {
+				if b.Len() > 0 {
+					b.WriteByte(' ')
+				}
+				b.WriteString(x.text)
 			}
-			b.WriteString(s)
 		}
 	}
 	return b.String()
@@ -560,17 +348,17 @@ func (w *iptRule) text() string {
 // expand renders parts[k:] once per combination of their alternatives,
 // adding a line per rule. key numbers the combination of the alternatives
 // of the parts marked shared.
-func (w *iptRule) expand(parts []nftPart, k int, shared []bool, key int) {
+func (w *iptWriter) expand(parts []nftPart, k int, shared []bool, key int) {
 	if k == len(parts) {
 		w.lines = append(w.lines, iptLine{key, w.text()})
 		return
 	}
-	s := w.state()
+	words, module := len(w.words), w.module
 	p := parts[k].(iptPart)
 	n := p.ipt(w, 0)
 	for i := range n {
 		if i > 0 {
-			w.reset(s)
+			w.words, w.module = w.words[:words], module
 			p.ipt(w, i)
 		}
 		next := key
@@ -579,12 +367,12 @@ func (w *iptRule) expand(parts []nftPart, k int, shared []bool, key int) {
 		}
 		w.expand(parts, k+1, shared, next)
 	}
-	w.reset(s)
+	w.words, w.module = w.words[:words], module
 }
 
 // chain renders the rules of c into ref, and what iptables needs beyond
 // them.
-func (w *iptRule) chain(c *nftChain, ref iptChainRef) {
+func (w *iptWriter) chain(c *nftChain, ref iptChainRef) {
 	for i := 0; i < len(c.rules); {
 		// Rules in a row with the same comment are one rule that
 		// nftables splits (a [[rule]] for tcp and udp, a reject for TCP
@@ -606,7 +394,7 @@ func (w *iptRule) chain(c *nftChain, ref iptChainRef) {
 		w.lines = append(w.lines, iptLine{text: iptSaveMark})
 	}
 	for _, l := range w.lines {
-		ref.table.rules[ref.name] = append(ref.table.rules[ref.name], l.text)
+		ref.table.add(ref.name, l.text)
 	}
 	w.lines = w.lines[:0]
 }
@@ -616,7 +404,7 @@ func (w *iptRule) chain(c *nftChain, ref iptChainRef) {
 var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
 	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
 
-func (w *iptRule) group(c *nftChain, rules []nftRule) {
+func (w *iptWriter) group(c *nftChain, rules []nftRule) {
 	var shared []bool
 	if len(rules) > 1 {
 		for k := range rules[0].parts {
@@ -671,4 +459,31 @@ func isAccept(p nftPart) bool { return p == nftPart(vAccept) }
 func isRuleMark(p nftPart) bool {
 	_, ok := p.(ruleMarkPart)
 	return ok
+}
+
+// iptNATPrerouting is our chain in the nat table's PREROUTING (the mangle
+// table has a chain of the same name; tables are separate namespaces).
+const (
+	iptNATPrerouting = ChainPrefix + "PREROUTING"
+	iptSvcPrefix     = ChainPrefix + "SVC-"
+	iptChainNameMax  = 28 // XT_EXTENSION_MAXNAMELEN - 1
+)
+
+// iptServiceChain names a service's chain, shortened with a hash of the
+// full name when it would not fit.
+func iptServiceChain(s ServiceRules) string { return iptServiceChainWith(s, "") }
+
+// iptRehashChain is the chain that hashes the clients of dead backends
+// again (source-hash).
+func iptRehashChain(s ServiceRules) string { return iptServiceChainWith(s, "-RH") }
+
+func iptServiceChainWith(s ServiceRules, tail string) string {
+	name := iptSvcPrefix + s.Chain
+	if len(name)+len(tail) <= iptChainNameMax {
+		return name + tail
+	}
+	h := fnv.New32a()
+	h.Write([]byte(s.Chain))
+	suffix := fmt.Sprintf("-%04x", h.Sum32()&0xffff)
+	return name[:iptChainNameMax-len(suffix)-len(tail)] + suffix + tail
 }

@@ -17,12 +17,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file turns a Ruleset into an nftables program: a small intermediate
-// form in which every rule part renders both as `nft -f` text (Plan) and as
-// the kernel expressions google/nftables sends (Sync). Keeping the two
-// renderings next to each other is what keeps them equivalent; the tests load
-// the text with `nft -f` and the expressions with Sync into two namespaces and
-// compare `nft list table`.
+// This file turns a Ruleset into the rule model both backends render: the
+// sets and chains of table ip uplinkd, each rule a list of parts. Every part
+// renders as `nft -f` text (Plan), as the kernel expressions google/nftables
+// sends (Sync), and as iptables rule words (ipt, iptrules.go, where the
+// iptables differences are described). Keeping the renderings next to each
+// other is what keeps them equivalent; the tests load the text with `nft -f`
+// and the expressions with Sync into two namespaces and compare `nft list
+// table`, and load the iptables text with iptables-restore.
+//
+// The model is shaped like nftables (one table, base chains with hooks,
+// sets), the backend whose Sync is the incremental one: the nftables
+// backend uses it as it is, with no copy or conversion on the event path.
 
 type nftProgram struct {
 	sets   []*nftSet
@@ -179,10 +185,7 @@ func (p ifnamePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p ifnamePart) ipt(w *iptRule, _ int) int {
-	w.iface(p.out, p.name)
-	return 1
-}
+func (p ifnamePart) ipt(w *iptWriter, _ int) int { return w.iface(p.out, p.name) }
 
 type addrPart struct {
 	dst bool
@@ -239,15 +242,8 @@ func (p addrPart) exprs(b *exprBuilder) []expr.Any {
 
 // ipt is one rule per prefix (a negated match has one prefix: iptables
 // cannot negate a set).
-func (p addrPart) ipt(w *iptRule, i int) int {
-	if p.neg {
-		w.address("!")
-	}
-	if p.dst {
-		w.address("-d", iptPrefix(p.ps[i]))
-	} else {
-		w.address("-s", iptPrefix(p.ps[i]))
-	}
+func (p addrPart) ipt(w *iptWriter, i int) int {
+	w.address(p.neg, p.dst, p.ps[i])
 	return len(p.ps)
 }
 
@@ -262,10 +258,7 @@ func (p l4protoPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p l4protoPart) ipt(w *iptRule, _ int) int {
-	w.add("-p", iptProto(p.proto))
-	return 1
-}
+func (p l4protoPart) ipt(w *iptWriter, _ int) int { return w.add("-p", iptProto(p.proto)) }
 
 // dportPart matches a transport protocol and destination ports.
 type dportPart struct {
@@ -295,7 +288,7 @@ func (p dportPart) exprs(b *exprBuilder) []expr.Any {
 }
 
 // ipt is one rule per group of ports -m multiport takes.
-func (p dportPart) ipt(w *iptRule, i int) int {
+func (p dportPart) ipt(w *iptWriter, i int) int {
 	groups := iptPorts(p.proto, p.ports)
 	w.add(groups[i]...)
 	return len(groups)
@@ -312,18 +305,24 @@ const (
 
 type ctStatePart struct{ bits uint32 }
 
-func (p ctStatePart) text() string {
+// ctStates are the states' names in nft's order; iptables lists them the
+// other way round (RELATED,ESTABLISHED), in upper case.
+var ctStates = []struct {
+	bit  uint32
+	name string
+}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}}
+
+func (p ctStatePart) names() []string {
 	var names []string
-	for _, s := range []struct {
-		bit  uint32
-		name string
-	}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}} {
+	for _, s := range ctStates {
 		if p.bits&s.bit != 0 {
 			names = append(names, s.name)
 		}
 	}
-	return "ct state " + strings.Join(names, ",")
+	return names
 }
+
+func (p ctStatePart) text() string { return "ct state " + strings.Join(p.names(), ",") }
 
 func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 	return []expr.Any{
@@ -333,18 +332,10 @@ func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p ctStatePart) ipt(w *iptRule, _ int) int {
-	var names []string
-	for _, s := range []struct {
-		bit  uint32
-		name string
-	}{{ctInvalid, "INVALID"}, {ctNew, "NEW"}, {ctRelated, "RELATED"}, {ctEstablished, "ESTABLISHED"}} {
-		if p.bits&s.bit != 0 {
-			names = append(names, s.name)
-		}
-	}
-	w.match("conntrack", "--ctstate", strings.Join(names, ","))
-	return 1
+func (p ctStatePart) ipt(w *iptWriter, _ int) int {
+	names := p.names()
+	slices.Reverse(names)
+	return w.match("conntrack", "--ctstate", strings.ToUpper(strings.Join(names, ",")))
 }
 
 type ctOriginalPart struct{}
@@ -358,9 +349,8 @@ func (ctOriginalPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (ctOriginalPart) ipt(w *iptRule, _ int) int {
-	w.match("conntrack", "--ctdir", "ORIGINAL")
-	return 1
+func (ctOriginalPart) ipt(w *iptWriter, _ int) int {
+	return w.match("conntrack", "--ctdir", "ORIGINAL")
 }
 
 type ctDNATPart struct{}
@@ -375,10 +365,7 @@ func (ctDNATPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (ctDNATPart) ipt(w *iptRule, _ int) int {
-	w.match("conntrack", "--ctstate", "DNAT")
-	return 1
-}
+func (ctDNATPart) ipt(w *iptWriter, _ int) int { return w.match("conntrack", "--ctstate", "DNAT") }
 
 func markLoad(ct bool) expr.Any {
 	if ct {
@@ -421,16 +408,15 @@ func (p markCmpPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p markCmpPart) ipt(w *iptRule, _ int) int {
-	module, words := "mark", []string{"--mark", hexMark(p.value) + "/" + hexMark(p.mask)}
-	if p.ct {
-		module = "connmark"
-	}
+func (p markCmpPart) ipt(w *iptWriter, _ int) int {
+	words := []string{"--mark", hexMark(p.value) + "/" + hexMark(p.mask)}
 	if p.neg {
 		words = append([]string{"!"}, words...)
 	}
-	w.match(module, words...)
-	return 1
+	if p.ct {
+		return w.match("connmark", words...)
+	}
+	return w.match("mark", words...)
 }
 
 // markSetPart: mark = (mark & keep) | value, leaving bits other software
@@ -457,13 +443,11 @@ func (p markSetPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p markSetPart) ipt(w *iptRule, _ int) int {
-	target := "MARK"
+func (p markSetPart) ipt(w *iptWriter, _ int) int {
 	if p.ct {
-		target = "CONNMARK"
+		return w.target("CONNMARK", "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
 	}
-	w.target(target, "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
-	return 1
+	return w.target("MARK", "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
 }
 
 // ruleMarkPart gives a new connection the mark of a [[rule]]: the packet
@@ -471,7 +455,7 @@ func (p markSetPart) ipt(w *iptRule, _ int) int {
 // then returns, so the first matching [[rule]] wins. It is one part because
 // iptables cannot express it in one rule: there the packet mark is set only
 // while unset, and the mark chain ends with one save into the connection
-// mark (iptChainEnd).
+// mark (iptSaveMark).
 type ruleMarkPart struct{ mark uint32 }
 
 func (p ruleMarkPart) sets() (meta, ct markSetPart) {
@@ -488,7 +472,7 @@ func (p ruleMarkPart) exprs(b *exprBuilder) []expr.Any {
 	return slices.Concat(meta.exprs(b), ct.exprs(b), vReturn.exprs(b))
 }
 
-func (p ruleMarkPart) ipt(w *iptRule, _ int) int {
+func (p ruleMarkPart) ipt(w *iptWriter, _ int) int {
 	meta, _ := p.sets()
 	markCmpPart{mask: UserMarkMask}.ipt(w, 0)
 	return meta.ipt(w, 0)
@@ -514,9 +498,8 @@ func (p fibTypePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p fibTypePart) ipt(w *iptRule, _ int) int {
-	w.match("addrtype", "--dst-type", strings.ToUpper(p.name))
-	return 1
+func (p fibTypePart) ipt(w *iptWriter, _ int) int {
+	return w.match("addrtype", "--dst-type", strings.ToUpper(p.name))
 }
 
 type skPart struct {
@@ -542,13 +525,11 @@ func (p skPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p skPart) ipt(w *iptRule, _ int) int {
+func (p skPart) ipt(w *iptWriter, _ int) int {
 	if p.gid {
-		w.match("owner", "--gid-owner", fmt.Sprint(p.id))
-	} else {
-		w.match("owner", "--uid-owner", fmt.Sprint(p.id))
+		return w.match("owner", "--gid-owner", fmt.Sprint(p.id))
 	}
-	return 1
+	return w.match("owner", "--uid-owner", fmt.Sprint(p.id))
 }
 
 type icmpTypePart struct{ typ uint8 }
@@ -561,10 +542,9 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.typ}})
 }
 
-func (p icmpTypePart) ipt(w *iptRule, _ int) int {
+func (p icmpTypePart) ipt(w *iptWriter, _ int) int {
 	w.add("-p", "icmp")
-	w.match("icmp", "--icmp-type", fmt.Sprint(p.typ))
-	return 1
+	return w.match("icmp", "--icmp-type", fmt.Sprint(p.typ))
 }
 
 // setPart matches the source address or source MAC against a named set.
@@ -606,11 +586,11 @@ func (p setPart) exprs(b *exprBuilder) []expr.Any {
 }
 
 // ipt is one rule per element of the set.
-func (p setPart) ipt(w *iptRule, i int) int {
+func (p setPart) ipt(w *iptWriter, i int) int {
 	s := w.sets[p.set]
 	switch {
 	case i < len(s.addrs):
-		w.address("-s", iptPrefix(s.addrs[i]))
+		w.address(false, false, s.addrs[i])
 	case i < len(s.addrs)+len(s.macs):
 		w.match("mac", "--mac-source", s.macs[i-len(s.addrs)].String())
 	}
@@ -670,10 +650,7 @@ func (p meterPart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
-func (p meterPart) ipt(w *iptRule, _ int) int {
-	w.match("hashlimit", iptHashlimit(p.l)...)
-	return 1
-}
+func (p meterPart) ipt(w *iptWriter, _ int) int { return w.match("hashlimit", iptHashlimit(p.l)...) }
 
 type verdictPart struct {
 	kind  expr.VerdictKind
@@ -699,16 +676,14 @@ func (p verdictPart) exprs(*exprBuilder) []expr.Any {
 }
 
 // ipt: an accept in our chains is a RETURN (see the package doc).
-func (p verdictPart) ipt(w *iptRule, _ int) int {
+func (p verdictPart) ipt(w *iptWriter, _ int) int {
 	switch p.kind {
 	case expr.VerdictDrop:
-		w.target("DROP")
+		return w.target("DROP")
 	case expr.VerdictJump:
-		w.target(w.names[p.chain].name)
-	default:
-		w.target("RETURN")
+		return w.target(w.names[p.chain].name)
 	}
-	return 1
+	return w.target("RETURN")
 }
 
 var (
@@ -731,20 +706,15 @@ func (p snatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p snatPart) ipt(w *iptRule, _ int) int {
-	w.target("SNAT", "--to-source", p.addr.String())
-	return 1
+func (p snatPart) ipt(w *iptWriter, _ int) int {
+	return w.target("SNAT", "--to-source", p.addr.String())
 }
 
 type masqPart struct{}
 
 func (masqPart) text() string                  { return "masquerade" }
 func (masqPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Masq{}} }
-
-func (masqPart) ipt(w *iptRule, _ int) int {
-	w.target("MASQUERADE")
-	return 1
-}
+func (masqPart) ipt(w *iptWriter, _ int) int   { return w.target("MASQUERADE") }
 
 // iptOnly is a part that only iptables renders: nftables needs no match
 // where the iptables rule has one (see where it is used).
@@ -752,7 +722,7 @@ type iptOnly struct{ p iptPart }
 
 func (iptOnly) text() string                  { return "" }
 func (iptOnly) exprs(*exprBuilder) []expr.Any { return nil }
-func (p iptOnly) ipt(w *iptRule, i int) int   { return p.p.ipt(w, i) }
+func (p iptOnly) ipt(w *iptWriter, i int) int { return p.p.ipt(w, i) }
 
 // rejectPart rejects with a TCP reset, or with ICMP port unreachable
 // (ICMPv6 port unreachable when v6, in table ip6 uplinkd6).
@@ -781,7 +751,7 @@ func (p rejectPart) exprs(*exprBuilder) []expr.Any {
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}}
 }
 
-func (p rejectPart) ipt(w *iptRule, _ int) int {
+func (p rejectPart) ipt(w *iptWriter, _ int) int {
 	with := "icmp-port-unreachable"
 	switch {
 	case p.tcpReset:
@@ -789,8 +759,7 @@ func (p rejectPart) ipt(w *iptRule, _ int) int {
 	case p.v6:
 		with = "icmp6-port-unreachable"
 	}
-	w.target("REJECT", "--reject-with", with)
-	return 1
+	return w.target("REJECT", "--reject-with", with)
 }
 
 // ---- program ----
@@ -826,32 +795,14 @@ var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
 
 func r(comment string, parts ...nftPart) nftRule { return nftRule{parts: parts, comment: comment} }
 
-// buildNFT renders a Ruleset as the content of table ip uplinkd.
-func buildNFT(rs Ruleset) *nftProgram {
+// buildRules builds the rule model of a Ruleset: the content of table ip
+// uplinkd, which buildIPT renders for iptables too.
+func buildRules(rs Ruleset) *nftProgram {
 	p := &nftProgram{}
 
 	// Deny list: sets keep the per-packet cost flat for thousands of entries.
-	deny := &nftChain{name: nftChainDeny}
-	if len(rs.Deny.DropAddrs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyDrop, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.DropAddrs})
-		deny.rules = append(deny.rules, r("deny drop", setPart{set: setDenyDrop}, vDrop))
-	}
-	if len(rs.Deny.DropMACs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: rs.Deny.DropMACs})
-		deny.rules = append(deny.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
-	}
-	if len(rs.Deny.RejectAddrs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyReject, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.RejectAddrs})
-		deny.rules = append(deny.rules,
-			r("deny reject", setPart{set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny reject", setPart{set: setDenyReject}, rejectPart{}))
-	}
-	if len(rs.Deny.RejectMACs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: rs.Deny.RejectMACs})
-		deny.rules = append(deny.rules,
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{}))
-	}
+	deny, sets := denyChain(rs.Deny.DropAddrs, rs.Deny.RejectAddrs, rs.Deny, false)
+	p.sets = sets
 
 	// Marks.
 	var marks []uint32
@@ -992,30 +943,9 @@ func buildNFT(rs Ruleset) *nftProgram {
 		if u.Filter == nil {
 			continue
 		}
-		c := &nftChain{name: nftInChain(u.Iface)}
-		c.rules = append(c.rules,
-			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
-			r("invalid", ctStatePart{ctInvalid}, vDrop))
-		for _, l := range u.Filter.Limits {
-			p.sets = append(p.sets, &nftSet{
-				name: l.Name, keyType: nftables.TypeIPAddr, dynamic: true, timeout: l.Expire, size: 65535,
-			})
-			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
-				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l}, vDrop))
-		}
-		for _, a := range u.Filter.Allow {
-			if len(a.Ports) > 0 {
-				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
-			} else {
-				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
-			}
-		}
-		for _, t := range u.Filter.ICMPTypes {
-			c.rules = append(c.rules, r("allow icmp", icmpTypePart{t}, vAccept))
-		}
-		c.rules = append(c.rules, r("not allowed on "+u.Name, vDrop))
+		var c *nftChain
+		c, p.sets = filterChain(u.Name, u.Iface, u.Filter, false, input, p.sets)
 		inChains = append(inChains, c)
-		input.rules = append(input.rules, r("uplink "+u.Name, ifnamePart{name: u.Iface}, vJump(c.name)))
 	}
 	keep := func(c *nftChain, extra ...nftRule) {
 		c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
@@ -1044,6 +974,77 @@ func buildNFT(rs Ruleset) *nftProgram {
 		p.chains = append(p.chains, deny)
 	}
 	return p
+}
+
+// denyChain is the deny list's chain and sets: the sources drop and
+// reject (IPv6 ones with v6, in table ip6 uplinkd6) and d's MACs.
+func denyChain(drop, reject []netip.Prefix, d Deny, v6 bool) (*nftChain, []*nftSet) {
+	keyType := nftables.TypeIPAddr
+	if v6 {
+		keyType = nftables.TypeIP6Addr
+	}
+	c := &nftChain{name: nftChainDeny}
+	var sets []*nftSet
+	if len(drop) > 0 {
+		sets = append(sets, &nftSet{name: setDenyDrop, keyType: keyType, interval: true, addrs: drop})
+		c.rules = append(c.rules, r("deny drop", setPart{v6: v6, set: setDenyDrop}, vDrop))
+	}
+	if len(d.DropMACs) > 0 {
+		sets = append(sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: d.DropMACs})
+		c.rules = append(c.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
+	}
+	if len(reject) > 0 {
+		sets = append(sets, &nftSet{name: setDenyReject, keyType: keyType, interval: true, addrs: reject})
+		c.rules = append(c.rules,
+			r("deny reject", setPart{v6: v6, set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny reject", setPart{v6: v6, set: setDenyReject}, rejectPart{v6: v6}))
+	}
+	if len(d.RejectMACs) > 0 {
+		sets = append(sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: d.RejectMACs})
+		c.rules = append(c.rules,
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{v6: v6}))
+	}
+	return c, sets
+}
+
+// filterChain is the input filter chain of an uplink, jumped to from
+// input, with the meters of its limits added to sets. With v6 it is the
+// IPv6 one (table ip6 uplinkd6), which first lets in what IPv6 needs to
+// work (see npt6.go); the IPv4 one allows the configured ICMP types last.
+func filterChain(uplink, iface string, f *InputFilter, v6 bool, input *nftChain, sets []*nftSet) (*nftChain, []*nftSet) {
+	c := &nftChain{name: nftInChain(iface)}
+	c.rules = append(c.rules,
+		r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
+		r("invalid", ctStatePart{ctInvalid}, vDrop))
+	keyType := nftables.TypeIPAddr
+	if v6 {
+		keyType = nftables.TypeIP6Addr
+		for _, t := range icmp6Kept(f) {
+			c.rules = append(c.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
+		}
+		c.rules = append(c.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
+	}
+	for _, l := range f.Limits {
+		sets = append(sets, &nftSet{name: l.Name, keyType: keyType, dynamic: true, timeout: l.Expire, size: 65535})
+		c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
+			dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l, v6: v6}, vDrop))
+	}
+	for _, a := range f.Allow {
+		if len(a.Ports) > 0 {
+			c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
+		} else {
+			c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
+		}
+	}
+	if !v6 {
+		for _, t := range f.ICMPTypes {
+			c.rules = append(c.rules, r("allow icmp", icmpTypePart{t}, vAccept))
+		}
+	}
+	c.rules = append(c.rules, r("not allowed on "+uplink, vDrop))
+	input.rules = append(input.rules, r("uplink "+uplink, ifnamePart{name: iface}, vJump(c.name)))
+	return c, sets
 }
 
 // nftMarkRules expands one [[rule]] into nft rules: one per protocol when

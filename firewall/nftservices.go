@@ -32,10 +32,7 @@ func (ctReplyPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (ctReplyPart) ipt(w *iptRule, _ int) int {
-	w.match("conntrack", "--ctdir", "REPLY")
-	return 1
-}
+func (ctReplyPart) ipt(w *iptWriter, _ int) int { return w.match("conntrack", "--ctdir", "REPLY") }
 
 // ltExprs compares a host-order number in register 1 with "< lt", the way
 // nft does: converted to network order first, since cmp compares bytes.
@@ -59,7 +56,7 @@ func (p numgenPart) exprs(*exprBuilder) []expr.Any {
 // ipt is one rule per match (lt), taking every mod-th, every (mod-1)-th,
 // ... connection reaching it: -m statistic counts the packets reaching
 // its own rule, and each rule leaves one connection fewer to the next.
-func (p numgenPart) ipt(w *iptRule, i int) int {
+func (p numgenPart) ipt(w *iptWriter, i int) int {
 	if every := p.mod - uint32(i); every > 1 {
 		w.match("statistic", "--mode", "nth", "--every", fmt.Sprint(every), "--packet", "0")
 	}
@@ -82,11 +79,10 @@ func (p jhashPart) exprs(*exprBuilder) []expr.Any {
 	}, ltExprs(p.lt)...)
 }
 
-func (p jhashPart) ipt(w *iptRule, _ int) int {
+func (p jhashPart) ipt(w *iptWriter, _ int) int {
 	mask := uint32(1)<<p.lt - uint32(1)<<p.lo
-	w.match("cluster", "--cluster-local-nodemask", fmt.Sprintf("0x%08x", mask),
+	return w.match("cluster", "--cluster-local-nodemask", fmt.Sprintf("0x%08x", mask),
 		"--cluster-total-nodes", fmt.Sprint(p.mod), "--cluster-hash-seed", fmt.Sprintf("0x%08x", p.seed))
-	return 1
 }
 
 // dnatPart rewrites the destination to a backend's address and port.
@@ -103,9 +99,8 @@ func (p dnatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p dnatPart) ipt(w *iptRule, _ int) int {
-	w.target("DNAT", "--to-destination", p.to.String())
-	return 1
+func (p dnatPart) ipt(w *iptWriter, _ int) int {
+	return w.target("DNAT", "--to-destination", p.to.String())
 }
 
 // nftHashRules picks among bs by source hash, cumulative weight ranges in
@@ -152,7 +147,7 @@ func entryComment(s ServiceRules, e ServiceEntry) string {
 	return fmt.Sprintf("service %s on %s", s.Name, e.Uplink)
 }
 
-// nftServices adds the services' rules to the chains of buildNFT and
+// nftServices adds the services' rules to the chains of buildRules and
 // returns the chains and sets of their own.
 func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*nftSet) {
 	natPre := &nftChain{name: nftChainNATPre, typ: nftables.ChainTypeNAT, hook: "prerouting", priority: "dstnat", policy: Accept}

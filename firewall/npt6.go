@@ -48,7 +48,7 @@ type Mark6 struct {
 // mark6Chains set the uplink's connection mark on new IPv6 connections
 // arriving (prerouting) or leaving (postrouting) through it; and, with a
 // LAN interface, restore it into the packet mark of later LAN packets
-// (sticky balancing, as buildNFT does for IPv4: policy's IPv6 sticky
+// (sticky balancing, as buildRules does for IPv4: policy's IPv6 sticky
 // rules route them by it, so a change of the multipath default does not
 // move an open connection; replies from the LAN to a connection that came
 // in through an uplink leave through that uplink).
@@ -244,29 +244,9 @@ func filter6Chains(fs []Filter6, input *nftChain) ([]*nftChain, []*nftSet) {
 	var chains []*nftChain
 	var sets []*nftSet
 	for _, f := range fs {
-		c := &nftChain{name: nftInChain(f.Iface)}
-		c.rules = append(c.rules,
-			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
-			r("invalid", ctStatePart{ctInvalid}, vDrop))
-		for _, t := range icmp6Kept(f.Filter) {
-			c.rules = append(c.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
-		}
-		c.rules = append(c.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
-		for _, l := range f.Filter.Limits {
-			sets = append(sets, &nftSet{name: l.Name, keyType: nftables.TypeIP6Addr, dynamic: true, timeout: l.Expire, size: 65535})
-			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
-				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l, v6: true}, vDrop))
-		}
-		for _, a := range f.Filter.Allow {
-			if len(a.Ports) > 0 {
-				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
-			} else {
-				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
-			}
-		}
-		c.rules = append(c.rules, r("not allowed on "+f.Uplink, vDrop))
+		var c *nftChain
+		c, sets = filterChain(f.Uplink, f.Iface, f.Filter, true, input, sets)
 		chains = append(chains, c)
-		input.rules = append(input.rules, r("uplink "+f.Uplink, ifnamePart{name: f.Iface}, vJump(c.name)))
 	}
 	return chains, sets
 }

@@ -3,6 +3,7 @@ package firewall
 import (
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -159,23 +160,62 @@ func oracleRuleset(seed uint64) Ruleset {
 	if coin() {
 		rs.HairpinSources = prefixes(2)
 	}
+	if n(3) == 0 {
+		return rs
+	}
+	// IPv6 state.
+	prefix6 := func(bits int) netip.Prefix {
+		a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(n(3)), byte(n(256)), byte(n(256)), byte(n(256)), 15: byte(n(256))})
+		return netip.PrefixFrom(a, bits).Masked()
+	}
+	prefixes6 := func(max int) []netip.Prefix {
+		var out []netip.Prefix
+		for range n(max + 1) {
+			out = append(out, prefix6(16+n(113)))
+		}
+		return mergePrefixes(out)
+	}
+	rs.IPv6 = n(4) > 0
+	for _, u := range rs.Uplinks {
+		if !coin() {
+			continue
+		}
+		if u.ConnMark != 0 {
+			rs.Marks6 = append(rs.Marks6, Mark6{Uplink: u.Name, Iface: u.Iface, ConnMark: u.ConnMark})
+		}
+		if u.Filter != nil {
+			rs.Filters6 = append(rs.Filters6, Filter6{Uplink: u.Name, Iface: u.Iface, Filter: u.Filter})
+		}
+		if coin() {
+			rs.NPT6 = append(rs.NPT6, NPT6{Uplink: u.Name, Iface: u.Iface, Inside: prefix6(64), Outside: prefix6(64)})
+		}
+	}
+	if coin() {
+		rs.Deny.DropAddrs6 = prefixes6(3)
+		rs.Deny.RejectAddrs6 = subtractPrefixes(prefixes6(3), rs.Deny.DropAddrs6)
+	}
+	if coin() && rs.Deny.Empty() {
+		rs.Deny.DropMACs = uniqMACs(macs(2), nil)
+	}
 	return rs
 }
 
-// TestOracleNFTDump writes, per random Ruleset, a hash of buildNFT's text
-// and of the netlink batch its queue sends (the rules' expressions) to
-// $ORACLE_NFT, for comparing two trees.
-func TestOracleNFTDump(t *testing.T) {
-	out := os.Getenv("ORACLE_NFT")
+// TestOracleDump writes, per random Ruleset, a hash of everything both
+// backends render for it to $ORACLE_DUMP, for comparing two trees: the
+// nft text of both tables and the netlink batches that write them (the
+// rules' expressions), the iptables and ip6tables texts with the chains
+// and rule counts Sync keeps.
+func TestOracleDump(t *testing.T) {
+	out := os.Getenv("ORACLE_DUMP")
 	if out == "" {
-		t.Skip("ORACLE_NFT not set")
+		t.Skip("ORACLE_DUMP not set")
 	}
 	var b strings.Builder
 	for seed := range uint64(oracleCases) {
 		rs := oracleRuleset(seed)
-		p := buildNFT(rs)
+		p := oracleModel(rs)
 		h := sha256.New()
-		h.Write([]byte(p.text()))
+		fmt.Fprintf(h, "%s\n%s\n", p.text(), npt6Text(rs))
 		conn, err := nftables.New(nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
 			for _, m := range req {
 				fmt.Fprintf(h, "%d %d %x\n", m.Header.Type, m.Header.Flags, m.Data)
@@ -188,10 +228,27 @@ func TestOracleNFTDump(t *testing.T) {
 		if err := p.queue(conn); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
+		if err := queueNPT6(conn, rs); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
 		if err := conn.Flush(); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
-		fmt.Fprintf(&b, "%d %x %d\n", seed, h.Sum(nil), strings.Count(p.text(), "\n"))
+		ipt := buildIPT(rs)
+		fmt.Fprintf(h, "%s\n", ipt.text())
+		for _, name := range iptTables {
+			tbl := ipt.tables[name]
+			fmt.Fprintf(h, "%s %q\n", name, tbl.chains)
+			for _, c := range slices.Sorted(maps.Keys(tbl.rules)) {
+				fmt.Fprintf(h, "%s %d\n", c, len(tbl.rules[c]))
+			}
+		}
+		text6, counts6 := ip6Program(rs)
+		fmt.Fprintf(h, "%s\n", text6)
+		for _, c := range slices.Sorted(maps.Keys(counts6)) {
+			fmt.Fprintf(h, "%s %d\n", c, counts6[c])
+		}
+		fmt.Fprintf(&b, "%d %x %d %d\n", seed, h.Sum(nil), strings.Count(p.text()+npt6Text(rs), "\n"), strings.Count(ipt.text()+text6, "\n"))
 	}
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)

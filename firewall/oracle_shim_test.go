@@ -1,0 +1,3 @@
+package firewall
+
+func oracleModel(rs Ruleset) *nftProgram { return buildRules(rs) }
