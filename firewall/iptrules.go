@@ -35,9 +35,11 @@ import (
 //     rewrites one small chain; iptables-restore rewrites the whole nat
 //     table anyway).
 //
-// The IPv6 state (iptnpt6.go) is still built as ip6tables text of its own:
-// its chains and their order differ from table ip6 uplinkd6's more than the
-// IPv4 ones do, and it is written whole on every change.
+// The ip6tables filter chains (iptnpt6.go) are rendered from table ip6
+// uplinkd6's model the same way. Its mangle chains (marks, counters, NPT)
+// are still written as text of their own: NPT is the stateless SNPT and
+// DNPT there and NAT in nftables, and the text interleaves the chains'
+// rules in an order of its own.
 
 // Tables in the order they are restored: marks before NAT before filter, so
 // a half-applied pass (tables commit one by one) never filters by state the
@@ -173,11 +175,6 @@ func hashlimitName(l RateLimit) string {
 	return fmt.Sprintf("%s%08x", iptHashlimitPrefix, h.Sum32())
 }
 
-// iptLimitDrop drops new connections of a source above the limit.
-func iptLimitDrop(l RateLimit) []string {
-	return slices.Concat([]string{"-m", "conntrack", "--ctstate", "NEW", "-m", "hashlimit"}, iptHashlimit(l), []string{"-j", "DROP"})
-}
-
 // iptHashlimit is the options of the hashlimit match of l: the per-source
 // token bucket (the nftables meter).
 func iptHashlimit(l RateLimit) []string {
@@ -214,29 +211,39 @@ func buildIPT(rs Ruleset) *iptProgram {
 			names[nftInChain(u.Iface)] = iptChainRef{filter, iptInPrefix + sanitize(u.Iface)}
 		}
 	}
-	w := &iptWriter{names: names, chains: map[string]*nftChain{}, sets: map[string]*nftSet{}}
-	for _, s := range m.sets {
-		w.sets[s.name] = s
-	}
+	w := newIPTWriter(m.chains, m.sets, names)
 	// The chains entered from the built-in ones are always there (and
 	// the deny chain comes right after them); the others in the model's
 	// order.
 	for _, j := range iptJumps {
 		p.tables[j.table].chain(j.target)
 	}
-	for _, c := range m.chains {
-		w.chains[c.name] = c
-		if c.name == nftChainDeny {
-			filter.chain(iptDeny)
-		}
+	if w.chains[nftChainDeny] != nil {
+		filter.chain(iptDeny)
 	}
 	for _, c := range m.chains {
 		if ref, ok := names[c.name]; ok {
 			ref.table.chain(ref.name)
-			w.chain(c, ref)
+			w.chain(c)
 		}
 	}
+	for _, l := range w.lines {
+		l.chain.table.add(l.chain.name, l.text)
+	}
 	return p
+}
+
+// newIPTWriter is a writer of the model's chains and sets, with the
+// iptables names of the chains (names).
+func newIPTWriter(chains []*nftChain, sets []*nftSet, names map[string]iptChainRef) *iptWriter {
+	w := &iptWriter{names: names, chains: map[string]*nftChain{}, sets: map[string]*nftSet{}, done: map[string]bool{}}
+	for _, c := range chains {
+		w.chains[c.name] = c
+	}
+	for _, s := range sets {
+		w.sets[s.name] = s
+	}
+	return w
 }
 
 // iptChainRef is an iptables chain.
@@ -268,7 +275,12 @@ type iptWriter struct {
 	// match of it goes on without another -m (-m owner --uid-owner U
 	// --gid-owner G).
 	module string
-	lines  []iptLine
+	// lines are the rules written, in order; done the chains written.
+	lines []iptLine
+	done  map[string]bool
+	// nest writes each chain right after the first jump to it, unless
+	// written before (the order of the ip6tables text).
+	nest bool
 }
 
 // Where a word goes in the rule.
@@ -285,8 +297,9 @@ type iptWord struct {
 }
 
 type iptLine struct {
-	key  int
-	text string
+	key   int
+	chain iptChainRef
+	text  string
 }
 
 func (w *iptWriter) put(at int, words ...string) int {
@@ -346,11 +359,11 @@ func (w *iptWriter) text() string {
 }
 
 // expand renders parts[k:] once per combination of their alternatives,
-// adding a line per rule. key numbers the combination of the alternatives
-// of the parts marked shared.
-func (w *iptWriter) expand(parts []nftPart, k int, shared []bool, key int) {
+// adding a rule to chain each. key numbers the combination of the
+// alternatives of the parts marked shared.
+func (w *iptWriter) expand(chain iptChainRef, parts []nftPart, k int, shared []bool, key int) {
 	if k == len(parts) {
-		w.lines = append(w.lines, iptLine{key, w.text()})
+		w.lines = append(w.lines, iptLine{key, chain, w.text()})
 		return
 	}
 	words, module := len(w.words), w.module
@@ -365,14 +378,18 @@ func (w *iptWriter) expand(parts []nftPart, k int, shared []bool, key int) {
 		if k < len(shared) && shared[k] {
 			next = key*n + i
 		}
-		w.expand(parts, k+1, shared, next)
+		w.expand(chain, parts, k+1, shared, next)
 	}
 	w.words, w.module = w.words[:words], module
 }
 
-// chain renders the rules of c into ref, and what iptables needs beyond
-// them.
-func (w *iptWriter) chain(c *nftChain, ref iptChainRef) {
+// chain writes the rules of c, and what iptables needs beyond them.
+func (w *iptWriter) chain(c *nftChain) {
+	if w.done[c.name] {
+		return
+	}
+	w.done[c.name] = true
+	ref := w.names[c.name]
 	for i := 0; i < len(c.rules); {
 		// Rules in a row with the same comment are one rule that
 		// nftables splits (a [[rule]] for tcp and udp, a reject for TCP
@@ -382,21 +399,17 @@ func (w *iptWriter) chain(c *nftChain, ref iptChainRef) {
 		for j < len(c.rules) && c.rules[j].comment == c.rules[i].comment {
 			j++
 		}
-		w.group(c, c.rules[i:j])
+		w.group(c, ref, c.rules[i:j])
 		i = j
 	}
 	if c.base() && c.policy == Drop {
 		// Our chains are entered from the built-in ones, whose policy
 		// is the administrator's.
-		w.lines = append(w.lines, iptLine{text: "-j DROP"})
+		w.lines = append(w.lines, iptLine{chain: ref, text: "-j DROP"})
 	}
 	if anyPart(c, isRuleMark) {
-		w.lines = append(w.lines, iptLine{text: iptSaveMark})
+		w.lines = append(w.lines, iptLine{chain: ref, text: iptSaveMark})
 	}
-	for _, l := range w.lines {
-		ref.table.add(ref.name, l.text)
-	}
-	w.lines = w.lines[:0]
 }
 
 // iptSaveMark ends a chain with ruleMarkParts: iptables sets the [[rule]]
@@ -404,7 +417,7 @@ func (w *iptWriter) chain(c *nftChain, ref iptChainRef) {
 var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
 	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
 
-func (w *iptWriter) group(c *nftChain, rules []nftRule) {
+func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 	var shared []bool
 	if len(rules) > 1 {
 		for k := range rules[0].parts {
@@ -420,23 +433,26 @@ func (w *iptWriter) group(c *nftChain, rules []nftRule) {
 		parts := rule.parts
 		last, _ := parts[len(parts)-1].(verdictPart)
 		if last.kind != expr.VerdictJump {
-			w.expand(parts, 0, shared, 0)
+			w.expand(ref, parts, 0, shared, 0)
 			continue
 		}
 		match := parts[:len(parts)-1]
 		target := w.chains[last.chain]
 		if _, ok := w.names[last.chain]; !ok {
 			for _, t := range target.rules {
-				w.expand(slices.Concat(match, t.parts), 0, nil, 0)
+				w.expand(ref, slices.Concat(match, t.parts), 0, nil, 0)
 			}
 			continue
 		}
-		w.expand(parts, 0, shared, 0)
+		w.expand(ref, parts, 0, shared, 0)
 		if c.policy == Drop && anyPart(target, isAccept) {
 			// nftables' accept in the target ends the packet's way
 			// through the table; iptables' RETURN only ends the target,
 			// and the rules after the jump must not drop the packet.
-			w.expand(append(slices.Clip(match), vReturn), 0, nil, 0)
+			w.expand(ref, append(slices.Clip(match), vReturn), 0, nil, 0)
+		}
+		if w.nest {
+			w.chain(target)
 		}
 	}
 	if len(rules) > 1 {

@@ -220,6 +220,11 @@ func (p icmp6TypePart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
+func (p icmp6TypePart) ipt(w *iptWriter, _ int) int {
+	w.add("-p", "ipv6-icmp")
+	return w.match("icmp6", "--icmpv6-type", fmt.Sprint(p.typ))
+}
+
 // dhcp6ClientPart matches DHCPv6 messages to the client: udp 546 from a
 // link-local address.
 type dhcp6ClientPart struct{}
@@ -235,6 +240,11 @@ func (dhcp6ClientPart) exprs(b *exprBuilder) []expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 16, Mask: mask, Xor: make([]byte, 16)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net},
 	}, dportPart{protoUDP, []uint16{546}}.exprs(b)...)
+}
+
+func (dhcp6ClientPart) ipt(w *iptWriter, _ int) int {
+	w.address(false, false, netip.MustParsePrefix("fe80::/10"))
+	return dportPart{protoUDP, []uint16{546}}.ipt(w, 0)
 }
 
 // filter6Chains are the IPv6 input filter's chains, one per filtered
