@@ -13,33 +13,29 @@ import (
 // The iptables rendering of the rule model (buildRules, nftrules.go): each
 // part writes its iptables words (ipt) next to its nft text and
 // expressions, and buildIPT maps the chains of table ip uplinkd to UPLINKD-*
-// chains in the mangle, nat and filter tables. The differences iptables
-// forces are decided here or in the parts, never by building the rules
-// again:
+// chains of the mangle, nat and filter tables. What iptables forces is
+// decided here or in the parts, not by building the rules again:
 //
-//   - There are no sets: a match of n prefixes, set elements or multiport
-//     groups is n rules, the cross product of the parts' alternatives (rules
-//     in a row with one comment, which nftables split, go element by element
+//   - No sets: a match of n prefixes, set elements or multiport groups is n
+//     rules, the cross product of the parts' alternatives (rules in a row
+//     with one comment, which nftables split, go element by element
 //     together, as one rule's would).
-//   - An "accept" is a RETURN: the packet goes on through the built-in
-//     chain and the administrator's rules, as it goes on to other tables in
-//     nftables. So a chain with a drop policy returns after a jump into a
-//     chain that accepts (nftables' accept ends the packet's way through the
-//     table; RETURN only ends the inner chain), and ends with an explicit
-//     DROP (our chains have no policy of their own).
+//   - An "accept" is a RETURN: the packet goes on through the built-in chain
+//     and the administrator's rules, as it goes on to other tables in
+//     nftables. As RETURN only ends the inner chain, a chain with a drop
+//     policy returns after a jump into a chain that accepts, and ends with
+//     an explicit DROP (our chains have no policy of their own).
 //   - A target cannot be followed by a second action: a [[rule]] sets the
 //     packet mark while it is unset, and the chain ends with one save into
 //     the connection mark (ruleMarkPart).
-//   - Meters are hashlimit matches; the per-uplink NAT chains are inlined at
-//     their jump (nftables keeps them apart so that an address change
-//     rewrites one small chain; iptables-restore rewrites the whole nat
-//     table anyway).
+//   - Meters are hashlimit matches. The per-uplink NAT chains are inlined at
+//     their jump: nftables keeps them apart so that an address change
+//     rewrites one small chain, iptables-restore rewrites the whole table.
 //
 // The ip6tables filter chains (iptnpt6.go) are rendered from table ip6
 // uplinkd6's model the same way. Its mangle chains (marks, counters, NPT)
-// are still written as text of their own: NPT is the stateless SNPT and
-// DNPT there and NAT in nftables, and the text interleaves the chains'
-// rules in an order of its own.
+// are still text of their own: NPT is the stateless SNPT and DNPT there
+// and NAT in nftables, and that text interleaves the chains' rules.
 
 // Tables in the order they are restored: marks before NAT before filter, so
 // a half-applied pass (tables commit one by one) never filters by state the
@@ -173,15 +169,6 @@ func hashlimitName(l RateLimit) string {
 	h := fnv.New32a()
 	fmt.Fprintf(h, "%s/%d/%d/%d/%s", l.Name, l.Burst, l.Rate, l.Unit, l.Expire)
 	return fmt.Sprintf("%s%08x", iptHashlimitPrefix, h.Sum32())
-}
-
-// iptHashlimit is the options of the hashlimit match of l: the per-source
-// token bucket (the nftables meter).
-func iptHashlimit(l RateLimit) []string {
-	return []string{"--hashlimit-above", fmt.Sprintf("%d/%s", l.Rate, unitName(l.Unit)),
-		"--hashlimit-burst", fmt.Sprint(l.Burst), "--hashlimit-mode", "srcip",
-		"--hashlimit-name", hashlimitName(l),
-		"--hashlimit-htable-expire", fmt.Sprint(l.Expire.Milliseconds())}
 }
 
 // buildIPT renders the rule model of rs (buildRules) for iptables.

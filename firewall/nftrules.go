@@ -650,7 +650,11 @@ func (p meterPart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
-func (p meterPart) ipt(w *iptWriter, _ int) int { return w.match("hashlimit", iptHashlimit(p.l)...) }
+func (p meterPart) ipt(w *iptWriter, _ int) int {
+	return w.match("hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", p.l.Rate, unitName(p.l.Unit)),
+		"--hashlimit-burst", fmt.Sprint(p.l.Burst), "--hashlimit-mode", "srcip", "--hashlimit-name", hashlimitName(p.l),
+		"--hashlimit-htable-expire", fmt.Sprint(p.l.Expire.Milliseconds()))
+}
 
 type verdictPart struct {
 	kind  expr.VerdictKind
@@ -868,11 +872,7 @@ func buildRules(rs Ruleset) *nftProgram {
 	if rs.LANInterface != "" {
 		for _, u := range rs.Uplinks {
 			if u.ConnMark != 0 {
-				pre.rules = append(pre.rules, r("sticky "+u.Name,
-					ifnamePart{name: rs.LANInterface},
-					ctOriginalPart{},
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+				pre.rules = append(pre.rules, restoreUplinkRule("sticky "+u.Name, rs.LANInterface, ctOriginalPart{}, u.ConnMark))
 			}
 		}
 		// Replies from the LAN to a connection that came in through an
@@ -882,20 +882,15 @@ func buildRules(rs Ruleset) *nftProgram {
 		// connections arrive on the uplink, never match, and stay unmarked.
 		for _, u := range rs.Uplinks {
 			if u.ConnMark != 0 {
-				pre.rules = append(pre.rules, r("reply via "+u.Name,
-					ifnamePart{name: rs.LANInterface},
-					ctReplyPart{},
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+				pre.rules = append(pre.rules, restoreUplinkRule("reply via "+u.Name, rs.LANInterface, ctReplyPart{}, u.ConnMark))
 			}
 		}
 	}
 	var natChains []*nftChain
 	for _, u := range rs.Uplinks {
 		if u.ConnMark != 0 {
-			set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: u.ConnMark}
-			pre.rules = append(pre.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{name: u.Iface}, set))
-			post.rules = append(post.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{out: true, name: u.Iface}, set))
+			in, out := connMarkRules("uplink "+u.Name, u.Iface, u.ConnMark)
+			pre.rules, post.rules = append(pre.rules, in), append(post.rules, out)
 		}
 		// One chain per NATed uplink, entered by a jump that does not
 		// depend on the address: an address change rewrites only that
@@ -947,18 +942,11 @@ func buildRules(rs Ruleset) *nftProgram {
 		c, p.sets = filterChain(u.Name, u.Iface, u.Filter, false, input, p.sets)
 		inChains = append(inChains, c)
 	}
-	keep := func(c *nftChain, extra ...nftRule) {
-		c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
-		c.rules = append(c.rules, extra...)
-		if rs.LANInterface != "" {
-			c.rules = append(c.rules, r("lan", ifnamePart{name: rs.LANInterface}, vAccept))
-		}
-	}
 	if rs.InputPolicy == Drop {
-		keep(input, r("loopback", ifnamePart{name: "lo"}, vAccept))
+		keepRules(input, rs.LANInterface, r("loopback", ifnamePart{name: "lo"}, vAccept))
 	}
 	if rs.ForwardPolicy == Drop {
-		keep(fwd, r("port forwards", ctDNATPart{}, vAccept))
+		keepRules(fwd, rs.LANInterface, r("port forwards", ctDNATPart{}, vAccept))
 	}
 
 	for _, c := range []*nftChain{pre, markPreChain, out, markOutChain, post, nat, input, fwd} {
@@ -974,6 +962,31 @@ func buildRules(rs Ruleset) *nftProgram {
 		p.chains = append(p.chains, deny)
 	}
 	return p
+}
+
+// restoreUplinkRule restores an uplink's connection mark into the packet
+// mark of the LAN packets of its connections in one direction (dir).
+func restoreUplinkRule(comment, lan string, dir nftPart, mark uint32) nftRule {
+	return r(comment, ifnamePart{name: lan}, dir,
+		markCmpPart{ct: true, mask: UplinkMarkMask, value: mark}, markSetPart{keep: ^UplinkMarkMask, value: mark})
+}
+
+// connMarkRules give the new connections arriving (in) and leaving (out)
+// through an uplink its connection mark.
+func connMarkRules(comment, iface string, mark uint32) (in, out nftRule) {
+	set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: mark}
+	return r(comment, ctStatePart{ctNew}, ifnamePart{name: iface}, set),
+		r(comment, ctStatePart{ctNew}, ifnamePart{out: true, name: iface}, set)
+}
+
+// keepRules are what a chain with a drop policy keeps open: established
+// and related traffic, extra, and what comes from the LAN interface.
+func keepRules(c *nftChain, lan string, extra ...nftRule) {
+	c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
+	c.rules = append(c.rules, extra...)
+	if lan != "" {
+		c.rules = append(c.rules, r("lan", ifnamePart{name: lan}, vAccept))
+	}
 }
 
 // denyChain is the deny list's chain and sets: the sources drop and
@@ -1020,10 +1033,7 @@ func filterChain(uplink, iface string, f *InputFilter, v6 bool, input *nftChain,
 	keyType := nftables.TypeIPAddr
 	if v6 {
 		keyType = nftables.TypeIP6Addr
-		for _, t := range icmp6Kept(f) {
-			c.rules = append(c.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
-		}
-		c.rules = append(c.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
+		c.rules = append(append(c.rules, icmp6Rules(icmp6Kept(f))...), r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
 	}
 	for _, l := range f.Limits {
 		sets = append(sets, &nftSet{name: l.Name, keyType: keyType, dynamic: true, timeout: l.Expire, size: 65535})

@@ -59,22 +59,16 @@ func mark6Chains(ms []Mark6, lan string) []*nftChain {
 	pre := &nftChain{name: "mark-prerouting", typ: nftables.ChainTypeFilter, hook: "prerouting", priority: "mangle", policy: Accept}
 	post := &nftChain{name: "mark-postrouting", typ: nftables.ChainTypeFilter, hook: "postrouting", priority: "mangle", policy: Accept}
 	if lan != "" {
-		for _, dir := range []struct {
-			name string
-			part nftPart
-		}{{"sticky ", ctOriginalPart{}}, {"reply via ", ctReplyPart{}}} {
-			for _, m := range ms {
-				pre.rules = append(pre.rules, nftRule{comment: dir.name + m.Uplink, parts: []nftPart{
-					ifnamePart{name: lan}, dir.part,
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: m.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: m.ConnMark}}})
-			}
+		for _, m := range ms {
+			pre.rules = append(pre.rules, restoreUplinkRule("sticky "+m.Uplink, lan, ctOriginalPart{}, m.ConnMark))
+		}
+		for _, m := range ms {
+			pre.rules = append(pre.rules, restoreUplinkRule("reply via "+m.Uplink, lan, ctReplyPart{}, m.ConnMark))
 		}
 	}
 	for _, m := range ms {
-		set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: m.ConnMark}
-		pre.rules = append(pre.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{name: m.Iface}, set}})
-		post.rules = append(post.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{out: true, name: m.Iface}, set}})
+		in, out := connMarkRules("uplink "+m.Uplink, m.Iface, m.ConnMark)
+		pre.rules, post.rules = append(pre.rules, in), append(post.rules, out)
 	}
 	return []*nftChain{pre, post}
 }
