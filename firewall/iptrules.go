@@ -199,9 +199,9 @@ func buildIPT(rs Ruleset) *iptProgram {
 		}
 	}
 	w := newIPTWriter(m.chains, m.sets, names)
-	// The chains entered from the built-in ones are always there (and
-	// the deny chain comes right after them); the others in the model's
-	// order.
+	// The chains entered from the built-in ones are always there; the
+	// deny chain comes right after them, the others in the model's order
+	// (the order of the text is uplinkd's own; iptables does not mind).
 	for _, j := range iptJumps {
 		p.tables[j.table].chain(j.target)
 	}
@@ -247,17 +247,14 @@ type iptPart interface {
 	ipt(w *iptWriter, i int) int
 }
 
-// iptWriter writes the model's rules as iptables rule arguments. Interface
-// and address matches come first whatever the parts' order (-i, then -s
-// and -d, then -o), as uplinkd has always written them; then the other
-// matches and the target in the parts' order. Its methods return 1, the
-// alternatives of a part that writes one thing.
+// iptWriter writes the model's rules as iptables rule arguments. Its
+// methods return 1, the alternatives of a part that writes one thing.
 type iptWriter struct {
 	names  map[string]iptChainRef
 	chains map[string]*nftChain
 	sets   map[string]*nftSet
 
-	words []iptWord
+	words []string
 	// module is the match module the last words belong to: a second
 	// match of it goes on without another -m (-m owner --uid-owner U
 	// --gid-owner G).
@@ -265,22 +262,9 @@ type iptWriter struct {
 	// lines are the rules written, in order; done the chains written.
 	lines []iptLine
 	done  map[string]bool
-	// nest writes each chain right after the first jump to it, unless
-	// written before (the order of the ip6tables text).
+	// nest writes each chain right after the first jump to it (after its
+	// group), unless written before: the order of the ip6tables text.
 	nest bool
-}
-
-// Where a word goes in the rule.
-const (
-	iptIn = iota
-	iptAddr
-	iptOut
-	iptRest
-)
-
-type iptWord struct {
-	at   int
-	text string
 }
 
 type iptLine struct {
@@ -289,60 +273,54 @@ type iptLine struct {
 	text  string
 }
 
-func (w *iptWriter) put(at int, words ...string) int {
-	for _, s := range words {
-		w.words = append(w.words, iptWord{at, s})
-	}
-	if at == iptRest {
-		w.module = ""
-	}
+// add adds words that are no match of a module (-i, -p, a target).
+func (w *iptWriter) add(words ...string) int {
+	w.words = append(w.words, words...)
+	w.module = ""
 	return 1
-}
-
-func (w *iptWriter) iface(out bool, name string) int {
-	if out {
-		return w.put(iptOut, "-o", name)
-	}
-	return w.put(iptIn, "-i", name)
 }
 
 func (w *iptWriter) address(neg, dst bool, p netip.Prefix) int {
 	if neg {
-		w.put(iptAddr, "!")
+		w.add("!")
 	}
 	if dst {
-		return w.put(iptAddr, "-d", iptPrefix(p))
+		return w.add("-d", iptPrefix(p))
 	}
-	return w.put(iptAddr, "-s", iptPrefix(p))
+	return w.add("-s", iptPrefix(p))
 }
-
-// add adds words that are no match of a module (-p, a target).
-func (w *iptWriter) add(words ...string) int { return w.put(iptRest, words...) }
 
 func (w *iptWriter) match(module string, words ...string) int {
 	if w.module != module {
-		w.put(iptRest, "-m", module)
+		w.words = append(w.words, "-m", module)
 	}
-	w.put(iptRest, words...)
+	w.words = append(w.words, words...)
 	w.module = module
 	return 1
 }
 
 func (w *iptWriter) target(words ...string) int { return w.add(append([]string{"-j"}, words...)...) }
 
-func (w *iptWriter) text() string {
-	var b strings.Builder
-	for at := range iptRest + 1 {
-		for _, x := range w.words {
-			if x.at == at {
-				if b.Len() > 0 {
-					b.WriteByte(' ')
-				}
-				b.WriteString(x.text)
+// iptOrder sorts a rule's parts as uplinkd has always written iptables
+// rules: -i, then -s and -d, then -o, then the rest in the parts' order.
+func iptOrder(parts []nftPart) []nftPart {
+	rank := func(p nftPart) int {
+		switch p := p.(type) {
+		case ifnamePart:
+			if p.out {
+				return 2
+			}
+			return 0
+		case addrPart:
+			return 1
+		case setPart:
+			if !p.mac {
+				return 1
 			}
 		}
+		return 3
 	}
-	return b.String()
+	return slices.SortedStableFunc(slices.Values(parts), func(a, b nftPart) int { return rank(a) - rank(b) })
 }
 
 // expand renders parts[k:] once per combination of their alternatives,
@@ -350,7 +328,7 @@ func (w *iptWriter) text() string {
 // alternatives of the parts marked shared.
 func (w *iptWriter) expand(chain iptChainRef, parts []nftPart, k int, shared []bool, key int) {
 	if k == len(parts) {
-		w.lines = append(w.lines, iptLine{key, chain, w.text()})
+		w.lines = append(w.lines, iptLine{key, chain, strings.Join(w.words, " ")})
 		return
 	}
 	words, module := len(w.words), w.module
@@ -394,6 +372,10 @@ func (w *iptWriter) chain(c *nftChain) {
 		// is the administrator's.
 		w.lines = append(w.lines, iptLine{chain: ref, text: "-j DROP"})
 	}
+	isRuleMark := func(p nftPart) bool {
+		_, ok := p.(ruleMarkPart)
+		return ok
+	}
 	if anyPart(c, isRuleMark) {
 		w.lines = append(w.lines, iptLine{chain: ref, text: iptSaveMark})
 	}
@@ -405,19 +387,20 @@ var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + he
 	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
 
 func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
-	var shared []bool
-	if len(rules) > 1 {
-		for k := range rules[0].parts {
-			same := true
-			for _, rule := range rules[1:] {
-				same = same && k < len(rule.parts) && samePart(rule.parts[k], rules[0].parts[k])
-			}
-			shared = append(shared, same)
-		}
+	ordered := make([][]nftPart, len(rules))
+	for i, rule := range rules {
+		ordered[i] = iptOrder(rule.parts)
 	}
-	from := len(w.lines)
-	for _, rule := range rules {
-		parts := rule.parts
+	var shared []bool
+	for k := range ordered[0] {
+		same := true
+		for _, parts := range ordered[1:] {
+			same = same && k < len(parts) && samePart(parts[k], ordered[0][k])
+		}
+		shared = append(shared, same)
+	}
+	from, nested := len(w.lines), []*nftChain{}
+	for _, parts := range ordered {
 		last, _ := parts[len(parts)-1].(verdictPart)
 		if last.kind != expr.VerdictJump {
 			w.expand(ref, parts, 0, shared, 0)
@@ -427,23 +410,24 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 		target := w.chains[last.chain]
 		if _, ok := w.names[last.chain]; !ok {
 			for _, t := range target.rules {
-				w.expand(ref, slices.Concat(match, t.parts), 0, nil, 0)
+				w.expand(ref, iptOrder(slices.Concat(match, t.parts)), 0, nil, 0)
 			}
 			continue
 		}
 		w.expand(ref, parts, 0, shared, 0)
-		if c.policy == Drop && anyPart(target, isAccept) {
+		if c.policy == Drop && anyPart(target, func(p nftPart) bool { return p == nftPart(vAccept) }) {
 			// nftables' accept in the target ends the packet's way
 			// through the table; iptables' RETURN only ends the target,
 			// and the rules after the jump must not drop the packet.
 			w.expand(ref, append(slices.Clip(match), vReturn), 0, nil, 0)
 		}
 		if w.nest {
-			w.chain(target)
+			nested = append(nested, target)
 		}
 	}
-	if len(rules) > 1 {
-		slices.SortStableFunc(w.lines[from:], func(a, b iptLine) int { return a.key - b.key })
+	slices.SortStableFunc(w.lines[from:], func(a, b iptLine) int { return a.key - b.key })
+	for _, c := range nested {
+		w.chain(c)
 	}
 }
 
@@ -455,13 +439,6 @@ func anyPart(c *nftChain, f func(nftPart) bool) bool {
 		}
 	}
 	return false
-}
-
-func isAccept(p nftPart) bool { return p == nftPart(vAccept) }
-
-func isRuleMark(p nftPart) bool {
-	_, ok := p.(ruleMarkPart)
-	return ok
 }
 
 // iptNATPrerouting is our chain in the nat table's PREROUTING (the mangle

@@ -185,7 +185,12 @@ func (p ifnamePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
-func (p ifnamePart) ipt(w *iptWriter, _ int) int { return w.iface(p.out, p.name) }
+func (p ifnamePart) ipt(w *iptWriter, _ int) int {
+	if p.out {
+		return w.add("-o", p.name)
+	}
+	return w.add("-i", p.name)
+}
 
 type addrPart struct {
 	dst bool

@@ -53,9 +53,9 @@ func (p numgenPart) exprs(*exprBuilder) []expr.Any {
 	return append([]expr.Any{&expr.Numgen{Register: 1, Modulus: p.mod, Type: unix.NFT_NG_INCREMENTAL}}, ltExprs(p.lt)...)
 }
 
-// ipt is one rule per match (lt), taking every mod-th, every (mod-1)-th,
-// ... connection reaching it: -m statistic counts the packets reaching
-// its own rule, and each rule leaves one connection fewer to the next.
+// ipt is lt rules: -m statistic counts only the packets reaching its own
+// rule, so the j-th takes every (mod-j)-th of them, and together they take
+// lt of every mod connections, as numgen does (every 1st needs no match).
 func (p numgenPart) ipt(w *iptWriter, i int) int {
 	if every := p.mod - uint32(i); every > 1 {
 		w.match("statistic", "--mode", "nth", "--every", fmt.Sprint(every), "--packet", "0")
