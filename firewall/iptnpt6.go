@@ -108,29 +108,21 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 	}
 	if input6Wanted(rs) || forward6Wanted(rs) {
 		b.WriteString("*filter\n")
-		declare := func(c string) {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-			counts[c] = 0
-		}
-		if input6Wanted(rs) {
-			declare(iptIn6)
-		}
-		if forward6Wanted(rs) {
-			declare(iptFwd6)
-		}
-		if deny6Wanted(rs) {
-			declare(iptDeny6)
-		}
-		names := map[string]iptChainRef{"input": {name: iptIn6}, "forward": {name: iptFwd6}, nftChainDeny: {name: iptDeny6}}
-		for _, f := range rs.Filters6 {
-			declare(iptIn6Of + f.Iface)
-			names[nftInChain(f.Iface)] = iptChainRef{name: iptIn6Of + f.Iface}
-		}
-		// The rules are table ip6 uplinkd6's (policy6Chains): the deny
-		// chain first and each uplink's chain after its jump,
-		// as the text has always had them.
+		// The rules are table ip6 uplinkd6's (policy6Chains), written
+		// as the text has always had them: the deny chain first, and
+		// each uplink's chain after its jump.
 		chains, sets := policy6Chains(rs)
-		w := newIPTWriter(chains, sets, names)
+		w := newIPTWriter(chains, sets, map[string]iptChainRef{})
+		order := [][2]string{{"input", iptIn6}, {"forward", iptFwd6}, {nftChainDeny, iptDeny6}}
+		for _, f := range rs.Filters6 {
+			order = append(order, [2]string{nftInChain(f.Iface), iptIn6Of + f.Iface})
+		}
+		for _, c := range order {
+			if w.chains[c[0]] != nil {
+				fmt.Fprintf(&b, ":%s - [0:0]\n", c[1])
+				counts[c[1]], w.names[c[0]] = 0, iptChainRef{name: c[1]}
+			}
+		}
 		w.nest = true
 		if deny := w.chains[nftChainDeny]; deny != nil {
 			w.chain(deny)

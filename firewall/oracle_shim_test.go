@@ -1,3 +1,0 @@
-package firewall
-
-func oracleModel(rs Ruleset) *nftProgram { return buildRules(rs) }
