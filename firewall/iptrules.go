@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables/expr"
@@ -144,21 +145,11 @@ func iptPrefix(p netip.Prefix) string { return p.String() }
 
 func hexMark(v uint32) string { return fmt.Sprintf("%#x", v) }
 
-// iptPorts renders destination port matches, split into groups multiport
-// accepts.
-func iptPorts(proto uint8, ports []uint16) [][]string {
-	if len(ports) == 1 {
-		return [][]string{{"-p", iptProto(proto), "-m", iptProto(proto), "--dport", fmt.Sprint(ports[0])}}
-	}
-	var out [][]string
-	for chunk := range slices.Chunk(ports, iptMultiportMax) {
-		var s []string
-		for _, p := range chunk {
-			s = append(s, fmt.Sprint(p))
-		}
-		out = append(out, []string{"-p", iptProto(proto), "-m", "multiport", "--dports", strings.Join(s, ",")})
-	}
-	return out
+// iptMark is "value/mask" as hexMark writes them, in one allocation.
+func iptMark(v, mask uint32) string {
+	b := make([]byte, 0, 24)
+	b = strconv.AppendUint(append(b, "0x"...), uint64(v), 16)
+	return string(strconv.AppendUint(append(b, "/0x"...), uint64(mask), 16))
 }
 
 // hashlimitName names a limit's per-source table (at most 15 characters).
@@ -254,7 +245,8 @@ type iptWriter struct {
 	chains map[string]*nftChain
 	sets   map[string]*nftSet
 
-	words []string
+	words   []string
+	ordered [][]nftPart // a group's rules' parts in iptables' order
 	// module is the match module the last words belong to: a second
 	// match of it goes on without another -m (-m owner --uid-owner U
 	// --gid-owner G).
@@ -299,28 +291,39 @@ func (w *iptWriter) match(module string, words ...string) int {
 	return 1
 }
 
-func (w *iptWriter) target(words ...string) int { return w.add(append([]string{"-j"}, words...)...) }
+func (w *iptWriter) target(words ...string) int {
+	w.words = append(w.words, "-j")
+	return w.add(words...)
+}
 
 // iptOrder sorts a rule's parts as uplinkd has always written iptables
 // rules: -i, then -s and -d, then -o, then the rest in the parts' order.
+// Most rules are in that order already and are not copied.
 func iptOrder(parts []nftPart) []nftPart {
-	rank := func(p nftPart) int {
-		switch p := p.(type) {
-		case ifnamePart:
-			if p.out {
-				return 2
-			}
-			return 0
-		case addrPart:
-			return 1
-		case setPart:
-			if !p.mac {
-				return 1
-			}
-		}
-		return 3
+	cmp := func(a, b nftPart) int { return iptRank(a) - iptRank(b) }
+	if slices.IsSortedFunc(parts, cmp) {
+		return parts
 	}
-	return slices.SortedStableFunc(slices.Values(parts), func(a, b nftPart) int { return rank(a) - rank(b) })
+	parts = slices.Clone(parts)
+	slices.SortStableFunc(parts, cmp)
+	return parts
+}
+
+func iptRank(p nftPart) int {
+	switch p := p.(type) {
+	case ifnamePart:
+		if p.out {
+			return 2
+		}
+		return 0
+	case addrPart:
+		return 1
+	case setPart:
+		if !p.mac {
+			return 1
+		}
+	}
+	return 3
 }
 
 // expand renders parts[k:] once per combination of their alternatives,
@@ -387,12 +390,16 @@ var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + he
 	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
 
 func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
-	ordered := make([][]nftPart, len(rules))
-	for i, rule := range rules {
-		ordered[i] = iptOrder(rule.parts)
+	ordered := w.ordered[:0]
+	for _, rule := range rules {
+		ordered = append(ordered, iptOrder(rule.parts))
 	}
+	w.ordered = ordered
 	var shared []bool
 	for k := range ordered[0] {
+		if len(ordered) == 1 {
+			break
+		}
 		same := true
 		for _, parts := range ordered[1:] {
 			same = same && k < len(parts) && samePart(parts[k], ordered[0][k])
@@ -415,7 +422,11 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 			continue
 		}
 		w.expand(ref, parts, 0, shared, 0)
-		if c.policy == Drop && anyPart(target, func(p nftPart) bool { return p == nftPart(vAccept) }) {
+		isAccept := func(p nftPart) bool {
+			v, ok := p.(verdictPart)
+			return ok && v.kind == expr.VerdictAccept
+		}
+		if c.policy == Drop && anyPart(target, isAccept) {
 			// nftables' accept in the target ends the packet's way
 			// through the table; iptables' RETURN only ends the target,
 			// and the rules after the jump must not drop the packet.
@@ -425,7 +436,9 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 			nested = append(nested, target)
 		}
 	}
-	slices.SortStableFunc(w.lines[from:], func(a, b iptLine) int { return a.key - b.key })
+	if len(rules) > 1 {
+		slices.SortStableFunc(w.lines[from:], func(a, b iptLine) int { return a.key - b.key })
+	}
 	for _, c := range nested {
 		w.chain(c)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -294,9 +295,20 @@ func (p dportPart) exprs(b *exprBuilder) []expr.Any {
 
 // ipt is one rule per group of ports -m multiport takes.
 func (p dportPart) ipt(w *iptWriter, i int) int {
-	groups := iptPorts(p.proto, p.ports)
-	w.add(groups[i]...)
-	return len(groups)
+	proto := iptProto(p.proto)
+	w.add("-p", proto)
+	if len(p.ports) == 1 {
+		return w.match(proto, "--dport", strconv.Itoa(int(p.ports[0])))
+	}
+	var b []byte
+	for j, port := range p.ports[i*iptMultiportMax : min(len(p.ports), (i+1)*iptMultiportMax)] {
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(port), 10)
+	}
+	w.match("multiport", "--dports", string(b))
+	return (len(p.ports) + iptMultiportMax - 1) / iptMultiportMax
 }
 
 // Conntrack states as the ct expression reports them (NF_CT_STATE_BIT).
@@ -310,24 +322,36 @@ const (
 
 type ctStatePart struct{ bits uint32 }
 
-// ctStates are the states' names in nft's order; iptables lists them the
-// other way round (RELATED,ESTABLISHED), in upper case.
+// ctStates are the states' names in nft's order.
 var ctStates = []struct {
 	bit  uint32
 	name string
 }{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}}
 
-func (p ctStatePart) names() []string {
+// iptCtStates are the --ctstate words of every combination of the states:
+// the other way round (RELATED,ESTABLISHED) and in upper case.
+var iptCtStates = func() (out [16]string) {
+	for bits := range out {
+		var names []string
+		for _, s := range slices.Backward(ctStates) {
+			if uint32(bits)&s.bit != 0 {
+				names = append(names, strings.ToUpper(s.name))
+			}
+		}
+		out[bits] = strings.Join(names, ",")
+	}
+	return out
+}()
+
+func (p ctStatePart) text() string {
 	var names []string
 	for _, s := range ctStates {
 		if p.bits&s.bit != 0 {
 			names = append(names, s.name)
 		}
 	}
-	return names
+	return "ct state " + strings.Join(names, ",")
 }
-
-func (p ctStatePart) text() string { return "ct state " + strings.Join(p.names(), ",") }
 
 func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 	return []expr.Any{
@@ -338,9 +362,7 @@ func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 }
 
 func (p ctStatePart) ipt(w *iptWriter, _ int) int {
-	names := p.names()
-	slices.Reverse(names)
-	return w.match("conntrack", "--ctstate", strings.ToUpper(strings.Join(names, ",")))
+	return w.match("conntrack", "--ctstate", iptCtStates[p.bits&15])
 }
 
 type ctOriginalPart struct{}
@@ -414,14 +436,14 @@ func (p markCmpPart) exprs(*exprBuilder) []expr.Any {
 }
 
 func (p markCmpPart) ipt(w *iptWriter, _ int) int {
-	words := []string{"--mark", hexMark(p.value) + "/" + hexMark(p.mask)}
-	if p.neg {
-		words = append([]string{"!"}, words...)
-	}
+	module := "mark"
 	if p.ct {
-		return w.match("connmark", words...)
+		module = "connmark"
 	}
-	return w.match("mark", words...)
+	if p.neg {
+		return w.match(module, "!", "--mark", iptMark(p.value, p.mask))
+	}
+	return w.match(module, "--mark", iptMark(p.value, p.mask))
 }
 
 // markSetPart: mark = (mark & keep) | value, leaving bits other software
@@ -450,9 +472,9 @@ func (p markSetPart) exprs(*exprBuilder) []expr.Any {
 
 func (p markSetPart) ipt(w *iptWriter, _ int) int {
 	if p.ct {
-		return w.target("CONNMARK", "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
+		return w.target("CONNMARK", "--set-xmark", iptMark(p.value, ^p.keep))
 	}
-	return w.target("MARK", "--set-xmark", hexMark(p.value)+"/"+hexMark(^p.keep))
+	return w.target("MARK", "--set-xmark", iptMark(p.value, ^p.keep))
 }
 
 // ruleMarkPart gives a new connection the mark of a [[rule]]: the packet
@@ -532,9 +554,9 @@ func (p skPart) exprs(*exprBuilder) []expr.Any {
 
 func (p skPart) ipt(w *iptWriter, _ int) int {
 	if p.gid {
-		return w.match("owner", "--gid-owner", fmt.Sprint(p.id))
+		return w.match("owner", "--gid-owner", strconv.FormatUint(uint64(p.id), 10))
 	}
-	return w.match("owner", "--uid-owner", fmt.Sprint(p.id))
+	return w.match("owner", "--uid-owner", strconv.FormatUint(uint64(p.id), 10))
 }
 
 type icmpTypePart struct{ typ uint8 }
@@ -549,7 +571,7 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 
 func (p icmpTypePart) ipt(w *iptWriter, _ int) int {
 	w.add("-p", "icmp")
-	return w.match("icmp", "--icmp-type", fmt.Sprint(p.typ))
+	return w.match("icmp", "--icmp-type", strconv.Itoa(int(p.typ)))
 }
 
 // setPart matches the source address or source MAC against a named set.
@@ -695,10 +717,12 @@ func (p verdictPart) ipt(w *iptWriter, _ int) int {
 	return w.target("RETURN")
 }
 
+// The verdicts are parts made once: a verdictPart put in a rule would be
+// copied to the heap every time.
 var (
-	vAccept = verdictPart{kind: expr.VerdictAccept}
-	vDrop   = verdictPart{kind: expr.VerdictDrop}
-	vReturn = verdictPart{kind: expr.VerdictReturn}
+	vAccept nftPart = verdictPart{kind: expr.VerdictAccept}
+	vDrop   nftPart = verdictPart{kind: expr.VerdictDrop}
+	vReturn nftPart = verdictPart{kind: expr.VerdictReturn}
 )
 
 func vJump(chain string) verdictPart { return verdictPart{kind: expr.VerdictJump, chain: chain} }
