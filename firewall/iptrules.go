@@ -169,10 +169,8 @@ func buildIPT(rs Ruleset) *iptProgram {
 	nat := &iptTable{name: "nat"}
 	filter := &iptTable{name: "filter"}
 	p := &iptProgram{tables: map[string]*iptTable{"mangle": mangle, "nat": nat, "filter": filter}}
-	// Where each chain of the model goes. A chain missing here (an
-	// uplink's NAT chain) is inlined at its jump: nftables keeps it apart
-	// so that an address change rewrites only it, while iptables-restore
-	// rewrites the whole nat table anyway.
+	// Where each chain of the model goes; a chain missing here (an
+	// uplink's NAT chain) is inlined at its jump.
 	names := map[string]iptChainRef{
 		"prerouting": {mangle, iptPrerouting}, "output": {mangle, iptOutput}, "postrouting": {mangle, iptPostrouting},
 		nftChainMarkPre: {mangle, iptMarkPre}, nftChainMarkOut: {mangle, iptMarkOut},
@@ -375,10 +373,6 @@ func (w *iptWriter) chain(c *nftChain) {
 		// is the administrator's.
 		w.lines = append(w.lines, iptLine{chain: ref, text: "-j DROP"})
 	}
-	isRuleMark := func(p nftPart) bool {
-		_, ok := p.(ruleMarkPart)
-		return ok
-	}
 	if anyPart(c, isRuleMark) {
 		w.lines = append(w.lines, iptLine{chain: ref, text: iptSaveMark})
 	}
@@ -389,6 +383,9 @@ func (w *iptWriter) chain(c *nftChain) {
 var iptSaveMark = strings.Join([]string{"-m", "mark", "!", "--mark", "0x0/" + hexMark(UserMarkMask),
 	"-j", "CONNMARK", "--save-mark", "--nfmask", hexMark(UserMarkMask), "--ctmask", hexMark(UserMarkMask)}, " ")
 
+// group writes rules of c that have one comment (see chain). The parts
+// they all have at the same place are shared: their lines are sorted by the
+// alternatives of those.
 func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 	ordered := w.ordered[:0]
 	for _, rule := range rules {
@@ -396,15 +393,14 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 	}
 	w.ordered = ordered
 	var shared []bool
-	for k := range ordered[0] {
-		if len(ordered) == 1 {
-			break
+	if len(ordered) > 1 {
+		for k := range ordered[0] {
+			same := true
+			for _, parts := range ordered[1:] {
+				same = same && k < len(parts) && samePart(parts[k], ordered[0][k])
+			}
+			shared = append(shared, same)
 		}
-		same := true
-		for _, parts := range ordered[1:] {
-			same = same && k < len(parts) && samePart(parts[k], ordered[0][k])
-		}
-		shared = append(shared, same)
 	}
 	from, nested := len(w.lines), []*nftChain{}
 	for _, parts := range ordered {
@@ -422,10 +418,6 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 			continue
 		}
 		w.expand(ref, parts, 0, shared, 0)
-		isAccept := func(p nftPart) bool {
-			v, ok := p.(verdictPart)
-			return ok && v.kind == expr.VerdictAccept
-		}
 		if c.policy == Drop && anyPart(target, isAccept) {
 			// nftables' accept in the target ends the packet's way
 			// through the table; iptables' RETURN only ends the target,
@@ -442,6 +434,13 @@ func (w *iptWriter) group(c *nftChain, ref iptChainRef, rules []nftRule) {
 	for _, c := range nested {
 		w.chain(c)
 	}
+}
+
+func isAccept(p nftPart) bool { return p == vAccept }
+
+func isRuleMark(p nftPart) bool {
+	_, ok := p.(ruleMarkPart)
+	return ok
 }
 
 // anyPart reports whether a part of a rule of c is one f looks for.
