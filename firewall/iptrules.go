@@ -145,6 +145,20 @@ func iptPrefix(p netip.Prefix) string { return p.String() }
 
 func hexMark(v uint32) string { return fmt.Sprintf("%#x", v) }
 
+// iptNum is n in decimal, and iptNums the list ns, comma-separated.
+func iptNum[T uint8 | uint16 | uint32](n T) string { return strconv.FormatUint(uint64(n), 10) }
+
+func iptNums(ns []uint16) string {
+	var b []byte
+	for i, n := range ns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(n), 10)
+	}
+	return string(b)
+}
+
 // iptMark is "value/mask" as hexMark writes them, in one allocation.
 func iptMark(v, mask uint32) string {
 	b := make([]byte, 0, 24)

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -298,16 +297,9 @@ func (p dportPart) ipt(w *iptWriter, i int) int {
 	proto := iptProto(p.proto)
 	w.add("-p", proto)
 	if len(p.ports) == 1 {
-		return w.match(proto, "--dport", strconv.Itoa(int(p.ports[0])))
+		return w.match(proto, "--dport", iptNum(p.ports[0]))
 	}
-	var b []byte
-	for j, port := range p.ports[i*iptMultiportMax : min(len(p.ports), (i+1)*iptMultiportMax)] {
-		if j > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendUint(b, uint64(port), 10)
-	}
-	w.match("multiport", "--dports", string(b))
+	w.match("multiport", "--dports", iptNums(p.ports[i*iptMultiportMax:min(len(p.ports), (i+1)*iptMultiportMax)]))
 	return (len(p.ports) + iptMultiportMax - 1) / iptMultiportMax
 }
 
@@ -554,9 +546,9 @@ func (p skPart) exprs(*exprBuilder) []expr.Any {
 
 func (p skPart) ipt(w *iptWriter, _ int) int {
 	if p.gid {
-		return w.match("owner", "--gid-owner", strconv.FormatUint(uint64(p.id), 10))
+		return w.match("owner", "--gid-owner", iptNum(p.id))
 	}
-	return w.match("owner", "--uid-owner", strconv.FormatUint(uint64(p.id), 10))
+	return w.match("owner", "--uid-owner", iptNum(p.id))
 }
 
 type icmpTypePart struct{ typ uint8 }
@@ -571,7 +563,7 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 
 func (p icmpTypePart) ipt(w *iptWriter, _ int) int {
 	w.add("-p", "icmp")
-	return w.match("icmp", "--icmp-type", strconv.Itoa(int(p.typ)))
+	return w.match("icmp", "--icmp-type", iptNum(p.typ))
 }
 
 // setPart matches the source address or source MAC against a named set.
