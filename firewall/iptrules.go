@@ -284,6 +284,7 @@ func (w *iptWriter) add(words ...string) int {
 	return 1
 }
 
+// address adds a source (destination with dst) match, negated with neg.
 func (w *iptWriter) address(neg, dst bool, p netip.Prefix) int {
 	if neg {
 		w.add("!")
@@ -294,6 +295,7 @@ func (w *iptWriter) address(neg, dst bool, p netip.Prefix) int {
 	return w.add("-s", iptPrefix(p))
 }
 
+// match adds the options words of the match module.
 func (w *iptWriter) match(module string, words ...string) int {
 	if w.module != module {
 		w.words = append(w.words, "-m", module)
