@@ -179,7 +179,7 @@ func BenchmarkCompute(b *testing.B) {
 	in := benchInput(16, 1000, 0)
 	for b.Loop() {
 		rs := Compute(in)
-		_ = buildNFT(rs)
+		_ = buildRules(rs)
 	}
 }
 

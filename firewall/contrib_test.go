@@ -74,7 +74,7 @@ func TestContribExamples(t *testing.T) {
 					}
 				}
 			}
-			for _, text := range []string{buildNFT(rs).text(), buildIPT(rs).text()} {
+			for _, text := range []string{buildRules(rs).text(), buildIPT(rs).text()} {
 				if text == "" {
 					t.Error("empty plan")
 				}

@@ -32,6 +32,10 @@
 // flushes only our chains. Rules uplinkd does not own are never deleted or
 // reordered (our jumps are inserted at the top of the built-in chains).
 //
+// Both backends render one rule model (buildRules, nftrules.go), shaped like
+// table ip uplinkd, so that a rule is assembled once and the iptables rules
+// cannot drift from the nftables ones; iptrules.go says how iptables differs.
+//
 // # Verdicts
 //
 // In both backends only "drop" and "reject" are final. An "accept" in the

@@ -81,36 +81,22 @@ func input6Policy(rs Ruleset) Policy {
 	return Accept
 }
 
+// icmp6Rules accept the ICMPv6 types.
+func icmp6Rules(types []uint8) []nftRule {
+	var out []nftRule
+	for _, t := range types {
+		out = append(out, r("icmpv6", icmp6TypePart{t}, vAccept))
+	}
+	return out
+}
+
 // deny6Chain is the IPv6 deny list's chain and sets in table ip6
 // uplinkd6 (nil without IPv6 deny entries).
 func deny6Chain(rs Ruleset) (*nftChain, []*nftSet) {
 	if !deny6Wanted(rs) {
 		return nil, nil
 	}
-	d := rs.Deny
-	c := &nftChain{name: nftChainDeny}
-	var sets []*nftSet
-	if len(d.DropAddrs6) > 0 {
-		sets = append(sets, &nftSet{name: setDenyDrop, keyType: nftables.TypeIP6Addr, interval: true, addrs: d.DropAddrs6})
-		c.rules = append(c.rules, r("deny drop", setPart{v6: true, set: setDenyDrop}, vDrop))
-	}
-	if len(d.DropMACs) > 0 {
-		sets = append(sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: d.DropMACs})
-		c.rules = append(c.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
-	}
-	if len(d.RejectAddrs6) > 0 {
-		sets = append(sets, &nftSet{name: setDenyReject, keyType: nftables.TypeIP6Addr, interval: true, addrs: d.RejectAddrs6})
-		c.rules = append(c.rules,
-			r("deny reject", setPart{v6: true, set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny reject", setPart{v6: true, set: setDenyReject}, rejectPart{v6: true}))
-	}
-	if len(d.RejectMACs) > 0 {
-		sets = append(sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: d.RejectMACs})
-		c.rules = append(c.rules,
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{v6: true}))
-	}
-	return c, sets
+	return denyChain(rs.Deny.DropAddrs6, rs.Deny.RejectAddrs6, rs.Deny, true)
 }
 
 // policy6Chains are the IPv6 firewall's input and forward base chains,
@@ -126,16 +112,8 @@ func policy6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
 		inChains, meters := filter6Chains(rs.Filters6, input)
 		sets = append(sets, meters...)
 		if input.policy == Drop {
-			input.rules = append(input.rules,
-				r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
-				r("loopback", ifnamePart{name: "lo"}, vAccept))
-			for _, t := range icmp6Input() {
-				input.rules = append(input.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
-			}
-			input.rules = append(input.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
-			if rs.LANInterface != "" {
-				input.rules = append(input.rules, r("lan", ifnamePart{name: rs.LANInterface}, vAccept))
-			}
+			extra := append([]nftRule{r("loopback", ifnamePart{name: "lo"}, vAccept)}, icmp6Rules(icmp6Input())...)
+			keepRules(input, rs.LANInterface, append(extra, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))...)
 		}
 		chains = append(append(chains, input), inChains...)
 	}
@@ -145,13 +123,7 @@ func policy6Chains(rs Ruleset) ([]*nftChain, []*nftSet) {
 			fwd.rules = append(fwd.rules, r("deny list", vJump(nftChainDeny)))
 		}
 		if fwd.policy == Drop {
-			fwd.rules = append(fwd.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
-			for _, t := range icmp6Forward {
-				fwd.rules = append(fwd.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
-			}
-			if rs.LANInterface != "" {
-				fwd.rules = append(fwd.rules, r("lan", ifnamePart{name: rs.LANInterface}, vAccept))
-			}
+			keepRules(fwd, rs.LANInterface, icmp6Rules(icmp6Forward)...)
 		}
 		chains = append(chains, fwd)
 	}

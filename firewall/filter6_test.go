@@ -154,7 +154,7 @@ func TestFilter6IPv4Only(t *testing.T) {
 		t.Errorf("IPv4-only config renders ip6tables:\n%s", s)
 	}
 	on := Compute(filter6Input(func(c *policy.Config) { dropPolicies(c); deny6(c) }))
-	if a, b := buildNFT(rs).text(), buildNFT(on).text(); a != b {
+	if a, b := buildRules(rs).text(), buildRules(on).text(); a != b {
 		t.Errorf("table ip uplinkd changes with ipv6 on:\n%s\n---\n%s", a, b)
 	}
 	if a, b := buildIPT(rs).text(), buildIPT(on).text(); a != b {

@@ -108,117 +108,34 @@ func ip6Program(rs Ruleset) (string, map[string]int) {
 	}
 	if input6Wanted(rs) || forward6Wanted(rs) {
 		b.WriteString("*filter\n")
-		declare := func(c string) {
-			fmt.Fprintf(&b, ":%s - [0:0]\n", c)
-			counts[c] = 0
-		}
-		if input6Wanted(rs) {
-			declare(iptIn6)
-		}
-		if forward6Wanted(rs) {
-			declare(iptFwd6)
-		}
-		if deny6Wanted(rs) {
-			declare(iptDeny6)
-		}
+		// The rules are table ip6 uplinkd6's (policy6Chains), written
+		// as the text has always had them: the deny chain first, and
+		// each uplink's chain after its jump.
+		chains, sets := policy6Chains(rs)
+		w := newIPTWriter(chains, sets, map[string]iptChainRef{})
+		order := [][2]string{{"input", iptIn6}, {"forward", iptFwd6}, {nftChainDeny, iptDeny6}}
 		for _, f := range rs.Filters6 {
-			declare(iptIn6Of + f.Iface)
+			order = append(order, [2]string{nftInChain(f.Iface), iptIn6Of + f.Iface})
 		}
-		ip6DenyRules(rs, add)
-		if input6Wanted(rs) && deny6Wanted(rs) {
-			add(iptIn6, "-j", iptDeny6)
+		for _, c := range order {
+			if w.chains[c[0]] != nil {
+				fmt.Fprintf(&b, ":%s - [0:0]\n", c[1])
+				counts[c[1]], w.names[c[0]] = 0, iptChainRef{name: c[1]}
+			}
 		}
-		for _, f := range rs.Filters6 {
-			c := iptIn6Of + f.Iface
-			add(iptIn6, "-i", f.Iface, "-j", c)
-			if input6Policy(rs) == Drop {
-				// Back from the uplink's chain means allowed.
-				add(iptIn6, "-i", f.Iface, "-j", "RETURN")
-			}
-			add(c, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-			add(c, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-			for _, t := range icmp6Kept(f.Filter) {
-				add(c, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", fmt.Sprint(t), "-j", "RETURN")
-			}
-			add(c, "-s", "fe80::/10", "-p", "udp", "-m", "udp", "--dport", "546", "-j", "RETURN")
-			for _, l := range f.Filter.Limits {
-				for _, m := range iptPorts(l.Proto, []uint16{l.Port}) {
-					add(c, append(m, iptLimitDrop(l)...)...)
-				}
-			}
-			for _, a := range f.Filter.Allow {
-				if len(a.Ports) == 0 {
-					add(c, "-p", iptProto(a.Proto), "-j", "RETURN")
-					continue
-				}
-				for _, m := range iptPorts(a.Proto, a.Ports) {
-					add(c, append(m, "-j", "RETURN")...)
-				}
-			}
-			add(c, "-j", "DROP")
+		w.nest = true
+		if deny := w.chains[nftChainDeny]; deny != nil {
+			w.chain(deny)
 		}
-		ip6PolicyRules(rs, add)
+		for _, c := range chains {
+			w.chain(c)
+		}
+		for _, l := range w.lines {
+			add(l.chain.name, l.text)
+		}
 		b.WriteString("COMMIT\n")
 	}
 	return b.String(), counts
-}
-
-// ip6DenyRules fill UPLINKD-DENY6: the deny list's IPv6 sources and its
-// MACs (filter6.go).
-func ip6DenyRules(rs Ruleset, add func(chain string, args ...string)) {
-	if !deny6Wanted(rs) {
-		return
-	}
-	d := rs.Deny
-	for _, a := range d.DropAddrs6 {
-		add(iptDeny6, "-s", iptPrefix(a), "-j", "DROP")
-	}
-	for _, m := range d.DropMACs {
-		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-j", "DROP")
-	}
-	for _, a := range d.RejectAddrs6 {
-		add(iptDeny6, "-s", iptPrefix(a), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-		add(iptDeny6, "-s", iptPrefix(a), "-j", "REJECT", "--reject-with", "icmp6-port-unreachable")
-	}
-	for _, m := range d.RejectMACs {
-		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
-		add(iptDeny6, "-m", "mac", "--mac-source", m.String(), "-j", "REJECT", "--reject-with", "icmp6-port-unreachable")
-	}
-}
-
-// ip6PolicyRules are the drop policies' rules at the end of UPLINKD-IN6
-// and UPLINKD-FWD6 (filter6.go): what stays open, then DROP. The deny
-// jump of FWD6 comes first.
-func ip6PolicyRules(rs Ruleset, add func(chain string, args ...string)) {
-	icmp := func(chain string, types []uint8) {
-		for _, t := range types {
-			add(chain, "-p", "ipv6-icmp", "-m", "icmp6", "--icmpv6-type", fmt.Sprint(t), "-j", "RETURN")
-		}
-	}
-	if input6Wanted(rs) && input6Policy(rs) == Drop {
-		add(iptIn6, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-		add(iptIn6, "-i", "lo", "-j", "RETURN")
-		icmp(iptIn6, icmp6Input())
-		add(iptIn6, "-s", "fe80::/10", "-p", "udp", "-m", "udp", "--dport", "546", "-j", "RETURN")
-		if rs.LANInterface != "" {
-			add(iptIn6, "-i", rs.LANInterface, "-j", "RETURN")
-		}
-		add(iptIn6, "-j", "DROP")
-	}
-	if !forward6Wanted(rs) {
-		return
-	}
-	if deny6Wanted(rs) {
-		add(iptFwd6, "-j", iptDeny6)
-	}
-	if rs.ForwardPolicy == Drop {
-		add(iptFwd6, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "RETURN")
-		icmp(iptFwd6, icmp6Forward)
-		if rs.LANInterface != "" {
-			add(iptFwd6, "-i", rs.LANInterface, "-j", "RETURN")
-		}
-		add(iptFwd6, "-j", "DROP")
-	}
 }
 
 // ip6Commands are the ip6tables binaries of the backend's variant.

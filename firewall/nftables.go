@@ -117,7 +117,7 @@ func (b *nftBackend) redial() {
 	}
 }
 
-func (b *nftBackend) Plan(rs Ruleset) string { return buildNFT(rs).text() + npt6Text(rs) }
+func (b *nftBackend) Plan(rs Ruleset) string { return buildRules(rs).text() + npt6Text(rs) }
 
 // Sync compares rs with the last Ruleset it applied (rs must not be modified
 // afterwards), then sends only the chains and set contents that differ, or
@@ -143,7 +143,7 @@ func (b *nftBackend) Sync(rs Ruleset) (bool, error) {
 		b.last, b.cur = &rs, cur
 		return true, nil
 	}
-	prog := buildNFT(rs)
+	prog := buildRules(rs)
 	cur := b.cur
 	b.forget()
 	full := cur == nil

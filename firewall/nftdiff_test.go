@@ -25,8 +25,8 @@ func TestNFTSameRulesMatchesText(t *testing.T) {
 	same, differ := 0, 0
 	for an, a := range inputs {
 		for bn, b := range inputs {
-			pa, pb := buildNFT(Compute(a)), buildNFT(Compute(b))
-			ta, tb := buildNFT(Compute(a)), buildNFT(Compute(b))
+			pa, pb := buildRules(Compute(a)), buildRules(Compute(b))
+			ta, tb := buildRules(Compute(a)), buildRules(Compute(b))
 			for i, ca := range pa.chains {
 				for j, cb := range pb.chains {
 					if ca.name != cb.name {

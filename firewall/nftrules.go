@@ -17,12 +17,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file turns a Ruleset into an nftables program: a small intermediate
-// form in which every rule part renders both as `nft -f` text (Plan) and as
-// the kernel expressions google/nftables sends (Sync). Keeping the two
-// renderings next to each other is what keeps them equivalent; the tests load
-// the text with `nft -f` and the expressions with Sync into two namespaces and
-// compare `nft list table`.
+// This file turns a Ruleset into the rule model both backends render: the
+// sets and chains of table ip uplinkd, each rule a list of parts. Every part
+// renders as `nft -f` text (Plan), as the kernel expressions google/nftables
+// sends (Sync), and as iptables rule words (ipt, iptrules.go, where the
+// iptables differences are described). Keeping the renderings next to each
+// other is what keeps them equivalent; the tests load the text with `nft -f`
+// and the expressions with Sync into two namespaces and compare `nft list
+// table`, and load the iptables text with iptables-restore.
+//
+// The model is shaped like nftables (one table, base chains with hooks,
+// sets), the backend whose Sync is the incremental one: the nftables
+// backend uses it as it is, with no copy or conversion on the event path.
 
 type nftProgram struct {
 	sets   []*nftSet
@@ -179,6 +185,13 @@ func (p ifnamePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p ifnamePart) ipt(w *iptWriter, _ int) int {
+	if p.out {
+		return w.add("-o", p.name)
+	}
+	return w.add("-i", p.name)
+}
+
 type addrPart struct {
 	dst bool
 	neg bool
@@ -232,6 +245,13 @@ func (p addrPart) exprs(b *exprBuilder) []expr.Any {
 	return append(out, &expr.Cmp{Op: op, Register: 1, Data: a[:n]})
 }
 
+// ipt is one rule per prefix (a negated match has one prefix: iptables
+// cannot negate a set).
+func (p addrPart) ipt(w *iptWriter, i int) int {
+	w.address(p.neg, p.dst, p.ps[i])
+	return len(p.ps)
+}
+
 type l4protoPart struct{ proto uint8 }
 
 func (p l4protoPart) text() string { return "meta l4proto " + protoName(p.proto) }
@@ -242,6 +262,8 @@ func (p l4protoPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.proto}},
 	}
 }
+
+func (p l4protoPart) ipt(w *iptWriter, _ int) int { return w.add("-p", iptProto(p.proto)) }
 
 // dportPart matches a transport protocol and destination ports.
 type dportPart struct {
@@ -270,6 +292,17 @@ func (p dportPart) exprs(b *exprBuilder) []expr.Any {
 	return append(out, b.anonSet(nftables.TypeInetService, false, elems, false))
 }
 
+// ipt is one rule per group of ports -m multiport takes.
+func (p dportPart) ipt(w *iptWriter, i int) int {
+	proto := iptProto(p.proto)
+	w.add("-p", proto)
+	if len(p.ports) == 1 {
+		return w.match(proto, "--dport", iptNum(p.ports[0]))
+	}
+	w.match("multiport", "--dports", iptNums(p.ports[i*iptMultiportMax:min(len(p.ports), (i+1)*iptMultiportMax)]))
+	return (len(p.ports) + iptMultiportMax - 1) / iptMultiportMax
+}
+
 // Conntrack states as the ct expression reports them (NF_CT_STATE_BIT).
 const (
 	ctInvalid     = 1
@@ -281,12 +314,30 @@ const (
 
 type ctStatePart struct{ bits uint32 }
 
+// ctStates are the states' names in nft's order.
+var ctStates = []struct {
+	bit  uint32
+	name string
+}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}}
+
+// iptCtStates are the --ctstate words of every combination of the states:
+// the other way round (RELATED,ESTABLISHED) and in upper case.
+var iptCtStates = func() (out [16]string) {
+	for bits := range out {
+		var names []string
+		for _, s := range slices.Backward(ctStates) {
+			if uint32(bits)&s.bit != 0 {
+				names = append(names, strings.ToUpper(s.name))
+			}
+		}
+		out[bits] = strings.Join(names, ",")
+	}
+	return out
+}()
+
 func (p ctStatePart) text() string {
 	var names []string
-	for _, s := range []struct {
-		bit  uint32
-		name string
-	}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}} {
+	for _, s := range ctStates {
 		if p.bits&s.bit != 0 {
 			names = append(names, s.name)
 		}
@@ -302,6 +353,10 @@ func (p ctStatePart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p ctStatePart) ipt(w *iptWriter, _ int) int {
+	return w.match("conntrack", "--ctstate", iptCtStates[p.bits&15])
+}
+
 type ctOriginalPart struct{}
 
 func (ctOriginalPart) text() string { return "ct direction original" }
@@ -311,6 +366,10 @@ func (ctOriginalPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 	}
+}
+
+func (ctOriginalPart) ipt(w *iptWriter, _ int) int {
+	return w.match("conntrack", "--ctdir", "ORIGINAL")
 }
 
 type ctDNATPart struct{}
@@ -324,6 +383,8 @@ func (ctDNATPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: native32(0)},
 	}
 }
+
+func (ctDNATPart) ipt(w *iptWriter, _ int) int { return w.match("conntrack", "--ctstate", "DNAT") }
 
 func markLoad(ct bool) expr.Any {
 	if ct {
@@ -366,6 +427,17 @@ func (p markCmpPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p markCmpPart) ipt(w *iptWriter, _ int) int {
+	module := "mark"
+	if p.ct {
+		module = "connmark"
+	}
+	if p.neg {
+		return w.match(module, "!", "--mark", iptMark(p.value, p.mask))
+	}
+	return w.match(module, "--mark", iptMark(p.value, p.mask))
+}
+
 // markSetPart: mark = (mark & keep) | value, leaving bits other software
 // uses alone (value must lie outside keep).
 type markSetPart struct {
@@ -390,6 +462,41 @@ func (p markSetPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p markSetPart) ipt(w *iptWriter, _ int) int {
+	if p.ct {
+		return w.target("CONNMARK", "--set-xmark", iptMark(p.value, ^p.keep))
+	}
+	return w.target("MARK", "--set-xmark", iptMark(p.value, ^p.keep))
+}
+
+// ruleMarkPart gives a new connection the mark of a [[rule]]: the packet
+// mark (for routing) and the connection mark (restored into later packets),
+// then returns, so the first matching [[rule]] wins. It is one part because
+// iptables cannot express it in one rule: there the packet mark is set only
+// while unset, and the mark chain ends with one save into the connection
+// mark (iptSaveMark).
+type ruleMarkPart struct{ mark uint32 }
+
+func (p ruleMarkPart) sets() (meta, ct markSetPart) {
+	return markSetPart{keep: ^UserMarkMask, value: p.mark}, markSetPart{ct: true, keep: ^UserMarkMask, value: p.mark}
+}
+
+func (p ruleMarkPart) text() string {
+	meta, ct := p.sets()
+	return meta.text() + " " + ct.text() + " " + vReturn.text()
+}
+
+func (p ruleMarkPart) exprs(b *exprBuilder) []expr.Any {
+	meta, ct := p.sets()
+	return slices.Concat(meta.exprs(b), ct.exprs(b), vReturn.exprs(b))
+}
+
+func (p ruleMarkPart) ipt(w *iptWriter, _ int) int {
+	meta, _ := p.sets()
+	markCmpPart{mask: UserMarkMask}.ipt(w, 0)
+	return meta.ipt(w, 0)
+}
+
 // Address types (RTN_*) the fib expression reports.
 const (
 	rtnLocal     = unix.RTN_LOCAL
@@ -408,6 +515,10 @@ func (p fibTypePart) exprs(*exprBuilder) []expr.Any {
 		&expr.Fib{Register: 1, ResultADDRTYPE: true, FlagDADDR: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native32(p.typ)},
 	}
+}
+
+func (p fibTypePart) ipt(w *iptWriter, _ int) int {
+	return w.match("addrtype", "--dst-type", strings.ToUpper(p.name))
 }
 
 type skPart struct {
@@ -433,6 +544,13 @@ func (p skPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p skPart) ipt(w *iptWriter, _ int) int {
+	if p.gid {
+		return w.match("owner", "--gid-owner", iptNum(p.id))
+	}
+	return w.match("owner", "--uid-owner", iptNum(p.id))
+}
+
 type icmpTypePart struct{ typ uint8 }
 
 func (p icmpTypePart) text() string { return fmt.Sprintf("icmp type %d", p.typ) }
@@ -441,6 +559,11 @@ func (p icmpTypePart) exprs(b *exprBuilder) []expr.Any {
 	return append(l4protoPart{protoICMP}.exprs(b),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.typ}})
+}
+
+func (p icmpTypePart) ipt(w *iptWriter, _ int) int {
+	w.add("-p", "icmp")
+	return w.match("icmp", "--icmp-type", iptNum(p.typ))
 }
 
 // setPart matches the source address or source MAC against a named set.
@@ -479,6 +602,18 @@ func (p setPart) exprs(b *exprBuilder) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		b.lookupNamed(p.set),
 	}
+}
+
+// ipt is one rule per element of the set.
+func (p setPart) ipt(w *iptWriter, i int) int {
+	s := w.sets[p.set]
+	switch {
+	case i < len(s.addrs):
+		w.address(false, false, s.addrs[i])
+	case i < len(s.addrs)+len(s.macs):
+		w.match("mac", "--mac-source", s.macs[i-len(s.addrs)].String())
+	}
+	return len(s.addrs) + len(s.macs)
 }
 
 // meterPart charges the packet to its source's token bucket in a dynamic
@@ -534,6 +669,12 @@ func (p meterPart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
+func (p meterPart) ipt(w *iptWriter, _ int) int {
+	return w.match("hashlimit", "--hashlimit-above", fmt.Sprintf("%d/%s", p.l.Rate, unitName(p.l.Unit)),
+		"--hashlimit-burst", fmt.Sprint(p.l.Burst), "--hashlimit-mode", "srcip", "--hashlimit-name", hashlimitName(p.l),
+		"--hashlimit-htable-expire", fmt.Sprint(p.l.Expire.Milliseconds()))
+}
+
 type verdictPart struct {
 	kind  expr.VerdictKind
 	chain string
@@ -557,10 +698,23 @@ func (p verdictPart) exprs(*exprBuilder) []expr.Any {
 	return []expr.Any{&expr.Verdict{Kind: p.kind, Chain: p.chain}}
 }
 
+// ipt: an accept in our chains is a RETURN (see the package doc).
+func (p verdictPart) ipt(w *iptWriter, _ int) int {
+	switch p.kind {
+	case expr.VerdictDrop:
+		return w.target("DROP")
+	case expr.VerdictJump:
+		return w.target(w.names[p.chain].name)
+	}
+	return w.target("RETURN")
+}
+
+// The verdicts are parts made once: a verdictPart put in a rule would be
+// copied to the heap every time.
 var (
-	vAccept = verdictPart{kind: expr.VerdictAccept}
-	vDrop   = verdictPart{kind: expr.VerdictDrop}
-	vReturn = verdictPart{kind: expr.VerdictReturn}
+	vAccept nftPart = verdictPart{kind: expr.VerdictAccept}
+	vDrop   nftPart = verdictPart{kind: expr.VerdictDrop}
+	vReturn nftPart = verdictPart{kind: expr.VerdictReturn}
 )
 
 func vJump(chain string) verdictPart { return verdictPart{kind: expr.VerdictJump, chain: chain} }
@@ -577,10 +731,23 @@ func (p snatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p snatPart) ipt(w *iptWriter, _ int) int {
+	return w.target("SNAT", "--to-source", p.addr.String())
+}
+
 type masqPart struct{}
 
 func (masqPart) text() string                  { return "masquerade" }
 func (masqPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Masq{}} }
+func (masqPart) ipt(w *iptWriter, _ int) int   { return w.target("MASQUERADE") }
+
+// iptOnly is a part that only iptables renders: nftables needs no match
+// where the iptables rule has one (see where it is used).
+type iptOnly struct{ p iptPart }
+
+func (iptOnly) text() string                  { return "" }
+func (iptOnly) exprs(*exprBuilder) []expr.Any { return nil }
+func (p iptOnly) ipt(w *iptWriter, i int) int { return p.p.ipt(w, i) }
 
 // rejectPart rejects with a TCP reset, or with ICMP port unreachable
 // (ICMPv6 port unreachable when v6, in table ip6 uplinkd6).
@@ -607,6 +774,17 @@ func (p rejectPart) exprs(*exprBuilder) []expr.Any {
 	}
 	// ICMP port unreachable, like iptables' REJECT default.
 	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3}}
+}
+
+func (p rejectPart) ipt(w *iptWriter, _ int) int {
+	with := "icmp-port-unreachable"
+	switch {
+	case p.tcpReset:
+		with = "tcp-reset"
+	case p.v6:
+		with = "icmp6-port-unreachable"
+	}
+	return w.target("REJECT", "--reject-with", with)
 }
 
 // ---- program ----
@@ -642,32 +820,14 @@ var linkLocal = netip.MustParsePrefix("169.254.0.0/16")
 
 func r(comment string, parts ...nftPart) nftRule { return nftRule{parts: parts, comment: comment} }
 
-// buildNFT renders a Ruleset as the content of table ip uplinkd.
-func buildNFT(rs Ruleset) *nftProgram {
+// buildRules builds the rule model of a Ruleset: the content of table ip
+// uplinkd, which buildIPT renders for iptables too.
+func buildRules(rs Ruleset) *nftProgram {
 	p := &nftProgram{}
 
 	// Deny list: sets keep the per-packet cost flat for thousands of entries.
-	deny := &nftChain{name: nftChainDeny}
-	if len(rs.Deny.DropAddrs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyDrop, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.DropAddrs})
-		deny.rules = append(deny.rules, r("deny drop", setPart{set: setDenyDrop}, vDrop))
-	}
-	if len(rs.Deny.DropMACs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: rs.Deny.DropMACs})
-		deny.rules = append(deny.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
-	}
-	if len(rs.Deny.RejectAddrs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyReject, keyType: nftables.TypeIPAddr, interval: true, addrs: rs.Deny.RejectAddrs})
-		deny.rules = append(deny.rules,
-			r("deny reject", setPart{set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny reject", setPart{set: setDenyReject}, rejectPart{}))
-	}
-	if len(rs.Deny.RejectMACs) > 0 {
-		p.sets = append(p.sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: rs.Deny.RejectMACs})
-		deny.rules = append(deny.rules,
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
-			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{}))
-	}
+	deny, sets := denyChain(rs.Deny.DropAddrs, rs.Deny.RejectAddrs, rs.Deny, false)
+	p.sets = sets
 
 	// Marks.
 	var marks []uint32
@@ -733,11 +893,7 @@ func buildNFT(rs Ruleset) *nftProgram {
 	if rs.LANInterface != "" {
 		for _, u := range rs.Uplinks {
 			if u.ConnMark != 0 {
-				pre.rules = append(pre.rules, r("sticky "+u.Name,
-					ifnamePart{name: rs.LANInterface},
-					ctOriginalPart{},
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+				pre.rules = append(pre.rules, restoreUplinkRule("sticky "+u.Name, rs.LANInterface, ctOriginalPart{}, u.ConnMark))
 			}
 		}
 		// Replies from the LAN to a connection that came in through an
@@ -747,20 +903,15 @@ func buildNFT(rs Ruleset) *nftProgram {
 		// connections arrive on the uplink, never match, and stay unmarked.
 		for _, u := range rs.Uplinks {
 			if u.ConnMark != 0 {
-				pre.rules = append(pre.rules, r("reply via "+u.Name,
-					ifnamePart{name: rs.LANInterface},
-					ctReplyPart{},
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: u.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: u.ConnMark}))
+				pre.rules = append(pre.rules, restoreUplinkRule("reply via "+u.Name, rs.LANInterface, ctReplyPart{}, u.ConnMark))
 			}
 		}
 	}
 	var natChains []*nftChain
 	for _, u := range rs.Uplinks {
 		if u.ConnMark != 0 {
-			set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: u.ConnMark}
-			pre.rules = append(pre.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{name: u.Iface}, set))
-			post.rules = append(post.rules, r("uplink "+u.Name, ctStatePart{ctNew}, ifnamePart{out: true, name: u.Iface}, set))
+			in, out := connMarkRules("uplink "+u.Name, u.Iface, u.ConnMark)
+			pre.rules, post.rules = append(pre.rules, in), append(post.rules, out)
 		}
 		// One chain per NATed uplink, entered by a jump that does not
 		// depend on the address: an address change rewrites only that
@@ -808,43 +959,15 @@ func buildNFT(rs Ruleset) *nftProgram {
 		if u.Filter == nil {
 			continue
 		}
-		c := &nftChain{name: nftInChain(u.Iface)}
-		c.rules = append(c.rules,
-			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
-			r("invalid", ctStatePart{ctInvalid}, vDrop))
-		for _, l := range u.Filter.Limits {
-			p.sets = append(p.sets, &nftSet{
-				name: l.Name, keyType: nftables.TypeIPAddr, dynamic: true, timeout: l.Expire, size: 65535,
-			})
-			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
-				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l}, vDrop))
-		}
-		for _, a := range u.Filter.Allow {
-			if len(a.Ports) > 0 {
-				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
-			} else {
-				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
-			}
-		}
-		for _, t := range u.Filter.ICMPTypes {
-			c.rules = append(c.rules, r("allow icmp", icmpTypePart{t}, vAccept))
-		}
-		c.rules = append(c.rules, r("not allowed on "+u.Name, vDrop))
+		var c *nftChain
+		c, p.sets = filterChain(u.Name, u.Iface, u.Filter, false, input, p.sets)
 		inChains = append(inChains, c)
-		input.rules = append(input.rules, r("uplink "+u.Name, ifnamePart{name: u.Iface}, vJump(c.name)))
-	}
-	keep := func(c *nftChain, extra ...nftRule) {
-		c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
-		c.rules = append(c.rules, extra...)
-		if rs.LANInterface != "" {
-			c.rules = append(c.rules, r("lan", ifnamePart{name: rs.LANInterface}, vAccept))
-		}
 	}
 	if rs.InputPolicy == Drop {
-		keep(input, r("loopback", ifnamePart{name: "lo"}, vAccept))
+		keepRules(input, rs.LANInterface, r("loopback", ifnamePart{name: "lo"}, vAccept))
 	}
 	if rs.ForwardPolicy == Drop {
-		keep(fwd, r("port forwards", ctDNATPart{}, vAccept))
+		keepRules(fwd, rs.LANInterface, r("port forwards", ctDNATPart{}, vAccept))
 	}
 
 	for _, c := range []*nftChain{pre, markPreChain, out, markOutChain, post, nat, input, fwd} {
@@ -860,6 +983,99 @@ func buildNFT(rs Ruleset) *nftProgram {
 		p.chains = append(p.chains, deny)
 	}
 	return p
+}
+
+// restoreUplinkRule restores an uplink's connection mark into the packet
+// mark of the LAN packets of its connections in one direction (dir).
+func restoreUplinkRule(comment, lan string, dir nftPart, mark uint32) nftRule {
+	return r(comment, ifnamePart{name: lan}, dir,
+		markCmpPart{ct: true, mask: UplinkMarkMask, value: mark}, markSetPart{keep: ^UplinkMarkMask, value: mark})
+}
+
+// connMarkRules give the new connections arriving (in) and leaving (out)
+// through an uplink its connection mark.
+func connMarkRules(comment, iface string, mark uint32) (in, out nftRule) {
+	set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: mark}
+	return r(comment, ctStatePart{ctNew}, ifnamePart{name: iface}, set),
+		r(comment, ctStatePart{ctNew}, ifnamePart{out: true, name: iface}, set)
+}
+
+// keepRules are what a chain with a drop policy keeps open: established
+// and related traffic, extra, and what comes from the LAN interface.
+func keepRules(c *nftChain, lan string, extra ...nftRule) {
+	c.rules = append(c.rules, r("established", ctStatePart{ctEstablished | ctRelated}, vAccept))
+	c.rules = append(c.rules, extra...)
+	if lan != "" {
+		c.rules = append(c.rules, r("lan", ifnamePart{name: lan}, vAccept))
+	}
+}
+
+// denyChain is the deny list's chain and sets: the sources drop and
+// reject (IPv6 ones with v6, in table ip6 uplinkd6) and d's MACs.
+func denyChain(drop, reject []netip.Prefix, d Deny, v6 bool) (*nftChain, []*nftSet) {
+	keyType := nftables.TypeIPAddr
+	if v6 {
+		keyType = nftables.TypeIP6Addr
+	}
+	c := &nftChain{name: nftChainDeny}
+	var sets []*nftSet
+	if len(drop) > 0 {
+		sets = append(sets, &nftSet{name: setDenyDrop, keyType: keyType, interval: true, addrs: drop})
+		c.rules = append(c.rules, r("deny drop", setPart{v6: v6, set: setDenyDrop}, vDrop))
+	}
+	if len(d.DropMACs) > 0 {
+		sets = append(sets, &nftSet{name: setDenyMACDrop, keyType: nftables.TypeEtherAddr, macs: d.DropMACs})
+		c.rules = append(c.rules, r("deny mac drop", setPart{mac: true, set: setDenyMACDrop}, vDrop))
+	}
+	if len(reject) > 0 {
+		sets = append(sets, &nftSet{name: setDenyReject, keyType: keyType, interval: true, addrs: reject})
+		c.rules = append(c.rules,
+			r("deny reject", setPart{v6: v6, set: setDenyReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny reject", setPart{v6: v6, set: setDenyReject}, rejectPart{v6: v6}))
+	}
+	if len(d.RejectMACs) > 0 {
+		sets = append(sets, &nftSet{name: setDenyMACReject, keyType: nftables.TypeEtherAddr, macs: d.RejectMACs})
+		c.rules = append(c.rules,
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, l4protoPart{protoTCP}, rejectPart{tcpReset: true}),
+			r("deny mac reject", setPart{mac: true, set: setDenyMACReject}, rejectPart{v6: v6}))
+	}
+	return c, sets
+}
+
+// filterChain is the input filter chain of an uplink, jumped to from
+// input, with the meters of its limits added to sets. With v6 it is the
+// IPv6 one (table ip6 uplinkd6), which first lets in what IPv6 needs to
+// work (see npt6.go); the IPv4 one allows the configured ICMP types last.
+func filterChain(uplink, iface string, f *InputFilter, v6 bool, input *nftChain, sets []*nftSet) (*nftChain, []*nftSet) {
+	c := &nftChain{name: nftInChain(iface)}
+	c.rules = append(c.rules,
+		r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
+		r("invalid", ctStatePart{ctInvalid}, vDrop))
+	keyType := nftables.TypeIPAddr
+	if v6 {
+		keyType = nftables.TypeIP6Addr
+		c.rules = append(append(c.rules, icmp6Rules(icmp6Kept(f))...), r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
+	}
+	for _, l := range f.Limits {
+		sets = append(sets, &nftSet{name: l.Name, keyType: keyType, dynamic: true, timeout: l.Expire, size: 65535})
+		c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
+			dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l, v6: v6}, vDrop))
+	}
+	for _, a := range f.Allow {
+		if len(a.Ports) > 0 {
+			c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
+		} else {
+			c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
+		}
+	}
+	if !v6 {
+		for _, t := range f.ICMPTypes {
+			c.rules = append(c.rules, r("allow icmp", icmpTypePart{t}, vAccept))
+		}
+	}
+	c.rules = append(c.rules, r("not allowed on "+uplink, vDrop))
+	input.rules = append(input.rules, r("uplink "+uplink, ifnamePart{name: iface}, vJump(c.name)))
+	return c, sets
 }
 
 // nftMarkRules expands one [[rule]] into nft rules: one per protocol when
@@ -893,10 +1109,7 @@ func nftMarkRules(m MarkRule) []nftRule {
 		if m.GID != nil {
 			parts = append(parts, skPart{gid: true, id: *m.GID})
 		}
-		parts = append(parts,
-			markSetPart{keep: ^UserMarkMask, value: m.Mark},
-			markSetPart{ct: true, keep: ^UserMarkMask, value: m.Mark},
-			vReturn)
+		parts = append(parts, ruleMarkPart{m.Mark})
 		out = append(out, r("rule "+m.Name, parts...))
 	}
 	return out
@@ -930,7 +1143,9 @@ func tableText(family, name string, sets []*nftSet, chains []*nftChain) string {
 func (rule nftRule) text() string {
 	var parts []string
 	for _, p := range rule.parts {
-		parts = append(parts, p.text())
+		if t := p.text(); t != "" { // an iptOnly part
+			parts = append(parts, t)
+		}
 	}
 	s := strings.Join(parts, " ")
 	if rule.comment != "" {

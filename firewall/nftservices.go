@@ -17,6 +17,9 @@ const nftChainNATPre = "nat_prerouting"
 
 func nftServiceChain(s ServiceRules) string { return "svc_" + s.Chain }
 
+// nftRehashChain hashes the clients of dead backends again.
+func nftRehashChain(s ServiceRules) string { return nftServiceChain(s) + "_rehash" }
+
 // ctReplyPart matches packets in the reply direction of their connection.
 type ctReplyPart struct{}
 
@@ -28,6 +31,8 @@ func (ctReplyPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
 	}
 }
+
+func (ctReplyPart) ipt(w *iptWriter, _ int) int { return w.match("conntrack", "--ctdir", "REPLY") }
 
 // ltExprs compares a host-order number in register 1 with "< lt", the way
 // nft does: converted to network order first, since cmp compares bytes.
@@ -48,8 +53,20 @@ func (p numgenPart) exprs(*exprBuilder) []expr.Any {
 	return append([]expr.Any{&expr.Numgen{Register: 1, Modulus: p.mod, Type: unix.NFT_NG_INCREMENTAL}}, ltExprs(p.lt)...)
 }
 
+// ipt is lt rules: -m statistic counts only the packets reaching its own
+// rule, so the j-th takes every (mod-j)-th of them, and together they take
+// lt of every mod connections, as numgen does (every 1st needs no match).
+func (p numgenPart) ipt(w *iptWriter, i int) int {
+	if every := p.mod - uint32(i); every > 1 {
+		w.match("statistic", "--mode", "nth", "--every", fmt.Sprint(every), "--packet", "0")
+	}
+	return int(p.lt)
+}
+
 // jhashPart: the Jenkins hash of the source address (mod mod) is below lt.
-type jhashPart struct{ mod, seed, lt uint32 }
+// The rules before it took the hashes below lo, so nftables compares with
+// lt only; iptables' cluster match names the slots [lo, lt) as a mask.
+type jhashPart struct{ mod, seed, lo, lt uint32 }
 
 func (p jhashPart) text() string {
 	return fmt.Sprintf("jhash ip saddr mod %d seed 0x%x < %d", p.mod, p.seed, p.lt)
@@ -60,6 +77,12 @@ func (p jhashPart) exprs(*exprBuilder) []expr.Any {
 		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Hash{SourceRegister: 2, DestRegister: 1, Length: 4, Modulus: p.mod, Seed: p.seed, Type: expr.HashTypeJenkins},
 	}, ltExprs(p.lt)...)
+}
+
+func (p jhashPart) ipt(w *iptWriter, _ int) int {
+	mask := uint32(1)<<p.lt - uint32(1)<<p.lo
+	return w.match("cluster", "--cluster-local-nodemask", fmt.Sprintf("0x%08x", mask),
+		"--cluster-total-nodes", fmt.Sprint(p.mod), "--cluster-hash-seed", fmt.Sprintf("0x%08x", p.seed))
 }
 
 // dnatPart rewrites the destination to a backend's address and port.
@@ -76,6 +99,10 @@ func (p dnatPart) exprs(*exprBuilder) []expr.Any {
 	}
 }
 
+func (p dnatPart) ipt(w *iptWriter, _ int) int {
+	return w.target("DNAT", "--to-destination", p.to.String())
+}
+
 // nftHashRules picks among bs by source hash, cumulative weight ranges in
 // order; a Down backend's range jumps to rehash instead.
 func nftHashRules(s ServiceRules, bs []WeightedBackend, rehash string) []nftRule {
@@ -85,10 +112,12 @@ func nftHashRules(s ServiceRules, bs []WeightedBackend, rehash string) []nftRule
 	for i, b := range bs {
 		var parts []nftPart
 		if i < len(bs)-1 {
+			parts = append(parts, jhashPart{total, serviceSeedNonZero(s), cum, cum + uint32(b.Weight)})
 			cum += uint32(b.Weight)
-			parts = append(parts, jhashPart{total, serviceSeedNonZero(s), cum})
 		}
 		if b.Down {
+			// iptables names the protocol in this rule too.
+			parts = append([]nftPart{iptOnly{proto}}, parts...)
 			out = append(out, r("backend "+b.Addr.String()+" down", append(parts, vJump(rehash))...))
 			continue
 		}
@@ -118,7 +147,7 @@ func entryComment(s ServiceRules, e ServiceEntry) string {
 	return fmt.Sprintf("service %s on %s", s.Name, e.Uplink)
 }
 
-// nftServices adds the services' rules to the chains of buildNFT and
+// nftServices adds the services' rules to the chains of buildRules and
 // returns the chains and sets of their own.
 func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*nftSet) {
 	natPre := &nftChain{name: nftChainNATPre, typ: nftables.ChainTypeNAT, hook: "prerouting", priority: "dstnat", policy: Accept}
@@ -144,7 +173,10 @@ func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*
 			for i, b := range s.Backends {
 				comment := "backend " + b.Addr.String()
 				if i == len(s.Backends)-1 {
-					c.rules = append(c.rules, r(comment, proto, dnatPart{b.Addr}))
+					// Takes all that is left (left == b.Weight), which
+					// nftables needs no match for; iptables' statistic
+					// match takes one rule per weight unit.
+					c.rules = append(c.rules, r(comment, proto, iptOnly{numgenPart{left, left}}, dnatPart{b.Addr}))
 					break
 				}
 				c.rules = append(c.rules, r(comment, proto, numgenPart{left, uint32(b.Weight)}, dnatPart{b.Addr}))
@@ -158,7 +190,7 @@ func nftServices(rs Ruleset, pre, input *nftChain) (chains []*nftChain, sets []*
 			chains = append(chains, c)
 			continue
 		}
-		rehash := &nftChain{name: c.name + "_rehash", rules: nftHashRules(s, s.Backends, "")}
+		rehash := &nftChain{name: nftRehashChain(s), rules: nftHashRules(s, s.Backends, "")}
 		c.rules = nftHashRules(s, s.Buckets, rehash.name)
 		chains = append(chains, c, rehash)
 	}

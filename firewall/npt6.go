@@ -48,7 +48,7 @@ type Mark6 struct {
 // mark6Chains set the uplink's connection mark on new IPv6 connections
 // arriving (prerouting) or leaving (postrouting) through it; and, with a
 // LAN interface, restore it into the packet mark of later LAN packets
-// (sticky balancing, as buildNFT does for IPv4: policy's IPv6 sticky
+// (sticky balancing, as buildRules does for IPv4: policy's IPv6 sticky
 // rules route them by it, so a change of the multipath default does not
 // move an open connection; replies from the LAN to a connection that came
 // in through an uplink leave through that uplink).
@@ -59,22 +59,16 @@ func mark6Chains(ms []Mark6, lan string) []*nftChain {
 	pre := &nftChain{name: "mark-prerouting", typ: nftables.ChainTypeFilter, hook: "prerouting", priority: "mangle", policy: Accept}
 	post := &nftChain{name: "mark-postrouting", typ: nftables.ChainTypeFilter, hook: "postrouting", priority: "mangle", policy: Accept}
 	if lan != "" {
-		for _, dir := range []struct {
-			name string
-			part nftPart
-		}{{"sticky ", ctOriginalPart{}}, {"reply via ", ctReplyPart{}}} {
-			for _, m := range ms {
-				pre.rules = append(pre.rules, nftRule{comment: dir.name + m.Uplink, parts: []nftPart{
-					ifnamePart{name: lan}, dir.part,
-					markCmpPart{ct: true, mask: UplinkMarkMask, value: m.ConnMark},
-					markSetPart{keep: ^UplinkMarkMask, value: m.ConnMark}}})
-			}
+		for _, m := range ms {
+			pre.rules = append(pre.rules, restoreUplinkRule("sticky "+m.Uplink, lan, ctOriginalPart{}, m.ConnMark))
+		}
+		for _, m := range ms {
+			pre.rules = append(pre.rules, restoreUplinkRule("reply via "+m.Uplink, lan, ctReplyPart{}, m.ConnMark))
 		}
 	}
 	for _, m := range ms {
-		set := markSetPart{ct: true, keep: ^UplinkMarkMask, value: m.ConnMark}
-		pre.rules = append(pre.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{name: m.Iface}, set}})
-		post.rules = append(post.rules, nftRule{comment: "uplink " + m.Uplink, parts: []nftPart{ctStatePart{ctNew}, ifnamePart{out: true, name: m.Iface}, set}})
+		in, out := connMarkRules("uplink "+m.Uplink, m.Iface, m.ConnMark)
+		pre.rules, post.rules = append(pre.rules, in), append(post.rules, out)
 	}
 	return []*nftChain{pre, post}
 }
@@ -220,6 +214,11 @@ func (p icmp6TypePart) exprs(b *exprBuilder) []expr.Any {
 	}
 }
 
+func (p icmp6TypePart) ipt(w *iptWriter, _ int) int {
+	w.add("-p", "ipv6-icmp")
+	return w.match("icmp6", "--icmpv6-type", fmt.Sprint(p.typ))
+}
+
 // dhcp6ClientPart matches DHCPv6 messages to the client: udp 546 from a
 // link-local address.
 type dhcp6ClientPart struct{}
@@ -237,6 +236,11 @@ func (dhcp6ClientPart) exprs(b *exprBuilder) []expr.Any {
 	}, dportPart{protoUDP, []uint16{546}}.exprs(b)...)
 }
 
+func (dhcp6ClientPart) ipt(w *iptWriter, _ int) int {
+	w.address(false, false, netip.MustParsePrefix("fe80::/10"))
+	return dportPart{protoUDP, []uint16{546}}.ipt(w, 0)
+}
+
 // filter6Chains are the IPv6 input filter's chains, one per filtered
 // uplink, jumped to from input; and the per-source meters of the limits
 // (sets of IPv6 addresses).
@@ -244,29 +248,9 @@ func filter6Chains(fs []Filter6, input *nftChain) ([]*nftChain, []*nftSet) {
 	var chains []*nftChain
 	var sets []*nftSet
 	for _, f := range fs {
-		c := &nftChain{name: nftInChain(f.Iface)}
-		c.rules = append(c.rules,
-			r("established", ctStatePart{ctEstablished | ctRelated}, vAccept),
-			r("invalid", ctStatePart{ctInvalid}, vDrop))
-		for _, t := range icmp6Kept(f.Filter) {
-			c.rules = append(c.rules, r("icmpv6", icmp6TypePart{t}, vAccept))
-		}
-		c.rules = append(c.rules, r("dhcpv6 client", dhcp6ClientPart{}, vAccept))
-		for _, l := range f.Filter.Limits {
-			sets = append(sets, &nftSet{name: l.Name, keyType: nftables.TypeIP6Addr, dynamic: true, timeout: l.Expire, size: 65535})
-			c.rules = append(c.rules, r(fmt.Sprintf("limit %s/%d", protoName(l.Proto), l.Port),
-				dportPart{l.Proto, []uint16{l.Port}}, ctStatePart{ctNew}, meterPart{l: l, v6: true}, vDrop))
-		}
-		for _, a := range f.Filter.Allow {
-			if len(a.Ports) > 0 {
-				c.rules = append(c.rules, r("allow", dportPart{a.Proto, a.Ports}, vAccept))
-			} else {
-				c.rules = append(c.rules, r("allow", l4protoPart{a.Proto}, vAccept))
-			}
-		}
-		c.rules = append(c.rules, r("not allowed on "+f.Uplink, vDrop))
+		var c *nftChain
+		c, sets = filterChain(f.Uplink, f.Iface, f.Filter, true, input, sets)
 		chains = append(chains, c)
-		input.rules = append(input.rules, r("uplink "+f.Uplink, ifnamePart{name: f.Iface}, vJump(c.name)))
 	}
 	return chains, sets
 }

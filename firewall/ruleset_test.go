@@ -128,7 +128,7 @@ func TestComputeGolden(t *testing.T) {
 				t.Errorf("%s: plan differs from %s (run go test -update and review the diff)\n--- got\n%s", c.name, path, got)
 			}
 		}
-		check("nft", buildNFT(rs).text())
+		check("nft", buildRules(rs).text())
 		check("iptables", buildIPT(rs).text())
 	}
 }
@@ -153,7 +153,7 @@ func TestComputeNAT(t *testing.T) {
 	if u := rs.Uplinks[0]; u.NAT != NATSNAT || u.Addr.IsValid() {
 		t.Errorf("ppp0 without address: %+v, want snat without address", u)
 	}
-	if strings.Contains(buildNFT(rs).text(), "snat to") || strings.Contains(buildIPT(rs).text(), "SNAT") {
+	if strings.Contains(buildRules(rs).text(), "snat to") || strings.Contains(buildIPT(rs).text(), "SNAT") {
 		t.Error("snat rule without an address")
 	}
 	// [lan] masquerade = false excludes the LAN networks.

@@ -94,6 +94,9 @@ type counterPart struct{}
 func (counterPart) text() string                  { return "counter" }
 func (counterPart) exprs(*exprBuilder) []expr.Any { return []expr.Any{&expr.Counter{}} }
 
+// ipt: iptables counts every rule; one without a target only counts.
+func (counterPart) ipt(*iptWriter, int) int { return 1 }
+
 // countedIface is an uplink whose interface is counted.
 type countedIface struct{ Name, Iface string }
 
@@ -275,16 +278,6 @@ const (
 	iptCountOut = ChainPrefix + "COUNT-OUT"
 	iptCountFwd = ChainPrefix + "COUNT-FWD"
 )
-
-// iptCountRules adds the counting chains' rules to mangle.
-func iptCountRules(rs Ruleset, mangle *iptTable) {
-	for _, u := range rs.Uplinks {
-		mangle.add(iptCountIn, "-i", u.Iface)
-		mangle.add(iptCountOut, "-o", u.Iface)
-		mangle.add(iptCountFwd, "-i", u.Iface)
-		mangle.add(iptCountFwd, "-o", u.Iface)
-	}
-}
 
 // ReadTraffic reads the counting chains with one `iptables-save -c -t
 // mangle` (lines like "[12:3456] -A UPLINKD-COUNT-IN -i ppp0"): one
