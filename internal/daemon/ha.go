@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/control"
@@ -45,9 +46,12 @@ type haRuntime struct {
 	// Owned by the loop.
 	state ha.State
 	track *ha.TrackFile
-	// stopWatch ends the watch on track's file (haWatchTrack).
-	stopWatch context.CancelFunc
-	stops     map[string]*haStop
+	// stopWatch ends the watch on track's file (haWatchTrack); trackDirty
+	// says the watch saw it changed (set by the watch's goroutine, so that
+	// a wake-up dropped on a full queue is not lost: any message looks).
+	stopWatch  context.CancelFunc
+	trackDirty atomic.Bool
+	stops      map[string]*haStop
 	// graceTimer wakes the loop when a dial grace ends (WithDialGrace).
 	graceTimer *time.Timer
 	graceWake  time.Time
@@ -161,8 +165,10 @@ func (d *Daemon) OnHARole(f func(role string, since time.Time)) {
 // must follow (all but a track file put right).
 func (d *Daemon) haWake(m haMsg) (pass bool) {
 	h := d.ha
-	if m.trackChanged {
+	if h.trackDirty.Swap(false) {
 		d.haRestoreTrack()
+	}
+	if m.trackChanged {
 		return false
 	}
 	if m.role == "" {
@@ -197,9 +203,10 @@ func (d *Daemon) haWatchTrack() {
 	ctx, cancel := context.WithCancel(d.runCtx)
 	msgs := h.msgs
 	err := h.track.Watch(ctx, func() {
+		h.trackDirty.Store(true)
 		select {
 		case msgs <- haMsg{at: time.Now(), trackChanged: true}:
-		default: // the loop has a message queued; it looks then
+		default: // the queue is full: the loop looks at the next message
 		}
 	})
 	if err != nil {
