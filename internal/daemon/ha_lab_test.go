@@ -281,6 +281,23 @@ func (hp *haPair) startBinary(r *haRouter) *exec.Cmd {
 			hp.t.Logf("uplinkd %s:\n%s", r.name, lab.Output(cmd))
 		}
 	})
+	// Stopped before the router's directory is removed (cleanups run last
+	// registered first; the lab, which would stop it, closes after): a
+	// running uplinkd writes its track file back when it is removed.
+	hp.t.Cleanup(func() {
+		if r.lab.Exited(cmd) {
+			return
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = r.lab.Wait(cmd); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
 	return cmd
 }
 
