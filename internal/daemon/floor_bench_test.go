@@ -65,7 +65,7 @@ type floorReactor struct {
 }
 
 // floorWrites is what uplinkd wrote for one redial, recorded from its passes
-// in the same run (recordRedial), for the addresses oldAddr (before the drop)
+// in the same run (passRecorder.redial), for the addresses oldAddr (before the drop)
 // and newAddr (after the dial), in three groups: the passes from the link's
 // delete to the one that took the uplink out (drop), those between that and
 // the address's pass (link: the new device), and the address's pass (dial,
