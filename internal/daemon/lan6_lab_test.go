@@ -148,28 +148,33 @@ func TestLabLAN6Prefix(t *testing.T) {
 // ln and returns the source address the inet host saw.
 func acceptFrom(t *testing.T, l *lab.Lab, ln net.Listener) netip.Addr {
 	t.Helper()
-	got := make(chan netip.Addr, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- netip.Addr{}
-			return
-		}
-		c.Close()
-		got <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
-	}()
-	c, err := l.DialIn(l.LAN, "tcp6", "", ln.Addr().String(), 10*time.Second)
+	a, err := tryAcceptFrom(l, ln, 10*time.Second)
 	if err != nil {
-		t.Fatalf("LAN → inet over IPv6: %v", err)
+		t.Fatal(err)
+	}
+	return a
+}
+
+// tryAcceptFrom is acceptFrom that returns a failed connection (dial
+// within timeout) as an error: for waits in which a first connection may
+// predate the rewrite it waits for (its conntrack entry keeps the mapping
+// of its first packet for every retransmission).
+func tryAcceptFrom(l *lab.Lab, ln net.Listener, timeout time.Duration) (netip.Addr, error) {
+	c, err := l.DialIn(l.LAN, "tcp6", "", ln.Addr().String(), timeout)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("LAN → inet over IPv6: %w", err)
 	}
 	c.Close()
-	select {
-	case a := <-got:
-		return a
-	case <-time.After(waitLong):
-		t.Fatal("the inet host accepted nothing")
+	// The handshake is done: the connection waits in ln's backlog.
+	if err := ln.(interface{ SetDeadline(time.Time) error }).SetDeadline(time.Now().Add(waitLong)); err != nil {
+		return netip.Addr{}, err
 	}
-	return netip.Addr{}
+	a, err := ln.Accept()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("the inet host accepted nothing: %w", err)
+	}
+	a.Close()
+	return a.RemoteAddr().(*net.TCPAddr).AddrPort().Addr(), nil
 }
 
 // TestLabLAN6NPT: [lan.ipv6] mode npt on each firewall backend with real
@@ -217,7 +222,10 @@ func TestLabLAN6NPT(t *testing.T) {
 			// The rewrite is in place once a connection arrives from a's /64.
 			var src netip.Addr
 			r.eventually("the inet host sees a's /64", func() bool {
-				src = acceptFrom(t, l, ln)
+				var err error
+				if src, err = tryAcceptFrom(l, ln, 3*time.Second); err != nil {
+					t.Logf("trying again: %v", err)
+				}
 				return outA.Contains(src)
 			})
 			if _, err := l.Exec(l.LAN, "ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", "-I", host.String(), lab.InetHosts6[0].String()); err != nil {
