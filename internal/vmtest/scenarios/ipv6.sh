@@ -101,6 +101,50 @@ pings6_reach() {
 # pd_of IF: the prefix dhcpcd last got delegated on IF (its exit hook's log).
 pd_of() { awk -v i="$1" '$2 == i {p = ($1 ~ /^(BOUND6|RENEW6|REBIND6|REBOOT6)$/ && $3 != "/") ? $3 : ""} END {print p}' $V6/pd.log 2>/dev/null; }
 has_pd() { [[ -n $(pd_of "$1") ]]; }
+# dhcpcd 9.4.1 (Debian 12's) now and then never starts DHCPv6 on a PPP
+# line that has just come up: it logs "delaying DHCPv6 for LL address" and
+# waits for an address event that does not come, although the kernel has
+# the line's link-local address (no more lines about that line follow;
+# upstream NetworkConfiguration/dhcpcd#332, "DHCPv6 usually fails when PPPoE
+# reconnects", and #359). In two VM runs of a redial loop it met 1 of 29
+# redials (a restart of dhcpcd healed it), and a first dial once got no
+# delegation either. It is not uplinkd's part, so the scenario
+# says XFAIL, does what heals it and goes on checking uplinkd. dhcpcd.conf
+# has `debug` for that line.
+# dhcpcd_stuck IF SINCE: since SINCE (unix seconds), dhcpcd's last line
+# about IF is that one, 20 s old, while IF has its link-local address.
+dhcpcd_stuck() {
+  local last
+  [[ -n $(ll6_of "$1") ]] || return 1
+  last=$(journalctl -t dhcpcd --since "@$2" --no-pager -o short-unix 2>/dev/null | grep " $1: " | tail -1)
+  [[ $last == *"$1: delaying DHCPv6 for LL address"* ]] && (( $(date +%s) - ${last%%.*} >= 20 ))
+}
+# pd_wait MS SINCE COND IF...: waits up to MS for COND (a command). When
+# dhcpcd is stuck as above on one of the IFs first, says XFAIL, restarts
+# dhcpcd (its hook then reports each delegation again) and waits up to MS
+# once more. Fails (returns 1) when COND does not come.
+pd_wait() {
+  local ms=$1 since=$2 cond=$3 i
+  shift 3
+  PD_STUCK=""
+  PD_CHECKED=0
+  cond_or_stuck() {
+    "$cond" && return 0
+    # journalctl is slow in the VM: look every 2 s, not at every poll.
+    (( $(now_ms) - PD_CHECKED < 2000 )) && return 1
+    PD_CHECKED=$(now_ms)
+    for i in "$@"; do dhcpcd_stuck "$i" "$since" && { PD_STUCK=$i; return 0; }; done
+    return 1
+  }
+  wait_until "$ms" cond_or_stuck "$@" >/dev/null
+  "$cond" && return 0
+  [[ -n $PD_STUCK ]] || return 1
+  xfail "dhcpcd_ll_$PD_STUCK" "dhcpcd 9.4.1 waits for $PD_STUCK's link-local address ($(ll6_of "$PD_STUCK")), which the kernel has (upstream dhcpcd#332); restarting dhcpcd"
+  journalctl -t dhcpcd --since "@$since" --no-pager -o short-monotonic | grep " $PD_STUCK: " | tail -8 | sed 's/^/dhcp-stuck: /'
+  dhcpcd -x >/dev/null 2>&1
+  dhcpcd -b >>$V6/dhcpcd.start 2>&1
+  wait_until "$ms" "$cond" >/dev/null
+}
 
 # ---- the gateway routes IPv6 (a LAN behind it) and still takes the RAs of
 # its uplinks: what an admin sets in /etc/sysctl.d for an IPv6 router whose
@@ -258,6 +302,7 @@ ipv6only
 noipv6rs
 duid
 option rapid_commit
+debug
 interface ppp0
   ia_pd 1 lan0/0
 interface ppp1
@@ -308,7 +353,7 @@ pd_diag() {
   ip link show | grep -A1 ppp
 }
 pd_both() { has_pd ppp0 && has_pd ppp1; }
-if wait_until 60000 pd_both >/dev/null; then
+if pd_wait 60000 $((t0 / 1000 - 1)) pd_both ppp0 ppp1; then
   timing pd_both $(( $(now_ms) - t0 ))
 fi
 P0=$(pd_of ppp0) P1=$(pd_of ppp1)
@@ -436,7 +481,7 @@ if ms=$(wait_until 60000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
     skip pd_after_redial "no delegation before the redial"
   else
     new_pd() { local p; p=$(pd_of ppp0); [[ -n $p && $p != "$P0" ]]; }
-    if wait_until 60000 new_pd >/dev/null; then
+    if pd_wait 60000 $((gone / 1000 - 1)) new_pd ppp0; then
       pass "pd_after_redial ($(pd_of ppp0), was $P0)"
       N0P=$(pd_of ppp0)
       if ms=$(wait_until 30000 lan6_status ppp0 "$N0P" "${N0P%/56}/64"); then
@@ -566,7 +611,7 @@ TOML
 
   # The redial brings a new delegation; it is announced preferred.
   new_pd0() { local p; p=$(pd_of ppp0); [[ -n $p && $p != "$q0" ]]; }
-  if ms=$(wait_until 60000 new_pd0); then
+  if pd_wait 60000 $((gone / 1000 - 1)) new_pd0 ppp0; then
     local r0
     r0=$(pd_of ppp0)
     if ms=$(wait_until 60000 host6_preferred "$r0"); then
