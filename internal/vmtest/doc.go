@@ -61,7 +61,10 @@
 //
 // TARGET lines compare a timing with the product's target (failover within
 // 1 s); they are reported, not failures, because the VM is emulated on a
-// shared host. The check itself fails past 5 s.
+// shared host. The check itself fails past 5 s. A negative timing is a
+// failure: the script missed an event and timed the wrong one. The kernel
+// event timings come from `ip monitor`, which a scenario starts and waits
+// for until its socket has joined the groups.
 //
 // The suite is skipped with -short and when not root.
 package vmtest
