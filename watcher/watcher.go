@@ -116,7 +116,7 @@ const (
 	// turn IPv6 on without a resubscription (which would be a gap in the
 	// link history), and the consumer drops IPv6 events it has no use for
 	// (Event.IPv6) before they cost a pass.
-	groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
+	Groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
 		1<<(unix.RTNLGRP_IPV4_NETCONF-1) |
 		unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_IPV6_ROUTE | 1<<(unix.RTNLGRP_IPV6_RULE-1)
 
@@ -172,7 +172,7 @@ type dialFunc func(opts Options, log *slog.Logger) (conn, error)
 const ReceiveBuffer = 32 << 10
 
 func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: groups, NetNS: netnsx.FD(opts.NetNS), MessageBufferSize: ReceiveBuffer})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: Groups, NetNS: netnsx.FD(opts.NetNS), MessageBufferSize: ReceiveBuffer})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,7 +43,12 @@ const redials = 200
 // once, no state, no diffing, no logging) does the same redials: floor_p50_ms and
 // floor_p99_ms are its event → applied figures, p50_ms and p99_ms uplinkd's
 // for the dial passes (event → routing + SNAT + conntrack applied), and
-// ratio_p99 is uplinkd's p99 over the floor's.
+// ratio_p99 is uplinkd's p99 over the floor's. The floor also runs once
+// with sockets subscribed to what uplinkd's watchers subscribe to
+// (listenLikeUplinkd): floor_watched_p50_ms, floor_watched_p99_ms and
+// ratio_p99_watched show what being subscribed adds to the same writes.
+// passes/redial counts every pass the daemon ran per redial, including
+// those that changed nothing.
 //
 // Run: go test -run '^$' -bench RedialToApplied -benchtime 1x ./internal/daemon
 // (one sub-benchmark per firewall backend)
@@ -57,7 +63,8 @@ func benchRedial(b *testing.B, backend string) {
 	syncs := make(chan SyncResult, 4096)
 	rec := &passRecorder{lab: l, nft: backend == "nftables"}
 	var d *Daemon
-	stopDaemon := benchDaemonD(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { rec.pass(s); syncs <- s }, &d)
+	var passes atomic.Int64 // every pass, those that changed nothing too
+	stopDaemon := benchDaemonD(b, l, writeBenchConfig(b, 2, backend), func(s SyncResult) { passes.Add(1); rec.pass(s); syncs <- s }, &d)
 	stopped := false
 	stop := func() {
 		if !stopped {
@@ -75,6 +82,7 @@ func benchRedial(b *testing.B, backend string) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	mallocs, allocBytes := ms.Mallocs, ms.TotalAlloc
+	passesBefore := passes.Load()
 	b.ResetTimer()
 	for range b.N {
 		for range redials {
@@ -104,6 +112,7 @@ func benchRedial(b *testing.B, backend string) {
 	}
 	b.StopTimer()
 	runtime.ReadMemStats(&ms)
+	b.ReportMetric(float64(passes.Load()-passesBefore)/float64(redials*b.N), "passes/redial")
 	b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(redials*b.N), "allocs/redial")
 	b.ReportMetric(float64(ms.TotalAlloc-allocBytes)/float64(redials*b.N), "B/redial")
 	if k, ok := d.kernel.(interface{ Dumps() uint64 }); ok {
@@ -111,8 +120,13 @@ func benchRedial(b *testing.B, backend string) {
 	}
 	w := rec.redial(b, syncs) // one more, unmeasured: what the floor sends
 	stop()
+	// The floor once with sockets subscribed as uplinkd's are, then as
+	// itself (whose allocations floorRedials reports: the later run's).
+	stopListening := listenLikeUplinkd(b, l)
+	watchedEvent, _ := floorRedials(b, l, backend, "ppp1", firewall.UplinkMark(1), w, len(dialEvent))
+	stopListening()
 	floorEvent, floorDial := floorRedials(b, l, backend, "ppp1", firewall.UplinkMark(1), w, len(dialEvent))
-	reportFloor(b, floorEvent, dialEvent)
+	reportFloor(b, floorEvent, watchedEvent, dialEvent)
 	report(b, "floor-dial", floorDial) // address added → applied, as "dial"
 	report(b, "drop", drop)
 	report(b, "dial", dial)

@@ -31,6 +31,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
 )
 
 // floorReactor is the least any program can do to issue the kernel writes
@@ -95,7 +96,7 @@ func newFloorReactor(b *testing.B, l *lab.Lab, backend, iface string, mark uint3
 	if err != nil {
 		b.Fatal(err)
 	}
-	f := &floorReactor{iface: iface, mark: mark, backend: backend, ns: ns, w: w, cur: w.newAddr,
+	f := &floorReactor{iface: iface, mark: mark, backend: backend, ns: ns, w: w, cur: l.UplinkAddr(iface),
 		links: policy.Observed{Links: map[string]policy.Link{}}}
 	b.Cleanup(f.close)
 	fd := int(ns)
@@ -168,9 +169,34 @@ func (f *floorReactor) restore(rules string) error {
 func (f *floorReactor) run(ctx context.Context, out chan<- floorSample) {
 	stop := context.AfterFunc(ctx, func() { _ = f.events.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	for {
-		msgs, err := f.events.Receive()
-		now := time.Now()
+	// A reader of its own takes each event off the socket as it comes and
+	// stamps it then, as uplinkd's watcher does (an event's trigger is when
+	// it was read): an address event that comes while the link's writes are
+	// being sent is timed from its arrival, not from when those writes are
+	// done, so both sides count the wait behind the link's writes.
+	type read struct {
+		msgs []mdnetlink.Message
+		at   time.Time
+		err  error
+	}
+	reads := make(chan read, 64)
+	go func() {
+		defer close(reads)
+		for {
+			msgs, err := f.events.Receive()
+			reads <- read{msgs, time.Now(), err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		_ = f.events.SetReadDeadline(time.Unix(1, 0))
+		for range reads { // until the reader is gone
+		}
+	}()
+	for r := range reads {
+		msgs, now, err := r.msgs, r.at, r.err
 		if err != nil {
 			if ctx.Err() == nil {
 				out <- floorSample{err: err}
@@ -470,6 +496,55 @@ func floorRedials(b *testing.B, l *lab.Lab, backend, iface string, mark uint32, 
 	return event, dial
 }
 
+// listenLikeUplinkd joins, in the lab router's namespace, the multicast
+// groups uplinkd's watchers join (watcher.Groups, and nftables'
+// notifications as firewall.WatchNFTables does) and reads and drops what
+// comes until stop is called. During a floor run it makes the kernel do
+// for each floor write what it does for each of uplinkd's own: build a
+// notification for a subscribed socket and wake its reader. It decodes
+// nothing: the figure it gives is what being subscribed costs the writes,
+// not uplinkd's handling of the echoes.
+func listenLikeUplinkd(b *testing.B, l *lab.Lab) (stop func()) {
+	b.Helper()
+	ns, err := l.NsHandle(l.Router)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	rt, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{Groups: watcher.Groups, NetNS: int(ns)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nf, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns)})
+	if err != nil {
+		rt.Close()
+		b.Fatal(err)
+	}
+	if err := nf.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		rt.Close()
+		nf.Close()
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	drain := func(c *mdnetlink.Conn) {
+		defer wg.Done()
+		for {
+			// An overrun (ENOBUFS) is no reason to stop listening.
+			if _, err := c.Receive(); err != nil && !errors.Is(err, unix.ENOBUFS) {
+				return // closed
+			}
+		}
+	}
+	wg.Add(2)
+	go drain(rt)
+	go drain(nf)
+	return func() {
+		rt.Close()
+		nf.Close()
+		wg.Wait()
+	}
+}
+
 // routerNFT is a lasting connection to nftables in the lab router's
 // namespace (opened before the namespace handle closes; the caller closes
 // it) and uplinkd's table there.
@@ -669,8 +744,9 @@ func rewrittenChains(b *testing.B, before, after map[string][]*nftables.Rule) ma
 }
 
 // reportFloor reports the floor and uplinkd side by side, in ms, and the
-// ratio of the p99s.
-func reportFloor(b *testing.B, floor, uplinkd []time.Duration) {
+// ratio of the p99s; watched is the floor's run with listenLikeUplinkd
+// subscribed (floor_watched_*, ratio_p99_watched).
+func reportFloor(b *testing.B, floor, watched, uplinkd []time.Duration) {
 	q := func(ds []time.Duration, p float64) float64 {
 		s := append([]time.Duration(nil), ds...)
 		slices.Sort(s)
@@ -684,4 +760,9 @@ func reportFloor(b *testing.B, floor, uplinkd []time.Duration) {
 	b.ReportMetric(q(uplinkd, 0.5), "p50_ms")
 	b.ReportMetric(q(uplinkd, 0.99), "p99_ms")
 	b.ReportMetric(q(uplinkd, 0.99)/q(floor, 0.99), "ratio_p99")
+	if len(watched) > 0 {
+		b.ReportMetric(q(watched, 0.5), "floor_watched_p50_ms")
+		b.ReportMetric(q(watched, 0.99), "floor_watched_p99_ms")
+		b.ReportMetric(q(uplinkd, 0.99)/q(watched, 0.99), "ratio_p99_watched")
+	}
 }
