@@ -84,6 +84,9 @@ type Event struct {
 	Protocol int    // route/rule protocol byte
 	// IPv6: an address, route or rule notification of the IPv6 family.
 	IPv6 bool
+	// Echo: the Sink recognised the notification as the echo of a write
+	// its owner made itself (Sink.Update).
+	Echo bool
 	At   time.Time // when the message was read from the socket
 }
 
@@ -101,8 +104,10 @@ type Options struct {
 
 // Sink consumes the raw notifications, on the watcher's goroutine.
 type Sink interface {
-	// Update applies one rtnetlink notification.
-	Update(netlink.Message)
+	// Update applies one rtnetlink notification. echo reports that it
+	// was the notification of a write the Sink's owner made and expected
+	// (Event.Echo).
+	Update(netlink.Message) (echo bool)
 	// Resync says notifications may have been missed (a new subscription,
 	// an overflow): the cache must be re-read from the kernel.
 	Resync()
@@ -253,6 +258,7 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 		return false, nil
 	}
 	debug := log.Enabled(ctx, slog.LevelDebug)
+	var echoes [8]bool
 	for {
 		msgs, err := c.Receive()
 		now := time.Now()
@@ -274,20 +280,26 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 			return received, err
 		}
 		received = true
+		// The sink sees the whole batch before its events go out, and
+		// says of each message whether it was an echo. A notification is
+		// usually alone in its datagram, so the answers fit in echoes
+		// without an allocation.
+		echo := echoes[:0]
 		if sink != nil {
 			for _, m := range msgs {
-				sink.Update(m)
+				echo = append(echo, sink.Update(m))
 			}
 		}
-		for _, m := range msgs {
+		for i, m := range msgs {
 			ev, ok, derr := decode(m.Header.Type, m.Data)
 			if !ok {
 				continue
 			}
 			ev.At = now
+			ev.Echo = i < len(echo) && echo[i]
 			if debug {
 				log.Debug("watcher: event", "kind", ev.Kind.String(), "deleted", ev.Deleted,
-					"index", ev.Index, "iface", ev.Iface, "table", ev.Table, "protocol", ev.Protocol)
+					"index", ev.Index, "iface", ev.Iface, "table", ev.Table, "protocol", ev.Protocol, "echo", ev.Echo)
 			}
 			if derr != nil {
 				// Still a valid trigger; only the details are missing.

@@ -501,8 +501,8 @@ func TestKindString(t *testing.T) {
 // countingSink counts what the watcher feeds it.
 type countingSink struct{ updates, resyncs atomic.Int32 }
 
-func (s *countingSink) Update(netlink.Message) { s.updates.Add(1) }
-func (s *countingSink) Resync()                { s.resyncs.Add(1) }
+func (s *countingSink) Update(netlink.Message) bool { s.updates.Add(1); return false }
+func (s *countingSink) Resync()                     { s.resyncs.Add(1) }
 
 // TestSinkBeforeEvents: the sink hears of every notification before its
 // event is delivered, and of every (re)subscription and overflow before the
@@ -529,6 +529,71 @@ func TestSinkBeforeEvents(t *testing.T) {
 			if ev.Kind != want.kind || u < want.updates || r < want.resyncs {
 				t.Fatalf("event %d: %v with %d updates, %d resyncs seen; want %v after at least %d, %d",
 					i, ev.Kind, u, r, want.kind, want.updates, want.resyncs)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("timed out")
+		}
+	}
+	cancel()
+	<-done
+}
+
+// echoSink takes the notifications whose routing protocol is echoProto as
+// the echoes of its own writes.
+type echoSink struct{ echoProto int }
+
+func (s echoSink) Update(m netlink.Message) bool {
+	return len(m.Data) > rtmsgProtoOffset && int(m.Data[rtmsgProtoOffset]) == s.echoProto
+}
+func (echoSink) Resync() {}
+
+// TestEventEchoFromSink: an event carries what the sink said of its own
+// notification, also when its datagram holds several.
+func TestEventEchoFromSink(t *testing.T) {
+	msg := func(typ netlink.HeaderType, proto uint8) netlink.Message {
+		return netlink.Message{Header: netlink.Header{Type: typ}, Data: rawRoute(100, proto, attr{unix.RTA_OIF, u32(4)})}
+	}
+	c := newFakeConn(
+		recvResult{msgs: []netlink.Message{msg(unix.RTM_DELROUTE, 157)}},
+		recvResult{msgs: []netlink.Message{msg(unix.RTM_DELROUTE, 4), msg(unix.RTM_NEWROUTE, 157), msg(unix.RTM_NEWROUTE, 4)}},
+	)
+	dial := func(Options, *slog.Logger) (conn, error) { return c, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Event)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, Options{Sink: echoSink{echoProto: 157}}, out, quietLogger(), dial) }()
+	for i, want := range []struct {
+		kind    Kind
+		deleted bool
+		echo    bool
+	}{{KindResync, false, false}, {KindRoute, true, true}, {KindRoute, true, false}, {KindRoute, false, true}, {KindRoute, false, false}} {
+		select {
+		case ev := <-out:
+			if ev.Kind != want.kind || ev.Deleted != want.deleted || ev.Echo != want.echo {
+				t.Fatalf("event %d: %v deleted=%v echo=%v, want %v deleted=%v echo=%v",
+					i, ev.Kind, ev.Deleted, ev.Echo, want.kind, want.deleted, want.echo)
+			}
+		case <-time.After(waitLong):
+			t.Fatal("timed out")
+		}
+	}
+	cancel()
+	<-done
+}
+
+// TestEventEchoWithoutSink: with no sink nothing is an echo.
+func TestEventEchoWithoutSink(t *testing.T) {
+	c := newFakeConn(recvResult{msgs: []netlink.Message{{Header: netlink.Header{Type: unix.RTM_DELROUTE}, Data: rawRoute(100, 157, attr{unix.RTA_OIF, u32(4)})}}})
+	dial := func(Options, *slog.Logger) (conn, error) { return c, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan Event)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, Options{}, out, quietLogger(), dial) }()
+	for i := range 2 {
+		select {
+		case ev := <-out:
+			if ev.Echo {
+				t.Fatalf("event %d (%v) is an echo with no sink", i, ev.Kind)
 			}
 		case <-time.After(waitLong):
 			t.Fatal("timed out")

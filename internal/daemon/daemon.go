@@ -426,10 +426,16 @@ func linkNotUp(err error) bool {
 }
 
 // ownEcho tells the notification of a rule or route uplinkd itself just
-// added: it needs no pass. Deletions of our objects still do (someone may
-// have removed them), and so does everything else.
+// wrote: it needs no pass, since the pass that wrote it is the one that
+// wanted it so. An add of uplinkd's protocol is taken as its own; a delete
+// only when the mirror was waiting for it (ev.Echo: the echo of a delete
+// Apply made). Any other delete of our objects still brings a pass
+// (someone may have removed them), and so does everything else.
 func ownEcho(ev watcher.Event) bool {
-	return (ev.Kind == watcher.KindRoute || ev.Kind == watcher.KindRule) && !ev.Deleted && ev.Protocol == policy.Protocol
+	if ev.Kind != watcher.KindRoute && ev.Kind != watcher.KindRule {
+		return false
+	}
+	return ev.Echo || !ev.Deleted && ev.Protocol == policy.Protocol
 }
 
 // applyConfig switches the loop to a config read by Reload (or the SIGHUP

@@ -766,3 +766,33 @@ func TestLoopConntrackFlush(t *testing.T) {
 		}
 	})
 }
+
+// TestOwnEcho: which notifications need no pass. An add of uplinkd's
+// protocol is its own write coming back; a delete is only when the mirror
+// recognised it as the echo of a delete it made. Anything else, a delete of
+// our objects by someone else above all, brings a pass.
+func TestOwnEcho(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   watcher.Event
+		want bool
+	}{
+		{"our route added", watcher.Event{Kind: watcher.KindRoute, Protocol: policy.Protocol}, true},
+		{"our rule added", watcher.Event{Kind: watcher.KindRule, Protocol: policy.Protocol}, true},
+		{"our rule deleted by us", watcher.Event{Kind: watcher.KindRule, Deleted: true, Protocol: policy.Protocol, Echo: true}, true},
+		{"our route deleted by us", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol, Echo: true}, true},
+		{"a foreign route we deleted", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: 3, Echo: true}, true},
+		{"our rule deleted by someone else", watcher.Event{Kind: watcher.KindRule, Deleted: true, Protocol: policy.Protocol}, false},
+		{"our route deleted by someone else", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol}, false},
+		{"a kernel route added", watcher.Event{Kind: watcher.KindRoute, Protocol: 2}, false},
+		{"a link event", watcher.Event{Kind: watcher.KindLink, Echo: true}, false},
+		{"an address event", watcher.Event{Kind: watcher.KindAddr, Deleted: true, Echo: true}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ownEcho(tt.ev); got != tt.want {
+				t.Errorf("ownEcho(%+v) = %v, want %v", tt.ev, got, tt.want)
+			}
+		})
+	}
+}

@@ -88,11 +88,12 @@ func (k *Kernel) Run(ctx context.Context, out chan<- watcher.Event) error {
 	return watcher.Run(ctx, watcher.Options{NetNS: netnsx.FD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
 }
 
-// Update applies one notification to the mirror (watcher.Sink).
-func (k *Kernel) Update(msg mdnetlink.Message) {
+// Update applies one notification to the mirror (watcher.Sink) and
+// reports whether it was the echo of a route or rule write Apply made.
+func (k *Kernel) Update(msg mdnetlink.Message) (echo bool) {
 	k.m.mu.Lock()
-	k.m.update(msg)
-	k.m.mu.Unlock()
+	defer k.m.mu.Unlock()
+	return k.m.update(msg)
 }
 
 // Resync makes the next Snapshot dump the kernel state afresh: after a

@@ -140,19 +140,24 @@ func (m *mirror) keepRoute(h routeHeader, table uint32) bool {
 
 // update applies one rtnetlink message (a notification or a dump part).
 // Messages it does not understand are ignored; a malformed one marks the
-// mirror stale, so the next snapshot dumps.
-func (m *mirror) update(msg netlink.Message) {
-	if err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data); err != nil {
+// mirror stale, so the next snapshot dumps. echo: see apply.
+func (m *mirror) update(msg netlink.Message) (echo bool) {
+	echo, err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data)
+	if err != nil {
 		m.stale, m.err = true, err
 	}
+	return echo
 }
 
-func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []byte) error {
+// apply applies one message to the mirror. echo reports that it was the
+// expected notification of a route or rule write of uplinkd's own (see
+// addRouteWritten and the like), which the mirror holds already.
+func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []byte) (echo bool, err error) {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
 		l, ok, err := decodeLink(b)
 		if !ok {
-			return err
+			return false, err
 		}
 		if typ == unix.RTM_DELLINK {
 			m.delLink(l.index)
@@ -162,13 +167,13 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 		a, ok, err := decodeAddr(b)
 		if !ok {
-			return err
+			return false, err
 		}
 		if a.local.Is6() {
 			if m.v6 {
 				m.setAddr6(a, typ == unix.RTM_DELADDR)
 			}
-			return nil
+			return false, nil
 		}
 		if typ == unix.RTM_DELADDR {
 			m.delAddr(a)
@@ -178,19 +183,20 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		h, err := decodeRouteHeader(b)
 		if err != nil {
-			return err
+			return false, err
 		}
 		table := routeTable(b, h)
 		if !m.keepRoute(h, table) || h.flags&unix.RTM_F_CLONED != 0 {
-			return nil
+			return false, nil
 		}
 		r, err := decodeRoute(b, h, table)
 		if err != nil {
-			return err
+			return false, err
 		}
 		switch {
 		case m.ownRouteEcho(typ == unix.RTM_DELROUTE, &r):
 			// The notification of uplinkd's own write, applied already.
+			return true, nil
 		case typ == unix.RTM_DELROUTE:
 			m.delRoute(&r)
 		case h.typ != unix.RTN_UNICAST:
@@ -205,7 +211,7 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	case unix.RTM_NEWNETCONF:
 		index, rp, ok, err := decodeNetconf(b)
 		if !ok {
-			return err
+			return false, err
 		}
 		if l := m.links[index]; l != nil {
 			l.rpFilter = rp
@@ -213,10 +219,10 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		r, ok, err := decodeRule(b)
 		if !ok {
-			return err
+			return false, err
 		}
 		if r.v6 && !m.v6 && r.proto != policy.Protocol {
-			return nil
+			return false, nil
 		}
 		op := "+"
 		if typ == unix.RTM_DELRULE {
@@ -225,13 +231,14 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		switch {
 		case m.ownRuleEcho(op, &r):
 			// The notification of uplinkd's own write, applied already.
+			return true, nil
 		case op == "-":
 			m.delRule(&r)
 		default:
 			m.addRule(&r)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // record appends a history record for a notification (never for the parts
@@ -708,7 +715,7 @@ func (m *mirror) load(dump func(typ netlink.HeaderType, family uint8) ([]netlink
 		}
 		for _, msg := range msgs {
 			// Dump parts carry the NEW type of their object.
-			if err := m.apply(msg.Header.Type, 0, msg.Data); err != nil {
+			if _, err := m.apply(msg.Header.Type, 0, msg.Data); err != nil {
 				m.stale = true
 				return fmt.Errorf("dump %s: %w", dumpName(q.typ), err)
 			}

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
 )
 
 // TestMirrorMatchesDump is the proof that the mirror is right: after each
@@ -363,4 +365,84 @@ func TestAddIntoTakenSlot(t *testing.T) {
 		t.Fatalf("diff %v, want one conflict", d)
 	}
 	f.checkNow("after the add into a taken slot")
+}
+
+// TestEchoOfOwnWrites: the watcher events of the rules and routes Apply
+// writes and deletes say they are echoes (the daemon runs no pass for
+// them); the same writes by someone else do not, so a delete of uplinkd's
+// rule by an admin still brings the pass that repairs it.
+func TestEchoOfOwnWrites(t *testing.T) {
+	f := newFixtureRun(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan watcher.Event, 1024)
+	done := make(chan error, 1)
+	go func() { done <- f.k.Run(ctx, events) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	// next is the next rule or route event.
+	next := func(step string) watcher.Event {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case ev := <-events:
+				if ev.Kind == watcher.KindRule || ev.Kind == watcher.KindRoute {
+					return ev
+				}
+			case <-timeout:
+				t.Fatalf("%s: no rule or route event", step)
+			}
+		}
+	}
+	if ev := <-events; ev.Kind != watcher.KindResync {
+		t.Fatalf("first event %v, want resync", ev.Kind)
+	}
+	obs, err := f.k.Snapshot()
+	f.must(err, "snapshot")
+
+	rule := policy.Rule{Priority: 1000, Table: tableA, Src: netip.PrefixFrom(f.l.UplinkAddr("ppp0"), 32), Protocol: policy.Protocol}
+	route := policy.Route{Table: tableA, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: policy.Protocol, Nexthops: []policy.Nexthop{{Dev: "ppp0"}}}
+	foreignRule := func() *netlink.Rule {
+		r := netlink.NewRule()
+		r.Family, r.Priority, r.Table, r.Protocol = unix.AF_INET, 1000, tableA, policy.Protocol
+		r.Src = &net.IPNet{IP: f.l.UplinkAddr("ppp0").AsSlice(), Mask: net.CIDRMask(32, 32)}
+		return r
+	}
+	expect := func(step string, kind watcher.Kind, deleted, echo bool) {
+		t.Helper()
+		ev := next(step)
+		if ev.Kind != kind || ev.Deleted != deleted || ev.Echo != echo {
+			t.Fatalf("%s: event %v deleted=%v echo=%v, want %v deleted=%v echo=%v",
+				step, ev.Kind, ev.Deleted, ev.Echo, kind, deleted, echo)
+		}
+	}
+
+	f.must(f.k.Apply([]policy.Change{{Op: policy.OpAddRule, Rule: rule}, {Op: policy.OpAddRoute, Route: route}}, obs), "apply adds")
+	expect("uplinkd adds the rule", watcher.KindRule, false, true)
+	expect("uplinkd adds the route", watcher.KindRoute, false, true)
+
+	f.must(f.h.RuleDel(foreignRule()), "admin deletes the rule")
+	expect("an admin deletes the rule", watcher.KindRule, true, false)
+	f.must(f.h.RuleAdd(foreignRule()), "admin adds it back")
+	expect("an admin adds the rule", watcher.KindRule, false, false)
+
+	obs, err = f.k.Snapshot()
+	f.must(err, "snapshot")
+	f.must(f.k.Apply([]policy.Change{{Op: policy.OpDelRule, Rule: rule}, {Op: policy.OpDelRoute, Route: route}}, obs), "apply deletes")
+	expect("uplinkd deletes the rule", watcher.KindRule, true, true)
+	expect("uplinkd deletes the route", watcher.KindRoute, true, true)
+
+	// A delete that finds nothing sends no notification and is waited for
+	// by nobody: the admin's delete after it is no echo.
+	f.must(f.h.RuleAdd(foreignRule()), "admin adds the rule")
+	expect("an admin adds the rule again", watcher.KindRule, false, false)
+	obs, err = f.k.Snapshot()
+	f.must(err, "snapshot")
+	f.must(f.h.RuleDel(foreignRule()), "admin deletes the rule")
+	f.must(f.k.Apply([]policy.Change{{Op: policy.OpDelRule, Rule: rule}}, obs), "apply a delete of a rule gone")
+	expect("an admin deletes the rule before uplinkd", watcher.KindRule, true, false)
 }

@@ -195,7 +195,7 @@ func TestMirrorUpdateRules(t *testing.T) {
 			m := newMirror()
 			m.tables[1000], m.tables[1001] = true, true
 			for i, s := range append(slices.Clone(base), tt.steps...) {
-				if err := m.apply(s.typ, s.flags, s.data(t)); err != nil {
+				if _, err := m.apply(s.typ, s.flags, s.data(t)); err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
 			}
@@ -219,20 +219,20 @@ func TestMirrorRuleNotificationOfOwnWrite(t *testing.T) {
 	own := &mrule{prio: 1000, table: 1000, mask: 0, proto: policy.Protocol}
 	m.addRuleWritten(own, true)
 	// The notification of the write: no second copy.
-	if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+	if _, err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(m.snapshot().Rules); n != 1 {
 		t.Fatalf("%d rules after the notification of our own write, want 1", n)
 	}
 	// Someone else adds the same rule again (the kernel allows duplicates).
-	if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+	if _, err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(m.snapshot().Rules); n != 2 {
 		t.Fatalf("%d rules after a real duplicate, want 2", n)
 	}
-	if err := m.apply(unix.RTM_DELRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
+	if _, err := m.apply(unix.RTM_DELRULE, 0, ruleMsg(t, 1000, 1000, policy.Protocol)); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(m.snapshot().Rules); n != 1 {
@@ -281,16 +281,16 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // in the kernel's order (priority, then the order added).
 func TestMirrorSnapshotOrder(t *testing.T) {
 	m := newMirror()
-	if err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, 5, "eth1", up)); err != nil {
+	if _, err := m.apply(unix.RTM_NEWLINK, 0, linkMsg(t, unix.AF_UNSPEC, 5, "eth1", up)); err != nil {
 		t.Fatal(err)
 	}
 	for _, table := range []uint32{3000, 254, 2000, 1000, 4000} {
-		if err := m.apply(unix.RTM_NEWROUTE, 0, routeMsg(t, testRoute{table: table, dst: "0.0.0.0/0", oifs: []int32{5}})); err != nil {
+		if _, err := m.apply(unix.RTM_NEWROUTE, 0, routeMsg(t, testRoute{table: table, dst: "0.0.0.0/0", oifs: []int32{5}})); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, prio := range []uint32{300, 100, 200, 100} {
-		if err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, prio, prio, 0)); err != nil {
+		if _, err := m.apply(unix.RTM_NEWRULE, 0, ruleMsg(t, prio, prio, 0)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -395,7 +395,7 @@ func TestMirrorStaleReplayAfterDump(t *testing.T) {
 			apply := func(ms []msg) {
 				t.Helper()
 				for _, x := range ms {
-					if err := m.apply(x.typ, 0, x.data); err != nil {
+					if _, err := m.apply(x.typ, 0, x.data); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -442,7 +442,7 @@ func TestMirrorHistoryOrder(t *testing.T) {
 		{unix.RTM_DELLINK, countedLinkMsg(t, 5, "wan0", noCarry, 1)},
 	}
 	for _, s := range steps {
-		if err := m.apply(s.typ, 0, s.data); err != nil {
+		if _, err := m.apply(s.typ, 0, s.data); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -466,17 +466,25 @@ func TestMirrorHistoryOrder(t *testing.T) {
 // TestMirrorLateNotificationOfOwnDelete: uplinkd deletes a rule or route
 // and writes it again before the delete's notification arrives (a link that
 // bounces between passes). That late notification must not remove what is
-// back in the kernel; a later, real delete still does.
+// back in the kernel; a later, real delete still does. The mirror says which
+// notifications were echoes of its own writes (the daemon runs no pass for
+// those) and which were someone else's.
 func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 	m := newMirror()
 	rule := func() *mrule { return &mrule{prio: 32000, table: 200, mask: 0, proto: policy.Protocol} }
 	route := testRoute{table: 200, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
 	ruleMsg := ruleMsg(t, 32000, 200, policy.Protocol)
 	routeMsg := routeMsg(t, route)
-	apply := func(typ netlink.HeaderType, b []byte) {
+	// apply applies a notification; echo: the mirror must take it for the
+	// echo of a write of its own (which needs no pass).
+	apply := func(typ netlink.HeaderType, b []byte, echo bool) {
 		t.Helper()
-		if err := m.apply(typ, 0, b); err != nil {
+		got, err := m.apply(typ, 0, b)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if got != echo {
+			t.Fatalf("notification type %d: echo %v, want %v", typ, got, echo)
 		}
 	}
 	counts := func() (rules, routes int) {
@@ -484,8 +492,8 @@ func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 		return len(obs.Rules), len(obs.Routes)
 	}
 	// Both are there (notifications of earlier writes).
-	apply(unix.RTM_NEWRULE, ruleMsg)
-	apply(unix.RTM_NEWROUTE, routeMsg)
+	apply(unix.RTM_NEWRULE, ruleMsg, false)
+	apply(unix.RTM_NEWROUTE, routeMsg, false)
 	r, err := decodeRouteHeader(routeMsg)
 	if err != nil {
 		t.Fatal(err)
@@ -501,32 +509,32 @@ func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 	m.delRouteWritten(&mr, true)
 	m.addRuleWritten(rule(), true)
 	m.addRouteWritten(&mr, false)
-	apply(unix.RTM_DELRULE, ruleMsg)
-	apply(unix.RTM_DELROUTE, routeMsg)
+	apply(unix.RTM_DELRULE, ruleMsg, true)
+	apply(unix.RTM_DELROUTE, routeMsg, true)
 	// A pass may read the mirror right here, before the adds' notifications.
 	if ru, ro := counts(); ru != 1 || ro != 1 {
 		t.Fatalf("after the deletes' late notifications: %d rules, %d routes; want 1 and 1", ru, ro)
 	}
-	apply(unix.RTM_NEWRULE, ruleMsg)
-	apply(unix.RTM_NEWROUTE, routeMsg)
+	apply(unix.RTM_NEWRULE, ruleMsg, true)
+	apply(unix.RTM_NEWROUTE, routeMsg, true)
 	if ru, ro := counts(); ru != 1 || ro != 1 {
 		t.Fatalf("after all notifications: %d rules, %d routes; want 1 and 1", ru, ro)
 	}
 
 	// Someone else deletes them now: the mirror follows.
-	apply(unix.RTM_DELRULE, ruleMsg)
-	apply(unix.RTM_DELROUTE, routeMsg)
+	apply(unix.RTM_DELRULE, ruleMsg, false)
+	apply(unix.RTM_DELROUTE, routeMsg, false)
 	if ru, ro := counts(); ru != 0 || ro != 0 {
 		t.Fatalf("after a real delete: %d rules, %d routes; want 0 and 0", ru, ro)
 	}
 
 	// A delete that found nothing (ENOENT) sends no notification, so none
 	// is waited for.
-	apply(unix.RTM_NEWRULE, ruleMsg)
+	apply(unix.RTM_NEWRULE, ruleMsg, false)
 	m.delRuleWritten(rule(), false)
 	m.addRuleWritten(rule(), true)
-	apply(unix.RTM_NEWRULE, ruleMsg)
-	apply(unix.RTM_DELRULE, ruleMsg) // a real delete by someone else
+	apply(unix.RTM_NEWRULE, ruleMsg, true)
+	apply(unix.RTM_DELRULE, ruleMsg, false) // a real delete by someone else
 	if ru, _ := counts(); ru != 0 {
 		t.Fatalf("a real delete after an ENOENT delete was taken for a notification: %d rules", ru)
 	}
@@ -573,10 +581,10 @@ func TestMirrorInterleavedOwnWrites(t *testing.T) {
 		if i%2 == 1 {
 			typR, typT = unix.RTM_DELRULE, unix.RTM_DELROUTE
 		}
-		if err := m.apply(netlink.HeaderType(typR), 0, rmsg); err != nil {
+		if _, err := m.apply(netlink.HeaderType(typR), 0, rmsg); err != nil {
 			t.Fatal(err)
 		}
-		if err := m.apply(netlink.HeaderType(typT), 0, tmsg); err != nil {
+		if _, err := m.apply(netlink.HeaderType(typT), 0, tmsg); err != nil {
 			t.Fatal(err)
 		}
 		check(fmt.Sprintf("after notification %d", i+1))
@@ -591,7 +599,7 @@ func TestMirrorLinkDownBeforeOwnAdd(t *testing.T) {
 	m := newMirror()
 	apply := func(typ netlink.HeaderType, b []byte) {
 		t.Helper()
-		if err := m.apply(typ, 0, b); err != nil {
+		if _, err := m.apply(typ, 0, b); err != nil {
 			t.Fatal(err)
 		}
 	}
