@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/internal/netnsx"
+	"github.com/uplinkd/uplinkd/internal/nlrecv"
 )
 
 // nftBackend owns table ip uplinkd.
@@ -492,10 +493,15 @@ func WatchNFTables(ctx context.Context, netnsFd int, out chan<- struct{}) error 
 // of uplinkd's own address-change transactions to delay the rest of the
 // pass on a busy machine.
 func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
-	// A pooled buffer (see watcher.ReceiveBuffer; 64 KiB here: an object
-	// notification is as large as the object).
-	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsx.FD(netnsFd), MessageBufferSize: 64 << 10})
+	conn, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsx.FD(netnsFd)})
 	if err != nil {
+		return err
+	}
+	// Read without an allocation per datagram (internal/nlrecv), into
+	// 64 KiB: an object's notification is as large as the object.
+	recv, err := nlrecv.New(conn, 64<<10)
+	if err != nil {
+		conn.Close()
 		return err
 	}
 	if err := conn.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
@@ -513,7 +519,7 @@ func watchOnce(ctx context.Context, netnsFd int, signal func()) error {
 	}()
 	touched := false // an object of our table changed in this transaction
 	for {
-		msgs, err := conn.Receive()
+		msgs, err := recv.Receive()
 		if ctx.Err() != nil {
 			return nil
 		}

@@ -41,6 +41,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/backoff"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
+	"github.com/uplinkd/uplinkd/internal/nlrecv"
 	"github.com/uplinkd/uplinkd/internal/rtattr"
 )
 
@@ -159,7 +160,8 @@ func Run(ctx context.Context, opts Options, out chan<- Event) error {
 	return run(ctx, opts, out, log, dialNetlink)
 }
 
-// conn is the part of *netlink.Conn that Run uses; tests substitute it.
+// conn is what Run reads from: a receiver on the real socket; tests
+// substitute it. The messages of one Receive are valid until the next.
 type conn interface {
 	Receive() ([]netlink.Message, error)
 	SetReadDeadline(time.Time) error
@@ -168,18 +170,23 @@ type conn interface {
 
 type dialFunc func(opts Options, log *slog.Logger) (conn, error)
 
-// ReceiveBuffer is the buffer a netlink socket of uplinkd's receives into,
-// taken from a pool: without one, mdlayher/netlink peeks at every datagram
-// for its size first (a second recvmsg) and allocates a buffer for it, on
-// the path from a kernel event to the pass. 32 KiB holds any datagram the
-// kernel sends: a dump's are at most 32 KiB less the skb overhead, a
-// notification's one object.
+// ReceiveBuffer is the buffer a netlink socket of uplinkd's receives into:
+// an nlrecv.Receiver's, or one from mdlayher/netlink's pool
+// (Config.MessageBufferSize), without which it peeks at every datagram for
+// its size first (a second recvmsg) and allocates a buffer for it. 32 KiB
+// holds any datagram the kernel sends: a dump's are at most 32 KiB less the
+// skb overhead, a notification's one object.
 const ReceiveBuffer = 32 << 10
 
 func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: Groups, NetNS: netnsx.FD(opts.NetNS), MessageBufferSize: ReceiveBuffer})
+	c, err := netlink.Dial(unix.NETLINK_ROUTE, &netlink.Config{Groups: Groups, NetNS: netnsx.FD(opts.NetNS)})
 	if err != nil {
 		return nil, err
+	}
+	r, err := nlrecv.New(c, ReceiveBuffer)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
 	size := opts.ReadBuffer
 	if size <= 0 {
@@ -195,7 +202,7 @@ func dialNetlink(opts Options, log *slog.Logger) (conn, error) {
 		log.Debug("watcher: netlink receive buffer", "requested", size, "effective", got)
 	}
 	// NETLINK_NO_ENOBUFS is deliberately left off: overflow must be reported.
-	return c, nil
+	return r, nil
 }
 
 // errOverflow: the kernel dropped notifications (ENOBUFS).
