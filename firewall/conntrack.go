@@ -10,6 +10,8 @@ import (
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/nlrecv"
 )
 
 // Conntrack deletion by mark goes through ti-mo/conntrack's filtered flush.
@@ -26,8 +28,8 @@ const (
 // NLM_F_MULTI and no NLMSG_DONE after it, so netlink.Conn.Execute would wait
 // for more forever (mdlayher/netlink#113); ti-mo/conntrack's StatsGlobal
 // goes through Execute and does hang with mdlayher/netlink v1.11 (tried in
-// a fresh namespace: no answer within 3 s). The reply is read with a single
-// recvmsg instead.
+// a fresh namespace: no answer within 3 s). The reply is read datagram by
+// datagram instead (internal/nlrecv).
 func (n *nfConn) conntrackCount() (int, error) {
 	req, err := n.c.Send(netlink.Message{
 		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | ipctnlMsgCtGetStats), Flags: netlink.Request},
@@ -36,7 +38,7 @@ func (n *nfConn) conntrackCount() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("conntrack stats: %w", err)
 	}
-	raw, err := n.c.SyscallConn()
+	recv, err := nlrecv.New(n.c, 4096)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack stats: %w", err)
 	}
@@ -44,21 +46,8 @@ func (n *nfConn) conntrackCount() (int, error) {
 		return 0, fmt.Errorf("conntrack stats: %w", err)
 	}
 	defer n.c.SetReadDeadline(time.Time{})
-	buf := make([]byte, 4096)
 	for {
-		var nr int
-		var rerr error
-		err := raw.Read(func(fd uintptr) bool {
-			nr, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
-			return rerr != unix.EAGAIN
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return 0, fmt.Errorf("conntrack stats: %w", err)
-		}
-		msgs, err := syscallMessages(buf[:nr])
+		msgs, err := recv.Receive()
 		if err != nil {
 			return 0, fmt.Errorf("conntrack stats: %w", err)
 		}
@@ -91,26 +80,6 @@ func (n *nfConn) conntrackCount() (int, error) {
 		}
 	}
 }
-
-// syscallMessages splits one datagram into netlink messages.
-func syscallMessages(b []byte) ([]netlink.Message, error) {
-	var out []netlink.Message
-	for len(b) >= unix.NLMSG_HDRLEN {
-		l := int(binary.NativeEndian.Uint32(b))
-		if l < unix.NLMSG_HDRLEN || l > len(b) {
-			return nil, errors.New("truncated netlink message")
-		}
-		var m netlink.Message
-		if err := m.UnmarshalBinary(b[:l]); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-		b = b[min(nlmsgAlign(l), len(b)):]
-	}
-	return out, nil
-}
-
-func nlmsgAlign(l int) int { return (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
 // deleteConntrackByMark asks the kernel to delete every conntrack entry with
 // (ct mark & mask) == mark (see clearConntrackByMark). The kernel does not
