@@ -506,23 +506,9 @@ func floorRedials(b *testing.B, l *lab.Lab, backend, iface string, mark uint32, 
 // not uplinkd's handling of the echoes.
 func listenLikeUplinkd(b *testing.B, l *lab.Lab) (stop func()) {
 	b.Helper()
-	ns, err := l.NsHandle(l.Router)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ns.Close()
-	rt, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{Groups: watcher.Groups, NetNS: int(ns)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	nf, err := mdnetlink.Dial(unix.NETLINK_NETFILTER, &mdnetlink.Config{NetNS: int(ns)})
-	if err != nil {
-		rt.Close()
-		b.Fatal(err)
-	}
+	rt := subscribeRouter(b, l, unix.NETLINK_ROUTE, watcher.Groups)
+	nf := subscribeRouter(b, l, unix.NETLINK_NETFILTER, 0)
 	if err := nf.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
-		rt.Close()
-		nf.Close()
 		b.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -539,6 +525,7 @@ func listenLikeUplinkd(b *testing.B, l *lab.Lab) (stop func()) {
 	go drain(rt)
 	go drain(nf)
 	return func() {
+		// Closing ends the reads; the cleanup's second Close is harmless.
 		rt.Close()
 		nf.Close()
 		wg.Wait()

@@ -68,13 +68,19 @@ func BenchmarkRedialStormRSS(b *testing.B) {
 
 // subscribeRules listens to the lab router's IPv4 rule notifications.
 func subscribeRules(b *testing.B, l *lab.Lab) *mdnetlink.Conn {
+	return subscribeRouter(b, l, unix.NETLINK_ROUTE, unix.RTMGRP_IPV4_RULE)
+}
+
+// subscribeRouter opens a netlink socket of family in the lab router's
+// namespace, joined to groups (a bitmask), closed when the benchmark ends.
+func subscribeRouter(b *testing.B, l *lab.Lab, family int, groups uint32) *mdnetlink.Conn {
 	b.Helper()
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ns.Close()
-	c, err := mdnetlink.Dial(unix.NETLINK_ROUTE, &mdnetlink.Config{Groups: unix.RTMGRP_IPV4_RULE, NetNS: int(ns)})
+	c, err := mdnetlink.Dial(family, &mdnetlink.Config{Groups: groups, NetNS: int(ns)})
 	if err != nil {
 		b.Fatal(err)
 	}
