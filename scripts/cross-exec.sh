@@ -24,4 +24,23 @@ if [[ $(id -u) == 0 ]]; then
 else
   runas=()
 fi
-HOME="$dir" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
+
+# Debian 12's qemu-user (7.2) can leave a Go program waiting forever in
+# waitid for a child that has exited (golang/go#69259): a CI run hung in
+# watcher/probe after its PASS until go test's 20-minute timeout. The
+# package's tests take well under a minute emulated; a binary still running
+# after $limit seconds gets SIGQUIT (the Go runtime prints every goroutine's
+# stack, so a hang of our own shows where it is) and runs once more. A
+# second hang, or any failure, fails the package.
+limit=${CROSS_EXEC_LIMIT:-420}
+run() {
+  HOME="$dir" timeout --signal=QUIT --kill-after=30s "$limit" "${runas[@]}" "$qemu" "$dir/${bin##*/}" "$@"
+}
+rc=0
+run "$@" || rc=$?
+if ((rc == 124)); then
+  echo "cross-exec: ${bin##*/} under $qemu still running after ${limit}s (stacks above); running it once more" >&2
+  rc=0
+  run "$@" || rc=$?
+fi
+exit "$rc"
