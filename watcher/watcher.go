@@ -85,10 +85,35 @@ type Event struct {
 	Protocol int    // route/rule protocol byte
 	// IPv6: an address, route or rule notification of the IPv6 family.
 	IPv6 bool
-	// Echo: the Sink recognised the notification as the echo of a write
-	// its owner made itself (Sink.Update).
-	Echo bool
-	At   time.Time // when the message was read from the socket
+	// Effect: what the notification did to the Sink's cache (Sink.Update);
+	// Changed when there is no Sink.
+	Effect Effect
+	At     time.Time // when the message was read from the socket
+}
+
+// Effect is what a notification did to a Sink's cache.
+type Effect uint8
+
+const (
+	// Changed: the cache changed, or the Sink cannot tell.
+	Changed Effect = iota
+	// Echo: the notification of a write the Sink's owner made and
+	// expected; the cache held its result already.
+	Echo
+	// Unchanged: the notification changed nothing the cache keeps (a route
+	// of a table it does not keep, a link message that repeats what it
+	// holds, the delete of something it does not have).
+	Unchanged
+)
+
+func (e Effect) String() string {
+	switch e {
+	case Echo:
+		return "echo"
+	case Unchanged:
+		return "unchanged"
+	}
+	return "changed"
 }
 
 // Options configure Run.
@@ -105,10 +130,9 @@ type Options struct {
 
 // Sink consumes the raw notifications, on the watcher's goroutine.
 type Sink interface {
-	// Update applies one rtnetlink notification. echo reports that it
-	// was the notification of a write the Sink's owner made and expected
-	// (Event.Echo).
-	Update(netlink.Message) (echo bool)
+	// Update applies one rtnetlink notification and says what it did to
+	// the cache (Event.Effect).
+	Update(netlink.Message) Effect
 	// Resync says notifications may have been missed (a new subscription,
 	// an overflow): the cache must be re-read from the kernel.
 	Resync()
@@ -265,7 +289,7 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 		return false, nil
 	}
 	debug := log.Enabled(ctx, slog.LevelDebug)
-	var echoes [8]bool
+	var effects [8]Effect
 	for {
 		msgs, err := c.Receive()
 		now := time.Now()
@@ -288,13 +312,13 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 		}
 		received = true
 		// The sink sees the whole batch before its events go out, and
-		// says of each message whether it was an echo. A notification is
-		// usually alone in its datagram, so the answers fit in echoes
+		// says what each message did to its cache. A notification is
+		// usually alone in its datagram, so the answers fit in effects
 		// without an allocation.
-		echo := echoes[:0]
+		effect := effects[:0]
 		if sink != nil {
 			for _, m := range msgs {
-				echo = append(echo, sink.Update(m))
+				effect = append(effect, sink.Update(m))
 			}
 		}
 		for i, m := range msgs {
@@ -303,10 +327,12 @@ func serve(ctx context.Context, c conn, out chan<- Event, log *slog.Logger, sink
 				continue
 			}
 			ev.At = now
-			ev.Echo = i < len(echo) && echo[i]
+			if i < len(effect) {
+				ev.Effect = effect[i]
+			}
 			if debug {
 				log.Debug("watcher: event", "kind", ev.Kind.String(), "deleted", ev.Deleted,
-					"index", ev.Index, "iface", ev.Iface, "table", ev.Table, "protocol", ev.Protocol, "echo", ev.Echo)
+					"index", ev.Index, "iface", ev.Iface, "table", ev.Table, "protocol", ev.Protocol, "effect", ev.Effect.String())
 			}
 			if derr != nil {
 				// Still a valid trigger; only the details are missing.

@@ -501,8 +501,8 @@ func TestKindString(t *testing.T) {
 // countingSink counts what the watcher feeds it.
 type countingSink struct{ updates, resyncs atomic.Int32 }
 
-func (s *countingSink) Update(netlink.Message) bool { s.updates.Add(1); return false }
-func (s *countingSink) Resync()                     { s.resyncs.Add(1) }
+func (s *countingSink) Update(netlink.Message) Effect { s.updates.Add(1); return Changed }
+func (s *countingSink) Resync()                       { s.resyncs.Add(1) }
 
 // TestSinkBeforeEvents: the sink hears of every notification before its
 // event is delivered, and of every (re)subscription and overflow before the
@@ -538,40 +538,43 @@ func TestSinkBeforeEvents(t *testing.T) {
 	<-done
 }
 
-// echoSink takes the notifications whose routing protocol is echoProto as
-// the echoes of its own writes.
-type echoSink struct{ echoProto int }
+// effectSink says of a route notification the effect its routing
+// protocol maps to (Changed for the rest).
+type effectSink map[uint8]Effect
 
-func (s echoSink) Update(m netlink.Message) bool {
-	return len(m.Data) > rtmsgProtoOffset && int(m.Data[rtmsgProtoOffset]) == s.echoProto
+func (s effectSink) Update(m netlink.Message) Effect {
+	if len(m.Data) > rtmsgProtoOffset {
+		return s[m.Data[rtmsgProtoOffset]]
+	}
+	return Changed
 }
-func (echoSink) Resync() {}
+func (effectSink) Resync() {}
 
-// TestEventEchoFromSink: an event carries what the sink said of its own
+// TestEventEffectFromSink: an event carries what the sink said of its own
 // notification, also when its datagram holds several.
-func TestEventEchoFromSink(t *testing.T) {
+func TestEventEffectFromSink(t *testing.T) {
 	msg := func(typ netlink.HeaderType, proto uint8) netlink.Message {
 		return netlink.Message{Header: netlink.Header{Type: typ}, Data: rawRoute(100, proto, attr{unix.RTA_OIF, u32(4)})}
 	}
 	c := newFakeConn(
 		recvResult{msgs: []netlink.Message{msg(unix.RTM_DELROUTE, 157)}},
-		recvResult{msgs: []netlink.Message{msg(unix.RTM_DELROUTE, 4), msg(unix.RTM_NEWROUTE, 157), msg(unix.RTM_NEWROUTE, 4)}},
+		recvResult{msgs: []netlink.Message{msg(unix.RTM_DELROUTE, 4), msg(unix.RTM_NEWROUTE, 157), msg(unix.RTM_NEWROUTE, 2), msg(unix.RTM_NEWROUTE, 4)}},
 	)
 	dial := func(Options, *slog.Logger) (conn, error) { return c, nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	out := make(chan Event)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, Options{Sink: echoSink{echoProto: 157}}, out, quietLogger(), dial) }()
+	go func() { done <- run(ctx, Options{Sink: effectSink{157: Echo, 2: Unchanged}}, out, quietLogger(), dial) }()
 	for i, want := range []struct {
 		kind    Kind
 		deleted bool
-		echo    bool
-	}{{KindResync, false, false}, {KindRoute, true, true}, {KindRoute, true, false}, {KindRoute, false, true}, {KindRoute, false, false}} {
+		effect  Effect
+	}{{KindResync, false, Changed}, {KindRoute, true, Echo}, {KindRoute, true, Changed}, {KindRoute, false, Echo}, {KindRoute, false, Unchanged}, {KindRoute, false, Changed}} {
 		select {
 		case ev := <-out:
-			if ev.Kind != want.kind || ev.Deleted != want.deleted || ev.Echo != want.echo {
-				t.Fatalf("event %d: %v deleted=%v echo=%v, want %v deleted=%v echo=%v",
-					i, ev.Kind, ev.Deleted, ev.Echo, want.kind, want.deleted, want.echo)
+			if ev.Kind != want.kind || ev.Deleted != want.deleted || ev.Effect != want.effect {
+				t.Fatalf("event %d: %v deleted=%v effect=%v, want %v deleted=%v effect=%v",
+					i, ev.Kind, ev.Deleted, ev.Effect, want.kind, want.deleted, want.effect)
 			}
 		case <-time.After(waitLong):
 			t.Fatal("timed out")
@@ -581,8 +584,8 @@ func TestEventEchoFromSink(t *testing.T) {
 	<-done
 }
 
-// TestEventEchoWithoutSink: with no sink nothing is an echo.
-func TestEventEchoWithoutSink(t *testing.T) {
+// TestEventEffectWithoutSink: with no sink every event is a change.
+func TestEventEffectWithoutSink(t *testing.T) {
 	c := newFakeConn(recvResult{msgs: []netlink.Message{{Header: netlink.Header{Type: unix.RTM_DELROUTE}, Data: rawRoute(100, 157, attr{unix.RTA_OIF, u32(4)})}}})
 	dial := func(Options, *slog.Logger) (conn, error) { return c, nil }
 	ctx, cancel := context.WithCancel(context.Background())
@@ -592,8 +595,8 @@ func TestEventEchoWithoutSink(t *testing.T) {
 	for i := range 2 {
 		select {
 		case ev := <-out:
-			if ev.Echo {
-				t.Fatalf("event %d (%v) is an echo with no sink", i, ev.Kind)
+			if ev.Effect != Changed {
+				t.Fatalf("event %d (%v) has effect %v with no sink", i, ev.Kind, ev.Effect)
 			}
 		case <-time.After(waitLong):
 			t.Fatal("timed out")

@@ -393,9 +393,21 @@ func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	if ev.Kind == watcher.KindResync {
 		d.noteResync()
 	}
-	if ev.IPv6 && !d.cfg.IPv6On() && ev.Protocol != policy.Protocol {
-		// The watcher always hears IPv6; with no uplink on IPv6 only
-		// uplinkd's own leftovers (a run with ipv6 on) matter.
+	return needsPass(ev, d.cfg.IPv6On())
+}
+
+// needsPass: a pass computes from the mirror's snapshot, so a notification
+// that left the mirror as it was (watcher.Unchanged: a route of table
+// local, a link message repeating what the mirror holds) cannot change what
+// a pass would do, and neither can uplinkd's own writes coming back
+// (ownEcho). With no uplink on IPv6 (ipv6On false), the IPv6 notifications
+// the watcher always hears matter only for uplinkd's own leftovers (a run
+// with ipv6 on).
+func needsPass(ev watcher.Event, ipv6On bool) bool {
+	switch {
+	case ev.Effect == watcher.Unchanged:
+		return false
+	case ev.IPv6 && !ipv6On && ev.Protocol != policy.Protocol:
 		return false
 	}
 	return !ownEcho(ev)
@@ -428,14 +440,14 @@ func linkNotUp(err error) bool {
 // ownEcho tells the notification of a rule or route uplinkd itself just
 // wrote: it needs no pass, since the pass that wrote it is the one that
 // wanted it so. An add of uplinkd's protocol is taken as its own; a delete
-// only when the mirror was waiting for it (ev.Echo: the echo of a delete
-// Apply made). Any other delete of our objects still brings a pass
+// only when the mirror was waiting for it (watcher.Echo: the echo of a
+// delete Apply made). Any other delete of our objects still brings a pass
 // (someone may have removed them), and so does everything else.
 func ownEcho(ev watcher.Event) bool {
 	if ev.Kind != watcher.KindRoute && ev.Kind != watcher.KindRule {
 		return false
 	}
-	return ev.Echo || !ev.Deleted && ev.Protocol == policy.Protocol
+	return ev.Effect == watcher.Echo || !ev.Deleted && ev.Protocol == policy.Protocol
 }
 
 // applyConfig switches the loop to a config read by Reload (or the SIGHUP

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
 )
@@ -130,4 +132,81 @@ func TestLabIPv6RouterAdvertisements(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.eventually("eth1 back in the IPv6 default", r.has("dev eth1 weight 1", "-6", "route", "show", "table", "157"))
+}
+
+// TestLabRARefreshBringsNoPass: each RA refreshes the lifetimes of the
+// SLAAC address it made (a notification of the address, and of its
+// prefix's routes): nothing uplinkd keeps of them changes, so no pass runs.
+// Before the mirror said so, every RA on every uplink cost a pass (16 in
+// 30 s with radvd's 3-4 s interval on two uplinks). The uplinks have no
+// health checks here, which would bring passes of their own.
+//
+// Two refreshes are seen in the kernel (the address's valid lifetime goes
+// back up), then a route added to table main brings one pass: coming after
+// the refreshes on the same socket, it is the only pass since, or the
+// refreshes brought passes too.
+func TestLabRARefreshBringsNoPass(t *testing.T) {
+	if _, err := lab.RADVDPath(); err != nil {
+		t.Skip(err.Error())
+	}
+	l := ipv6Lab(t)
+	var cfg strings.Builder
+	for i, name := range []string{"eth1", "eth2"} {
+		fmt.Fprintf(&cfg, "[[uplink]]\nname = %q\ninterface = %q\nkind = \"ethernet\"\ntable = %d\nrule_priority = %d\ngateway = %q\nipv6 = true\n\n",
+			string(rune('a'+i)), name, 100+i, 100+i, l.ISPAddr(name))
+	}
+	r := start(t, l, writeConfig(t, cfg.String()))
+	if _, err := l.StartRA("eth1", t.TempDir(), lab.RAPrefix{Prefix: raPrefix(l.UplinkIndex("eth1"), 1)}); err != nil {
+		t.Fatal(err)
+	}
+	s := slaacAddr(r, "eth1", raPrefix(l.UplinkIndex("eth1"), 1))
+	r.eventually("the SLAAC address's rule", r.has("from "+s.String()+" lookup 100", "-6", "rule"))
+	// validLft reads the address's valid lifetime; ok false while DAD runs
+	// (its flags still change then, which is a change).
+	validLft := func() (secs int, ok bool) {
+		out := r.ip("-6", "-o", "addr", "show", "dev", "eth1", "to", s.String()+"/128")
+		if strings.Contains(out, "tentative") {
+			return 0, false
+		}
+		f := strings.Fields(out)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "valid_lft" {
+				n, err := strconv.Atoi(strings.TrimSuffix(f[i+1], "sec"))
+				return n, err == nil
+			}
+		}
+		return 0, false
+	}
+	r.eventually("the SLAAC address past DAD", func() bool { _, ok := validLft(); return ok })
+	for len(r.syncs) > 0 {
+		<-r.syncs
+	}
+	passes := 0
+	last, _ := validLft()
+	deadline := time.Now().Add(4 * waitLong) // two RAs take 8 s at most
+	for refreshes := 0; refreshes < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d RA refreshes of %s in %v", refreshes, s, 4*waitLong)
+		}
+		select {
+		case <-r.syncs:
+			passes++
+		case <-time.After(100 * time.Millisecond): // kernel state; nothing to wait on
+		}
+		if n, ok := validLft(); ok {
+			if n > last {
+				refreshes++
+			}
+			last = n
+		}
+	}
+	mustExec(t, l, l.Router, "ip", "route", "add", "198.51.100.0/24", "dev", "eth2")
+	r.waitSync()
+	for len(r.syncs) > 0 {
+		<-r.syncs
+		passes++
+	}
+	if passes != 0 {
+		t.Errorf("%d passes besides the route's during two RA refreshes, want none", passes)
+	}
 }

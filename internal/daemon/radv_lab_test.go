@@ -214,7 +214,6 @@ func TestLabRAHA(t *testing.T) {
 		strings.Replace(ipv6Config(l), "name = \"b\"\n", fmt.Sprintf("name = \"b\"\ndelegated_prefix = %q\n", pb), 1) +
 		"\n[lan.ipv6]\nmode = \"prefix\"\nannounce = true\n"
 	r := start(t, l, writeConfig(t, cfg))
-	r.waitSync()
 	if an := r.statusJSON().LAN.IPv6.Announce; an == nil || an.Active || an.Sent != 0 {
 		t.Fatalf("announce before a role: %+v", an)
 	}

@@ -88,9 +88,10 @@ func (k *Kernel) Run(ctx context.Context, out chan<- watcher.Event) error {
 	return watcher.Run(ctx, watcher.Options{NetNS: netnsx.FD(k.ns), Logger: k.log, Sink: k, ReadBuffer: k.readBuffer}, out)
 }
 
-// Update applies one notification to the mirror (watcher.Sink) and
-// reports whether it was the echo of a route or rule write Apply made.
-func (k *Kernel) Update(msg mdnetlink.Message) (echo bool) {
+// Update applies one notification to the mirror (watcher.Sink) and says
+// what it did to it: the echo of a route or rule write Apply made, nothing
+// the mirror keeps, or a change.
+func (k *Kernel) Update(msg mdnetlink.Message) watcher.Effect {
 	k.m.mu.Lock()
 	defer k.m.mu.Unlock()
 	return k.m.update(msg)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
 )
 
 // mirror is the in-memory copy of the kernel state uplinkd reads. It is
@@ -140,78 +141,86 @@ func (m *mirror) keepRoute(h routeHeader, table uint32) bool {
 
 // update applies one rtnetlink message (a notification or a dump part).
 // Messages it does not understand are ignored; a malformed one marks the
-// mirror stale, so the next snapshot dumps. echo: see apply.
-func (m *mirror) update(msg netlink.Message) (echo bool) {
-	echo, err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data)
+// mirror stale, so the next snapshot dumps. The effect: see apply; a stale
+// mirror says Changed of everything, since its next snapshot dumps and may
+// find more than the message told.
+func (m *mirror) update(msg netlink.Message) watcher.Effect {
+	effect, err := m.apply(msg.Header.Type, msg.Header.Flags, msg.Data)
 	if err != nil {
 		m.stale, m.err = true, err
 	}
-	return echo
+	if m.stale {
+		return watcher.Changed
+	}
+	return effect
 }
 
-// apply applies one message to the mirror. echo reports that it was the
-// expected notification of a route or rule write of uplinkd's own (see
-// addRouteWritten and the like), which the mirror holds already.
-func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []byte) (echo bool, err error) {
+// apply applies one message to the mirror and says what it did: Echo for
+// the expected notification of a route or rule write of uplinkd's own (see
+// addRouteWritten and the like), which the mirror holds already; Unchanged
+// for a message that changes nothing the mirror keeps (so no snapshot
+// could differ from the one before it); Changed otherwise.
+func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []byte) (watcher.Effect, error) {
 	switch typ {
 	case unix.RTM_NEWLINK, unix.RTM_DELLINK:
 		l, ok, err := decodeLink(b)
 		if !ok {
-			return false, err
+			return watcher.Changed, err
 		}
 		if typ == unix.RTM_DELLINK {
-			m.delLink(l.index)
-		} else {
-			m.setLink(l)
+			return changed(m.delLink(l.index)), nil
 		}
+		return changed(m.setLink(l)), nil
 	case unix.RTM_NEWADDR, unix.RTM_DELADDR:
 		a, ok, err := decodeAddr(b)
 		if !ok {
-			return false, err
+			return watcher.Changed, err
 		}
 		if a.local.Is6() {
-			if m.v6 {
-				m.setAddr6(a, typ == unix.RTM_DELADDR)
+			if !m.v6 {
+				return watcher.Unchanged, nil
 			}
-			return false, nil
+			return changed(m.setAddr6(a, typ == unix.RTM_DELADDR)), nil
 		}
 		if typ == unix.RTM_DELADDR {
-			m.delAddr(a)
-		} else {
-			m.setAddr(a)
+			return changed(m.delAddr(a)), nil
 		}
+		return changed(m.setAddr(a)), nil
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		h, err := decodeRouteHeader(b)
 		if err != nil {
-			return false, err
+			return watcher.Changed, err
 		}
 		table := routeTable(b, h)
 		if !m.keepRoute(h, table) || h.flags&unix.RTM_F_CLONED != 0 {
-			return false, nil
+			return watcher.Unchanged, nil
 		}
 		r, err := decodeRoute(b, h, table)
 		if err != nil {
-			return false, err
+			return watcher.Changed, err
 		}
 		switch {
 		case m.ownRouteEcho(typ == unix.RTM_DELROUTE, &r):
 			// The notification of uplinkd's own write, applied already.
-			return true, nil
+			return watcher.Echo, nil
 		case typ == unix.RTM_DELROUTE:
-			m.delRoute(&r)
+			return changed(m.delRoute(&r)), nil
 		case h.typ != unix.RTN_UNICAST:
 			// Only unicast routes are kept; a replace by a blackhole (say)
 			// still removes the unicast route it replaced.
 			if flags&netlink.Replace != 0 {
-				m.removeFirst(r.key)
+				return changed(m.removeFirst(r.key)), nil
 			}
+			return watcher.Unchanged, nil
 		default:
-			m.addRoute(&r, flags&netlink.Replace != 0)
+			return changed(m.addRoute(&r, flags&netlink.Replace != 0)), nil
 		}
 	case unix.RTM_NEWNETCONF:
+		// No event comes of it (the watcher does not decode netconf), so
+		// what it says of the effect reaches nobody.
 		index, rp, ok, err := decodeNetconf(b)
 		if !ok {
-			return false, err
+			return watcher.Changed, err
 		}
 		if l := m.links[index]; l != nil {
 			l.rpFilter = rp
@@ -219,10 +228,10 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
 		r, ok, err := decodeRule(b)
 		if !ok {
-			return false, err
+			return watcher.Changed, err
 		}
 		if r.v6 && !m.v6 && r.proto != policy.Protocol {
-			return false, nil
+			return watcher.Unchanged, nil
 		}
 		op := "+"
 		if typ == unix.RTM_DELRULE {
@@ -231,14 +240,23 @@ func (m *mirror) apply(typ netlink.HeaderType, flags netlink.HeaderFlags, b []by
 		switch {
 		case m.ownRuleEcho(op, &r):
 			// The notification of uplinkd's own write, applied already.
-			return true, nil
+			return watcher.Echo, nil
 		case op == "-":
-			m.delRule(&r)
+			return changed(m.delRule(&r)), nil
 		default:
 			m.addRule(&r)
 		}
 	}
-	return false, nil
+	return watcher.Changed, nil
+}
+
+// changed is the effect of a mirror method that reports whether it changed
+// anything.
+func changed(did bool) watcher.Effect {
+	if did {
+		return watcher.Changed
+	}
+	return watcher.Unchanged
 }
 
 // record appends a history record for a notification (never for the parts
@@ -262,10 +280,11 @@ func (m *mirror) olderThanMirror(old *mlink, l *mlink) bool {
 	return l.carrierChanges < old.carrierChanges
 }
 
-func (m *mirror) setLink(l mlink) {
+// setLink applies a link message and reports whether the mirror changed.
+func (m *mirror) setLink(l mlink) bool {
 	old := m.links[l.index]
-	if m.olderThanMirror(old, &l) {
-		return
+	if m.olderThanMirror(old, &l) || old != nil && *old == l {
+		return false
 	}
 	rec := linklog.Record{Name: l.name, Index: int(l.index)}
 	switch {
@@ -311,13 +330,15 @@ func (m *mirror) setLink(l mlink) {
 		}
 	}
 	m.links[l.index] = &l
+	return true
 }
 
-func (m *mirror) delLink(index int32) {
+// delLink applies a link deletion and reports whether the mirror changed.
+func (m *mirror) delLink(index int32) bool {
 	old := m.links[index]
 	if old == nil {
 		delete(m.dead, index) // the deletion the last dump already showed
-		return
+		return false
 	}
 	rec := linklog.Record{Kind: linklog.Gone, Name: old.name, Index: int(index)}
 	if old.upAndCarrier() {
@@ -329,6 +350,7 @@ func (m *mirror) delLink(index int32) {
 	delete(m.addrs6, index)
 	// NETDEV_UNREGISTER: every route with a nexthop on the device goes.
 	m.flushDev(index, true)
+	return true
 }
 
 // flushDev models fib_sync_down_dev followed by fib_flush: a route goes when
@@ -399,17 +421,22 @@ func (m *mirror) setSlot(k rkey, rs []*mroute) {
 	}
 }
 
-func (m *mirror) setAddr(a maddr) {
+// setAddr applies an IPv4 address message and reports whether the mirror
+// changed.
+func (m *mirror) setAddr(a maddr) bool {
 	list := m.addrs[a.index]
 	i := slices.IndexFunc(list, a.same)
 	if i < 0 {
 		m.recordAddr(linklog.AddrAdded, a)
 	}
 	if i >= 0 {
+		if list[i] == a {
+			return false
+		}
 		promoted := list[i].secondary() && !a.secondary()
 		list[i] = a
 		if !promoted {
-			return
+			return true
 		}
 		list = slices.Delete(list, i, i+1)
 	}
@@ -424,13 +451,16 @@ func (m *mirror) setAddr(a maddr) {
 		list = slices.Insert(list, i, a)
 	}
 	m.addrs[a.index] = list
+	return true
 }
 
-func (m *mirror) delAddr(a maddr) {
+// delAddr applies an IPv4 address deletion and reports whether the mirror
+// changed.
+func (m *mirror) delAddr(a maddr) bool {
 	list := m.addrs[a.index]
 	i := slices.IndexFunc(list, a.same)
 	if i < 0 {
-		return
+		return false
 	}
 	m.recordAddr(linklog.AddrRemoved, a)
 	list = slices.Delete(list, i, i+1)
@@ -444,19 +474,22 @@ func (m *mirror) delAddr(a maddr) {
 		delete(m.addrs, a.index)
 		m.flushDevFamily(a.index, false, false)
 	}
+	return true
 }
 
 // setAddr6 adds, updates (its flags: DAD done, deprecated) or removes an
 // IPv6 address. Unlike IPv4, the kernel announces the routes an IPv6
-// address takes with it, so nothing is flushed here.
-func (m *mirror) setAddr6(a maddr, del bool) {
+// address takes with it, so nothing is flushed here. It reports whether
+// the mirror changed.
+func (m *mirror) setAddr6(a maddr, del bool) bool {
 	list := m.addrs6[a.index]
 	i := slices.IndexFunc(list, a.same)
 	switch {
 	case del && i >= 0:
 		m.recordAddr(linklog.AddrRemoved, a)
 		list = slices.Delete(list, i, i+1)
-	case del:
+	case del, i >= 0 && list[i] == a:
+		return false
 	case i >= 0:
 		list[i] = a
 	default:
@@ -468,6 +501,7 @@ func (m *mirror) setAddr6(a maddr, del bool) {
 	} else {
 		m.addrs6[a.index] = list
 	}
+	return true
 }
 
 func (m *mirror) recordAddr(kind linklog.Kind, a maddr) {
@@ -492,29 +526,41 @@ func (m *mirror) isLocal(a netip.Addr) bool {
 	return false
 }
 
-func (m *mirror) addRoute(r *mroute, replace bool) {
+// addRoute adds or replaces a route and reports whether the mirror
+// changed.
+func (m *mirror) addRoute(r *mroute, replace bool) bool {
 	rs := m.routes[r.key]
 	if slices.ContainsFunc(rs, r.equal) {
-		return // the notification of what the mirror already has
+		return false // the notification of what the mirror already has
 	}
 	if replace && len(rs) > 0 {
 		rs[0] = r // NLM_F_REPLACE replaces the slot's first route
-		return
+		return true
 	}
 	m.routes[r.key] = append(rs, r)
+	return true
 }
 
-func (m *mirror) delRoute(r *mroute) {
+// delRoute deletes a route and reports whether the mirror had it.
+func (m *mirror) delRoute(r *mroute) bool {
 	rs := m.routes[r.key]
-	if i := slices.IndexFunc(rs, r.equal); i >= 0 {
-		m.setSlot(r.key, slices.Delete(rs, i, i+1))
+	i := slices.IndexFunc(rs, r.equal)
+	if i < 0 {
+		return false
 	}
+	m.setSlot(r.key, slices.Delete(rs, i, i+1))
+	return true
 }
 
-func (m *mirror) removeFirst(k rkey) {
-	if rs := m.routes[k]; len(rs) > 0 {
-		m.setSlot(k, rs[1:])
+// removeFirst deletes the first route of a slot and reports whether there
+// was one.
+func (m *mirror) removeFirst(k rkey) bool {
+	rs := m.routes[k]
+	if len(rs) == 0 {
+		return false
 	}
+	m.setSlot(k, rs[1:])
+	return true
 }
 
 func (m *mirror) addRule(r *mrule) {
@@ -574,11 +620,15 @@ func (m *mirror) delRuleWritten(r *mrule, echo bool) {
 	}
 }
 
-func (m *mirror) delRule(r *mrule) {
+// delRule deletes a rule and reports whether the mirror had it.
+func (m *mirror) delRule(r *mrule) bool {
 	id := r.id()
-	if i := slices.IndexFunc(m.rules, func(o *mrule) bool { return o.id() == id }); i >= 0 {
-		m.rules = slices.Delete(m.rules, i, i+1)
+	i := slices.IndexFunc(m.rules, func(o *mrule) bool { return o.id() == id })
+	if i < 0 {
+		return false
 	}
+	m.rules = slices.Delete(m.rules, i, i+1)
+	return true
 }
 
 // snapshot builds the policy view. Everything is copied: the caller owns it.

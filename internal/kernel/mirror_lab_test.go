@@ -367,12 +367,10 @@ func TestAddIntoTakenSlot(t *testing.T) {
 	f.checkNow("after the add into a taken slot")
 }
 
-// TestEchoOfOwnWrites: the watcher events of the rules and routes Apply
-// writes and deletes say they are echoes (the daemon runs no pass for
-// them); the same writes by someone else do not, so a delete of uplinkd's
-// rule by an admin still brings the pass that repairs it.
-func TestEchoOfOwnWrites(t *testing.T) {
-	f := newFixtureRun(t, false)
+// watch runs the fixture's kernel watcher (Kernel.Run, which feeds the
+// mirror) until the test ends, and returns its events after the first
+// resync.
+func (f *fixture) watch(t *testing.T) <-chan watcher.Event {
 	ctx, cancel := context.WithCancel(context.Background())
 	events := make(chan watcher.Event, 1024)
 	done := make(chan error, 1)
@@ -383,23 +381,41 @@ func TestEchoOfOwnWrites(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	if ev := <-events; ev.Kind != watcher.KindResync {
+		t.Fatalf("first event %v, want resync", ev.Kind)
+	}
+	return events
+}
+
+// awaitEvent returns the first event that matches, skipping the rest.
+func awaitEvent(t *testing.T, events <-chan watcher.Event, step string, match func(watcher.Event) bool) watcher.Event {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if match(ev) {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("%s: no such event", step)
+		}
+	}
+}
+
+// TestEchoOfOwnWrites: the watcher events of the rules and routes Apply
+// writes and deletes say they are echoes (the daemon runs no pass for
+// them); the same writes by someone else do not, so a delete of uplinkd's
+// rule by an admin still brings the pass that repairs it.
+func TestEchoOfOwnWrites(t *testing.T) {
+	f := newFixtureRun(t, false)
+	events := f.watch(t)
 	// next is the next rule or route event.
 	next := func(step string) watcher.Event {
 		t.Helper()
-		timeout := time.After(10 * time.Second)
-		for {
-			select {
-			case ev := <-events:
-				if ev.Kind == watcher.KindRule || ev.Kind == watcher.KindRoute {
-					return ev
-				}
-			case <-timeout:
-				t.Fatalf("%s: no rule or route event", step)
-			}
-		}
-	}
-	if ev := <-events; ev.Kind != watcher.KindResync {
-		t.Fatalf("first event %v, want resync", ev.Kind)
+		return awaitEvent(t, events, step, func(ev watcher.Event) bool {
+			return ev.Kind == watcher.KindRule || ev.Kind == watcher.KindRoute
+		})
 	}
 	obs, err := f.k.Snapshot()
 	f.must(err, "snapshot")
@@ -412,37 +428,94 @@ func TestEchoOfOwnWrites(t *testing.T) {
 		r.Src = &net.IPNet{IP: f.l.UplinkAddr("ppp0").AsSlice(), Mask: net.CIDRMask(32, 32)}
 		return r
 	}
-	expect := func(step string, kind watcher.Kind, deleted, echo bool) {
+	expect := func(step string, kind watcher.Kind, deleted bool, effect watcher.Effect) {
 		t.Helper()
 		ev := next(step)
-		if ev.Kind != kind || ev.Deleted != deleted || ev.Echo != echo {
-			t.Fatalf("%s: event %v deleted=%v echo=%v, want %v deleted=%v echo=%v",
-				step, ev.Kind, ev.Deleted, ev.Echo, kind, deleted, echo)
+		if ev.Kind != kind || ev.Deleted != deleted || ev.Effect != effect {
+			t.Fatalf("%s: event %v deleted=%v effect=%v, want %v deleted=%v effect=%v",
+				step, ev.Kind, ev.Deleted, ev.Effect, kind, deleted, effect)
 		}
 	}
 
 	f.must(f.k.Apply([]policy.Change{{Op: policy.OpAddRule, Rule: rule}, {Op: policy.OpAddRoute, Route: route}}, obs), "apply adds")
-	expect("uplinkd adds the rule", watcher.KindRule, false, true)
-	expect("uplinkd adds the route", watcher.KindRoute, false, true)
+	expect("uplinkd adds the rule", watcher.KindRule, false, watcher.Echo)
+	expect("uplinkd adds the route", watcher.KindRoute, false, watcher.Echo)
 
 	f.must(f.h.RuleDel(foreignRule()), "admin deletes the rule")
-	expect("an admin deletes the rule", watcher.KindRule, true, false)
+	expect("an admin deletes the rule", watcher.KindRule, true, watcher.Changed)
 	f.must(f.h.RuleAdd(foreignRule()), "admin adds it back")
-	expect("an admin adds the rule", watcher.KindRule, false, false)
+	expect("an admin adds the rule", watcher.KindRule, false, watcher.Changed)
 
 	obs, err = f.k.Snapshot()
 	f.must(err, "snapshot")
 	f.must(f.k.Apply([]policy.Change{{Op: policy.OpDelRule, Rule: rule}, {Op: policy.OpDelRoute, Route: route}}, obs), "apply deletes")
-	expect("uplinkd deletes the rule", watcher.KindRule, true, true)
-	expect("uplinkd deletes the route", watcher.KindRoute, true, true)
+	expect("uplinkd deletes the rule", watcher.KindRule, true, watcher.Echo)
+	expect("uplinkd deletes the route", watcher.KindRoute, true, watcher.Echo)
 
 	// A delete that finds nothing sends no notification and is waited for
 	// by nobody: the admin's delete after it is no echo.
 	f.must(f.h.RuleAdd(foreignRule()), "admin adds the rule")
-	expect("an admin adds the rule again", watcher.KindRule, false, false)
+	expect("an admin adds the rule again", watcher.KindRule, false, watcher.Changed)
 	obs, err = f.k.Snapshot()
 	f.must(err, "snapshot")
 	f.must(f.h.RuleDel(foreignRule()), "admin deletes the rule")
 	f.must(f.k.Apply([]policy.Change{{Op: policy.OpDelRule, Rule: rule}}, obs), "apply a delete of a rule gone")
-	expect("an admin deletes the rule before uplinkd", watcher.KindRule, true, false)
+	// Changed if the watcher applied the admin's delete before Apply ran,
+	// Unchanged if after (Apply's delete, finding nothing, took the rule out
+	// of the mirror already); never an echo.
+	if ev := next("an admin deletes the rule before uplinkd"); ev.Kind != watcher.KindRule || !ev.Deleted || ev.Effect == watcher.Echo {
+		t.Fatalf("an admin deletes the rule before uplinkd: event %v deleted=%v effect=%v, want a rule deletion that is no echo",
+			ev.Kind, ev.Deleted, ev.Effect)
+	}
+}
+
+// TestUnchangedNotifications: the watcher events of notifications that
+// change nothing the mirror keeps say so (the daemon runs no pass for
+// them), on the real kernel: the routes of table local an address brings
+// and takes, a link message for a field the mirror does not keep (the
+// queue length). The address itself, and an MTU change, are changes.
+func TestUnchangedNotifications(t *testing.T) {
+	f := newFixtureRun(t, false)
+	events := f.watch(t)
+	if _, err := f.k.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	await := func(step string, match func(watcher.Event) bool) watcher.Event {
+		t.Helper()
+		return awaitEvent(t, events, step, match)
+	}
+	want := func(step string, ev watcher.Event, effect watcher.Effect) {
+		t.Helper()
+		if ev.Effect != effect {
+			t.Errorf("%s: %v event (deleted=%v table=%d) has effect %v, want %v", step, ev.Kind, ev.Deleted, ev.Table, ev.Effect, effect)
+		}
+	}
+	link := f.link("eth1")
+	index := link.Attrs().Index
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 251, 0, 1), Mask: net.CIDRMask(32, 32)}}
+	isAddr := func(deleted bool) func(watcher.Event) bool {
+		return func(ev watcher.Event) bool {
+			return ev.Kind == watcher.KindAddr && ev.Index == index && ev.Deleted == deleted
+		}
+	}
+	isLocalRoute := func(deleted bool) func(watcher.Event) bool {
+		return func(ev watcher.Event) bool {
+			return ev.Kind == watcher.KindRoute && ev.Table == unix.RT_TABLE_LOCAL && ev.Deleted == deleted
+		}
+	}
+	isLink := func(ev watcher.Event) bool { return ev.Kind == watcher.KindLink && ev.Index == index }
+
+	f.must(f.h.AddrAdd(link, addr), "address add")
+	want("the address", await("the address", isAddr(false)), watcher.Changed)
+	want("its local route", await("its local route", isLocalRoute(false)), watcher.Unchanged)
+
+	f.must(f.h.LinkSetTxQLen(link, link.Attrs().TxQLen+1), "txqueuelen")
+	want("a new queue length", await("a new queue length", isLink), watcher.Unchanged)
+	f.must(f.h.LinkSetMTU(link, link.Attrs().MTU-8), "mtu")
+	want("a new MTU", await("a new MTU", isLink), watcher.Changed)
+
+	f.must(f.h.AddrDel(link, addr), "address delete")
+	want("the address gone", await("the address gone", isAddr(true)), watcher.Changed)
+	want("its local route gone", await("its local route gone", isLocalRoute(true)), watcher.Unchanged)
+	f.checkNow("after the changes")
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/linklog"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/watcher"
 )
 
 // Unit tests of the mirror's update rules on synthetic messages (no root,
@@ -475,16 +476,16 @@ func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 	route := testRoute{table: 200, dst: "0.0.0.0/0", proto: policy.Protocol, oifs: []int32{5}}
 	ruleMsg := ruleMsg(t, 32000, 200, policy.Protocol)
 	routeMsg := routeMsg(t, route)
-	// apply applies a notification; echo: the mirror must take it for the
-	// echo of a write of its own (which needs no pass).
-	apply := func(typ netlink.HeaderType, b []byte, echo bool) {
+	// apply applies a notification; want: what the mirror must say it did
+	// (Echo: a write of its own, which needs no pass).
+	apply := func(typ netlink.HeaderType, b []byte, want watcher.Effect) {
 		t.Helper()
 		got, err := m.apply(typ, 0, b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != echo {
-			t.Fatalf("notification type %d: echo %v, want %v", typ, got, echo)
+		if got != want {
+			t.Fatalf("notification type %d: effect %v, want %v", typ, got, want)
 		}
 	}
 	counts := func() (rules, routes int) {
@@ -492,8 +493,8 @@ func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 		return len(obs.Rules), len(obs.Routes)
 	}
 	// Both are there (notifications of earlier writes).
-	apply(unix.RTM_NEWRULE, ruleMsg, false)
-	apply(unix.RTM_NEWROUTE, routeMsg, false)
+	apply(unix.RTM_NEWRULE, ruleMsg, watcher.Changed)
+	apply(unix.RTM_NEWROUTE, routeMsg, watcher.Changed)
 	r, err := decodeRouteHeader(routeMsg)
 	if err != nil {
 		t.Fatal(err)
@@ -509,32 +510,32 @@ func TestMirrorLateNotificationOfOwnDelete(t *testing.T) {
 	m.delRouteWritten(&mr, true)
 	m.addRuleWritten(rule(), true)
 	m.addRouteWritten(&mr, false)
-	apply(unix.RTM_DELRULE, ruleMsg, true)
-	apply(unix.RTM_DELROUTE, routeMsg, true)
+	apply(unix.RTM_DELRULE, ruleMsg, watcher.Echo)
+	apply(unix.RTM_DELROUTE, routeMsg, watcher.Echo)
 	// A pass may read the mirror right here, before the adds' notifications.
 	if ru, ro := counts(); ru != 1 || ro != 1 {
 		t.Fatalf("after the deletes' late notifications: %d rules, %d routes; want 1 and 1", ru, ro)
 	}
-	apply(unix.RTM_NEWRULE, ruleMsg, true)
-	apply(unix.RTM_NEWROUTE, routeMsg, true)
+	apply(unix.RTM_NEWRULE, ruleMsg, watcher.Echo)
+	apply(unix.RTM_NEWROUTE, routeMsg, watcher.Echo)
 	if ru, ro := counts(); ru != 1 || ro != 1 {
 		t.Fatalf("after all notifications: %d rules, %d routes; want 1 and 1", ru, ro)
 	}
 
 	// Someone else deletes them now: the mirror follows.
-	apply(unix.RTM_DELRULE, ruleMsg, false)
-	apply(unix.RTM_DELROUTE, routeMsg, false)
+	apply(unix.RTM_DELRULE, ruleMsg, watcher.Changed)
+	apply(unix.RTM_DELROUTE, routeMsg, watcher.Changed)
 	if ru, ro := counts(); ru != 0 || ro != 0 {
 		t.Fatalf("after a real delete: %d rules, %d routes; want 0 and 0", ru, ro)
 	}
 
 	// A delete that found nothing (ENOENT) sends no notification, so none
 	// is waited for.
-	apply(unix.RTM_NEWRULE, ruleMsg, false)
+	apply(unix.RTM_NEWRULE, ruleMsg, watcher.Changed)
 	m.delRuleWritten(rule(), false)
 	m.addRuleWritten(rule(), true)
-	apply(unix.RTM_NEWRULE, ruleMsg, true)
-	apply(unix.RTM_DELRULE, ruleMsg, false) // a real delete by someone else
+	apply(unix.RTM_NEWRULE, ruleMsg, watcher.Echo)
+	apply(unix.RTM_DELRULE, ruleMsg, watcher.Changed) // a real delete by someone else
 	if ru, _ := counts(); ru != 0 {
 		t.Fatalf("a real delete after an ENOENT delete was taken for a notification: %d rules", ru)
 	}
