@@ -144,8 +144,9 @@ const (
 	// only keeps a Sink's copy of those values current. The IPv6 groups
 	// are always joined, also when no uplink has ipv6 on: a reload can then
 	// turn IPv6 on without a resubscription (which would be a gap in the
-	// link history), and the consumer drops IPv6 events it has no use for
-	// (Event.IPv6) before they cost a pass.
+	// link history). The Sink says Unchanged of the IPv6 it does not keep
+	// (the kernel mirror keeps only uplinkd's own while IPv6 is off); a
+	// consumer without a Sink can drop them by Event.IPv6.
 	Groups = unix.RTMGRP_LINK | unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV4_RULE |
 		1<<(unix.RTNLGRP_IPV4_NETCONF-1) |
 		unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_IPV6_ROUTE | 1<<(unix.RTNLGRP_IPV6_RULE-1)

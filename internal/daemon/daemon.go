@@ -393,21 +393,16 @@ func (d *Daemon) noteEvent(ev watcher.Event) bool {
 	if ev.Kind == watcher.KindResync {
 		d.noteResync()
 	}
-	return needsPass(ev, d.cfg.IPv6On())
+	return needsPass(ev)
 }
 
 // needsPass: a pass computes from the mirror's snapshot, so a notification
 // that left the mirror as it was (watcher.Unchanged: a route of table
-// local, a link message repeating what the mirror holds) cannot change what
-// a pass would do, and neither can uplinkd's own writes coming back
-// (ownEcho). With no uplink on IPv6 (ipv6On false), the IPv6 notifications
-// the watcher always hears matter only for uplinkd's own leftovers (a run
-// with ipv6 on).
-func needsPass(ev watcher.Event, ipv6On bool) bool {
-	switch {
-	case ev.Effect == watcher.Unchanged:
-		return false
-	case ev.IPv6 && !ipv6On && ev.Protocol != policy.Protocol:
+// local, a link message repeating what the mirror holds, any IPv6 but
+// uplinkd's own while no uplink has ipv6 on) cannot change what a pass
+// would do, and neither can uplinkd's own writes coming back (ownEcho).
+func needsPass(ev watcher.Event) bool {
+	if ev.Effect == watcher.Unchanged {
 		return false
 	}
 	return !ownEcho(ev)

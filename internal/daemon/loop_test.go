@@ -799,32 +799,31 @@ func TestOwnEcho(t *testing.T) {
 
 // TestNeedsPass: the events that bring a pass. What the mirror says it did
 // (Effect) decides first: a notification that changed nothing it keeps
-// brings none, whatever it is; then uplinkd's own echoes, and IPv6 noise
-// while no uplink has IPv6 on.
+// brings none, whatever it is (the IPv6 it drops while no uplink has ipv6
+// on among them); then uplinkd's own echoes.
 func TestNeedsPass(t *testing.T) {
 	tests := []struct {
-		name   string
-		ev     watcher.Event
-		ipv6On bool
-		want   bool
+		name string
+		ev   watcher.Event
+		want bool
 	}{
-		{"a link change", watcher.Event{Kind: watcher.KindLink}, false, true},
-		{"a link message repeating the mirror", watcher.Event{Kind: watcher.KindLink, Effect: watcher.Unchanged}, false, false},
-		{"a route of table local", watcher.Event{Kind: watcher.KindRoute, Table: 255, Protocol: 2, Effect: watcher.Unchanged}, false, false},
-		{"a kernel route of table main", watcher.Event{Kind: watcher.KindRoute, Table: 254, Protocol: 2}, false, true},
-		{"our route deleted by someone else", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol}, false, true},
-		{"our route deleted by us", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol, Effect: watcher.Echo}, false, false},
-		{"an address gone", watcher.Event{Kind: watcher.KindAddr, Deleted: true}, false, true},
-		{"an address the mirror does not have gone", watcher.Event{Kind: watcher.KindAddr, Deleted: true, Effect: watcher.Unchanged}, false, false},
-		{"an IPv6 address, IPv6 off", watcher.Event{Kind: watcher.KindAddr, IPv6: true}, false, false},
-		{"an IPv6 address, IPv6 on", watcher.Event{Kind: watcher.KindAddr, IPv6: true}, true, true},
-		{"our IPv6 route deleted by someone else, IPv6 off", watcher.Event{Kind: watcher.KindRoute, IPv6: true, Deleted: true, Protocol: policy.Protocol}, false, true},
-		{"a resync", watcher.Event{Kind: watcher.KindResync}, false, true},
+		{"a link change", watcher.Event{Kind: watcher.KindLink}, true},
+		{"a link message repeating the mirror", watcher.Event{Kind: watcher.KindLink, Effect: watcher.Unchanged}, false},
+		{"a route of table local", watcher.Event{Kind: watcher.KindRoute, Table: 255, Protocol: 2, Effect: watcher.Unchanged}, false},
+		{"a kernel route of table main", watcher.Event{Kind: watcher.KindRoute, Table: 254, Protocol: 2}, true},
+		{"our route deleted by someone else", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol}, true},
+		{"our route deleted by us", watcher.Event{Kind: watcher.KindRoute, Deleted: true, Protocol: policy.Protocol, Effect: watcher.Echo}, false},
+		{"an address gone", watcher.Event{Kind: watcher.KindAddr, Deleted: true}, true},
+		{"an address the mirror does not have gone", watcher.Event{Kind: watcher.KindAddr, Deleted: true, Effect: watcher.Unchanged}, false},
+		{"an IPv6 address the mirror does not keep", watcher.Event{Kind: watcher.KindAddr, IPv6: true, Effect: watcher.Unchanged}, false},
+		{"an IPv6 address the mirror keeps", watcher.Event{Kind: watcher.KindAddr, IPv6: true}, true},
+		{"our IPv6 route deleted by someone else", watcher.Event{Kind: watcher.KindRoute, IPv6: true, Deleted: true, Protocol: policy.Protocol}, true},
+		{"a resync", watcher.Event{Kind: watcher.KindResync}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := needsPass(tt.ev, tt.ipv6On); got != tt.want {
-				t.Errorf("needsPass(%+v, ipv6On %v) = %v, want %v", tt.ev, tt.ipv6On, got, tt.want)
+			if got := needsPass(tt.ev); got != tt.want {
+				t.Errorf("needsPass(%+v) = %v, want %v", tt.ev, got, tt.want)
 			}
 		})
 	}

@@ -473,9 +473,12 @@ func TestEchoOfOwnWrites(t *testing.T) {
 // change nothing the mirror keeps say so (the daemon runs no pass for
 // them), on the real kernel: the routes of table local an address brings
 // and takes, a link message for a field the mirror does not keep (the
-// queue length). The address itself, and an MTU change, are changes.
+// queue length), an IPv6 address while IPv6 is off. The IPv4 address
+// itself, and an MTU change, are changes.
 func TestUnchangedNotifications(t *testing.T) {
-	f := newFixtureRun(t, false)
+	// An IPv6 lab with the mirror's IPv6 off: no uplink has ipv6 on.
+	f := newFixtureSpec(t, false, 0, true)
+	f.k.SetIPv6(false)
 	events := f.watch(t)
 	if _, err := f.k.Snapshot(); err != nil {
 		t.Fatal(err)
@@ -495,15 +498,21 @@ func TestUnchangedNotifications(t *testing.T) {
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 251, 0, 1), Mask: net.CIDRMask(32, 32)}}
 	isAddr := func(deleted bool) func(watcher.Event) bool {
 		return func(ev watcher.Event) bool {
-			return ev.Kind == watcher.KindAddr && ev.Index == index && ev.Deleted == deleted
+			return ev.Kind == watcher.KindAddr && !ev.IPv6 && ev.Index == index && ev.Deleted == deleted
 		}
 	}
 	isLocalRoute := func(deleted bool) func(watcher.Event) bool {
 		return func(ev watcher.Event) bool {
-			return ev.Kind == watcher.KindRoute && ev.Table == unix.RT_TABLE_LOCAL && ev.Deleted == deleted
+			return ev.Kind == watcher.KindRoute && !ev.IPv6 && ev.Table == unix.RT_TABLE_LOCAL && ev.Deleted == deleted
 		}
 	}
 	isLink := func(ev watcher.Event) bool { return ev.Kind == watcher.KindLink && ev.Index == index }
+
+	addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("2001:db8:fe::1"), Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	f.must(f.h.AddrAdd(link, addr6), "IPv6 address add")
+	want("an IPv6 address", await("an IPv6 address", func(ev watcher.Event) bool {
+		return ev.Kind == watcher.KindAddr && ev.IPv6 && ev.Index == index && !ev.Deleted
+	}), watcher.Unchanged)
 
 	f.must(f.h.AddrAdd(link, addr), "address add")
 	want("the address", await("the address", isAddr(false)), watcher.Changed)
