@@ -922,13 +922,22 @@ func buildRules(rs Ruleset) *nftProgram {
 		nc := &nftChain{name: nftNATChain(u.Iface)}
 		nat.rules = append(nat.rules, r("uplink "+u.Name, ifnamePart{out: true, name: u.Iface}, vJump(nc.name)))
 		natChains = append(natChains, nc)
-		if len(u.NoNAT) > 0 && (u.NAT == NATMasquerade || u.Addr.IsValid()) {
+		if len(u.NoNAT) > 0 {
 			nc.rules = append(nc.rules, r("lan not masqueraded", addrPart{ps: u.NoNAT}, vReturn))
 		}
+		// An snat uplink whose address uplinkd does not know (yet) is
+		// masqueraded: the kernel may already route through it (a pass
+		// writes its routes beside the firewall, and the address can come
+		// before the pass that reads it), and a packet that left without
+		// NAT would leak its LAN source and pin a conntrack entry that
+		// never gets NAT. Masquerade uses the address the interface has
+		// and drops while it has none.
 		switch {
 		case u.NAT == NATSNAT && u.Addr.IsValid():
 			nc.rules = append(nc.rules, r("snat "+u.Name,
 				addrPart{neg: true, ps: []netip.Prefix{netip.PrefixFrom(u.Addr, 32)}}, snatPart{u.Addr}))
+		case u.NAT == NATSNAT:
+			nc.rules = append(nc.rules, r("masquerade "+u.Name+" until its address is known", masqPart{}))
 		case u.NAT == NATMasquerade:
 			nc.rules = append(nc.rules, r("masquerade "+u.Name, masqPart{}))
 		}

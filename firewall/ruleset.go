@@ -112,9 +112,10 @@ type UplinkRules struct {
 	Iface string
 	// ConnMark is UplinkMark(index), 0 when there are too many uplinks.
 	ConnMark uint32
-	// NAT is the configured mode. With NATSNAT there is a rule only while
-	// Addr is valid: without an address there is nothing to NAT to (and
-	// nothing is routed out of the uplink's own address).
+	// NAT is the configured mode. With NATSNAT the rule names Addr; while
+	// Addr is not known the uplink is masqueraded instead, since the kernel
+	// may already route through it with an address this ruleset has not
+	// seen (buildRules).
 	NAT  NATMode
 	Addr netip.Addr
 	// NoNAT are source prefixes excluded from NAT on this uplink (the LAN

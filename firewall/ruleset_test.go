@@ -148,13 +148,20 @@ func TestComputeNAT(t *testing.T) {
 	if u := got["wlan0"]; u.NAT != NATOff || u.ConnMark != 0x30000 {
 		t.Errorf("wlan0 = %+v, want no NAT, conn mark 0x30000", u)
 	}
-	// snat without an address: no rule until the address comes.
+	// snat without an address: masquerade until the address is known
+	// (never a packet out of the uplink without NAT).
 	rs = Compute(Input{Config: seedConfig(), Uplinks: seedState("", "")})
 	if u := rs.Uplinks[0]; u.NAT != NATSNAT || u.Addr.IsValid() {
 		t.Errorf("ppp0 without address: %+v, want snat without address", u)
 	}
 	if strings.Contains(buildRules(rs).text(), "snat to") || strings.Contains(buildIPT(rs).text(), "SNAT") {
 		t.Error("snat rule without an address")
+	}
+	if nft := buildRules(rs).text(); !strings.Contains(nft, "masquerade comment \"masquerade ppp0 until") {
+		t.Errorf("ppp0 without address is not masqueraded:\n%s", nft)
+	}
+	if ipt := buildIPT(rs).text(); !strings.Contains(ipt, "-o ppp0 -j MASQUERADE") {
+		t.Errorf("ppp0 without address is not masqueraded (iptables):\n%s", ipt)
 	}
 	// [lan] masquerade = false excludes the LAN networks.
 	cfg := seedConfig()

@@ -246,3 +246,36 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// TestSNATBeforeItsAddressIsKnown: the kernel routes LAN traffic out of an
+// snat uplink whose address the ruleset does not name yet (a redial's new
+// address, between the route write and the firewall sync of the same pass).
+// That traffic must leave NATed to the address the interface has: sent with
+// its LAN source, it gets no answer (the server has no route to the LAN) and
+// its conntrack entry keeps it un-NATed for as long as the flow lasts.
+func TestSNATBeforeItsAddressIsKnown(t *testing.T) {
+	for _, k := range backendKinds {
+		t.Run(k.name, func(t *testing.T) {
+			l := newLab(t)
+			b := k.make(t, l.router)
+			state := labState("192.0.2.1")
+			state[0].Addr = netip.Addr{} // wan0's address: not known to the ruleset
+			if _, err := b.Sync(Compute(Input{Config: labConfig(), Uplinks: state})); err != nil {
+				t.Fatal(err)
+			}
+			web := listen(t, l.server, "0.0.0.0:8080")
+			if err := dial(t, l.client, "", "203.0.113.1:8080", 2*time.Second); err != nil {
+				t.Fatalf("LAN tcp via wan0 before its address is known: %v", err)
+			}
+			peer(t, web, "192.0.2.1", "LAN tcp via wan0 before its address is known")
+			// Once the address is known the same flow is SNATed to it.
+			if _, err := b.Sync(Compute(Input{Config: labConfig(), Uplinks: labState("192.0.2.1")})); err != nil {
+				t.Fatal(err)
+			}
+			if err := dial(t, l.client, "", "203.0.113.1:8080", 2*time.Second); err != nil {
+				t.Fatalf("LAN tcp via wan0 with its address known: %v", err)
+			}
+			peer(t, web, "192.0.2.1", "LAN tcp via wan0 with its address known")
+		})
+	}
+}

@@ -101,6 +101,13 @@ func start(t testing.TB, l *lab.Lab, configPath string) *running {
 // startWith is start with a metrics listener.
 func startWith(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener) *running {
 	t.Helper()
+	return startWrapped(t, l, configPath, metrics, nil)
+}
+
+// startWrapped is startWith whose real firewall backend is handed to wrap
+// (when not nil) before the loop starts, so a test can hold a write back.
+func startWrapped(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener, wrap func(Firewall) Firewall) *running {
+	t.Helper()
 	ns, err := l.NsHandle(l.Router)
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +129,10 @@ func startWith(t testing.TB, l *lab.Lab, configPath string, metrics net.Listener
 		}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if wrap != nil {
+		r.d.fw = wrap(r.d.fw)
+		r.d.rec.fw = r.d.fw
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel

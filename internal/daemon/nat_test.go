@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/firewall"
 	"github.com/uplinkd/uplinkd/internal/lab"
 )
 
@@ -152,14 +154,135 @@ func TestLabLANThroughEachUplinkWithSNAT(t *testing.T) {
 	})
 }
 
+// ppp1FirstConfig is tieredConfig the other way round: ppp1 carries the
+// main default, ppp0 stands by in tier 2.
+func ppp1FirstConfig(backend string) string {
+	cfg := strings.Replace(tieredConfig(backend), "tier = 2\n", "", 1)
+	return strings.Replace(cfg, "name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\n",
+		"name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\ntier = 2\n", 1)
+}
+
+// heldFirewall passes everything to the real backend but holds back the
+// first Sync that hold accepts (once armed) until release: the routing
+// writes of that pass go ahead, as they do beside a slow transaction
+// (iptables-restore takes tens of milliseconds).
+type heldFirewall struct {
+	Firewall
+	mu      sync.Mutex
+	hold    func(firewall.Ruleset) bool
+	synced  firewall.Ruleset // the last ruleset written
+	held    chan struct{}    // closed when a Sync is held
+	release chan struct{}
+	once    sync.Once
+}
+
+func newHeldFirewall() *heldFirewall {
+	return &heldFirewall{held: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (f *heldFirewall) wrap(fw Firewall) Firewall { f.Firewall = fw; return f }
+
+func (f *heldFirewall) arm(hold func(firewall.Ruleset) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hold = hold
+}
+
+func (f *heldFirewall) open() { f.once.Do(func() { close(f.release) }) }
+
+func (f *heldFirewall) Sync(rs firewall.Ruleset) (bool, error) {
+	f.mu.Lock()
+	hold := f.hold != nil && f.hold(rs)
+	if hold {
+		f.hold = nil
+	}
+	f.mu.Unlock()
+	if hold {
+		close(f.held)
+		<-f.release
+	}
+	changed, err := f.Firewall.Sync(rs)
+	f.mu.Lock()
+	f.synced = rs
+	f.mu.Unlock()
+	return changed, err
+}
+
+// uplinkAddr is the address the last written ruleset gave the uplink.
+func (f *heldFirewall) uplinkAddr(name string) (netip.Addr, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, u := range f.synced.Uplinks {
+		if u.Name == name {
+			return u.Addr, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// TestLabTrafficAheadOfTheFirewallIsNATed: a pass writes its routes beside
+// the firewall's transaction, so for a moment after a redial the kernel
+// routes LAN traffic out of the uplink while the firewall in force is the
+// one written while the uplink had no address. That traffic must leave
+// NATed to the new address: with the LAN source it gets no answer, and its
+// conntrack entry keeps it un-NATed (the flake this reproduces: an old
+// connection that hung instead of being reset).
+func TestLabTrafficAheadOfTheFirewallIsNATed(t *testing.T) {
+	forBackends(t, func(t *testing.T, backend string) {
+		l := dualLab(t)
+		srv := newInetServer(t, l, "192.0.2.1:8080")
+		fw := newHeldFirewall()
+		r := startWrapped(t, l, writeConfig(t, ppp1FirstConfig(backend)), nil, fw.wrap)
+		t.Cleanup(fw.open) // runs before the daemon's stop, which a held pass would block
+		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
+
+		if _, err := l.DropLink("ppp1"); err != nil {
+			t.Fatal(err)
+		}
+		r.eventually("a firewall written for ppp1 without an address", func() bool {
+			a, ok := fw.uplinkAddr("ppp1")
+			return ok && !a.IsValid()
+		})
+		fw.arm(func(rs firewall.Ruleset) bool {
+			for _, u := range rs.Uplinks {
+				if u.Name == "ppp1" {
+					return u.Addr.IsValid()
+				}
+			}
+			return false
+		})
+		res, err := l.Dial("ppp1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-fw.held:
+		case <-time.After(30 * time.Second):
+			t.Fatal("no firewall sync for ppp1's new address")
+		}
+		r.eventually("rule for the new address", r.has("from "+res.New.String()+" lookup 201", "rule"))
+		r.eventually("default via ppp1 again", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
+		lanDial(t, l, "192.0.2.1:8080").Close()
+		if got := srv.lastPeer(); got != res.New.String() {
+			t.Errorf("ahead of the firewall the server saw %s, want ppp1's new address %s", got, res.New)
+		}
+		fw.open()
+		r.eventually("ppp1's new address in the firewall", func() bool {
+			a, _ := fw.uplinkAddr("ppp1")
+			return a == res.New
+		})
+		lanDial(t, l, "192.0.2.1:8080").Close()
+		if got := srv.lastPeer(); got != res.New.String() {
+			t.Errorf("after the firewall's sync the server saw %s, want %s", got, res.New)
+		}
+	})
+}
+
 func TestLabRedialRewritesSNATAndResetsOldConnections(t *testing.T) {
 	forBackends(t, func(t *testing.T, backend string) {
 		l := dualLab(t)
 		srv := newInetServer(t, l, "192.0.2.1:8080")
-		cfg := strings.Replace(tieredConfig(backend), "tier = 2\n", "", 1)
-		cfg = strings.Replace(cfg, "name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\n",
-			"name = \"ppp0\"\nkind = \"ppp\"\ntable = 200\nrule_priority = 200\ntier = 2\n", 1)
-		r := start(t, l, writeConfig(t, cfg))
+		r := start(t, l, writeConfig(t, ppp1FirstConfig(backend)))
 		r.eventually("default via ppp1", r.has("default dev ppp1 proto 157", "route", "show", "default", "table", "157"))
 
 		long := lanDial(t, l, "192.0.2.1:8080")

@@ -236,8 +236,11 @@ func (r *reconciler) logApplied(res SyncResult, trigger time.Time, changes []pol
 // firewall transaction over nfnetlink (under nftables' own mutex), and no
 // rule, route or NAT rule of one refers to a change the other makes in the
 // same pass (marks and chains are fixed by the config; SNAT names the
-// address, which the kernel already has). So they run at the same time and
-// the pass waits for the slower instead of the sum. Make-before-break stays
+// address, which the kernel already has, and an snat uplink whose address
+// the old ruleset did not know is masqueraded, so a route written before
+// the firewall's transaction never sends LAN traffic out without NAT). So
+// they run at the same time and the pass waits for the slower instead of
+// the sum. Make-before-break stays
 // inside Apply; the conntrack delete still comes after both. When one side
 // has nothing to do, both run inline: handing a no-op to another goroutine
 // costs more than it saves.
