@@ -930,8 +930,10 @@ func buildRules(rs Ruleset) *nftProgram {
 		// writes its routes beside the firewall, and the address can come
 		// before the pass that reads it), and a packet that left without
 		// NAT would leak its LAN source and pin a conntrack entry that
-		// never gets NAT. Masquerade uses the address the interface has
-		// and drops while it has none.
+		// never gets NAT. Masquerade uses the address the interface has.
+		// (An interface without any IPv4 address routes nothing: the
+		// kernel removes its routes with its last address, and uplinkd
+		// writes none for an uplink without one.)
 		switch {
 		case u.NAT == NATSNAT && u.Addr.IsValid():
 			nc.rules = append(nc.rules, r("snat "+u.Name,
