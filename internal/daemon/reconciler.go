@@ -240,10 +240,9 @@ func (r *reconciler) logApplied(res SyncResult, trigger time.Time, changes []pol
 // the old ruleset did not know is masqueraded, so a route written before
 // the firewall's transaction never sends LAN traffic out without NAT). So
 // they run at the same time and the pass waits for the slower instead of
-// the sum. Make-before-break stays
-// inside Apply; the conntrack delete still comes after both. When one side
-// has nothing to do, both run inline: handing a no-op to another goroutine
-// costs more than it saves.
+// the sum. Make-before-break stays inside Apply; the conntrack delete
+// still comes after both. When one side has nothing to do, both run
+// inline: handing a no-op to another goroutine costs more than it saves.
 func (r *reconciler) applyBoth(changes []policy.Change, obs policy.Observed, rs firewall.Ruleset) (routeErr error, fwChanged bool, fwErr error) {
 	if len(changes) == 0 || r.fw.InSync(rs) {
 		if len(changes) > 0 {
