@@ -212,7 +212,13 @@ func (f *heldFirewall) Sync(rs firewall.Ruleset) (bool, error) {
 func (f *heldFirewall) uplinkAddr(name string) (netip.Addr, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, u := range f.synced.Uplinks {
+	return rulesetAddr(f.synced, name)
+}
+
+// rulesetAddr is the address rs gives the uplink; ok is false when rs has
+// no such uplink.
+func rulesetAddr(rs firewall.Ruleset, name string) (a netip.Addr, ok bool) {
+	for _, u := range rs.Uplinks {
 		if u.Name == name {
 			return u.Addr, true
 		}
@@ -244,12 +250,8 @@ func TestLabTrafficAheadOfTheFirewallIsNATed(t *testing.T) {
 			return ok && !a.IsValid()
 		})
 		fw.arm(func(rs firewall.Ruleset) bool {
-			for _, u := range rs.Uplinks {
-				if u.Name == "ppp1" {
-					return u.Addr.IsValid()
-				}
-			}
-			return false
+			a, _ := rulesetAddr(rs, "ppp1")
+			return a.IsValid()
 		})
 		res, err := l.Dial("ppp1")
 		if err != nil {
