@@ -66,5 +66,12 @@
 // event timings come from `ip monitor`, which a scenario starts and waits
 // for until its socket has joined the groups.
 //
+// After the subtests TestVM repeats each failed check in one line, last in
+// its output, so that a CI log's tail names what failed.
+//
+// For chasing one scenario: UPLINKD_VM_ONLY=ipv6,wlan runs only those
+// scenarios, and UPLINKD_VM_RESULTS=DIR keeps every scenario's log and the
+// console, also of a run that passed.
+//
 // The suite is skipped with -short and when not root.
 package vmtest

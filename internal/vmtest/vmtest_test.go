@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -67,6 +68,16 @@ func TestVM(t *testing.T) {
 	if err != nil || len(scenarios) == 0 {
 		t.Fatalf("no scenarios: %v", err)
 	}
+	if only := os.Getenv("UPLINKD_VM_ONLY"); only != "" {
+		// For chasing one scenario: a run of only the named ones
+		// (comma-separated, without .sh).
+		scenarios = slices.DeleteFunc(scenarios, func(sc string) bool {
+			return !slices.Contains(strings.Split(only, ","), strings.TrimSuffix(filepath.Base(sc), ".sh"))
+		})
+		if len(scenarios) == 0 {
+			t.Fatalf("UPLINKD_VM_ONLY=%s names no scenario", only)
+		}
+	}
 	data := filepath.Join(work, "data")
 	if err := stageData(data, root, deb, scenarios); err != nil {
 		t.Fatal(err)
@@ -98,22 +109,44 @@ func TestVM(t *testing.T) {
 		t.Logf("vm: %s", strings.TrimSpace(string(b)))
 	}
 
+	var failed []string
 	for _, sc := range scenarios {
 		name := strings.TrimSuffix(filepath.Base(sc), ".sh")
-		t.Run(name, func(t *testing.T) { checkScenario(t, results, name) })
+		t.Run(name, func(t *testing.T) { failed = append(failed, checkScenario(t, results, name)...) })
 	}
 	t.Logf("TIMING suite_total=%d_ms", time.Since(suiteStart).Milliseconds())
+	// Last, so that the tail of a CI log (all some CI views keep) still
+	// names what failed; the scenarios' logs above have the whole story.
+	for i, f := range failed {
+		if i == maxFailSummary {
+			t.Logf("failed: %d more", len(failed)-i)
+			break
+		}
+		t.Logf("failed: %s", clip(f, 400))
+	}
+}
+
+// maxFailSummary bounds the failures repeated at the end of the run.
+const maxFailSummary = 6
+
+// clip shortens s to at most n bytes, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // checkScenario reads one scenario's log: TIMING lines are reported, FAIL
 // lines fail the test with the whole log (which carries the journal tail
 // and kernel state the scenario dumped), XFAIL/SKIP/TARGET lines are
-// reported.
-func checkScenario(t *testing.T, results, name string) {
+// reported. It returns what failed, a line each, named by the scenario.
+func checkScenario(t *testing.T, results, name string) (failed []string) {
 	logPath := filepath.Join(results, name+".log")
 	data, err := os.ReadFile(logPath)
 	if err != nil {
-		t.Fatalf("no results from scenario %s: %v", name, err)
+		t.Errorf("no results from scenario %s: %v", name, err)
+		return []string{name + ": no results"}
 	}
 	var passes, fails int
 	var timings []string
@@ -126,11 +159,13 @@ func checkScenario(t *testing.T, results, name string) {
 			t.Log(line)
 		case strings.HasPrefix(line, "FAIL "):
 			fails++
+			failed = append(failed, name+": "+line)
 			t.Log(line)
 		case strings.Contains(line, ": command not found"), strings.Contains(line, ": syntax error"),
 			strings.Contains(line, ": unbound variable"):
 			// A broken scenario script proves nothing, whatever it printed.
 			fails++
+			failed = append(failed, name+": FAIL scenario script: "+line)
 			t.Log("FAIL scenario script: " + line)
 		case strings.HasPrefix(line, "XFAIL "), strings.HasPrefix(line, "SKIP "), strings.HasPrefix(line, "TARGET "):
 			t.Log(line)
@@ -146,9 +181,12 @@ func checkScenario(t *testing.T, results, name string) {
 		t.Errorf("%d check(s) failed in scenario %s; its log:\n%s", fails, name, data)
 	case rc != "0":
 		t.Errorf("scenario %s exited with %q (no FAIL line); its log:\n%s", name, rc, data)
+		failed = append(failed, fmt.Sprintf("%s: exited with %q", name, rc))
 	case passes == 0:
 		t.Errorf("scenario %s passed no check; its log:\n%s", name, data)
+		failed = append(failed, name+": passed no check")
 	}
+	return failed
 }
 
 // stageData lays out the data disk: run.sh, lib.sh, the scenarios, the
