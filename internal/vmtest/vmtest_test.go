@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
 )
@@ -96,7 +97,9 @@ func TestVM(t *testing.T) {
 	if out, err := exec.Command("debugfs", "-R", "rdump /results "+work, disk).CombinedOutput(); err != nil {
 		t.Logf("debugfs rdump: %v\n%s", err, out)
 	}
+	var failed []string
 	if bootErr != nil || !exists(filepath.Join(results, "done")) {
+		failed = append(failed, fmt.Sprintf("the VM run did not complete: %v", bootErr))
 		t.Errorf("the VM run did not complete: %v\nconsole tail:\n%s\nrunner log:\n%s",
 			bootErr, tail(console, 80), tail(filepath.Join(results, "run.log"), 80))
 	}
@@ -109,7 +112,6 @@ func TestVM(t *testing.T) {
 		t.Logf("vm: %s", strings.TrimSpace(string(b)))
 	}
 
-	var failed []string
 	for _, sc := range scenarios {
 		name := strings.TrimSuffix(filepath.Base(sc), ".sh")
 		t.Run(name, func(t *testing.T) { failed = append(failed, checkScenario(t, results, name)...) })
@@ -129,10 +131,14 @@ func TestVM(t *testing.T) {
 // maxFailSummary bounds the failures repeated at the end of the run.
 const maxFailSummary = 6
 
-// clip shortens s to at most n bytes, marking the cut.
+// clip shortens s to at most n bytes (whole UTF-8 characters), marking
+// the cut.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n] + "…"
 }
