@@ -143,6 +143,24 @@ func clip(s string, n int) string {
 	return s[:n] + "…"
 }
 
+func TestClip(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"a longer line", 8, "a longer…"},
+		{"ppp0 → ppp1", 6, "ppp0 …"}, // the arrow is 3 bytes from index 5: not cut inside it
+		{"ppp0 → ppp1", 8, "ppp0 →…"},
+	} {
+		if got := clip(tc.in, tc.n); got != tc.want {
+			t.Errorf("clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
 // checkScenario reads one scenario's log: TIMING lines are reported, FAIL
 // lines fail the test with the whole log (which carries the journal tail
 // and kernel state the scenario dumped), XFAIL/SKIP/TARGET lines are
