@@ -101,6 +101,40 @@ pings6_reach() {
 # pd_of IF: the prefix dhcpcd last got delegated on IF (its exit hook's log).
 pd_of() { awk -v i="$1" '$2 == i {p = ($1 ~ /^(BOUND6|RENEW6|REBIND6|REBOOT6)$/ && $3 != "/") ? $3 : ""} END {print p}' $V6/pd.log 2>/dev/null; }
 has_pd() { [[ -n $(pd_of "$1") ]]; }
+# pd_since IF SINCE: dhcpcd's hook reported a delegation on IF at or after
+# SINCE (unix seconds; the hook's line ends with its time).
+pd_since() {
+  awk -v i="$1" -v s="$2" '$2 == i && $1 ~ /^(BOUND6|RENEW6|REBIND6|REBOOT6)$/ && $3 != "/" && $NF >= s {f = 1} END {exit !f}' $V6/pd.log 2>/dev/null
+}
+# ll6_usable IF: IF's link-local address, if DAD is done with it.
+ll6_usable() { ip -6 -o addr show dev "$1" scope link -tentative -dadfailed 2>/dev/null | awk '{print $4}' | head -1; }
+# dhcp6_counts I: "from the gateway/to the gateway" DHCPv6 packets at ISP I
+# (all its sessions).
+dhcp6_counts() {
+  local t
+  t=$(ip netns exec isp$1 nft list table ip6 isp6 2>/dev/null)
+  echo "$(grep 'dport 547' <<<"$t" | grep -o 'packets [0-9]*' | cut -d' ' -f2)/$(grep 'sport 547' <<<"$t" | grep -o 'packets [0-9]*' | cut -d' ' -f2)"
+}
+# dhcpcd_last IF SINCE: dhcpcd's last journal line about IF since SINCE,
+# as "UNIXTIME MESSAGE" (empty when it said nothing).
+dhcpcd_last() {
+  journalctl -t dhcpcd --since "@$2" --no-pager -o short-unix 2>/dev/null | grep " $1: " | tail -1 |
+    sed -E 's/^([0-9]+)\.[0-9]+ [^ ]+ dhcpcd\[[0-9]+\]: /\1 /'
+}
+# pd_seen IF SINCE: one line of what the gateway and IF's ISP show of
+# DHCPv6 on IF, for a check that failed (a CI log may keep only its tail).
+pd_seen() {
+  local isp=${1#ppp} last ll said
+  last=$(dhcpcd_last "$1" "$2")
+  if [[ -n $last ]]; then said="last line on $1 $(( $(date +%s) - ${last%% *} )) s ago: ${last#* }"
+  else said="no line on $1 in the $(( $(date +%s) - $2 )) s since the wait began"; fi
+  # The address and its flags (tentative, dadfailed) after "scope link".
+  ll=$(ip -6 -o addr show dev "$1" scope link 2>/dev/null |
+    awk '{o = $4; for (k = 5; k <= NF && $k != "link"; k++) ; for (k++; k <= NF && $k != "\\"; k++) o = o " " $k; print o; exit}')
+  echo "$1 link-local: ${ll:-none} ;" \
+    "dhcpcd: $(pidof dhcpcd >/dev/null && echo running || echo 'not running'), $said ;" \
+    "ISP $isp: dhcp6s $(kill -0 "$(cat $V6/isp$isp/dhcp6s.pid 2>/dev/null)" 2>/dev/null && echo running || echo 'not running'), DHCPv6 packets from/to the gateway $(dhcp6_counts "$isp")"
+}
 # dhcpcd 9.4.1 (Debian 12's) now and then never starts DHCPv6 on a PPP
 # line that has just come up: it logs "delaying DHCPv6 for LL address" and
 # waits for an address event that does not come, although the kernel has
@@ -108,46 +142,78 @@ has_pd() { [[ -n $(pd_of "$1") ]]; }
 # upstream NetworkConfiguration/dhcpcd#332, "DHCPv6 usually fails when PPPoE
 # reconnects", and #359). In two VM runs of a redial loop it met 1 of 29
 # redials (a restart of dhcpcd healed it), and a first dial once got no
-# delegation either. It is not uplinkd's part, so the scenario
+# delegation either; a CI run once had no delegation on ppp0 without the
+# scenario seeing that line. It is not uplinkd's part, so the scenario
 # says XFAIL, does what heals it and goes on checking uplinkd. dhcpcd.conf
-# has `debug` for that line.
-# dhcpcd_stuck IF SINCE: since SINCE (unix seconds), dhcpcd's last line
-# about IF is that one, 20 s old, while IF has its link-local address.
-dhcpcd_stuck() {
-  local last
-  [[ -n $(ll6_of "$1") ]] || return 1
-  last=$(journalctl -t dhcpcd --since "@$2" --no-pager -o short-unix 2>/dev/null | grep " $1: " | tail -1)
-  [[ $last == *"$1: delaying DHCPv6 for LL address"* ]] && (( $(date +%s) - ${last%%.*} >= 20 ))
+# has `debug` for the lines about each line, so a dhcpcd at work (soliciting,
+# retransmitting) logs about the line at least every 32 s.
+# dhcpcd_stalled IF SINCE: dhcpcd has reported no delegation on IF since
+# SINCE, IF's link-local address has been usable for 20 s (PD_LL_AT) and
+# dhcpcd is idle about IF: not running, or its last line about IF is
+# "delaying DHCPv6 for LL address" and 20 s old, or it has said nothing
+# about IF for 40 s. Sets PD_WHY.
+PD_STALL_S=20 PD_SILENT_S=40
+declare -A PD_LL_AT PD_LL_ADDR
+dhcpcd_stalled() {
+  local ll last age now
+  pd_since "$1" "$2" && return 1
+  ll=$(ll6_usable "$1")
+  [[ -n $ll ]] || { PD_LL_ADDR[$1]=""; return 1; }
+  now=$(date +%s)
+  if [[ ${PD_LL_ADDR[$1]:-} != "$ll" ]]; then PD_LL_ADDR[$1]=$ll PD_LL_AT[$1]=$now; fi
+  (( now - PD_LL_AT[$1] >= PD_STALL_S )) || return 1
+  if ! pidof dhcpcd >/dev/null; then PD_WHY="dhcpcd is not running"; return 0; fi
+  last=$(dhcpcd_last "$1" "$2")
+  # Silent since SINCE when it said nothing about IF.
+  if [[ -n $last ]]; then age=$(( now - ${last%% *} )); else age=$(( now - $2 )); fi
+  if [[ $last == *"delaying DHCPv6 for LL address" ]] && (( age >= PD_STALL_S )); then
+    PD_WHY="dhcpcd 9.4.1 waits for $1's link-local address ($ll), which the kernel has (upstream dhcpcd#332)"
+    return 0
+  fi
+  if (( age >= PD_SILENT_S && now - PD_LL_AT[$1] >= PD_SILENT_S )); then
+    PD_WHY="dhcpcd has no delegation on $1 and has said nothing about it for ${age} s although its link-local address $ll is usable ($(pd_seen "$1" "$2"))"
+    return 0
+  fi
+  return 1
 }
 # pd_wait MS SINCE COND IF...: waits up to MS for COND (a command). When
-# dhcpcd is stuck as above on one of the IFs first, says XFAIL, restarts
-# dhcpcd (its hook then reports each delegation again) and waits up to MS
-# once more, watching for the same fault, since a restarted dhcpcd can meet
-# it again (12 VM runs of this scenario met it at 6 of their 36 waits).
-# At most PD_RESTARTS restarts. Fails (returns 1) when COND does not come.
+# dhcpcd stalls on one of the IFs first, says XFAIL, restarts dhcpcd (its
+# hook then reports each delegation again) and waits up to MS once more,
+# watching for a stall again, since a restarted dhcpcd can meet it again
+# (12 VM runs of this scenario met dhcpcd#332 at 6 of their 36 waits). At
+# most PD_RESTARTS restarts. Fails (returns 1) when COND does not come, and
+# leaves in PD_SINCE the start of the last round, for pd_seen.
 PD_RESTARTS=3
 pd_wait() {
-  local ms=$1 since=$2 cond=$3 i n
+  local ms=$1 cond=$3 i n
+  PD_SINCE=$2
   shift 3
-  cond_or_stuck() {
+  cond_or_stalled() {
     "$cond" && return 0
     # journalctl is slow in the VM: look every 2 s, not at every poll.
     (( $(now_ms) - PD_CHECKED < 2000 )) && return 1
     PD_CHECKED=$(now_ms)
-    for i in "$@"; do dhcpcd_stuck "$i" "$since" && { PD_STUCK=$i; return 0; }; done
+    for i in "$@"; do dhcpcd_stalled "$i" "$PD_SINCE" && { PD_STUCK=$i; return 0; }; done
     return 1
   }
   for ((n = 0; ; n++)); do
-    PD_STUCK="" PD_CHECKED=0
-    wait_until "$ms" cond_or_stuck "$@" >/dev/null
+    PD_STUCK="" PD_CHECKED=0 PD_WHY=""
+    wait_until "$ms" cond_or_stalled "$@" >/dev/null
     "$cond" && return 0
     [[ -n $PD_STUCK ]] && (( n < PD_RESTARTS )) || return 1
-    xfail "dhcpcd_ll_$PD_STUCK" "dhcpcd 9.4.1 waits for $PD_STUCK's link-local address ($(ll6_of "$PD_STUCK")), which the kernel has (upstream dhcpcd#332); restarting dhcpcd ($((n + 1)) of at most $PD_RESTARTS)"
-    journalctl -t dhcpcd --since "@$since" --no-pager -o short-monotonic | grep " $PD_STUCK: " | tail -8 | sed 's/^/dhcp-stuck: /'
-    dhcpcd -x >/dev/null 2>&1
-    wait_until 10000 bash -c '! pidof dhcpcd' >/dev/null
-    # Only the new dhcpcd's lines count for the next fault.
-    since=$(date +%s)
+    if [[ $PD_WHY == *dhcpcd#332* ]]; then i=dhcpcd_ll_$PD_STUCK; else i=dhcpcd_stall_$PD_STUCK; fi
+    xfail "$i" "$PD_WHY; restarting dhcpcd ($((n + 1)) of at most $PD_RESTARTS)"
+    journalctl -t dhcpcd --since "@$PD_SINCE" --no-pager -o short-monotonic | grep " $PD_STUCK: " | tail -8 | sed 's/^/dhcp-stuck: /'
+    timeout 20 dhcpcd -x >/dev/null 2>&1
+    # Its exit runs hooks, slow in an emulated VM; a dhcpcd still there
+    # would take the new one's -b as a command and keep running stalled.
+    if ! wait_until 30000 bash -c '! pidof dhcpcd' >/dev/null; then
+      echo "dhcp-stuck: dhcpcd did not exit in 30 s of dhcpcd -x; killing it"
+      pkill -KILL -x dhcpcd
+      wait_until 10000 bash -c '! pidof dhcpcd' >/dev/null
+    fi
+    # Only the new dhcpcd's lines count for the next stall.
+    PD_SINCE=$(date +%s)
     dhcpcd -b >>$V6/dhcpcd.start 2>&1
   done
 }
@@ -319,7 +385,7 @@ EOF
 # interface's DELEGATED6: the addresses it put there).
 cat >/etc/dhcpcd.exit-hook <<'EOF'
 case $reason in
-*6) echo "$reason $interface ${new_dhcp6_ia_pd1_prefix1:-}/${new_dhcp6_ia_pd1_prefix1_length:-} ${new_delegated_dhcp6_prefix:-}" >>/run/vmtest-ipv6/pd.log ;;
+*6) echo "$reason $interface ${new_dhcp6_ia_pd1_prefix1:-}/${new_dhcp6_ia_pd1_prefix1_length:-} ${new_delegated_dhcp6_prefix:-} $(date +%s)" >>/run/vmtest-ipv6/pd.log ;;
 esac
 EOF
 dhcpcd -b >$V6/dhcpcd.start 2>&1 || fail dhcpcd_start "dhcpcd -b: $(cat $V6/dhcpcd.start)"
@@ -364,9 +430,9 @@ if pd_wait 60000 $((t0 / 1000 - 1)) pd_both ppp0 ppp1; then
 fi
 P0=$(pd_of ppp0) P1=$(pd_of ppp1)
 if [[ $P0 == 2001:db8:10:*00::/56 ]]; then pass "pd_ppp0 ($P0 from ISP 0's pool)"
-else fail pd_ppp0 "dhcpcd has no /56 from ISP 0's pool 2001:db8:10::/48 on ppp0 (${P0:-none})"; PDFAIL=1; fi
+else fail pd_ppp0 "dhcpcd has no /56 from ISP 0's pool 2001:db8:10::/48 on ppp0 (${P0:-none}): $(pd_seen ppp0 "$PD_SINCE")"; PDFAIL=1; fi
 if [[ $P1 == 2001:db8:11:*00::/56 ]]; then pass "pd_ppp1 ($P1 from ISP 1's pool)"
-else fail pd_ppp1 "dhcpcd has no /56 from ISP 1's pool 2001:db8:11::/48 on ppp1 (${P1:-none})"; PDFAIL=1; fi
+else fail pd_ppp1 "dhcpcd has no /56 from ISP 1's pool 2001:db8:11::/48 on ppp1 (${P1:-none}): $(pd_seen ppp1 "$PD_SINCE")"; PDFAIL=1; fi
 [[ -n ${PDFAIL:-} ]] && pd_diag
 
 converged6() {
@@ -498,7 +564,7 @@ if ms=$(wait_until 60000 bash -c "a=\$(ip -6 -o addr show dev ppp0 scope global 
         fail lan6_npt_rewritten "status --json lan.ipv6 does not map ppp0 to ${N0P%/56}/64 30 s after dhcpcd got $N0P"
       fi
     else
-      fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 within 60 s after the redial: $(tail -5 $V6/pd.log | tr '\n' ';')"
+      fail pd_after_redial "dhcpcd got no new delegated prefix on ppp0 within 60 s after the redial: $(pd_seen ppp0 "$PD_SINCE"); hook: $(tail -3 $V6/pd.log | tr '\n' ';')"
     fi
   fi
 else
@@ -628,7 +694,7 @@ TOML
     fi
     check lan_ra_old_stays_deprecated "the host's address in ppp0's old /64 is preferred again" host6_deprecated "$q0"
   else
-    fail lan_ra_redial_pd "dhcpcd got no new delegation on ppp0 within 60 s of the drop: $(tail -5 $V6/pd.log | tr '\n' ';')"
+    fail lan_ra_redial_pd "dhcpcd got no new delegation on ppp0 within 60 s of the drop: $(pd_seen ppp0 "$PD_SINCE"); hook: $(tail -3 $V6/pd.log | tr '\n' ';')"
   fi
 }
 
