@@ -133,7 +133,7 @@ pd_seen() {
     awk '{o = $4; for (k = 5; k <= NF && $k != "link"; k++) ; for (k++; k <= NF && $k != "\\"; k++) o = o " " $k; print o; exit}')
   echo "$1 link-local: ${ll:-none} ;" \
     "dhcpcd: $(pidof dhcpcd >/dev/null && echo running || echo 'not running'), $said ;" \
-    "ISP $isp: dhcp6s $(kill -0 "$(cat $V6/isp$isp/dhcp6s.pid 2>/dev/null)" 2>/dev/null && echo running || echo 'not running'), DHCPv6 packets from/to the gateway $(dhcp6_counts "$isp")"
+    "ISP $isp: dhcp6s $(kill -0 "$(cat $V6/isp$isp/dhcp6s.pid 2>/dev/null)" 2>/dev/null && echo running || echo 'not running'), DHCPv6 packets from/to the gateway $(dhcp6_counts "$isp"), dhcp6s's last line: $(tail -1 $V6/isp$isp/dhcp6s.log 2>/dev/null | cut -c1-100)"
 }
 # dhcpcd 9.4.1 (Debian 12's) now and then never starts DHCPv6 on a PPP
 # line that has just come up: it logs "delaying DHCPv6 for LL address" and
@@ -207,7 +207,9 @@ pd_wait() {
     timeout 20 dhcpcd -x >/dev/null 2>&1
     # Its exit runs hooks, slow in an emulated VM; a dhcpcd still there
     # would take the new one's -b as a command and keep running stalled.
-    if ! wait_until 30000 bash -c '! pidof dhcpcd' >/dev/null; then
+    if i=$(wait_until 30000 bash -c '! pidof dhcpcd'); then
+      echo "dhcp-stuck: dhcpcd exited $i ms after dhcpcd -x returned"
+    else
       echo "dhcp-stuck: dhcpcd did not exit in 30 s of dhcpcd -x; killing it"
       pkill -KILL -x dhcpcd
       wait_until 10000 bash -c '! pidof dhcpcd' >/dev/null
