@@ -148,10 +148,11 @@ pd_seen() {
 # has `debug` for the lines about each line, so a dhcpcd at work (soliciting,
 # retransmitting) logs about the line at least every 32 s.
 # dhcpcd_stalled IF SINCE: dhcpcd has reported no delegation on IF since
-# SINCE, IF's link-local address has been usable for 20 s (PD_LL_AT) and
-# dhcpcd is idle about IF: not running, or its last line about IF is
-# "delaying DHCPv6 for LL address" and 20 s old, or it has said nothing
-# about IF for 40 s. Sets PD_WHY.
+# SINCE, and it is idle about IF although IF's link-local address is usable
+# (PD_LL_AT: since when): no dhcpcd runs (address usable for 20 s), or its
+# last line about IF is "delaying DHCPv6 for LL address" and 20 s old
+# (address usable for 20 s), or it has said nothing about IF for 40 s
+# (address usable for 40 s). Sets PD_WHY.
 PD_STALL_S=20 PD_SILENT_S=40
 declare -A PD_LL_AT PD_LL_ADDR
 dhcpcd_stalled() {
