@@ -72,8 +72,9 @@ func TestVM(t *testing.T) {
 	if only := os.Getenv("UPLINKD_VM_ONLY"); only != "" {
 		// For chasing one scenario: a run of only the named ones
 		// (comma-separated, without .sh).
+		names := strings.Split(only, ",")
 		scenarios = slices.DeleteFunc(scenarios, func(sc string) bool {
-			return !slices.Contains(strings.Split(only, ","), strings.TrimSuffix(filepath.Base(sc), ".sh"))
+			return !slices.Contains(names, strings.TrimSuffix(filepath.Base(sc), ".sh"))
 		})
 		if len(scenarios) == 0 {
 			t.Fatalf("UPLINKD_VM_ONLY=%s names no scenario", only)

@@ -46,7 +46,9 @@ fi
 # deprecated or dadfailed), as uplinkd judges it.
 addr6_of() { ip -6 -o addr show dev "$1" scope global -tentative -deprecated -dadfailed 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -1; }
 has_addr6() { [[ -n $(addr6_of "$1") ]]; }
-ll6_of() { ip -6 -o addr show dev "$1" scope link 2>/dev/null | awk '{print $4}' | head -1; }
+# ll6_of IF [FLAGS...]: IF's link-local address (of those ip selects with
+# FLAGS, e.g. -tentative).
+ll6_of() { ip -6 -o addr show dev "$1" scope link "${@:2}" 2>/dev/null | awk '{print $4}' | head -1; }
 route6_dev() { ip -6 route get "$@" 2>/dev/null | grep -o 'dev [^ ]*' | head -1 | cut -d' ' -f2; }
 route6_via() { [[ $(route6_dev "${@:2}") == "$1" ]]; }
 has_rule6() { ip -6 rule | grep -q "from $1 lookup $2"; }
@@ -98,16 +100,16 @@ pings6_reach() {
   if (( d == 2 && rc == 0 )); then pass "$name"
   else fail "$name" "ping -6 $* rc=$rc, echo requests at ISP $isp: +$d of 2"; fi
 }
+# PD_BOUND: the exit hook's reasons that carry a delegation.
+PD_BOUND='^(BOUND6|RENEW6|REBIND6|REBOOT6)$'
 # pd_of IF: the prefix dhcpcd last got delegated on IF (its exit hook's log).
-pd_of() { awk -v i="$1" '$2 == i {p = ($1 ~ /^(BOUND6|RENEW6|REBIND6|REBOOT6)$/ && $3 != "/") ? $3 : ""} END {print p}' $V6/pd.log 2>/dev/null; }
+pd_of() { awk -v i="$1" -v b="$PD_BOUND" '$2 == i {p = ($1 ~ b && $3 != "/") ? $3 : ""} END {print p}' $V6/pd.log 2>/dev/null; }
 has_pd() { [[ -n $(pd_of "$1") ]]; }
 # pd_since IF SINCE: dhcpcd's hook reported a delegation on IF at or after
 # SINCE (unix seconds; the hook's line ends with its time).
 pd_since() {
-  awk -v i="$1" -v s="$2" '$2 == i && $1 ~ /^(BOUND6|RENEW6|REBIND6|REBOOT6)$/ && $3 != "/" && $NF >= s {f = 1} END {exit !f}' $V6/pd.log 2>/dev/null
+  awk -v i="$1" -v s="$2" -v b="$PD_BOUND" '$2 == i && $1 ~ b && $3 != "/" && $NF >= s {f = 1} END {exit !f}' $V6/pd.log 2>/dev/null
 }
-# ll6_usable IF: IF's link-local address, if DAD is done with it.
-ll6_usable() { ip -6 -o addr show dev "$1" scope link -tentative -dadfailed 2>/dev/null | awk '{print $4}' | head -1; }
 # dhcp6_counts I: "from the gateway/to the gateway" DHCPv6 packets at ISP I
 # (all its sessions).
 dhcp6_counts() {
@@ -158,7 +160,7 @@ declare -A PD_LL_AT PD_LL_ADDR
 dhcpcd_stalled() {
   local ll last age now
   pd_since "$1" "$2" && return 1
-  ll=$(ll6_usable "$1")
+  ll=$(ll6_of "$1" -tentative -dadfailed)
   [[ -n $ll ]] || { PD_LL_ADDR[$1]=""; return 1; }
   now=$(date +%s)
   if [[ ${PD_LL_ADDR[$1]:-} != "$ll" ]]; then PD_LL_ADDR[$1]=$ll PD_LL_AT[$1]=$now; fi
@@ -172,7 +174,7 @@ dhcpcd_stalled() {
     return 0
   fi
   if (( age >= PD_SILENT_S && now - PD_LL_AT[$1] >= PD_SILENT_S )); then
-    PD_WHY="dhcpcd has no delegation on $1 and has said nothing about it for ${age} s although its link-local address $ll is usable ($(pd_seen "$1" "$2"))"
+    PD_WHY="dhcpcd has no delegation on $1 and has said nothing about it for ${age} s: $(pd_seen "$1" "$2")"
     return 0
   fi
   return 1
