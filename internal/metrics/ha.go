@@ -19,7 +19,7 @@ func (r *Registry) SetHARole(role string, since time.Time) {
 		if name == role {
 			v = 1
 		}
-		r.set.GetOrCreateGauge(`uplinkd_ha_role{role="`+name+`"}`, nil).Set(v)
+		r.set.gauge(`uplinkd_ha_role{role="` + name + `"}`).Set(v)
 	}
-	r.set.GetOrCreateGauge("uplinkd_ha_role_since_seconds", nil).Set(float64(since.UnixNano()) / 1e9)
+	r.set.gauge("uplinkd_ha_role_since_seconds").Set(float64(since.UnixNano()) / 1e9)
 }

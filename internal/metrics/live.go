@@ -98,7 +98,6 @@ func (r *Registry) SetSources(s Sources) {
 	r.mu.Lock()
 	r.sources = s
 	r.mu.Unlock()
-	r.set.RegisterMetricsWriter(r.writeLive)
 }
 
 // PublishResult counts one finished attempt of a publisher:
@@ -111,7 +110,7 @@ func (r *Registry) PublishResult(uplink, publisher, result string) {
 	r.mu.Lock()
 	c := r.publishers[k]
 	if c == nil {
-		c = r.set.NewCounter(`uplinkd_publisher_attempts_total{uplink="` + escapeLabel(uplink) +
+		c = r.set.counter(`uplinkd_publisher_attempts_total{uplink="` + escapeLabel(uplink) +
 			`",publisher="` + escapeLabel(publisher) + `",result="` + escapeLabel(result) + `"}`)
 		r.publishers[k] = c
 	}
@@ -150,8 +149,8 @@ func b2f(b bool) float64 {
 	return 0
 }
 
-// writeLive writes the series of the Sources (the vm Set calls it at every
-// scrape, after its own series).
+// writeLive writes the series of the Sources; writeTo calls it at every
+// scrape, after the registered series.
 func (r *Registry) writeLive(w io.Writer) {
 	r.mu.Lock()
 	src := r.sources

@@ -1,11 +1,10 @@
 package metrics
 
 import (
+	"bytes"
 	"strings"
 	"sync"
 	"time"
-
-	vm "github.com/VictoriaMetrics/metrics"
 )
 
 // States an uplink can be in (the health machine's names); the state gauge
@@ -19,28 +18,29 @@ var passBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1
 // Registry holds the daemon's series. A nil *Registry is metrics off: every
 // method is a no-op. The methods are safe for concurrent use.
 type Registry struct {
-	set          *vm.Set
-	passes       *vm.Counter
-	passFailures *vm.Counter
-	passDuration *vm.PrometheusHistogram
-	repairs      *vm.Counter
-	overflows    *vm.Counter
+	set          *seriesSet
+	proc         *procStart
+	passes       *counter
+	passFailures *counter
+	passDuration *histogram
+	repairs      *counter
+	overflows    *counter
 
 	mu         sync.Mutex
 	uplinks    map[string]*uplinkSeries
 	sources    Sources
-	publishers map[[3]string]*vm.Counter // attempts by uplink, publisher, result
+	publishers map[[3]string]*counter // attempts by uplink, publisher, result
 }
 
 type uplinkSeries struct {
 	label       string // `uplink="NAME"`
-	state       [len(states)]*vm.Gauge
-	loss, rtt   *vm.Gauge // nil while unknown
-	jitter      *vm.Gauge // nil while unknown
-	transitions *vm.Counter
-	reconnects  *vm.Counter
-	drained     *vm.Gauge
-	degraded    *vm.Gauge
+	state       [len(states)]*gauge
+	loss, rtt   *gauge // nil while unknown
+	jitter      *gauge // nil while unknown
+	transitions *counter
+	reconnects  *counter
+	drained     *gauge
+	degraded    *gauge
 	v6          *ipv6Series // nil while the uplink has ipv6 off
 }
 
@@ -48,26 +48,37 @@ type uplinkSeries struct {
 // same as the IPv4 ones under uplinkd_uplink_ipv6_* names, so that the
 // existing series keep their labels.
 type ipv6Series struct {
-	state             [len(states)]*vm.Gauge
-	loss, rtt, jitter *vm.Gauge // nil while unknown
-	transitions       *vm.Counter
+	state             [len(states)]*gauge
+	loss, rtt, jitter *gauge // nil while unknown
+	transitions       *counter
 	last              string // the state set last, to count transitions
 }
 
 // New returns a Registry with the daemon-wide series at zero. Call it only
 // when metrics are on; uplink series appear with the first SetUplink.
 func New() *Registry {
-	s := vm.NewSet()
+	s := newSeriesSet()
 	return &Registry{
 		set:          s,
-		passes:       s.NewCounter("uplinkd_passes_total"),
-		passFailures: s.NewCounter("uplinkd_pass_failures_total"),
-		passDuration: s.NewPrometheusHistogramExt("uplinkd_pass_duration_seconds", passBuckets),
-		repairs:      s.NewCounter("uplinkd_repairs_total"),
-		overflows:    s.NewCounter("uplinkd_netlink_overflows_total"),
+		proc:         newProcStart(),
+		passes:       s.counter("uplinkd_passes_total"),
+		passFailures: s.counter("uplinkd_pass_failures_total"),
+		passDuration: s.histogram("uplinkd_pass_duration_seconds", passBuckets),
+		repairs:      s.counter("uplinkd_repairs_total"),
+		overflows:    s.counter("uplinkd_netlink_overflows_total"),
 		uplinks:      map[string]*uplinkSeries{},
-		publishers:   map[[3]string]*vm.Counter{},
+		publishers:   map[[3]string]*counter{},
 	}
+}
+
+// writeTo writes one scrape: the registered series, the Sources' and the
+// process's own, in that order (VictoriaMetrics' order: the Set, its
+// metrics writers, WriteProcessMetrics).
+func (r *Registry) writeTo(w *bytes.Buffer) {
+	r.set.writeTo(w)
+	r.writeLive(w)
+	writeGoMetrics(w)
+	r.proc.writeProcessMetrics(w)
 }
 
 // PassDone records one pass of the daemon's loop and how long it took;
@@ -130,15 +141,15 @@ func (r *Registry) SetUplink(name, state string, p Probe) {
 	u.jitter = r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", p.Jitter.Seconds())
 }
 
-func (r *Registry) optionalGauge(g *vm.Gauge, name string, v float64) *vm.Gauge {
+func (r *Registry) optionalGauge(g *gauge, name string, v float64) *gauge {
 	if v < 0 {
 		if g != nil {
-			r.set.UnregisterMetric(name)
+			r.set.remove(name)
 		}
 		return nil
 	}
 	if g == nil {
-		g = r.set.NewGauge(name, nil)
+		g = r.set.gauge(name)
 	}
 	g.Set(v)
 	return g
@@ -160,9 +171,9 @@ func (r *Registry) SetUplinkIPv6(name, state string, p Probe) {
 	}
 	v := u.v6
 	if v == nil {
-		v = &ipv6Series{transitions: r.set.NewCounter("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")}
+		v = &ipv6Series{transitions: r.set.counter("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")}
 		for i, s := range states {
-			v.state[i] = r.set.NewGauge(`uplinkd_uplink_ipv6_state{`+u.label+`,state="`+s+`"}`, nil)
+			v.state[i] = r.set.gauge(`uplinkd_uplink_ipv6_state{` + u.label + `,state="` + s + `"}`)
 		}
 		u.v6 = v
 	} else if v.last != state {
@@ -184,9 +195,9 @@ func (r *Registry) removeIPv6Locked(u *uplinkSeries) {
 	}
 	u.v6 = nil
 	for _, s := range states {
-		r.set.UnregisterMetric(`uplinkd_uplink_ipv6_state{` + u.label + `,state="` + s + `"}`)
+		r.set.remove(`uplinkd_uplink_ipv6_state{` + u.label + `,state="` + s + `"}`)
 	}
-	r.set.UnregisterMetric("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")
+	r.set.remove("uplinkd_uplink_ipv6_transitions_total{" + u.label + "}")
 	r.optionalGauge(v.loss, "uplinkd_uplink_ipv6_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(v.rtt, "uplinkd_uplink_ipv6_rtt_seconds{"+u.label+"}", -1)
 	r.optionalGauge(v.jitter, "uplinkd_uplink_ipv6_jitter_seconds{"+u.label+"}", -1)
@@ -250,12 +261,12 @@ func (r *Registry) RemoveUplink(name string) {
 	}
 	delete(r.uplinks, name)
 	for _, s := range states {
-		r.set.UnregisterMetric(`uplinkd_uplink_state{` + u.label + `,state="` + s + `"}`)
+		r.set.remove(`uplinkd_uplink_state{` + u.label + `,state="` + s + `"}`)
 	}
-	r.set.UnregisterMetric("uplinkd_uplink_transitions_total{" + u.label + "}")
-	r.set.UnregisterMetric("uplinkd_uplink_reconnects_total{" + u.label + "}")
-	r.set.UnregisterMetric("uplinkd_uplink_drained{" + u.label + "}")
-	r.set.UnregisterMetric("uplinkd_uplink_degraded{" + u.label + "}")
+	r.set.remove("uplinkd_uplink_transitions_total{" + u.label + "}")
+	r.set.remove("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	r.set.remove("uplinkd_uplink_drained{" + u.label + "}")
+	r.set.remove("uplinkd_uplink_degraded{" + u.label + "}")
 	r.optionalGauge(u.loss, "uplinkd_uplink_loss_ratio{"+u.label+"}", -1)
 	r.optionalGauge(u.rtt, "uplinkd_uplink_rtt_seconds{"+u.label+"}", -1)
 	r.optionalGauge(u.jitter, "uplinkd_uplink_jitter_seconds{"+u.label+"}", -1)
@@ -268,12 +279,12 @@ func (r *Registry) uplinkLocked(name string) *uplinkSeries {
 	}
 	u := &uplinkSeries{label: `uplink="` + escapeLabel(name) + `"`}
 	for i, s := range states {
-		u.state[i] = r.set.NewGauge(`uplinkd_uplink_state{`+u.label+`,state="`+s+`"}`, nil)
+		u.state[i] = r.set.gauge(`uplinkd_uplink_state{` + u.label + `,state="` + s + `"}`)
 	}
-	u.transitions = r.set.NewCounter("uplinkd_uplink_transitions_total{" + u.label + "}")
-	u.reconnects = r.set.NewCounter("uplinkd_uplink_reconnects_total{" + u.label + "}")
-	u.drained = r.set.NewGauge("uplinkd_uplink_drained{"+u.label+"}", nil)
-	u.degraded = r.set.NewGauge("uplinkd_uplink_degraded{"+u.label+"}", nil)
+	u.transitions = r.set.counter("uplinkd_uplink_transitions_total{" + u.label + "}")
+	u.reconnects = r.set.counter("uplinkd_uplink_reconnects_total{" + u.label + "}")
+	u.drained = r.set.gauge("uplinkd_uplink_drained{" + u.label + "}")
+	u.degraded = r.set.gauge("uplinkd_uplink_degraded{" + u.label + "}")
 	r.uplinks[name] = u
 	return u
 }
