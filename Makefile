@@ -11,8 +11,10 @@ BENCHTIME ?= 1x
 
 all: build
 
+# uplinkd-helper beside uplinkd, where the daemon looks for it first.
 build:
 	$(GO) build -o $(BIN) ./cmd/uplinkd
+	$(GO) build -o bin/uplinkd-helper ./cmd/uplinkd-helper
 
 deps:
 	@scripts/deps.sh
@@ -57,6 +59,7 @@ lint:
 # root and a kernel: the Compute tests in policy/ and firewall/ cover that).
 examples:
 	@$(GO) build -o bin/uplinkd-check ./cmd/uplinkd
+	@$(GO) build -o bin/uplinkd-helper ./cmd/uplinkd-helper
 	@set -e; for f in contrib/*.toml; do bin/uplinkd-check check --strict "$$f"; done
 
 # Fast tests without root or kernel changes.
@@ -124,6 +127,7 @@ VERSION  := $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && e
               echo "0.3.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
 endif
 RELBIN   := $(BUILDDIR)/pkg/$(DEBARCH)/uplinkd
+RELHELPER := $(BUILDDIR)/pkg/$(DEBARCH)/uplinkd-helper
 NFPM     ?= nfpm
 # The date of the man pages and of the changelog's newest entry: the last
 # commit's, so that a rebuild of one commit gives the same files.
@@ -132,6 +136,7 @@ GENDIR   := $(BUILDDIR)/pkg/doc
 
 release-build:
 	CGO_ENABLED=0 GOARCH=$(GOARCH) GOARM=$(GOARM) $(GO) build -trimpath -ldflags '-s -w -X main.version=$(VERSION)' -o $(RELBIN) ./cmd/uplinkd
+	CGO_ENABLED=0 GOARCH=$(GOARCH) GOARM=$(GOARM) $(GO) build -trimpath -ldflags '-s -w' -o $(RELHELPER) ./cmd/uplinkd-helper
 
 # The man pages, rendered from docs/man/*.md (internal/mangen, go-md2man),
 # and the Debian changelog (packaging/changelog with this build's version
@@ -146,7 +151,7 @@ package-docs:
 
 deb: release-build package-docs
 	@command -v $(NFPM) >/dev/null || { echo "nfpm missing: run scripts/deps.sh"; exit 1; }
-	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(DEBARCH)' UPLINKD_BIN='$(RELBIN)' UPLINKD_GEN='$(GENDIR)' \
+	UPLINKD_VERSION='$(VERSION)' UPLINKD_ARCH='$(DEBARCH)' UPLINKD_BIN='$(RELBIN)' UPLINKD_HELPER='$(RELHELPER)' UPLINKD_GEN='$(GENDIR)' \
 	  $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(BUILDDIR)/
 
 debs:
@@ -167,6 +172,7 @@ NDDIR      ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/networkd-dispatcher,$(SYSCO
 # An existing /etc/uplinkd/uplinkd.toml is never overwritten.
 install: release-build package-docs
 	install -D -m 0755 $(RELBIN) $(DESTDIR)$(SBINDIR)/uplinkd
+	install -D -m 0755 $(RELHELPER) $(DESTDIR)$(PREFIX)/lib/uplinkd/uplinkd-helper
 	sed 's|/usr/sbin/uplinkd|$(SBINDIR)/uplinkd|g' packaging/systemd/uplinkd.service > $(BUILDDIR)/uplinkd.service
 	install -D -m 0644 $(BUILDDIR)/uplinkd.service $(DESTDIR)$(UNITDIR)/uplinkd.service
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/uplinkd/hooks.d

@@ -68,6 +68,7 @@ func installed(t *testing.T, root string) packaged {
 		"/usr/share/bash-completion/completions/uplinkd":        conf,
 		"/usr/share/doc/uplinkd/examples/networkd-uplinkd.conf": conf,
 		"/usr/lib/uplinkd/uplinkd-notify":                       exe,
+		"/usr/lib/uplinkd/uplinkd-helper":                       exe,
 		"/usr/lib/dhcpcd/dhcpcd-hooks/70-uplinkd":               conf,
 		"/usr/share/doc/uplinkd/examples/keepalived.conf":       conf,
 	}

@@ -1,12 +1,10 @@
 package publish
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/netip"
 	"net/url"
-	"sync"
 )
 
 // Test helpers of the publishers (they came from package hooks with them).
@@ -22,21 +20,3 @@ func mustURL(s string) *url.URL {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-// lockedBuffer is a goroutine-safe output buffer for child processes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

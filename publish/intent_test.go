@@ -58,7 +58,7 @@ func TestPublishInFlightAtKill(t *testing.T) {
 	clk := hooks.NewFakeClock(time.Time{})
 	again := &fakePublisher{}
 	m, err := NewManager([]Spec{testSpec()}, Options{StateDir: killed, Log: log, Clock: clk,
-		newPublisher: func(Spec, PublisherOptions) (Publisher, error) { return again, nil }})
+		NewPublisher: func(Spec, PublisherOptions) (Publisher, error) { return again, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,11 +5,12 @@ import (
 	"testing"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
-// TestMain guards the host: the lab tests (lab_test.go) work in namespaces
-// of their own, and GuardMain fails the run if the host namespace's rules,
-// routes, links or netfilter state changed anyway.
+// TestMain builds uplinkd-helper, which checks dyndns2 and rfc2136 specs
+// for publish.New, and guards the host: GuardMain fails the run if the host
+// namespace's rules, routes, links or netfilter state changed.
 func TestMain(m *testing.M) {
-	os.Exit(lab.GuardMain(m))
+	os.Exit(testutil.HelperMain(func() int { return lab.GuardMain(m) }))
 }

@@ -29,11 +29,14 @@ type Options struct {
 	// ev.HookEvent(). It must not block for long: the publisher's next
 	// attempt waits for it.
 	OnResult func(ev Event)
-	// Dial, if set, opens the publishers' connections (PublisherOptions.Dial).
+	// NewPublisher builds each publisher; nil is New, which runs dyndns2
+	// and rfc2136 in uplinkd-helper. Tests pass fakes, or remote.New to
+	// run those publishers in-process with Dial.
+	NewPublisher func(Spec, PublisherOptions) (Publisher, error)
+	// Dial, if set, goes to NewPublisher as PublisherOptions.Dial.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
-
-	// newPublisher replaces New in tests (fake publishers).
-	newPublisher func(Spec, PublisherOptions) (Publisher, error)
+	// Rand returns [0,1) for the retry jitter; nil: math/rand/v2.
+	Rand func() float64
 }
 
 // Event reports one attempt.
@@ -139,8 +142,11 @@ func NewManager(specs []Spec, opts Options) (*Manager, error) {
 	if opts.Clock == nil {
 		opts.Clock = hooks.RealClock()
 	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
 	m := &Manager{log: opts.Log, clock: opts.Clock, stateDir: opts.StateDir, onResult: opts.OnResult,
-		rand: rand.Float64, byUplink: map[string][]*publisherState{}}
+		rand: opts.Rand, byUplink: map[string][]*publisherState{}}
 	var errs []error
 	seen := map[[2]string]bool{}
 	for _, spec := range specs {
@@ -154,8 +160,8 @@ func NewManager(specs []Spec, opts Options) (*Manager, error) {
 			spec.Timeout = DefaultTimeout
 		}
 		newPub := New
-		if opts.newPublisher != nil {
-			newPub = opts.newPublisher
+		if opts.NewPublisher != nil {
+			newPub = opts.NewPublisher
 		}
 		pub, err := newPub(spec, PublisherOptions{Log: opts.Log, Version: opts.Version, Dial: opts.Dial})
 		if err != nil {
@@ -387,6 +393,12 @@ func (m *Manager) Status() []Status {
 	}
 	return out
 }
+
+// Wait returns once every attempt started so far has finished and its
+// result has been reported (OnResult returned). Call it only when no
+// Update or timer can start another: tests, after their fake clock's last
+// advance.
+func (m *Manager) Wait() { m.wg.Wait() }
 
 // Close stops all timers, cancels publishes in flight and waits for their
 // goroutines. Update does nothing afterwards. Safe to call twice.

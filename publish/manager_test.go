@@ -85,7 +85,7 @@ func newRig(t *testing.T, spec Spec, stateDir string, fake *fakePublisher) *mgrR
 	m, err := NewManager([]Spec{spec}, Options{
 		StateDir: stateDir, Log: quiet(), Clock: r.clock,
 		OnResult:     func(ev Event) { r.mu.Lock(); r.events = append(r.events, ev); r.mu.Unlock() },
-		newPublisher: func(Spec, PublisherOptions) (Publisher, error) { return fake, nil },
+		NewPublisher: func(Spec, PublisherOptions) (Publisher, error) { return fake, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -118,19 +118,6 @@ func waitIdle(t *testing.T, m *Manager) {
 		}
 		return true
 	})
-}
-
-// waitAttempts waits until every attempt goroutine of m has returned, its
-// result reported; call it when no Advance or Update can start another.
-func waitAttempts(t *testing.T, m *Manager) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { m.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("a publish attempt still runs")
-	}
 }
 
 // expectCalls asserts the addresses published so far, once any attempt

@@ -144,9 +144,21 @@ type PublisherOptions struct {
 	Log     *slog.Logger // nil: slog.Default()
 	Version string       // User-Agent "uplinkd/<Version>" of dyndns2 requests
 	// Dial, if set, opens the connections of dyndns2 and rfc2136 (network
-	// "tcp" or "udp"): a way to choose the path of publish traffic, and
-	// how tests reach servers inside network namespaces. nil: net.Dialer.
+	// "tcp" or "udp") when they run in-process (remote.New): how tests
+	// reach servers inside network namespaces. New refuses it: a helper
+	// process cannot call it. nil: net.Dialer.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// WithDefaults is s with a zero Timeout and TTL set to their defaults.
+func (s Spec) WithDefaults() Spec {
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.TTL <= 0 {
+		s.TTL = DefaultTTL
+	}
+	return s
 }
 
 // New checks spec (secret files are read and their mode checked
@@ -155,19 +167,14 @@ func New(spec Spec, opts PublisherOptions) (Publisher, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	if spec.Timeout <= 0 {
-		spec.Timeout = DefaultTimeout
-	}
-	if spec.TTL <= 0 {
-		spec.TTL = DefaultTTL
-	}
+	spec = spec.WithDefaults()
 	switch spec.Kind {
 	case KindCommand:
 		return newCommandPublisher(spec, opts)
-	case KindDynDNS2:
-		return newDynDNS2(spec, opts)
-	case KindRFC2136:
-		return newRFC2136(spec, opts)
+	case KindDynDNS2, KindRFC2136:
+		// The protocol code lives in uplinkd-helper (publish/remote),
+		// which checks the spec now and publishes on each attempt.
+		return newHelperPublisher(spec, opts)
 	default:
 		return nil, fmt.Errorf("unknown publisher kind %q", spec.Kind)
 	}

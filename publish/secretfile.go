@@ -10,30 +10,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxSecretFile bounds what readSecretFile reads: a password or TSIG key is
+// maxSecretFile bounds what ReadSecretFile reads: a password or TSIG key is
 // a few hundred bytes; a path pointing at something huge is a mistake.
 const maxSecretFile = 64 << 10
 
-// maxCAFile bounds a ca_file: a system bundle is about 200 KiB.
-const maxCAFile = 4 << 20
+// MaxCAFile bounds a ca_file: a system bundle is about 200 KiB.
+const MaxCAFile = 4 << 20
 
-// readSecretFile reads a password or key file. The file must be a regular
+// ReadSecretFile reads a password or key file. The file must be a regular
 // file (not a symlink, FIFO, device or directory), owned by root or by the
 // daemon's user, with no group or other access bits: a secret anyone on
 // the gateway can read or replace is no secret, and failing loudly makes
 // the admin fix it instead of never noticing. Errors name the file and the
 // problem, never its content.
-func readSecretFile(what, path string) ([]byte, error) {
-	return readRegularFile(what, path, maxSecretFile, true)
+func ReadSecretFile(what, path string) ([]byte, error) {
+	return ReadRegularFile(what, path, maxSecretFile, true)
 }
 
-// readRegularFile reads path, at most limit bytes, without ever blocking
+// ReadRegularFile reads path, at most limit bytes, without ever blocking
 // on what the path names: it is opened with O_NONBLOCK and O_NOFOLLOW (a
 // FIFO opens at once instead of waiting for a writer, which wedged the
 // loop, a reload and `uplinkd check`), and the checks are made with fstat on
 // the opened descriptor, so the file checked is the file read. secret adds
 // the owner and mode checks.
-func readRegularFile(what, path string, limit int64, secret bool) ([]byte, error) {
+func ReadRegularFile(what, path string, limit int64, secret bool) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%s: not set", what)
 	}
@@ -75,9 +75,9 @@ func readRegularFile(what, path string, limit int64, secret bool) ([]byte, error
 	return b, nil
 }
 
-// readPassword reads a password file: the first line, without its newline.
-func readPassword(what, path string) (string, error) {
-	b, err := readSecretFile(what, path)
+// ReadPassword reads a password file: the first line, without its newline.
+func ReadPassword(what, path string) (string, error) {
+	b, err := ReadSecretFile(what, path)
 	if err != nil {
 		return "", err
 	}

@@ -53,7 +53,7 @@ func statePath(dir string, spec Spec) string {
 func loadPublishState(path string, spec Spec) (publishState, error) {
 	// Opened like a secret file (no blocking on a FIFO, bounded), but any
 	// owner and mode: the directory is the daemon's own.
-	b, err := readRegularFile("publish state", path, maxStateFile, false)
+	b, err := ReadRegularFile("publish state", path, maxStateFile, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return publishState{}, nil
 	}

@@ -18,11 +18,14 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
 func TestMain(m *testing.M) {
-	code := lab.GuardMain(m)
+	// uplinkd-helper runs the in-process daemon's http probes and checks
+	// its dyndns2 and rfc2136 publishers.
+	code := testutil.HelperMain(func() int { return lab.GuardMain(m) })
 	devBinary.remove()
 	shippedBinary.remove()
 	os.Exit(code)
@@ -427,7 +430,10 @@ func (bb *builtBinary) get(t testing.TB, env []string, flags ...string) string {
 		cmd.Env = append(os.Environ(), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			bb.err = fmt.Errorf("go build: %v\n%s", err, out)
+			return
 		}
+		// Beside it, where the daemon looks for its helper.
+		_, bb.err = testutil.BuildHelper(dir, env, flags...)
 	})
 	if bb.err != nil {
 		t.Fatal(bb.err)

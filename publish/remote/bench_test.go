@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"net/netip"
 	"slices"
 	"testing"
@@ -21,11 +23,11 @@ import (
 //	go test -run '^$' -bench PublishLatency -benchtime 200x ./hooks/
 func BenchmarkPublishLatency(b *testing.B) {
 	addrs := []netip.Addr{netip.MustParseAddr("198.51.100.10"), netip.MustParseAddr("198.51.100.11")}
-	run := func(b *testing.B, spec Spec, received <-chan dynRequest) {
+	run := func(b *testing.B, spec publish.Spec, received <-chan dynRequest) {
 		spec.Settle, spec.MinInterval, spec.Refresh = 0, 0, 0
-		done := make(chan Event, 1)
-		m, err := NewManager([]Spec{spec}, Options{StateDir: b.TempDir(), Log: quiet(),
-			OnResult: func(ev Event) { done <- ev }})
+		done := make(chan publish.Event, 1)
+		m, err := publish.NewManager([]publish.Spec{spec}, publish.Options{StateDir: b.TempDir(), Log: quiet(),
+			OnResult: func(ev publish.Event) { done <- ev }})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"bufio"
 	"context"
 	"crypto/tls"
@@ -18,7 +20,7 @@ import (
 // routers' "custom" provider): GET <server>/nic/update?hostname=H&myip=A
 // with HTTP basic auth, answered by a line starting with a return code.
 type dynDNS2 struct {
-	spec      Spec
+	spec      publish.Spec
 	endpoint  *url.URL
 	client    *http.Client
 	userAgent string
@@ -38,7 +40,7 @@ var dyndns2Retry = map[string]bool{"911": true, "dnserr": true}
 // maxReply bounds how much of a reply is read; the answer is one short line.
 const maxReply = 4096
 
-func newDynDNS2(spec Spec, opts PublisherOptions) (*dynDNS2, error) {
+func newDynDNS2(spec publish.Spec, opts publish.PublisherOptions) (*dynDNS2, error) {
 	u := spec.URL
 	if u == nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, errors.New("dyndns2: server must be an http:// or https:// URL")
@@ -51,12 +53,12 @@ func newDynDNS2(spec Spec, opts PublisherOptions) (*dynDNS2, error) {
 	if spec.Hostname == "" {
 		return nil, errors.New("dyndns2: hostname not set")
 	}
-	if _, err := readPassword("password_file", spec.PasswordFile); err != nil {
+	if _, err := publish.ReadPassword("password_file", spec.PasswordFile); err != nil {
 		return nil, fmt.Errorf("dyndns2: %w", err)
 	}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	if spec.CAFile != "" {
-		pem, err := readRegularFile("ca_file", spec.CAFile, maxCAFile, false)
+		pem, err := publish.ReadRegularFile("ca_file", spec.CAFile, publish.MaxCAFile, false)
 		if err != nil {
 			return nil, fmt.Errorf("dyndns2: %w", err)
 		}
@@ -119,12 +121,12 @@ func hostPort(u *url.URL) string {
 	return net.JoinHostPort(u.Hostname(), port)
 }
 
-func (d *dynDNS2) Publish(ctx context.Context, req Request) Result {
+func (d *dynDNS2) Publish(ctx context.Context, req publish.Request) publish.Result {
 	// Read at every publish: a rotated password works without a reload,
 	// and a file whose mode was loosened since load is refused.
-	pw, err := readPassword("password_file", d.spec.PasswordFile)
+	pw, err := publish.ReadPassword("password_file", d.spec.PasswordFile)
 	if err != nil {
-		return Result{Outcome: Permanent, Err: err}
+		return publish.Result{Outcome: publish.Permanent, Err: err}
 	}
 	u := *d.endpoint
 	// An IPv6 address goes in myipv6, the parameter dyndns2 providers
@@ -137,7 +139,7 @@ func (d *dynDNS2) Publish(ctx context.Context, req Request) Result {
 	u.RawQuery = url.Values{"hostname": {d.spec.Hostname}, param: {req.Addr.String()}}.Encode()
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return Result{Outcome: Permanent, Err: fmt.Errorf("dyndns2: %w", err)}
+		return publish.Result{Outcome: publish.Permanent, Err: fmt.Errorf("dyndns2: %w", err)}
 	}
 	hreq.SetBasicAuth(d.spec.Username, pw)
 	hreq.Header.Set("User-Agent", d.userAgent)
@@ -145,38 +147,38 @@ func (d *dynDNS2) Publish(ctx context.Context, req Request) Result {
 	if errors.Is(err, errRedirect) {
 		// The server URL points somewhere that sends us elsewhere: a
 		// config problem no retry fixes, and nothing was sent there.
-		return Result{Outcome: Permanent, Err: fmt.Errorf("dyndns2 %s: %w", d.spec.Hostname, err)}
+		return publish.Result{Outcome: publish.Permanent, Err: fmt.Errorf("dyndns2 %s: %w", d.spec.Hostname, err)}
 	}
 	if err != nil {
 		// Network errors, timeouts and certificate failures alike: the
 		// server or the path to it may come back. A wrong CA stays wrong,
 		// but backoff keeps that cheap and the log says why.
-		return Result{Outcome: Retry, Err: fmt.Errorf("dyndns2: %w", err)}
+		return publish.Result{Outcome: publish.Retry, Err: fmt.Errorf("dyndns2: %w", err)}
 	}
 	defer resp.Body.Close()
 	line, _ := bufio.NewReader(io.LimitReader(resp.Body, maxReply)).ReadString('\n')
 	code, _, _ := strings.Cut(strings.TrimSpace(line), " ")
 	switch {
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusRequestTimeout:
-		return Result{Outcome: Retry, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s", d.spec.Hostname, resp.Status)}
+		return publish.Result{Outcome: publish.Retry, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s", d.spec.Hostname, resp.Status)}
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		// Some servers answer a bad password with a status, not a body.
 		if code == "" {
 			code = "badauth"
 		}
-		return Result{Outcome: Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: HTTP %s: %s", d.spec.Hostname, resp.Status, code)}
+		return publish.Result{Outcome: publish.Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: HTTP %s: %s", d.spec.Hostname, resp.Status, code)}
 	case resp.StatusCode != http.StatusOK:
-		return Result{Outcome: Permanent, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s (wrong server URL?)", d.spec.Hostname, resp.Status)}
+		return publish.Result{Outcome: publish.Permanent, Reply: resp.Status, Err: fmt.Errorf("dyndns2 %s: HTTP %s (wrong server URL?)", d.spec.Hostname, resp.Status)}
 	}
 	switch {
 	case code == "good" || code == "nochg":
-		return Result{Outcome: OK, Reply: code}
+		return publish.Result{Outcome: publish.OK, Reply: code}
 	case dyndns2Permanent[code]:
-		return Result{Outcome: Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s", d.spec.Hostname, code)}
+		return publish.Result{Outcome: publish.Permanent, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s", d.spec.Hostname, code)}
 	case dyndns2Retry[code]:
-		return Result{Outcome: Retry, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s (its own trouble)", d.spec.Hostname, code)}
+		return publish.Result{Outcome: publish.Retry, Reply: code, Err: fmt.Errorf("dyndns2 %s: server says %s (its own trouble)", d.spec.Hostname, code)}
 	default:
-		return Result{Outcome: Retry, Reply: truncate(code, 32), Err: fmt.Errorf("dyndns2 %s: unexpected reply %q", d.spec.Hostname, truncate(line, 64))}
+		return publish.Result{Outcome: publish.Retry, Reply: truncate(code, 32), Err: fmt.Errorf("dyndns2 %s: unexpected reply %q", d.spec.Hostname, truncate(line, 64))}
 	}
 }
 

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -173,8 +175,8 @@ func secretFile(t testing.TB, dir, name, content string, mode os.FileMode) strin
 	return p
 }
 
-func dynSpec(t testing.TB, srv *dynServer, dir, caFile string) Spec {
-	return Spec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: KindDynDNS2, URL: mustURL(srv.URL),
+func dynSpec(t testing.TB, srv *dynServer, dir, caFile string) publish.Spec {
+	return publish.Spec{Uplink: "dsl", Iface: "ppp0", Name: "dyn", Kind: publish.KindDynDNS2, URL: mustURL(srv.URL),
 		CAFile: caFile, Hostname: "home.example.net", Username: dynUser,
 		PasswordFile: secretFile(t, dir, "dyn.secret", dynPassword+"\n", 0o600), Timeout: 5 * time.Second}
 }
@@ -189,25 +191,25 @@ func TestDynDNS2Replies(t *testing.T) {
 		name      string
 		reply     dynReply
 		password  string // "" = the right one
-		want      Outcome
+		want      publish.Outcome
 		wantReply string
 	}{
-		{"good", dynReply{200, "good 198.51.100.10"}, "", OK, "good"},
-		{"nochg", dynReply{200, "nochg 198.51.100.10"}, "", OK, "nochg"},
-		{"badauth from a wrong password", dynReply{}, "wrong-password", Permanent, "badauth"},
-		{"nohost", dynReply{200, "nohost"}, "", Permanent, "nohost"},
-		{"notfqdn", dynReply{200, "notfqdn"}, "", Permanent, "notfqdn"},
-		{"abuse", dynReply{200, "abuse"}, "", Permanent, "abuse"},
-		{"badagent", dynReply{200, "badagent"}, "", Permanent, "badagent"},
-		{"!donator", dynReply{200, "!donator"}, "", Permanent, "!donator"},
-		{"numhost", dynReply{200, "numhost"}, "", Permanent, "numhost"},
-		{"911", dynReply{200, "911"}, "", Retry, "911"},
-		{"dnserr", dynReply{200, "dnserr"}, "", Retry, "dnserr"},
-		{"HTTP 500", dynReply{500, "oops"}, "", Retry, "500 Internal Server Error"},
-		{"HTTP 503", dynReply{503, ""}, "", Retry, "503 Service Unavailable"},
-		{"HTTP 401 without body", dynReply{401, ""}, "", Permanent, "badauth"},
-		{"HTTP 404: wrong URL", dynReply{404, "not found"}, "", Permanent, "404 Not Found"},
-		{"garbage", dynReply{200, "<html>hello</html>"}, "", Retry, "<html>hello</html>"},
+		{"good", dynReply{200, "good 198.51.100.10"}, "", publish.OK, "good"},
+		{"nochg", dynReply{200, "nochg 198.51.100.10"}, "", publish.OK, "nochg"},
+		{"badauth from a wrong password", dynReply{}, "wrong-password", publish.Permanent, "badauth"},
+		{"nohost", dynReply{200, "nohost"}, "", publish.Permanent, "nohost"},
+		{"notfqdn", dynReply{200, "notfqdn"}, "", publish.Permanent, "notfqdn"},
+		{"abuse", dynReply{200, "abuse"}, "", publish.Permanent, "abuse"},
+		{"badagent", dynReply{200, "badagent"}, "", publish.Permanent, "badagent"},
+		{"!donator", dynReply{200, "!donator"}, "", publish.Permanent, "!donator"},
+		{"numhost", dynReply{200, "numhost"}, "", publish.Permanent, "numhost"},
+		{"911", dynReply{200, "911"}, "", publish.Retry, "911"},
+		{"dnserr", dynReply{200, "dnserr"}, "", publish.Retry, "dnserr"},
+		{"HTTP 500", dynReply{500, "oops"}, "", publish.Retry, "500 Internal Server Error"},
+		{"HTTP 503", dynReply{503, ""}, "", publish.Retry, "503 Service Unavailable"},
+		{"HTTP 401 without body", dynReply{401, ""}, "", publish.Permanent, "badauth"},
+		{"HTTP 404: wrong URL", dynReply{404, "not found"}, "", publish.Permanent, "404 Not Found"},
+		{"garbage", dynReply{200, "<html>hello</html>"}, "", publish.Retry, "<html>hello</html>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,15 +220,15 @@ func TestDynDNS2Replies(t *testing.T) {
 			if tt.reply.status != 0 {
 				srv.script(tt.reply)
 			}
-			p, err := New(spec, PublisherOptions{Log: quiet(), Version: "1.2.3"})
+			p, err := New(spec, publish.PublisherOptions{Log: quiet(), Version: "1.2.3"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), Request{Addr: addr})
+			res := p.Publish(context.Background(), publish.Request{Addr: addr})
 			if res.Outcome != tt.want || res.Reply != tt.wantReply {
 				t.Fatalf("got %v %q (%v), want %v %q", res.Outcome, res.Reply, res.Err, tt.want, tt.wantReply)
 			}
-			if (res.Err == nil) != (tt.want == OK) {
+			if (res.Err == nil) != (tt.want == publish.OK) {
 				t.Fatalf("err %v", res.Err)
 			}
 			if res.Err != nil && strings.Contains(res.Err.Error(), dynPassword) {
@@ -252,14 +254,14 @@ func TestDynDNS2TLS(t *testing.T) {
 		srv     *dynServer
 		url     string // "" = srv.URL
 		caFile  string
-		want    Outcome
+		want    publish.Outcome
 		errText string
 	}{
-		{"certificate from the private CA", srv, "", ca.file(t, dir, "ca.pem"), OK, ""},
-		{"base path kept", srv, srv.URL + "/dyn/", ca.file(t, dir, "ca.pem"), OK, ""},
-		{"wrong CA", srv, "", other.file(t, dir, "other.pem"), Retry, "certificate signed by unknown authority"},
-		{"system roots do not know the test CA", srv, "", "", Retry, "certificate signed by unknown authority"},
-		{"plain http when configured", plain, "", "", OK, ""},
+		{"certificate from the private CA", srv, "", ca.file(t, dir, "ca.pem"), publish.OK, ""},
+		{"base path kept", srv, srv.URL + "/dyn/", ca.file(t, dir, "ca.pem"), publish.OK, ""},
+		{"wrong CA", srv, "", other.file(t, dir, "other.pem"), publish.Retry, "certificate signed by unknown authority"},
+		{"system roots do not know the test CA", srv, "", "", publish.Retry, "certificate signed by unknown authority"},
+		{"plain http when configured", plain, "", "", publish.OK, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -267,11 +269,11 @@ func TestDynDNS2TLS(t *testing.T) {
 			if tt.url != "" {
 				spec.URL = mustURL(tt.url)
 			}
-			p, err := New(spec, PublisherOptions{Log: quiet()})
+			p, err := New(spec, publish.PublisherOptions{Log: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), Request{Addr: addr})
+			res := p.Publish(context.Background(), publish.Request{Addr: addr})
 			if res.Outcome != tt.want || (tt.errText != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.errText))) {
 				t.Fatalf("got %v %v, want %v %q", res.Outcome, res.Err, tt.want, tt.errText)
 			}
@@ -303,7 +305,7 @@ func TestDynDNS2SecretFile(t *testing.T) {
 			if tt.url != "" {
 				spec.URL = mustURL(tt.url)
 			}
-			_, err := New(spec, PublisherOptions{})
+			_, err := New(spec, publish.PublisherOptions{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), dynPassword) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
@@ -311,13 +313,13 @@ func TestDynDNS2SecretFile(t *testing.T) {
 	}
 	// Loosened after load: refused at publish time, permanent, no request.
 	spec := dynSpec(t, srv, dir, "")
-	p, err := New(spec, PublisherOptions{})
+	p, err := New(spec, publish.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(spec.PasswordFile, 0o644)
-	res := p.Publish(context.Background(), Request{Addr: addrA})
-	if res.Outcome != Permanent || !strings.Contains(res.Err.Error(), spec.PasswordFile) || len(srv.got()) != 0 {
+	res := p.Publish(context.Background(), publish.Request{Addr: addrA})
+	if res.Outcome != publish.Permanent || !strings.Contains(res.Err.Error(), spec.PasswordFile) || len(srv.got()) != 0 {
 		t.Fatalf("got %v %v, %d requests", res.Outcome, res.Err, len(srv.got()))
 	}
 }
@@ -336,14 +338,14 @@ func TestDynDNS2Manager(t *testing.T) {
 	log, logs := testutil.NewCapture()
 	clock := hooks.NewFakeClock(time.Time{})
 	var mu sync.Mutex
-	var events []Event
-	m, err := NewManager([]Spec{spec}, Options{StateDir: filepath.Join(dir, "state"), Log: log, Clock: clock, Version: "t",
-		OnResult: func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }})
+	var events []publish.Event
+	m, err := publish.NewManager([]publish.Spec{spec}, publish.Options{StateDir: filepath.Join(dir, "state"), Log: log, Clock: clock, Version: "t",
+		OnResult: func(ev publish.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() },
+		Rand:     func() float64 { return 0.5 }}) // no jitter: exact backoff
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	m.rand = func() float64 { return 0.5 }
 	waitEvents := func(n int) {
 		t.Helper()
 		testutil.WaitFor(t, "publish", 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(events) >= n })
@@ -361,10 +363,10 @@ func TestDynDNS2Manager(t *testing.T) {
 	clock.Advance(2 * time.Second)
 	waitEvents(1)
 	clock.WaitForTimers(1, time.Second)
-	if p := clock.Pending(); len(p) != 1 || p[0] != Backoff {
-		t.Fatalf("pending %v, want [%v]", p, Backoff)
+	if p := clock.Pending(); len(p) != 1 || p[0] != publish.Backoff {
+		t.Fatalf("pending %v, want [%v]", p, publish.Backoff)
 	}
-	clock.Advance(Backoff)
+	clock.Advance(publish.Backoff)
 	waitEvents(2)
 	if got := myips(); !slices.Equal(got, []string{"198.51.100.10", "198.51.100.10"}) {
 		t.Fatalf("requests %q", got)

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"context"
 	"net"
 	"net/netip"
@@ -134,8 +136,8 @@ func TestPublishLabIPv6(t *testing.T) {
 type publishRig struct {
 	k      *knot
 	srv    *dynServer
-	m      *Manager
-	events chan Event
+	m      *publish.Manager
+	events chan publish.Event
 }
 
 func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishRig {
@@ -164,12 +166,15 @@ func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishR
 	dir := t.TempDir()
 	srv := newDynServerOn(t, ca, ln)
 	dyn, dnsSpec := dynSpec(t, srv, dir, ca.file(t, dir, "ca.pem")), k.spec()
-	for _, s := range []*Spec{&dyn, &dnsSpec} {
+	for _, s := range []*publish.Spec{&dyn, &dnsSpec} {
 		s.Uplink, s.Iface, s.Settle, s.MinInterval, s.Refresh, s.IPv6 = uplink, uplink, 300*time.Millisecond, 0, 0, ipv6
 	}
-	r := &publishRig{k: k, srv: srv, events: make(chan Event, 10)}
-	r.m, err = NewManager([]Spec{dyn, dnsSpec}, Options{StateDir: t.TempDir(), Log: quiet(),
-		OnResult: func(ev Event) { r.events <- ev },
+	r := &publishRig{k: k, srv: srv, events: make(chan publish.Event, 10)}
+	r.m, err = publish.NewManager([]publish.Spec{dyn, dnsSpec}, publish.Options{StateDir: t.TempDir(), Log: quiet(),
+		OnResult: func(ev publish.Event) { r.events <- ev },
+		// In-process, to dial from the router namespace: the helper
+		// path is TestDynDNS2Manager's and TestRFC2136KnotManager's.
+		NewPublisher: New,
 		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
 			return l.DialIn(l.Router, network, "", address, 5*time.Second)
 		}})
@@ -184,7 +189,7 @@ func newPublishRig(t *testing.T, l *lab.Lab, uplink string, ipv6 bool) *publishR
 // family of addr in their hook event).
 func (r *publishRig) expect(t *testing.T, addr netip.Addr) {
 	t.Helper()
-	got := map[string]Event{}
+	got := map[string]publish.Event{}
 	for len(got) < 2 {
 		select {
 		case ev := <-r.events:

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -78,11 +80,11 @@ func TestDynDNS2Redirects(t *testing.T) {
 		name string
 		to   string // "" = a path on the same server
 		sink *credSink
-		want Outcome
+		want publish.Outcome
 	}{
-		{"https to plain http", plain.URL + "/nic/update", plain, Permanent},
-		{"https to another port", otherTLS.URL + "/nic/update", otherTLS, Permanent},
-		{"same scheme, host and port", "", srv, OK},
+		{"https to plain http", plain.URL + "/nic/update", plain, publish.Permanent},
+		{"https to another port", otherTLS.URL + "/nic/update", otherTLS, publish.Permanent},
+		{"same scheme, host and port", "", srv, publish.OK},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,16 +93,16 @@ func TestDynDNS2Redirects(t *testing.T) {
 			mu.Unlock()
 			before := len(tt.sink.got())
 			spec := dynSpec(t, &dynServer{Server: srv.Server}, t.TempDir(), caFile)
-			p, err := New(spec, PublisherOptions{Log: quiet()})
+			p, err := New(spec, publish.PublisherOptions{Log: quiet()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("203.0.113.9")})
+			res := p.Publish(context.Background(), publish.Request{Addr: netip.MustParseAddr("203.0.113.9")})
 			if res.Outcome != tt.want {
 				t.Fatalf("outcome %v (%v), want %v", res.Outcome, res.Err, tt.want)
 			}
 			got := tt.sink.got()[before:]
-			if tt.want == OK {
+			if tt.want == publish.OK {
 				if len(got) != 1 || got[0] == "" {
 					t.Fatalf("same-origin redirect: the target saw %q, want one request with the credentials", got)
 				}

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"context"
 	"encoding/base64"
 	"errors"
@@ -16,7 +18,7 @@ import (
 // UPDATE signed with TSIG, sent to the zone's primary over UDP, and again
 // over TCP when the reply is truncated.
 type rfc2136 struct {
-	spec   Spec
+	spec   publish.Spec
 	zone   string // FQDN
 	name   string // FQDN
 	server string // host:port
@@ -39,7 +41,7 @@ var tsigAlgorithms = map[string]string{
 	"hmac-sha384": dns.HmacSHA384, "hmac-sha512": dns.HmacSHA512,
 }
 
-func newRFC2136(spec Spec, opts PublisherOptions) (*rfc2136, error) {
+func newRFC2136(spec publish.Spec, opts publish.PublisherOptions) (*rfc2136, error) {
 	if spec.Zone == "" || spec.Hostname == "" || spec.Server == "" {
 		return nil, errors.New("rfc2136: server, zone and hostname must be set")
 	}
@@ -61,11 +63,11 @@ func newRFC2136(spec Spec, opts PublisherOptions) (*rfc2136, error) {
 	return &rfc2136{spec: spec, zone: zone, name: name, server: server, key: key, dial: opts.Dial}, nil
 }
 
-func (r *rfc2136) Publish(ctx context.Context, req Request) Result {
+func (r *rfc2136) Publish(ctx context.Context, req publish.Request) publish.Result {
 	// Re-read the key: a rotated key works without a reload.
 	key, err := parseTSIGKeyFile(r.spec.KeyFile)
 	if err != nil {
-		return Result{Outcome: Permanent, Err: fmt.Errorf("rfc2136: %w", err)}
+		return publish.Result{Outcome: publish.Permanent, Err: fmt.Errorf("rfc2136: %w", err)}
 	}
 	hdr := dns.RR_Header{Name: r.name, Class: dns.ClassINET, Ttl: uint32(r.spec.TTL / time.Second)}
 	var rr dns.RR
@@ -93,14 +95,14 @@ func (r *rfc2136) Publish(ctx context.Context, req Request) Result {
 	if err != nil {
 		switch {
 		case errors.Is(err, dns.ErrTime):
-			return Result{Outcome: Retry, Reply: "BADTIME", Err: fmt.Errorf("%s: TSIG time check failed (clock skew?): %w", where, err)}
+			return publish.Result{Outcome: publish.Retry, Reply: "BADTIME", Err: fmt.Errorf("%s: TSIG time check failed (clock skew?): %w", where, err)}
 		case errors.Is(err, dns.ErrSig), errors.Is(err, dns.ErrSecret), errors.Is(err, dns.ErrKeyAlg), errors.Is(err, dns.ErrAuth):
-			return Result{Outcome: Permanent, Reply: "TSIG", Err: fmt.Errorf("%s: TSIG: %w", where, err)}
+			return publish.Result{Outcome: publish.Permanent, Reply: "TSIG", Err: fmt.Errorf("%s: TSIG: %w", where, err)}
 		default:
-			return Result{Outcome: Retry, Err: fmt.Errorf("%s: %w", where, err)}
+			return publish.Result{Outcome: publish.Retry, Err: fmt.Errorf("%s: %w", where, err)}
 		}
 	}
-	return Result{Outcome: OK, Reply: dns.RcodeToString[resp.Rcode]}
+	return publish.Result{Outcome: publish.OK, Reply: dns.RcodeToString[resp.Rcode]}
 }
 
 func (r *rfc2136) exchange(ctx context.Context, key tsigKey, m *dns.Msg, network string) (*dns.Msg, error) {
@@ -121,7 +123,7 @@ func (r *rfc2136) exchange(ctx context.Context, key tsigKey, m *dns.Msg, network
 // rcodeResult classifies an error reply: SERVFAIL (and a TSIG BADTIME, a
 // clock that may get fixed) is retried; NOTAUTH, REFUSED, NOTZONE,
 // YXDOMAIN, FORMERR, NOTIMP and TSIG failures need a config change.
-func rcodeResult(where string, resp *dns.Msg) Result {
+func rcodeResult(where string, resp *dns.Msg) publish.Result {
 	reply := dns.RcodeToString[resp.Rcode]
 	tsigErr := ""
 	if t := resp.IsTsig(); t != nil && t.Error != dns.RcodeSuccess {
@@ -130,15 +132,15 @@ func rcodeResult(where string, resp *dns.Msg) Result {
 	}
 	err := fmt.Errorf("%s: server answered %s", where, reply)
 	if resp.Rcode == dns.RcodeServerFailure || tsigErr == "BADTIME" {
-		return Result{Outcome: Retry, Reply: reply, Err: err}
+		return publish.Result{Outcome: publish.Retry, Reply: reply, Err: err}
 	}
-	return Result{Outcome: Permanent, Reply: reply, Err: err}
+	return publish.Result{Outcome: publish.Permanent, Reply: reply, Err: err}
 }
 
 // parseTSIGKeyFile reads the first key of a BIND key file (mode checked).
 // Errors describe the syntax problem without quoting the file.
 func parseTSIGKeyFile(path string) (tsigKey, error) {
-	b, err := readSecretFile("key_file", path)
+	b, err := publish.ReadSecretFile("key_file", path)
 	if err != nil {
 		return tsigKey{}, err
 	}

@@ -1,6 +1,8 @@
-package publish
+package remote
 
 import (
+	"github.com/uplinkd/uplinkd/publish"
+
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -207,20 +209,20 @@ func (k *knot) query(t testing.TB, name string, qtype uint16) ([]string, error) 
 	return out, nil
 }
 
-func (k *knot) spec() Spec {
-	return Spec{Uplink: "dsl", Iface: "ppp0", Name: "dns", Kind: KindRFC2136, Server: k.addr, Zone: k.zone,
+func (k *knot) spec() publish.Spec {
+	return publish.Spec{Uplink: "dsl", Iface: "ppp0", Name: "dns", Kind: publish.KindRFC2136, Server: k.addr, Zone: k.zone,
 		Hostname: "home.example.test", KeyFile: k.keyFile, TTL: 60 * time.Second, Timeout: 5 * time.Second}
 }
 
 func TestRFC2136Knot(t *testing.T) {
 	k := startKnot(t)
-	p, err := New(k.spec(), PublisherOptions{})
+	p, err := New(k.spec(), publish.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range []string{"198.51.100.10", "198.51.100.11"} {
-		res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr(a)})
-		if res.Outcome != OK || res.Reply != "NOERROR" {
+		res := p.Publish(context.Background(), publish.Request{Addr: netip.MustParseAddr(a)})
+		if res.Outcome != publish.OK || res.Reply != "NOERROR" {
 			t.Fatalf("publish %s: %v %q %v", a, res.Outcome, res.Reply, res.Err)
 		}
 		// The record is replaced, not added to.
@@ -229,32 +231,32 @@ func TestRFC2136Knot(t *testing.T) {
 			t.Fatalf("after publishing %s the server answers %q %v", a, got, err)
 		}
 	}
-	res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("2001:db8::7")})
-	if got, _ := k.query(t, "home.example.test.", dns.TypeAAAA); res.Outcome != OK || !slices.Equal(got, []string{"2001:db8::7 60"}) {
+	res := p.Publish(context.Background(), publish.Request{Addr: netip.MustParseAddr("2001:db8::7")})
+	if got, _ := k.query(t, "home.example.test.", dns.TypeAAAA); res.Outcome != publish.OK || !slices.Equal(got, []string{"2001:db8::7 60"}) {
 		t.Fatalf("AAAA: %v %v %q", res.Outcome, res.Err, got)
 	}
 
 	dir := t.TempDir()
 	tests := []struct {
 		name  string
-		spec  func(*Spec)
+		spec  func(*publish.Spec)
 		reply string
 	}{
-		{"wrong secret", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha256", randomSecret(t)) }, "NOTAUTH/BADSIG"},
-		{"unknown key", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, "stranger", "hmac-sha256", k.secret) }, "NOTAUTH/BADKEY"},
-		{"wrong algorithm", func(s *Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha512", k.secret) }, "NOTAUTH/BADKEY"},
-		{"zone not served", func(s *Spec) { s.Zone, s.Hostname = "other.test", "home.other.test" }, "NOTAUTH"},
+		{"wrong secret", func(s *publish.Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha256", randomSecret(t)) }, "NOTAUTH/BADSIG"},
+		{"unknown key", func(s *publish.Spec) { s.KeyFile = writeKeyFile(t, dir, "stranger", "hmac-sha256", k.secret) }, "NOTAUTH/BADKEY"},
+		{"wrong algorithm", func(s *publish.Spec) { s.KeyFile = writeKeyFile(t, dir, k.keyName, "hmac-sha512", k.secret) }, "NOTAUTH/BADKEY"},
+		{"zone not served", func(s *publish.Spec) { s.Zone, s.Hostname = "other.test", "home.other.test" }, "NOTAUTH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := k.spec()
 			tt.spec(&spec)
-			p, err := New(spec, PublisherOptions{})
+			p, err := New(spec, publish.PublisherOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), Request{Addr: netip.MustParseAddr("203.0.113.66")})
-			if res.Outcome != Permanent || !strings.HasPrefix(res.Reply, tt.reply) {
+			res := p.Publish(context.Background(), publish.Request{Addr: netip.MustParseAddr("203.0.113.66")})
+			if res.Outcome != publish.Permanent || !strings.HasPrefix(res.Reply, tt.reply) {
 				t.Fatalf("got %v %q %v, want permanent %q", res.Outcome, res.Reply, res.Err, tt.reply)
 			}
 			if got, _ := k.query(t, "home.example.test.", dns.TypeA); !slices.Equal(got, []string{"198.51.100.11 60"}) {
@@ -272,9 +274,9 @@ func TestRFC2136KnotManager(t *testing.T) {
 	spec := k.spec()
 	spec.Settle, spec.MinInterval = 2*time.Second, 0
 	clock := hooks.NewFakeClock(time.Time{})
-	results := make(chan Event, 10)
-	m, err := NewManager([]Spec{spec}, Options{StateDir: t.TempDir(), Log: quiet(), Clock: clock,
-		OnResult: func(ev Event) { results <- ev }})
+	results := make(chan publish.Event, 10)
+	m, err := publish.NewManager([]publish.Spec{spec}, publish.Options{StateDir: t.TempDir(), Log: quiet(), Clock: clock,
+		OnResult: func(ev publish.Event) { results <- ev }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,15 +315,15 @@ func TestRFC2136TruncationAndServfail(t *testing.T) {
 	tests := []struct {
 		name      string
 		udp, tcp  int // rcode; -1 = truncated
-		want      Outcome
+		want      publish.Outcome
 		wantReply string
 		wantTCP   bool
 	}{
-		{"truncated over UDP, answered over TCP", -1, dns.RcodeSuccess, OK, "NOERROR", true},
-		{"SERVFAIL", dns.RcodeServerFailure, 0, Retry, "SERVFAIL", false},
-		{"REFUSED", dns.RcodeRefused, 0, Permanent, "REFUSED", false},
-		{"NOTZONE", dns.RcodeNotZone, 0, Permanent, "NOTZONE", false},
-		{"YXDOMAIN", dns.RcodeYXDomain, 0, Permanent, "YXDOMAIN", false},
+		{"truncated over UDP, answered over TCP", -1, dns.RcodeSuccess, publish.OK, "NOERROR", true},
+		{"SERVFAIL", dns.RcodeServerFailure, 0, publish.Retry, "SERVFAIL", false},
+		{"REFUSED", dns.RcodeRefused, 0, publish.Permanent, "REFUSED", false},
+		{"NOTZONE", dns.RcodeNotZone, 0, publish.Permanent, "NOTZONE", false},
+		{"YXDOMAIN", dns.RcodeYXDomain, 0, publish.Permanent, "YXDOMAIN", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -356,11 +358,11 @@ func TestRFC2136TruncationAndServfail(t *testing.T) {
 			}
 			<-ready
 			<-ready
-			p, err := New(Spec{Kind: KindRFC2136, Server: addr, Zone: "example.test", Hostname: "h.example.test", KeyFile: keyFile}, PublisherOptions{})
+			p, err := New(publish.Spec{Kind: publish.KindRFC2136, Server: addr, Zone: "example.test", Hostname: "h.example.test", KeyFile: keyFile}, publish.PublisherOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			res := p.Publish(context.Background(), Request{Addr: addrA})
+			res := p.Publish(context.Background(), publish.Request{Addr: addrA})
 			if res.Outcome != tt.want || res.Reply != tt.wantReply {
 				t.Fatalf("got %v %q %v", res.Outcome, res.Reply, res.Err)
 			}

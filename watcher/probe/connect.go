@@ -18,7 +18,7 @@ import (
 func Connect(ctx context.Context, nsfd int, iface string, dst netip.AddrPort) error {
 	var c net.Conn
 	err := netnsx.Do(nsfd, func() (err error) {
-		d := net.Dialer{Control: bindDevice(iface, false)}
+		d := net.Dialer{Control: BindDevice(iface, false)}
 		c, err = d.DialContext(ctx, "tcp4", dst.String())
 		return err
 	})

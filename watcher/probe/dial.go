@@ -2,17 +2,16 @@ package probe
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/helper"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
@@ -56,7 +55,7 @@ func (d *dialer) resolve(ctx context.Context, host string) (netip.Addr, error) {
 // returned duration is the time connect(2) took, measured inside the
 // namespace switch so that it does not include it.
 func (d *dialer) dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, time.Duration, error) {
-	nd := net.Dialer{Control: bindDevice(d.iface, network == "tcp" && d.src.IsValid())}
+	nd := net.Dialer{Control: BindDevice(d.iface, network == "tcp" && d.src.IsValid())}
 	if d.src.IsValid() {
 		switch network {
 		case "tcp":
@@ -95,7 +94,7 @@ func (p *tcpProber) probe(ctx context.Context, t *target, timeout time.Duration)
 			// The RST crossed the uplink: the path works (package doc).
 			return rtt, nil
 		}
-		if isTimeout(ctx, err) {
+		if IsTimeout(ctx, err) {
 			return 0, errTimeout(timeout)
 		}
 		return 0, fmt.Errorf("connect: %w", err)
@@ -125,78 +124,62 @@ func (d *dialer) resolveHostPort(ctx context.Context, host, hp string) (netip.Ad
 	return netip.AddrPortFrom(a, uint16(port)), nil
 }
 
-// httpProber GETs a URL through a transport that dials from the uplink.
-type httpProber struct {
-	d      *dialer
-	client *http.Client
-}
+// httpProber runs each GET in uplinkd-helper (package httpprobe), started
+// inside the uplink's namespace, so that the daemon links neither net/http
+// nor TLS (internal/helper says why). The host name is resolved here, in
+// the daemon's namespace, as the other methods do; the helper connects to
+// that address and reports the time to the response headers.
+type httpProber struct{ d *dialer }
 
-// maxBody is how much of a response body is read before the connection is
-// dropped: enough for a typical status page, bounded so that a target
-// serving something big cannot make probes expensive.
-const maxBody = 64 << 10
-
-func newHTTP(s Spec) *httpProber {
-	p := &httpProber{d: newDialer(s)}
-	tr := &http.Transport{
-		// Never through a proxy from the environment: the probe is about
-		// this uplink's path to the target.
-		Proxy: nil,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				return nil, fmt.Errorf("dial %s: %w", addr, err)
-			}
-			dst, err := p.d.resolveHostPort(ctx, host, addr)
-			if err != nil {
-				return nil, err
-			}
-			c, _, err := p.d.dial(ctx, "tcp", dst)
-			return c, err
-		},
-		// A fresh connection per probe: a kept-alive one could hide that
-		// new connections no longer get through, and would tie the probe
-		// to an old source address.
-		DisableKeepAlives:      true,
-		MaxResponseHeaderBytes: maxBody,
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
-	}
-	p.client = &http.Client{
-		Transport: tr,
-		// 3xx counts as success: following it would probe another target.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return p
-}
+// helperStartMargin is added to the probe's timeout, which the helper
+// enforces itself, for starting the process.
+const helperStartMargin = 5 * time.Second
 
 func (p *httpProber) probe(ctx context.Context, t *target, timeout time.Duration) (time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout+helperStartMargin)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
+	port := t.url.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[t.url.Scheme]
+	}
+	rctx, rcancel := context.WithTimeout(ctx, timeout)
+	dst, err := p.d.resolveHostPort(rctx, t.url.Hostname(), net.JoinHostPort(t.url.Hostname(), port))
+	rcancel()
 	if err != nil {
-		return 0, fmt.Errorf("build request: %w", err)
+		return 0, err
 	}
-	req.Header.Set("User-Agent", "uplinkd-probe")
-	start := time.Now()
-	resp, err := p.client.Do(req)
-	rtt := time.Since(start)
+	args := []string{HelperHTTP, "--connect", dst.String(), "--timeout", timeout.String()}
+	if p.d.src.IsValid() {
+		args = append(args, "--source", p.d.src.String())
+	}
+	if p.d.iface != "" {
+		args = append(args, "--iface", p.d.iface)
+	}
+	args = append(args, "--", t.url.String())
+	out, err := helper.Run(ctx, p.d.netns, nil, args...)
+	var herr *helper.Error
+	switch {
+	case errors.As(err, &herr) && herr.Code == helper.ExitTimeout:
+		return 0, errTimeout(timeout)
+	case err != nil:
+		return 0, err
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
 	if err != nil {
-		if isTimeout(ctx, err) {
-			return 0, errTimeout(timeout)
-		}
-		return 0, fmt.Errorf("GET: %w", err)
+		return 0, fmt.Errorf("%s: bad answer %q", helper.Name, out)
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
-	_ = resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 399 {
-		return 0, fmt.Errorf("HTTP %s", resp.Status)
-	}
-	return rtt, nil
+	return time.Duration(ns), nil
 }
 
-func (p *httpProber) close() error {
-	p.client.CloseIdleConnections()
-	return nil
-}
+// HelperHTTP is uplinkd-helper's subcommand for one http probe:
+//
+//	http-probe --connect ADDR:PORT --timeout D [--source IP] [--iface IF] -- URL
+//
+// It prints the time to the response headers in nanoseconds and exits 0,
+// or exits helper.ExitTimeout, or helper.ExitFailed with the reason on
+// stderr.
+const HelperHTTP = "http-probe"
+
+func (p *httpProber) close() error { return nil }
 
 func (p *tcpProber) close() error { return nil }

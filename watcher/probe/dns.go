@@ -94,7 +94,7 @@ func (p *dnsProber) probe(ctx context.Context, t *target, timeout time.Duration)
 		n, err := c.Read(buf)
 		if err != nil {
 			switch {
-			case isTimeout(ctx, err):
+			case IsTimeout(ctx, err):
 				return 0, errTimeout(timeout)
 			case errors.Is(err, syscall.ECONNREFUSED):
 				return 0, errors.New("port unreachable: no DNS server at target")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // The kernel tests build their own pair of namespaces per test, named
@@ -34,7 +35,11 @@ var nsCounter atomic.Int64
 // TestMain: lab.GuardMain compares the host state around the run, and its
 // sweep (shared with every other package's test namespaces) removes pr-
 // namespaces of dead runs and reports any this run left behind.
-func TestMain(m *testing.M) { os.Exit(lab.GuardMain(m)) }
+// TestMain builds uplinkd-helper, which runs the http probes, and guards
+// the host namespace (lab.GuardMain).
+func TestMain(m *testing.M) {
+	os.Exit(testutil.HelperMain(func() int { return lab.GuardMain(m) }))
+}
 
 func requireRoot(tb testing.TB) {
 	tb.Helper()

@@ -326,7 +326,7 @@ func newProber(s Spec, v6 bool) (prober, error) {
 	case MethodDNS:
 		return &dnsProber{d: newDialer(s)}, nil
 	case MethodHTTP:
-		return newHTTP(s), nil
+		return &httpProber{d: newDialer(s)}, nil
 	}
 	return nil, fmt.Errorf("unknown method %q", s.Method)
 }
@@ -419,19 +419,19 @@ type timeoutError struct{ timeout time.Duration }
 
 func (e timeoutError) Error() string { return "timeout after " + e.timeout.String() }
 
-// isTimeout reports whether err is the probe's own deadline expiring. The
+// IsTimeout reports whether err is the probe's own deadline expiring. The
 // deadline a net.Dialer derives from ctx can fire an instant before ctx's
 // own timer, so an i/o timeout counts as well.
-func isTimeout(ctx context.Context, err error) bool {
+func IsTimeout(ctx context.Context, err error) bool {
 	var ne net.Error
 	return errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
-// bindDevice is a net.Dialer/ListenConfig Control hook that binds the socket
+// BindDevice is a net.Dialer/ListenConfig Control hook that binds the socket
 // to iface before bind(2) and connect(2), so that the kernel's route lookup
 // for it is restricted to that device.
-func bindDevice(iface string, noPort bool) func(network, address string, c syscall.RawConn) error {
+func BindDevice(iface string, noPort bool) func(network, address string, c syscall.RawConn) error {
 	return func(network, address string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {

@@ -1,0 +1,46 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+
+	"github.com/uplinkd/uplinkd/internal/helper"
+)
+
+// BuildHelper builds uplinkd-helper into dir with go build flags (and
+// environment env) and returns its path. Build it beside a built uplinkd,
+// where the daemon looks for it (helper.Locate).
+func BuildHelper(dir string, env []string, flags ...string) (string, error) {
+	path := filepath.Join(dir, helper.Name)
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", path, "github.com/uplinkd/uplinkd/cmd/uplinkd-helper")...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build uplinkd-helper: %v\n%s", err, out)
+	}
+	return path, nil
+}
+
+// HelperMain is TestMain's body for a package whose tests run the daemon's
+// publishers or http probes in-process: it points helper.Override at an
+// uplinkd-helper built on first use (so that a run whose tests all skip,
+// cross-test's as nobody included, builds nothing), runs run (m.Run or
+// lab.GuardMain), removes the build and returns the exit code.
+func HelperMain(run func() int) int {
+	var dir string
+	helper.Override = sync.OnceValues(func() (string, error) {
+		var err error
+		if dir, err = os.MkdirTemp("", "uplinkd-helper-"); err != nil {
+			return "", err
+		}
+		return BuildHelper(dir, nil)
+	})
+	defer func() {
+		if dir != "" {
+			os.RemoveAll(dir)
+		}
+	}()
+	return run()
+}
