@@ -65,6 +65,15 @@ table         = 200
 rule_priority = 200
 tier          = 1
 
+  # Published by uplinkd-helper, which the daemon runs from the installed
+  # package under the unit's sandbox (a server at ISP 0, below).
+  [[uplink.publish]]
+  kind          = "dyndns2"
+  server        = "http://192.0.2.1:8080"
+  hostname      = "gw.example.test"
+  username      = "gw"
+  password_file = "/etc/uplinkd/dyndns.password"
+
 [[uplink]]
 name          = "ppp1"
 interface     = "ppp1"
@@ -86,6 +95,14 @@ uplink   = "ppp1"
 mark     = 1
 priority = 100
 TOML
+# The dyndns2 server: netcat at the "internet" address behind ISP 0, one
+# connection at a time, answering "good" and keeping what it was sent. The
+# loop ends when cleanup_all kills netcat.
+printf 'vmtest-dyn-secret\n' >/etc/uplinkd/dyndns.password
+chmod 600 /etc/uplinkd/dyndns.password
+: >/tmp/dyn.requests
+( while printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\ngood\n' |
+    ip netns exec isp0 nc -l -N 192.0.2.1 8080 >>/tmp/dyn.requests 2>&1; do :; done ) &
 t2=$(now_ms)
 start_uplinkd start_ready || exit 1
 
@@ -98,6 +115,18 @@ if ms=$(wait_until 10000 converged "$A0" "$A1"); then
   pass converged
 else
   fail converged "rules, tables, SNAT or routes not as expected 10 s after start"
+fi
+# dyndns2 through the helper: the request with ppp0's address reached the
+# server, and the daemon reports the publish.
+check helper_installed "no executable /usr/lib/uplinkd/uplinkd-helper" test -x /usr/lib/uplinkd/uplinkd-helper
+published() {
+  grep -q "GET /nic/update?hostname=gw.example.test&myip=$A0 " /tmp/dyn.requests &&
+    journalctl -u uplinkd --no-pager -o cat | grep -q 'address published'
+}
+if ms=$(wait_until 20000 published); then
+  pass dyndns2_via_helper
+else
+  fail dyndns2_via_helper "no dyndns2 request for $A0 at ISP 0 or no 'address published' in 20 s: requests: $(tr '\r\n' '  ' </tmp/dyn.requests | tail -c 300); journal: $(journalctl -u uplinkd -o cat --no-pager | grep -i publish | tail -3 | tr '\n' ';')"
 fi
 check rule_ppp0 "no 'from $A0 lookup 200'" has_rule "$A0" 200
 check rule_ppp1 "no 'from $A1 lookup 201'" has_rule "$A1" 201
