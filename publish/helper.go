@@ -85,7 +85,7 @@ func newHelperPublisher(spec Spec, opts PublisherOptions) (*helperPublisher, err
 	ctx, cancel := context.WithTimeout(context.Background(), helperCheckTimeout)
 	defer cancel()
 	if _, err := p.run(ctx, HelperCheck, Request{}); err != nil {
-		if e, ok := err.(*helper.Error); ok && e.Code == helper.ExitFailed {
+		if e := (*helper.Error)(nil); errors.As(err, &e) && e.Code == helper.ExitFailed {
 			// The check's own reason, which names the kind already.
 			return nil, errors.New(e.Msg)
 		}

@@ -50,7 +50,7 @@ const (
 var Override func() (string, error)
 
 // Locate returns the helper to run: Override's, else uplinkd-helper beside the
-// running executable (a build tree, `make run`), else in ../libexec/uplinkd
+// running executable (a build tree, `make run`), else in ../lib/uplinkd
 // from it (an installed uplinkd).
 func Locate() (string, error) {
 	if Override != nil {

@@ -26,6 +26,8 @@
 //     crossed the uplink both ways. An ICMP port unreachable is a failure,
 //     since the configured target is meant to be a DNS server.
 //   - http: GET without following redirects; 2xx and 3xx are successes.
+//     Each GET runs in uplinkd-helper (package httpprobe), one process per
+//     probe, so that the daemon links no HTTP or TLS client.
 //
 // A prober follows no address changes by itself: its sockets are bound to
 // the address it was started with. When the uplink's address changes the
