@@ -33,7 +33,7 @@ type Host struct {
 	IP   netip.Addr
 }
 
-// Service says what to restart in mode service: a systemd unit (over D-Bus)
+// Service says what to restart in mode service: a systemd unit (`systemctl restart`)
 // or a command (argv, run without a shell). Exactly one is set.
 type Service struct {
 	Unit    string   // e.g. "isc-dhcp-server.service"

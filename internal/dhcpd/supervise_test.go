@@ -217,3 +217,38 @@ func TestSupervisorRunsCommand(t *testing.T) {
 		t.Errorf("failed restart counted: %+v", st)
 	}
 }
+
+// TestRestartUnitRunsSystemctl: a unit is started or restarted with
+// `systemctl start|restart -- UNIT` (a fake systemctl on PATH records the
+// calls), and a failed job is an error that carries systemctl's message.
+func TestRestartUnitRunsSystemctl(t *testing.T) {
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	script := "#!/bin/sh\necho \"$*\" >>" + calls + "\n" +
+		"[ \"$3\" = broken.service ] && { echo \"Job for broken.service failed.\" >&2; exit 1; }\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(dir, "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	for _, tt := range []struct {
+		unit  string
+		start bool
+		want  string // the call recorded
+		err   string // "" for success
+	}{
+		{"isc-dhcp-server.service", true, "start -- isc-dhcp-server.service", ""},
+		{"isc-dhcp-server.service", false, "restart -- isc-dhcp-server.service", ""},
+		{"broken.service", false, "restart -- broken.service", "restart broken.service: exit status 1: Job for broken.service failed."},
+	} {
+		os.Remove(calls)
+		s := &supervisor{svc: Service{Unit: tt.unit}}
+		err := s.restartUnit(context.Background(), tt.start)
+		if got := fmt.Sprint(err); (tt.err == "" && err != nil) || (tt.err != "" && got != tt.err) {
+			t.Errorf("%s start=%v: error %v, want %q", tt.unit, tt.start, err, tt.err)
+		}
+		b, _ := os.ReadFile(calls)
+		if strings.TrimSpace(string(b)) != tt.want {
+			t.Errorf("%s start=%v: systemctl called with %q, want %q", tt.unit, tt.start, b, tt.want)
+		}
+	}
+}

@@ -1,6 +1,6 @@
 # [lan.dhcp] mode = "service" with Debian's isc-dhcp-server, under systemd:
 # uplinkd starts the unit when it first sees the LAN link up, restarts it
-# over D-Bus when the LAN link comes back after going down (dhcpd binds at
+# (systemctl restart) when the LAN link comes back after going down (dhcpd binds at
 # start and stays deaf otherwise), and a LAN host (namespace lanhost, Debian's
 # dhclient) gets a lease from it before and after.
 source /vmtest/lib.sh
