@@ -1,12 +1,12 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // BenchmarkPublishLatency measures, with settle = 0 (the configured settle

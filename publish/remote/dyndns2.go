@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"bufio"
 	"context"
 	"crypto/tls"
@@ -14,6 +12,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // dynDNS2 speaks the dyndns2 protocol (DynDNS, No-IP, Dynu, deSEC, most

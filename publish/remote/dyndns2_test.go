@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/testutil"
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 const (

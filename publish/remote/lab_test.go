@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"context"
 	"net"
 	"net/netip"
@@ -13,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/uplinkd/uplinkd/internal/lab"
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // TestPublishLab publishes through the lab: the publishers run "on the

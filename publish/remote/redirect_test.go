@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // credSink is a server that answers every request "good" and records the

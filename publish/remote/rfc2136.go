@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"context"
 	"encoding/base64"
 	"errors"
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // rfc2136 replaces the A (or AAAA) record of Hostname in Zone with a DNS

@@ -1,8 +1,6 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -21,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // knot is a real Knot DNS server, started by the test with one zone that

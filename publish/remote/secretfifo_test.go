@@ -1,14 +1,14 @@
 package remote
 
 import (
-	"github.com/uplinkd/uplinkd/publish"
-
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/publish"
 )
 
 // TestPublisherSecretFIFO: a publisher whose password_file or key_file is a
