@@ -117,7 +117,7 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 	stderr := &lineLogger{log: log, stream: "stderr"}
 	cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays /dev/null
 
-	if err := startProcess(cmd); err != nil {
+	if err := StartProcess(cmd); err != nil {
 		return CommandResult{ExitCode: -1, Duration: time.Since(start), Err: err}
 	}
 	err := cmd.Wait()

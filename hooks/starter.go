@@ -32,8 +32,11 @@ var starter struct {
 	reqs chan startRequest
 }
 
-// startProcess runs cmd.Start on the dedicated starter thread.
-func startProcess(cmd *exec.Cmd) error {
+// StartProcess runs cmd.Start on the dedicated starter thread. Besides
+// runCommand, it starts uplinkd-helper (internal/helper), which needs its
+// stdin and stdout and so cannot go through RunCommand; set Pdeathsig in
+// cmd.SysProcAttr for the kernel to kill the child with the daemon.
+func StartProcess(cmd *exec.Cmd) error {
 	starter.once.Do(func() {
 		starter.reqs = make(chan startRequest)
 		go processStarter(starter.reqs)

@@ -8,7 +8,7 @@
 //
 //	uplinkd-helper publish-check < request.json     exit 0, or 1 and the reason on stderr
 //	uplinkd-helper publish < request.json           the reply (JSON) on stdout
-//	uplinkd-helper http-probe --connect ADDR:PORT --timeout D [--source IP] [--iface IF] -- URL
+//	uplinkd-helper http-probe --connect ADDR:PORT --timeout D [--source IP] [--iface IF] [--netns-fd N] -- URL
 //
 // Exit codes: 0 done, 1 failed (stderr says why), 2 bad usage, 3 the probe
 // timed out.
@@ -24,21 +24,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/uplinkd/uplinkd/internal/helper"
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/publish"
 	"github.com/uplinkd/uplinkd/publish/remote"
 	"github.com/uplinkd/uplinkd/watcher/probe"
 	"github.com/uplinkd/uplinkd/watcher/probe/httpprobe"
 )
 
-// maxLife bounds a helper whose daemon died without killing it: a probe
-// or publish has a timeout of seconds, enforced here as well.
-const maxLife = 10 * time.Minute
-
 func main() {
-	time.AfterFunc(maxLife, func() { os.Exit(helper.ExitFailed) })
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -97,6 +92,7 @@ func parseHTTPProbe(args []string) (httpprobe.Request, error) {
 	fs.StringVar(&source, "source", "", "")
 	fs.StringVar(&req.Iface, "iface", "", "")
 	fs.DurationVar(&req.Timeout, "timeout", 0, "")
+	fs.IntVar(&req.NetNS, "netns-fd", int(netnsx.Own), "")
 	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || req.Timeout <= 0 {
 		return req, errArgs
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,15 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/helper/helpertest"
 	"github.com/uplinkd/uplinkd/internal/lab"
-	"github.com/uplinkd/uplinkd/internal/testutil"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
 func TestMain(m *testing.M) {
 	// uplinkd-helper runs the in-process daemon's http probes and checks
 	// its dyndns2 and rfc2136 publishers.
-	code := testutil.HelperMain(func() int { return lab.GuardMain(m) })
+	code := helpertest.HelperMain(func() int { return lab.GuardMain(m) })
 	devBinary.remove()
 	shippedBinary.remove()
 	os.Exit(code)
@@ -426,14 +425,11 @@ func (bb *builtBinary) get(t testing.TB, env []string, flags ...string) string {
 			return
 		}
 		bb.path = filepath.Join(dir, "uplinkd")
-		cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bb.path, "github.com/uplinkd/uplinkd/cmd/uplinkd")...)
-		cmd.Env = append(os.Environ(), env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			bb.err = fmt.Errorf("go build: %v\n%s", err, out)
+		if bb.err = helpertest.GoBuild(bb.path, "github.com/uplinkd/uplinkd/cmd/uplinkd", env, flags...); bb.err != nil {
 			return
 		}
 		// Beside it, where the daemon looks for its helper.
-		_, bb.err = testutil.BuildHelper(dir, env, flags...)
+		_, bb.err = helpertest.BuildHelper(dir, env, flags...)
 	})
 	if bb.err != nil {
 		t.Fatal(bb.err)

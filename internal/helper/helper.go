@@ -21,10 +21,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/hooks"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
 )
 
@@ -86,11 +88,16 @@ func (e *Error) Error() string { return e.Msg }
 // answers are one short line or a small JSON object.
 const maxOutput = 64 << 10
 
-// Run runs the helper with args and stdin inside network namespace ns
-// (netnsx.Own: the daemon's), and returns its stdout. The process starts
-// on a thread switched into ns, so it lives there, as the sockets of the
-// in-process probes do. ctx ends it (SIGKILL); a non-zero exit is an
-// *Error.
+// NetNSFD is the descriptor under which a helper started by Run for
+// another network namespace finds that namespace.
+const NetNSFD = 3
+
+// Run runs the helper with args and stdin and returns its stdout. When ns
+// is another namespace than the daemon's (netnsx.IsOwn), the helper gets
+// it as descriptor NetNSFD; args must tell it so (http-probe's
+// --netns-fd). The helper starts on hooks' starter thread with
+// Pdeathsig=SIGKILL, as every program uplinkd runs does, so it dies with
+// the daemon. ctx ends it (SIGKILL); a non-zero exit is an *Error.
 func Run(ctx context.Context, ns int, stdin []byte, args ...string) ([]byte, error) {
 	path, err := Locate()
 	if err != nil {
@@ -100,9 +107,21 @@ func Run(ctx context.Context, ns int, stdin []byte, args ...string) ([]byte, err
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr limitedBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// If the helper leaves a child holding its pipes, do not wait for it.
 	cmd.WaitDelay = time.Second
-	if err := netnsx.Do(ns, cmd.Start); err != nil {
+	if !netnsx.IsOwn(ns) {
+		// A duplicate: an *os.File closes its descriptor when collected,
+		// and ns belongs to the caller.
+		dup, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, &Error{Code: -1, Msg: fmt.Sprintf("start %s: namespace fd %d: %v", Name, ns, err)}
+		}
+		f := os.NewFile(uintptr(dup), "netns")
+		defer f.Close()
+		cmd.ExtraFiles = []*os.File{f} // the child's NetNSFD
+	}
+	if err := hooks.StartProcess(cmd); err != nil {
 		return nil, &Error{Code: -1, Msg: fmt.Sprintf("start %s: %v", Name, err)}
 	}
 	err = cmd.Wait()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +108,28 @@ func TestRunMissingHelper(t *testing.T) {
 	var e *Error
 	if !errors.As(err, &e) || e.Code != -1 || !strings.Contains(e.Msg, "start "+Name) {
 		t.Fatalf("error %#v", err)
+	}
+}
+
+// TestRunHandsOverNamespace: a namespace other than Own reaches the helper
+// as descriptor NetNSFD (here the test's own namespace, opened by path, so
+// that nothing is created), and the caller's descriptor stays open.
+func TestRunHandsOverNamespace(t *testing.T) {
+	withScript(t, `readlink /proc/self/fd/`+strconv.Itoa(NetNSFD))
+	f, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := Run(context.Background(), int(f.Fd()), nil)
+	if err != nil || strings.TrimSpace(string(out)) != want {
+		t.Fatalf("helper's fd %d: %q %v, want %q", NetNSFD, out, err, want)
+	}
+	if _, err := f.Stat(); err != nil {
+		t.Fatalf("the caller's namespace fd: %v", err)
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/uplinkd/uplinkd/internal/helper/helpertest"
 	"github.com/uplinkd/uplinkd/internal/lab"
-	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // TestMain builds uplinkd-helper for the tests that publish through it
@@ -14,5 +14,5 @@ import (
 // GuardMain fails the run if the host namespace's rules, routes, links or
 // netfilter state changed anyway.
 func TestMain(m *testing.M) {
-	os.Exit(testutil.HelperMain(func() int { return lab.GuardMain(m) }))
+	os.Exit(helpertest.HelperMain(func() int { return lab.GuardMain(m) }))
 }

@@ -124,11 +124,11 @@ func (d *dialer) resolveHostPort(ctx context.Context, host, hp string) (netip.Ad
 	return netip.AddrPortFrom(a, uint16(port)), nil
 }
 
-// httpProber runs each GET in uplinkd-helper (package httpprobe), started
-// inside the uplink's namespace, so that the daemon links neither net/http
-// nor TLS (internal/helper says why). The host name is resolved here, in
-// the daemon's namespace, as the other methods do; the helper connects to
-// that address and reports the time to the response headers.
+// httpProber runs each GET in uplinkd-helper (package httpprobe), so that
+// the daemon links neither net/http nor TLS (internal/helper says why).
+// The host name is resolved here, in the daemon's namespace, as the other
+// methods do; the helper gets the uplink's namespace, connects from there
+// to that address, and reports the time to the response headers.
 type httpProber struct{ d *dialer }
 
 // helperStartMargin is added to the probe's timeout, which the helper
@@ -155,6 +155,9 @@ func (p *httpProber) probe(ctx context.Context, t *target, timeout time.Duration
 	if p.d.iface != "" {
 		args = append(args, "--iface", p.d.iface)
 	}
+	if !netnsx.IsOwn(p.d.netns) {
+		args = append(args, "--netns-fd", strconv.Itoa(helper.NetNSFD))
+	}
 	args = append(args, "--", t.url.String())
 	out, err := helper.Run(ctx, p.d.netns, nil, args...)
 	var herr *helper.Error
@@ -173,7 +176,7 @@ func (p *httpProber) probe(ctx context.Context, t *target, timeout time.Duration
 
 // HelperHTTP is uplinkd-helper's subcommand for one http probe:
 //
-//	http-probe --connect ADDR:PORT --timeout D [--source IP] [--iface IF] -- URL
+//	http-probe --connect ADDR:PORT --timeout D [--source IP] [--iface IF] [--netns-fd N] -- URL
 //
 // It prints the time to the response headers in nanoseconds and exits 0,
 // or exits helper.ExitTimeout, or helper.ExitFailed with the reason on

@@ -17,9 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/helper/helpertest"
 	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/internal/netnsx"
-	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // The kernel tests build their own pair of namespaces per test, named
@@ -38,7 +38,7 @@ var nsCounter atomic.Int64
 // TestMain builds uplinkd-helper, which runs the http probes, and guards
 // the host namespace (lab.GuardMain).
 func TestMain(m *testing.M) {
-	os.Exit(testutil.HelperMain(func() int { return lab.GuardMain(m) }))
+	os.Exit(helpertest.HelperMain(func() int { return lab.GuardMain(m) }))
 }
 
 func requireRoot(tb testing.TB) {

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/netnsx"
 	"github.com/uplinkd/uplinkd/watcher/probe"
 )
 
@@ -29,6 +30,9 @@ type Request struct {
 	Connect netip.AddrPort
 	Source  netip.Addr // bind to this address; invalid: the kernel's choice
 	Iface   string     // bind to this device (SO_BINDTODEVICE); "": none
+	// NetNS is a descriptor of the namespace to connect in (the
+	// uplink's); netnsx.Own: the helper's own.
+	NetNS   int
 	Timeout time.Duration
 }
 
@@ -59,7 +63,14 @@ func Get(ctx context.Context, r Request) (time.Duration, error) {
 		// this uplink's path to the target.
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return nd.DialContext(ctx, network, r.Connect.String())
+			// Only the socket is made in the uplink's namespace; it
+			// stays there for the rest of the request.
+			var c net.Conn
+			err := netnsx.Do(r.NetNS, func() (err error) {
+				c, err = nd.DialContext(ctx, network, r.Connect.String())
+				return err
+			})
+			return c, err
 		},
 		// One connection per probe, and one probe per process: a
 		// kept-alive connection could only hide that new ones no longer
