@@ -1,12 +1,10 @@
 package remote
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/netip"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,22 +62,4 @@ func waitAttempts(t *testing.T, m *publish.Manager) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("a publish attempt still runs")
 	}
-}
-
-// lockedBuffer is a goroutine-safe output buffer for child processes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/uplinkd/uplinkd/hooks"
+	"github.com/uplinkd/uplinkd/internal/lab"
 	"github.com/uplinkd/uplinkd/publish"
 )
 
@@ -148,7 +149,7 @@ func startKnot(t testing.TB) *knot {
 	bin := knotBinary(t)
 	k, cf := knotConfig(t, "127.0.0.1", freePort(t))
 	cmd := exec.Command(bin, "-c", cf)
-	out := &lockedBuffer{}
+	out := &lab.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Dies with the test binary, even when it is killed by a timeout.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
