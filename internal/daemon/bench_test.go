@@ -31,10 +31,12 @@ const redials = 200
 // BenchmarkRedialToApplied measures, in the lab, the time from the kernel
 // change to the desired state applied by the in-process daemon:
 //   - drop: just before the ppp1 delete syscall → end of the pass that took
-//     ppp1 out of the main default and removed its rule;
+//     ppp1 out of the main default and removed its fwmark rule (and deleted
+//     the uplink's conntrack entries);
 //   - dial: new address added (syscall returned) → end of the pass that
-//     installed the new from-rule and rewrote the SNAT rule (and deleted the
-//     uplink's conntrack entries);
+//     installed the new from-rule and rewrote the SNAT rule (an address
+//     gained where there was none deletes no conntrack entries: those of
+//     the old address went with it);
 //   - event: netlink event read → end of that pass, for both of the above.
 //
 // In the same run, on the same lab, the daemon stopped, a minimal reactor
@@ -42,7 +44,7 @@ const redials = 200
 // passes issued for the last redial, addresses swapped, on sockets opened
 // once, no state, no diffing, no logging) does the same redials: floor_p50_ms and
 // floor_p99_ms are its event → applied figures, p50_ms and p99_ms uplinkd's
-// for the dial passes (event → routing + SNAT + conntrack applied), and
+// for the dial passes (event → routing + SNAT applied), and
 // ratio_p99 is uplinkd's p99 over the floor's. The floor also runs once
 // with sockets subscribed to what uplinkd's watchers subscribe to
 // (listenLikeUplinkd): floor_watched_p50_ms, floor_watched_p99_ms and

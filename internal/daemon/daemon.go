@@ -82,6 +82,9 @@ type SyncResult struct {
 	Repaired bool
 	// FirewallChanged: the pass rewrote (part of) the netfilter state.
 	FirewallChanged bool
+	// ConntrackDeletes is how many conntrack deletes by uplink mark the
+	// pass sent (one per uplink and family whose connections it cleared).
+	ConntrackDeletes int
 }
 
 // Daemon is the running reconcile loop.

@@ -40,8 +40,8 @@ import (
 // kernel.NetlinkRoute), the same nftables transaction (the chains of table
 // ip uplinkd a pass rewrites, flushed and refilled with the same rules) or,
 // on the iptables backends, one iptables-*-restore of an SNAT rule, and the
-// same conntrack delete by mark, routing and firewall side by side as a pass
-// runs them. The writes are recorded from uplinkd's own passes in the same
+// conntrack deletes by mark the passes sent (SyncResult.ConntrackDeletes),
+// routing and firewall side by side as a pass runs them. The writes are recorded from uplinkd's own passes in the same
 // run (floorWrites) with the addresses swapped for each redial, and sent over
 // sockets opened once, with no state read back, no diffing and no logging.
 // It is the floor uplinkd's redial latency is compared with.
@@ -80,8 +80,9 @@ type floorWrites struct {
 // order and, for nftables, the chains of table ip uplinkd they rewrote with
 // the rules they left there.
 type passWrites struct {
-	changes []policy.Change
-	chains  map[string][]*nftables.Rule
+	changes   []policy.Change
+	chains    map[string][]*nftables.Rule
+	conntrack int // conntrack deletes by the uplink's mark
 }
 
 type floorSample struct {
@@ -244,7 +245,8 @@ func (f *floorReactor) run(ctx context.Context, out chan<- floorSample) {
 
 // send issues one pass's writes with the recorded addresses swapped for old
 // and new: sysctls, then the routing changes in order beside the firewall
-// (as a pass's applyBoth runs them), then, for a dial, the conntrack delete.
+// (as a pass's applyBoth runs them), then as many conntrack deletes as
+// uplinkd's passes sent.
 func (f *floorReactor) send(w passWrites, old, new netip.Addr) error {
 	swap := func(a netip.Addr) netip.Addr {
 		switch {
@@ -282,7 +284,7 @@ func (f *floorReactor) send(w passWrites, old, new netip.Addr) error {
 	if err := <-fwDone; err != nil {
 		errs = append(errs, err)
 	}
-	if new.IsValid() {
+	for range w.conntrack {
 		if err := f.deleteConntrack(); err != nil {
 			errs = append(errs, err)
 		}
@@ -660,6 +662,7 @@ func (r *passRecorder) redial(b *testing.B, syncs <-chan SyncResult) floorWrites
 		var g passWrites
 		for _, p := range ps {
 			g.changes = append(g.changes, p.res.Changes...)
+			g.conntrack += p.res.ConntrackDeletes
 		}
 		if r.nft && len(ps) > 0 {
 			after := ps[len(ps)-1]
@@ -685,7 +688,7 @@ func (r *passRecorder) redial(b *testing.B, syncs <-chan SyncResult) floorWrites
 		for _, c := range g.w.changes {
 			cmds = append(cmds, c.Command())
 		}
-		b.Logf("floor writes for %s: %q; nftables chains rewritten: %v", g.name, cmds, slices.Sorted(maps.Keys(g.w.chains)))
+		b.Logf("floor writes for %s: %q; nftables chains rewritten: %v; conntrack deletes: %d", g.name, cmds, slices.Sorted(maps.Keys(g.w.chains)), g.w.conntrack)
 	}
 	return w
 }

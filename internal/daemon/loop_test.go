@@ -734,14 +734,18 @@ func TestLoopConntrackFlush(t *testing.T) {
 				t.Fatalf("twoPPP's ppp0 addresses %v, want %s", a, first)
 			}
 			l := startLoop(t, loopOpts{config: fakeConfig("", extra), obs: obs})
+			reported := 0 // what the passes say they sent
 			for _, step := range tt.steps {
 				l.k.edit(step)
 				l.send(linkEvent(l, "ppp0"))
-				l.pass()
+				reported += l.pass().ConntrackDeletes
 			}
 			got := len(l.logs.records(map[string]any{"msg": "conntrack entries of the uplink deleted", "uplink": "ppp0"}))
 			if got != tt.wantFlush {
 				t.Errorf("ppp0's conntrack entries deleted %d times, want %d", got, tt.wantFlush)
+			}
+			if reported != tt.wantFlush {
+				t.Errorf("the passes reported %d conntrack deletes, want %d", reported, tt.wantFlush)
 			}
 			l.fw.mu.Lock()
 			cleared := l.fw.cleared[firewall.UplinkMark(0)]

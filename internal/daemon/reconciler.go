@@ -137,7 +137,7 @@ func (r *reconciler) sync(cfg *policy.Config, trigger time.Time) SyncResult {
 		res.Err = errors.Join(res.Err, fmt.Errorf("firewall: %w", err))
 	}
 	res.FirewallChanged = fwChanged
-	r.flushConntrack()
+	res.ConntrackDeletes = r.flushConntrack()
 	r.host.haSync(desired.Uplinks, now) // HA: track file and exclusive uplinks
 	res.End = r.clock.Now()
 	r.host.afterApply(links, links6, now)
@@ -493,12 +493,13 @@ func (r *reconciler) flushOnTransition(old, st policy.UplinkState) bool {
 // flushConntrack deletes, inside the kernel and by the uplink's connection
 // mark, the conntrack entries of uplinks whose address changed or that
 // failed this pass, without counting them: one request instead of three on
-// the event path.
-func (r *reconciler) flushConntrack() {
+// the event path. It returns how many deletes it sent.
+func (r *reconciler) flushConntrack() (sent int) {
 	for _, i := range r.ctFlush {
 		if i < 0 {
 			continue
 		}
+		sent++
 		u := r.cfg.Uplinks[i]
 		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface}
 		if err := r.fw.ClearConntrackByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
@@ -508,7 +509,7 @@ func (r *reconciler) flushConntrack() {
 		r.log.Info("conntrack entries of the uplink deleted", attrs...)
 	}
 	r.ctFlush = r.ctFlush[:0]
-	r.flushConntrack6()
+	return sent + r.flushConntrack6()
 }
 
 // flush6OnTransition: an uplink's IPv6 connections go when its IPv6 side
@@ -520,12 +521,13 @@ func flush6OnTransition(old, st policy.UplinkState6) bool {
 
 // flushConntrack6 deletes the IPv6 conntrack entries of the uplinks of
 // ctFlush6, by their connection mark (set by the IPv6 firewall state for
-// uplinks with ipv6 on).
-func (r *reconciler) flushConntrack6() {
+// uplinks with ipv6 on). It returns how many deletes it sent.
+func (r *reconciler) flushConntrack6() (sent int) {
 	for _, i := range r.ctFlush6 {
 		if i < 0 {
 			continue
 		}
+		sent++
 		u := r.cfg.Uplinks[i]
 		attrs := []any{"event", "conntrack", "uplink", u.Name, "iface", u.Interface, "family", "ipv6"}
 		if err := r.fw.ClearConntrack6ByMark(firewall.UplinkMark(i), firewall.UplinkMarkMask); err != nil {
@@ -535,6 +537,7 @@ func (r *reconciler) flushConntrack6() {
 		r.log.Info("IPv6 conntrack entries of the uplink deleted", attrs...)
 	}
 	r.ctFlush6 = r.ctFlush6[:0]
+	return sent
 }
 
 // forgetMovedMarks: connection marks are per uplink position, so an uplink
