@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -81,9 +82,22 @@ const ownSession cmdOption = 1
 
 // runCommand runs argv (no shell) with os.Environ()+env, in its own process
 // group, for at most timeout, logging its output line by line through log
-// (which carries the caller's fields: event, uplink, iface, ...). It is the
-// one place where uplinkd starts external programs.
+// (which carries the caller's fields: event, uplink, iface, ...). It and
+// CaptureCommand run every external program uplinkd starts, except
+// uplinkd-helper, which needs its stdin and stdout (StartProcess).
 func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, opts ...cmdOption) CommandResult {
+	stdout := &lineLogger{log: log, stream: "stdout"}
+	stderr := &lineLogger{log: log, stream: "stderr"}
+	res := execute(ctx, log, argv, env, timeout, stdout, stderr, opts...)
+	stdout.flush()
+	stderr.flush()
+	return res
+}
+
+// execute starts argv on the starter thread and waits for it, with
+// runCommand's rules (process group, Pdeathsig, the timeout kills the
+// group); its output goes to stdout and stderr.
+func execute(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, stdout, stderr io.Writer, opts ...cmdOption) CommandResult {
 	start := time.Now()
 	if len(argv) == 0 {
 		return CommandResult{ExitCode: -1, Err: errors.New("empty command")}
@@ -113,16 +127,12 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 		return err
 	}
 	cmd.WaitDelay = pipeGrace
-	stdout := &lineLogger{log: log, stream: "stdout"}
-	stderr := &lineLogger{log: log, stream: "stderr"}
 	cmd.Stdout, cmd.Stderr = stdout, stderr // stdin stays /dev/null
 
 	if err := StartProcess(cmd); err != nil {
 		return CommandResult{ExitCode: -1, Duration: time.Since(start), Err: err}
 	}
 	err := cmd.Wait()
-	stdout.flush()
-	stderr.flush()
 
 	res := CommandResult{ExitCode: -1, Duration: time.Since(start), Err: err}
 	if cmd.ProcessState != nil {
@@ -155,6 +165,39 @@ func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeo
 // process group of its own.
 func RunCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration) CommandResult {
 	return runCommand(ctx, log, argv, env, timeout)
+}
+
+// maxCaptured bounds the output CaptureCommand hands back.
+const maxCaptured = 4096
+
+// CaptureCommand runs argv with RunCommand's rules but hands its output
+// back (stdout and stderr as they came, the first 4 KiB) instead of
+// logging it, for a caller that puts a failure's message in its own error
+// (the DHCP supervisor's `systemctl restart`).
+func CaptureCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration) (CommandResult, []byte) {
+	out := &cappedBuffer{max: maxCaptured}
+	res := execute(ctx, log, argv, env, timeout, out, out)
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	return res, out.buf.Bytes()
+}
+
+// cappedBuffer keeps the first max bytes written to it and claims every
+// write whole (an error would make exec stop copying and the command block
+// on a full pipe). exec copies stdout and stderr from two goroutines.
+type cappedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	max int
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - c.buf.Len(); room > 0 {
+		c.buf.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
 }
 
 // lineLogger is an io.Writer that logs each complete line as one record.

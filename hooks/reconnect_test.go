@@ -473,3 +473,31 @@ func TestCommandNotFound(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
+
+// TestCaptureCommand: CaptureCommand hands back stdout and stderr (the
+// first maxCaptured bytes; a command printing more is not blocked by it)
+// and the same result RunCommand gives, environment included.
+func TestCaptureCommand(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, body  string
+		wantOutcome string
+		wantOut     string // the whole output, or its start when longer
+		wantLen     int
+	}{
+		{"both streams", `echo "out $UPLINKD_IFACE"; echo err >&2; exit 3`, "failed", "out lan0\nerr\n", 13},
+		{"more than kept", `head -c 100000 /dev/zero | tr '\0' x`, "ok", "xxxx", maxCaptured},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := testutil.Script(t, dir, strings.ReplaceAll(tt.name, " ", "-"), tt.body)
+			res, out := CaptureCommand(context.Background(), quiet(), []string{cmd}, []string{"UPLINKD_IFACE=lan0"}, 20*time.Second)
+			if res.Outcome() != tt.wantOutcome {
+				t.Errorf("outcome %s (%+v), want %s", res.Outcome(), res, tt.wantOutcome)
+			}
+			if len(out) != tt.wantLen || !strings.HasPrefix(string(out), tt.wantOut) {
+				t.Errorf("output %d bytes %.40q, want %d bytes starting %q", len(out), out, tt.wantLen, tt.wantOut)
+			}
+		})
+	}
+}

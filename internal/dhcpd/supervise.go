@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
 )
 
-// restartTimeout bounds one restart (the D-Bus job or the command).
+// restartTimeout bounds one restart (systemctl's job or the command).
 const restartTimeout = time.Minute
 
 // supervisor keeps an external DHCP server serving across LAN link flaps.
@@ -132,17 +133,29 @@ func (s *supervisor) do(ctx context.Context, start bool) {
 // as another user it goes through the system bus and polkit. systemctl,
 // not a D-Bus library, keeps godbus out of the daemon's binary: about
 // 0.4 MB of its idle memory (docs/performance.md, "Idle RSS"). It is found
-// on PATH, as an admin's shell would.
+// on PATH, as an admin's shell would, and run as every program uplinkd
+// starts is (hooks.CaptureCommand: its own process group, killed with the
+// daemon and on the timeout).
 func (s *supervisor) restartUnit(ctx context.Context, start bool) error {
 	verb := "restart"
 	if start {
 		verb = "start"
 	}
-	out, err := exec.CommandContext(ctx, "systemctl", verb, "--", s.svc.Unit).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", verb, s.svc.Unit, err, strings.TrimSpace(string(out)))
+	res, out := hooks.CaptureCommand(ctx, s.log, []string{"systemctl", verb, "--", s.svc.Unit}, nil, restartTimeout)
+	return commandError(verb+" "+s.svc.Unit, res, out)
+}
+
+// commandError is nil for a command that succeeded, else what went wrong
+// with its output (systemctl's "Job for ... failed").
+func commandError(what string, res hooks.CommandResult, out []byte) error {
+	msg := strings.TrimSpace(string(out))
+	switch {
+	case res.Err == nil:
+		return nil
+	case res.TimedOut, res.Canceled:
+		return fmt.Errorf("%s: %s after %s: %s", what, res.Outcome(), res.Duration.Round(time.Millisecond), msg)
 	}
-	return nil
+	return fmt.Errorf("%s: %w: %s", what, res.Err, msg)
 }
 
 // runCommand runs the configured argv (no shell) with the interface in the
@@ -151,11 +164,7 @@ func (s *supervisor) runCommand(ctx context.Context, _ bool) error {
 	if len(s.svc.Command) == 0 {
 		return errors.New("no command")
 	}
-	cmd := exec.CommandContext(ctx, s.svc.Command[0], s.svc.Command[1:]...)
-	cmd.Env = append(cmd.Environ(), "UPLINKD_EVENT=lan-up", "UPLINKD_IFACE="+s.iface)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %w: %s", s.svc.Command[0], err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	env := []string{"UPLINKD_EVENT=lan-up", "UPLINKD_IFACE=" + s.iface}
+	res, out := hooks.CaptureCommand(ctx, s.log, s.svc.Command, env, restartTimeout)
+	return commandError(s.svc.Command[0], res, out)
 }

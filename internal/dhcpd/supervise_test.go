@@ -3,13 +3,17 @@ package dhcpd
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/testutil"
 )
 
 // waitLong bounds every wait in these tests: generous, so that a busy
@@ -241,7 +245,7 @@ func TestRestartUnitRunsSystemctl(t *testing.T) {
 		{"broken.service", false, "restart -- broken.service", "restart broken.service: exit status 1: Job for broken.service failed."},
 	} {
 		os.Remove(calls)
-		s := &supervisor{svc: Service{Unit: tt.unit}}
+		s := &supervisor{svc: Service{Unit: tt.unit}, log: slog.New(slog.DiscardHandler)}
 		err := s.restartUnit(context.Background(), tt.start)
 		if got := fmt.Sprint(err); (tt.err == "" && err != nil) || (tt.err != "" && got != tt.err) {
 			t.Errorf("%s start=%v: error %v, want %q", tt.unit, tt.start, err, tt.err)
@@ -251,4 +255,46 @@ func TestRestartUnitRunsSystemctl(t *testing.T) {
 			t.Errorf("%s start=%v: systemctl called with %q, want %q", tt.unit, tt.start, b, tt.want)
 		}
 	}
+}
+
+// TestRunCommandKillsWhatItForked: a restart command that is cancelled (the
+// daemon stops, or the restart times out) is killed with everything it
+// forked, as every program uplinkd runs is: the command gets its own process
+// group. Before, only the command itself was killed, and its output pipe,
+// still held by what it forked, kept the restart waiting.
+func TestRunCommandKillsWhatItForked(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	script := testutil.Script(t, dir, "restart-dhcp",
+		"sleep 1000 &\necho $! >"+pidFile+".tmp && mv "+pidFile+".tmp "+pidFile+"\nwait")
+	s := &supervisor{svc: Service{Command: []string{script}}, iface: "lan0", log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.runCommand(ctx, false) }()
+
+	testutil.WaitFor(t, "the command's child", waitLong, func() bool { return testutil.ReadFile(t, pidFile) != "" })
+	pid, err := strconv.Atoi(strings.TrimSpace(testutil.ReadFile(t, pidFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "canceled") {
+			t.Errorf("cancelled command: error %v, want one that says canceled", err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("runCommand did not return after its context was cancelled")
+	}
+	// The child, reparented once its shell died, must go too (a zombie
+	// waiting for its new parent to reap it counts as gone).
+	testutil.WaitFor(t, fmt.Sprintf("the command's child %d to be killed", pid), waitLong, func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		_, after, _ := strings.Cut(string(stat), ") ")
+		return strings.HasPrefix(after, "Z")
+	})
 }
