@@ -89,7 +89,16 @@ func ComputeWith(cfg *Config, obs Observed, links []UplinkState, health Health, 
 		// Only an uplink whose check can degrade it and that is usable is.
 		st.Degraded = degraded[u.Name] && st.Usable && u.Check.Warns()
 		d.Uplinks = append(d.Uplinks, st)
-		if !st.Present || !st.Addr.IsValid() {
+		if !st.Present {
+			continue
+		}
+		// rp_filter goes on as soon as the interface exists: it is then in
+		// place before its first packet, and a redial's address pass (the
+		// one that brings the uplink back) has one kernel write less to
+		// wait for, since pppd creates ppp0 well before IPCP gives it an
+		// address.
+		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/" + u.Interface + "/rp_filter", Value: u.RPFilter.Sysctl()})
+		if !st.Addr.IsValid() {
 			continue
 		}
 		d.Rules = append(d.Rules, Rule{
@@ -99,7 +108,6 @@ func ComputeWith(cfg *Config, obs Observed, links []UplinkState, health Health, 
 			Protocol: Protocol,
 		})
 		d.Routes = append(d.Routes, tableRoutes(u, st)...)
-		d.Sysctls = append(d.Sysctls, Sysctl{Key: "net/ipv4/conf/" + u.Interface + "/rp_filter", Value: u.RPFilter.Sysctl()})
 	}
 
 	for _, r := range cfg.Rules {

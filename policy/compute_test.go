@@ -106,6 +106,11 @@ func TestCompute(t *testing.T) {
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, true)},
 		Addrs: map[string][]Addr{"ppp0": p2pAddr("100.64.0.10", "100.64.0.1")},
 	}
+	// pppd has created ppp1; IPCP has not given it an address yet.
+	ppp1NoAddr := Observed{
+		Links: both.Links,
+		Addrs: onlyPPP0.Addrs,
+	}
 	noCarrier := Observed{
 		Links: map[string]Link{"ppp0": p2pLink("ppp0", 5, false), "ppp1": p2pLink("ppp1", 6, true)},
 		Addrs: both.Addrs,
@@ -130,6 +135,7 @@ func TestCompute(t *testing.T) {
 		{"dual-ppp-both-up", dualPPP(t), both, nil},
 		{"dual-ppp-weighted", weighted, both, nil},
 		{"dual-ppp-ppp1-absent", dualPPP(t), onlyPPP0, nil},
+		{"dual-ppp-ppp1-no-address-yet", dualPPP(t), ppp1NoAddr, nil},
 		{"dual-ppp-ppp0-no-carrier", dualPPP(t), noCarrier, nil},
 		{"dual-ppp-ppp0-probes-failed", dualPPP(t), both, Health{"ppp0": false, "ppp1": true}},
 		{"dual-ppp-nothing-yet", dualPPP(t), Observed{}, nil},
