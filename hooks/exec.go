@@ -83,8 +83,11 @@ const ownSession cmdOption = 1
 // runCommand runs argv (no shell) with os.Environ()+env, in its own process
 // group, for at most timeout, logging its output line by line through log
 // (which carries the caller's fields: event, uplink, iface, ...). It and
-// CaptureCommand run every external program uplinkd starts, except
-// uplinkd-helper, which needs its stdin and stdout (StartProcess).
+// CaptureCommand run every program uplinkd starts for the administrator:
+// hooks, reconnect and publish commands, HA stop commands, the DHCP
+// service's restart. uplinkd-helper, which needs its stdin and stdout, goes
+// through StartProcess; the iptables backend runs iptables-restore itself,
+// from a thread in the firewall's namespace.
 func runCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration, opts ...cmdOption) CommandResult {
 	stdout := &lineLogger{log: log, stream: "stdout"}
 	stderr := &lineLogger{log: log, stream: "stderr"}
@@ -173,8 +176,12 @@ const maxCaptured = 4096
 // CaptureCommand runs argv with RunCommand's rules but hands its output
 // back (stdout and stderr as they came, the first 4 KiB) instead of
 // logging it, for a caller that puts a failure's message in its own error
-// (the DHCP supervisor's `systemctl restart`).
+// (the DHCP supervisor's `systemctl restart`, an HA stop command). log,
+// which may be nil, gets only the command's own trouble.
 func CaptureCommand(ctx context.Context, log *slog.Logger, argv, env []string, timeout time.Duration) (CommandResult, []byte) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	out := &cappedBuffer{max: maxCaptured}
 	res := execute(ctx, log, argv, env, timeout, out, out)
 	out.mu.Lock()

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,8 +246,8 @@ func TestRunStop(t *testing.T) {
 	}
 	start := time.Now()
 	err := RunStop(context.Background(), []string{"/bin/sh", "-c", "sleep 30 & sleep 30"}, nil, 200*time.Millisecond)
-	if err == nil || time.Since(start) > 20*time.Second { // the command would hang for 30 s
-		t.Errorf("hanging stop command: err %v after %v", err, time.Since(start))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 20*time.Second { // the command would hang for 30 s
+		t.Errorf("hanging stop command: err %v after %v, want a deadline exceeded", err, time.Since(start))
 	}
 }
 

@@ -4,34 +4,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"syscall"
 	"time"
+
+	"github.com/uplinkd/uplinkd/hooks"
 )
 
 // RunStop runs an exclusive uplink's stop command (e.g. poff PEER) with argv
-// only, no shell, its environment extended by env (KEY=value). It is killed,
-// with its process group, after timeout or when ctx ends.
+// only, no shell, its environment extended by env (KEY=value), as every
+// program uplinkd runs is (hooks.CaptureCommand): killed with its process
+// group after timeout or when ctx ends, and with the daemon if it dies.
 func RunStop(ctx context.Context, argv, env []string, timeout time.Duration) error {
 	if len(argv) == 0 {
 		return errors.New("no stop command")
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		}
-		return fmt.Errorf("%s: %w: %s", argv[0], err, trim(out))
+	res, out := hooks.CaptureCommand(ctx, nil, argv, env, timeout)
+	err := res.Err
+	switch {
+	case err == nil:
+		return nil
+	case res.TimedOut:
+		err = context.DeadlineExceeded
+	case res.Canceled:
+		err = context.Canceled
 	}
-	return nil
+	return fmt.Errorf("%s: %w: %s", argv[0], err, trim(out))
 }
 
 // trim keeps a command's output short enough for one log record.
