@@ -96,13 +96,26 @@ mark     = 1
 priority = 100
 TOML
 # The dyndns2 server: netcat at the "internet" address behind ISP 0, one
-# connection at a time, answering "good" and keeping what it was sent. The
-# loop ends when cleanup_all kills netcat.
+# connection at a time, keeping the request head it was sent and answering
+# "good" only after it. (Fed the answer up front, netcat sent it as soon as
+# the connection was up; a reply that comes before the request is written
+# is one Go's HTTP client refuses as unsolicited, and a run failed so.) The
+# loop ends when cleanup_all kills netcat or deletes isp0.
 printf 'vmtest-dyn-secret\n' >/etc/uplinkd/dyndns.password
 chmod 600 /etc/uplinkd/dyndns.password
 : >/tmp/dyn.requests
-( while printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\ngood\n' |
-    ip netns exec isp0 nc -l -N 192.0.2.1 8080 >>/tmp/dyn.requests 2>&1; do :; done ) &
+( trap '' PIPE
+  while :; do
+    coproc DYN { ip netns exec isp0 nc -l -N 192.0.2.1 8080; }
+    in=${DYN[0]} out=${DYN[1]} pid=$DYN_PID
+    while IFS= read -r line <&"$in"; do
+      printf '%s\n' "$line" >>/tmp/dyn.requests
+      [[ $line == $'\r' || -z $line ]] && break
+    done
+    printf 'HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\ngood\n' 2>/dev/null >&"$out"
+    exec {out}>&- 2>/dev/null # netcat's stdin ends: -N shuts the connection's sending side
+    wait "$pid" || break
+  done ) &
 t2=$(now_ms)
 start_uplinkd start_ready || exit 1
 
