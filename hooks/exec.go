@@ -182,29 +182,37 @@ func CaptureCommand(ctx context.Context, log *slog.Logger, argv, env []string, t
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	out := &cappedBuffer{max: maxCaptured}
+	out := &CappedBuffer{Max: maxCaptured}
 	res := execute(ctx, log, argv, env, timeout, out, out)
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	return res, out.buf.Bytes()
+	return res, out.Bytes()
 }
 
-// cappedBuffer keeps the first max bytes written to it and claims every
-// write whole (an error would make exec stop copying and the command block
-// on a full pipe). exec copies stdout and stderr from two goroutines.
-type cappedBuffer struct {
+// CappedBuffer keeps the first Max bytes written to it and drops the rest,
+// so a runaway program cannot grow the daemon. It claims every write whole
+// (an error would make exec stop copying and the command block on a full
+// pipe), and it may be written from two goroutines (exec copies stdout and
+// stderr separately). Used here and by internal/helper.
+type CappedBuffer struct {
+	Max int
+
 	mu  sync.Mutex
 	buf bytes.Buffer
-	max int
 }
 
-func (c *cappedBuffer) Write(p []byte) (int, error) {
+func (c *CappedBuffer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if room := c.max - c.buf.Len(); room > 0 {
+	if room := c.Max - c.buf.Len(); room > 0 {
 		c.buf.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// Bytes is what was kept.
+func (c *CappedBuffer) Bytes() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Bytes()
 }
 
 // lineLogger is an io.Writer that logs each complete line as one record.

@@ -107,9 +107,9 @@ func (s *supervisor) run(ctx context.Context, linkc <-chan struct{}, linkUp *ato
 	}
 }
 
+// do runs one restart; the action bounds itself (restartTimeout), so a
+// restart that hangs is reported as a timeout rather than as cancelled.
 func (s *supervisor) do(ctx context.Context, start bool) {
-	ctx, cancel := context.WithTimeout(ctx, restartTimeout)
-	defer cancel()
 	what := s.svc.Unit
 	if what == "" {
 		what = strings.Join(s.svc.Command, " ")

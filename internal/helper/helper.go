@@ -105,7 +105,7 @@ func Run(ctx context.Context, ns int, stdin []byte, args ...string) ([]byte, err
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr limitedBuffer
+	stdout, stderr := hooks.CappedBuffer{Max: maxOutput}, hooks.CappedBuffer{Max: maxOutput}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// If the helper leaves a child holding its pipes, do not wait for it.
@@ -128,7 +128,7 @@ func Run(ctx context.Context, ns int, stdin []byte, args ...string) ([]byte, err
 	if err == nil {
 		return stdout.Bytes(), nil
 	}
-	msg := lastLine(stderr.String())
+	msg := lastLine(string(stderr.Bytes()))
 	var exit *exec.ExitError
 	if errors.As(err, &exit) && exit.Exited() {
 		if msg == "" {
@@ -151,15 +151,4 @@ func lastLine(s string) string {
 		s = s[i+1:]
 	}
 	return s
-}
-
-// limitedBuffer keeps the first maxOutput bytes written to it and drops
-// the rest, so a runaway helper cannot grow the daemon.
-type limitedBuffer struct{ bytes.Buffer }
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := maxOutput - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
 }
